@@ -1,0 +1,6 @@
+"""edged: camera frames -> GPU preprocessing -> model chains -> MQTT, for NVIDIA Jetson."""
+
+__version__ = "0.1.0"
+
+# Exit code for configuration errors (sysexits EX_CONFIG); systemd is told not to restart on it.
+EX_CONFIG = 78
