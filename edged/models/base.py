@@ -1,0 +1,73 @@
+"""Decoder protocol and registry: raw engine outputs -> Detections, one decoder class per model kind.
+
+A decoder knows its model kind's default preprocessing and its own parameters (a pydantic model,
+so `models.<name>.decode` in the YAML is validated with exact error locations). It never builds
+messages and never touches the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edged.preprocess.spec import Plan, PreprocessSpec
+from edged.types import Detection
+
+
+class DecodeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Decoder:
+    """Base class. Subclasses set `kind`, `Params`, `default_preprocess` and implement `decode`."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[DecodeParams]] = DecodeParams
+    default_preprocess: ClassVar[PreprocessSpec]
+    # True for models that run on crops and return one result per crop (classifier, recognizer).
+    per_crop: ClassVar[bool] = False
+
+    def __init__(self, params: DecodeParams, labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None):
+        self.params = params
+        self.labels = list(labels)
+        self.metadata = dict(metadata or {})
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+    def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
+        """One list of detections per batch item, geometry mapped to source coordinates via `plans`.
+
+        Per-crop decoders return exactly one Detection per item (its box is filled in by the chain).
+        """
+        raise NotImplementedError
+
+
+DECODERS: dict[str, type[Decoder]] = {}
+
+
+def register(kind: str) -> Callable[[type[Decoder]], type[Decoder]]:
+    def wrap(cls: type[Decoder]) -> type[Decoder]:
+        cls.kind = kind
+        DECODERS[kind] = cls
+        return cls
+
+    return wrap
+
+
+def get_decoder(kind: str) -> type[Decoder]:
+    # Importing the package registers every built-in decoder.
+    import edged.models  # noqa: F401
+
+    try:
+        return DECODERS[kind]
+    except KeyError:
+        raise KeyError(f"no decoder for model kind {kind!r} (known: {', '.join(sorted(DECODERS))})") from None
+
+
+def build_decoder(kind: str, params: Mapping[str, Any], labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None) -> Decoder:
+    cls = get_decoder(kind)
+    return cls(cls.Params.model_validate(dict(params)), labels, metadata)
