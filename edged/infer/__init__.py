@@ -1,0 +1,37 @@
+"""Inference backends behind one Engine protocol; `create_engine` picks one by name or `auto`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edged.infer import onnxruntime as _ort  # noqa: F401  (registers the backend)
+from edged.infer import tensorrt as _trt  # noqa: F401  (registers the backend, import-guarded inside)
+from edged.infer.base import AVAILABILITY, BACKENDS, Engine, EngineInfo, EngineOptions, ModelLoadError, TensorSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "EngineInfo", "EngineOptions", "ModelLoadError", "TensorSpec", "choose_backend", "create_engine"]
+
+
+def choose_backend(requested: str) -> tuple[str, str]:
+    """(backend, why) for a configured backend name; `auto` prefers TensorRT, then ONNX Runtime."""
+    if requested != "auto":
+        reason = AVAILABILITY[requested]()
+        if reason:
+            raise ModelLoadError(f"backend {requested!r} is not available: {reason}")
+        return requested, "configured"
+    trt_reason = AVAILABILITY["tensorrt"]()
+    if trt_reason is None:
+        return "tensorrt", "auto: TensorRT is importable"
+    ort_reason = AVAILABILITY["onnxruntime"]()
+    if ort_reason is None:
+        return "onnxruntime", f"auto: {trt_reason}"
+    raise ModelLoadError(f"no inference backend available: {trt_reason}; {ort_reason}")
+
+
+def create_engine(name: str, path: Path, backend: str = "auto", options: EngineOptions | None = None) -> Engine:
+    chosen, why = choose_backend(backend)
+    engine = BACKENDS[chosen](name, path, options or EngineOptions())
+    log.info("model %s: backend %s on %s (%s)", name, chosen, engine.info.device, why)
+    return engine

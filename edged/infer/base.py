@@ -1,0 +1,78 @@
+"""Engine protocol and backend registry.
+
+An engine runs tensors and knows nothing of chains or decoders. Inputs and outputs are host numpy
+arrays or device buffers (objects with `__cuda_array_interface__`); a backend never copies what is
+already where it needs to be.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(Exception):
+    """A model file could not be loaded (missing, not ONNX, unsupported); the message says why."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    # -1 (or a symbolic name, shown as -1) marks a dynamic dimension.
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32", "float16", "int64", ...
+
+
+@dataclass
+class EngineInfo:
+    backend: str  # "onnxruntime" | "tensorrt"
+    device: str  # "cpu" | "cuda" | "dla0" ...
+    providers: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+class Engine(Protocol):
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    metadata: dict[str, str]
+    info: EngineInfo
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run once. Host inputs give host outputs; device inputs give device outputs where supported."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Plain backend options (built from config by app.py; infer/ never reads config objects)."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    providers: tuple[str, ...] | None = None
+    precision: str = "fp16"
+    workspace_mb: int = 1024
+    dla_core: int | None = None
+    calibration_cache: Path | None = None
+    max_batch: int = 16
+    cache_dir: Path = Path("/var/cache/edged/engines")
+    # Device-side execution: a raw cudaStream_t handle to enqueue on (0 = none / host execution).
+    cuda_stream: int = 0
+
+
+EngineFactory = Callable[[str, Path, EngineOptions], Engine]
+BACKENDS: dict[str, EngineFactory] = {}
+# Why `auto` chose a backend, for the startup summary.
+AVAILABILITY: dict[str, Callable[[], str | None]] = {}
+
+
+def register_backend(name: str, factory: EngineFactory, unavailable_reason: Callable[[], str | None]) -> None:
+    BACKENDS[name] = factory
+    AVAILABILITY[name] = unavailable_reason
