@@ -1,0 +1,134 @@
+"""A chain is a list of typed stages: the first runs on the whole frame, each later one on crops of
+detections of an earlier stage. All crops of a frame go to the engine as one batch (or in chunks of
+`batch_size`), and results nest under the detection they were cropped from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edged.chain.filters import StageFilter
+from edged.infer.base import Engine
+from edged.models.base import Decoder
+from edged.preprocess import Preprocessor, PreprocessSpec
+from edged.preprocess.spec import upright_quad
+from edged.types import Detection, Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+# Crops for these kinds are text lines: turned upright when tall, flipped when the orientation
+# classifier said 180 degrees. Crops for other kinds (a person box to a classifier) keep their shape.
+TEXT_CROP_KINDS = frozenset({"ppocr_cls", "ppocr_rec"})
+
+
+@dataclass
+class Stage:
+    name: str
+    engine: Engine
+    decoder: Decoder
+    spec: PreprocessSpec
+    preprocessor: Preprocessor
+    on: str | None = None
+    filter: StageFilter = field(default_factory=StageFilter)
+    batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        self.input_name = self.engine.inputs[0].name
+        batch_dim = self.engine.inputs[0].shape[0] if self.engine.inputs[0].shape else -1
+        # A model exported with a fixed batch of N can only take N crops per call.
+        if batch_dim > 0:
+            self.batch_size = batch_dim if self.batch_size == 0 else min(self.batch_size, batch_dim)
+
+    def infer(self, tensor: Any) -> dict[str, Any]:
+        outputs = self.engine.infer({self.input_name: tensor})
+        return {k: _host(v) for k, v in outputs.items()}
+
+
+def _host(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    getter = getattr(value, "get", None)  # device arrays (CuPy, our DeviceTensor) download with .get()
+    if callable(getter):
+        return np.asarray(getter())
+    return np.asarray(value)
+
+
+class StageState:
+    """What the stages of one frame have produced so far (flat per stage; nesting lives in the tree)."""
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+        self.by_stage: dict[str, list[Detection]] = {}
+        self.top: list[Detection] = []
+        self.latency_ms: dict[str, float] = {}
+
+
+class Chain:
+    def __init__(self, stages: Sequence[Stage]):
+        if not stages:
+            raise ValueError("a chain needs at least one stage")
+        self.stages = list(stages)
+
+    def run(self, frame: Frame) -> FrameResult:
+        """Run every stage on one frame, in order (the pipeline overlaps frames across stages)."""
+        state = StageState(frame)
+        for stage in self.stages:
+            run_stage(stage, state)
+        return finish(state)
+
+
+def run_stage(stage: Stage, state: StageState) -> None:
+    t0 = time.perf_counter()
+    if stage.on is None:
+        tensor, plan = stage.preprocessor.frame(state.frame, stage.spec)
+        found = stage.decoder.decode(stage.infer(tensor), [plan])[0]
+        kept = stage.filter.select(found)
+        state.top = kept
+        state.by_stage[stage.name] = kept
+    else:
+        parents = stage.filter.select(state.by_stage.get(stage.on, []))
+        state.by_stage[stage.name] = _run_on_crops(stage, state.frame, parents)
+    state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
+
+
+def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[Detection]:
+    if not parents:
+        return []
+    text = stage.decoder.kind in TEXT_CROP_KINDS
+    quads = [upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in parents]
+    chunk = stage.batch_size or len(parents)
+    produced: list[Detection] = []
+    for start in range(0, len(parents), chunk):
+        batch_parents = parents[start : start + chunk]
+        tensor, plans = stage.preprocessor.crops(frame, quads[start : start + chunk], stage.spec)
+        results = stage.decoder.decode(stage.infer(tensor), plans)
+        for parent, dets in zip(batch_parents, results):
+            if stage.decoder.per_crop:
+                dets = [_inherit_geometry(d, parent) for d in dets if not d.attrs.get("rejected")]
+                for d in dets:
+                    if "angle" in d.attrs:
+                        # Later text stages crop this parent upside down when the classifier says so.
+                        parent.attrs["angle"] = d.attrs["angle"]
+            if dets:
+                parent.children.setdefault(stage.name, []).extend(dets)
+                produced.extend(dets)
+    return produced
+
+
+def _inherit_geometry(d: Detection, parent: Detection) -> Detection:
+    d.box = parent.box
+    d.polygon = parent.polygon
+    return d
+
+
+def finish(state: StageState) -> FrameResult:
+    # "total" is capture -> result, so it includes queueing between pipelined stages.
+    total = (time.monotonic_ns() - state.frame.t_mono_ns) / 1e6
+    latency = {**state.latency_ms, "total": total}
+    return FrameResult(frame=state.frame, detections=state.top, latency_ms=latency)

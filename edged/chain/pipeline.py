@@ -1,0 +1,109 @@
+"""Overlap consecutive frames across chain stages: one thread per stage, bounded hand-offs.
+
+While stage 2 (recognition) works on frame N, stage 1 (detection) already runs on frame N+1. The
+heavy calls (ONNX Runtime, TensorRT, CUDA, OpenCV) release the GIL, so stages really run in
+parallel. Queues hold at most `depth` frames: when the chain is slower than the camera the capture
+side drops (latest-frame semantics), never this pipeline, so no backlog builds and order is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from edged.chain.chain import Chain, StageState, finish, run_stage
+from edged.types import Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        chain: Chain,
+        sink: Callable[[FrameResult], None],
+        *,
+        name: str = "camera",
+        depth: int = 1,
+        on_error: Callable[[Frame, BaseException], None] | None = None,
+        thread_init: Callable[[], None] | None = None,
+    ):
+        self.chain = chain
+        self.sink = sink
+        self.name = name
+        self.on_error = on_error
+        self.thread_init = thread_init
+        n = len(chain.stages)
+        # queues[i] feeds stage i; queues[n] feeds the sink.
+        self._queues: list[queue.Queue[object]] = [queue.Queue(maxsize=depth) for _ in range(n + 1)]
+        self._threads: list[threading.Thread] = []
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self.last_progress = time.monotonic()
+        self.completed = 0
+
+    def start(self) -> None:
+        for i in range(len(self.chain.stages) + 1):
+            t = threading.Thread(target=self._worker, args=(i,), name=f"{self.name}-stage{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, frame: Frame, timeout: float | None = None) -> bool:
+        """Hand a frame to the first stage; blocks while it is busy (False on timeout)."""
+        with self._lock:
+            self.in_flight += 1
+        try:
+            self._queues[0].put(StageState(frame), timeout=timeout)
+        except queue.Full:
+            with self._lock:
+                self.in_flight -= 1
+            return False
+        return True
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the frames in flight, then stop the threads. True if everything drained in time."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._queues[0].put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            return False
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _worker(self, index: int) -> None:
+        if self.thread_init is not None:
+            self.thread_init()
+        stages = self.chain.stages
+        inbox, outbox = self._queues[index], self._queues[index + 1] if index < len(stages) else None
+        while True:
+            item = inbox.get()
+            if item is _STOP:
+                if outbox is not None:
+                    outbox.put(_STOP)
+                return
+            assert isinstance(item, StageState)
+            try:
+                if outbox is not None:
+                    run_stage(stages[index], item)
+                    outbox.put(item)
+                    continue
+                self.sink(finish(item))
+            except Exception as e:  # one bad frame must not stop the camera
+                self._failed(item.frame, e)
+            else:
+                self.completed += 1
+            self.last_progress = time.monotonic()
+            with self._lock:
+                self.in_flight -= 1
+
+    def _failed(self, frame: Frame, error: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(frame, error)
+        else:
+            log.error("camera %s: frame %d failed: %s", frame.camera, frame.seq, error)
