@@ -1,0 +1,6 @@
+"""Health: the local HTTP server (/healthz, /readyz, /metrics, /stats, snapshots); systemd notify/watchdog."""
+
+from edged.health.notify import Notifier, Watchdog, watchdog_interval
+from edged.health.server import HealthServer
+
+__all__ = ["HealthServer", "Notifier", "Watchdog", "watchdog_interval"]
