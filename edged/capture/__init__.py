@@ -1,0 +1,84 @@
+"""Capture: turn a source URI into a `Source`, and run it in a `CameraCapture` thread per camera.
+
+    make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
+    cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
+    frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from edged.capture import jetson
+from edged.capture.base import Source, SourceEnded, SourceError, redact
+from edged.capture.opencv import STREAM_SCHEMES, ImageFolderSource, OpenCVSource, split_uri
+from edged.capture.worker import CameraCapture
+
+__all__ = [
+    "CameraCapture",
+    "ImageFolderSource",
+    "OpenCVSource",
+    "Source",
+    "SourceEnded",
+    "SourceError",
+    "make_source",
+    "redact",
+    "resolve_path",
+]
+
+Backend = Literal["auto", "opencv", "jetson"]
+
+
+def resolve_path(uri: str, base_dir: Path | None) -> str | None:
+    """The filesystem path of a file:// or dir:// URI, relative paths taken from base_dir; else None."""
+    scheme, rest = split_uri(uri)
+    if scheme not in ("file", "dir"):
+        return None
+    p = Path(rest).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    return str(p)
+
+
+def make_source(
+    uri: str,
+    *,
+    backend: Backend = "auto",
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    loop: bool = False,
+    base_dir: Path | None = None,
+) -> Source:
+    """Build (not open) the Source for a URI.
+
+    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV.
+    `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
+    loop files itself (the worker loops other sources by reopening them). Raises SourceError for a
+    URI no backend can take.
+    """
+    scheme, _ = split_uri(uri)
+    path = resolve_path(uri, base_dir)
+    jetson_missing = jetson.available()
+    if scheme == "csi" and (backend == "opencv" or jetson_missing):
+        why = f"; {jetson_missing}" if jetson_missing else ""
+        raise SourceError(f"{uri}: csi:// needs jetson-utils (JetPack){why}")
+    if backend == "jetson" and jetson_missing:
+        raise SourceError(f"{redact(uri)}: backend jetson requested but {jetson_missing}")
+    use_jetson = backend == "jetson" or (
+        backend == "auto" and jetson_missing is None and scheme in jetson.JETSON_SCHEMES
+    )
+    if use_jetson:
+        if scheme not in jetson.JETSON_SCHEMES:
+            raise SourceError(f"{redact(uri)}: the jetson backend takes csi://, v4l2://, rtsp://, file://")
+        # jetson-utils resolves file:// itself, so hand it the absolute path.
+        jetson_uri = f"file://{path}" if scheme == "file" and path else uri
+        return jetson.JetsonSource(uri, target=jetson_uri, width=width, height=height, fps=fps, loop=loop)
+    if scheme == "dir":
+        return ImageFolderSource(uri, path=path)
+    if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
+        return OpenCVSource(uri, path=path, width=width, height=height, fps=fps)
+    raise SourceError(
+        f"{redact(uri)}: unsupported source (use file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+    )

@@ -1,0 +1,125 @@
+"""Capture through jetson-utils `videoSource` (CSI, V4L2, RTSP and files, decoded by the Jetson's NVDEC).
+
+NOT EXECUTED IN CI: jetson-utils exists only on a Jetson (built with jetson-inference, not on PyPI),
+so only `available()` and the pure URI → argv mapping (`video_source_argv`) are tested here. The
+calls follow the API read from jetson-utils sources (fae4b42; see the team notes "jetson-apis.md"):
+
+- `videoSource(uri, argv=[...])`, flags `--input-width= --input-height= --input-rate= --input-loop=
+  --num-buffers=`;
+- `Capture(format='rgb8', timeout=ms)` returns None on timeout and raises on EOS or error;
+  `IsStreaming()` is False after EOS/close, which is how EOS and failure are told apart;
+- RTSP sources never reconnect by themselves: the worker closes this source and makes a new one.
+
+Frames are `cudaImage`s in device memory. They live in a ring of `numBuffers` buffers that the
+decoder reuses: a frame is overwritten after about numBuffers further captures. The worker hands
+over only the latest frame and the pipeline uses it before the next few captures; a stage that must
+keep it longer (e.g. a snapshot, a queued crop) copies it first (the GPU stage does).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edged.capture.base import SourceEnded, SourceError, redact
+from edged.types import PixelFormat
+
+log = logging.getLogger(__name__)
+
+JETSON_SCHEMES = ("csi", "v4l2", "rtsp", "file")
+
+_import_error: str | None = None
+try:  # pragma: no cover - only on a Jetson
+    from jetson_utils import videoSource
+except Exception as exc:  # ImportError, or an OSError from a missing CUDA/GStreamer library
+    videoSource = None
+    _import_error = f"jetson_utils is not importable ({type(exc).__name__}: {exc})"
+
+
+def available() -> str | None:
+    """None when jetson-utils can be used, else why not (for logs and `edged doctor`)."""
+    return _import_error if videoSource is None else None
+
+
+def video_source_argv(
+    uri: str,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    loop: bool = False,
+    num_buffers: int | None = None,
+) -> list[str]:
+    """The argv videoSource parses for our options (argv[0] is a program name, as with sys.argv)."""
+    argv = ["edged"]
+    if width:
+        argv.append(f"--input-width={int(width)}")
+    if height:
+        argv.append(f"--input-height={int(height)}")
+    if fps:
+        argv.append(f"--input-rate={float(fps):g}")
+    if loop and uri.startswith("file://"):
+        # -1 = loop forever inside GStreamer, cheaper than rebuilding the pipeline at each end.
+        argv.append("--input-loop=-1")
+    if num_buffers:
+        argv.append(f"--num-buffers={int(num_buffers)}")
+    return argv
+
+
+class JetsonSource:
+    """A jetson-utils videoSource behind the Source protocol; frames are cudaImage (rgb8)."""
+
+    fmt: PixelFormat = "rgb8"
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        target: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        loop: bool = False,
+        num_buffers: int | None = None,
+    ) -> None:
+        self.uri = uri
+        # What videoSource opens: the URI with a relative file path made absolute by the caller.
+        self.target = target or uri
+        self.live = not uri.startswith("file://")
+        self.nominal_fps: float | None = fps
+        self._argv = video_source_argv(
+            uri, width=width, height=height, fps=fps, loop=loop, num_buffers=num_buffers
+        )
+        self._src: Any = None
+
+    def open(self) -> None:  # pragma: no cover - needs a Jetson
+        if videoSource is None:
+            raise SourceError(f"{redact(self.uri)}: {_import_error}")
+        try:
+            self._src = videoSource(self.target, argv=self._argv)
+        except Exception as exc:
+            raise SourceError(f"{redact(self.uri)}: videoSource could not open it ({exc})") from exc
+        try:
+            rate = float(self._src.GetFrameRate())
+            if rate > 0:
+                self.nominal_fps = rate
+        except Exception:  # GetFrameRate is missing in old builds: keep the requested rate
+            pass
+
+    def read(self, timeout_s: float) -> Any | None:  # pragma: no cover - needs a Jetson
+        if self._src is None:
+            raise SourceError(f"{redact(self.uri)}: read before open")
+        try:
+            return self._src.Capture(format=self.fmt, timeout=max(0, int(timeout_s * 1000)))
+        except Exception as exc:
+            if not self._src.IsStreaming():
+                raise SourceEnded(f"{redact(self.uri)}: end of stream ({exc})") from exc
+            raise SourceError(f"{redact(self.uri)}: capture failed ({exc})") from exc
+
+    def close(self) -> None:  # pragma: no cover - needs a Jetson
+        if self._src is not None:
+            try:
+                self._src.Close()
+            except Exception as exc:
+                log.debug("%s: Close failed: %s", redact(self.uri), exc)
+            self._src = None
