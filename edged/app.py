@@ -1,0 +1,256 @@
+"""The daemon: builds every part from the Config, owns threads and signals, talks to systemd.
+
+The one place that wires capture, chain, publish and health together.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edged import __version__
+from edged.config import Config, ConfigError, load_config
+from edged.environment import opencv_report
+from edged.health.notify import Notifier, Watchdog
+from edged.health.server import HealthServer
+from edged.infer import ModelLoadError
+from edged.metrics import Metrics
+from edged.publish.event import EventBuilder
+from edged.publish.mqtt import MqttPublisher
+from edged.publish.outbox import Outbox
+from edged.publish.stdout import StdoutSink
+from edged.runtime import CameraRunner, LoadedModel, load_model
+from edged.snapshot import render_snapshot
+from edged.types import FrameResult
+
+log = logging.getLogger("edged")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: Path, *, stdout: bool = False):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.events = EventBuilder(cfg.device.name)
+        self.models: dict[str, LoadedModel] = {}
+        self.cameras: dict[str, CameraRunner] = {}
+        self.stdout = StdoutSink(sys.stdout) if stdout else None
+        self.publisher: MqttPublisher | None = None
+        self.health: HealthServer | None = None
+        self.notifier = Notifier()
+        self.watchdog: Watchdog | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.started = time.time()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path)
+        log.info("%s", opencv_report())
+        if self.cfg.mqtt.enabled:
+            outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
+            self.publisher = MqttPublisher(self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics)
+            self.publisher.start()
+        self._load_models(set(self.cfg.models))
+        for name in self.cfg.cameras:
+            self._start_camera(name)
+        if self.cfg.health.enabled:
+            self.health = HealthServer(
+                self.cfg.health.bind, self.cfg.health.port, self.metrics,
+                status=self.status, ready=self.ready, snapshot=self.snapshot,
+            )
+            self.health.start()
+        self._summary()
+        self.notifier.ready(self.one_line_status())
+        self.watchdog = Watchdog(self.notifier, self.progressing, summary=self.one_line_status)
+        self.watchdog.start()
+
+    def run_forever(self) -> int:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config. Returns the exit code."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        while not self._stop.is_set():
+            if self._reload.wait(0.5):
+                self._reload.clear()
+                self.reload()
+        self.shutdown()
+        return 0
+
+    def shutdown(self, flush_timeout_s: float = 5.0) -> None:
+        log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)
+        self.notifier.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        for runner in self.cameras.values():
+            runner.stop()
+        if self.publisher is not None:
+            self.publisher.stop(flush_timeout_s)
+        if self.health is not None:
+            self.health.stop()
+        for m in self.models.values():
+            m.close()
+        log.info("stopped")
+
+    # --- parts -------------------------------------------------------------------------------
+
+    def _load_models(self, names: set[str]) -> None:
+        for name in sorted(names):
+            try:
+                self.models[name] = load_model(name, self.cfg.models[name], self.metrics)
+            except ModelLoadError as e:
+                # Cameras using it cannot run; others go on. check-config catches this before deploys.
+                log.error("model %s: %s", name, e)
+
+    def _start_camera(self, name: str) -> None:
+        cam = self.cfg.cameras[name]
+        if not cam.enabled:
+            log.info("camera %s: disabled in the config", name)
+            return
+        missing = sorted({s.model for s in cam.chain} - set(self.models))
+        if missing:
+            log.error("camera %s: not started, model(s) failed to load: %s", name, ", ".join(missing))
+            return
+        runner = CameraRunner(name, cam, self.models, self._on_result, self.metrics, self.config_path.parent)
+        runner.start()
+        self.cameras[name] = runner
+
+    def _on_result(self, result: FrameResult) -> None:
+        camera = result.frame.camera
+        for stage, dets in _count_by_stage(result).items():
+            self.metrics.detections.labels(camera, stage).inc(dets)
+        if not result.detections:
+            return  # one message per frame *with detections*
+        event = self.events.build(result)
+        self.metrics.events.labels(camera).inc()
+        if self.stdout is not None:
+            self.stdout.write(event)
+        if self.publisher is not None:
+            self.publisher.publish(camera, event)
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config; on error keep the running one. Restart only what changed."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload: config %s rejected, keeping the running one:\n%s", self.config_path, e)
+            self.notifier.ready(self.one_line_status())
+            return
+        old = self.cfg
+        if new.mqtt != old.mqtt or new.health != old.health or new.device != old.device:
+            log.warning("reload: device/mqtt/health changes take effect after a restart (systemctl restart edged)")
+        changed_models = {n for n in new.models if n not in old.models or new.models[n] != old.models[n]}
+        removed_models = set(old.models) - set(new.models)
+        restart = {
+            n for n in set(old.cameras) | set(new.cameras)
+            if old.cameras.get(n) != new.cameras.get(n)
+            or (n in new.cameras and {s.model for s in new.cameras[n].chain} & changed_models)
+        }
+        for n in sorted(restart):
+            runner = self.cameras.pop(n, None)
+            if runner is not None:
+                log.info("reload: stopping camera %s", n)
+                runner.stop()
+        for n in changed_models | removed_models:
+            old_model = self.models.pop(n, None)
+            if old_model is not None:
+                old_model.close()
+        self.cfg = new.model_copy(update={"mqtt": old.mqtt, "health": old.health, "device": old.device})
+        self._load_models(changed_models)
+        for n in sorted(restart):
+            if n in new.cameras:
+                log.info("reload: starting camera %s", n)
+                self._start_camera(n)
+        log.info("reload: done (%d camera(s) restarted, %d model(s) reloaded)", len(restart), len(changed_models))
+        self.notifier.ready(self.one_line_status())
+
+    # --- health ------------------------------------------------------------------------------
+
+    def progressing(self) -> tuple[bool, str]:
+        for runner in self.cameras.values():
+            ok, why = runner.progressing(max(runner.config.frame_timeout_s * 2, 10.0))
+            if not ok:
+                return False, why
+        return True, ""
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        cams = {}
+        ok = True
+        for name, cam in self.cfg.cameras.items():
+            if not cam.enabled:
+                continue
+            runner = self.cameras.get(name)
+            age = time.monotonic() - runner.capture.last_frame_mono if runner and runner.capture.last_frame_mono else None
+            cam_ok = runner is not None and (runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s))
+            cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
+            ok &= cam_ok
+        models = {n: n in self.models for n in self.cfg.models}
+        ok &= all(models.values())
+        broker = self.publisher.state if self.publisher else "disabled"
+        return ok, {"ready": ok, "cameras": cams, "models": models, "broker": broker}
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": __version__,
+            "device": self.cfg.device.name,
+            "uptime_s": round(time.time() - self.started, 1),
+            "cameras": {n: r.status() for n, r in self.cameras.items()},
+            "models": {n: {"kind": m.config.kind, "backend": m.engine.info.backend, "device": m.engine.info.device,
+                           "preprocess": m.preprocessor.name} for n, m in self.models.items()},
+        }
+        if self.publisher is not None:
+            out["mqtt"] = self.publisher.status()
+        return out
+
+    def snapshot(self, camera: str) -> bytes | None:
+        runner = self.cameras.get(camera)
+        if runner is None:
+            return None
+        # The frame that has results drawn on it, else the newest raw frame.
+        result = runner.last_result
+        frame = result.frame if result is not None else runner.last_frame
+        return render_snapshot(frame, result) if frame is not None else None
+
+    def one_line_status(self) -> str:
+        parts = [f"{n}:{r.capture.state}:{r.capture.fps_measured:.1f}fps" for n, r in self.cameras.items()]
+        broker = self.publisher.state if self.publisher else "mqtt off"
+        return f"{len(self.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
+
+    def _summary(self) -> None:
+        lines = [f"device {self.cfg.device.name}"]
+        for n, m in self.models.items():
+            lines.append(f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
+                         f"preprocess {m.preprocessor.name}, {m.config.path}")
+        for n, cam in self.cfg.cameras.items():
+            chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
+            state = "running" if n in self.cameras else ("disabled" if not cam.enabled else "NOT started")
+            lines.append(f"camera {n}: {cam.source} @ {cam.fps:g} fps: {chain} [{state}]")
+        if self.publisher is not None:
+            lines.append(f"mqtt {self.cfg.mqtt.host}:{self.cfg.mqtt.port} topics {self.cfg.topic_prefix}/<camera>/detections")
+        if self.health is not None:
+            lines.append(f"health http://{self.cfg.health.bind}:{self.health.port}/ (/healthz /readyz /metrics /stats)")
+        log.info("startup summary:\n  %s", "\n  ".join(lines))
+
+
+def _count_by_stage(result: FrameResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+
+    def walk(dets: Any, stage: str) -> None:
+        for d in dets:
+            counts[stage] = counts.get(stage, 0) + 1
+            for child_stage, kids in d.children.items():
+                walk(kids, child_stage)
+
+    first = next(iter(result.latency_ms), "detections")
+    walk(result.detections, first)
+    return counts

@@ -1,0 +1,214 @@
+"""Loaded models and camera runners: the parts app.py wires together, built from config.
+
+A `LoadedModel` is one engine + decoder + preprocessing spec, shared by every camera whose chain
+uses it. A `CameraRunner` is the detectnet-style loop for one camera: capture -> chain -> sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edged.capture import make_source
+from edged.capture.worker import CameraCapture
+from edged.chain.chain import Chain, Stage
+from edged.chain.filters import StageFilter
+from edged.chain.pipeline import Pipeline
+from edged.config import CameraConfig, ModelConfig, effective_preprocess
+from edged.infer import EngineOptions, ModelLoadError, create_engine
+from edged.infer.base import Engine
+from edged.metrics import Metrics
+from edged.models.base import Decoder, build_decoder
+from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
+from edged.types import Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    config: ModelConfig
+    engine: Engine
+    decoder: Decoder
+    spec: PreprocessSpec
+    preprocessor: Preprocessor
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def engine_options(m: ModelConfig) -> EngineOptions:
+    return EngineOptions(
+        intra_op_threads=m.onnxruntime.intra_op_threads,
+        inter_op_threads=m.onnxruntime.inter_op_threads,
+        providers=tuple(m.onnxruntime.providers) if m.onnxruntime.providers else None,
+        precision=m.tensorrt.precision,
+        workspace_mb=m.tensorrt.workspace_mb,
+        dla_core=m.tensorrt.dla_core,
+        calibration_cache=m.tensorrt.calibration_cache,
+        max_batch=m.tensorrt.max_batch,
+        cache_dir=m.tensorrt.cache_dir,
+    )
+
+
+def make_preprocessor(device: str) -> Preprocessor:
+    """The preprocessing implementation for `preprocess.device` (GPU ones when edged.gpu provides them)."""
+    if device == "cpu":
+        return CpuPreprocessor()
+    try:
+        from edged.gpu.preprocess import make_preprocessor as make_gpu
+    except ImportError:
+        if device in ("kernel", "cv2cuda"):
+            raise ModelLoadError(f"preprocess.device: {device} needs edged's GPU support (pycuda)") from None
+        return CpuPreprocessor()
+    pre: Preprocessor = make_gpu(device)
+    return pre
+
+
+def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> LoadedModel:
+    """Engine + decoder for one configured model. Raises ModelLoadError with a clear message."""
+    labels: list[str] = []
+    if m.labels is not None:
+        try:
+            labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError as e:
+            raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
+    engine = create_engine(name, m.path, m.backend, engine_options(m))
+    decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+    pre = make_preprocessor(m.preprocess.device)
+    if metrics is not None:
+        metrics.engine_info.labels(name).info(
+            {"backend": engine.info.backend, "device": engine.info.device, "preprocess": pre.name, "kind": m.kind}
+        )
+    return LoadedModel(name, m, engine, decoder, effective_preprocess(m), pre)
+
+
+def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
+    stages = []
+    for s in cam.chain:
+        lm = models[s.model]
+        flt = StageFilter(
+            classes=frozenset(s.classes) if s.classes else None,
+            min_score=s.min_score,
+            min_size=s.min_size,
+            roi=tuple(s.roi) if s.roi else None,
+            max_count=s.max_crops if s.on is not None else None,
+        )
+        stages.append(
+            Stage(s.stage_name, lm.engine, lm.decoder, lm.spec, lm.preprocessor, on=s.on, filter=flt, batch_size=s.batch_size)
+        )
+    return Chain(stages)
+
+
+class CameraRunner:
+    """Capture -> chain -> sink for one camera, on its own threads."""
+
+    def __init__(
+        self,
+        name: str,
+        cam: CameraConfig,
+        models: Mapping[str, LoadedModel],
+        sink: Callable[[FrameResult], None],
+        metrics: Metrics,
+        base_dir: Path | None = None,
+    ):
+        self.name = name
+        self.config = cam
+        self.metrics = metrics
+        self.capture = CameraCapture(
+            name,
+            lambda: make_source(cam.source, backend=cam.backend, width=cam.width, height=cam.height, base_dir=base_dir),
+            fps=cam.fps,
+            loop=cam.loop,
+            realtime=cam.realtime,
+            frame_timeout_s=cam.frame_timeout_s,
+            reconnect_min_s=cam.reconnect.min_s,
+            reconnect_max_s=cam.reconnect.max_s,
+            metrics=metrics,
+        )
+        self.chain = build_chain(cam, models) if cam.chain else None
+        self._sink = sink
+        self.pipeline = Pipeline(self.chain, self._record, name=name, on_error=self._frame_failed) if self.chain else None
+        self.last_result: FrameResult | None = None
+        self.last_frame: Frame | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
+        self._error_logged: str | None = None
+
+    def start(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.start()
+        self.capture.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop capture, let in-flight frames finish (bounded), stop the pipeline."""
+        self._stop.set()
+        self.capture.stop()
+        self._thread.join(timeout)
+        if self.pipeline is not None and not self.pipeline.stop(timeout):
+            log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
+
+    def _loop(self) -> None:
+        # The whole loop, as in jetson-inference's detectnet.py: capture -> detect -> publish.
+        while not self._stop.is_set():
+            frame = self.capture.get(timeout_s=0.5)
+            if frame is None:
+                continue
+            self.last_frame = frame
+            self.metrics.frames.labels(self.name).inc()
+            if self.pipeline is None:
+                self._record(FrameResult(frame, [], {}))
+                continue
+            while not self._stop.is_set() and not self.pipeline.submit(frame, timeout=0.5):
+                pass
+
+    def _record(self, result: FrameResult) -> None:
+        for stage, ms in result.latency_ms.items():
+            if stage != "total":
+                self.metrics.stage_latency.labels(self.name, stage).observe(ms / 1000.0)
+        self.metrics.frame_latency.labels(self.name).observe(result.latency_ms.get("total", 0.0) / 1000.0)
+        self.last_result = result
+        self._sink(result)
+
+    def _frame_failed(self, frame: Frame, error: BaseException) -> None:
+        msg = f"{type(error).__name__}: {error}"
+        self.metrics.drops.labels(self.name, "error").inc()
+        if msg != self._error_logged:  # the same failure on every frame is logged once
+            log.error("camera %s: frame %d failed in the chain: %s", self.name, frame.seq, msg)
+            self._error_logged = msg
+
+    def status(self) -> dict[str, Any]:
+        cap = self.capture
+        age = time.monotonic() - cap.last_frame_mono if cap.last_frame_mono else None
+        out: dict[str, Any] = {
+            "state": cap.state,
+            "source_error": cap.last_error,
+            "fps": round(cap.fps_measured, 2),
+            "last_frame_age_s": round(age, 2) if age is not None else None,
+            "frames_processed": self.pipeline.completed if self.pipeline else None,
+        }
+        if self.last_result is not None:
+            out["latency_ms"] = {k: round(v, 2) for k, v in self.last_result.latency_ms.items()}
+            out["last_seq"] = self.last_result.frame.seq
+            out["detections"] = [d.to_dict() for d in self.last_result.detections]
+        return out
+
+    def progressing(self, stall_s: float) -> tuple[bool, str]:
+        """For the watchdog: frames arrive and the pipeline is not wedged on one."""
+        now = time.monotonic()
+        cap = self.capture
+        if cap.state == "ended":
+            return True, ""
+        if not cap.last_frame_mono or now - cap.last_frame_mono > stall_s:
+            return False, f"camera {self.name}: no frame for {stall_s:.0f} s ({cap.state})"
+        p = self.pipeline
+        if p is not None and p.in_flight > 0 and now - p.last_progress > stall_s:
+            return False, f"camera {self.name}: chain made no progress for {now - p.last_progress:.0f} s"
+        return True, ""

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepare a development machine (Debian/Ubuntu): system packages, a virtualenv in .venv with edged
+# and its dev tools, the bundled PP-OCR models and the sample video. Idempotent; used by the demo,
+# the tests and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_passwd >/dev/null || need+=(mosquitto-clients)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} (apt)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the broker as a service on 1883; the demo and tests start their own.
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+echo "setup: installing edged and dev tools into .venv"
+python -m pip install -q -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+python -m pip install -q --no-deps rapidocr==3.10.0 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+python -c "import edged, cv2, onnxruntime, paho.mqtt" # fail loudly if the install is broken
+edged install-models --dest models >/dev/null
+[ -f samples/plates.mp4 ] || edged make-sample --out samples/plates.mp4 >/dev/null
+echo "setup: ready"

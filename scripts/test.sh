@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Lint, type-check and test edged (what CI runs). GPU tests are skipped here: see docs/gpu.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup-env.sh
+. .venv/bin/activate
+echo "== ruff";  ruff check edged tests scripts
+echo "== mypy";  mypy
+echo "== pytest"; python -m pytest -q "$@"
