@@ -4,9 +4,9 @@ Layouts of the raw output tensor (one per batch item):
   v5: [N, boxes, 5 + nc]  rows of cx, cy, w, h, objectness, class scores (score = obj * cls)
   v8: [N, 4 + nc, boxes]  channels-first cx, cy, w, h, class scores (no objectness); the transposed
       [N, boxes, 4 + nc] is accepted too.
-`layout: auto` picks v8 when the middle axis is the smaller one (exports have thousands of boxes and
-tens of channels); for [N, boxes, C] it uses the labels file (C == nc + 5 -> v5, C == nc + 4 -> v8)
-and otherwise assumes v5. Set `layout` explicitly for a transposed v8 export without labels.
+`layout: auto` first matches the channel count against the labels file (nc + 5 -> v5, nc + 4 -> v8
+either way round); without labels it picks v8 when the middle axis is the smaller one (exports have
+thousands of boxes and tens of channels), else v5. Set `layout` for a transposed v8 without labels.
 """
 
 from __future__ import annotations
@@ -53,14 +53,17 @@ def detect_layout(shape: Sequence[int], requested: str, num_labels: int) -> Layo
     _, a, b = shape
     if requested == "v5":
         return "v5"
-    channels_first = a < b
     if requested == "v8":
-        return "v8" if channels_first else "v8t"
-    if channels_first:
-        return "v8"
-    if num_labels and b == num_labels + 4:
-        return "v8t"
-    return "v5"
+        return "v8" if a < b else "v8t"
+    if num_labels:
+        # The labels file pins the channel count, which settles it even for tiny box counts.
+        if b == num_labels + 5:
+            return "v5"
+        if b == num_labels + 4:
+            return "v8t"
+        if a == num_labels + 4:
+            return "v8"
+    return "v8" if a < b else "v5"
 
 
 def yolo_candidates(
