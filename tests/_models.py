@@ -66,7 +66,9 @@ class OcrChain:
         if use_cls and quads:
             x, plans = preprocess_crops(image, quads, self.cls.decoder.default_preprocess)
             angles = [r[0].attrs["angle"] for r in self.cls.run(x, plans)]
-            quads = [upright_quad(q, rotate_tall=False, flip=a == 180) for q, a in zip(quads, angles, strict=True)]
+            quads = [
+                upright_quad(q, rotate_tall=False, flip=a == 180) for q, a in zip(quads, angles, strict=True)
+            ]
         if not quads:
             return []
         x, plans = preprocess_crops(image, quads, self.rec.decoder.default_preprocess)

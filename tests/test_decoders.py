@@ -93,7 +93,8 @@ def test_db_filters_low_scores_small_boxes_and_supports_axis_output() -> None:
     faint = ((300.0, 80.0), (100.0, 30.0), 0.0)
     prob = _prob_map([AXIS_RECT])
     prob[250, 50] = 0.99  # a speck: under min_size even after dilation
-    cv2.fillPoly(prob, [np.round(cv2.boxPoints(faint)).astype(np.int32)], 0.4)  # above thresh, below box_thresh
+    # Above thresh, below box_thresh:
+    cv2.fillPoly(prob, [np.round(cv2.boxPoints(faint)).astype(np.int32)], 0.4)
     batch = np.stack([prob, np.zeros_like(prob)])[:, None]
     dec = build_decoder("ppocr_det", {"box_type": "axis"})
     first, empty = dec.decode({"x": batch}, [plan, plan])
@@ -255,8 +256,13 @@ def test_ssd_post_processed_outputs_with_num_and_offset() -> None:
 def test_ssd_per_class_scores_skip_background_and_nms() -> None:
     boxes = np.array([[[10, 10, 50, 50], [12, 12, 52, 52], [100, 100, 150, 150]]], dtype=np.float32)
     scores = np.array([[[0.05, 0.9, 0.05], [0.1, 0.8, 0.1], [0.99, 0.0, 0.6]]], dtype=np.float32)
-    params = {"boxes_output": "boxes", "scores_output": "scores", "box_format": "xyxy", "normalized": False,
-              "background_class": 0}
+    params = {
+        "boxes_output": "boxes",
+        "scores_output": "scores",
+        "box_format": "xyxy",
+        "normalized": False,
+        "background_class": 0,
+    }
     dec = build_decoder("ssd", params, labels=["bg", "cat", "dog"])
     dets = dec.decode({"boxes": boxes, "scores": scores}, [SSD_PLAN])[0]
     assert [(d.label, round(d.score, 2)) for d in dets] == [("cat", 0.9), ("dog", 0.6)]
@@ -265,7 +271,7 @@ def test_ssd_per_class_scores_skip_background_and_nms() -> None:
 
 def test_ssd_missing_output_is_named() -> None:
     dec = build_decoder("ssd", {})
-    with pytest.raises(ValueError, match="no output named 'detection_boxes'.*boxes"):
+    with pytest.raises(ValueError, match=r"no output named 'detection_boxes'.*boxes"):
         dec.decode({"boxes": np.zeros((1, 2, 4))}, [SSD_PLAN])
 
 
