@@ -72,7 +72,9 @@ class _Server(ThreadingHTTPServer):
         self.active = 0
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(addr, _Handler)
+        # StreamRequestHandler reads the socket timeout from the class, hence a subclass per server.
+        handler = type("_TimedHandler", (_Handler,), {"timeout": owner.request_timeout_s})
+        super().__init__(addr, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Runs on the accept thread: refuse here rather than queue, so a flood cannot pile up threads.
@@ -209,12 +211,14 @@ class HealthServer:
         ready: ReadyFn,
         snapshot: SnapshotFn,
         max_concurrent: int = MAX_CONCURRENT,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.bind = bind
         self.metrics = metrics
         self.status_fn = status
         self.ready_fn = ready
         self.snapshot_fn = snapshot
+        self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port
         self._max_concurrent = max_concurrent
@@ -238,7 +242,7 @@ class HealthServer:
             return
         self._httpd = _Server((self.bind, self._requested_port), self, self._max_concurrent)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="edged-health", daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="edged-health", daemon=True
         )
         self._thread.start()
         log.info("health server listening on http://%s:%d/", self.bind, self.port)
