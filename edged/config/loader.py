@@ -120,6 +120,13 @@ def _substitute(value: str, env: dict[str, str], creds_dir: str | None) -> str:
     return _VAR.sub(repl, value)
 
 
+def _reader_position(text: str, pos: int | None) -> tuple[int, int]:
+    if pos is None:
+        return 0, 0
+    before = text[:pos]
+    return before.count("\n") + 1, pos - (before.rfind("\n") + 1) + 1
+
+
 def _walk_scalars(node: yaml.Node, loc: Loc = ()) -> Iterator[tuple[yaml.ScalarNode, Loc]]:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -153,6 +160,10 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple
         mark = e.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         raise ConfigError([Problem(file, line, col, "", f"invalid YAML: {e.problem}")]) from None
+    except yaml.YAMLError as e:  # reader errors (control characters, bad encoding) carry no mark object
+        line, col = _reader_position(text, getattr(e, "position", None))
+        reason = getattr(e, "reason", None) or str(e).splitlines()[0]
+        raise ConfigError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from None
     if root is None:
         return {}, _Located(None)
     problems = [
