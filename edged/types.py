@@ -93,20 +93,21 @@ class Detection:
         x1, y1, x2, y2 = self.box
         return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float32)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "label": self.label,
-            "score": round(float(self.score), 4),
-            "box": [round(float(v), 1) for v in self.box],
-        }
+    def to_dict(self, parent: Detection | None = None) -> dict[str, Any]:
+        """JSON-ready dict. A child that only labels its parent's region (classifier, recognizer)
+        omits the geometry it shares with the parent."""
+        out: dict[str, Any] = {"label": self.label, "score": round(float(self.score), 4)}
+        same_region = parent is not None and self.box == parent.box and self.polygon == parent.polygon
+        if not same_region:
+            out["box"] = [round(float(v), 1) for v in self.box]
+            if self.polygon is not None:
+                out["polygon"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.polygon]
         if self.class_id >= 0:
             out["class_id"] = self.class_id
-        if self.polygon is not None:
-            out["polygon"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.polygon]
         if self.attrs:
             out["attrs"] = self.attrs
         if self.children:
-            out["children"] = {k: [d.to_dict() for d in v] for k, v in self.children.items()}
+            out["children"] = {k: [d.to_dict(self) for d in v] for k, v in self.children.items()}
         return out
 
 
