@@ -1,0 +1,99 @@
+"""The PP-OCR decoders with the real rapidocr ONNX models, checked against rapidocr itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from _models import OcrChain, quad_iou, rapidocr_models_dir, rotate, text_image
+
+from edged.preprocess.cpu import preprocess_frame
+
+MODELS = rapidocr_models_dir()
+pytestmark = pytest.mark.skipif(MODELS is None, reason="rapidocr (with its ONNX models) is not installed")
+
+S, D = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
+LINES = [("AB12 CDE", S), ("KX-4471", D), ("7ZT 903", S)]
+TEXTS = [t for t, _ in LINES]
+
+
+@pytest.fixture(scope="module")
+def chain() -> OcrChain:
+    assert MODELS is not None
+    return OcrChain.load(MODELS)
+
+
+@pytest.fixture(scope="module")
+def plates() -> np.ndarray:
+    return text_image(LINES)
+
+
+@pytest.fixture(scope="module")
+def plates_read(chain: OcrChain, plates: np.ndarray) -> list[Any]:
+    return chain.read(plates)
+
+
+@pytest.fixture(scope="module")
+def reference(plates: np.ndarray) -> Any:
+    from rapidocr import RapidOCR
+
+    return RapidOCR(params={"Global.log_level": "warning"})(plates)
+
+
+def test_reads_known_strings_in_reading_order(plates_read: list[Any]) -> None:
+    assert [rec.label for _, rec, _ in plates_read] == TEXTS
+    assert all(rec.score > 0.9 for _, rec, _ in plates_read)
+    assert all(angle == 0 for _, _, angle in plates_read)
+
+
+def test_same_boxes_and_texts_as_rapidocr(plates_read: list[Any], reference: Any) -> None:
+    assert list(reference.txts) == TEXTS
+    assert len(plates_read) == len(reference.boxes)
+    for (box, rec, _), ref_box, ref_text, ref_score in zip(
+        plates_read, reference.boxes, reference.txts, reference.scores, strict=True
+    ):
+        assert quad_iou(box.quad(), np.asarray(ref_box, dtype=np.float32)) > 0.9
+        assert rec.label == ref_text
+        assert rec.score == pytest.approx(ref_score, abs=0.05)
+
+
+def test_db_postprocess_matches_rapidocr_on_the_real_probability_map(
+    chain: OcrChain, plates: np.ndarray
+) -> None:
+    """Same map in, same boxes out: the edged DB port against rapidocr's DBPostProcess + sorted_boxes."""
+    from rapidocr.ch_ppocr_det.main import TextDetector
+    from rapidocr.ch_ppocr_det.utils import DBPostProcess
+
+    # Turned by 10 degrees so the rotated-rectangle path runs on real output.
+    img = rotate(plates, 10)
+    x, plan = preprocess_frame(img, chain.det.decoder.default_preprocess)
+    prob = chain.det.engine.infer({chain.det.engine.inputs[0].name: x})
+    prob_map = next(iter(prob.values()))
+    ours = chain.det.decoder.decode(prob, [plan])[0]
+
+    ref = DBPostProcess(thresh=0.3, box_thresh=0.5, max_candidates=1000, unclip_ratio=1.6, use_dilation=True)
+    ref_boxes, ref_scores = ref(prob_map, img.shape[:2])
+    assert len(ref_boxes) == len(ours) == len(TEXTS)
+    ref_sorted = TextDetector.sorted_boxes(ref_boxes)
+    score_of = {tuple(b.reshape(-1)): s for b, s in zip(ref_boxes, ref_scores, strict=True)}
+    for det, ref_box in zip(ours, ref_sorted, strict=True):
+        assert quad_iou(det.quad(), ref_box.astype(np.float32)) > 0.95
+        # Same mini box before unclip -> the very same mean probability.
+        assert det.score == pytest.approx(score_of[tuple(ref_box.reshape(-1))], abs=1e-5)
+    angles = [np.degrees(np.arctan2(*(d.quad()[1] - d.quad()[0])[::-1])) for d in ours]
+    assert all(a == pytest.approx(-10, abs=2) for a in angles), angles
+
+
+def test_rotated_line_reads(chain: OcrChain, plates: np.ndarray) -> None:
+    got = chain.read(rotate(plates, 5))
+    assert [rec.label for _, rec, _ in got] == TEXTS
+
+
+def test_upside_down_line_reads_only_with_the_orientation_classifier(chain: OcrChain) -> None:
+    flipped = rotate(text_image([("KX-4471", D)]), 180)
+    ((_, rec, angle),) = chain.read(flipped)
+    assert (rec.label, angle) == ("KX-4471", 180)
+    ((_, unturned, _),) = chain.read(flipped, use_cls=False)
+    assert unturned.label != "KX-4471"
