@@ -22,7 +22,10 @@ INDEX_STRIP_H = 16  # the index strip is this many rows at the top of the image
 
 
 def draw_index(image: np.ndarray, index: int) -> None:
-    """Write `index` (mod 2**16) into the top strip as blocks: white = 1, black = 0, LSB first."""
+    """Write `index` (mod 2**16) into the top strip as blocks: white = 1, black = 0, LSB first.
+
+    Needs an image at least 16 pixels wide (64 or more survives video compression).
+    """
     w = image.shape[1]
     bw = w // INDEX_BITS
     for bit in range(INDEX_BITS):
@@ -33,9 +36,10 @@ def frame_index(image: np.ndarray) -> int:
     """The index `draw_index` wrote (reads block centres, so mild compression does not matter)."""
     w = image.shape[1]
     bw = w // INDEX_BITS
+    m = bw // 4  # stay off block edges, where codecs smear black into white
     value = 0
     for bit in range(INDEX_BITS):
-        block = image[2 : INDEX_STRIP_H - 2, bit * bw + 2 : (bit + 1) * bw - 2]
+        block = image[2 : INDEX_STRIP_H - 2, bit * bw + m : (bit + 1) * bw - m]
         if float(block.mean()) > 127.0:
             value |= 1 << bit
     return value

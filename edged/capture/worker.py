@@ -253,7 +253,7 @@ class CameraCapture:
             if session is not None and session.frames > 0:
                 delay = self.reconnect_min_s  # it worked until now: retry quickly
             self._set_state("backoff")
-            log.warning("camera %s: %s; reopening in %.1f s", self.name, msg, delay)
+            log.warning("camera %s: %s; reopening in %.3g s", self.name, msg, delay)
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2.0, self.reconnect_max_s)
