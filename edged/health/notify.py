@@ -53,7 +53,8 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.sendto(data, self._address)
+                # Never block: if systemd is not draining its socket, a lost ping beats a stalled pipeline.
+                self._sock.sendto(data, socket.MSG_DONTWAIT, self._address)
             except OSError as exc:
                 # Losing a notification must never take the daemon down; say so once, not per ping.
                 if not self._failed:
