@@ -97,3 +97,43 @@ def test_upside_down_line_reads_only_with_the_orientation_classifier(chain: OcrC
     assert (rec.label, angle) == ("KX-4471", 180)
     ((_, unturned, _),) = chain.read(flipped, use_cls=False)
     assert unturned.label != "KX-4471"
+
+
+@pytest.mark.parametrize("crop_wh", [(300, 50), (455, 50), (40, 48)])
+def test_crop_tensors_equal_rapidocr_resize_norm(plates: np.ndarray, crop_wh: tuple[int, int]) -> None:
+    """Default cls/rec preprocessing of a whole crop gives rapidocr's tensors (padding included)."""
+    from types import SimpleNamespace
+
+    from rapidocr.ch_ppocr_cls.main import TextClassifier
+    from rapidocr.ch_ppocr_rec.main import TextRecognizer
+
+    from edged.models import get_decoder
+
+    w, h = crop_wh
+    crop = np.ascontiguousarray(plates[60 : 60 + h, 30 : 30 + w])
+    rec_ref = TextRecognizer.resize_norm_img(
+        SimpleNamespace(rec_image_shape=[3, 48, 320]), crop, max(320 / 48, w / h)
+    )
+    rec_ours, _ = preprocess_frame(crop, get_decoder("ppocr_rec").default_preprocess)
+    assert rec_ours.shape == (1, *rec_ref.shape)
+    np.testing.assert_allclose(rec_ours[0], rec_ref, atol=1e-5)
+    cls_ref = TextClassifier.resize_norm_img(SimpleNamespace(cls_image_shape=[3, 48, 192]), crop)
+    cls_ours, _ = preprocess_frame(crop, get_decoder("ppocr_cls").default_preprocess)
+    np.testing.assert_allclose(cls_ours[0], cls_ref, atol=1e-5)
+
+
+def test_ctc_decode_equals_rapidocr_on_real_output(chain: OcrChain, plates: np.ndarray) -> None:
+    from rapidocr.ch_ppocr_rec.utils import CTCLabelDecode
+
+    crops = [np.ascontiguousarray(plates[y : y + 70, 20:420]) for y in (70, 190, 310)]
+    spec = chain.rec.decoder.default_preprocess
+    batch = np.concatenate([preprocess_frame(c, spec)[0] for c in crops])
+    out = chain.rec.engine.infer({chain.rec.engine.inputs[0].name: batch})
+    ours = chain.rec.decoder.decode(out, [preprocess_frame(c, spec)[1] for c in crops])
+    ref = CTCLabelDecode(character=chain.rec.engine.metadata["character"].splitlines())(
+        next(iter(out.values()))
+    )[0]
+    assert [r[0].label for r in ours] == [t for t, _ in ref]
+    # Loose crops (lots of margin) may lose the spaces; the characters must all be there.
+    assert [r[0].label.replace(" ", "") for r in ours] == [t.replace(" ", "") for t in TEXTS]
+    assert [r[0].score for r in ours] == pytest.approx([s for _, s in ref], abs=1e-4)
