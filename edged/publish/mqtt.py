@@ -1,0 +1,379 @@
+"""MQTT publishing of events through the disk outbox: at-least-once, in order per camera.
+
+`publish()` only appends to the outbox (the durability point) and wakes the sender thread; it never
+waits on the network. The sender drains the outbox in sequence order into paho (QoS 1 by default), at
+most `max_inflight` messages unacknowledged; a record is acked in the outbox only when its PUBACK comes
+back (on_publish, matched by mid). Because one queue feeds the broker in append order, a backlog replayed
+after a reconnect or a restart and live events can never overtake each other within a camera. Backlog
+records (those already waiting when the connection came up) go out at most cfg.outbox.replay_rate per
+second so a long outage does not flood the broker or the uplink; newer records follow right behind.
+
+Messages paho has sent but not seen acknowledged stay in paho's memory and are resent (DUP) by paho after a
+reconnect; after a process restart the outbox replays them. Either way consumers may see an event twice and
+de-duplicate by its `id`.
+
+Topics: `<prefix>/status` (retained "online"/"offline"; "offline" is also the last will),
+`<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...`.
+Connection failures never raise: paho's network thread retries with backoff (reconnect_min_s..max_s),
+`state`/`last_error` tell what happened, and each new cause is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edged.config.models import MqttConfig
+from edged.metrics import Metrics
+from edged.publish.outbox import Outbox, OutboxRecord
+
+log = logging.getLogger(__name__)
+
+State = Literal["connected", "connecting", "disconnected", "auth_failed", "tls_failed"]
+CommandCallback = Callable[[str, str, bytes], None]
+AUTH_REASONS = {"Bad user name or password", "Not authorized"}
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device: str,
+        prefix: str,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        max_inflight: int = 100,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.prefix = prefix.rstrip("/")
+        self.outbox = outbox
+        self.metrics = metrics
+        self.max_inflight = max_inflight
+        self.status_topic = f"{self.prefix}/status"
+        self.broker = f"{cfg.host}:{cfg.port}"
+        self._state: State = "disconnected"
+        self.last_error: str | None = None
+        self._command_cb: CommandCallback | None = None
+        self._cond = threading.Condition()  # wakes the sender: append, ack, connect, stop
+        self._stopping = False
+        self._sender: threading.Thread | None = None
+        self._started = False
+        self._attempts = 0
+        self._backlog_end = 0  # records up to this seq are replayed at replay_rate
+        # mid bookkeeping; on_publish runs under paho's message lock, so this lock is never held across
+        # a paho call (that order would deadlock).
+        self._map_lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # mid -> outbox seq
+        self._raw_mids: set[int] = set()
+        self._early: set[int] = set()  # PUBACKs that beat the caller's bookkeeping of their mid
+
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"edged-{device}",
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        # paho annotates int but sleeps with floats
+        self._client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        self._client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        if cfg.username is not None:
+            self._client.username_pw_set(
+                cfg.username, cfg.password.get_secret_value() if cfg.password else None
+            )
+        self._client.on_pre_connect = self._on_pre_connect
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "connected"
+
+    def start(self) -> None:
+        """Connect in the background; never blocks and never raises for an unreachable broker."""
+        if self._started:
+            return
+        self._started = True
+        if self.cfg.tls.enabled and not self._setup_tls():
+            return  # unusable TLS files: events stay in the outbox, state says why
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        self._state = "connecting"
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self._client.loop_start()
+
+    def _setup_tls(self) -> bool:
+        tls = self.cfg.tls
+        try:
+            self._client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            self._client.tls_insecure_set(tls.insecure)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            self._failed("tls_failed", f"cannot load TLS files: {e}")
+            return False
+        return True
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Drain the outbox (while connected, up to flush_timeout_s), say "offline", disconnect."""
+        if not self._started:
+            return
+        deadline = time.monotonic() + flush_timeout_s
+        self.wait_drained(flush_timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join()
+        if self.connected:
+            info = self._publish_untracked(self.status_topic, "offline", 1, True)
+            try:
+                info.wait_for_publish(max(0.5, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as e:
+                log.warning("MQTT %s: could not publish offline status: %s", self.broker, e)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._set_connected(False)
+        self._state = "disconnected"
+        self._started = False
+        log.info("MQTT %s: stopped (%d events left in the outbox)", self.broker, self.outbox.depth)
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until every outbox record is acknowledged; gives up early when the connection is down."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.outbox.depth > 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.connected:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(self, camera: str, payload: dict[str, Any]) -> OutboxRecord:
+        """Queue one event durably; it goes to <prefix>/<camera>/detections when the broker is reachable."""
+        rec = self.outbox.append(f"{self.prefix}/{camera}/detections", payload, camera=camera)
+        self.metrics.events.labels(camera=camera).inc()
+        with self._cond:
+            self._cond.notify_all()
+        return rec
+
+    def publish_raw(
+        self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0
+    ) -> mqtt.MQTTMessageInfo | None:
+        """Send outside the outbox (stats, discovery); None while disconnected: such messages go stale."""
+        if not self.connected:
+            return None
+        return self._publish_untracked(topic, payload, qos, retain)
+
+    def _publish_untracked(
+        self, topic: str, payload: bytes | str, qos: int, retain: bool
+    ) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        with self._map_lock:  # so its on_publish is not taken for an event's
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+            else:
+                self._raw_mids.add(info.mid)
+        return info
+
+    def on_command(self, callback: CommandCallback) -> None:
+        """Call callback(camera, command, payload) for messages on <prefix>/<camera>/set/<command>."""
+        self._command_cb = callback
+        if self.cfg.commands and self.connected:
+            self._client.subscribe(f"{self.prefix}/+/set/#", qos=1)
+
+    # -- sender thread -------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        cursor = 0  # highest seq handed to paho; paho itself resends what it holds after a reconnect
+        tokens, last = 0.0, time.monotonic()
+        rate = self.cfg.outbox.replay_rate
+        burst = max(1.0, rate / 10)
+        while True:
+            with self._cond:
+                while not self._stopping and not (
+                    self.connected
+                    and len(self._inflight) < self.max_inflight
+                    and self.outbox.last_seq > cursor
+                ):
+                    if self.connected and not self._inflight and self.outbox.depth:
+                        cursor = 0  # nothing in flight yet records remain: resend them (e.g. paho lost them)
+                        break
+                    self._cond.wait(0.5)
+                if self._stopping:
+                    return
+                free = self.max_inflight - len(self._inflight)
+            batch = self.outbox.pending(min(free, 50), after=cursor)
+            if not batch:
+                cursor = self.outbox.last_seq  # the rest was acked or dropped meanwhile
+                continue
+            for rec in batch:
+                if rec.seq <= self._backlog_end:
+                    now = time.monotonic()
+                    tokens = min(burst, tokens + (now - last) * rate)
+                    last = now
+                    if tokens < 1:
+                        time.sleep((1 - tokens) / rate)
+                        tokens = 1.0
+                    tokens -= 1
+                if self._stopping or not self.connected:
+                    break
+                if not self._send(rec):
+                    break
+                cursor = rec.seq
+
+    def _send(self, rec: OutboxRecord) -> bool:
+        try:
+            info = self._client.publish(rec.topic, rec.payload_bytes(), qos=self.cfg.qos)
+        except ValueError as e:  # topic or payload paho refuses: retrying cannot help
+            log.error("MQTT: event %s cannot be published (%s); dropping it", rec.id, e)
+            self.outbox.ack(rec.seq)
+            return True
+        # NO_CONN: paho keeps the message and sends it after the reconnect, so it is in flight all the same.
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("MQTT %s: publish failed: %s", self.broker, mqtt.error_string(info.rc))
+            return False
+        with self._map_lock:
+            early = info.mid in self._early
+            if early:
+                self._early.discard(info.mid)
+            else:
+                self._inflight[info.mid] = rec.seq
+        if early:
+            self._acked(rec.seq)
+        return True
+
+    def _acked(self, seq: int) -> None:
+        if self.outbox.ack(seq):
+            self.metrics.published.inc()
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- paho callbacks (network thread) -------------------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._attempts += 1
+        if self._attempts > 1:
+            self.metrics.mqtt_reconnects.inc()
+        if self._state == "disconnected":
+            self._state = "connecting"
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, props: Any
+    ) -> None:
+        if rc.is_failure:
+            name = rc.getName()
+            state: State = "auth_failed" if name in AUTH_REASONS else "disconnected"
+            what = "check mqtt.username/password" if state == "auth_failed" else "refused"
+            self._failed(state, f"broker refused the connection: {name} ({what})")
+            return
+        was_error = self.last_error
+        self.last_error = None
+        self._backlog_end = self.outbox.last_seq
+        self._set_connected(True)
+        log.info(
+            "MQTT %s: connected%s; %d events to replay",
+            self.broker,
+            f" (after: {was_error})" if was_error else "",
+            self.outbox.depth,
+        )
+        self._publish_untracked(self.status_topic, "online", 1, True)
+        if self.cfg.commands and self._command_cb is not None:
+            client.subscribe(f"{self.prefix}/+/set/#", qos=1)
+        with self._cond:
+            self._state = "connected"
+            self._cond.notify_all()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError`, so the exception is still current.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            self._failed("tls_failed", f"TLS handshake failed: {detail}")
+        else:
+            detail = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or "unknown"
+            self._failed("disconnected", f"cannot connect: {detail}")
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, rc: ReasonCode, props: Any
+    ) -> None:
+        was_connected = self.connected
+        self._set_connected(False)
+        with self._cond:
+            if self._state in ("connected", "connecting"):
+                self._state = "disconnected"
+            self._cond.notify_all()
+        if was_connected and not self._stopping:
+            self.last_error = f"connection lost: {rc.getName()}"
+            log.warning(
+                "MQTT %s: %s; reconnecting, events are kept in the outbox", self.broker, self.last_error
+            )
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        with self._map_lock:
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                if mid in self._raw_mids:
+                    self._raw_mids.discard(mid)
+                else:
+                    self._early.add(mid)
+                return
+        self._acked(seq)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        cb = self._command_cb
+        rest = msg.topic[len(self.prefix) + 1 :] if msg.topic.startswith(self.prefix + "/") else ""
+        camera, _, tail = rest.partition("/")
+        kind, _, command = tail.partition("/")
+        if cb is None or kind != "set" or not camera or not command:
+            return
+        try:
+            cb(camera, command, bytes(msg.payload))
+        except Exception:  # a bad command must not kill the network thread
+            log.exception("MQTT command %s on camera %s failed", command, camera)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _failed(self, state: State, cause: str) -> None:
+        self._state = state
+        if cause == self.last_error:
+            return  # same cause as last time: paho keeps retrying quietly
+        self.last_error = cause
+        level = logging.WARNING if state == "disconnected" else logging.ERROR
+        log.log(
+            level,
+            "MQTT %s: %s; retrying every %g..%gs, events are kept in the outbox",
+            self.broker,
+            cause,
+            self.cfg.reconnect_min_s,
+            self.cfg.reconnect_max_s,
+        )
+
+    def _set_connected(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)

@@ -1,0 +1,37 @@
+"""Shared fixtures. `mosquitto`: a real broker subprocess on a free port (see edged.mqtt_testing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edged.mqtt_testing import MOSQUITTO, Mosquitto
+
+
+def _have_mosquitto() -> bool:
+    return os.access(MOSQUITTO, os.X_OK) or shutil.which(MOSQUITTO) is not None
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A running anonymous broker on 127.0.0.1:<free port>; the test may stop/kill/start it again."""
+    if not _have_mosquitto():
+        pytest.skip(f"mosquitto not installed ({MOSQUITTO})")
+    broker = Mosquitto(Path(tmp_path_factory.mktemp("mosquitto")))
+    with broker:
+        yield broker
+
+
+@pytest.fixture
+def persistent_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """Like `mosquitto`, with persistence saved on every change: sessions and queued QoS 1 messages
+    of persistent subscribers survive even a SIGKILL of the broker."""
+    if not _have_mosquitto():
+        pytest.skip(f"mosquitto not installed ({MOSQUITTO})")
+    broker = Mosquitto(Path(tmp_path_factory.mktemp("mosquitto")), persistence=True)
+    with broker:
+        yield broker
