@@ -51,19 +51,27 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        log.info("edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path)
+        log.info(
+            "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
+        )
         log.info("%s", opencv_report())
         if self.cfg.mqtt.enabled:
             outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
-            self.publisher = MqttPublisher(self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics)
+            self.publisher = MqttPublisher(
+                self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics
+            )
             self.publisher.start()
         self._load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
             self._start_camera(name)
         if self.cfg.health.enabled:
             self.health = HealthServer(
-                self.cfg.health.bind, self.cfg.health.port, self.metrics,
-                status=self.status, ready=self.ready, snapshot=self.snapshot,
+                self.cfg.health.bind,
+                self.cfg.health.port,
+                self.metrics,
+                status=self.status,
+                ready=self.ready,
+                snapshot=self.snapshot,
             )
             self.health.start()
         self._summary()
@@ -131,7 +139,7 @@ class Daemon:
         event = self.events.build(result)
         self.metrics.events.labels(camera).inc()
         if self.stdout is not None:
-            self.stdout.write(event)
+            self.stdout.publish(camera, event)
         if self.publisher is not None:
             self.publisher.publish(camera, event)
 
@@ -148,11 +156,14 @@ class Daemon:
             return
         old = self.cfg
         if new.mqtt != old.mqtt or new.health != old.health or new.device != old.device:
-            log.warning("reload: device/mqtt/health changes take effect after a restart (systemctl restart edged)")
+            log.warning(
+                "reload: device/mqtt/health changes take effect after a restart (systemctl restart edged)"
+            )
         changed_models = {n for n in new.models if n not in old.models or new.models[n] != old.models[n]}
         removed_models = set(old.models) - set(new.models)
         restart = {
-            n for n in set(old.cameras) | set(new.cameras)
+            n
+            for n in set(old.cameras) | set(new.cameras)
             if old.cameras.get(n) != new.cameras.get(n)
             or (n in new.cameras and {s.model for s in new.cameras[n].chain} & changed_models)
         }
@@ -171,7 +182,9 @@ class Daemon:
             if n in new.cameras:
                 log.info("reload: starting camera %s", n)
                 self._start_camera(n)
-        log.info("reload: done (%d camera(s) restarted, %d model(s) reloaded)", len(restart), len(changed_models))
+        log.info(
+            "reload: done (%d camera(s) restarted, %d model(s) reloaded)", len(restart), len(changed_models)
+        )
         self.notifier.ready(self.one_line_status())
 
     # --- health ------------------------------------------------------------------------------
@@ -190,8 +203,14 @@ class Daemon:
             if not cam.enabled:
                 continue
             runner = self.cameras.get(name)
-            age = time.monotonic() - runner.capture.last_frame_mono if runner and runner.capture.last_frame_mono else None
-            cam_ok = runner is not None and (runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s))
+            age = (
+                time.monotonic() - runner.capture.last_frame_mono
+                if runner and runner.capture.last_frame_mono
+                else None
+            )
+            cam_ok = runner is not None and (
+                runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s)
+            )
             cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
             ok &= cam_ok
         models = {n: n in self.models for n in self.cfg.models}
@@ -205,11 +224,26 @@ class Daemon:
             "device": self.cfg.device.name,
             "uptime_s": round(time.time() - self.started, 1),
             "cameras": {n: r.status() for n, r in self.cameras.items()},
-            "models": {n: {"kind": m.config.kind, "backend": m.engine.info.backend, "device": m.engine.info.device,
-                           "preprocess": m.preprocessor.name} for n, m in self.models.items()},
+            "models": {
+                n: {
+                    "kind": m.config.kind,
+                    "backend": m.engine.info.backend,
+                    "device": m.engine.info.device,
+                    "preprocess": m.preprocessor.name,
+                }
+                for n, m in self.models.items()
+            },
         }
         if self.publisher is not None:
-            out["mqtt"] = self.publisher.status()
+            ob = self.publisher.outbox
+            out["mqtt"] = {
+                "state": self.publisher.state,
+                "last_error": self.publisher.last_error,
+                "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                "outbox_events": ob.depth,
+                "outbox_bytes": ob.bytes,
+                "outbox_oldest_age_s": round(ob.oldest_age, 1),
+            }
         return out
 
     def snapshot(self, camera: str) -> bytes | None:
@@ -229,16 +263,22 @@ class Daemon:
     def _summary(self) -> None:
         lines = [f"device {self.cfg.device.name}"]
         for n, m in self.models.items():
-            lines.append(f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
-                         f"preprocess {m.preprocessor.name}, {m.config.path}")
+            lines.append(
+                f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
+                f"preprocess {m.preprocessor.name}, {m.config.path}"
+            )
         for n, cam in self.cfg.cameras.items():
             chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
             state = "running" if n in self.cameras else ("disabled" if not cam.enabled else "NOT started")
             lines.append(f"camera {n}: {cam.source} @ {cam.fps:g} fps: {chain} [{state}]")
         if self.publisher is not None:
-            lines.append(f"mqtt {self.cfg.mqtt.host}:{self.cfg.mqtt.port} topics {self.cfg.topic_prefix}/<camera>/detections")
+            lines.append(
+                f"mqtt {self.cfg.mqtt.host}:{self.cfg.mqtt.port} topics {self.cfg.topic_prefix}/<camera>/detections"
+            )
         if self.health is not None:
-            lines.append(f"health http://{self.cfg.health.bind}:{self.health.port}/ (/healthz /readyz /metrics /stats)")
+            lines.append(
+                f"health http://{self.cfg.health.bind}:{self.health.port}/ (/healthz /readyz /metrics /stats)"
+            )
         log.info("startup summary:\n  %s", "\n  ".join(lines))
 
 

@@ -14,13 +14,21 @@ from edged import EX_CONFIG, __version__
 
 log = logging.getLogger("edged")
 
-BUNDLED_MODELS = ("PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx", "ch_ppocr_mobile_v2.0_cls_mobile.onnx")
+BUNDLED_MODELS = (
+    "PP-OCRv6_det_small.onnx",
+    "PP-OCRv6_rec_small.onnx",
+    "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+)
 
 
 def setup_logging(level: str = "info", json_format: bool = False) -> None:
     # Under systemd (JOURNAL_STREAM set) journald adds timestamps; on a terminal we add them.
     under_journal = "JOURNAL_STREAM" in os.environ
-    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if under_journal
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if json_format:
         fmt = '{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
@@ -77,8 +85,10 @@ def cmd_install_models(args: argparse.Namespace) -> int:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        print("edged: the `rapidocr` package is not installed: pip install 'edged[models]' (it carries the models)",
-              file=sys.stderr)
+        print(
+            "edged: the `rapidocr` package is not installed: pip install 'edged[models]' (it carries the models)",
+            file=sys.stderr,
+        )
         return 1
     src_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
     dest = Path(args.dest)
@@ -86,7 +96,10 @@ def cmd_install_models(args: argparse.Namespace) -> int:
     for name in BUNDLED_MODELS:
         src = src_dir / name
         if not src.is_file():
-            print(f"edged: {src} is missing from the rapidocr package (rapidocr==3.10.0 ships it)", file=sys.stderr)
+            print(
+                f"edged: {src} is missing from the rapidocr package (rapidocr==3.10.0 ships it)",
+                file=sys.stderr,
+            )
             return 1
         target = dest / name
         if target.is_file() and target.stat().st_size == src.stat().st_size:
@@ -127,7 +140,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edged", description="Edge inference daemon: cameras -> model chains -> MQTT")
+    p = argparse.ArgumentParser(
+        prog="edged", description="Edge inference daemon: cameras -> model chains -> MQTT"
+    )
     p.add_argument("--version", action="version", version=f"edged {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -137,11 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check-config", help="validate a config file (exit 0, or 78 with every problem listed)")
+    c = sub.add_parser(
+        "check-config", help="validate a config file (exit 0, or 78 with every problem listed)"
+    )
     c.add_argument("config")
     c.set_defaults(func=cmd_check_config)
 
-    s = sub.add_parser("schema", help="print the JSON Schema of the config (or of the MQTT event with --event)")
+    s = sub.add_parser(
+        "schema", help="print the JSON Schema of the config (or of the MQTT event with --event)"
+    )
     s.add_argument("--event", action="store_true")
     s.set_defaults(func=cmd_schema)
 

@@ -14,31 +14,68 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.frames = Counter("edged_frames_total", "Frames taken from the source and processed", ["camera"], registry=r)
-        self.drops = Counter(
-            "edged_frames_dropped_total", "Frames not processed (reason: stale = a newer frame replaced it)", ["camera", "reason"], registry=r
+        self.frames = Counter(
+            "edged_frames_total", "Frames taken from the source and processed", ["camera"], registry=r
         )
-        self.source_errors = Counter("edged_source_errors_total", "Source open/read failures", ["camera"], registry=r)
-        self.source_reconnects = Counter("edged_source_reconnects_total", "Source reopen attempts", ["camera"], registry=r)
+        self.drops = Counter(
+            "edged_frames_dropped_total",
+            "Frames not processed (reason: stale = a newer frame replaced it)",
+            ["camera", "reason"],
+            registry=r,
+        )
+        self.source_errors = Counter(
+            "edged_source_errors_total", "Source open/read failures", ["camera"], registry=r
+        )
+        self.source_reconnects = Counter(
+            "edged_source_reconnects_total", "Source reopen attempts", ["camera"], registry=r
+        )
         self.stage_latency = Histogram(
-            "edged_stage_latency_seconds", "Latency per chain stage (preprocess + inference + decode)", ["camera", "stage"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "edged_stage_latency_seconds",
+            "Latency per chain stage (preprocess + inference + decode)",
+            ["camera", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.frame_latency = Histogram(
-            "edged_frame_latency_seconds", "Capture to event latency", ["camera"], buckets=LATENCY_BUCKETS, registry=r
+            "edged_frame_latency_seconds",
+            "Capture to event latency",
+            ["camera"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.detections = Counter("edged_detections_total", "Detections produced", ["camera", "stage"], registry=r)
-        self.events = Counter("edged_events_total", "Events produced (appended to the outbox)", ["camera"], registry=r)
-        self.published = Counter("edged_mqtt_published_total", "Events acknowledged by the broker", registry=r)
-        self.outbox_depth = Gauge("edged_outbox_events", "Events waiting in the outbox for a broker ack", registry=r)
+        self.detections = Counter(
+            "edged_detections_total", "Detections produced", ["camera", "stage"], registry=r
+        )
+        self.events = Counter(
+            "edged_events_total", "Events produced (appended to the outbox)", ["camera"], registry=r
+        )
+        self.published = Counter(
+            "edged_mqtt_published_total", "Events acknowledged by the broker", registry=r
+        )
+        self.outbox_depth = Gauge(
+            "edged_outbox_events", "Events waiting in the outbox for a broker ack", registry=r
+        )
         self.outbox_bytes = Gauge("edged_outbox_bytes", "Bytes on disk in the outbox", registry=r)
-        self.outbox_age = Gauge("edged_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r)
+        self.outbox_age = Gauge(
+            "edged_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r
+        )
         self.outbox_dropped = Counter(
-            "edged_outbox_dropped_total", "Events dropped from the outbox by a cap (reason: bytes, age, corrupt)", ["reason"], registry=r
+            "edged_outbox_dropped_total",
+            "Events dropped from the outbox by a cap (reason: bytes, age, corrupt)",
+            ["reason"],
+            registry=r,
         )
         self.mqtt_connected = Gauge("edged_mqtt_connected", "1 while connected to the broker", registry=r)
-        self.mqtt_reconnects = Counter("edged_mqtt_reconnects_total", "Broker connection attempts after a loss", registry=r)
-        self.bytes_h2d = Counter("edged_gpu_bytes_h2d_total", "Bytes uploaded host to device", ["camera"], registry=r)
-        self.bytes_d2h = Counter("edged_gpu_bytes_d2h_total", "Bytes downloaded device to host", ["camera"], registry=r)
+        self.mqtt_reconnects = Counter(
+            "edged_mqtt_reconnects_total", "Broker connection attempts after a loss", registry=r
+        )
+        self.bytes_h2d = Counter(
+            "edged_gpu_bytes_h2d_total", "Bytes uploaded host to device", ["camera"], registry=r
+        )
+        self.bytes_d2h = Counter(
+            "edged_gpu_bytes_d2h_total", "Bytes downloaded device to host", ["camera"], registry=r
+        )
         self.engine_info = Info("edged_engine", "Backend of each model", ["model"], registry=r)
-        self.camera_up = Gauge("edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r)
+        self.camera_up = Gauge(
+            "edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r
+        )

@@ -84,7 +84,12 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
     pre = make_preprocessor(m.preprocess.device)
     if metrics is not None:
         metrics.engine_info.labels(name).info(
-            {"backend": engine.info.backend, "device": engine.info.device, "preprocess": pre.name, "kind": m.kind}
+            {
+                "backend": engine.info.backend,
+                "device": engine.info.device,
+                "preprocess": pre.name,
+                "kind": m.kind,
+            }
         )
     return LoadedModel(name, m, engine, decoder, effective_preprocess(m), pre)
 
@@ -101,7 +106,16 @@ def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
             max_count=s.max_crops if s.on is not None else None,
         )
         stages.append(
-            Stage(s.stage_name, lm.engine, lm.decoder, lm.spec, lm.preprocessor, on=s.on, filter=flt, batch_size=s.batch_size)
+            Stage(
+                s.stage_name,
+                lm.engine,
+                lm.decoder,
+                lm.spec,
+                lm.preprocessor,
+                on=s.on,
+                filter=flt,
+                batch_size=s.batch_size,
+            )
         )
     return Chain(stages)
 
@@ -123,7 +137,15 @@ class CameraRunner:
         self.metrics = metrics
         self.capture = CameraCapture(
             name,
-            lambda: make_source(cam.source, backend=cam.backend, width=cam.width, height=cam.height, base_dir=base_dir),
+            lambda: make_source(
+                cam.source,
+                backend=cam.backend,
+                width=cam.width,
+                height=cam.height,
+                fps=cam.fps,
+                loop=cam.loop,
+                base_dir=base_dir,
+            ),
             fps=cam.fps,
             loop=cam.loop,
             realtime=cam.realtime,
@@ -134,7 +156,9 @@ class CameraRunner:
         )
         self.chain = build_chain(cam, models) if cam.chain else None
         self._sink = sink
-        self.pipeline = Pipeline(self.chain, self._record, name=name, on_error=self._frame_failed) if self.chain else None
+        self.pipeline = (
+            Pipeline(self.chain, self._record, name=name, on_error=self._frame_failed) if self.chain else None
+        )
         self.last_result: FrameResult | None = None
         self.last_frame: Frame | None = None
         self._stop = threading.Event()

@@ -30,7 +30,10 @@ def main() -> int:
             print(f"{msg.topic}: {msg.payload.decode(errors='replace')}", flush=True)
             return
         ev = json.loads(msg.payload)
-        print(f"{ev['camera']} #{ev['seq']:<5} {ev['latency_ms'].get('total', 0):6.0f} ms  {texts(ev['detections'])}", flush=True)
+        print(
+            f"{ev['camera']} #{ev['seq']:<5} {ev['latency_ms'].get('total', 0):6.0f} ms  {texts(ev['detections'])}",
+            flush=True,
+        )
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.on_message = on_message

@@ -104,7 +104,9 @@ def test_env_and_credentials_substitution(tmp_path: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "mqtt_password").write_text("s3cret\n")
-    p = write(tmp_path, "mqtt:\n  host: ${BROKER}\n  port: ${PORT:-1884}\n  password: ${cred:mqtt_password}\n")
+    p = write(
+        tmp_path, "mqtt:\n  host: ${BROKER}\n  port: ${PORT:-1884}\n  password: ${cred:mqtt_password}\n"
+    )
     cfg = load_config(p, env={"BROKER": "10.0.0.5", "CREDENTIALS_DIRECTORY": str(creds)})
     assert cfg.mqtt.host == "10.0.0.5" and cfg.mqtt.port == 1884
     assert cfg.mqtt.password is not None and cfg.mqtt.password.get_secret_value() == "s3cret"
@@ -136,7 +138,9 @@ def test_model_file_checks(tmp_path: Path) -> None:
 
 
 def test_decoder_params_are_validated_with_location(tmp_path: Path) -> None:
-    p = write(tmp_path, "models:\n  d:\n    path: m.onnx\n    kind: yolo\n    decode: {conf_thresh: 2, bogus: 1}\n")
+    p = write(
+        tmp_path, "models:\n  d:\n    path: m.onnx\n    kind: yolo\n    decode: {conf_thresh: 2, bogus: 1}\n"
+    )
     got = problems(p, check_files=False)
     assert any("models.d.decode.conf_thresh" in s for s in got), got
     assert any("models.d.decode.bogus: unknown key" in s for s in got), got

@@ -101,14 +101,16 @@ def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[
     if not parents:
         return []
     text = stage.decoder.kind in TEXT_CROP_KINDS
-    quads = [upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in parents]
+    quads = [
+        upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in parents
+    ]
     chunk = stage.batch_size or len(parents)
     produced: list[Detection] = []
     for start in range(0, len(parents), chunk):
         batch_parents = parents[start : start + chunk]
         tensor, plans = stage.preprocessor.crops(frame, quads[start : start + chunk], stage.spec)
         results = stage.decoder.decode(stage.infer(tensor), plans)
-        for parent, dets in zip(batch_parents, results):
+        for parent, dets in zip(batch_parents, results, strict=True):
             if stage.decoder.per_crop:
                 dets = [_inherit_geometry(d, parent) for d in dets if not d.attrs.get("rejected")]
                 for d in dets:

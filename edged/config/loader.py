@@ -88,7 +88,9 @@ class _Located:
                         break
                 else:
                     return best
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            elif (
+                isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value)
+            ):
                 node = node.value[part]
                 best = (node.start_mark.line + 1, node.start_mark.column + 1)
             else:
@@ -104,7 +106,9 @@ def _substitute(value: str, env: dict[str, str], creds_dir: str | None) -> str:
         if expr.startswith("cred:"):
             name = expr[5:]
             if not creds_dir:
-                raise ValueError(f"${{{expr}}}: $CREDENTIALS_DIRECTORY is not set (use systemd LoadCredential=)")
+                raise ValueError(
+                    f"${{{expr}}}: $CREDENTIALS_DIRECTORY is not set (use systemd LoadCredential=)"
+                )
             path = Path(creds_dir) / name
             try:
                 return path.read_text().strip()
@@ -176,7 +180,15 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple
             try:
                 scalar.value = _substitute(scalar.value, env, creds)
             except ValueError as e:
-                problems.append(Problem(file, scalar.start_mark.line + 1, scalar.start_mark.column + 1, format_path(loc), str(e)))
+                problems.append(
+                    Problem(
+                        file,
+                        scalar.start_mark.line + 1,
+                        scalar.start_mark.column + 1,
+                        format_path(loc),
+                        str(e),
+                    )
+                )
     if problems:
         raise ConfigError(problems)
     data = _construct(root)
@@ -249,7 +261,9 @@ def model_file_problems(path: Path, labels: Path | None) -> list[tuple[str, str]
     """('path'|'labels', reason) when a model or labels file is missing, unreadable or not ONNX."""
     out: list[tuple[str, str]] = []
     if not path.exists():
-        out.append(("path", f"model file not found: {path} (run `edged install-models` for the bundled models)"))
+        out.append(
+            ("path", f"model file not found: {path} (run `edged install-models` for the bundled models)")
+        )
     elif not path.is_file():
         out.append(("path", f"not a file: {path}"))
     else:
@@ -310,7 +324,17 @@ def load_config(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([Problem(file, 1, 1, "", "the top level must be a mapping of keys (device, mqtt, models, cameras, ...)")])
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    "",
+                    "the top level must be a mapping of keys (device, mqtt, models, cameras, ...)",
+                )
+            ]
+        )
 
     def problem(loc: Loc, msg: str, at_key: bool = False) -> Problem:
         line, col = located.find(loc, at_key)
@@ -321,7 +345,9 @@ def load_config(
     except ValidationError as e:
         raise ConfigError(
             [
-                problem(tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden")
+                problem(
+                    tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden"
+                )
                 for err in e.errors()
             ]
         ) from None

@@ -22,49 +22,91 @@ class EdgedModel(BaseModel):
 
 
 class DeviceConfig(EdgedModel):
-    name: str = Field("edged", pattern=NAME_RE, description="Device name; part of the MQTT topic prefix and every event.")
+    name: str = Field(
+        "edged", pattern=NAME_RE, description="Device name; part of the MQTT topic prefix and every event."
+    )
 
 
 class TlsConfig(EdgedModel):
     enabled: bool = Field(False, description="Connect to the broker over TLS.")
-    ca_file: Path | None = Field(None, description="CA certificate(s) that signed the broker's certificate (PEM). None: system CAs.")
-    cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that require one.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate(s) that signed the broker's certificate (PEM). None: system CAs."
+    )
+    cert_file: Path | None = Field(
+        None, description="Client certificate (PEM), for brokers that require one."
+    )
     key_file: Path | None = Field(None, description="Private key of the client certificate (PEM).")
     insecure: bool = Field(False, description="Skip the broker hostname check (testing only).")
 
 
 class OutboxConfig(EdgedModel):
-    dir: Path = Field(Path("/var/lib/edged/outbox"), description="Directory of the disk outbox (events wait here until the broker acknowledges them).")
-    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Cap on the outbox size; the oldest events are dropped (and counted) beyond it.")
-    max_age_s: float = Field(7 * 24 * 3600, gt=0, description="Events older than this are dropped (and counted) instead of replayed.")
-    fsync: Literal["always", "interval", "never"] = Field(
-        "interval", description="When appended events are fsync'ed: after each event, at most every fsync_interval_s, or never (OS decides)."
+    dir: Path = Field(
+        Path("/var/lib/edged/outbox"),
+        description="Directory of the disk outbox (events wait here until the broker acknowledges them).",
     )
-    fsync_interval_s: float = Field(1.0, gt=0, description="Longest time between fsyncs with fsync: interval (bounds the loss on power failure).")
-    replay_rate: float = Field(200.0, gt=0, description="Most backlog events replayed per second after a reconnect (live events go on alongside).")
+    max_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Cap on the outbox size; the oldest events are dropped (and counted) beyond it.",
+    )
+    max_age_s: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="Events older than this are dropped (and counted) instead of replayed.",
+    )
+    fsync: Literal["always", "interval", "never"] = Field(
+        "interval",
+        description="When appended events are fsync'ed: after each event, at most every fsync_interval_s, or never (OS decides).",
+    )
+    fsync_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest time between fsyncs with fsync: interval (bounds the loss on power failure).",
+    )
+    replay_rate: float = Field(
+        200.0,
+        gt=0,
+        description="Most backlog events replayed per second after a reconnect (live events go on alongside).",
+    )
 
 
 class MqttConfig(EdgedModel):
-    enabled: bool = Field(True, description="Publish events over MQTT. When false, events only go to the stdout sink, if any.")
+    enabled: bool = Field(
+        True, description="Publish events over MQTT. When false, events only go to the stdout sink, if any."
+    )
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     prefix: str | None = Field(None, description="Topic prefix; default edged/<device.name>.")
     client_id: str | None = Field(None, description="MQTT client id; default edged-<device.name>.")
     username: str | None = Field(None, description="User name for the broker.")
-    password: SecretStr | None = Field(None, description="Password; prefer ${cred:NAME} (systemd LoadCredential) over plain text.")
-    qos: Literal[0, 1] = Field(1, description="QoS of detection messages; 1 gives at-least-once delivery through the outbox.")
+    password: SecretStr | None = Field(
+        None, description="Password; prefer ${cred:NAME} (systemd LoadCredential) over plain text."
+    )
+    qos: Literal[0, 1] = Field(
+        1, description="QoS of detection messages; 1 gives at-least-once delivery through the outbox."
+    )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s.")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s."
+    )
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings for the broker connection.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Store-and-forward disk outbox.")
-    commands: bool = Field(False, description="Accept commands on <prefix>/<camera>/set/... (enable, snapshot).")
-    stats_interval_s: float = Field(60.0, ge=0, description="Period of the <prefix>/stats message; 0 disables it.")
+    commands: bool = Field(
+        False, description="Accept commands on <prefix>/<camera>/set/... (enable, snapshot)."
+    )
+    stats_interval_s: float = Field(
+        60.0, ge=0, description="Period of the <prefix>/stats message; 0 disables it."
+    )
 
 
 class HealthConfig(EdgedModel):
-    enabled: bool = Field(True, description="Serve /healthz, /readyz, /metrics, /stats and snapshots over HTTP.")
-    bind: str = Field("127.0.0.1", description="Address the health server listens on (keep it local unless firewalled).")
+    enabled: bool = Field(
+        True, description="Serve /healthz, /readyz, /metrics, /stats and snapshots over HTTP."
+    )
+    bind: str = Field(
+        "127.0.0.1", description="Address the health server listens on (keep it local unless firewalled)."
+    )
     port: int = Field(8089, ge=0, le=65535, description="Port of the health server (0 picks a free port).")
 
 
@@ -72,20 +114,36 @@ class PreprocessConfig(EdgedModel):
     """Overrides of the model kind's default preprocessing; unset fields keep the kind's default."""
 
     resize: Literal["letterbox", "stretch", "limit_side", "fixed_height"] | None = Field(
-        None, description="letterbox (keep aspect, pad), stretch, limit_side (PP-OCR detector sizing) or fixed_height (recognizer crops)."
+        None,
+        description="letterbox (keep aspect, pad), stretch, limit_side (PP-OCR detector sizing) or fixed_height (recognizer crops).",
     )
-    size: tuple[int, int] | None = Field(None, description="Model input [width, height]; for fixed_height [max width, height].")
-    limit_side: int | None = Field(None, gt=0, description="limit_side mode: target length of the limited side.")
-    limit_type: Literal["min", "max"] | None = Field(None, description="limit_side mode: limit the shorter (min) or longer (max) side.")
-    multiple: int | None = Field(None, gt=0, description="limit_side mode: round both sides to a multiple of this.")
+    size: tuple[int, int] | None = Field(
+        None, description="Model input [width, height]; for fixed_height [max width, height]."
+    )
+    limit_side: int | None = Field(
+        None, gt=0, description="limit_side mode: target length of the limited side."
+    )
+    limit_type: Literal["min", "max"] | None = Field(
+        None, description="limit_side mode: limit the shorter (min) or longer (max) side."
+    )
+    multiple: int | None = Field(
+        None, gt=0, description="limit_side mode: round both sides to a multiple of this."
+    )
     color: Literal["bgr", "rgb"] | None = Field(None, description="Channel order the model expects.")
-    mean: tuple[float, float, float] | None = Field(None, description="Per-channel mean subtracted from pixel/255.")
-    std: tuple[float, float, float] | None = Field(None, description="Per-channel std dividing (pixel/255 - mean).")
-    pad_value: float | None = Field(None, ge=0, le=255, description="Padding value in pixel units (before normalization).")
+    mean: tuple[float, float, float] | None = Field(
+        None, description="Per-channel mean subtracted from pixel/255."
+    )
+    std: tuple[float, float, float] | None = Field(
+        None, description="Per-channel std dividing (pixel/255 - mean)."
+    )
+    pad_value: float | None = Field(
+        None, ge=0, le=255, description="Padding value in pixel units (before normalization)."
+    )
     layout: Literal["nchw", "nhwc"] | None = Field(None, description="Tensor layout of the model input.")
     dtype: Literal["float32", "float16"] | None = Field(None, description="Element type of the model input.")
     device: Literal["auto", "kernel", "cv2cuda", "cpu"] = Field(
-        "auto", description="Where preprocessing runs: auto picks the fastest available (fused CUDA kernel, cv2.cuda, CPU)."
+        "auto",
+        description="Where preprocessing runs: auto picks the fastest available (fused CUDA kernel, cv2.cuda, CPU).",
     )
 
     @field_validator("size")
@@ -101,20 +159,33 @@ class PreprocessConfig(EdgedModel):
 
 
 class OnnxRuntimeConfig(EdgedModel):
-    intra_op_threads: int = Field(0, ge=0, description="Threads inside one operator; 0 lets ONNX Runtime decide.")
-    inter_op_threads: int = Field(0, ge=0, description="Threads across operators; 0 lets ONNX Runtime decide.")
+    intra_op_threads: int = Field(
+        0, ge=0, description="Threads inside one operator; 0 lets ONNX Runtime decide."
+    )
+    inter_op_threads: int = Field(
+        0, ge=0, description="Threads across operators; 0 lets ONNX Runtime decide."
+    )
     providers: list[str] | None = Field(
-        None, description="Execution providers in order of preference; default: CUDA when available, then CPU."
+        None,
+        description="Execution providers in order of preference; default: CUDA when available, then CPU.",
     )
 
 
 class TensorRTConfig(EdgedModel):
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="Engine precision; int8 needs calibration_cache.")
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16", description="Engine precision; int8 needs calibration_cache."
+    )
     workspace_mb: int = Field(1024, gt=0, description="Builder workspace limit.")
-    dla_core: int | None = Field(None, ge=0, description="Run on this DLA core (Jetson Orin/Xavier) with GPU fallback.")
+    dla_core: int | None = Field(
+        None, ge=0, description="Run on this DLA core (Jetson Orin/Xavier) with GPU fallback."
+    )
     calibration_cache: Path | None = Field(None, description="INT8 calibration cache file.")
-    max_batch: int = Field(16, ge=1, description="Largest batch in the optimization profile (secondary stages).")
-    cache_dir: Path = Field(Path("/var/cache/edged/engines"), description="Where built engines and the timing cache are kept.")
+    max_batch: int = Field(
+        16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
+    )
+    cache_dir: Path = Field(
+        Path("/var/cache/edged/engines"), description="Where built engines and the timing cache are kept."
+    )
 
 
 class ModelConfig(EdgedModel):
@@ -123,27 +194,48 @@ class ModelConfig(EdgedModel):
         ..., description="How outputs are decoded; also sets the default preprocessing."
     )
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
-        "auto", description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available)."
+        "auto",
+        description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available).",
     )
-    labels: Path | None = Field(None, description="Text file with one class name per line (yolo, ssd, classifier).")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Overrides of the kind's default preprocessing.")
-    decode: dict[str, Any] = Field(default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md).")
-    onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings.")
+    labels: Path | None = Field(
+        None, description="Text file with one class name per line (yolo, ssd, classifier)."
+    )
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, description="Overrides of the kind's default preprocessing."
+    )
+    decode: dict[str, Any] = Field(
+        default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md)."
+    )
+    onnxruntime: OnnxRuntimeConfig = Field(
+        default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
+    )
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT settings.")
 
 
 class StageConfig(EdgedModel):
     model: str = Field(..., description="Name of a model under `models`.")
-    name: str | None = Field(None, pattern=NAME_RE, description="Stage name in events; default the model name.")
-    on: str | None = Field(None, description="Run on crops of detections of this earlier stage; unset: the whole frame.")
-    classes: list[str] | None = Field(None, description="Only keep (or, with `on`, only crop) detections with these labels.")
+    name: str | None = Field(
+        None, pattern=NAME_RE, description="Stage name in events; default the model name."
+    )
+    on: str | None = Field(
+        None, description="Run on crops of detections of this earlier stage; unset: the whole frame."
+    )
+    classes: list[str] | None = Field(
+        None, description="Only keep (or, with `on`, only crop) detections with these labels."
+    )
     min_score: float = Field(0.0, ge=0, le=1, description="Drop detections scoring below this.")
-    min_size: tuple[float, float] = Field((0, 0), description="Drop boxes smaller than [width, height] pixels.")
+    min_size: tuple[float, float] = Field(
+        (0, 0), description="Drop boxes smaller than [width, height] pixels."
+    )
     roi: list[tuple[float, float]] | None = Field(
         None, description="Polygon [[x, y], ...] in frame pixels; keep only boxes whose centre lies inside."
     )
-    max_crops: int = Field(32, ge=1, description="Most crops per frame sent to this stage (highest scores first).")
-    batch_size: int = Field(0, ge=0, description="Crops per engine call; 0 sends all crops of a frame as one batch.")
+    max_crops: int = Field(
+        32, ge=1, description="Most crops per frame sent to this stage (highest scores first)."
+    )
+    batch_size: int = Field(
+        0, ge=0, description="Crops per engine call; 0 sends all crops of a frame as one batch."
+    )
 
     @property
     def stage_name(self) -> str:
@@ -159,27 +251,49 @@ class StageConfig(EdgedModel):
 
 class ReconnectConfig(EdgedModel):
     min_s: float = Field(0.5, gt=0, description="First delay before reopening a failed source.")
-    max_s: float = Field(30.0, gt=0, description="Longest delay between reopen attempts (exponential backoff).")
+    max_s: float = Field(
+        30.0, gt=0, description="Longest delay between reopen attempts (exponential backoff)."
+    )
 
 
 class CameraConfig(EdgedModel):
-    source: str = Field(..., description="file://path, rtsp://..., v4l2:///dev/videoN, csi://N, or a folder of images (dir://path).")
+    source: str = Field(
+        ...,
+        description="file://path, rtsp://..., v4l2:///dev/videoN, csi://N, or a folder of images (dir://path).",
+    )
     enabled: bool = Field(True, description="Disabled cameras are not opened.")
-    fps: float = Field(10.0, gt=0, le=1000, description="Frames per second taken from the source; extra frames are skipped.")
-    loop: bool = Field(False, description="Restart file and image-folder sources at their end (demos, tests).")
-    realtime: bool = Field(True, description="Files play at their own frame rate (like a camera); false reads them as fast as the chain runs.")
+    fps: float = Field(
+        10.0, gt=0, le=1000, description="Frames per second taken from the source; extra frames are skipped."
+    )
+    loop: bool = Field(
+        False, description="Restart file and image-folder sources at their end (demos, tests)."
+    )
+    realtime: bool = Field(
+        True,
+        description="Files play at their own frame rate (like a camera); false reads them as fast as the chain runs.",
+    )
     width: int | None = Field(None, gt=0, description="Requested capture width (cameras that support it).")
     height: int | None = Field(None, gt=0, description="Requested capture height.")
-    backend: Literal["auto", "opencv", "jetson"] = Field("auto", description="Capture through jetson-utils (auto on Jetson) or OpenCV.")
-    frame_timeout_s: float = Field(5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened.")
+    backend: Literal["auto", "opencv", "jetson"] = Field(
+        "auto", description="Capture through jetson-utils (auto on Jetson) or OpenCV."
+    )
+    frame_timeout_s: float = Field(
+        5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened."
+    )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopen backoff.")
-    chain: list[StageConfig] = Field(default_factory=list, description="Model stages run on each frame, in order.")
+    chain: list[StageConfig] = Field(
+        default_factory=list, description="Model stages run on each frame, in order."
+    )
 
     @field_validator("source")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        if not re.match(r"^(file|rtsp|rtsps|rtp|http|https|v4l2|csi|dir)://", v) and not v.startswith("/dev/video"):
-            raise ValueError("source must start with file://, rtsp://, v4l2://, csi://, dir:// (or be /dev/videoN)")
+        if not re.match(r"^(file|rtsp|rtsps|rtp|http|https|v4l2|csi|dir)://", v) and not v.startswith(
+            "/dev/video"
+        ):
+            raise ValueError(
+                "source must start with file://, rtsp://, v4l2://, csi://, dir:// (or be /dev/videoN)"
+            )
         return v
 
 
@@ -193,9 +307,13 @@ class Config(EdgedModel):
 
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="This device.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-    state_dir: Path = Field(Path("/var/lib/edged"), description="Persistent state (outbox); systemd's StateDirectory.")
+    state_dir: Path = Field(
+        Path("/var/lib/edged"), description="Persistent state (outbox); systemd's StateDirectory."
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker and publishing.")
-    health: HealthConfig = Field(default_factory=HealthConfig, description="Local health and metrics HTTP server.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Local health and metrics HTTP server."
+    )
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="Models by name.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
 
@@ -223,10 +341,14 @@ def reference_problems(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
                 known = ", ".join(sorted(cfg.models)) or "none defined"
                 problems.append(((*at, "model"), f"unknown model {stage.model!r} (models: {known})"))
             if stage.stage_name in seen:
-                problems.append(((*at, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`"))
+                problems.append(
+                    ((*at, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`")
+                )
             if stage.on is not None and stage.on not in seen:
                 problems.append(((*at, "on"), f"{stage.on!r} is not an earlier stage of this chain"))
             if stage.on is None and i > 0:
-                problems.append((at, "only the first stage runs on the whole frame; set `on:` to an earlier stage"))
+                problems.append(
+                    (at, "only the first stage runs on the whole frame; set `on:` to an earlier stage")
+                )
             seen.add(stage.stage_name)
     return problems

@@ -7,11 +7,27 @@ from pathlib import Path
 
 from edged.infer import onnxruntime as _ort  # noqa: F401  (registers the backend)
 from edged.infer import tensorrt as _trt  # noqa: F401  (registers the backend, import-guarded inside)
-from edged.infer.base import AVAILABILITY, BACKENDS, Engine, EngineInfo, EngineOptions, ModelLoadError, TensorSpec
+from edged.infer.base import (
+    AVAILABILITY,
+    BACKENDS,
+    Engine,
+    EngineInfo,
+    EngineOptions,
+    ModelLoadError,
+    TensorSpec,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineInfo", "EngineOptions", "ModelLoadError", "TensorSpec", "choose_backend", "create_engine"]
+__all__ = [
+    "Engine",
+    "EngineInfo",
+    "EngineOptions",
+    "ModelLoadError",
+    "TensorSpec",
+    "choose_backend",
+    "create_engine",
+]
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
@@ -30,7 +46,9 @@ def choose_backend(requested: str) -> tuple[str, str]:
     raise ModelLoadError(f"no inference backend available: {trt_reason}; {ort_reason}")
 
 
-def create_engine(name: str, path: Path, backend: str = "auto", options: EngineOptions | None = None) -> Engine:
+def create_engine(
+    name: str, path: Path, backend: str = "auto", options: EngineOptions | None = None
+) -> Engine:
     chosen, why = choose_backend(backend)
     engine = BACKENDS[chosen](name, path, options or EngineOptions())
     log.info("model %s: backend %s on %s (%s)", name, chosen, engine.info.device, why)

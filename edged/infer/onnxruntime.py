@@ -63,7 +63,9 @@ class OnnxRuntimeEngine:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises several private exception types for bad files
-            raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}"
+            ) from None
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta()
@@ -79,7 +81,7 @@ class OnnxRuntimeEngine:
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
         results = self.session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, results))
+        return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -30,7 +30,9 @@ class Decoder:
     # True for models that run on crops and return one result per crop (classifier, recognizer).
     per_crop: ClassVar[bool] = False
 
-    def __init__(self, params: DecodeParams, labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self, params: DecodeParams, labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None
+    ):
         self.params = params
         self.labels = list(labels)
         self.metadata = dict(metadata or {})
@@ -68,6 +70,11 @@ def get_decoder(kind: str) -> type[Decoder]:
         raise KeyError(f"no decoder for model kind {kind!r} (known: {', '.join(sorted(DECODERS))})") from None
 
 
-def build_decoder(kind: str, params: Mapping[str, Any], labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None) -> Decoder:
+def build_decoder(
+    kind: str,
+    params: Mapping[str, Any],
+    labels: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> Decoder:
     cls = get_decoder(kind)
     return cls(cls.Params.model_validate(dict(params)), labels, metadata)

@@ -22,7 +22,9 @@ class Preprocessor(Protocol):
 
     def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[Any, Plan]: ...
 
-    def crops(self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec) -> tuple[Any, list[Plan]]: ...
+    def crops(
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+    ) -> tuple[Any, list[Plan]]: ...
 
 
 class CpuPreprocessor:
@@ -33,11 +35,15 @@ class CpuPreprocessor:
     def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[np.ndarray, Plan]:
         return preprocess_frame(_host(frame), spec, frame.fmt)
 
-    def crops(self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec) -> tuple[np.ndarray, list[Plan]]:
+    def crops(
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+    ) -> tuple[np.ndarray, list[Plan]]:
         return preprocess_crops(_host(frame), quads, spec, frame.fmt)
 
 
 def _host(frame: Frame) -> np.ndarray:
     if isinstance(frame.image, np.ndarray):
         return frame.image
-    raise TypeError(f"camera {frame.camera}: the CPU preprocessor needs a host frame, got {type(frame.image).__name__}")
+    raise TypeError(
+        f"camera {frame.camera}: the CPU preprocessor needs a host frame, got {type(frame.image).__name__}"
+    )

@@ -21,7 +21,9 @@ def _cv2():  # type: ignore[no-untyped-def]
 
 
 def _is_axis_scale(h: np.ndarray) -> bool:
-    return bool(abs(h[0, 1]) < 1e-12 and abs(h[1, 0]) < 1e-12 and abs(h[2, 0]) < 1e-12 and abs(h[2, 1]) < 1e-12)
+    return bool(
+        abs(h[0, 1]) < 1e-12 and abs(h[1, 0]) < 1e-12 and abs(h[2, 0]) < 1e-12 and abs(h[2, 1]) < 1e-12
+    )
 
 
 def render(image: np.ndarray, plan: Plan, spec: PreprocessSpec, fmt: str = "bgr8") -> np.ndarray:
@@ -34,9 +36,11 @@ def render(image: np.ndarray, plan: Plan, spec: PreprocessSpec, fmt: str = "bgr8
     to_content = np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], dtype=np.float64)
     h_content = plan.h_out_to_src @ to_content
     src_h, src_w = image.shape[:2]
-    if _is_axis_scale(h_content) and abs(h_content[0, 0] - src_w / cw) < 1e-9 and abs(
-        h_content[1, 1] - src_h / ch
-    ) < 1e-9:
+    if (
+        _is_axis_scale(h_content)
+        and abs(h_content[0, 0] - src_w / cw) < 1e-9
+        and abs(h_content[1, 1] - src_h / ch) < 1e-9
+    ):
         content = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR)
     else:
         content = cv2.warpPerspective(
@@ -74,6 +78,10 @@ def preprocess_crops(
     """Crops of `image` at the given quadrilaterals -> one batch tensor (N, C, H, W) and their plans."""
     plans = plan_crops(spec, quads)
     if not plans:
-        shape = (0, 3, spec.size[1], spec.size[0]) if spec.layout == "nchw" else (0, spec.size[1], spec.size[0], 3)
+        shape = (
+            (0, 3, spec.size[1], spec.size[0])
+            if spec.layout == "nchw"
+            else (0, spec.size[1], spec.size[0], 3)
+        )
         return np.zeros(shape, dtype=np.float32), []
     return _pack([render(image, p, spec, fmt) for p in plans], spec), plans

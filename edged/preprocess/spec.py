@@ -204,7 +204,7 @@ def plan_crops(spec: PreprocessSpec, quads: Sequence[np.ndarray]) -> list[Plan]:
     batch_w = int(out_h * max(spec.min_ratio, *ratios))
     batch_w = max(1, min(batch_w, max_w))
     plans = []
-    for q, r in zip(quads, ratios):
-        cw = max(1, min(batch_w, int(math.ceil(out_h * r))))
+    for q, r in zip(quads, ratios, strict=True):
+        cw = max(1, min(batch_w, math.ceil(out_h * r)))
         plans.append(Plan(batch_w, out_h, (0, 0, cw, out_h), _quad_homography((0, 0, cw, out_h), q)))
     return plans

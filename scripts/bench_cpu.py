@@ -1,0 +1,191 @@
+"""CPU benchmark, side by side in one run on the same frames:
+
+(a) edged's pipeline (video decode -> preprocess -> det -> crops -> rec, stages overlapped across
+    frames) vs model-only throughput of the same chain (only the engine calls, run back to back on
+    tensors prepared beforehand);
+(b) edged vs RapidOCR 3.10.0's own engine (the peer), same ONNX models, same detector input size
+    (short side 736), same strings checked against the sample's ground truth.
+
+Usage: python scripts/bench_cpu.py [--video samples/plates.mp4] [--frames 60] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import queue
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edged.capture import make_source  # noqa: E402
+from edged.capture.worker import CameraCapture  # noqa: E402
+from edged.chain.chain import Chain, StageState, run_stage  # noqa: E402
+from edged.chain.pipeline import Pipeline  # noqa: E402
+from edged.config import load_config  # noqa: E402
+from edged.preprocess.spec import upright_quad  # noqa: E402
+from edged.runtime import build_chain, load_model  # noqa: E402
+from edged.types import Frame, FrameResult  # noqa: E402
+
+
+def read_frames(video: Path, n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
+
+
+def texts_of(result: FrameResult) -> list[str]:
+    return sorted(k.label for d in result.detections for kids in d.children.values() for k in kids if k.label)
+
+
+def truth_texts(truth: list[Any], i: int) -> list[str]:
+    return sorted(p["text"] for p in truth[i]["plates"]) if truth else []
+
+
+def model_only(chain: Chain, frames: list[np.ndarray]) -> float:
+    """Seconds spent in engine calls alone for all frames (inputs prepared outside the timing)."""
+    det, rec = chain.stages[0], chain.stages[-1]
+    inputs = []
+    for i, img in enumerate(frames):
+        state = StageState(Frame("bench", i, img))
+        det_tensor, _ = det.preprocessor.frame(state.frame, det.spec)
+        run_stage(det, state)
+        quads = [upright_quad(d.quad()) for d in rec.filter.select(state.by_stage[det.name])]
+        rec_tensor = rec.preprocessor.crops(state.frame, quads, rec.spec)[0] if quads else None
+        inputs.append((det_tensor, rec_tensor))
+    total = 0.0
+    for det_tensor, rec_tensor in inputs:
+        t0 = time.perf_counter()
+        det.infer(det_tensor)
+        if rec_tensor is not None:
+            rec.infer(rec_tensor)
+        total += time.perf_counter() - t0
+    return total
+
+
+def edged_pipeline(chain: Chain, video: Path, n: int) -> tuple[float, list[FrameResult]]:
+    """Wall seconds for n frames through capture (file, as fast as consumed) + pipelined chain."""
+    results: list[FrameResult] = []
+    done: queue.Queue[None] = queue.Queue()
+
+    def sink(r: FrameResult) -> None:
+        results.append(r)
+        if len(results) == n:
+            done.put(None)
+
+    capture = CameraCapture("bench", lambda: make_source(f"file://{video}"), fps=1000, realtime=False)
+    pipeline = Pipeline(chain, sink, name="bench", depth=1)
+    pipeline.start()
+    t0 = time.perf_counter()
+    capture.start()
+    submitted = 0
+    while submitted < n:
+        frame = capture.get(timeout_s=5.0)
+        if frame is None:
+            break
+        pipeline.submit(frame)
+        submitted += 1
+    done.get(timeout=600)
+    wall = time.perf_counter() - t0
+    capture.stop()
+    pipeline.stop()
+    return wall, sorted(results, key=lambda r: r.frame.seq)
+
+
+def peer(frames: list[np.ndarray], use_cls: bool) -> tuple[float, list[list[str]]]:
+    from rapidocr import RapidOCR
+
+    engine = RapidOCR(
+        params={
+            "Global.use_cls": use_cls,
+            "Global.log_level": "error",
+            "Det.limit_side_len": 736,
+            "Det.limit_type": "min",
+        }
+    )
+    engine(frames[0])  # warm-up
+    out = []
+    t0 = time.perf_counter()
+    for img in frames:
+        r = engine(img)
+        out.append(sorted(r.txts or ()))
+    return time.perf_counter() - t0, out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--video", default=str(ROOT / "samples/plates.mp4"))
+    ap.add_argument("--config", default=str(ROOT / "configs/edged.yaml"))
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cls", action="store_true", help="include the 0/180 classifier in both chains")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    video = Path(a.video)
+    truth_file = video.with_suffix(".json")
+    truth = json.loads(truth_file.read_text())["frames"] if truth_file.exists() else []
+    frames = read_frames(video, a.frames)
+    n = len(frames)
+    cfg = load_config(a.config, env={})
+    models = {name: load_model(name, m) for name, m in cfg.models.items()}
+    cam = next(iter(cfg.cameras.values()))
+    chain = build_chain(cam, models)
+    with_text = [i for i in range(n) if truth_texts(truth, i)]
+
+    rows: dict[str, list[float]] = {"model-only": [], "edged": [], "rapidocr": []}
+    reads: dict[str, int] = {"edged": 0, "rapidocr": 0}
+    for rep in range(a.repeat):
+        rows["model-only"].append(n / model_only(chain, frames))
+        wall, results = edged_pipeline(chain, video, n)
+        rows["edged"].append(n / wall)
+        ok = sum(texts_of(results[i]) == truth_texts(truth, i) for i in with_text)
+        wall_p, peer_txt = peer(frames, a.cls)
+        rows["rapidocr"].append(n / wall_p)
+        ok_p = sum(peer_txt[i] == truth_texts(truth, i) for i in with_text)
+        if rep == 0:
+            reads = {"edged": ok, "rapidocr": ok_p}
+            same = sum(texts_of(results[i]) == peer_txt[i] for i in range(n))
+        print(
+            f"run {rep + 1}: model-only {rows['model-only'][-1]:.2f} fps, edged {rows['edged'][-1]:.2f} fps, "
+            f"rapidocr {rows['rapidocr'][-1]:.2f} fps",
+            flush=True,
+        )
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}; frames: {n} "
+        f"({len(with_text)} with text) of {video.name}, repeats: {a.repeat}, medians below"
+    )
+    print("| measure | frames/s | exact reads |\n|---|---|---|")
+    print(f"| model-only (engine calls of det+rec) | {med['model-only']:.2f} | - |")
+    print(f"| edged pipeline | {med['edged']:.2f} | {reads['edged']}/{len(with_text)} |")
+    print(
+        f"| RapidOCR 3.10.0 (use_cls={a.cls}) | {med['rapidocr']:.2f} | {reads['rapidocr']}/{len(with_text)} |"
+    )
+    print(f"edged / model-only = {med['edged'] / med['model-only']:.2f} (goal >= 0.90)")
+    print(f"edged / RapidOCR   = {med['edged'] / med['rapidocr']:.2f} (goal >= 1.5)")
+    print(f"frames where edged and RapidOCR read the same strings: {same}/{n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
