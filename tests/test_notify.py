@@ -79,6 +79,8 @@ def test_messages_arrive(systemd: FakeSystemd) -> None:
     assert systemd.recv() == {"STOPPING": "1"}
     assert n.watchdog()
     assert systemd.recv() == {"WATCHDOG": "1"}
+    assert n.extend_timeout(90)
+    assert systemd.recv() == {"EXTEND_TIMEOUT_USEC": "90000000"}
     n.close()
 
 

@@ -83,6 +83,10 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for `seconds` more to finish starting or stopping (e.g. while building TensorRT engines)."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1e6))}")
+
     def close(self) -> None:
         with self._lock:
             if self._sock is not None:
