@@ -65,6 +65,9 @@ def check_module(title: str, module: str, fix: str, attr: str = "__version__") -
         mod = __import__(module)
     except Exception as e:
         return Check(title, INFO, f"not importable ({type(e).__name__})", fix)
+    if getattr(mod, "__file__", None) is None:
+        # An empty namespace package (e.g. left by tensorrt-stubs or a failed install) is not the library.
+        return Check(title, INFO, f"only an empty '{module}' namespace package is installed", fix)
     return Check(title, OK, str(getattr(mod, attr, "present")))
 
 
