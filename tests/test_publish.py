@@ -239,8 +239,10 @@ def test_broker_outage_every_event_exactly_once_in_order(
     sub.stop()
     evs = events_of(sub.messages)
     dupes = len(evs) - len(unique_ids(sub.messages))
-    print(f"\noutage {FAULT_S:g}s: produced={total} delivered={len(unique_ids(sub.messages))} "
-          f"duplicates={dupes} outbox_depth_during_outage={depth_during}")
+    print(
+        f"\noutage {FAULT_S:g}s: produced={total} delivered={len(unique_ids(sub.messages))} "
+        f"duplicates={dupes} outbox_depth_during_outage={depth_during}"
+    )
     assert ok, f"delivered {len(unique_ids(sub.messages))} of {total}"
     assert depth_during > 0  # the outage really held events back
     for cam, n in produced.items():
@@ -252,6 +254,21 @@ def test_broker_outage_every_event_exactly_once_in_order(
                 first_seen.append(e["seq"])
         assert first_seen == list(range(n)), f"{cam}: lost or out of order"
     assert pub.wait_drained(5) and box.depth == 0
+
+
+def test_backlog_replay_is_rate_limited(mosquitto: Mosquitto, publisher_factory: Any) -> None:
+    rate, n = 40.0, 60
+    mosquitto.stop()
+    pub, _ = publisher_factory(mosquitto, replay_rate=rate)
+    pub.start()
+    for i in range(n):
+        pub.publish("gate", {"id": f"e{i}", "camera": "gate", "seq": i})
+    with Subscriber(mosquitto.start(), f"{PREFIX}/+/detections") as sub:
+        assert sub.wait_for(lambda ms: len(unique_ids(ms)) == n, 30)
+        arrivals = [m.t for m in sub.messages]
+    # A lower bound only: the limiter must have spread the backlog (burst of rate/10, then `rate` per s).
+    assert arrivals[-1] - arrivals[0] >= (n - rate / 10 - 1) / rate * 0.9
+    assert [e["seq"] for e in events_of(sub.messages)] == list(range(n))
 
 
 def test_restarted_publisher_replays_only_unacked(

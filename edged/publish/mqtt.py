@@ -240,7 +240,7 @@ class MqttPublisher:
                     last = now
                     if tokens < 1:
                         time.sleep((1 - tokens) / rate)
-                        tokens = 1.0
+                        tokens, last = 1.0, time.monotonic()
                     tokens -= 1
                 if self._stopping or not self.connected:
                     break
@@ -298,7 +298,7 @@ class MqttPublisher:
         self._backlog_end = self.outbox.last_seq
         self._set_connected(True)
         log.info(
-            "MQTT %s: connected%s; %d events to replay",
+            "MQTT %s: connected%s; %d events waiting in the outbox",
             self.broker,
             f" (after: {was_error})" if was_error else "",
             self.outbox.depth,
@@ -330,7 +330,9 @@ class MqttPublisher:
                 self._state = "disconnected"
             self._cond.notify_all()
         if was_connected and not self._stopping:
-            self.last_error = f"connection lost: {rc.getName()}"
+            # paho reports a dropped socket as "Unspecified error"; the broker's own reasons are clearer as is
+            cause = "" if rc.getName() == "Unspecified error" else f": {rc.getName()}"
+            self.last_error = f"connection lost{cause}"
             log.warning(
                 "MQTT %s: %s; reconnecting, events are kept in the outbox", self.broker, self.last_error
             )
