@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from edged.infer import onnxruntime as _ort  # noqa: F401  (registers the backend)
+from edged.infer import onnxruntime_cuda as _ort_cuda  # noqa: F401  (onnxruntime: CUDA + IO binding with a GPU context)
 from edged.infer import tensorrt as _trt  # noqa: F401  (registers the backend, import-guarded inside)
 from edged.infer.base import (
     AVAILABILITY,

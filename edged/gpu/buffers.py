@@ -1,0 +1,160 @@
+"""Device memory: a small DeviceTensor type, a pool sized at start, pinned staging for uploads.
+
+Nothing here allocates on the per-frame path once the pool holds a buffer of the needed size: a buffer
+grows (logged once per growth) only when a larger shape appears (a wider crop batch, a bigger camera).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edged.gpu.context import Pipeline, current_pipeline, init
+
+log = logging.getLogger(__name__)
+
+
+def _driver() -> Any:
+    import pycuda.driver as cuda
+
+    return cuda
+
+
+@dataclass
+class DeviceTensor:
+    """A dense C-contiguous array in device memory.
+
+    `owner` keeps the memory alive (a pool allocation, an OrtValue, a cudaImage); `stream` is the
+    pycuda Stream that produces the data: consumers on another stream must wait for it.
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    owner: Any = None
+    stream: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        cai: dict[str, Any] = {
+            "shape": tuple(self.shape),
+            "typestr": self.dtype.str,
+            "data": (int(self.ptr), False),
+            "version": 3,
+            "strides": None,
+        }
+        handle = int(self.stream.handle) if self.stream is not None else 0
+        if handle:  # v3: consumers (CuPy, torch) make their stream wait on ours
+            cai["stream"] = handle
+        return cai
+
+    def to_host(self, out: np.ndarray | None = None, pipeline: Pipeline | None = None) -> np.ndarray:
+        """Download (waits for the producing stream). Counts the bytes on the pipeline if one is known."""
+        cuda = _driver()
+        host = out if out is not None else np.empty(self.shape, dtype=self.dtype)
+        if self.stream is not None:
+            cuda.memcpy_dtoh_async(host, self.ptr, self.stream)
+            self.stream.synchronize()
+        else:
+            cuda.memcpy_dtoh(host, self.ptr)
+        pipe = pipeline or current_pipeline()
+        if pipe is not None:
+            pipe.count_d2h(host.nbytes)
+        return host
+
+
+def cuda_array_info(obj: Any) -> tuple[int, tuple[int, ...], np.dtype[Any], tuple[int, ...] | None]:
+    """(pointer, shape, dtype, byte strides or None) of any object with `__cuda_array_interface__`."""
+    cai = obj.__cuda_array_interface__
+    strides = cai.get("strides")
+    return (
+        int(cai["data"][0]),
+        tuple(int(d) for d in cai["shape"]),
+        np.dtype(cai["typestr"]),
+        (tuple(int(s) for s in strides) if strides else None),
+    )
+
+
+class BufferPool:
+    """Device buffers by key, reused across frames; `reserve` at start, `get` on the hot path."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[Hashable, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+        self.allocated_bytes = 0
+
+    def reserve(self, key: Hashable, nbytes: int) -> None:
+        self.get(key, nbytes)
+
+    def get(self, key: Hashable, nbytes: int) -> Any:
+        """A DeviceAllocation of at least nbytes for this key (grows, never shrinks)."""
+        nbytes = max(int(nbytes), 1)
+        with self._lock:
+            held = self._bufs.get(key)
+            if held is not None and held[1] >= nbytes:
+                return held[0]
+            init()
+            # Round up to 1 MiB so small shape changes (crop batch width) don't regrow every frame.
+            size = (nbytes + (1 << 20) - 1) & ~((1 << 20) - 1) if nbytes > (1 << 16) else nbytes
+            alloc = _driver().mem_alloc(size)
+            if held is not None:
+                log.info("GPU buffer %r grows %d -> %d bytes", key, held[1], size)
+                self.allocated_bytes -= held[1]
+                held[0].free()
+            self._bufs[key] = (alloc, size)
+            self.allocated_bytes += size
+            return alloc
+
+    def free(self) -> None:
+        with self._lock:
+            for alloc, _ in self._bufs.values():
+                alloc.free()
+            self._bufs.clear()
+            self.allocated_bytes = 0
+
+
+class PinnedStaging:
+    """A page-locked host buffer for async uploads, with an event so it is never overwritten while a
+    previous copy from it may still be pending on its stream."""
+
+    def __init__(self, nbytes: int = 0) -> None:
+        self._buf: np.ndarray | None = None
+        self._event: Any = None
+        if nbytes:
+            self._ensure(nbytes)
+
+    def _ensure(self, nbytes: int) -> np.ndarray:
+        if self._buf is None or self._buf.nbytes < nbytes:
+            if self._buf is not None:
+                log.info("pinned staging buffer grows %d -> %d bytes", self._buf.nbytes, nbytes)
+            self.wait()
+            self._buf = _driver().pagelocked_empty(nbytes, np.uint8)
+        return self._buf
+
+    def wait(self) -> None:
+        if self._event is not None:
+            self._event.synchronize()
+
+    def upload(self, host: np.ndarray, dst_ptr: int, stream: Any) -> int:
+        """host -> pinned -> device (async on `stream`). Returns the byte count."""
+        src = np.ascontiguousarray(host)
+        n = src.nbytes
+        buf = self._ensure(n)
+        self.wait()
+        staged = buf[:n]
+        np.copyto(staged, src.reshape(-1).view(np.uint8))
+        cuda = _driver()
+        cuda.memcpy_htod_async(dst_ptr, staged, stream)
+        if self._event is None:
+            self._event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+        self._event.record(stream)
+        return n

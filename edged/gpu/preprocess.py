@@ -1,0 +1,183 @@
+"""`GpuPreprocessor`: the Preprocessor protocol on the fused CUDA kernel.
+
+Per frame: a host frame is uploaded once (pinned staging, async on the camera's stream) and the device
+copy is cached by (camera, seq), so the detector and every crop batch of that frame reuse it; a device
+frame (jetson-utils cudaImage, CuPy, torch: anything with `__cuda_array_interface__`) is read in place.
+Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
+`DeviceTensor`. The tensor stays valid until the next call for the same (camera, spec, kind).
+
+Device frames must be complete when passed in (cudaImage carries no stream: the capture side syncs).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edged.gpu import kernels
+from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
+from edged.gpu.context import Pipeline, current_pipeline, init
+from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
+from edged.types import Frame
+
+
+@dataclass(frozen=True)
+class DeviceImage:
+    """A uint8 HWC image in device memory as the kernel reads it."""
+
+    ptr: int
+    width: int
+    height: int
+    pitch: int  # bytes per row
+    channels: int
+    owner: Any = None
+
+
+def device_image(obj: Any) -> DeviceImage:
+    """View any uint8 HWC/HW device array (cudaImage, CuPy, DeviceTensor) without copying."""
+    ptr, shape, dtype, strides = cuda_array_info(obj)
+    if dtype != np.uint8:
+        raise TypeError(f"device frames must be uint8, got {dtype}")
+    h, w = shape[0], shape[1]
+    c = shape[2] if len(shape) > 2 else 1
+    if c not in (1, 3, 4):
+        raise ValueError(f"device frames need 1, 3 or 4 channels, got {c}")
+    pitch = w * c
+    if strides is not None:
+        if (len(shape) > 2 and (strides[1] != c or strides[2] != 1)) or (len(shape) == 2 and strides[1] != 1):
+            raise ValueError(f"device frame rows must be packed pixels, got strides {strides}")
+        pitch = strides[0]
+    return DeviceImage(ptr, w, h, pitch, c, owner=obj)
+
+
+def items_for(plans: Sequence[Plan]) -> np.ndarray:
+    """The kernel's per-item parameters (homography + content rect) for a batch of plans."""
+    items = np.zeros(len(plans), dtype=kernels.ITEM_DTYPE)
+    for i, p in enumerate(plans):
+        items[i]["h"] = np.asarray(p.h_out_to_src, dtype=np.float64).reshape(9).astype(np.float32)
+        items[i]["rect"] = p.content
+    return items
+
+
+def needs_swap(spec: PreprocessSpec, fmt: str) -> bool:
+    return (spec.color == "rgb") != (fmt == "rgb8")
+
+
+class GpuPreprocessor:
+    """Preprocessor on the fused kernel. Share one instance between all models of a camera: the
+    uploaded frame is cached per camera, so det and crops of the same frame upload it once."""
+
+    name = "kernel"
+
+    def __init__(self, metrics: Any = None, pool: BufferPool | None = None) -> None:
+        init()
+        self.metrics = metrics
+        self.pool = pool or BufferPool()
+        self._lock = threading.Lock()
+        self._pipes: dict[str, Pipeline] = {}
+        self._frame_staging: dict[str, PinnedStaging] = {}
+        self._param_staging: dict[str, PinnedStaging] = {}
+        # (camera, slot) -> (seq, id(image), image). Two slots per camera so a pipeline that overlaps
+        # frame N's crops with frame N+1's detection never overwrites the frame it still reads.
+        self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def pipeline(self, camera: str) -> Pipeline:
+        """The calling thread's active pipeline for this camera, else one this preprocessor owns."""
+        pipe = current_pipeline()
+        if pipe is not None and pipe.camera == camera:
+            return pipe
+        with self._lock:
+            if camera not in self._pipes:
+                self._pipes[camera] = Pipeline(camera, metrics=self.metrics)
+            return self._pipes[camera]
+
+    def source(self, frame: Frame, pipe: Pipeline | None = None) -> DeviceImage:
+        """The frame in device memory: zero-copy for device frames, else one upload per (camera, seq)."""
+        if frame.on_device:
+            return device_image(frame.image)
+        pipe = pipe or self.pipeline(frame.camera)
+        slot = (frame.camera, frame.seq % 2)
+        cached = self._cache.get(slot)
+        if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
+            return cached[2]
+        host = np.ascontiguousarray(frame.image)
+        if host.dtype != np.uint8:
+            raise TypeError(f"camera {frame.camera}: frames must be uint8, got {host.dtype}")
+        h, w = host.shape[:2]
+        c = 1 if host.ndim == 2 else int(host.shape[2])
+        buf = self.pool.get((frame.camera, "frame", slot[1]), host.nbytes)
+        staging = self._frame_staging.setdefault(frame.camera, PinnedStaging())
+        pipe.count_h2d(staging.upload(host, int(buf), pipe.stream))
+        img = DeviceImage(int(buf), w, h, w * c, c, owner=buf)
+        self._cache[slot] = (frame.seq, id(frame.image), img)
+        return img
+
+    # -- Preprocessor protocol -------------------------------------------------------------------
+    def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[DeviceTensor, Plan]:
+        pipe = self.pipeline(frame.camera)
+        src = self.source(frame, pipe)
+        plan = plan_frame(spec, src.width, src.height)
+        return self.render(src, [plan], spec, frame.fmt, pipe, kind="frame"), plan
+
+    def crops(
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+    ) -> tuple[DeviceTensor, list[Plan]]:
+        pipe = self.pipeline(frame.camera)
+        plans = plan_crops(spec, quads)
+        if not plans:
+            shape = (
+                (0, 3, spec.size[1], spec.size[0])
+                if spec.layout == "nchw"
+                else (0, spec.size[1], spec.size[0], 3)
+            )
+            return DeviceTensor(0, shape, np.dtype(spec.dtype), stream=pipe.stream), []
+        src = self.source(frame, pipe)
+        return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
+
+    def render(
+        self,
+        src: DeviceImage,
+        plans: Sequence[Plan],
+        spec: PreprocessSpec,
+        fmt: str,
+        pipe: Pipeline,
+        kind: str,
+    ) -> DeviceTensor:
+        """One kernel launch: all plans (same output size) into one pooled batch tensor."""
+        out_w, out_h = plans[0].out_w, plans[0].out_h
+        if any(p.out_w != out_w or p.out_h != out_h for p in plans):
+            raise ValueError("a crop batch needs one output size (use fixed_height, letterbox or stretch)")
+        n = len(plans)
+        dtype = np.dtype(spec.dtype)
+        shape = (n, 3, out_h, out_w) if spec.layout == "nchw" else (n, out_h, out_w, 3)
+        out = self.pool.get((pipe.camera, "out", kind, spec), n * 3 * out_h * out_w * dtype.itemsize)
+        items = items_for(plans)
+        dev_items = self.pool.get((pipe.camera, "items", kind, spec), items.nbytes)
+        staging = self._param_staging.setdefault(f"{pipe.camera}/{kind}", PinnedStaging())
+        pipe.count_h2d(staging.upload(items, int(dev_items), pipe.stream))
+        a, b = spec.scale_bias
+        kernels.launch_preprocess(
+            src_ptr=src.ptr,
+            src_w=src.width,
+            src_h=src.height,
+            src_pitch=src.pitch,
+            src_c=src.channels,
+            items_ptr=int(dev_items),
+            batch=n,
+            dst_ptr=int(out),
+            out_w=out_w,
+            out_h=out_h,
+            pad=spec.pad_value,
+            scale=a,
+            bias=b,
+            swap=needs_swap(spec, fmt) and src.channels >= 3,
+            nchw=spec.layout == "nchw",
+            half=spec.dtype == "float16",
+            stream=pipe.stream,
+        )
+        return DeviceTensor(int(out), shape, dtype, owner=out, stream=pipe.stream)

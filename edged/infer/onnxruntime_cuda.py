@@ -1,0 +1,201 @@
+"""ONNX Runtime on the CUDA execution provider with IO binding on our device buffers.
+
+Inputs that are already in device memory (a `DeviceTensor` from the GPU preprocessor, or anything with
+`__cuda_array_interface__`) are bound by pointer — no copy; host numpy inputs are uploaded once by ORT.
+Outputs are allocated on the device by ORT (its arena, no per-call cudaMalloc) and downloaded once
+(`infer`), or handed out as DeviceTensors for GPU post-processing (`infer_device`).
+
+The session runs on a stream we own (CUDA EP option `user_compute_stream`); an input produced on
+another stream (the camera pipeline's) is ordered with an event wait, not a host sync. ORT's own copies
+stay on the default stream (`do_copy_in_default_stream=1`, ORT's recommended, race-free setting); with
+IO binding on device there are no copies on the hot path except the final download.
+
+This module replaces the `onnxruntime` backend factory: with a GPU context active (edged.gpu.init())
+and the CUDA EP available it builds this engine, otherwise the host engine from edged.infer.onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edged.infer import onnxruntime as _host
+from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, register_backend
+
+log = logging.getLogger(__name__)
+
+_preload_lock = threading.Lock()
+_preloaded: list[bool] = []
+
+
+def _ort() -> Any:
+    import onnxruntime as ort
+
+    with _preload_lock:
+        if not _preloaded:
+            # onnxruntime-gpu >= 1.21: load CUDA/cuDNN from the nvidia-* pip packages before a session.
+            if hasattr(ort, "preload_dlls"):
+                try:
+                    ort.preload_dlls()
+                except Exception as e:  # missing DLLs show up again, clearer, when the session starts
+                    log.debug("onnxruntime.preload_dlls failed: %s", e)
+            _preloaded.append(True)
+    return ort
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    out, acc = [], itemsize
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when ORT's CUDA EP can run here with our GPU context, else why not."""
+    from edged.gpu import context
+
+    if not context.initialized():
+        return "no GPU context is active (edged.gpu.init() not called)"
+    try:
+        ort = _ort()
+    except ImportError as e:
+        return f"onnxruntime is not installed ({e})"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return None
+
+
+class OrtCudaEngine:
+    """One InferenceSession on the CUDA EP. `infer` accepts DeviceTensor/device arrays or numpy."""
+
+    def __init__(self, name: str, path: Path, options: EngineOptions) -> None:
+        from edged.gpu import context
+
+        ort = _ort()
+        context.init()  # the primary context must exist before ORT creates its CUDA objects
+        self.name = name
+        self.device_id = int(context.device_info()["ordinal"])
+        self._cuda = context._driver()
+        if options.cuda_stream:
+            self._stream: Any = None
+            self.stream_handle = int(options.cuda_stream)
+        else:
+            self._stream = self._cuda.Stream()
+            self.stream_handle = int(self._stream.handle)
+        self._event = self._cuda.Event(self._cuda.event_flags.DISABLE_TIMING)
+        cuda_opts = {
+            "device_id": str(self.device_id),
+            "has_user_compute_stream": "1",
+            "user_compute_stream": str(self.stream_handle),
+            "do_copy_in_default_stream": "1",
+            "cudnn_conv_algo_search": "HEURISTIC",  # EXHAUSTIVE re-searches per new input shape
+        }
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if options.intra_op_threads:
+            so.intra_op_num_threads = options.intra_op_threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path),
+                sess_options=so,
+                providers=[("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"],
+            )
+        except Exception as e:
+            raise ModelLoadError(
+                f"{path}: ONNX Runtime (CUDA) cannot load it: {str(e).strip().splitlines()[0]}"
+            ) from None
+        used = self.session.get_providers()
+        if not used or used[0] != "CUDAExecutionProvider":
+            raise ModelLoadError(f"{path}: ONNX Runtime did not enable the CUDA EP (providers {used})")
+        self.inputs = [_host._spec(i) for i in self.session.get_inputs()]
+        self.outputs = [_host._spec(o) for o in self.session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map or {})
+        self.info = EngineInfo(
+            backend="onnxruntime", device="cuda", providers=list(used), detail="IO binding on device buffers"
+        )
+        self._input_dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
+        self._output_names = [o.name for o in self.outputs]
+
+    def _bind(self, inputs: Mapping[str, Any]) -> Any:
+        from edged.gpu.buffers import cuda_array_info
+        from edged.gpu.context import current_pipeline
+
+        io = self.session.io_binding()
+        pipe = current_pipeline()
+        for name, value in inputs.items():
+            if not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
+                ptr, shape, dtype, strides = cuda_array_info(value)
+                if strides is not None and strides != _c_strides(shape, dtype.itemsize):
+                    raise ValueError(f"{self.name}: device input {name!r} must be C-contiguous")
+                self._order_after(getattr(value, "stream", None))
+                io.bind_input(name, "cuda", self.device_id, dtype.type, list(shape), ptr)
+            else:
+                arr = np.ascontiguousarray(value, dtype=self._input_dtypes.get(name))
+                io.bind_cpu_input(name, arr)
+                if pipe is not None:
+                    pipe.count_h2d(arr.nbytes)
+        for name in self._output_names:
+            io.bind_output(name, "cuda", self.device_id)
+        return io
+
+    def _order_after(self, producer: Any) -> None:
+        """Make our compute stream wait for the stream that produced an input (no host sync)."""
+        if producer is None or int(producer.handle) == self.stream_handle:
+            return
+        self._event.record(producer)
+        if self._stream is not None:
+            self._stream.wait_for_event(self._event)
+        else:  # a foreign raw stream handle: pycuda cannot enqueue a wait on it, so wait on the host
+            self._event.synchronize()
+
+    def infer_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run; outputs stay on the device as DeviceTensors (valid until the next call)."""
+        from edged.gpu.buffers import DeviceTensor
+
+        io = self._bind(inputs)
+        self.session.run_with_iobinding(io)
+        out: dict[str, Any] = {}
+        for name, val in zip(self._output_names, io.get_outputs(), strict=True):
+            out[name] = DeviceTensor(
+                int(val.data_ptr()),
+                tuple(val.shape()),
+                np.dtype(_host._ORT_TYPES.get(val.data_type(), "float32")),
+                owner=val,
+            )
+        self._keep = io  # the OrtValues live as long as the binding
+        return out
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run; outputs downloaded once to host numpy arrays (bytes counted on the active pipeline)."""
+        from edged.gpu.context import current_pipeline
+
+        io = self._bind(inputs)
+        self.session.run_with_iobinding(io)
+        results = io.copy_outputs_to_cpu()
+        pipe = current_pipeline()
+        if pipe is not None:
+            pipe.count_d2h(sum(int(r.nbytes) for r in results))
+        return dict(zip(self._output_names, results, strict=True))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def create(name: str, path: Path, options: EngineOptions) -> Any:
+    """The `onnxruntime` backend: CUDA + IO binding when a GPU context is active, else host memory."""
+    wants_cuda = options.providers is None or "CUDAExecutionProvider" in options.providers
+    reason = cuda_unavailable_reason() if wants_cuda else "CPU providers configured"
+    if reason is None:
+        return OrtCudaEngine(name, path, options)
+    log.debug("model %s: ONNX Runtime on host memory (%s)", name, reason)
+    return _host.OnnxRuntimeEngine(name, path, options)
+
+
+register_backend("onnxruntime", create, _host.unavailable_reason)
