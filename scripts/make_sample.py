@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Write the demo video of license-plate-like text and its per-frame ground truth (JSON sidecar).
+
+    python scripts/make_sample.py                       # samples/plates.mp4 + samples/plates.json
+    python scripts/make_sample.py --codec mjpg --out samples/plates.avi   # for OpenCV builds without FFmpeg
+
+The rendering lives in edged.sample (make_sample) so the CLI demo and the tests use the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from edged.sample import make_sample
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x480, not {text!r}") from None
+    if w < 320 or h < 240:  # plates are ~30-40 px text, up to ~260 px wide
+        raise argparse.ArgumentTypeError("size must be at least 320x240")
+    return w, h
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--out", type=Path, default=None, help="video path (default samples/plates.mp4, .avi for mjpg)")
+    ap.add_argument("--frames", type=int, default=150, help="number of frames (default 150 = 10 s at 15 fps)")
+    ap.add_argument("--fps", type=float, default=15.0, help="frame rate written into the file")
+    ap.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same video")
+    ap.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
+    ap.add_argument("--codec", choices=("mp4v", "mjpg"), default="mp4v", help="mp4v (.mp4) or mjpg (.avi)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = args.out or Path("samples") / ("plates.avi" if args.codec == "mjpg" else "plates.mp4")
+    if args.frames < 1:
+        ap.error("--frames must be at least 1")
+    try:
+        make_sample(out, frames=args.frames, seed=args.seed, size=args.size, fps=args.fps, codec=args.codec)
+    except (OSError, RuntimeError) as exc:
+        logging.error("could not write %s: %s", out, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
