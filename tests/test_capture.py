@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +104,26 @@ def test_unreachable_rtsp_error_hides_password() -> None:
         src.open()
     assert "secret" not in str(err.value)
     assert str(err.value).startswith("rtsp://admin:***@127.0.0.1:9/stream: ")
+
+
+def test_rtsp_server_that_never_answers_times_out() -> None:
+    # A real TCP server that accepts and then says nothing: FFmpeg's open timeout must end the wait.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(srv.accept()[0]), daemon=True).start()
+    port = srv.getsockname()[1]
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=rf"^rtsp://127.0.0.1:{port}/live: OpenCV could not open it"):
+            make_source(f"rtsp://127.0.0.1:{port}/live", timeout_s=1.0).open()
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+    assert held, "the client never connected"
+    assert time.monotonic() - t0 < 20  # bounded by the 1 s timeout, not hanging
 
 
 def test_unsupported_scheme_and_missing_device(tmp_path: Path) -> None:

@@ -49,14 +49,15 @@ def make_source(
     height: int | None = None,
     fps: float | None = None,
     loop: bool = False,
+    timeout_s: float = 5.0,
     base_dir: Path | None = None,
 ) -> Source:
     """Build (not open) the Source for a URI.
 
     auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV.
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
-    loop files itself (the worker loops other sources by reopening them). Raises SourceError for a
-    URI no backend can take.
+    loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
+    open and read of network streams. Raises SourceError for a URI no backend can take.
     """
     scheme, _ = split_uri(uri)
     path = resolve_path(uri, base_dir)
@@ -78,7 +79,7 @@ def make_source(
     if scheme == "dir":
         return ImageFolderSource(uri, path=path)
     if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
-        return OpenCVSource(uri, path=path, width=width, height=height, fps=fps)
+        return OpenCVSource(uri, path=path, width=width, height=height, fps=fps, timeout_ms=int(timeout_s * 1000))
     raise SourceError(
         f"{redact(uri)}: unsupported source (use file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
     )

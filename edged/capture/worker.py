@@ -233,6 +233,8 @@ class CameraCapture:
                 kind, msg = self._watch(session)
             except Exception as exc:  # a bug here must not kill the camera for good
                 log.exception("camera %s: capture supervisor error", self.name)
+                if self._session is not None:
+                    self._session.cancelled.set()
                 kind, msg, session = "error", f"internal error: {exc}", None
             if kind == "stopped":
                 break
