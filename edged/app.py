@@ -101,6 +101,7 @@ class Daemon:
             runner.stop()
         if self.publisher is not None:
             self.publisher.stop(flush_timeout_s)
+            self.publisher.outbox.close()  # the publisher does not own the outbox
         if self.health is not None:
             self.health.stop()
         for m in self.models.values():
@@ -137,7 +138,6 @@ class Daemon:
         if not result.detections:
             return  # one message per frame *with detections*
         event = self.events.build(result)
-        self.metrics.events.labels(camera).inc()
         if self.stdout is not None:
             self.stdout.publish(camera, event)
         if self.publisher is not None:

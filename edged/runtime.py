@@ -186,7 +186,6 @@ class CameraRunner:
             if frame is None:
                 continue
             self.last_frame = frame
-            self.metrics.frames.labels(self.name).inc()
             if self.pipeline is None:
                 self._record(FrameResult(frame, [], {}))
                 continue
@@ -217,6 +216,10 @@ class CameraRunner:
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.pipeline.completed if self.pipeline else None,
+            "drops": {
+                reason: int(self.metrics.drops.labels(self.name, reason)._value.get())
+                for reason in ("stale", "error")
+            },
         }
         if self.last_result is not None:
             out["latency_ms"] = {k: round(v, 2) for k, v in self.last_result.latency_ms.items()}

@@ -1,0 +1,210 @@
+"""`edged run` as a real subprocess: real sample video, real PP-OCR models, real mosquitto, real HTTP,
+real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.sample import make_sample
+from tests._paths import ROOT, need_models
+
+FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    path = tmp_path_factory.mktemp("sample") / "plates.mp4"
+    truth = make_sample(path, frames=FRAMES, seed=7)
+    return path, truth
+
+
+def write_config(tmp: Path, broker_port: int, health_port: int, source: str, **camera: Any) -> Path:
+    models = need_models()
+    cam = {"source": source, "fps": 30, "realtime": False, "loop": False, **camera}
+    cfg = {
+        "device": {"name": "test"},
+        "state_dir": str(tmp / "state"),
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1,
+            "outbox": {"dir": str(tmp / "outbox")},
+        },
+        "health": {"port": health_port},
+        "models": {
+            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
+            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
+        },
+        "cameras": {
+            "gate": {
+                **cam,
+                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
+            }
+        },
+    }
+    path = tmp / "edged.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+class Edged:
+    """`python -m edged run` in a subprocess, stderr captured to a file."""
+
+    def __init__(self, config: Path, *args: str):
+        self.log = config.parent / "edged.log"
+        self._log_f = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--config", str(config), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log_f,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self._log_f.close()
+        return rc
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def edged_proc() -> Iterator[list[Edged]]:
+    procs: list[Edged] = []
+    yield procs
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(pred: Any, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def read_texts(event: dict[str, Any]) -> list[str]:
+    return sorted(
+        k["label"] for d in event["detections"] for kids in d.get("children", {}).values() for k in kids
+    )
+
+
+def test_daemon_reads_the_sample_and_stops_cleanly(
+    tmp_path: Path, mosquitto: Mosquitto, sample: tuple[Path, list[Any]], edged_proc: list[Edged]
+) -> None:
+    video, truth = sample
+    health = free_port()
+    config = write_config(tmp_path, mosquitto.port, health, f"file://{video}")
+    with Subscriber(mosquitto, ["edged/test/#"]) as sub:
+        proc = Edged(config)
+        edged_proc.append(proc)
+        assert wait_until(lambda: _up(health), 60), proc.text()
+
+        def camera_done() -> bool:
+            cam = json.loads(http_get(health, "/stats")[1])["cameras"].get("gate", {})
+            return bool(cam.get("state") == "ended" and cam.get("frames_processed") == FRAMES)
+
+        assert wait_until(camera_done, 240), proc.text()
+        status, body = http_get(health, "/metrics")
+        assert status == 200 and f'edged_frames_total{{camera="gate"}} {FRAMES}.0'.encode() in body, (
+            body.decode()[:600]
+        )
+        ready_status, ready = http_get(health, "/readyz")
+        assert ready_status == 200, ready
+        snap_status, jpg = http_get(health, "/snapshot/gate.jpg")
+        assert snap_status == 200 and jpg[:2] == b"\xff\xd8"
+
+        with_text = [i for i in range(FRAMES) if truth[i]]
+        assert sub.wait_for(
+            lambda msgs: len([m for m in msgs if m.topic.endswith("/detections")]) >= len(with_text) * 0.9, 30
+        )
+        rc = proc.stop(signal.SIGTERM)
+        assert rc == 0, proc.text()
+        assert sub.wait_for(
+            lambda msgs: any(m.topic == "edged/test/status" and m.payload == b"offline" for m in msgs), 10
+        )
+
+    events = [json.loads(m.payload) for m in sub.on("edged/test/gate/detections")]
+    by_seq = {e["seq"]: e for e in events}
+    assert len(by_seq) == len(events), "duplicate events for a frame"
+    assert [e["seq"] for e in events] == sorted(by_seq), "events out of order"
+    exact = sum(
+        read_texts(by_seq[i]) == sorted(p["text"] for p in truth[i]) for i in with_text if i in by_seq
+    )
+    print(f"exact reads: {exact}/{len(with_text)} frames with text")
+    assert exact >= 0.95 * len(with_text)
+    statuses = [m.payload for m in sub.on("edged/test/status")]
+    assert statuses[0] == b"online" and statuses[-1] == b"offline"
+    e = events[0]
+    assert e["schema"] == "edged.detections/1" and e["device"] == "test" and e["camera"] == "gate"
+    assert {"text_det", "text_rec", "total"} <= set(e["latency_ms"])
+    assert "Traceback" not in proc.text()
+
+
+def _up(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_bad_config_exits_78_with_location(tmp_path: Path) -> None:
+    config = tmp_path / "edged.yaml"
+    config.write_text("cameras:\n  gate:\n    source: nowhere\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "edged", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 78
+    assert f"{config}:3:13: cameras.gate.source:" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_broker_and_dead_camera_keep_the_daemon_running(
+    tmp_path: Path, edged_proc: list[Edged]
+) -> None:
+    health = free_port()
+    dead_broker = free_port()
+    config = write_config(tmp_path, dead_broker, health, f"file://{tmp_path}/missing.mp4")
+    proc = Edged(config)
+    edged_proc.append(proc)
+    assert wait_until(lambda: _up(health), 60), proc.text()
+    time.sleep(2)
+    assert proc.proc.poll() is None
+    ok, body = http_get(health, "/readyz")
+    assert ok == 503 and json.loads(body)["cameras"]["gate"]["ok"] is False
+    assert proc.stop() == 0
+    log = proc.text()
+    assert "missing.mp4" in log and f"127.0.0.1:{dead_broker}" in log
+    assert "Traceback" not in log
