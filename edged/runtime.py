@@ -28,6 +28,7 @@ from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
+_DROPS = "edged_frames_dropped_total"
 
 
 @dataclass
@@ -217,7 +218,10 @@ class CameraRunner:
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.pipeline.completed if self.pipeline else None,
             "drops": {
-                reason: int(self.metrics.drops.labels(self.name, reason)._value.get())
+                reason: int(
+                    self.metrics.registry.get_sample_value(_DROPS, {"camera": self.name, "reason": reason})
+                    or 0
+                )
                 for reason in ("stale", "error")
             },
         }
