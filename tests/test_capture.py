@@ -131,6 +131,8 @@ def test_unsupported_scheme_and_missing_device(tmp_path: Path) -> None:
         make_source("gopher://x")
     with pytest.raises(SourceError, match=r"/dev/video99: no such device"):
         make_source("/dev/video99").open()
+    with pytest.raises(SourceError, match=r"^v4l2:///dev/video98: no such device /dev/video98$"):
+        make_source("v4l2:///dev/video98", width=640, height=480, fps=30).open()
 
 
 def test_image_folder_in_name_order_skipping_bad_files(
@@ -435,6 +437,9 @@ def test_stop_closes_the_source_and_consumer_wakes(metrics: Metrics) -> None:
     src = SyntheticSource(live=True, fps=100, paced=True, width=64, height=48)
     cam = CameraCapture("cam", lambda: src, fps=10, metrics=metrics).start()
     assert cam.get(2.0) is not None
+    assert cam.last_frame_mono is not None and cam.last_frame_mono <= time.monotonic()
+    assert wait_for(lambda: cam.fps_measured > 0)
+    assert cam.state == "streaming" and sample(metrics, "edged_camera_up") == 1
     woke = threading.Event()
 
     def consumer() -> None:
