@@ -261,6 +261,48 @@ def build_engine(
     return out
 
 
+# H/W ranges (min, opt, max) for dynamic spatial inputs, per model kind; others default to 32..1280.
+DYNAMIC_HW: dict[str, dict[str, tuple[int, int, int]]] = {
+    "ppocr_det": {"h": (32, 736, 2048), "w": (32, 1312, 2048)},
+    "ppocr_rec": {"h": (48, 48, 48), "w": (48, 320, 2048)},
+    "ppocr_cls": {"h": (48, 48, 48), "w": (192, 192, 192)},
+}
+
+
+def build_engine_for_config(cfg: Any, only: list[str] | None = None) -> int:
+    """`edged build-engine`: build (or find cached) engines for the configured TensorRT/auto models.
+
+    Takes the loaded Config (duck-typed: .models name -> ModelConfig) so the CLI stays thin; progress
+    goes to stderr. Returns the process exit code (0, or 78 when a model cannot be built).
+    """
+    import sys
+
+    from edged import EX_CONFIG
+    from edged.runtime import engine_options
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"edged: cannot build TensorRT engines: {reason}", file=sys.stderr)
+        return 1
+    names = only or [n for n, m in cfg.models.items() if m.backend in ("auto", "tensorrt")]
+    for name in names:
+        m = cfg.models.get(name)
+        if m is None:
+            print(f"edged: no model {name!r} in the config", file=sys.stderr)
+            return EX_CONFIG
+
+        def show(phase: str, step: int, total: int, name: str = name) -> None:
+            print(f"\r{name}: {phase} {step}/{total}", end="", file=sys.stderr, flush=True)
+
+        try:
+            path = build_engine(m.path, engine_options(m), DYNAMIC_HW.get(m.kind), progress=show)
+        except ModelLoadError as e:
+            print(f"\nedged: {name}: {e}", file=sys.stderr)
+            return EX_CONFIG
+        print(f"\n{name}: {path}", file=sys.stderr)
+    return 0
+
+
 def _dims(d: trt.Dims) -> tuple[int, ...]:
     return tuple(int(d[i]) for i in range(len(d)))
 

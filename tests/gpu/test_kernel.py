@@ -1,0 +1,214 @@
+"""Fused preprocessing kernel vs the CPU reference (edged.preprocess.cpu) on real and odd-sized frames.
+
+Differences are measured in *pixel levels* (normalized difference / per-channel scale a = 1/(255 std)),
+so one bound holds for every normalization. Expected: cv2.resize (fixed-point weights, result rounded
+to uint8) is within ~0.5-1 level of exact float bilinear; cv2.warpPerspective quantizes source
+coordinates to 1/32 pixel, so on hard edges it differs by up to |gradient|/64 (a few levels) — the
+kernel samples in float and is the more exact of the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edged.preprocess.cpu import preprocess_crops, preprocess_frame
+from edged.preprocess.spec import PreprocessSpec, plan_frame
+from edged.types import Frame
+from tests.gpu._helpers import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr, textured
+
+pytestmark = pytest.mark.gpu
+
+SPECS = {
+    "yolo_letterbox": PreprocessSpec(resize="letterbox", size=(640, 640), pad_value=114, color="rgb"),
+    "letterbox_topleft_imagenet": PreprocessSpec(
+        resize="letterbox", size=(320, 256), pad_align="top_left", mean=IMAGENET_MEAN, std=IMAGENET_STD
+    ),
+    "stretch_bgr": PreprocessSpec(resize="stretch", size=(300, 300), color="bgr", mean=HALF, std=HALF),
+    "ppocr_det": PreprocessSpec(resize="limit_side", limit_side=736, color="bgr", mean=HALF, std=HALF),
+    "fixed_height": PreprocessSpec(
+        resize="fixed_height",
+        size=(2048, 48),
+        color="bgr",
+        mean=HALF,
+        std=HALF,
+        pad_value=127.5,
+        pad_align="top_left",
+    ),
+    "nhwc_fp16": PreprocessSpec(
+        resize="letterbox", size=(416, 416), layout="nhwc", dtype="float16", pad_value=114
+    ),
+    "nchw_fp16": PreprocessSpec(
+        resize="limit_side", limit_side=736, color="bgr", mean=HALF, std=HALF, dtype="float16"
+    ),
+}
+SIZES = {"1x1": (1, 1), "4k": (2160, 3840), "w637": (481, 637), "odd": (563, 1000)}
+
+
+def _is_resize_path(spec: PreprocessSpec, h: int, w: int) -> bool:
+    """Whether the CPU reference used cv2.resize (else warpPerspective, coarser)."""
+    from edged.preprocess.cpu import _is_axis_scale
+
+    plan = plan_frame(spec, w, h)
+    x, y, cw, ch = plan.content
+    hc = plan.h_out_to_src @ np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], dtype=np.float64)
+    return _is_axis_scale(hc) and abs(hc[0, 0] - w / cw) < 1e-9 and abs(hc[1, 1] - h / ch) < 1e-9
+
+
+def level_diff(got: np.ndarray, ref: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """|got - ref| in pixel levels, per element."""
+    a, _ = spec.scale_bias
+    shape = (1, 3, 1, 1) if spec.layout == "nchw" else (1, 1, 1, 3)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    return np.abs(got.astype(np.float64) - ref.astype(np.float64)) / a.reshape(shape)
+
+
+def bounds(spec: PreprocessSpec, resize_path: bool) -> tuple[float, float]:
+    """(max, mean) level bounds for this comparison."""
+    fp16 = 0.25 if spec.dtype == "float16" else 0.0  # fp16 rounding of values up to ~2.6: < 0.2 level
+    return (1.0 + fp16, 0.3) if resize_path else (6.0 + fp16, 0.6)
+
+
+def run_kernel(
+    pre: Any, image: np.ndarray, spec: PreprocessSpec, seq: int = 0, fmt: str = "bgr8"
+) -> np.ndarray:
+    tensor, _ = pre.frame(Frame("cam", seq, image, fmt=fmt), spec)  # type: ignore[arg-type]
+    return tensor.to_host()
+
+
+@pytest.fixture(scope="module")
+def pre(gpu: Any) -> Any:
+    from edged.gpu.preprocess import GpuPreprocessor
+
+    return GpuPreprocessor()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("name", list(SPECS))
+def test_frame_matches_cpu_reference(pre: Any, name: str, size: str) -> None:
+    spec = SPECS[name]
+    h, w = SIZES[size]
+    image = textured(h, w, seed=h + w)
+    ref, _ref_plan = preprocess_frame(image, spec)
+    got = run_kernel(pre, image, spec, seq=hash((name, size)) & 0xFFFF)
+    assert got.dtype == ref.dtype
+    d = level_diff(got, ref, spec)
+    resize_path = _is_resize_path(spec, h, w)
+    mx, mean = bounds(spec, resize_path)
+    print(
+        f"{name} {size}: max {d.max():.3f} levels, mean {d.mean():.4f}, p99 {np.percentile(d, 99):.3f} "
+        f"({'resize' if resize_path else 'warp'} reference)"
+    )
+    assert d.max() <= mx and d.mean() <= mean
+
+
+@pytest.mark.parametrize("fmt", ["bgr8", "rgb8"])
+def test_real_image_and_channel_order(pre: Any, fmt: str) -> None:
+    image = astronaut_bgr()
+    if fmt == "rgb8":
+        image = np.ascontiguousarray(image[:, :, ::-1])
+    for spec in (SPECS["yolo_letterbox"], SPECS["letterbox_topleft_imagenet"], SPECS["ppocr_det"]):
+        ref, _ = preprocess_frame(image, spec, fmt)
+        got = run_kernel(pre, image, spec, seq=1 if fmt == "bgr8" else 2, fmt=fmt)
+        d = level_diff(got, ref, spec)
+        print(f"astronaut {fmt} {spec.resize} {spec.size}: max {d.max():.3f} levels, mean {d.mean():.4f}")
+        assert d.max() <= 1.0
+
+
+def _quads(h: int, w: int) -> list[np.ndarray]:
+    axis = np.array([[40, 30], [300, 30], [300, 90], [40, 90]], np.float32)
+    c, ang = np.array([w / 2, h / 2]), np.deg2rad(17)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    rect = np.array([[-120, -25], [120, -25], [120, 25], [-120, 25]])
+    rotated = (rect @ rot.T + c).astype(np.float32)
+    persp = np.array([[500, 300], [760, 320], [750, 380], [505, 350]], np.float32)
+    edge = np.array(
+        [[-10, h - 40], [200, h - 40], [200, h + 10], [-10, h + 10]], np.float32
+    )  # crosses border
+    tall = np.array([[600, 50], [640, 50], [640, 260], [600, 260]], np.float32)
+    return [axis, rotated, persp, edge, tall]
+
+
+@pytest.mark.parametrize("name", ["fixed_height", "cls_stretch", "letterbox_crop"])
+def test_crop_batch_matches_warp_reference(pre: Any, name: str) -> None:
+    spec = {
+        "fixed_height": SPECS["fixed_height"],
+        "cls_stretch": PreprocessSpec(resize="stretch", size=(192, 48), color="bgr", mean=HALF, std=HALF),
+        "letterbox_crop": PreprocessSpec(
+            resize="letterbox", size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD
+        ),
+    }[name]
+    image = astronaut_bgr()
+    image = np.ascontiguousarray(np.concatenate([image, textured(512, 512, 3)], axis=1))  # 512x1024
+    quads = _quads(*image.shape[:2])
+    ref, ref_plans = preprocess_crops(image, quads, spec)
+    tensor, plans = pre.crops(Frame("cam", 10, image), quads, spec)
+    got = tensor.to_host()
+    d = level_diff(got, ref, spec)
+    print(
+        f"crops {name} x{len(quads)}: max {d.max():.3f} levels, mean {d.mean():.4f}, "
+        f"p99 {np.percentile(d, 99):.3f} (warpPerspective reference)"
+    )
+    assert [p.content for p in plans] == [p.content for p in ref_plans]
+    assert d.max() <= 6.0 and d.mean() <= 0.6 and np.percentile(d, 99) <= 2.5
+
+
+def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
+    """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
+    cp = pytest.importorskip("cupy")
+    from edged.gpu.context import Pipeline
+
+    image = textured(481, 637, seed=5)
+    padded = cp.zeros((481, 640, 3), dtype=cp.uint8)
+    padded[:, :637] = cp.asarray(image)
+    view = padded[:, :637]  # strides (1920, 3, 1): pitch > width * 3
+    cp.cuda.runtime.deviceSynchronize()
+    spec = SPECS["ppocr_det"]
+    pipe = Pipeline("devcam")
+    with pipe.active():
+        tensor, _ = pre.frame(Frame("devcam", 1, view), spec)
+        got = tensor.to_host()
+    ref, _ = preprocess_frame(image, spec)
+    assert level_diff(got, ref, spec).max() <= 1.0
+    from edged.gpu.kernels import ITEM_DTYPE
+
+    assert pipe.h2d == ITEM_DTYPE.itemsize  # the kernel parameters only; the frame stayed in place
+    assert pipe.d2h == got.nbytes
+
+
+def test_traffic_one_upload_per_frame(pre: Any) -> None:
+    """det + two crop batches of one frame: the frame goes up once; only the results come down."""
+    from edged.gpu.context import Pipeline
+    from edged.gpu.kernels import ITEM_DTYPE
+    from edged.metrics import Metrics
+
+    metrics = Metrics()
+    pipe = Pipeline("traffic", metrics=metrics)
+    image = textured(720, 1280, seed=9)
+    quads = _quads(720, 1280)
+    with pipe.active():
+        _det, _ = pre.frame(Frame("traffic", 42, image), SPECS["ppocr_det"])
+        _rec, _ = pre.crops(Frame("traffic", 42, image), quads, SPECS["fixed_height"])
+        _cls, _ = pre.crops(Frame("traffic", 42, image), quads[:2], SPECS["fixed_height"])
+        pipe.synchronize()
+    params = ITEM_DTYPE.itemsize * (1 + len(quads) + 2)
+    assert pipe.h2d == image.nbytes + params
+    assert pipe.d2h == 0
+    got = metrics.registry.get_sample_value("edged_gpu_bytes_h2d_total", {"camera": "traffic"})
+    assert got == image.nbytes + params
+    # The next frame is uploaded again (cache keyed by camera and seq).
+    with pipe.active():
+        pre.frame(Frame("traffic", 43, image), SPECS["ppocr_det"])
+    assert pipe.h2d == 2 * image.nbytes + params  # same plan: the kernel parameters are not re-sent
+
+
+def test_pool_does_not_allocate_per_frame(pre: Any) -> None:
+    image = textured(480, 640, seed=1)
+    spec = SPECS["yolo_letterbox"]
+    run_kernel(pre, image, spec, seq=100)
+    before = pre.pool.allocated_bytes
+    for seq in range(101, 111):
+        run_kernel(pre, image, spec, seq=seq)
+    assert pre.pool.allocated_bytes == before
