@@ -56,7 +56,7 @@ def texts_of(result: FrameResult) -> list[str]:
 
 
 def truth_texts(truth: list[Any], i: int) -> list[str]:
-    return sorted(p["text"] for p in truth[i]["plates"]) if truth else []
+    return sorted(p["text"] for p in truth[i]) if truth else []
 
 
 def model_only(chain: Chain, frames: list[np.ndarray]) -> float:
@@ -141,7 +141,7 @@ def main() -> int:
 
     video = Path(a.video)
     truth_file = video.with_suffix(".json")
-    truth = json.loads(truth_file.read_text())["frames"] if truth_file.exists() else []
+    truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
     frames = read_frames(video, a.frames)
     n = len(frames)
     cfg = load_config(a.config, env={})

@@ -199,3 +199,10 @@ def test_cli_schema_is_json_schema() -> None:
     schema = json.loads(r.stdout)
     assert schema["type"] == "object" and "cameras" in schema["properties"]
     assert schema["additionalProperties"] is False
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    from edged.config.reference import config_reference
+
+    committed = (Path(__file__).resolve().parent.parent / "docs/configuration.md").read_text()
+    assert committed == config_reference(), "run: python -m edged.config.reference > docs/configuration.md"
