@@ -148,8 +148,8 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         if self.stream is None:
-            init()
-            self.stream = _driver().Stream()
+            with gpu_thread():  # a stream belongs to the context current in the creating thread
+                self.stream = _driver().Stream()
 
     @property
     def handle(self) -> int:

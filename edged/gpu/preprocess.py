@@ -20,7 +20,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
-from edged.gpu.context import Pipeline, current_pipeline, init
+from edged.gpu.context import Pipeline, current_pipeline, gpu_thread, init
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
 
@@ -120,10 +120,11 @@ class GpuPreprocessor:
 
     # -- Preprocessor protocol -------------------------------------------------------------------
     def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[DeviceTensor, Plan]:
-        pipe = self.pipeline(frame.camera)
-        src = self.source(frame, pipe)
-        plan = plan_frame(spec, src.width, src.height)
-        return self.render(src, [plan], spec, frame.fmt, pipe, kind="frame"), plan
+        with gpu_thread():  # re-entrant: a no-op inside Pipeline.active()
+            pipe = self.pipeline(frame.camera)
+            src = self.source(frame, pipe)
+            plan = plan_frame(spec, src.width, src.height)
+            return self.render(src, [plan], spec, frame.fmt, pipe, kind="frame"), plan
 
     def crops(
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
@@ -137,8 +138,9 @@ class GpuPreprocessor:
                 else (0, spec.size[1], spec.size[0], 3)
             )
             return DeviceTensor(0, shape, np.dtype(spec.dtype), stream=pipe.stream), []
-        src = self.source(frame, pipe)
-        return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
+        with gpu_thread():
+            src = self.source(frame, pipe)
+            return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
 
     def render(
         self,

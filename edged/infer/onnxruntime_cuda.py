@@ -10,8 +10,9 @@ another stream (the camera pipeline's) is ordered with an event wait, not a host
 stay on the default stream (`do_copy_in_default_stream=1`, ORT's recommended, race-free setting); with
 IO binding on device there are no copies on the hot path except the final download.
 
-This module replaces the `onnxruntime` backend factory: with a GPU context active (edged.gpu.init())
-and the CUDA EP available it builds this engine, otherwise the host engine from edged.infer.onnxruntime.
+This module replaces the `onnxruntime` backend factory: where pycuda drives a GPU (edged.gpu's context,
+initialised on first use) and the CUDA EP is available it builds this engine, otherwise the host engine
+from edged.infer.onnxruntime (which still uses the CUDA EP with host I/O if pycuda is missing).
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def cuda_unavailable_reason() -> str | None:
     from edged.gpu import context
 
     if not context.initialized():
-        return "no GPU context is active (edged.gpu.init() not called)"
+        # Not yet initialised (engines load before preprocessors): usable if pycuda can drive a GPU.
+        reason = context.gpu_available()
+        if reason:
+            return reason
     try:
         ort = _ort()
     except ImportError as e:

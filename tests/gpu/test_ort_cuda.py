@@ -133,7 +133,7 @@ def _gpu_read(engines: dict[str, Any], pre: Any, decoders: dict[str, Any], frame
     from edged.gpu.postprocess import ctc_best
 
     det_in, det_plan = pre.frame(frame, decoders["det"].default_preprocess)
-    det_out = engines[f"gpu:{DET}"].infer({"x": det_in})
+    det_out = engines[f"gpu:{DET}"].infer({engines[f"gpu:{DET}"].inputs[0].name: det_in})
     boxes = decoders["det"].decode(det_out, [det_plan])[0]
     quads = [upright_quad(d.quad()) for d in boxes]
     if not quads:
@@ -141,11 +141,15 @@ def _gpu_read(engines: dict[str, Any], pre: Any, decoders: dict[str, Any], frame
     cls_in, cls_plans = pre.crops(frame, quads, decoders["cls"].default_preprocess)
     angles = [
         r[0].attrs["angle"]
-        for r in decoders["cls"].decode(engines[f"gpu:{CLS}"].infer({"x": cls_in}), cls_plans)
+        for r in decoders["cls"].decode(
+            engines[f"gpu:{CLS}"].infer({engines[f"gpu:{CLS}"].inputs[0].name: cls_in}), cls_plans
+        )
     ]
     quads = [upright_quad(q, rotate_tall=False, flip=a == 180) for q, a in zip(quads, angles, strict=True)]
     rec_in, _ = pre.crops(frame, quads, decoders["rec"].default_preprocess)
-    scores = next(iter(engines[f"gpu:{REC}"].infer_device({"x": rec_in}).values()))
+    scores = next(
+        iter(engines[f"gpu:{REC}"].infer_device({engines[f"gpu:{REC}"].inputs[0].name: rec_in}).values())
+    )
     idx, conf = ctc_best(scores)
     table = decoders["rec"].table(scores.shape[2])
     texts = []
@@ -159,14 +163,22 @@ def _gpu_read(engines: dict[str, Any], pre: Any, decoders: dict[str, Any], frame
     return texts
 
 
-def test_ppocr_chain_gpu_reads_same_as_cpu(engines: dict[str, Any], ppocr_models: Path) -> None:
+def test_ppocr_chain_gpu_reads_same_as_cpu(
+    engines: dict[str, Any], ppocr_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edged.infer.onnxruntime_cuda as ort_cuda
     from edged.gpu.context import Pipeline
     from edged.gpu.preprocess import GpuPreprocessor
     from edged.metrics import Metrics
     from edged.models import build_decoder
     from tests._models import OcrChain
 
-    cpu_chain = OcrChain.load(ppocr_models)
+    # The reference: CPU preprocessing and ONNX Runtime on the CPU (the backend factory would pick CUDA).
+    with monkeypatch.context() as m:
+        m.setattr(ort_cuda, "cuda_unavailable_reason", lambda: "CPU reference")
+        m.setattr(ort_cuda._host, "default_providers", lambda: ["CPUExecutionProvider"])
+        cpu_chain = OcrChain.load(ppocr_models)
+    assert cpu_chain.det.engine.info.device == "cpu"
     decoders = {
         "det": build_decoder("ppocr_det", {}),
         "cls": build_decoder("ppocr_cls", {}),
