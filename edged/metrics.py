@@ -76,6 +76,20 @@ class Metrics:
             "edged_gpu_bytes_d2h_total", "Bytes downloaded device to host", ["camera"], registry=r
         )
         self.engine_info = Info("edged_engine", "Backend of each model", ["model"], registry=r)
+        self.batch_rows = Histogram(
+            "edged_batch_rows",
+            "Rows (frames or crops) per cross-camera batched engine call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "edged_batch_wait_seconds",
+            "Time the oldest request of a batch waited for it to fill",
+            ["model"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+            registry=r,
+        )
         self.camera_up = Gauge(
             "edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r
         )

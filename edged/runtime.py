@@ -22,6 +22,7 @@ from edged.chain.pipeline import Pipeline
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.infer import EngineOptions, ModelLoadError, create_engine
 from edged.infer.base import Engine
+from edged.infer.batching import BatchingEngine
 from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
@@ -80,7 +81,14 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
             labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
-    engine = create_engine(name, m.path, m.backend, engine_options(m))
+    engine: Engine = create_engine(name, m.path, m.backend, engine_options(m))
+    if m.batching.max_batch > 1:
+        engine = BatchingEngine(
+            engine,
+            max_batch=m.batching.max_batch,
+            max_wait_ms=m.batching.max_wait_ms,
+            on_batch=_batch_observer(metrics, name) if metrics else None,
+        )
     decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
     pre = make_preprocessor(m.preprocess.device)
     if metrics is not None:
@@ -93,6 +101,16 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
             }
         )
     return LoadedModel(name, m, engine, decoder, effective_preprocess(m), pre)
+
+
+def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, float], None]:
+    rows, wait = metrics.batch_rows.labels(model), metrics.batch_wait.labels(model)
+
+    def observe(n: int, waited_s: float) -> None:
+        rows.observe(n)
+        wait.observe(waited_s)
+
+    return observe
 
 
 def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:

@@ -188,6 +188,15 @@ class TensorRTConfig(EdgedModel):
     )
 
 
+class BatchingConfig(EdgedModel):
+    max_batch: int = Field(
+        1, ge=1, description="Most rows merged into one engine call across cameras; 1 turns batching off."
+    )
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest time the first request waits for others to join its batch."
+    )
+
+
 class ModelConfig(EdgedModel):
     path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
     kind: Literal["ppocr_det", "ppocr_cls", "ppocr_rec", "yolo", "ssd", "classifier"] = Field(
@@ -210,6 +219,9 @@ class ModelConfig(EdgedModel):
         default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
     )
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT settings.")
+    batching: BatchingConfig = Field(
+        default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
+    )
 
 
 class StageConfig(EdgedModel):

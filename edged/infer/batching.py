@@ -1,0 +1,148 @@
+"""Cross-camera batching: one engine call for requests that several cameras make at about the same time.
+
+`BatchingEngine` wraps an Engine shared by cameras. Each caller's `infer` enqueues its tensor and
+waits; a worker thread takes the oldest request, then gathers more with the same input shape for up
+to `max_wait_ms` or until `max_batch` items, concatenates them along the batch axis, runs the engine
+once and hands each caller its slice (what DeepStream's nvstreammux does for streams).
+
+Fairness: requests are served oldest first, and a camera's pipeline stage has at most one request
+outstanding (it waits for its answer), so a fast camera cannot starve a slow one: it is at most one
+request ahead per batch. Latency added by waiting is measured per call and bounded by max_wait_ms
+(plus the engine call it queues behind).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edged.infer.base import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Request:
+    inputs: Mapping[str, Any]
+    rows: int
+    key: tuple[Any, ...]
+    t_enqueued: float = field(default_factory=time.perf_counter)
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, Any] | None = None
+    error: BaseException | None = None
+    waited_s: float = 0.0
+
+
+class BatchingEngine:
+    """An Engine that merges concurrent requests from several cameras into one call of `inner`."""
+
+    def __init__(
+        self,
+        inner: Engine,
+        *,
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
+        self.inner = inner
+        self.name, self.inputs, self.outputs = inner.name, inner.inputs, inner.outputs
+        self.metadata, self.info = inner.metadata, inner.info
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.on_batch = on_batch  # (batch rows, seconds the oldest request waited) for metrics
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name=f"batch-{inner.name}", daemon=True)
+        self._thread.start()
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        arrays = {k: v for k, v in inputs.items()}
+        first = next(iter(arrays.values()))
+        key = tuple(
+            (k, tuple(np.shape(v)[1:]), str(getattr(v, "dtype", ""))) for k, v in sorted(arrays.items())
+        )
+        req = _Request(arrays, int(np.shape(first)[0]), key)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"engine {self.name} is closed")
+            self._queue.append(req)
+            self._cond.notify_all()
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        assert req.outputs is not None
+        return req.outputs
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(5)
+        self.inner.close()
+
+    def _take_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            head = self._queue.popleft()
+            batch, rows = [head], head.rows
+            deadline = head.t_enqueued + self.max_wait_s
+            while rows < self.max_batch:
+                match = next(
+                    (r for r in self._queue if r.key == head.key and rows + r.rows <= self.max_batch), None
+                )
+                if match is not None:
+                    self._queue.remove(match)
+                    batch.append(match)
+                    rows += match.rows
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            now = time.perf_counter()
+            for r in batch:
+                r.waited_s = now - r.t_enqueued
+            try:
+                self._execute(batch)
+            except BaseException as e:  # every caller of the batch gets the error, the worker goes on
+                for r in batch:
+                    r.error = e
+            for r in batch:
+                r.done.set()
+
+    def _execute(self, batch: list[_Request]) -> None:
+        self.batches += 1
+        rows = sum(r.rows for r in batch)
+        if self.on_batch is not None:
+            self.on_batch(rows, max(r.waited_s for r in batch))
+        if len(batch) == 1 or not all(isinstance(v, np.ndarray) for r in batch for v in r.inputs.values()):
+            # Device tensors are not merged here (that needs one device buffer for the batch); each
+            # request still runs, in arrival order.
+            for r in batch:
+                r.outputs = self.inner.infer(r.inputs)
+            return
+        merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
+        outputs = self.inner.infer(merged)
+        start = 0
+        for r in batch:
+            r.outputs = {k: v[start : start + r.rows] for k, v in outputs.items()}
+            start += r.rows

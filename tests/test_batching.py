@@ -1,0 +1,130 @@
+"""Cross-camera batching on the real PP-OCR models: results go back to the right camera and frame."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edged.chain.chain import Chain, Stage
+from edged.chain.pipeline import Pipeline
+from edged.infer import create_engine
+from edged.infer.base import Engine
+from edged.infer.batching import BatchingEngine
+from edged.models import build_decoder, get_decoder
+from edged.preprocess import CpuPreprocessor
+from edged.types import Frame, FrameResult
+from tests._paths import need_models
+
+
+def text_frame(text: str, seq: int) -> np.ndarray:
+    img = np.full((240, 320, 3), 255, np.uint8)
+    cv2.putText(img, f"{text}{seq}", (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA)
+    return img
+
+
+class Rows:
+    """Records the batch size the wrapped real engine sees (a spy that delegates)."""
+
+    def __init__(self, engine: Engine):
+        self._e = engine
+        self.name, self.inputs, self.outputs, self.metadata, self.info = (
+            engine.name,
+            engine.inputs,
+            engine.outputs,
+            engine.metadata,
+            engine.info,
+        )
+        self.calls: list[int] = []
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(int(next(iter(inputs.values())).shape[0]))
+        return self._e.infer(inputs)
+
+    def close(self) -> None:
+        self._e.close()
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, Engine]:
+    d = need_models()
+    return {
+        "det": create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
+        "rec": create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
+    }
+
+
+def make_chain(det: Engine, rec: Engine) -> Chain:
+    def st(kind: str, name: str, engine: Engine, on: str | None = None) -> Stage:
+        return Stage(
+            name,
+            engine,
+            build_decoder(kind, {}, metadata=engine.metadata),
+            get_decoder(kind).default_preprocess,
+            CpuPreprocessor(),
+            on=on,
+        )
+
+    return Chain([st("ppocr_det", "det", det), st("ppocr_rec", "rec", rec, on="det")])
+
+
+def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engine]) -> None:
+    spy = Rows(models["det"])
+    shared = BatchingEngine(spy, max_batch=4, max_wait_ms=200)  # generous wait: deterministic merging
+    cameras = {"north": "AB", "south": "XY", "east": "KM"}
+    frames_each = 3
+    results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
+    done = threading.Barrier(len(cameras) + 1)
+    pipes = []
+    for cam in cameras:
+        pipe = Pipeline(make_chain(shared, models["rec"]), results[cam].append, name=cam)
+        pipe.start()
+        pipes.append((cam, pipe))
+
+    def feed(cam: str, pipe: Pipeline) -> None:
+        for seq in range(frames_each):
+            pipe.submit(Frame(cam, seq, text_frame(cameras[cam], seq)))
+        pipe.stop(120)
+        done.wait()
+
+    threads = [threading.Thread(target=feed, args=p) for p in pipes]
+    for t in threads:
+        t.start()
+    done.wait(timeout=300)
+    shared.close()
+
+    for cam, prefix in cameras.items():
+        got = [
+            (r.frame.seq, [k.label for d in r.detections for k in d.children.get("rec", [])])
+            for r in results[cam]
+        ]
+        assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
+    total = len(cameras) * frames_each
+    assert sum(spy.calls) == total
+    assert max(spy.calls) > 1, f"no request was merged: {spy.calls}"
+    assert len(spy.calls) < total
+
+
+def test_different_shapes_are_not_merged_and_errors_reach_every_caller(models: dict[str, Engine]) -> None:
+    spy = Rows(models["rec"])
+    eng = BatchingEngine(spy, max_batch=8, max_wait_ms=100)
+    a = np.zeros((1, 3, 48, 320), np.float32)
+    b = np.zeros((2, 3, 48, 480), np.float32)
+    out: dict[str, Any] = {}
+    ts = [
+        threading.Thread(target=lambda k=k, x=x: out.__setitem__(k, eng.infer({"x": x})))
+        for k, x in (("a", a), ("b", b))
+    ]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert sorted(spy.calls) == [1, 2]
+    assert next(iter(out["a"].values())).shape[0] == 1 and next(iter(out["b"].values())).shape[0] == 2
+    with pytest.raises(Exception, match=r"(?i)invalid|got|dimension|rank"):
+        eng.infer({"x": np.zeros((1, 3, 5), np.float32)})  # a real ORT error, raised in the caller
+    eng.close()
