@@ -70,6 +70,23 @@ class OutboxConfig(EdgedModel):
     )
 
 
+class HassConfig(EdgedModel):
+    enabled: bool = Field(
+        False,
+        description="Announce cameras to Home Assistant by MQTT discovery (retained configs) and publish their state.",
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        pattern=r"^[A-Za-z0-9_/-]{1,128}$",
+        description="Home Assistant's MQTT discovery prefix (its `discovery_prefix` setting).",
+    )
+    state_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Period of the retained <prefix>/<camera>/state message (fps, online); events also update it.",
+    )
+
+
 class MqttConfig(EdgedModel):
     enabled: bool = Field(
         True, description="Publish events over MQTT. When false, events only go to the stdout sink, if any."
@@ -97,6 +114,9 @@ class MqttConfig(EdgedModel):
     )
     stats_interval_s: float = Field(
         60.0, ge=0, description="Period of the <prefix>/stats message; 0 disables it."
+    )
+    hass: HassConfig = Field(
+        default_factory=HassConfig, description="Home Assistant MQTT discovery (opt-in)."
     )
 
 
