@@ -208,7 +208,40 @@ def test_pool_does_not_allocate_per_frame(pre: Any) -> None:
     image = textured(480, 640, seed=1)
     spec = SPECS["yolo_letterbox"]
     run_kernel(pre, image, spec, seq=100)
+    run_kernel(pre, image, spec, seq=101)  # both upload slots (frames alternate between two) now sized
     before = pre.pool.allocated_bytes
-    for seq in range(101, 111):
+    for seq in range(102, 112):
         run_kernel(pre, image, spec, seq=seq)
     assert pre.pool.allocated_bytes == before
+
+
+def test_worker_threads_with_own_pipelines(pre: Any) -> None:
+    """Each camera thread pushes the shared primary context and uses its own stream; results match."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edged.gpu.context import Pipeline
+
+    spec = SPECS["yolo_letterbox"]
+    images = [textured(480 + 16 * i, 640 + 8 * i, seed=20 + i) for i in range(4)]
+
+    def work(i: int) -> float:
+        pipe = Pipeline(f"thread{i}")
+        with pipe.active():
+            tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec)
+            got = tensor.to_host()
+        ref, _ = preprocess_frame(images[i], spec)
+        return float(level_diff(got, ref, spec).max())
+
+    with ThreadPoolExecutor(4) as ex:
+        diffs = list(ex.map(work, range(4)))
+    assert max(diffs) <= 1.0, diffs
+
+
+def test_make_preprocessor_picks_kernel(gpu: Any) -> None:
+    from edged.gpu import make_preprocessor
+    from edged.gpu.preprocess import GpuPreprocessor
+    from edged.preprocess import CpuPreprocessor
+
+    assert isinstance(make_preprocessor("auto"), GpuPreprocessor)
+    assert make_preprocessor("kernel") is make_preprocessor("auto")  # one shared instance (upload cache)
+    assert isinstance(make_preprocessor("cpu"), CpuPreprocessor)
