@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
+from edged.commands import Command, CommandQueue, SetEnabled, Snapshot
 from edged.config import Config, ConfigError, load_config
 from edged.environment import opencv_report
+from edged.faults import HangingEngine, hang_request
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
@@ -44,8 +46,15 @@ class Daemon:
         self.health: HealthServer | None = None
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        # Set by signal handlers: plain flags, because taking a lock (Event.set) inside a handler can
+        # deadlock against the main thread holding that same lock. The main loop polls them.
+        self._stop_requested = False
+        self._reload_requested = False
+        self.commands: CommandQueue | None = None
+        # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
+        self._enabled_override: dict[str, bool] = {}
+        self._announced = False  # the retained <camera>/enabled states went out on this connection
+        self._release_faults = threading.Event()  # releases fault-injection hangs at shutdown
         self.started = time.time()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -60,6 +69,9 @@ class Daemon:
             self.publisher = MqttPublisher(
                 self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics
             )
+            if self.cfg.mqtt.commands:
+                self.commands = CommandQueue(self.cfg.topic_prefix, self.cfg.cameras)
+                self.publisher.on_command(self.commands.submit)
             self.publisher.start()
         self._load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
@@ -81,22 +93,41 @@ class Daemon:
 
     def run_forever(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads the config. Returns the exit code."""
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
         self.start()
-        while not self._stop.is_set():
-            if self._reload.wait(0.5):
-                self._reload.clear()
-                self.reload()
+        while not self._stop_requested:
+            self.tick(0.2)
         self.shutdown()
         return 0
+
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        self._stop_requested = True
+
+    def _on_reload_signal(self, signum: int, frame: object) -> None:
+        self._reload_requested = True
+
+    def tick(self, wait_s: float) -> None:
+        """One round of the main loop: a pending reload, at most one command, the retained states."""
+        command = self.commands.get(wait_s) if self.commands is not None else None
+        if command is None and self.commands is None:
+            time.sleep(wait_s)
+        if self._stop_requested:
+            return
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
+        if command is not None:
+            self.execute(command)
+        self._announce_enabled()
 
     def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)
         self.notifier.stopping()
         if self.watchdog is not None:
             self.watchdog.stop()
+        self._release_faults.set()
         for runner in self.cameras.values():
             runner.stop()
         if self.publisher is not None:
@@ -111,17 +142,27 @@ class Daemon:
     # --- parts -------------------------------------------------------------------------------
 
     def _load_models(self, names: set[str]) -> None:
+        hang = hang_request()
         for name in sorted(names):
             try:
                 self.models[name] = load_model(name, self.cfg.models[name], self.metrics)
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
                 log.error("model %s: %s", name, e)
+                continue
+            if hang is not None and hang[0] == name:
+                m = self.models[name]
+                m.engine = HangingEngine(m.engine, hang[1], self._release_faults)
+
+    def _wanted(self, name: str) -> bool:
+        """Whether the camera should run: its run-time override (MQTT command), else the config."""
+        return self._enabled_override.get(name, self.cfg.cameras[name].enabled)
 
     def _start_camera(self, name: str) -> None:
         cam = self.cfg.cameras[name]
-        if not cam.enabled:
-            log.info("camera %s: disabled in the config", name)
+        if not self._wanted(name):
+            how = "by an MQTT command" if name in self._enabled_override else "in the config"
+            log.info("camera %s: disabled %s", name, how)
             return
         missing = sorted({s.model for s in cam.chain} - set(self.models))
         if missing:
@@ -168,6 +209,8 @@ class Daemon:
             or (n in new.cameras and {s.model for s in new.cameras[n].chain} & changed_models)
         }
         for n in sorted(restart):
+            # An edited camera follows its new config, not an earlier run-time command.
+            self._enabled_override.pop(n, None)
             runner = self.cameras.pop(n, None)
             if runner is not None:
                 log.info("reload: stopping camera %s", n)
@@ -177,6 +220,9 @@ class Daemon:
             if old_model is not None:
                 old_model.close()
         self.cfg = new.model_copy(update={"mqtt": old.mqtt, "health": old.health, "device": old.device})
+        if self.commands is not None:
+            self.commands.cameras = self.cfg.cameras
+        self._announced = False  # cameras may have come or gone: republish every enabled state
         self._load_models(changed_models)
         for n in sorted(restart):
             if n in new.cameras:
@@ -186,6 +232,59 @@ class Daemon:
             "reload: done (%d camera(s) restarted, %d model(s) reloaded)", len(restart), len(changed_models)
         )
         self.notifier.ready(self.one_line_status())
+
+    # --- MQTT commands (run in the main loop, never in paho's network thread) -----------------------
+
+    def execute(self, command: Command) -> None:
+        name = command.camera
+        if name not in self.cfg.cameras:  # removed by a reload since it was queued
+            log.warning("MQTT command for camera %s dropped: no such camera any more", name)
+            return
+        if isinstance(command, SetEnabled):
+            self._set_enabled(name, command.enabled)
+        elif isinstance(command, Snapshot):
+            self._publish_snapshot(name)
+
+    def _set_enabled(self, name: str, enabled: bool) -> None:
+        self._enabled_override[name] = enabled
+        running = name in self.cameras
+        if enabled and not running:
+            log.info("command: starting camera %s", name)
+            self._start_camera(name)
+        elif not enabled and running:
+            log.info("command: stopping camera %s", name)
+            self.cameras.pop(name).stop()
+        else:
+            log.info("command: camera %s is already %s", name, "running" if running else "stopped")
+        self._publish_enabled(name)
+
+    def _publish_snapshot(self, name: str) -> None:
+        jpg = self.snapshot(name)
+        if jpg is None:
+            log.warning("command: no snapshot of camera %s (stopped, or no frame yet)", name)
+            return
+        topic = f"{self.cfg.topic_prefix}/{name}/snapshot"
+        if self.publisher is None or self.publisher.publish_raw(topic, jpg, retain=False, qos=0) is None:
+            log.warning("command: snapshot of camera %s not sent: broker not connected", name)
+            return
+        log.info("command: snapshot of camera %s sent to %s (%d bytes)", name, topic, len(jpg))
+
+    def _publish_enabled(self, name: str) -> None:
+        if self.publisher is not None:
+            state = "ON" if name in self.cameras else "OFF"
+            self.publisher.publish_raw(f"{self.cfg.topic_prefix}/{name}/enabled", state, retain=True, qos=1)
+
+    def _announce_enabled(self) -> None:
+        """Publish every camera's retained enabled state once per connection (and after a reload)."""
+        if self.commands is None or self.publisher is None:
+            return
+        if not self.publisher.connected:
+            self._announced = False
+            return
+        if not self._announced:
+            self._announced = True
+            for name in self.cfg.cameras:
+                self._publish_enabled(name)
 
     # --- health ------------------------------------------------------------------------------
 
@@ -199,8 +298,9 @@ class Daemon:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         cams = {}
         ok = True
-        for name, cam in self.cfg.cameras.items():
-            if not cam.enabled:
+        for name in self.cfg.cameras:
+            cam = self.cfg.cameras[name]
+            if not self._wanted(name):
                 continue
             runner = self.cameras.get(name)
             age = (

@@ -1,0 +1,226 @@
+"""Helpers for tests that run `edged run` as a real subprocess (commands, reload, faults).
+
+The camera setups are made cheap for 2-core CI: a 320x240 sample video, the real PP-OCR detector
+limited to 320 px on one thread (about 70 ms a frame on a laptop core), and a few frames per second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edged.sample import make_sample
+from tests._paths import ROOT, need_models
+
+# Length of each fault (broker down, source gone); EDGED_FAULT_SECONDS=60 for the full-length run.
+FAULT_S = float(os.environ.get("EDGED_FAULT_SECONDS", "8"))
+
+
+def small_sample(directory: Path, frames: int = 30, name: str = "plates.mp4") -> Path:
+    path = directory / name
+    if not path.exists():
+        make_sample(path, frames=frames, size=(320, 240), fps=10)
+    return path
+
+
+def det_model() -> dict[str, Any]:
+    return {
+        "path": str(need_models() / "PP-OCRv6_det_small.onnx"),
+        "kind": "ppocr_det",
+        "preprocess": {"limit_side": 320, "limit_type": "max"},
+        "onnxruntime": {"intra_op_threads": 1, "inter_op_threads": 1},
+    }
+
+
+def camera(source: Path | str, fps: float = 5, chain: bool = True, **extra: Any) -> dict[str, Any]:
+    cam: dict[str, Any] = {
+        "source": source if isinstance(source, str) else f"file://{source}",
+        "fps": fps,
+        "loop": True,
+        "realtime": True,
+        "reconnect": {"min_s": 0.2, "max_s": 1.0},
+        **extra,
+    }
+    if chain:
+        cam["chain"] = [{"model": "text_det", "min_score": 0.5}]
+    return cam
+
+
+def write_config(
+    tmp: Path,
+    cameras: dict[str, dict[str, Any]],
+    *,
+    health_port: int,
+    broker_port: int | None = None,
+    commands: bool = False,
+    name: str = "edged.yaml",
+) -> Path:
+    cfg: dict[str, Any] = {
+        "device": {"name": "test"},
+        "state_dir": str(tmp / "state"),
+        "health": {"port": health_port},
+        "models": {"text_det": det_model()},
+        "cameras": cameras,
+    }
+    if broker_port is None:
+        cfg["mqtt"] = {"enabled": False}
+    else:
+        cfg["mqtt"] = {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1,
+            "commands": commands,
+            "outbox": {"dir": str(tmp / "outbox")},
+        }
+    path = tmp / name
+    path.write_text(json.dumps(cfg, indent=1))  # JSON is YAML
+    return path
+
+
+class EdgedProcess:
+    """`python -m edged run --stdout`: stdout (one JSON event per line) and stderr (the log) go to files."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, tag: str = "") -> None:
+        self.config = config
+        self.log = config.parent / f"edged{tag}.log"
+        self.out = config.parent / f"events{tag}.jsonl"
+        with self.log.open("wb") as err, self.out.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edged", "run", "--stdout", "--config", str(config)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the process produced, in order (the --stdout sink writes one before queueing it)."""
+        out = []
+        for line in self.out.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):  # a line torn by SIGKILL
+                out.append(json.loads(line))
+        return out
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def stats(port: int) -> dict[str, Any]:
+    try:
+        status, body = http_get(port, "/stats")
+    except OSError:
+        return {}
+    return json.loads(body) if status == 200 else {}
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def metric(port: int, name: str, labels: str = "") -> float | None:
+    """One sample of /metrics, e.g. metric(p, "edged_frames_total", 'camera="a"'); None if absent."""
+    try:
+        _status, body = http_get(port, "/metrics")
+    except OSError:
+        return None
+    for line in body.decode().splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == name and (m.group(2) or "") == (f"{{{labels}}}" if labels else ""):
+            return float(m.group(3))
+    return None
+
+
+def up(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+class NotifySocket:
+    """A real sd_notify socket (AF_UNIX datagram) that records each message with its arrival time."""
+
+    def __init__(self) -> None:
+        # sun_path is limited to 107 bytes and pytest's tmp_path can be longer: use a short folder.
+        self.dir = Path(tempfile.mkdtemp(prefix="edn-"))
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, list[str]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append((time.monotonic(), data.decode(errors="replace").split("\n")))
+
+    def lines(self) -> list[tuple[float, str]]:
+        """Every KEY=VALUE line received, in order, with its datagram's arrival time."""
+        with self._lock:
+            return [(t, line) for t, lines in self.messages for line in lines]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+            self.dir.rmdir()
