@@ -16,9 +16,10 @@ from typing import Any
 
 from edged.capture import make_source
 from edged.capture.worker import CameraCapture
-from edged.chain.chain import Chain, Stage
+from edged.chain.chain import Chain, RunPolicy, Stage
 from edged.chain.filters import StageFilter
 from edged.chain.pipeline import Pipeline
+from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.infer import EngineOptions, ModelLoadError, create_engine
 from edged.infer.base import Engine
@@ -124,6 +125,7 @@ def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
             roi=tuple(s.roi) if s.roi else None,
             max_count=s.max_crops if s.on is not None else None,
         )
+        tr = cam.tracking
         stages.append(
             Stage(
                 s.stage_name,
@@ -134,6 +136,10 @@ def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
                 on=s.on,
                 filter=flt,
                 batch_size=s.batch_size,
+                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score)
+                if tr.enabled and s.on is None
+                else None,
+                policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
             )
         )
     return Chain(stages)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edged.chain.filters import StageFilter
+from edged.chain.tracker import IouTracker, Track, TrackUpdate
 from edged.infer.base import Engine
 from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec
@@ -27,6 +28,29 @@ log = logging.getLogger(__name__)
 TEXT_CROP_KINDS = frozenset({"ppocr_cls", "ppocr_rec"})
 
 
+@dataclass(frozen=True)
+class RunPolicy:
+    """When a secondary stage runs on a tracked parent: always, once per track (until it produced a
+    result), every k frames of the track, or when the box grew by `grow_ratio` since the last run."""
+
+    mode: str = "always"  # always | new_track | every_k | box_grew
+    every_k: int = 10
+    grow_ratio: float = 1.25
+
+    def should_run(self, track: Track | None, stage: str, seq: int, area: float) -> bool:
+        if self.mode == "always" or track is None:
+            return True
+        cached = track.cache.get(stage)
+        if cached is None or not cached[0]:
+            return True
+        _, cached_area, cached_seq = cached
+        if self.mode == "every_k":
+            return seq - cached_seq >= self.every_k
+        if self.mode == "box_grew":
+            return area >= cached_area * self.grow_ratio
+        return False  # new_track: ran once with a result
+
+
 @dataclass
 class Stage:
     name: str
@@ -37,6 +61,12 @@ class Stage:
     on: str | None = None
     filter: StageFilter = field(default_factory=StageFilter)
     batch_size: int = 0
+    # First stage only: associates its detections into tracks (attrs["track_id"]).
+    tracker: IouTracker | None = None
+    # Secondary stages only: when to run on a tracked parent instead of reusing the track's last result.
+    policy: RunPolicy = field(default_factory=RunPolicy)
+    crops_run: int = 0
+    crops_reused: int = 0
 
     def __post_init__(self) -> None:
         self.input_name = self.engine.inputs[0].name
@@ -67,6 +97,8 @@ class StageState:
         self.by_stage: dict[str, list[Detection]] = {}
         self.top: list[Detection] = []
         self.latency_ms: dict[str, float] = {}
+        self.tracker: IouTracker | None = None
+        self.tracks: TrackUpdate | None = None
 
 
 class Chain:
@@ -91,9 +123,14 @@ def run_stage(stage: Stage, state: StageState) -> None:
         kept = stage.filter.select(found)
         state.top = kept
         state.by_stage[stage.name] = kept
+        if stage.tracker is not None:
+            state.tracker = stage.tracker
+            state.tracks = stage.tracker.update(kept, state.frame.seq)
     else:
         parents = stage.filter.select(state.by_stage.get(stage.on, []))
-        state.by_stage[stage.name] = _run_on_crops(stage, state.frame, parents)
+        run = _reuse_tracked(stage, state, parents)
+        state.by_stage[stage.name] = _run_on_crops(stage, state.frame, run)
+        _remember(stage, state, run)
     state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
 
 
@@ -123,6 +160,43 @@ def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[
     return produced
 
 
+def _reuse_tracked(stage: Stage, state: StageState, parents: list[Detection]) -> list[Detection]:
+    """Attach the track's earlier results to parents the policy skips; return the parents to run on."""
+    if stage.policy.mode == "always" or state.tracker is None:
+        stage.crops_run += len(parents)
+        return parents
+    run = []
+    for p in parents:
+        track = state.tracker.track_of(p)
+        if stage.policy.should_run(track, stage.name, state.frame.seq, p.width * p.height):
+            run.append(p)
+        else:
+            assert track is not None
+            reused = [
+                Detection(d.label, d.score, p.box, d.class_id, p.polygon, dict(d.attrs))
+                for d in track.cache[stage.name][0]
+            ]
+            for d in reused:
+                d.attrs["reused_from_seq"] = track.cache[stage.name][2]
+            p.children[stage.name] = reused
+    stage.crops_run += len(run)
+    stage.crops_reused += len(parents) - len(run)
+    return run
+
+
+def _remember(stage: Stage, state: StageState, ran: list[Detection]) -> None:
+    if state.tracker is None or stage.policy.mode == "always":
+        return
+    for p in ran:
+        track = state.tracker.track_of(p)
+        if track is not None:
+            track.cache[stage.name] = (
+                list(p.children.get(stage.name, [])),
+                p.width * p.height,
+                state.frame.seq,
+            )
+
+
 def _inherit_geometry(d: Detection, parent: Detection) -> Detection:
     d.box = parent.box
     d.polygon = parent.polygon
@@ -133,4 +207,4 @@ def finish(state: StageState) -> FrameResult:
     # "total" is capture -> result, so it includes queueing between pipelined stages.
     total = (time.monotonic_ns() - state.frame.t_mono_ns) / 1e6
     latency = {**state.latency_ms, "total": total}
-    return FrameResult(frame=state.frame, detections=state.top, latency_ms=latency)
+    return FrameResult(frame=state.frame, detections=state.top, latency_ms=latency, tracks=state.tracks)

@@ -268,6 +268,14 @@ class StageConfig(EdgedModel):
     batch_size: int = Field(
         0, ge=0, description="Crops per engine call; 0 sends all crops of a frame as one batch."
     )
+    run: Literal["always", "new_track", "every_k", "box_grew"] = Field(
+        "always",
+        description="With tracking: run on every frame, once per track (until it gives a result), every k frames of a track, or when its box grew; otherwise the track's last result is reused.",
+    )
+    every_k: int = Field(10, ge=1, description="run: every_k: frames between runs on the same track.")
+    grow_ratio: float = Field(
+        1.25, gt=1, description="run: box_grew: area growth since the last run that triggers a new one."
+    )
 
     @property
     def stage_name(self) -> str:
@@ -279,6 +287,24 @@ class StageConfig(EdgedModel):
         if v is not None and len(v) < 3:
             raise ValueError("an ROI polygon needs at least 3 points")
         return v
+
+
+class TrackingConfig(EdgedModel):
+    enabled: bool = Field(
+        False,
+        description="Track the first stage's detections across frames (IoU, ByteTrack-style); adds track_id.",
+    )
+    iou: float = Field(
+        0.3, gt=0, lt=1, description="Least IoU between a track's last box and a detection to continue it."
+    )
+    max_age: int = Field(15, ge=1, description="Frames a track may go unseen before it ends.")
+    high_score: float = Field(
+        0.5, ge=0, le=1, description="Detections at or above start tracks; lower ones only continue them."
+    )
+    events: Literal["frames", "tracks"] = Field(
+        "frames",
+        description="frames: one message per frame with detections; tracks: one message per track event (new, update when its result changes, end) on <prefix>/<camera>/tracks.",
+    )
 
 
 class ReconnectConfig(EdgedModel):
@@ -313,6 +339,9 @@ class CameraConfig(EdgedModel):
         5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened."
     )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopen backoff.")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Multi-object tracking and per-track events."
+    )
     chain: list[StageConfig] = Field(
         default_factory=list, description="Model stages run on each frame, in order."
     )

@@ -175,9 +175,9 @@ class MqttPublisher:
 
     # -- publishing ----------------------------------------------------------------------------
 
-    def publish(self, camera: str, payload: dict[str, Any]) -> OutboxRecord:
-        """Queue one event durably; it goes to <prefix>/<camera>/detections when the broker is reachable."""
-        rec = self.outbox.append(f"{self.prefix}/{camera}/detections", payload, camera=camera)
+    def publish(self, camera: str, payload: dict[str, Any], channel: str = "detections") -> OutboxRecord:
+        """Queue one event durably; it goes to <prefix>/<camera>/<channel> when the broker is reachable."""
+        rec = self.outbox.append(f"{self.prefix}/{camera}/{channel}", payload, camera=camera)
         self.metrics.events.labels(camera=camera).inc()
         with self._cond:
             self._cond.notify_all()

@@ -1,0 +1,160 @@
+"""Tracker ids, run-once-per-track secondary stages (real models), per-track events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edged.chain.chain import Chain, RunPolicy, Stage
+from edged.chain.tracker import IouTracker
+from edged.infer import create_engine
+from edged.infer.base import Engine
+from edged.models import build_decoder, get_decoder
+from edged.preprocess import CpuPreprocessor
+from edged.publish.tracks import TrackEventBuilder
+from edged.types import Detection, Frame, FrameResult
+from tests._paths import need_models
+
+
+def box(
+    x: float, y: float, w: float = 60, h: float = 30, label: str = "car", score: float = 0.9
+) -> Detection:
+    return Detection(label, score, (x, y, x + w, y + h))
+
+
+def test_ids_stable_for_moving_objects_and_tracks_end_after_max_age() -> None:
+    tr = IouTracker(iou_thresh=0.3, max_age=3)
+    ids_a, ids_b = [], []
+    for seq in range(10):
+        a, b = box(10 + 8 * seq, 20), box(300 - 8 * seq, 200)
+        upd = tr.update([a, b], seq)
+        ids_a.append(a.attrs["track_id"])
+        ids_b.append(b.attrs["track_id"])
+        assert len(upd.new) == (2 if seq == 0 else 0)
+    assert len(set(ids_a)) == 1 and len(set(ids_b)) == 1 and ids_a[0] != ids_b[0]
+    # The object vanishes for 2 frames (< max_age) and comes back: same id.
+    tr.update([box(300 - 8 * 10, 200)], 10)
+    tr.update([box(300 - 8 * 11, 200)], 11)
+    back = box(10 + 8 * 12, 20)
+    tr.update([back, box(300 - 8 * 12, 200)], 12)
+    assert back.attrs["track_id"] == ids_a[0]
+    # Gone for max_age frames: the track ends; a reappearance far away is a new track.
+    ended = []
+    for seq in range(13, 17):
+        ended += tr.update([], seq).ended
+    assert {t.id for t in ended} == {ids_a[0], ids_b[0]}
+    late = box(10, 20)
+    assert tr.update([late], 17).new[0].id == late.attrs["track_id"] not in (ids_a[0], ids_b[0])
+
+
+def test_labels_do_not_mix_and_low_scores_only_continue_tracks() -> None:
+    tr = IouTracker(high_score=0.5)
+    car, person = box(0, 0, label="car"), box(2, 0, label="person")
+    tr.update([car, person], 0)
+    assert car.attrs["track_id"] != person.attrs["track_id"]
+    weak = box(4, 0, score=0.2)
+    tr.update([weak], 1)
+    assert weak.attrs["track_id"] == car.attrs["track_id"]  # a low score keeps the car's track alive
+    stray = box(500, 500, score=0.2)
+    assert tr.update([stray], 2).new == [] and "track_id" not in stray.attrs
+
+
+class Calls:
+    """Delegates to a real engine and counts crops it receives (a spy)."""
+
+    def __init__(self, engine: Engine):
+        self._e = engine
+        self.name, self.inputs, self.outputs, self.metadata, self.info = (
+            engine.name,
+            engine.inputs,
+            engine.outputs,
+            engine.metadata,
+            engine.info,
+        )
+        self.crops = 0
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self.crops += int(next(iter(inputs.values())).shape[0])
+        return self._e.infer(inputs)
+
+    def close(self) -> None:
+        self._e.close()
+
+
+@pytest.fixture(scope="module")
+def engines() -> tuple[Engine, Engine]:
+    d = need_models()
+    return (
+        create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
+        create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
+    )
+
+
+def moving_text(seq: int) -> np.ndarray:
+    img = np.full((240, 400, 3), 255, np.uint8)
+    cv2.putText(img, "KX 4471", (20 + 6 * seq, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3, cv2.LINE_AA)
+    return img
+
+
+def tracked_chain(engines: tuple[Engine, Engine], policy: RunPolicy) -> tuple[Chain, Calls]:
+    det, rec = engines
+    spy = Calls(rec)
+
+    def st(kind: str, name: str, eng: Engine, **kw: Any) -> Stage:
+        return Stage(
+            name,
+            eng,
+            build_decoder(kind, {}, metadata=eng.metadata),
+            get_decoder(kind).default_preprocess,
+            CpuPreprocessor(),
+            **kw,
+        )
+
+    return Chain(
+        [
+            st("ppocr_det", "det", det, tracker=IouTracker()),
+            st("ppocr_rec", "rec", spy, on="det", policy=policy),
+        ]
+    ), spy
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_runs"),
+    [(RunPolicy("new_track"), 1), (RunPolicy("every_k", every_k=3), 3), (RunPolicy("always"), 7)],
+)
+def test_secondary_stage_runs_per_policy(
+    engines: tuple[Engine, Engine], policy: RunPolicy, expected_runs: int
+) -> None:
+    chain, spy = tracked_chain(engines, policy)
+    texts = []
+    for seq in range(7):
+        result = chain.run(Frame("cam", seq, moving_text(seq)))
+        texts.append([k.label for d in result.detections for k in d.children.get("rec", [])])
+    assert texts == [["KX 4471"]] * 7  # reused results still reach every frame's event
+    assert spy.crops == expected_runs
+    rec = chain.stages[1]
+    assert (rec.crops_run, rec.crops_reused) == (expected_runs, 7 - expected_runs)
+
+
+def test_track_events_new_update_end() -> None:
+    tr = IouTracker(max_age=2)
+    events = TrackEventBuilder("dev", run_id="r1")
+    out = []
+    labels = ["AB1", "AB1", "AB7", "AB7"]
+    for seq, text in enumerate(labels):
+        d = box(10 + 5 * seq, 10)
+        upd = tr.update([d], seq)
+        d.children["rec"] = [Detection(text, 0.9, d.box)]
+        out += events.build(FrameResult(Frame("cam", seq, np.zeros((4, 4, 3), np.uint8)), [d], {}, upd))
+    for seq in (4, 5):
+        out += events.build(
+            FrameResult(Frame("cam", seq, np.zeros((4, 4, 3), np.uint8)), [], {}, tr.update([], seq))
+        )
+    assert [(e["type"], e["seq"]) for e in out] == [("new", 0), ("update", 2), ("end", 5)]
+    assert out[0]["detection"]["children"]["rec"][0]["label"] == "AB1"
+    assert out[-1]["detection"]["children"]["rec"][0]["label"] == "AB7"
+    assert len({e["id"] for e in out}) == 3 and all(e["track_id"] == out[0]["track_id"] for e in out)
