@@ -18,6 +18,8 @@ if [ "$step" = 5 ]; then
   (cd /tmp/ort && cat p-* > "$whl" && sha256sum -c "$OLDPWD/.oc4/SHA256") || exit 3
   pipi "/tmp/ort/$whl" .oc4/*.whl || exit 4
   mkdir -p /tmp/cv2cuda && tar xJf .oc4/cv2-*.tar.xz -C /tmp/cv2cuda
+  # The OpenCV-CUDA build's loader config points at its build prefix (/tmp/ocv/site/cv2/python-3.12).
+  mkdir -p /tmp/ocv/site && ln -sfn /tmp/cv2cuda/cv2 /tmp/ocv/site/cv2
 fi
 export PYTHONPATH=/tmp/site:$PWD
 [ -d /tmp/cv2cuda ] && export PYTHONPATH=/tmp/cv2cuda:$PYTHONPATH
