@@ -117,7 +117,11 @@ class Daemon:
             return
         if self._reload_requested:
             self._reload_requested = False
-            self.reload()
+            try:
+                self.reload()
+            except Exception:  # a bug in reload must not end the daemon that still runs the old pipeline
+                log.exception("reload failed; cameras that were not restarted keep running")
+                self.notifier.ready(self.one_line_status())
         if command is not None:
             self.execute(command)
         self._announce_enabled()
