@@ -60,18 +60,18 @@ def engine_options(m: ModelConfig) -> EngineOptions:
     )
 
 
-def make_preprocessor(device: str) -> Preprocessor:
-    """The preprocessing implementation for `preprocess.device` (GPU ones when edged.gpu provides them)."""
+def make_preprocessor(device: str, metrics: Metrics | None = None) -> Preprocessor:
+    """The preprocessing implementation for `preprocess.device` (GPU ones when edged.gpu can run)."""
     if device == "cpu":
         return CpuPreprocessor()
-    try:
-        from edged.gpu.preprocess import make_preprocessor as make_gpu
-    except ImportError:
-        if device in ("kernel", "cv2cuda"):
-            raise ModelLoadError(f"preprocess.device: {device} needs edged's GPU support (pycuda)") from None
-        return CpuPreprocessor()
-    pre: Preprocessor = make_gpu(device)
+    from edged.gpu import make_preprocessor as make_gpu
+
+    pre: Preprocessor = make_gpu(device, metrics=metrics)
     return pre
+
+
+def uses_gpu(models: Mapping[str, LoadedModel], names: set[str]) -> bool:
+    return any(models[n].preprocessor.name != "cpu" or models[n].engine.info.device == "cuda" for n in names)
 
 
 def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> LoadedModel:
@@ -91,7 +91,7 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
             on_batch=_batch_observer(metrics, name) if metrics else None,
         )
     decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
-    pre = make_preprocessor(m.preprocess.device)
+    pre = make_preprocessor(m.preprocess.device, metrics)
     if metrics is not None:
         metrics.engine_info.labels(name).info(
             {
@@ -181,8 +181,21 @@ class CameraRunner:
         )
         self.chain = build_chain(cam, models) if cam.chain else None
         self._sink = sink
+        lane = None
+        if self.chain is not None and uses_gpu(models, {st.model for st in cam.chain}):
+            from edged.gpu import Pipeline as GpuLane
+
+            lane = GpuLane(name, metrics=metrics)  # this camera's CUDA stream and byte counters
         self.pipeline = (
-            Pipeline(self.chain, self._record, name=name, on_error=self._frame_failed) if self.chain else None
+            Pipeline(
+                self.chain,
+                self._record,
+                name=name,
+                on_error=self._frame_failed,
+                thread_context=lane.active if lane is not None else None,
+            )
+            if self.chain
+            else None
         )
         self.last_result: FrameResult | None = None
         self.last_frame: Frame | None = None

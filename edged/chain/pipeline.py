@@ -13,6 +13,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from edged.chain.chain import Chain, StageState, finish, run_stage
 from edged.types import Frame, FrameResult
@@ -31,13 +33,14 @@ class Pipeline:
         name: str = "camera",
         depth: int = 1,
         on_error: Callable[[Frame, BaseException], None] | None = None,
-        thread_init: Callable[[], None] | None = None,
+        thread_context: Callable[[], AbstractContextManager[Any]] | None = None,
     ):
         self.chain = chain
         self.sink = sink
         self.name = name
         self.on_error = on_error
-        self.thread_init = thread_init
+        # Entered by every stage thread for its lifetime (the GPU lane: CUDA context + this camera's stream).
+        self.thread_context = thread_context
         n = len(chain.stages)
         # queues[i] feeds stage i; queues[n] feeds the sink.
         self._queues: list[queue.Queue[object]] = [queue.Queue(maxsize=depth) for _ in range(n + 1)]
@@ -77,8 +80,10 @@ class Pipeline:
         return not any(t.is_alive() for t in self._threads)
 
     def _worker(self, index: int) -> None:
-        if self.thread_init is not None:
-            self.thread_init()
+        with self.thread_context() if self.thread_context is not None else nullcontext():
+            self._serve(index)
+
+    def _serve(self, index: int) -> None:
         stages = self.chain.stages
         inbox, outbox = self._queues[index], self._queues[index + 1] if index < len(stages) else None
         while True:
