@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from edged.capture import make_source  # noqa: E402
 from edged.capture.worker import CameraCapture  # noqa: E402
-from edged.chain.chain import Chain, StageState, run_stage  # noqa: E402
+from edged.chain.chain import Chain, StageState  # noqa: E402
 from edged.chain.pipeline import Pipeline  # noqa: E402
 from edged.config import load_config  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402

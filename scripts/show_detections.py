@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -39,10 +40,8 @@ def main() -> int:
     c.on_message = on_message
     c.on_connect = lambda cl, *_: cl.subscribe(a.topic, qos=1)
     c.connect(a.host, a.port)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         c.loop_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
