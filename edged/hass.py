@@ -1,0 +1,323 @@
+"""Home Assistant MQTT discovery (opt-in, `mqtt.hass.enabled`): edged shows up in HA with no YAML there.
+
+One HA device per edged host (identifiers = the device name) and four entities per camera, all fed by
+one retained JSON state message per camera, `<prefix>/<camera>/state`:
+
+    {"online": "ON", "state": "streaming", "fps": 14.9, "detections": 123,
+     "last_text": "KA 1234", "last_event_at": "2026-01-31T12:34:56.789Z", "last_event_id": "..."}
+
+| entity | component | from the state |
+|---|---|---|
+| `<camera> last text` | sensor | `last_text`: the read texts of the last event (or its labels) |
+| `<camera> detections` | sensor (total_increasing) | `detections`: detections since edged started |
+| `<camera> fps` | sensor (measurement) | `fps`: frames per second the camera delivers |
+| `<camera> online` | binary_sensor (connectivity) | `online`: ON while the camera is streaming |
+
+Discovery configs are retained under `<discovery_prefix>/<component>/<device>/<camera>_<key>/config`,
+so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/status` (retained
+"online", and "offline" as the last will), so every entity turns unavailable when edged dies.
+
+Everything goes out from `tick()`, which the daemon's main loop calls a few times a second: it announces
+on every (re)connection (a broker without persistence forgets retained messages), publishes a camera's
+state at most once a second after an event and every `state_interval_s` otherwise. `on_event()` runs on
+the camera's pipeline thread and only records, so no frame ever waits on the broker. When a camera
+leaves the config (reload, or between runs: the announced set is kept in `state_path`) its retained
+configs and state are cleared with empty retained messages, which is how HA is told to delete entities.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edged import __version__
+from edged.config.models import HassConfig
+from edged.publish.event import iso_utc_ms
+
+log = logging.getLogger(__name__)
+
+EVENT_STATE_GAP_S = 1.0  # at most one state message per camera per second from events
+MAX_STATE_LEN = 255  # HA rejects longer sensor states
+
+# key -> (component, entity name suffix, extra discovery fields)
+ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "last_text": (
+        "sensor",
+        "last text",
+        {"value_template": "{{ value_json.last_text }}", "icon": "mdi:text-recognition"},
+    ),
+    "detections": (
+        "sensor",
+        "detections",
+        {
+            "value_template": "{{ value_json.detections }}",
+            "state_class": "total_increasing",
+            "icon": "mdi:counter",
+        },
+    ),
+    "fps": (
+        "sensor",
+        "fps",
+        {
+            "value_template": "{{ value_json.fps }}",
+            "unit_of_measurement": "fps",
+            "state_class": "measurement",
+            "suggested_display_precision": 1,
+            "icon": "mdi:camera-timer",
+        },
+    ),
+    "online": (
+        "binary_sensor",
+        "online",
+        {
+            "value_template": "{{ value_json.online }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "connectivity",
+        },
+    ),
+}
+
+
+class RawPublisher(Protocol):
+    """What HassDiscovery needs of edged.publish.mqtt.MqttPublisher."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish_raw(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0) -> Any: ...
+
+
+@dataclass
+class _CameraState:
+    detections: int = 0
+    last_text: str | None = None
+    last_event_at: str | None = None
+    last_event_id: str | None = None
+    dirty: bool = True
+    sent_at: float = field(default=-1e9)
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """What a person wants to read from an event: the recognized texts, else the detection labels."""
+    parts: list[str] = []
+    for det in event.get("detections", []):
+        kids = [k.get("label") for ks in (det.get("children") or {}).values() for k in ks]
+        kids = [k for k in kids if k]
+        if kids:
+            parts.extend(str(k) for k in kids)
+        elif det.get("label"):
+            parts.append(str(det["label"]))
+    text = ", ".join(parts)
+    return text if len(text) <= MAX_STATE_LEN else text[: MAX_STATE_LEN - 1] + "…"
+
+
+def _count(dets: list[dict[str, Any]]) -> int:
+    return sum(1 + sum(_count(ks) for ks in (d.get("children") or {}).values()) for d in dets)
+
+
+class HassDiscovery:
+    def __init__(
+        self,
+        publisher: RawPublisher,
+        cfg: HassConfig,
+        device: str,
+        prefix: str,
+        *,
+        status: Callable[[], dict[str, Any]] | None = None,
+        state_path: Path | None = None,
+        sw_version: str = __version__,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.publisher = publisher
+        self.cfg = cfg
+        self.device = device
+        self.prefix = prefix.rstrip("/")
+        self.discovery_prefix = cfg.discovery_prefix.strip("/")
+        self.status = status
+        self.state_path = state_path
+        self.sw_version = sw_version
+        self.clock = clock
+        self.availability_topic = f"{self.prefix}/status"
+        self._lock = threading.Lock()
+        self._cameras: dict[str, _CameraState] = {}
+        self._announced = False  # on the current connection
+        self._last_periodic = -1e9
+        self._announced_names: set[str] = set()  # without a state_path, this run's memory only
+
+    # -- what the daemon calls ----------------------------------------------------------------
+
+    def set_cameras(self, cameras: Iterable[str]) -> None:
+        """The configured cameras (at start and after each reload); changes go out on the next tick."""
+        names = list(cameras)
+        with self._lock:
+            self._cameras = {n: self._cameras.get(n, _CameraState()) for n in names}
+            self._announced = False
+
+    def on_event(self, camera: str, event: dict[str, Any]) -> None:
+        """Record an event (pipeline thread): cheap, no network."""
+        with self._lock:
+            st = self._cameras.get(camera)
+            if st is None:
+                return
+            st.detections += _count(event.get("detections", []))
+            st.last_text = event_text(event)
+            st.last_event_id = event.get("id")
+            st.last_event_at = event.get("captured_at") or iso_utc_ms(time.time())
+            st.dirty = True
+
+    def tick(self) -> None:
+        """Announce after a (re)connection; publish due states. Call often (main loop)."""
+        if not self.publisher.connected:
+            self._announced = False
+            return
+        now = self.clock()
+        periodic = now - self._last_periodic >= self.cfg.state_interval_s
+        if not self._announced:
+            if not self._announce():
+                return  # lost the connection midway: retry on the next tick
+            self._announced = True
+            periodic = True
+        with self._lock:
+            due = [
+                n
+                for n, st in self._cameras.items()
+                if periodic or (st.dirty and now - st.sent_at >= EVENT_STATE_GAP_S)
+            ]
+        if not due:
+            return
+        cams = self._camera_status()
+        for name in due:
+            self._publish_state(name, cams.get(name, {}), now)
+        if periodic:
+            self._last_periodic = now
+
+    def clear(self) -> None:
+        """Remove every entity of this device from HA (e.g. when hass is switched off for good)."""
+        self.set_cameras([])
+        self.tick()
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def state_topic(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/state"
+
+    def device_info(self) -> dict[str, Any]:
+        return {
+            "identifiers": [self.device],
+            "name": self.device,
+            "manufacturer": "edged",
+            "model": "edged edge inference daemon",
+            "sw_version": self.sw_version,
+        }
+
+    def discovery(self, camera: str) -> dict[str, dict[str, Any]]:
+        """topic -> discovery config of every entity of `camera`."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, (component, suffix, extra) in ENTITIES.items():
+            object_id = f"{camera}_{key}"
+            out[f"{self.discovery_prefix}/{component}/{self.device}/{object_id}/config"] = {
+                "name": f"{camera} {suffix}",
+                "unique_id": f"edged_{self.device}_{object_id}",
+                "state_topic": self.state_topic(camera),
+                "availability_topic": self.availability_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": self.device_info(),
+                "origin": {"name": "edged", "sw_version": self.sw_version},
+                **extra,
+            }
+        return out
+
+    def _announce(self) -> bool:
+        with self._lock:
+            names = list(self._cameras)
+        gone = sorted(self._load_announced() - set(names))
+        for name in gone:
+            log.info("Home Assistant: removing camera %s (no longer configured)", name)
+            for topic in self.discovery(name):
+                if not self._send(topic, b""):
+                    return False
+            if not self._send(self.state_topic(name), b""):
+                return False
+        for name in names:
+            for topic, body in self.discovery(name).items():
+                if not self._send(topic, json.dumps(body, separators=(",", ":"))):
+                    return False
+        self._save_announced(names)
+        log.info(
+            "Home Assistant: announced %d camera(s) under %s/+/%s/",
+            len(names),
+            self.discovery_prefix,
+            self.device,
+        )
+        return True
+
+    def _camera_status(self) -> dict[str, Any]:
+        if self.status is None:
+            return {}
+        try:
+            cams = self.status().get("cameras", {})
+        except Exception:  # the daemon's status must never break HA updates
+            log.exception("Home Assistant: reading the daemon status failed")
+            return {}
+        return cams if isinstance(cams, dict) else {}
+
+    def state(self, camera: str, cam_status: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            st = self._cameras.get(camera) or _CameraState()
+            return {
+                "online": "ON" if cam_status.get("state") == "streaming" else "OFF",
+                "state": cam_status.get("state", "stopped"),
+                "fps": round(float(cam_status.get("fps") or 0.0), 2),
+                "detections": st.detections,
+                "last_text": st.last_text,
+                "last_event_at": st.last_event_at,
+                "last_event_id": st.last_event_id,
+            }
+
+    def _publish_state(self, camera: str, cam_status: dict[str, Any], now: float) -> None:
+        body = json.dumps(self.state(camera, cam_status), separators=(",", ":"))
+        if self._send(self.state_topic(camera), body):
+            with self._lock:
+                st = self._cameras.get(camera)
+                if st is not None:
+                    st.dirty = False
+                    st.sent_at = now
+
+    def _send(self, topic: str, payload: bytes | str) -> bool:
+        return self.publisher.publish_raw(topic, payload, retain=True, qos=1) is not None
+
+    # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
+
+    def _load_announced(self) -> set[str]:
+        if self.state_path is None:
+            return set(self._announced_names)
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return set()
+        if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
+            return set()  # announced elsewhere: not ours to clear under this prefix
+        return set(data.get("cameras", []))
+
+    def _save_announced(self, names: list[str]) -> None:
+        self._announced_names = set(names)
+        if self.state_path is None:
+            return
+        data = {"discovery_prefix": self.discovery_prefix, "device": self.device, "cameras": sorted(names)}
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.state_path)
+        except OSError as e:
+            log.warning(
+                "Home Assistant: cannot save %s (%s); removed cameras may linger in HA", self.state_path, e
+            )
