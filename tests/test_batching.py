@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
-from edged.chain.chain import Chain, Stage
+from edged.chain.chain import Chain
 from edged.chain.pipeline import Pipeline
 from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.infer.batching import BatchingEngine
-from edged.models import build_decoder, get_decoder
-from edged.preprocess import CpuPreprocessor
 from edged.types import Frame, FrameResult
+from tests._chain import SpyEngine, make_stage
 from tests._paths import need_models
 
 
@@ -25,28 +23,6 @@ def text_frame(text: str, seq: int) -> np.ndarray:
     img = np.full((240, 320, 3), 255, np.uint8)
     cv2.putText(img, f"{text}{seq}", (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA)
     return img
-
-
-class Rows:
-    """Records the batch size the wrapped real engine sees (a spy that delegates)."""
-
-    def __init__(self, engine: Engine):
-        self._e = engine
-        self.name, self.inputs, self.outputs, self.metadata, self.info = (
-            engine.name,
-            engine.inputs,
-            engine.outputs,
-            engine.metadata,
-            engine.info,
-        )
-        self.calls: list[int] = []
-
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls.append(int(next(iter(inputs.values())).shape[0]))
-        return self._e.infer(inputs)
-
-    def close(self) -> None:
-        self._e.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +35,11 @@ def models() -> dict[str, Engine]:
 
 
 def make_chain(det: Engine, rec: Engine) -> Chain:
-    def st(kind: str, name: str, engine: Engine, on: str | None = None) -> Stage:
-        return Stage(
-            name,
-            engine,
-            build_decoder(kind, {}, metadata=engine.metadata),
-            get_decoder(kind).default_preprocess,
-            CpuPreprocessor(),
-            on=on,
-        )
-
-    return Chain([st("ppocr_det", "det", det), st("ppocr_rec", "rec", rec, on="det")])
+    return Chain([make_stage("ppocr_det", "det", det), make_stage("ppocr_rec", "rec", rec, on="det")])
 
 
 def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engine]) -> None:
-    spy = Rows(models["det"])
+    spy = SpyEngine(models["det"])
     shared = BatchingEngine(spy, max_batch=4, max_wait_ms=200)  # generous wait: deterministic merging
     cameras = {"north": "AB", "south": "XY", "east": "KM"}
     frames_each = 3
@@ -110,7 +76,7 @@ def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engi
 
 
 def test_different_shapes_are_not_merged_and_errors_reach_every_caller(models: dict[str, Engine]) -> None:
-    spy = Rows(models["rec"])
+    spy = SpyEngine(models["rec"])
     eng = BatchingEngine(spy, max_batch=8, max_wait_ms=100)
     a = np.zeros((1, 3, 48, 320), np.float32)
     b = np.zeros((2, 3, 48, 480), np.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -15,9 +14,8 @@ from edged.chain.filters import StageFilter, point_in_polygon
 from edged.chain.pipeline import Pipeline
 from edged.infer import create_engine
 from edged.infer.base import Engine
-from edged.models import build_decoder, get_decoder
-from edged.preprocess import CpuPreprocessor
 from edged.types import Detection, Frame, FrameResult
+from tests._chain import SpyEngine, make_stage
 from tests._paths import need_models
 
 LINES = [
@@ -34,26 +32,6 @@ def plate_image() -> np.ndarray:
     return img
 
 
-class CallLog:
-    """Wraps a real engine and records the batch size of each call (a spy, not a fake: it delegates)."""
-
-    def __init__(self, engine: Engine, fail_on_call: int | None = None):
-        self._engine = engine
-        self.batches: list[int] = []
-        self.fail_on_call = fail_on_call
-        self.name, self.inputs, self.outputs = engine.name, engine.inputs, engine.outputs
-        self.metadata, self.info = engine.metadata, engine.info
-
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        self.batches.append(int(next(iter(inputs.values())).shape[0]))
-        if self.fail_on_call is not None and len(self.batches) == self.fail_on_call:
-            raise RuntimeError("engine failure injected by the test")
-        return self._engine.infer(inputs)
-
-    def close(self) -> None:
-        self._engine.close()
-
-
 @pytest.fixture(scope="module")
 def engines() -> dict[str, Engine]:
     models = need_models()
@@ -64,15 +42,7 @@ def engines() -> dict[str, Engine]:
 
 
 def stage(engines: dict[str, Engine], kind: str, name: str, **kw: Any) -> Stage:
-    engine = kw.pop("engine", engines[kind])
-    return Stage(
-        name,
-        engine,
-        build_decoder(kind, {}, metadata=engine.metadata),
-        get_decoder(kind).default_preprocess,
-        CpuPreprocessor(),
-        **kw,
-    )
+    return make_stage(kind, name, kw.pop("engine", engines[kind]), **kw)
 
 
 def texts(result: FrameResult, stage_name: str = "rec") -> list[str]:
@@ -80,13 +50,13 @@ def texts(result: FrameResult, stage_name: str = "rec") -> list[str]:
 
 
 def test_det_rec_chain_nests_results_and_batches_all_crops(engines: dict[str, Engine]) -> None:
-    rec_engine = CallLog(engines["ppocr_rec"])
+    rec_engine = SpyEngine(engines["ppocr_rec"])
     chain = Chain(
         [stage(engines, "ppocr_det", "det"), stage(engines, "ppocr_rec", "rec", on="det", engine=rec_engine)]
     )
     result = chain.run(Frame("cam", 7, plate_image()))
     assert texts(result) == [t for t, _ in LINES]
-    assert rec_engine.batches == [3]  # all crops of the frame in one engine call
+    assert rec_engine.calls == [3]  # all crops of the frame in one engine call
     assert set(result.latency_ms) == {"det", "rec", "total"}
     assert all(v > 0 for v in result.latency_ms.values())
     first = result.detections[0].to_dict()
@@ -98,7 +68,7 @@ def test_det_rec_chain_nests_results_and_batches_all_crops(engines: dict[str, En
 
 
 def test_batch_size_splits_crops(engines: dict[str, Engine]) -> None:
-    rec_engine = CallLog(engines["ppocr_rec"])
+    rec_engine = SpyEngine(engines["ppocr_rec"])
     chain = Chain(
         [
             stage(engines, "ppocr_det", "det"),
@@ -106,7 +76,7 @@ def test_batch_size_splits_crops(engines: dict[str, Engine]) -> None:
         ]
     )
     assert texts(chain.run(Frame("cam", 1, plate_image()))) == [t for t, _ in LINES]
-    assert rec_engine.batches == [2, 1]
+    assert rec_engine.calls == [2, 1]
 
 
 def test_roi_and_max_crops_select_parents(engines: dict[str, Engine]) -> None:
@@ -143,7 +113,7 @@ def test_frame_without_text_gives_no_detections(engines: dict[str, Engine]) -> N
 
 
 def test_pipeline_keeps_order_and_survives_a_failing_frame(engines: dict[str, Engine]) -> None:
-    det_engine = CallLog(engines["ppocr_det"], fail_on_call=3)
+    det_engine = SpyEngine(engines["ppocr_det"], fail_on_call=3)
     chain = Chain(
         [stage(engines, "ppocr_det", "det", engine=det_engine), stage(engines, "ppocr_rec", "rec", on="det")]
     )

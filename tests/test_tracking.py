@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import cv2
 import numpy as np
 import pytest
 
-from edged.chain.chain import Chain, RunPolicy, Stage
+from edged.chain.chain import Chain, RunPolicy
 from edged.chain.tracker import IouTracker
 from edged.infer import create_engine
 from edged.infer.base import Engine
-from edged.models import build_decoder, get_decoder
-from edged.preprocess import CpuPreprocessor
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, Frame, FrameResult
+from tests._chain import SpyEngine, make_stage
 from tests._paths import need_models
 
 
@@ -63,28 +59,6 @@ def test_labels_do_not_mix_and_low_scores_only_continue_tracks() -> None:
     assert tr.update([stray], 2).new == [] and "track_id" not in stray.attrs
 
 
-class Calls:
-    """Delegates to a real engine and counts crops it receives (a spy)."""
-
-    def __init__(self, engine: Engine):
-        self._e = engine
-        self.name, self.inputs, self.outputs, self.metadata, self.info = (
-            engine.name,
-            engine.inputs,
-            engine.outputs,
-            engine.metadata,
-            engine.info,
-        )
-        self.crops = 0
-
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        self.crops += int(next(iter(inputs.values())).shape[0])
-        return self._e.infer(inputs)
-
-    def close(self) -> None:
-        self._e.close()
-
-
 @pytest.fixture(scope="module")
 def engines() -> tuple[Engine, Engine]:
     d = need_models()
@@ -100,26 +74,16 @@ def moving_text(seq: int) -> np.ndarray:
     return img
 
 
-def tracked_chain(engines: tuple[Engine, Engine], policy: RunPolicy) -> tuple[Chain, Calls]:
+def tracked_chain(engines: tuple[Engine, Engine], policy: RunPolicy) -> tuple[Chain, SpyEngine]:
     det, rec = engines
-    spy = Calls(rec)
-
-    def st(kind: str, name: str, eng: Engine, **kw: Any) -> Stage:
-        return Stage(
-            name,
-            eng,
-            build_decoder(kind, {}, metadata=eng.metadata),
-            get_decoder(kind).default_preprocess,
-            CpuPreprocessor(),
-            **kw,
-        )
-
-    return Chain(
+    spy = SpyEngine(rec)
+    chain = Chain(
         [
-            st("ppocr_det", "det", det, tracker=IouTracker()),
-            st("ppocr_rec", "rec", spy, on="det", policy=policy),
+            make_stage("ppocr_det", "det", det, tracker=IouTracker()),
+            make_stage("ppocr_rec", "rec", spy, on="det", policy=policy),
         ]
-    ), spy
+    )
+    return chain, spy
 
 
 @pytest.mark.parametrize(
@@ -135,7 +99,7 @@ def test_secondary_stage_runs_per_policy(
         result = chain.run(Frame("cam", seq, moving_text(seq)))
         texts.append([k.label for d in result.detections for k in d.children.get("rec", [])])
     assert texts == [["KX 4471"]] * 7  # reused results still reach every frame's event
-    assert spy.crops == expected_runs
+    assert spy.rows == expected_runs
     rec = chain.stages[1]
     assert (rec.crops_run, rec.crops_reused) == (expected_runs, 7 - expected_runs)
 
