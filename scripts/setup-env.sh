@@ -11,6 +11,8 @@ command -v mosquitto_passwd >/dev/null || need+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v openssl >/dev/null || need+=(openssl)
+# Headless Chromium renders the status page in tests/test_status_page.py (Debian's own build; no downloads).
+command -v chromium >/dev/null || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (apt)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
