@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import os
 import shutil
-import socket
+import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edged.environment import opencv_info
 
@@ -99,9 +102,76 @@ def check_onnxruntime() -> Check:
         import onnxruntime as ort
     except ImportError:
         return Check("ONNX Runtime", WARN, "not installed", "pip install onnxruntime (or onnxruntime-gpu)")
+    providers = ort.get_available_providers()
+    gpu = [p for p in providers if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
     return Check(
-        "ONNX Runtime", OK, f"{ort.__version__}; providers: {', '.join(ort.get_available_providers())}"
+        "ONNX Runtime",
+        OK,
+        f"{ort.__version__}; providers: {', '.join(providers)}" + ("" if gpu else " (CPU only)"),
     )
+
+
+def check_cuda_context() -> Check:
+    """pycuda creating (and dropping) a context proves driver, device and pycuda build all fit together."""
+    name = "CUDA context (pycuda)"
+    try:
+        import pycuda.driver as cuda
+    except Exception as e:  # ImportError, or pycuda built against another CUDA (OSError/RuntimeError)
+        return Check(name, INFO, f"skipped: pycuda not usable ({type(e).__name__})")
+    cuda.init()
+    if cuda.Device.count() == 0:
+        return Check(name, WARN, "pycuda sees no CUDA device", "check the driver (nvidia-smi / tegrastats)")
+    dev = cuda.Device(0)
+    ctx = dev.make_context()
+    try:
+        free, total = cuda.mem_get_info()
+    finally:
+        ctx.pop()
+        ctx.detach()
+    major, minor = dev.compute_capability()
+    return Check(
+        name, OK, f"{dev.name()} sm_{major}{minor}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+    )
+
+
+def check_accelerations(results: list[Check]) -> Check:
+    """One line saying which accelerations this machine lacks (a plain PC lacks them all, and that's fine)."""
+    wanted = ["CUDA driver", "pycuda", "TensorRT", "jetson-utils"]
+    have = {c.name for c in results if c.status == OK}
+    absent = [n for n in wanted if n not in have]
+    cv = next((c for c in results if c.name == "OpenCV"), None)
+    if cv is None or "CUDA yes" not in cv.detail:
+        absent.append("OpenCV CUDA")
+    if not absent:
+        return Check("accelerations", OK, "all present")
+    return Check("accelerations", INFO, "absent: " + ", ".join(absent) + "; CPU paths are used instead")
+
+
+def check_telemetry() -> Check:
+    from edged.telemetry import Telemetry
+
+    snap = Telemetry(max_age_s=0).snapshot()
+    if not snap["jetson"]["available"]:
+        load = snap["cpu"].get("load")
+        extra = f"; CPU load {' '.join(f'{x:g}' for x in load)}" if load else ""
+        return Check("device telemetry", INFO, f"{snap['jetson']['reason']}{extra}")
+    parts = [f"via {snap['source']}"]
+    if snap["nvpmodel"]:
+        parts.append(f"power mode {snap['nvpmodel'].get('mode', snap['nvpmodel'].get('id'))}")
+    if snap["temperatures_c"]:
+        parts.append(f"max {max(snap['temperatures_c'].values()):.0f} °C")
+    rails = snap["power_mw"]
+    if rails:
+        parts.append(f"{len(rails)} power rail(s)")
+    if snap["throttling"]["active"]:
+        return Check(
+            "device telemetry",
+            WARN,
+            ", ".join(parts) + "; THROTTLING",
+            "cool the module or lower the power mode",
+        )
+    missing = ", ".join(snap.get("unavailable", {}))
+    return Check("device telemetry", OK, ", ".join(parts) + (f"; not exposed: {missing}" if missing else ""))
 
 
 def check_backend(results: list[Check]) -> Check:
@@ -130,18 +200,7 @@ def check_config(path: str) -> list[Check]:
         return [Check("config", FAIL, first, f"edged check-config {path}")]
     out = [Check("config", OK, f"{path}: {len(cfg.models)} model(s), {len(cfg.cameras)} camera(s)")]
     if cfg.mqtt.enabled:
-        try:
-            with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=2):
-                out.append(Check("broker", OK, f"{cfg.mqtt.host}:{cfg.mqtt.port} accepts connections"))
-        except OSError as e:
-            out.append(
-                Check(
-                    "broker",
-                    WARN,
-                    f"{cfg.mqtt.host}:{cfg.mqtt.port}: {e}",
-                    "events wait in the outbox; check host/port/firewall",
-                )
-            )
+        out.append(_try(lambda: check_broker(cfg.mqtt), "broker"))
     for title, d in (
         ("outbox disk", cfg.mqtt.outbox.dir),
         ("engine cache disk", next((m.tensorrt.cache_dir for m in cfg.models.values()), None)),
@@ -153,17 +212,103 @@ def check_config(path: str) -> list[Check]:
             probe = probe.parent
         free = shutil.disk_usage(probe).free / 2**30
         status = OK if free > 1 else WARN
-        out.append(
-            Check(title, status, f"{d}: {free:.1f} GiB free", "" if status == OK else "free disk space")
-        )
+        fix = "" if status == OK else "free disk space"
+        if not os.access(probe, os.W_OK):
+            # An unwritable engine cache is why TensorRT engines get rebuilt on every start.
+            status, fix = (
+                WARN,
+                f"{probe} is not writable by {_user()} (the service's StateDirectory/CacheDirectory?)",
+            )
+        out.append(Check(title, status, f"{d}: {free:.1f} GiB free", fix))
     return out
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
+
+
+def check_broker(mqtt_cfg: Any) -> Check:
+    """A real MQTT CONNECT with the configured credentials and TLS, under a client id of its own (reusing
+    edged's would disconnect a running daemon)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    where = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edged-doctor-{os.getpid()}")
+    if mqtt_cfg.username is not None:
+        pw = mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None
+        client.username_pw_set(mqtt_cfg.username, pw)
+    tls = mqtt_cfg.tls
+    if tls.enabled:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(tls.insecure)
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        result["rc"] = rc
+        done.set()
+
+    client.on_connect = on_connect
+    outbox_note = "events wait in the outbox meanwhile"
+    try:
+        client.connect(mqtt_cfg.host, mqtt_cfg.port, keepalive=10)
+    except ssl.SSLError as e:
+        why = getattr(e, "verify_message", None) or e.reason or str(e)
+        return Check(
+            "broker", WARN, f"{where}: TLS handshake failed: {why}", f"check mqtt.tls.ca_file; {outbox_note}"
+        )
+    except OSError as e:
+        return Check(
+            "broker", WARN, f"{where}: {e.strerror or e}", f"check host/port/firewall; {outbox_note}"
+        )
+    client.loop_start()
+    try:
+        answered = done.wait(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not answered:
+        return Check("broker", WARN, f"{where}: no CONNACK within 5 s", f"is it an MQTT port? {outbox_note}")
+    rc = result["rc"]
+    if rc.is_failure:
+        return Check(
+            "broker",
+            WARN,
+            f"{where}: refused: {rc.getName()}",
+            f"check mqtt.username/password; {outbox_note}",
+        )
+    return Check("broker", OK, f"{where}: MQTT connect accepted" + (" (TLS)" if tls.enabled else ""))
+
+
+def check_state_dir(path: str = "/var/lib/edged") -> Check:
+    """Without a config: the default state (outbox) location's free space."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    status = OK if free > 1 else WARN
+    return Check(
+        "disk", status, f"{path} (on {probe}): {free:.1f} GiB free", "" if status == OK else "free disk space"
+    )
 
 
 def check_systemd() -> Check:
     if not shutil.which("systemctl"):
         return Check("systemd unit", INFO, "systemctl not available")
     r = subprocess.run(["systemctl", "is-active", "edged"], capture_output=True, text=True, timeout=5)
-    state = r.stdout.strip() or r.stderr.strip()
+    lines = (r.stdout.strip() or r.stderr.strip() or "unknown").splitlines()
+    state = lines[0]
     return Check(
         "systemd unit", OK if state == "active" else INFO, f"edged.service: {state}", "scripts/install.sh"
     )
@@ -180,10 +325,15 @@ def run_doctor(config: str | None) -> int:
         _try(check_opencv, "OpenCV"),
         _try(check_onnxruntime, "ONNX Runtime"),
     ]
+    results.insert(4, _try(check_cuda_context, "CUDA context (pycuda)"))
     results.append(check_backend(results))
+    results.append(check_accelerations(results))
+    results.append(_try(check_telemetry, "device telemetry"))
     results.append(_try(check_cameras, "cameras"))
     if config:
         results.extend(check_config(config))
+    else:
+        results.append(_try(check_state_dir, "disk"))
     results.append(_try(check_systemd, "systemd unit"))
     width = max(len(c.name) for c in results)
     for c in results:
