@@ -171,6 +171,14 @@ class Pipeline:
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def close(self) -> None:
+        """Wait for and release the stream while the context is current (a stream dropped later in a
+        thread without the context leaks and makes pycuda warn)."""
+        if self.stream is not None:
+            with gpu_thread():
+                self.stream.synchronize()
+                self.stream = None
+
     @contextlib.contextmanager
     def active(self) -> Iterator[Pipeline]:
         """Context current + this pipeline visible to engines (`current_pipeline()`) in this thread."""

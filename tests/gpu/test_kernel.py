@@ -229,6 +229,7 @@ def test_worker_threads_with_own_pipelines(pre: Any) -> None:
         with pipe.active():
             tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec)
             got = tensor.to_host()
+        pipe.close()
         ref, _ = preprocess_frame(images[i], spec)
         return float(level_diff(got, ref, spec).max())
 

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.gpu
 
 
 def test_trt_engine_matches_onnxruntime_and_caches(gpu: Any, ppocr_models: Path, tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (JetPack / TensorRT SDK)")
+    from edged.infer.tensorrt_build import tensorrt_missing
+
+    if tensorrt_missing():
+        pytest.skip(str(tensorrt_missing()))
     from edged.infer.onnxruntime import OnnxRuntimeEngine
     from edged.infer.tensorrt import TensorRTEngine, build_engine
 
