@@ -1,0 +1,177 @@
+"""Fleet layout (docs/fleet.md) with real processes: a real `edged run` publishes to a device-local
+mosquitto that is bridged to a second, "central" mosquitto. Events and the retained availability
+(online; offline after a clean stop and after a SIGKILL) arrive centrally, and a central broker restart
+loses no event because the local broker queues them for the bridge."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edged.mqtt_testing import Message, Mosquitto, Subscriber, free_port
+from edged.sample import make_sample
+from tests._paths import ROOT, need_models
+
+DEVICE = "dev-a"
+PREFIX = f"edged/{DEVICE}"
+
+
+class BridgedMosquitto(Mosquitto):
+    """The device-local broker: a normal listener plus a bridge that pushes edged/# to `central`."""
+
+    def __init__(self, workdir: Path, central: Mosquitto) -> None:
+        self.central = central
+        super().__init__(workdir)
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        bridge = [
+            "connection central",
+            f"address {self.central.host}:{self.central.port}",
+            "topic edged/# out 1",  # QoS 1 end to end; only outbound: the central side never writes here
+            f"remote_clientid bridge-{DEVICE}",
+            "cleansession false",  # central keeps the bridge's session across reconnects
+            "notifications true",  # retained 1/0 on $SYS/broker/connection/<remote_clientid>/state
+            "restart_timeout 1 2",  # reconnect quickly in tests (default backoff is 5..30 s)
+            "start_type automatic",
+        ]
+        with self.config_file.open("a") as f:
+            f.write("\n".join(bridge) + "\n")
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[tuple[Mosquitto, BridgedMosquitto]]:
+    central = Mosquitto(tmp_path / "central", persistence=True).start()
+    local = BridgedMosquitto(tmp_path / "local", central).start()
+    yield central, local
+    local.kill()
+    central.kill()
+
+
+def events(msgs: list[Message]) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in msgs if m.topic == f"{PREFIX}/gate/detections"]
+
+
+def retained(broker: Mosquitto, topic: str) -> bytes | None:
+    with Subscriber(broker, topic) as sub:
+        sub.wait_for(lambda ms: bool(ms), 3)
+        got = [m.payload for m in sub.messages if m.retain]
+    return got[-1] if got else None
+
+
+class EdgedProc:
+    def __init__(self, config: Path) -> None:
+        self.log = config.parent / f"edged-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edged", "run", "--config", str(config)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+            )
+
+    def end(self, sig: int) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def test_bridge_carries_events_and_availability_through_a_central_restart(
+    tmp_path: Path, brokers: tuple[Mosquitto, BridgedMosquitto]
+) -> None:
+    central, local = brokers
+    models = need_models()
+    video = tmp_path / "plates.mp4"
+    make_sample(video, frames=8, seed=7)
+    cfg = {
+        "device": {"name": DEVICE},
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": {
+            "host": local.host,
+            "port": local.port,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1,
+            "outbox": {"dir": str(tmp_path / "outbox")},
+        },
+        "health": {"port": free_port()},
+        "models": {
+            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
+            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
+        },
+        "cameras": {
+            "gate": {
+                "source": f"file://{video}",
+                "fps": 4,
+                "loop": True,
+                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
+            }
+        },
+    }
+    config = tmp_path / "edged.yaml"
+    config.write_text(json.dumps(cfg))
+
+    # A persistent session on the central broker (with persistence): what a fleet backend would use.
+    central_sub = Subscriber(central, "edged/#", client_id="backend", persistent=True).start()
+    local_sub = Subscriber(local, f"{PREFIX}/#").start()
+    edged = EdgedProc(config)
+    try:
+        assert central_sub.wait_for(
+            lambda ms: any(m.topic == f"{PREFIX}/status" and m.payload == b"online" for m in ms), 60
+        ), edged.text()
+        assert central_sub.wait_for(lambda ms: len(events(ms)) >= 2, 120), edged.text()
+        assert retained(central, f"$SYS/broker/connection/bridge-{DEVICE}/state") == b"1"
+
+        # The central broker goes down; edged keeps publishing to its local broker, which queues.
+        central_sub.stop()
+        earlier = list(central_sub.messages)
+        central.stop()
+        before = len(events(local_sub.messages))
+        assert local_sub.wait_for(lambda ms: len(events(ms)) >= before + 3, 120), edged.text()
+        central.start()
+        central_sub = Subscriber(central, "edged/#", client_id="backend", persistent=True).start()
+
+        published = {e["id"] for e in events(local_sub.messages)}
+
+        def all_arrived(ms: list[Message]) -> bool:
+            return published <= {e["id"] for e in events(earlier + ms)}
+
+        assert central_sub.wait_for(all_arrived, 60), (
+            "lost across the central restart: "
+            f"{sorted(published - {e['id'] for e in events(earlier + central_sub.messages)})}"
+        )
+
+        # Clean stop: edged says offline itself; the bridge carries it.
+        assert edged.end(signal.SIGTERM) == 0, edged.text()
+        assert central_sub.wait_for(
+            lambda ms: ms[-1].topic == f"{PREFIX}/status" and ms[-1].payload == b"offline", 20
+        )
+        assert retained(central, f"{PREFIX}/status") == b"offline"
+
+        # Back up, then killed: the local broker publishes the last will, the bridge carries it.
+        edged = EdgedProc(config)
+        assert central_sub.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic == f"{PREFIX}/status"][-1:] == [b"online"], 60
+        ), edged.text()
+        edged.end(signal.SIGKILL)
+        assert central_sub.wait_for(
+            lambda ms: [m.payload for m in ms if m.topic == f"{PREFIX}/status"][-1:] == [b"offline"], 60
+        ), "the last will did not reach the central broker"
+        assert retained(central, f"{PREFIX}/status") == b"offline"
+    finally:
+        edged.end(signal.SIGKILL)
+        central_sub.stop()
+        local_sub.stop()
