@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,7 @@ class BatchingEngine:
         self._cond = threading.Condition()
         self._closed = False
         self.batches = 0
+        self._device_concat: Any = None
         self._thread = threading.Thread(target=self._run, name=f"batch-{inner.name}", daemon=True)
         self._thread.start()
 
@@ -122,25 +124,41 @@ class BatchingEngine:
             for r in batch:
                 r.waited_s = now - r.t_enqueued
             try:
-                self._execute(batch)
+                with self._device_context(batch):
+                    self._execute(batch)
             except BaseException as e:  # every caller of the batch gets the error, the worker goes on
                 for r in batch:
                     r.error = e
             for r in batch:
                 r.done.set()
 
+    @staticmethod
+    def _device_context(batch: list[_Request]) -> AbstractContextManager[Any]:
+        """Device inputs need the CUDA context current in this worker thread (events, copies)."""
+        if all(isinstance(v, np.ndarray) for r in batch for v in r.inputs.values()):
+            return nullcontext()
+        from edged.gpu.context import gpu_thread
+
+        return gpu_thread()
+
+    def _concat(self, name: str, parts: list[Any]) -> Any:
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate(parts)
+        if self._device_concat is None:
+            from edged.gpu.batch import DeviceConcat  # device tensors: merged into one pooled GPU buffer
+
+            self._device_concat = DeviceConcat()
+        return self._device_concat(name, parts)
+
     def _execute(self, batch: list[_Request]) -> None:
         self.batches += 1
         rows = sum(r.rows for r in batch)
         if self.on_batch is not None:
             self.on_batch(rows, max(r.waited_s for r in batch))
-        if len(batch) == 1 or not all(isinstance(v, np.ndarray) for r in batch for v in r.inputs.values()):
-            # Device tensors are not merged here (that needs one device buffer for the batch); each
-            # request still runs, in arrival order.
-            for r in batch:
-                r.outputs = self.inner.infer(r.inputs)
+        if len(batch) == 1:
+            batch[0].outputs = self.inner.infer(batch[0].inputs)
             return
-        merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
+        merged = {name: self._concat(name, [r.inputs[name] for r in batch]) for name in batch[0].inputs}
         outputs = self.inner.infer(merged)
         start = 0
         for r in batch:
