@@ -84,12 +84,14 @@ class BatchingEngine:
         assert req.outputs is not None
         return req.outputs
 
-    def close(self) -> None:
+    def close(self, close_inner: bool = True) -> None:
+        """Stop the batching thread (and, unless told otherwise, the wrapped engine)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(5)
-        self.inner.close()
+        if close_inner:
+            self.inner.close()
 
     def _take_batch(self) -> list[_Request] | None:
         with self._cond:
