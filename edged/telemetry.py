@@ -410,7 +410,10 @@ class StatsPublisher:
         self._thread: threading.Thread | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {"ts": round(time.time(), 3), "status": self.status(), "telemetry": self.telemetry.snapshot()}
+        status = dict(self.status())
+        # The daemon's status may already carry the telemetry (for /stats): send it once, at the top.
+        telemetry = status.pop("telemetry", None) or self.telemetry.snapshot()
+        return {"ts": round(time.time(), 3), "status": status, "telemetry": telemetry}
 
     def publish_once(self) -> bool:
         """One message now; False when the broker is not connected (nothing is queued)."""
