@@ -86,28 +86,30 @@ def cmd_install_models(args: argparse.Namespace) -> int:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         print(
-            "edged: the `rapidocr` package is not installed: pip install 'edged[models]' (it carries the models)",
+            "edged: the `rapidocr` package is not installed: pip install --no-deps rapidocr==3.10.0 (it carries the models)",
             file=sys.stderr,
         )
         return 1
     src_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
+    from edged.progress import Progress
+
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in BUNDLED_MODELS:
-        src = src_dir / name
-        if not src.is_file():
-            print(
-                f"edged: {src} is missing from the rapidocr package (rapidocr==3.10.0 ships it)",
-                file=sys.stderr,
-            )
-            return 1
-        target = dest / name
-        if target.is_file() and target.stat().st_size == src.stat().st_size:
-            continue
-        tmp = target.with_suffix(".part")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-        print(f"installed {target}")
+    with Progress("install-models", total=len(BUNDLED_MODELS), unit="files", stream=sys.stderr) as progress:
+        for name in BUNDLED_MODELS:
+            src = src_dir / name
+            if not src.is_file():
+                print(
+                    f"edged: {src} is missing from the rapidocr package (rapidocr==3.10.0 ships it)",
+                    file=sys.stderr,
+                )
+                return 1
+            target = dest / name
+            if not (target.is_file() and target.stat().st_size == src.stat().st_size):
+                tmp = target.with_suffix(".part")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, target)  # atomic: a half-copied model is never picked up
+            progress.advance()
     print(f"models ready in {dest} (PP-OCR, Apache-2.0, from rapidocr)")
     return 0
 
