@@ -54,6 +54,7 @@ class Daemon:
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self._enabled_override: dict[str, bool] = {}
         self._announced = False  # the retained <camera>/enabled states went out on this connection
+        self._camera_started: dict[str, float] = {}  # monotonic start of each runner (watchdog grace)
         self._release_faults = threading.Event()  # releases fault-injection hangs at shutdown
         self.started = time.time()
 
@@ -174,6 +175,7 @@ class Daemon:
             return
         runner = CameraRunner(name, cam, self.models, self._on_result, self.metrics, self.config_path.parent)
         runner.start()
+        self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
 
     def _on_result(self, result: FrameResult) -> None:
@@ -293,8 +295,12 @@ class Daemon:
     # --- health ------------------------------------------------------------------------------
 
     def progressing(self) -> tuple[bool, str]:
-        for runner in self.cameras.values():
-            ok, why = runner.progressing(max(runner.config.frame_timeout_s * 2, 10.0))
+        now = time.monotonic()
+        for name, runner in list(self.cameras.items()):
+            stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
+            if runner.capture.last_frame_mono is None and now - self._camera_started.get(name, 0) < stall_s:
+                continue  # just (re)started: the first frame is not late yet
+            ok, why = runner.progressing(stall_s)
             if not ok:
                 return False, why
         return True, ""
