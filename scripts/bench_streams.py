@@ -77,6 +77,13 @@ def run_streams(
     chain_kind: str, n: int, seconds: float, det: Engine, rec: Engine, frames: list[DeviceTensor]
 ) -> dict[str, Any]:
     shared = BatchingEngine(det, max_batch=n, max_wait_ms=2.0)
+    pre = make_preprocessor("kernel")
+    with GpuLane("warm-up").active():
+        one, _ = pre.frame(
+            Frame("warm-up", 0, frames[0]),
+            SMALL_DET if chain_kind == "det" else get_decoder("ppocr_det").default_preprocess,
+        )
+        shared.warm_up({det.inputs[0].name: one})
     lat: list[float] = []
     done = [0]
     lock = threading.Lock()

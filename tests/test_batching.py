@@ -70,9 +70,9 @@ def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engi
         ]
         assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
     total = len(cameras) * frames_each
-    assert sum(spy.calls) == total
+    assert set(spy.calls) <= set(shared.sizes), f"batch sizes outside the fixed set: {spy.calls}"
     assert max(spy.calls) > 1, f"no request was merged: {spy.calls}"
-    assert len(spy.calls) < total
+    assert len(spy.calls) < total and sum(spy.calls) >= total
 
 
 def test_different_shapes_are_not_merged_and_errors_reach_every_caller(models: dict[str, Engine]) -> None:

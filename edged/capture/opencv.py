@@ -82,6 +82,11 @@ class OpenCVSource:
             if not p.is_file():
                 raise SourceError(f"{name}: no such file ({p})")
             cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+            if not cap.isOpened():
+                # OpenCV builds without FFmpeg (JetPack's, custom CUDA builds) still read MJPEG .avi
+                # and image sequences through their built-in backends.
+                cap.release()
+                cap = cv2.VideoCapture(str(p), cv2.CAP_ANY)
         elif self.scheme == "v4l2":
             if not Path(self.target).exists():
                 raise SourceError(f"{name}: no such device {self.target}")
@@ -110,7 +115,9 @@ class OpenCVSource:
         self._cap = cap
 
     def _backend_name(self) -> str:
-        return "V4L2" if self.scheme == "v4l2" else "FFmpeg"
+        return (
+            "V4L2" if self.scheme == "v4l2" else ("FFmpeg, then any" if self.scheme == "file" else "FFmpeg")
+        )
 
     def read(self, timeout_s: float) -> np.ndarray | None:
         if self._cap is None:

@@ -24,7 +24,8 @@ class DeviceConcat:
         self._event: Any = None
         self._lock = threading.Lock()
 
-    def __call__(self, key: Any, tensors: Sequence[Any]) -> DeviceTensor:
+    def __call__(self, key: Any, tensors: Sequence[Any], total_rows: int = 0) -> DeviceTensor:
+        """Rows of `tensors` in order, zero rows after them up to `total_rows`."""
         cuda = _driver()
         with gpu_thread(), self._lock:
             if self._stream is None:
@@ -32,7 +33,7 @@ class DeviceConcat:
                 self._event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
             infos = [cuda_array_info(t) for t in tensors]
             dtype = infos[0][2]
-            rows = sum(shape[0] for _, shape, _, _ in infos)
+            rows = max(total_rows, sum(shape[0] for _, shape, _, _ in infos))
             shape = (rows, *infos[0][1][1:])
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             buf = self._pool.get(key, nbytes)
@@ -45,4 +46,6 @@ class DeviceConcat:
                 size = int(np.prod(tshape, dtype=np.int64)) * tdtype.itemsize
                 cuda.memcpy_dtod_async(int(buf) + offset, ptr, size, self._stream)
                 offset += size
+            if offset < nbytes:
+                cuda.memset_d8_async(int(buf) + offset, 0, nbytes - offset, self._stream)
             return DeviceTensor(int(buf), shape, dtype, owner=buf, stream=self._stream)

@@ -63,6 +63,7 @@ class BatchingEngine:
         self._closed = False
         self.batches = 0
         self._device_concat: Any = None
+        self.sizes = sorted({min(2**i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)})
         self._thread = threading.Thread(target=self._run, name=f"batch-{inner.name}", daemon=True)
         self._thread.start()
 
@@ -143,24 +144,43 @@ class BatchingEngine:
 
         return gpu_thread()
 
-    def _concat(self, name: str, parts: list[Any]) -> Any:
+    def padded(self, rows: int) -> int:
+        """The batch size actually run: the next of a few fixed sizes, because every new input shape
+        costs the backend a re-plan (ONNX Runtime memory planning, cuDNN algorithm choice, a TensorRT
+        profile switch); zero rows fill the gap and their outputs are dropped."""
+        return next((n for n in self.sizes if n >= rows), rows)
+
+    def warm_up(self, one: Mapping[str, Any]) -> None:
+        """Run every batch size once on copies of a 1-row input, so no shape is first seen live."""
+        with self._device_context([_Request(one, 1, ())]):
+            for n in self.sizes:
+                self.inner.infer({k: self._concat(k, [v] * n, n) for k, v in one.items()})
+
+    def _concat(self, name: str, parts: list[Any], rows: int) -> Any:
         if all(isinstance(p, np.ndarray) for p in parts):
-            return np.concatenate(parts)
+            merged = np.concatenate(parts)
+            if merged.shape[0] < rows:
+                pad = np.zeros((rows - merged.shape[0], *merged.shape[1:]), dtype=merged.dtype)
+                merged = np.concatenate([merged, pad])
+            return merged
         if self._device_concat is None:
             from edged.gpu.batch import DeviceConcat  # device tensors: merged into one pooled GPU buffer
 
             self._device_concat = DeviceConcat()
-        return self._device_concat(name, parts)
+        return self._device_concat(name, parts, rows)
 
     def _execute(self, batch: list[_Request]) -> None:
         self.batches += 1
         rows = sum(r.rows for r in batch)
         if self.on_batch is not None:
             self.on_batch(rows, max(r.waited_s for r in batch))
-        if len(batch) == 1:
+        if len(batch) == 1 and rows in self.sizes:
             batch[0].outputs = self.inner.infer(batch[0].inputs)
             return
-        merged = {name: self._concat(name, [r.inputs[name] for r in batch]) for name in batch[0].inputs}
+        padded = self.padded(rows)
+        merged = {
+            name: self._concat(name, [r.inputs[name] for r in batch], padded) for name in batch[0].inputs
+        }
         outputs = self.inner.infer(merged)
         start = 0
         for r in batch:
