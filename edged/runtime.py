@@ -88,6 +88,7 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
             engine,
             max_batch=m.batching.max_batch,
             max_wait_ms=m.batching.max_wait_ms,
+            pad_to_max=m.batching.pad_to_max,
             on_batch=_batch_observer(metrics, name) if metrics else None,
         )
     decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)

@@ -13,6 +13,7 @@ Usage (GPU machine): python scripts/bench_streams.py --models DIR --streams 1 4 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -76,7 +77,7 @@ def stage(
 def run_streams(
     chain_kind: str, n: int, seconds: float, det: Engine, rec: Engine, frames: list[DeviceTensor]
 ) -> dict[str, Any]:
-    shared = BatchingEngine(det, max_batch=n, max_wait_ms=2.0)
+    shared = BatchingEngine(det, max_batch=n, max_wait_ms=2.0, pad_to_max=True)
     pre = make_preprocessor("kernel")
     with GpuLane("warm-up").active():
         one, _ = pre.frame(
@@ -98,7 +99,8 @@ def run_streams(
     for i in range(n):
         stages = [stage("ppocr_det", "det", shared, None if chain_kind == "ocr" else SMALL_DET)]
         if chain_kind == "ocr":
-            stages.append(stage("ppocr_rec", "rec", rec, on="det"))
+            rec_spec = dataclasses.replace(get_decoder("ppocr_rec").default_preprocess, width_multiple=160)
+            stages.append(stage("ppocr_rec", "rec", rec, rec_spec, on="det"))
         lane = GpuLane(f"cam{i}")
         p = Pipeline(Chain(stages), sink, name=f"cam{i}", depth=1, thread_context=lane.active)
         p.start()

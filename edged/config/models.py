@@ -146,6 +146,11 @@ class PreprocessConfig(EdgedModel):
     limit_type: Literal["min", "max"] | None = Field(
         None, description="limit_side mode: limit the shorter (min) or longer (max) side."
     )
+    width_multiple: int | None = Field(
+        None,
+        gt=0,
+        description="fixed_height mode: round the batch width up to a multiple of this (fewer input shapes for GPU backends).",
+    )
     multiple: int | None = Field(
         None, gt=0, description="limit_side mode: round both sides to a multiple of this."
     )
@@ -214,6 +219,10 @@ class BatchingConfig(EdgedModel):
     )
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest time the first request waits for others to join its batch."
+    )
+    pad_to_max: bool = Field(
+        False,
+        description="Always run max_batch rows (zero-padded): one input shape, which GPU backends want (a new shape makes them re-plan); leave off on CPUs.",
     )
 
 

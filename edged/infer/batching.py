@@ -50,6 +50,7 @@ class BatchingEngine:
         *,
         max_batch: int = 8,
         max_wait_ms: float = 5.0,
+        pad_to_max: bool = False,
         on_batch: Callable[[int, float], None] | None = None,
     ):
         self.inner = inner
@@ -63,7 +64,13 @@ class BatchingEngine:
         self._closed = False
         self.batches = 0
         self._device_concat: Any = None
-        self.sizes = sorted({min(2**i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)})
+        # pad_to_max: one input shape only (GPU backends re-plan on every new shape: measured on ONNX
+        # Runtime's CUDA EP, a shape change costs far more than the padded rows); else powers of two.
+        self.sizes = (
+            [self.max_batch]
+            if pad_to_max
+            else sorted({min(2**i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)})
+        )
         self._thread = threading.Thread(target=self._run, name=f"batch-{inner.name}", daemon=True)
         self._thread.start()
 

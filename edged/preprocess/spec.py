@@ -35,6 +35,9 @@ class PreprocessSpec:
     multiple: int = 32
     # fixed_height: the batch width is at least height * min_ratio (PP-OCR: 320/48).
     min_ratio: float = 320 / 48
+    # fixed_height: round the batch width up to a multiple of this (fewer distinct input shapes, which
+    # GPU backends need: each new shape costs them a re-plan). 1 = exact width, as PP-OCR does.
+    width_multiple: int = 1
     color: Literal["bgr", "rgb"] = "rgb"
     # Normalization on pixel/255: (x/255 - mean) / std, per channel in the model's channel order.
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -202,6 +205,8 @@ def plan_crops(spec: PreprocessSpec, quads: Sequence[np.ndarray]) -> list[Plan]:
     max_w, out_h = spec.size
     ratios = [crop_size(q)[0] / crop_size(q)[1] for q in quads]
     batch_w = int(out_h * max(spec.min_ratio, *ratios))
+    if spec.width_multiple > 1:
+        batch_w = -(-batch_w // spec.width_multiple) * spec.width_multiple
     batch_w = max(1, min(batch_w, max_w))
     plans = []
     for q, r in zip(quads, ratios, strict=True):
