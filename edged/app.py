@@ -18,17 +18,18 @@ from edged.commands import Command, CommandQueue, SetEnabled, Snapshot
 from edged.config import Config, ConfigError, load_config
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
+from edged.hass import HassDiscovery
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
 from edged.metrics import Metrics
-from edged.publish.event import EventBuilder
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
 from edged.runtime import CameraRunner, LoadedModel, load_model
+from edged.sinks import ResultSink
 from edged.snapshot import render_snapshot
-from edged.types import FrameResult
+from edged.telemetry import StatsPublisher, Telemetry, register_gauges
 
 log = logging.getLogger("edged")
 
@@ -38,10 +39,20 @@ class Daemon:
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = Metrics()
-        self.events = EventBuilder(cfg.device.name)
         self.models: dict[str, LoadedModel] = {}
         self.cameras: dict[str, CameraRunner] = {}
-        self.stdout = StdoutSink(sys.stdout) if stdout else None
+        self.sink = ResultSink(
+            cfg.device.name,
+            self.metrics,
+            events_mode=lambda cam: (
+                self.cfg.cameras[cam].tracking.events if cam in self.cfg.cameras else "frames"
+            ),
+            stdout=StdoutSink(sys.stdout) if stdout else None,
+        )
+        self.telemetry = Telemetry()
+        register_gauges(self.telemetry, self.metrics.registry)
+        self.hass: HassDiscovery | None = None
+        self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
         self.health: HealthServer | None = None
         self.notifier = Notifier()
@@ -74,6 +85,26 @@ class Daemon:
                 self.commands = CommandQueue(self.cfg.topic_prefix, self.cfg.cameras)
                 self.publisher.on_command(self.commands.submit)
             self.publisher.start()
+            self.sink.publisher = self.publisher
+            if self.cfg.mqtt.hass.enabled:
+                self.hass = HassDiscovery(
+                    self.publisher,
+                    self.cfg.mqtt.hass,
+                    self.cfg.device.name,
+                    self.cfg.topic_prefix,
+                    status=self.status,
+                    state_path=self.cfg.state_dir / "hass.json",
+                )
+                self.hass.set_cameras(self.cfg.cameras)
+                self.sink.hass = self.hass
+            self.stats_pub = StatsPublisher(
+                self.publisher,
+                f"{self.cfg.topic_prefix}/stats",
+                self.cfg.mqtt.stats_interval_s,
+                self.status,
+                self.telemetry,
+            )
+            self.stats_pub.start()
         self._load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
             self._start_camera(name)
@@ -126,6 +157,8 @@ class Daemon:
         if command is not None:
             self.execute(command)
         self._announce_enabled()
+        if self.hass is not None:
+            self.hass.tick()
 
     def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)
@@ -135,6 +168,8 @@ class Daemon:
         self._release_faults.set()
         for runner in self.cameras.values():
             runner.stop()
+        if self.stats_pub is not None:
+            self.stats_pub.stop()
         if self.publisher is not None:
             self.publisher.stop(flush_timeout_s)
             self.publisher.outbox.close()  # the publisher does not own the outbox
@@ -173,22 +208,10 @@ class Daemon:
         if missing:
             log.error("camera %s: not started, model(s) failed to load: %s", name, ", ".join(missing))
             return
-        runner = CameraRunner(name, cam, self.models, self._on_result, self.metrics, self.config_path.parent)
+        runner = CameraRunner(name, cam, self.models, self.sink, self.metrics, self.config_path.parent)
         runner.start()
         self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
-
-    def _on_result(self, result: FrameResult) -> None:
-        camera = result.frame.camera
-        for stage, dets in _count_by_stage(result).items():
-            self.metrics.detections.labels(camera, stage).inc(dets)
-        if not result.detections:
-            return  # one message per frame *with detections*
-        event = self.events.build(result)
-        if self.stdout is not None:
-            self.stdout.publish(camera, event)
-        if self.publisher is not None:
-            self.publisher.publish(camera, event)
 
     # --- reload ------------------------------------------------------------------------------
 
@@ -226,6 +249,8 @@ class Daemon:
             if old_model is not None:
                 old_model.close()
         self.cfg = new.model_copy(update={"mqtt": old.mqtt, "health": old.health, "device": old.device})
+        if self.hass is not None:
+            self.hass.set_cameras(self.cfg.cameras)
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
         self._announced = False  # cameras may have come or gone: republish every enabled state
@@ -354,6 +379,7 @@ class Daemon:
                 "outbox_bytes": ob.bytes,
                 "outbox_oldest_age_s": round(ob.oldest_age, 1),
             }
+        out["telemetry"] = self.telemetry.snapshot()
         return out
 
     def snapshot(self, camera: str) -> bytes | None:
@@ -390,17 +416,3 @@ class Daemon:
                 f"health http://{self.cfg.health.bind}:{self.health.port}/ (/healthz /readyz /metrics /stats)"
             )
         log.info("startup summary:\n  %s", "\n  ".join(lines))
-
-
-def _count_by_stage(result: FrameResult) -> dict[str, int]:
-    counts: dict[str, int] = {}
-
-    def walk(dets: Any, stage: str) -> None:
-        for d in dets:
-            counts[stage] = counts.get(stage, 0) + 1
-            for child_stage, kids in d.children.items():
-                walk(kids, child_stage)
-
-    first = next(iter(result.latency_ms), "detections")
-    walk(result.detections, first)
-    return counts

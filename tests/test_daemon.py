@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,8 @@ import pytest
 
 from edged.mqtt_testing import Mosquitto, Subscriber, free_port
 from edged.sample import make_sample
-from tests._paths import ROOT, need_models
+from tests._edged import EdgedProcess, http_get, up, wait_until
+from tests._paths import need_models
 
 FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
 
@@ -61,55 +60,12 @@ def write_config(tmp: Path, broker_port: int, health_port: int, source: str, **c
     return path
 
 
-class Edged:
-    """`python -m edged run` in a subprocess, stderr captured to a file."""
-
-    def __init__(self, config: Path, *args: str):
-        self.log = config.parent / "edged.log"
-        self._log_f = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edged", "run", "--config", str(config), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log_f,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
-        self._log_f.close()
-        return rc
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture
-def edged_proc() -> Iterator[list[Edged]]:
-    procs: list[Edged] = []
+def edged_proc() -> Iterator[list[EdgedProcess]]:
+    procs: list[EdgedProcess] = []
     yield procs
     for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def wait_until(pred: Any, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
+        p.kill()
 
 
 def read_texts(event: dict[str, Any]) -> list[str]:
@@ -119,15 +75,15 @@ def read_texts(event: dict[str, Any]) -> list[str]:
 
 
 def test_daemon_reads_the_sample_and_stops_cleanly(
-    tmp_path: Path, mosquitto: Mosquitto, sample: tuple[Path, list[Any]], edged_proc: list[Edged]
+    tmp_path: Path, mosquitto: Mosquitto, sample: tuple[Path, list[Any]], edged_proc: list[EdgedProcess]
 ) -> None:
     video, truth = sample
     health = free_port()
     config = write_config(tmp_path, mosquitto.port, health, f"file://{video}")
     with Subscriber(mosquitto, ["edged/test/#"]) as sub:
-        proc = Edged(config)
+        proc = EdgedProcess(config)
         edged_proc.append(proc)
-        assert wait_until(lambda: _up(health), 60), proc.text()
+        assert wait_until(lambda: up(health), 60), proc.text()
 
         def camera_done() -> bool:
             cam = json.loads(http_get(health, "/stats")[1])["cameras"].get("gate", {})
@@ -170,13 +126,6 @@ def test_daemon_reads_the_sample_and_stops_cleanly(
     assert "Traceback" not in proc.text()
 
 
-def _up(port: int) -> bool:
-    try:
-        return http_get(port, "/healthz")[0] == 200
-    except OSError:
-        return False
-
-
 def test_bad_config_exits_78_with_location(tmp_path: Path) -> None:
     config = tmp_path / "edged.yaml"
     config.write_text("cameras:\n  gate:\n    source: nowhere\n")
@@ -192,14 +141,14 @@ def test_bad_config_exits_78_with_location(tmp_path: Path) -> None:
 
 
 def test_unreachable_broker_and_dead_camera_keep_the_daemon_running(
-    tmp_path: Path, edged_proc: list[Edged]
+    tmp_path: Path, edged_proc: list[EdgedProcess]
 ) -> None:
     health = free_port()
     dead_broker = free_port()
     config = write_config(tmp_path, dead_broker, health, f"file://{tmp_path}/missing.mp4")
-    proc = Edged(config)
+    proc = EdgedProcess(config)
     edged_proc.append(proc)
-    assert wait_until(lambda: _up(health), 60), proc.text()
+    assert wait_until(lambda: up(health), 60), proc.text()
     time.sleep(2)
     assert proc.proc.poll() is None
     ok, body = http_get(health, "/readyz")

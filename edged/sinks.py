@@ -1,0 +1,69 @@
+"""Where a camera's results go: events built once, then to stdout, the MQTT outbox and Home Assistant.
+
+`frames` mode publishes one event per frame with detections on <prefix>/<camera>/detections;
+`tracks` mode (camera tracking.events) one event per track change on <prefix>/<camera>/tracks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edged.hass import HassDiscovery
+from edged.metrics import Metrics
+from edged.publish.event import EventBuilder
+from edged.publish.mqtt import MqttPublisher
+from edged.publish.stdout import StdoutSink
+from edged.publish.tracks import TrackEventBuilder
+from edged.types import Detection, FrameResult
+
+
+class ResultSink:
+    def __init__(
+        self,
+        device: str,
+        metrics: Metrics,
+        *,
+        events_mode: Callable[[str], str],
+        stdout: StdoutSink | None = None,
+        publisher: MqttPublisher | None = None,
+    ):
+        self.metrics = metrics
+        self.events_mode = events_mode  # camera -> "frames" | "tracks" (read per result: reloads change it)
+        self.stdout = stdout
+        self.publisher = publisher
+        self.hass: HassDiscovery | None = None
+        self.frames = EventBuilder(device)
+        self.tracks = TrackEventBuilder(device)
+
+    def __call__(self, result: FrameResult) -> None:
+        camera = result.frame.camera
+        for stage, count in count_by_stage(result).items():
+            self.metrics.detections.labels(camera, stage).inc(count)
+        if self.events_mode(camera) == "tracks":
+            for event in self.tracks.build(result):
+                self._emit(camera, event, "tracks")
+            return
+        if result.detections:  # one message per frame *with detections*
+            self._emit(camera, self.frames.build(result), "detections")
+
+    def _emit(self, camera: str, event: dict[str, Any], channel: str) -> None:
+        if self.stdout is not None:
+            self.stdout.publish(camera, event)
+        if self.publisher is not None:
+            self.publisher.publish(camera, event, channel)
+        if self.hass is not None and channel == "detections":
+            self.hass.on_event(camera, event)
+
+
+def count_by_stage(result: FrameResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+
+    def walk(dets: Iterable[Detection], stage: str) -> None:
+        for d in dets:
+            counts[stage] = counts.get(stage, 0) + 1
+            for child_stage, kids in d.children.items():
+                walk(kids, child_stage)
+
+    walk(result.detections, next(iter(result.latency_ms), "detections"))
+    return counts
