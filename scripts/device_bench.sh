@@ -27,13 +27,13 @@ mkdir -p models && cp /tmp/models/*.onnx models/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 if [ "$step" = 6 ]; then
   pipi .whlpeer/*.whl
-  python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 150 >/dev/null || exit 5
+  python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 60 >/dev/null || exit 5
   timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
-    --frames 150 --repeat 3 --peer-cuda 2>&1 | grep -v -e '^\[' -e 'Warning' | tee "$OUT/chain.log"
-  timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 6 \
+    --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e '^\[' -e 'Warning' | tee "$OUT/chain.log"
+  timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 \
     --json "$OUT/streams.json" 2>&1 | tee "$OUT/streams.log"
 fi
 if [ "$step" = 7 ]; then
-  timeout 400 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-300}" \
+  timeout 400 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-480}" \
     --json "$OUT/soak.json" 2>&1 | tee "$OUT/soak.log"
 fi
