@@ -34,6 +34,6 @@ if [ "$step" = 6 ]; then
     --json "$OUT/streams.json" 2>&1 | tee "$OUT/streams.log"
 fi
 if [ "$step" = 7 ]; then
-  timeout 400 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-480}" \
+  timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-480}" \
     --json "$OUT/soak.json" 2>&1 | tee "$OUT/soak.log"
 fi
