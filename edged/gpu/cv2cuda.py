@@ -103,7 +103,7 @@ class Cv2CudaPreprocessor:
         dtype = np.dtype(spec.dtype)
         el = dtype.itemsize
         depth = cv2.CV_16F if spec.dtype == "float16" else cv2.CV_32F
-        shape = (n, 3, out_h, out_w) if spec.layout == "nchw" else (n, out_h, out_w, 3)
+        shape = spec.batch_shape(n, out_w, out_h)
         out = self.base.pool.get((pipe.camera, "cv2out", kind, spec), n * 3 * out_h * out_w * el)
         base = int(out)
         gsrc = cv2.cuda.createGpuMatFromCudaMemory(

@@ -132,12 +132,7 @@ class GpuPreprocessor:
         pipe = self.pipeline(frame.camera)
         plans = plan_crops(spec, quads)
         if not plans:
-            shape = (
-                (0, 3, spec.size[1], spec.size[0])
-                if spec.layout == "nchw"
-                else (0, spec.size[1], spec.size[0], 3)
-            )
-            return DeviceTensor(0, shape, np.dtype(spec.dtype), stream=pipe.stream), []
+            return DeviceTensor(0, spec.batch_shape(0), np.dtype(spec.dtype), stream=pipe.stream), []
         with gpu_thread():
             src = self.source(frame, pipe)
             return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
@@ -157,7 +152,7 @@ class GpuPreprocessor:
             raise ValueError("a crop batch needs one output size (use fixed_height, letterbox or stretch)")
         n = len(plans)
         dtype = np.dtype(spec.dtype)
-        shape = (n, 3, out_h, out_w) if spec.layout == "nchw" else (n, out_h, out_w, 3)
+        shape = spec.batch_shape(n, out_w, out_h)
         out = self.pool.get((pipe.camera, "out", kind, spec), n * 3 * out_h * out_w * dtype.itemsize)
         items = items_for(plans)
         dev_items = self.pool.get((pipe.camera, "items", kind, spec), items.nbytes)

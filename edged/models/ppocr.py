@@ -23,6 +23,21 @@ _HALF = (0.5, 0.5, 0.5)
 _NO_BOX = (0.0, 0.0, 0.0, 0.0)
 
 
+def _line_crops(max_width: int, min_width: int) -> PreprocessSpec:
+    """Text-line crops as rapidocr feeds its cls/rec models: height 48, aspect kept, right-padded with
+    zeros after normalization (pixel 127.5 -> 0), BGR, (x/255 - 0.5)/0.5."""
+    return PreprocessSpec(
+        resize="fixed_height",
+        size=(max_width, 48),
+        min_ratio=min_width / 48,
+        color="bgr",
+        mean=_HALF,
+        std=_HALF,
+        pad_value=127.5,
+        pad_align="top_left",
+    )
+
+
 # --- detection -----------------------------------------------------------------------------------
 
 
@@ -139,16 +154,7 @@ class PpocrClsDecoder(Decoder):
 
     Params = PpocrClsParams
     per_crop = True
-    default_preprocess = PreprocessSpec(
-        resize="fixed_height",
-        size=(192, 48),
-        min_ratio=192 / 48,
-        color="bgr",
-        mean=_HALF,
-        std=_HALF,
-        pad_value=127.5,
-        pad_align="top_left",
-    )
+    default_preprocess = _line_crops(max_width=192, min_width=192)
 
     def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
         p = self.params
@@ -238,16 +244,7 @@ class PpocrRecDecoder(Decoder):
     Params = PpocrRecParams
     per_crop = True
     # rapidocr has no width cap (batch width follows the widest crop); 2048 matches its TensorRT profile.
-    default_preprocess = PreprocessSpec(
-        resize="fixed_height",
-        size=(2048, 48),
-        min_ratio=320 / 48,
-        color="bgr",
-        mean=_HALF,
-        std=_HALF,
-        pad_value=127.5,
-        pad_align="top_left",
-    )
+    default_preprocess = _line_crops(max_width=2048, min_width=320)
 
     def __init__(
         self, params: DecodeParams, labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None

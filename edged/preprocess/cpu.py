@@ -78,10 +78,5 @@ def preprocess_crops(
     """Crops of `image` at the given quadrilaterals -> one batch tensor (N, C, H, W) and their plans."""
     plans = plan_crops(spec, quads)
     if not plans:
-        shape = (
-            (0, 3, spec.size[1], spec.size[0])
-            if spec.layout == "nchw"
-            else (0, spec.size[1], spec.size[0], 3)
-        )
-        return np.zeros(shape, dtype=np.float32), []
+        return np.zeros(spec.batch_shape(0), dtype=np.float32), []
     return _pack([render(image, p, spec, fmt) for p in plans], spec), plans

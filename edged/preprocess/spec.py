@@ -49,6 +49,13 @@ class PreprocessSpec:
     layout: Literal["nchw", "nhwc"] = "nchw"
     dtype: Literal["float32", "float16"] = "float32"
 
+    def batch_shape(
+        self, n: int, out_w: int | None = None, out_h: int | None = None
+    ) -> tuple[int, int, int, int]:
+        """Shape of a batch of n outputs in this spec's layout (default size when not given)."""
+        w, h = out_w or self.size[0], out_h or self.size[1]
+        return (n, 3, h, w) if self.layout == "nchw" else (n, h, w, 3)
+
     @property
     def scale_bias(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (a, b) such that normalized = pixel * a + b (what kernels apply)."""
