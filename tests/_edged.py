@@ -46,6 +46,42 @@ def det_model() -> dict[str, Any]:
     }
 
 
+OCR_CHAIN = [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}]
+
+
+def write_ocr_config(
+    tmp: Path, source: Path | str, *, broker_port: int, health_port: int, device: str = "test", **camera: Any
+) -> Path:
+    """edged.yaml with the real PP-OCR det -> rec chain on one camera `gate`, publishing to a local broker."""
+    models = need_models()
+    cfg = {
+        "device": {"name": device},
+        "state_dir": str(tmp / "state"),
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1,
+            "outbox": {"dir": str(tmp / "outbox")},
+        },
+        "health": {"port": health_port},
+        "models": {
+            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
+            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
+        },
+        "cameras": {
+            "gate": {
+                "source": source if isinstance(source, str) else f"file://{source}",
+                **camera,
+                "chain": OCR_CHAIN,
+            }
+        },
+    }
+    path = tmp / "edged.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
 def camera(source: Path | str, fps: float = 5, chain: bool = True, **extra: Any) -> dict[str, Any]:
     cam: dict[str, Any] = {
         "source": source if isinstance(source, str) else f"file://{source}",

@@ -17,6 +17,7 @@ import pytest
 
 from edged.mqtt_testing import Message, Mosquitto, Subscriber, free_port
 from edged.sample import make_sample
+from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
 
 DEVICE = "dev-a"
@@ -94,35 +95,12 @@ def test_bridge_carries_events_and_availability_through_a_central_restart(
     tmp_path: Path, brokers: tuple[Mosquitto, BridgedMosquitto]
 ) -> None:
     central, local = brokers
-    models = need_models()
+    need_models()
     video = tmp_path / "plates.mp4"
     make_sample(video, frames=8, seed=7)
-    cfg = {
-        "device": {"name": DEVICE},
-        "state_dir": str(tmp_path / "state"),
-        "mqtt": {
-            "host": local.host,
-            "port": local.port,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 1,
-            "outbox": {"dir": str(tmp_path / "outbox")},
-        },
-        "health": {"port": free_port()},
-        "models": {
-            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
-            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
-        },
-        "cameras": {
-            "gate": {
-                "source": f"file://{video}",
-                "fps": 4,
-                "loop": True,
-                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
-            }
-        },
-    }
-    config = tmp_path / "edged.yaml"
-    config.write_text(json.dumps(cfg))
+    config = write_ocr_config(
+        tmp_path, video, broker_port=local.port, health_port=free_port(), device=DEVICE, fps=4, loop=True
+    )
 
     # A persistent session on the central broker (with persistence): what a fleet backend would use.
     central_sub = Subscriber(central, "edged/#", client_id="backend", persistent=True).start()

@@ -17,8 +17,7 @@ import pytest
 
 from edged.mqtt_testing import Mosquitto, Subscriber, free_port
 from edged.sample import make_sample
-from tests._edged import EdgedProcess, http_get, up, wait_until
-from tests._paths import need_models
+from tests._edged import EdgedProcess, http_get, up, wait_until, write_ocr_config
 
 FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
 
@@ -31,33 +30,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
 
 
 def write_config(tmp: Path, broker_port: int, health_port: int, source: str, **camera: Any) -> Path:
-    models = need_models()
-    cam = {"source": source, "fps": 30, "realtime": False, "loop": False, **camera}
-    cfg = {
-        "device": {"name": "test"},
-        "state_dir": str(tmp / "state"),
-        "mqtt": {
-            "host": "127.0.0.1",
-            "port": broker_port,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 1,
-            "outbox": {"dir": str(tmp / "outbox")},
-        },
-        "health": {"port": health_port},
-        "models": {
-            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
-            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
-        },
-        "cameras": {
-            "gate": {
-                **cam,
-                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
-            }
-        },
-    }
-    path = tmp / "edged.yaml"
-    path.write_text(json.dumps(cfg))  # JSON is YAML
-    return path
+    cam = {"fps": 30, "realtime": False, "loop": False, **camera}
+    return write_ocr_config(tmp, source, broker_port=broker_port, health_port=health_port, **cam)
 
 
 @pytest.fixture

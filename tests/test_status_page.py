@@ -23,6 +23,7 @@ import pytest
 
 from edged.mqtt_testing import Mosquitto, free_port
 from edged.sample import make_sample
+from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -100,37 +101,14 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    models = need_models()
+    need_models()
     video = tmp_path / "plates.mp4"
     truth = make_sample(video, frames=12, seed=7)
     plate = truth[0][0]["text"]  # in every frame of this sample
     health = free_port()
-    cfg = {
-        "device": {"name": "gate-01"},
-        "state_dir": str(tmp_path / "state"),
-        "mqtt": {
-            "host": mosquitto.host,
-            "port": mosquitto.port,
-            "reconnect_min_s": 0.2,
-            "reconnect_max_s": 1,
-            "outbox": {"dir": str(tmp_path / "outbox")},
-        },
-        "health": {"port": health},
-        "models": {
-            "text_det": {"path": str(models / "PP-OCRv6_det_small.onnx"), "kind": "ppocr_det"},
-            "text_rec": {"path": str(models / "PP-OCRv6_rec_small.onnx"), "kind": "ppocr_rec"},
-        },
-        "cameras": {
-            "gate": {
-                "source": f"file://{video}",
-                "fps": 3,
-                "loop": True,
-                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
-            }
-        },
-    }
-    config = tmp_path / "edged.yaml"
-    config.write_text(json.dumps(cfg))
+    config = write_ocr_config(
+        tmp_path, video, broker_port=mosquitto.port, health_port=health, device="gate-01", fps=3, loop=True
+    )
     log = tmp_path / "edged.log"
     with log.open("wb") as log_f:
         proc = subprocess.Popen(
