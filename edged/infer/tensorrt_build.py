@@ -296,13 +296,17 @@ def build_engine_for_config(cfg: Any, only: list[str] | None = None) -> int:
             print(f"edged: no model {name!r} in the config", file=sys.stderr)
             return EX_CONFIG
 
-        def show(phase: str, step: int, total: int, name: str = name) -> None:
-            print(f"\r{name}: {phase} {step}/{total}", end="", file=sys.stderr, flush=True)
+        from edged.progress import Progress
 
-        try:
-            path = build_engine(m.path, engine_options(m), DYNAMIC_HW.get(m.kind), progress=show)
-        except ModelLoadError as e:
-            print(f"\nedged: {name}: {e}", file=sys.stderr)
-            return EX_CONFIG
-        print(f"\n{name}: {path}", file=sys.stderr)
+        # A bar on a terminal, plain throttled lines under systemd (journald).
+        with Progress(f"TensorRT engine {name}", stream=sys.stderr) as progress:
+            try:
+                path = build_engine(
+                    m.path, engine_options(m), DYNAMIC_HW.get(m.kind), progress=progress.phase_callback()
+                )
+            except ModelLoadError as e:
+                progress.close("failed")
+                print(f"edged: {name}: {e}", file=sys.stderr)
+                return EX_CONFIG
+        print(f"{name}: {path}", file=sys.stderr)
     return 0
