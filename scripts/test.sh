@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 echo "== ruff";  ruff check edged tests scripts
 echo "== mypy";  mypy
+echo "== mypy (TensorRT code against tensorrt-stubs)"; ./scripts/typecheck-tensorrt.sh
 echo "== pytest"; python -m pytest -q "$@"
