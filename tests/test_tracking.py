@@ -122,3 +122,20 @@ def test_track_events_new_update_end() -> None:
     assert out[0]["detection"]["children"]["rec"][0]["label"] == "AB1"
     assert out[-1]["detection"]["children"]["rec"][0]["label"] == "AB7"
     assert len({e["id"] for e in out}) == 3 and all(e["track_id"] == out[0]["track_id"] for e in out)
+
+
+def test_track_events_match_their_json_schema() -> None:
+    import jsonschema
+
+    from edged.publish.event import event_schema
+
+    tr = IouTracker(max_age=1)
+    events = TrackEventBuilder("dev")
+    d = box(10, 10)
+    upd = tr.update([d], 0)
+    d.children["rec"] = [Detection("AB1", 0.9, d.box)]
+    out = events.build(FrameResult(Frame("cam", 0, np.zeros((4, 4, 3), np.uint8)), [d], {}, upd))
+    out += events.build(FrameResult(Frame("cam", 1, np.zeros((4, 4, 3), np.uint8)), [], {}, tr.update([], 1)))
+    assert [e["type"] for e in out] == ["new", "end"]
+    for e in out:
+        jsonschema.validate(e, event_schema("track"))

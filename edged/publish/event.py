@@ -84,7 +84,8 @@ def build_event(result: FrameResult, device: str, run_id: str = RUN_ID) -> dict[
 
 
 @cache
-def event_schema() -> dict[str, Any]:
-    text = resources.files("edged.publish").joinpath("event.schema.json").read_text(encoding="utf-8")
+def event_schema(name: str = "event") -> dict[str, Any]:
+    """The JSON Schema of detection events ("event") or of per-track events ("track")."""
+    text = resources.files("edged.publish").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
