@@ -192,6 +192,9 @@ def main() -> int:
         ok_p = sum(peer_txt[i] == truth_texts(truth, i) for i in with_text)
         if rep == 0:
             reads = {"edged": ok, "rapidocr": ok_p}
+            for i in with_text:  # which frames were misread, to compare paths (CPU vs GPU) frame by frame
+                if texts_of(results[i]) != truth_texts(truth, i):
+                    print(f"  edged misread frame {i}: {texts_of(results[i])} (truth {truth_texts(truth, i)})")
             same = sum(texts_of(results[i]) == peer_txt[i] for i in range(n))
         print(
             f"run {rep + 1}: model-only {rows['model-only'][-1]:.2f} fps, edged {rows['edged'][-1]:.2f} fps, "
