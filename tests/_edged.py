@@ -50,7 +50,14 @@ OCR_CHAIN = [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on"
 
 
 def write_ocr_config(
-    tmp: Path, source: Path | str, *, broker_port: int, health_port: int, device: str = "test", **camera: Any
+    tmp: Path,
+    source: Path | str,
+    *,
+    broker_port: int,
+    health_port: int,
+    device: str = "test",
+    mqtt: dict[str, Any] | None = None,
+    **camera: Any,
 ) -> Path:
     """edged.yaml with the real PP-OCR det -> rec chain on one camera `gate`, publishing to a local broker."""
     models = need_models()
@@ -63,6 +70,7 @@ def write_ocr_config(
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 1,
             "outbox": {"dir": str(tmp / "outbox")},
+            **(mqtt or {}),
         },
         "health": {"port": health_port},
         "models": {

@@ -29,9 +29,16 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
     return path, truth
 
 
-def write_config(tmp: Path, broker_port: int, health_port: int, source: str, **camera: Any) -> Path:
+def write_config(
+    tmp: Path,
+    broker_port: int,
+    health_port: int,
+    source: str,
+    mqtt: dict[str, Any] | None = None,
+    **camera: Any,
+) -> Path:
     cam = {"fps": 30, "realtime": False, "loop": False, **camera}
-    return write_ocr_config(tmp, source, broker_port=broker_port, health_port=health_port, **cam)
+    return write_ocr_config(tmp, source, broker_port=broker_port, health_port=health_port, mqtt=mqtt, **cam)
 
 
 @pytest.fixture
@@ -53,8 +60,14 @@ def test_daemon_reads_the_sample_and_stops_cleanly(
 ) -> None:
     video, truth = sample
     health = free_port()
-    config = write_config(tmp_path, mosquitto.port, health, f"file://{video}")
-    with Subscriber(mosquitto, ["edged/test/#"]) as sub:
+    config = write_config(
+        tmp_path,
+        mosquitto.port,
+        health,
+        f"file://{video}",
+        mqtt={"stats_interval_s": 1, "hass": {"enabled": True}},
+    )
+    with Subscriber(mosquitto, ["edged/test/#", "homeassistant/#"]) as sub:
         proc = EdgedProcess(config)
         edged_proc.append(proc)
         assert wait_until(lambda: up(health), 60), proc.text()
@@ -97,6 +110,20 @@ def test_daemon_reads_the_sample_and_stops_cleanly(
     e = events[0]
     assert e["schema"] == "edged.detections/1" and e["device"] == "test" and e["camera"] == "gate"
     assert {"text_det", "text_rec", "total"} <= set(e["latency_ms"])
+    # The daemon's side channels: periodic stats with telemetry, Home Assistant discovery + state.
+    stats = [json.loads(m.payload) for m in sub.on("edged/test/stats")]
+    assert (
+        stats and "telemetry" in stats[-1] and stats[-1]["status"]["cameras"]["gate"]["frames_processed"] > 0
+    )
+    discovery = [
+        m for m in sub.messages if m.topic.startswith("homeassistant/") and m.topic.endswith("/config")
+    ]
+    assert any("gate" in m.topic for m in discovery)
+    with Subscriber(mosquitto, "homeassistant/#") as late:  # a later subscriber gets them retained
+        assert late.wait_for(lambda msgs: len(msgs) >= len({m.topic for m in discovery}), 10)
+        assert all(m.retain for m in late.messages)
+    state = [json.loads(m.payload) for m in sub.on("edged/test/gate/state")]
+    assert state and state[-1]["last_text"]
     assert "Traceback" not in proc.text()
 
 
