@@ -6,6 +6,7 @@ uses it. A `CameraRunner` is the detectnet-style loop for one camera: capture ->
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from edged.chain.filters import StageFilter
 from edged.chain.pipeline import Pipeline
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
+from edged.config.models import PreprocessConfig
 from edged.infer import EngineOptions, ModelLoadError, create_engine
 from edged.infer.base import Engine
 from edged.infer.batching import BatchingEngine
@@ -102,7 +104,49 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
                 "kind": m.kind,
             }
         )
-    return LoadedModel(name, m, engine, decoder, effective_preprocess(m), pre)
+    spec = fit_to_engine(
+        name, effective_preprocess(m), m.preprocess, engine.inputs[0].shape, engine.inputs[0].dtype
+    )
+    return LoadedModel(name, m, engine, decoder, spec, pre)
+
+
+def fit_to_engine(
+    name: str, spec: PreprocessSpec, overrides: PreprocessConfig, shape: tuple[int, ...], dtype: str
+) -> PreprocessSpec:
+    """Take what the model itself declares (fixed input size, NHWC layout, fp16) unless the config
+    says otherwise; a config that contradicts a fixed input is an error, not a failure on every frame."""
+    if len(shape) != 4:
+        return spec
+    changes: dict[str, Any] = {}
+    nchw_like, nhwc_like = shape[1] in (1, 3), shape[3] in (1, 3)
+    layout = overrides.layout or (
+        "nhwc" if nhwc_like and not nchw_like else "nchw" if nchw_like else spec.layout
+    )
+    if layout != spec.layout:
+        changes["layout"] = layout
+    c, h, w = (shape[1], shape[2], shape[3]) if layout == "nchw" else (shape[3], shape[1], shape[2])
+    if c not in (3, -1):
+        raise ModelLoadError(
+            f"models.{name}: the model takes {c}-channel input; edged feeds 3-channel images"
+        )
+    if h > 0 and w > 0 and spec.resize in ("letterbox", "stretch"):
+        if overrides.size is not None and tuple(overrides.size) != (w, h):
+            raise ModelLoadError(
+                f"models.{name}.preprocess.size: {list(overrides.size)} does not match the model's fixed input "
+                f"{w}x{h} (width x height); remove it or set [{w}, {h}]"
+            )
+        if spec.size != (w, h):
+            changes["size"] = (w, h)
+    elif h > 0 and spec.resize == "fixed_height" and spec.size[1] != h:
+        changes["size"] = (spec.size[0] if w <= 0 else w, h)
+    if dtype == "float16" and overrides.dtype is None:
+        changes["dtype"] = "float16"
+    if changes:
+        log.info(
+            "model %s: preprocessing adapted to the model's declared input %s: %s", name, list(shape), changes
+        )
+        spec = dataclasses.replace(spec, **changes)
+    return spec
 
 
 def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, float], None]:
