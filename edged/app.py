@@ -34,6 +34,10 @@ from edged.telemetry import StatsPublisher, Telemetry, register_gauges
 log = logging.getLogger("edged")
 
 
+class StartupError(Exception):
+    """The daemon cannot start as configured (the message names the setting); exit code 78."""
+
+
 class Daemon:
     def __init__(self, cfg: Config, config_path: Path, *, stdout: bool = False):
         self.cfg = cfg
@@ -77,7 +81,10 @@ class Daemon:
         )
         log.info("%s", opencv_report())
         if self.cfg.mqtt.enabled:
-            outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
+            try:
+                outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
+            except OSError as e:  # nothing may be published without a durable outbox
+                raise StartupError(f"mqtt.outbox.dir {self.cfg.mqtt.outbox.dir}: {e.strerror or e}") from None
             self.publisher = MqttPublisher(
                 self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics
             )
@@ -117,7 +124,16 @@ class Daemon:
                 ready=self.ready,
                 snapshot=self.snapshot,
             )
-            self.health.start()
+            try:
+                self.health.start()
+            except OSError as e:  # the pipeline matters more than the local endpoint: go on without it
+                log.error(
+                    "health server not started: %s:%d: %s (another edged running? set health.port)",
+                    self.cfg.health.bind,
+                    self.cfg.health.port,
+                    e.strerror or e,
+                )
+                self.health = None
         self._summary()
         self.notifier.ready(self.one_line_status())
         self.watchdog = Watchdog(self.notifier, self.progressing, summary=self.one_line_status)

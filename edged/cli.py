@@ -50,9 +50,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
-    from edged.app import Daemon
+    from edged.app import Daemon, StartupError
 
-    return Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout).run_forever()
+    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout)
+    try:
+        return daemon.run_forever()
+    except StartupError as e:
+        log.error("cannot start: %s", e)
+        daemon.shutdown(flush_timeout_s=0)
+        return EX_CONFIG
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -158,3 +158,43 @@ def test_unreachable_broker_and_dead_camera_keep_the_daemon_running(
     log = proc.text()
     assert "missing.mp4" in log and f"127.0.0.1:{dead_broker}" in log
     assert "Traceback" not in log
+
+
+def test_health_port_in_use_is_logged_and_the_daemon_runs_on(
+    tmp_path: Path, edged_proc: list[EdgedProcess]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "edged.yaml"
+        config.write_text(
+            json.dumps({"mqtt": {"enabled": False}, "health": {"port": port}, "state_dir": str(tmp_path)})
+        )
+        proc = EdgedProcess(config)
+        edged_proc.append(proc)
+        assert wait_until(lambda: "health server not started" in proc.text(), 30), proc.text()
+        time.sleep(1)
+        assert proc.alive
+        assert proc.stop() == 0
+    assert f"127.0.0.1:{port}" in proc.text() and "Traceback" not in proc.text()
+
+
+def test_unusable_outbox_dir_exits_78_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        json.dumps(
+            {"mqtt": {"outbox": {"dir": str(tmp_path / "a-file" / "outbox")}}, "health": {"enabled": False}}
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "edged", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 78, r.stderr
+    assert "cannot start: mqtt.outbox.dir" in r.stderr and "Traceback" not in r.stderr
