@@ -164,23 +164,17 @@ if [[ $MODELS -eq 1 ]]; then
 fi
 
 # --- Configuration ------------------------------------------------------------------------------
-if [[ -f "$SRC/configs/edged.yaml" ]]; then
-    # The shipped example is always refreshed; the live config only ever gets created.
-    run install -m 0640 -o root -g "$SERVICE_USER" "$SRC/configs/edged.yaml" "$ETC/edged.yaml.example"
+CONFIG_SRC="$SRC/configs/examples/device.yaml"
+if [[ -f "$CONFIG_SRC" ]]; then
+    run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_SRC" "$ETC/edged.yaml.example"
     if [[ -e "$ETC/edged.yaml" ]]; then
         info "keeping existing $ETC/edged.yaml (compare with $ETC/edged.yaml.example after upgrades)"
     else
         info "installing $ETC/edged.yaml (edit cameras, models and mqtt there)"
-        run install -m 0640 -o root -g "$SERVICE_USER" "$SRC/configs/edged.yaml" "$ETC/edged.yaml"
-        # Paths relative to the config file would point into /etc, which the service cannot write.
-        if grep -Eq '^[^#]*: *(file://)?\.\./' "$SRC/configs/edged.yaml"; then
-            warn "$ETC/edged.yaml uses paths relative to the repository (../); point models at" \
-                "$STATE/models, the outbox at $STATE/outbox and sources at real cameras" \
-                "(see $SRC/configs/examples/jetson.yaml)"
-        fi
+        run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_SRC" "$ETC/edged.yaml"
     fi
 else
-    warn "$SRC/configs/edged.yaml not found; create $ETC/edged.yaml yourself"
+    warn "$CONFIG_SRC not found; create $ETC/edged.yaml yourself"
 fi
 if [[ ! -e "$ETC/credentials/mqtt_password" ]]; then
     # LoadCredential= fails the unit when the file is missing; an empty one lets it start before a
