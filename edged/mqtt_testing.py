@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -346,3 +346,31 @@ class Subscriber:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running_publisher(
+    broker: Mosquitto, outbox_dir: Path, *, device: str = "test", prefix: str = "edged/test"
+) -> Iterator[Any]:
+    """A started MqttPublisher (fast reconnects) with its own outbox, stopped and closed afterwards."""
+    from edged.config.models import MqttConfig, OutboxConfig
+    from edged.metrics import Metrics
+    from edged.publish.mqtt import MqttPublisher
+    from edged.publish.outbox import Outbox
+
+    cfg = MqttConfig(
+        host=broker.host,
+        port=broker.port,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.3,
+        outbox=OutboxConfig(dir=outbox_dir),
+    )
+    metrics = Metrics()
+    box = Outbox(cfg.outbox, metrics)
+    pub = MqttPublisher(cfg, device, prefix, box, metrics)
+    pub.start()
+    try:
+        yield pub
+    finally:
+        pub.stop(0.5)
+        box.close()

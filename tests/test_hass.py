@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 
 from edged import __version__
-from edged.config.models import HassConfig, MqttConfig, OutboxConfig
+from edged.config.models import HassConfig
 from edged.hass import HassDiscovery, event_text
-from edged.metrics import Metrics
-from edged.mqtt_testing import Message, Mosquitto, Subscriber
+from edged.mqtt_testing import Message, Mosquitto, Subscriber, running_publisher
 from edged.publish.mqtt import MqttPublisher
-from edged.publish.outbox import Outbox
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"
@@ -62,21 +60,9 @@ def wait_connected(pub: MqttPublisher, up: bool = True, timeout_s: float = 10) -
 
 @pytest.fixture
 def publisher(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[MqttPublisher]:
-    cfg = MqttConfig(
-        host=mosquitto.host,
-        port=mosquitto.port,
-        reconnect_min_s=0.1,
-        reconnect_max_s=0.3,
-        outbox=OutboxConfig(dir=tmp_path / "outbox"),
-    )
-    metrics = Metrics()
-    box = Outbox(cfg.outbox, metrics)
-    pub = MqttPublisher(cfg, DEVICE, PREFIX, box, metrics)
-    pub.start()
-    wait_connected(pub)
-    yield pub
-    pub.stop(0.5)
-    box.close()
+    with running_publisher(mosquitto, tmp_path / "outbox", device=DEVICE, prefix=PREFIX) as pub:
+        wait_connected(pub)
+        yield pub
 
 
 class Clock:

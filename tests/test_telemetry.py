@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from edged.config.models import MqttConfig, OutboxConfig
 from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber
+from edged.mqtt_testing import Mosquitto, Subscriber, running_publisher
 from edged.publish.mqtt import MqttPublisher
-from edged.publish.outbox import Outbox
 from edged.telemetry import StatsPublisher, Telemetry, parse_nvpmodel_q, register_gauges
 
 
@@ -207,20 +205,8 @@ def test_prometheus_gauges_off_a_jetson(tmp_path: Path) -> None:
 
 @pytest.fixture
 def publisher(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[MqttPublisher]:
-    cfg = MqttConfig(
-        host=mosquitto.host,
-        port=mosquitto.port,
-        reconnect_min_s=0.2,
-        reconnect_max_s=0.5,
-        outbox=OutboxConfig(dir=tmp_path / "outbox"),
-    )
-    metrics = Metrics()
-    box = Outbox(cfg.outbox, metrics)
-    pub = MqttPublisher(cfg, "tele", "edged/tele", box, metrics)
-    pub.start()
-    yield pub
-    pub.stop(0.5)
-    box.close()
+    with running_publisher(mosquitto, tmp_path / "outbox", device="tele", prefix="edged/tele") as pub:
+        yield pub
 
 
 def test_stats_topic_on_a_real_broker(tmp_path: Path, mosquitto: Mosquitto, publisher: MqttPublisher) -> None:
