@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
-from edged.commands import Command, CommandQueue, SetEnabled, Snapshot
+from edged.commands import CommandQueue
 from edged.config import Config, ConfigError, load_config
+from edged.control import CommandControl
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
 from edged.hass import HassDiscovery
@@ -38,7 +39,7 @@ class StartupError(Exception):
     """The daemon cannot start as configured (the message names the setting); exit code 78."""
 
 
-class Daemon:
+class Daemon(CommandControl):
     def __init__(self, cfg: Config, config_path: Path, *, stdout: bool = False):
         self.cfg = cfg
         self.config_path = config_path
@@ -281,57 +282,6 @@ class Daemon:
         self.notifier.ready(self.one_line_status())
 
     # --- MQTT commands (run in the main loop, never in paho's network thread) -----------------------
-
-    def execute(self, command: Command) -> None:
-        name = command.camera
-        if name not in self.cfg.cameras:  # removed by a reload since it was queued
-            log.warning("MQTT command for camera %s dropped: no such camera any more", name)
-            return
-        if isinstance(command, SetEnabled):
-            self._set_enabled(name, command.enabled)
-        elif isinstance(command, Snapshot):
-            self._publish_snapshot(name)
-
-    def _set_enabled(self, name: str, enabled: bool) -> None:
-        self._enabled_override[name] = enabled
-        running = name in self.cameras
-        if enabled and not running:
-            log.info("command: starting camera %s", name)
-            self._start_camera(name)
-        elif not enabled and running:
-            log.info("command: stopping camera %s", name)
-            self.cameras.pop(name).stop()
-        else:
-            log.info("command: camera %s is already %s", name, "running" if running else "stopped")
-        self._publish_enabled(name)
-
-    def _publish_snapshot(self, name: str) -> None:
-        jpg = self.snapshot(name)
-        if jpg is None:
-            log.warning("command: no snapshot of camera %s (stopped, or no frame yet)", name)
-            return
-        topic = f"{self.cfg.topic_prefix}/{name}/snapshot"
-        if self.publisher is None or self.publisher.publish_raw(topic, jpg, retain=False, qos=0) is None:
-            log.warning("command: snapshot of camera %s not sent: broker not connected", name)
-            return
-        log.info("command: snapshot of camera %s sent to %s (%d bytes)", name, topic, len(jpg))
-
-    def _publish_enabled(self, name: str) -> None:
-        if self.publisher is not None:
-            state = "ON" if name in self.cameras else "OFF"
-            self.publisher.publish_raw(f"{self.cfg.topic_prefix}/{name}/enabled", state, retain=True, qos=1)
-
-    def _announce_enabled(self) -> None:
-        """Publish every camera's retained enabled state once per connection (and after a reload)."""
-        if self.commands is None or self.publisher is None:
-            return
-        if not self.publisher.connected:
-            self._announced = False
-            return
-        if not self._announced:
-            self._announced = True
-            for name in self.cfg.cameras:
-                self._publish_enabled(name)
 
     # --- health ------------------------------------------------------------------------------
 
