@@ -127,3 +127,64 @@ def test_untrusted_certificate_is_tls_failed(
     assert "certificate verify failed" in errors[0].lower() or "certificate" in errors[0].lower()
     assert f"{tls_broker.host}:{tls_broker.port}" in errors[0]
     assert PASSWORD not in caplog.text
+
+
+def test_credential_from_load_credential_never_in_logs_or_stats(tmp_path: Path) -> None:
+    """`edged run` with the password from $CREDENTIALS_DIRECTORY (systemd LoadCredential) and a broker
+    that rejects it: the secret appears neither in the log nor in /stats or /metrics."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from edged.mqtt_testing import free_port
+    from tests._edged import wait_until
+
+    secret = "s3cr3t-" + "x" * 12
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text(secret + "\n")
+    broker = Mosquitto(tmp_path / "broker", users={"edge": "other-password"})
+    health = free_port()
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "mqtt": {
+                    "port": broker.port,
+                    "username": "edge",
+                    "password": "${cred:mqtt_password}",
+                    "outbox": {"dir": str(tmp_path / "outbox")},
+                    "reconnect_max_s": 1,
+                },
+                "health": {"port": health},
+            }
+        )
+    )
+    log = tmp_path / "edged.log"
+    with broker, log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--config", str(config)],
+            stderr=err,
+            env={**os.environ, "CREDENTIALS_DIRECTORY": str(creds)},
+        )
+        try:
+            assert wait_until(
+                lambda: "Not authorized" in log.read_text() or "auth" in log.read_text().lower(), 30
+            )
+            pages = b""
+            for path in ("/stats", "/metrics", "/readyz"):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=5) as r:
+                        pages += r.read()
+                except urllib.error.HTTPError as e:  # /readyz answers 503 while the broker refuses us
+                    pages += e.read()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    text = log.read_text()
+    assert secret not in text and secret.encode() not in pages
+    assert b"auth_failed" in pages  # the refusal itself is visible, just not the secret
