@@ -88,10 +88,15 @@ def make(
 
 
 def retained(broker: Mosquitto, topics: str | list[str], settle_s: float = 1.0) -> dict[str, bytes]:
-    """What a client connecting now gets: the broker's retained messages (empty ones are deletions)."""
+    """What the broker holds once publishing settled: its retained messages, updated by whatever arrives
+    during `settle_s` (a retained publish that reaches a subscriber live carries no retain flag, so a
+    check right after publishing would otherwise miss it). Empty payloads are deletions: left out."""
+    latest: dict[str, bytes] = {}
     with Subscriber(broker, topics) as sub:
         time.sleep(settle_s)
-        return {m.topic: m.payload for m in sub.messages if m.retain}
+        for m in sub.messages:
+            latest[m.topic] = m.payload
+    return {t: p for t, p in latest.items() if p}
 
 
 def until(sub: Subscriber, pred: Callable[[list[Message]], bool], what: str) -> None:
