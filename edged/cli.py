@@ -142,9 +142,11 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edged.doctor import run_doctor
+    from edged.doctor import render, run_checks
 
-    return run_doctor(args.config)
+    table, code = render(run_checks(args.config))
+    print(table)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -314,7 +314,7 @@ def check_systemd() -> Check:
     )
 
 
-def run_doctor(config: str | None) -> int:
+def run_checks(config: str | None) -> list[Check]:
     results = [
         Check("Python", OK, sys.version.split()[0]),
         _try(check_jetpack, "JetPack / L4T"),
@@ -335,11 +335,17 @@ def run_doctor(config: str | None) -> int:
     else:
         results.append(_try(check_state_dir, "disk"))
     results.append(_try(check_systemd, "systemd unit"))
+    return results
+
+
+def render(results: list[Check]) -> tuple[str, int]:
+    """The doctor's table (a fix under each failure) and the exit code: 1 if a required check failed."""
     width = max(len(c.name) for c in results)
+    lines = []
     for c in results:
-        print(f"{c.status:>4}  {c.name:<{width}}  {c.detail}")
+        lines.append(f"{c.status:>4}  {c.name:<{width}}  {c.detail}")
         if c.fix and c.status != OK:
-            print(f"{'':>4}  {'':<{width}}  fix: {c.fix}")
+            lines.append(f"{'':>4}  {'':<{width}}  fix: {c.fix}")
     failed = [c for c in results if c.status == FAIL]
-    print(f"\n{len(failed)} required check(s) failed" if failed else "\nall required checks passed")
-    return 1 if failed else 0
+    lines.append(f"\n{len(failed)} required check(s) failed" if failed else "\nall required checks passed")
+    return "\n".join(lines), 1 if failed else 0

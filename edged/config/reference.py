@@ -93,4 +93,6 @@ def config_reference() -> str:
 
 
 if __name__ == "__main__":
-    print(config_reference(), end="")
+    import sys
+
+    sys.stdout.write(config_reference())

@@ -287,13 +287,13 @@ def build_engine_for_config(cfg: Any, only: list[str] | None = None) -> int:
 
     reason = unavailable_reason()
     if reason:
-        print(f"edged: cannot build TensorRT engines: {reason}", file=sys.stderr)
+        log.error("cannot build TensorRT engines: %s", reason)
         return 1
     names = only or [n for n, m in cfg.models.items() if m.backend in ("auto", "tensorrt")]
     for name in names:
         m = cfg.models.get(name)
         if m is None:
-            print(f"edged: no model {name!r} in the config", file=sys.stderr)
+            log.error("no model %r in the config", name)
             return EX_CONFIG
 
         from edged.progress import Progress
@@ -306,7 +306,7 @@ def build_engine_for_config(cfg: Any, only: list[str] | None = None) -> int:
                 )
             except ModelLoadError as e:
                 progress.close("failed")
-                print(f"edged: {name}: {e}", file=sys.stderr)
+                log.error("model %s: %s", name, e)
                 return EX_CONFIG
-        print(f"{name}: {path}", file=sys.stderr)
+        log.info("model %s: engine %s", name, path)
     return 0
