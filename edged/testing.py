@@ -207,3 +207,22 @@ def write_test_video(
     if written == 0:
         raise RuntimeError(f"no frames given for {path}")
     return path
+
+
+def read_video(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
+    """Decode a video file's frames (up to `limit`) as BGR images. Raises RuntimeError if it won't open."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {path}")
+    frames: list[np.ndarray] = []
+    try:
+        while limit is None or len(frames) < limit:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames.append(img)
+    finally:
+        cap.release()
+    return frames

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +39,7 @@ from edged.chain.pipeline import Pipeline  # noqa: E402
 from edged.config import load_config  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402
 from edged.runtime import build_chain, load_model, uses_gpu  # noqa: E402
+from edged.testing import read_video  # noqa: E402
 from edged.types import Frame, FrameResult  # noqa: E402
 
 
@@ -57,18 +57,6 @@ def gpu_context() -> Any:
 
 _GPU = False
 _LANE: Any = None
-
-
-def read_frames(video: Path, n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while len(frames) < n:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return frames
 
 
 def texts_of(result: FrameResult) -> list[str]:
@@ -167,7 +155,7 @@ def main() -> int:
     video = Path(a.video)
     truth_file = video.with_suffix(".json")
     truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
-    frames = read_frames(video, a.frames)
+    frames = read_video(video, a.frames)
     n = len(frames)
     cfg = load_config(a.config, env={})
     models = {name: load_model(name, m) for name, m in cfg.models.items()}
@@ -194,7 +182,9 @@ def main() -> int:
             reads = {"edged": ok, "rapidocr": ok_p}
             for i in with_text:  # which frames were misread, to compare paths (CPU vs GPU) frame by frame
                 if texts_of(results[i]) != truth_texts(truth, i):
-                    print(f"  edged misread frame {i}: {texts_of(results[i])} (truth {truth_texts(truth, i)})")
+                    print(
+                        f"  edged misread frame {i}: {texts_of(results[i])} (truth {truth_texts(truth, i)})"
+                    )
             same = sum(texts_of(results[i]) == peer_txt[i] for i in range(n))
         print(
             f"run {rep + 1}: model-only {rows['model-only'][-1]:.2f} fps, edged {rows['edged'][-1]:.2f} fps, "

@@ -13,22 +13,10 @@ import numpy as np
 import pytest
 
 from edged.sample import SampleScene, make_sample
+from edged.testing import read_video
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = (320, 240)
-
-
-def read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return frames
 
 
 def test_same_seed_same_video_and_truth(tmp_path: Path) -> None:
@@ -36,14 +24,14 @@ def test_same_seed_same_video_and_truth(tmp_path: Path) -> None:
     b = make_sample(tmp_path / "b.mp4", frames=6, seed=3, size=SMALL)
     c = make_sample(tmp_path / "c.mp4", frames=6, seed=4, size=SMALL)
     assert a == b and a != c
-    fa, fb = read_frames(tmp_path / "a.mp4")[0], read_frames(tmp_path / "b.mp4")[0]
+    fa, fb = read_video(tmp_path / "a.mp4")[0], read_video(tmp_path / "b.mp4")[0]
     assert fa.tobytes() == fb.tobytes()
-    assert read_frames(tmp_path / "c.mp4")[0].tobytes() != fa.tobytes()
+    assert read_video(tmp_path / "c.mp4")[0].tobytes() != fa.tobytes()
 
 
 def test_writes_n_frames_and_sidecar(tmp_path: Path) -> None:
     truth = make_sample(tmp_path / "v.mp4", frames=9, seed=1, size=SMALL, fps=15)
-    frames = read_frames(tmp_path / "v.mp4")
+    frames = read_video(tmp_path / "v.mp4")
     assert len(frames) == 9 and frames[0].shape == (240, 320, 3)
     meta = json.loads((tmp_path / "v.json").read_text())
     assert meta["frames"] == 9 and meta["fps"] == 15 and meta["size"] == [320, 240] and meta["seed"] == 1
@@ -56,7 +44,7 @@ def test_mjpeg_avi(tmp_path: Path) -> None:
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
     cap.release()
     assert fourcc == "MJPG"
-    assert len(read_frames(tmp_path / "v.avi")) == 4
+    assert len(read_video(tmp_path / "v.avi")) == 4
 
 
 def test_default_scene_has_variety() -> None:
@@ -89,7 +77,7 @@ def test_truth_polygons_cover_the_text() -> None:
 def test_ppocr_reads_the_plates(tmp_path: Path) -> None:
     rapidocr = pytest.importorskip("rapidocr")
     truth = make_sample(tmp_path / "v.mp4", frames=40, seed=7)
-    frames = read_frames(tmp_path / "v.mp4")
+    frames = read_video(tmp_path / "v.mp4")
     ocr = rapidocr.RapidOCR(params={"Global.log_level": "error"})
     picked = [i for i in range(40) if truth[i]][::12][:3]
     assert picked
@@ -101,15 +89,31 @@ def test_ppocr_reads_the_plates(tmp_path: Path) -> None:
 def test_cli_writes_files_and_rejects_bad_size(tmp_path: Path) -> None:
     out = tmp_path / "clip.avi"
     run = subprocess.run(
-        [sys.executable, str(REPO / "scripts/make_sample.py"), "--out", str(out), "--frames", "3",
-         "--size", "320x240", "--codec", "mjpg", "--seed", "2"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(REPO / "scripts/make_sample.py"),
+            "--out",
+            str(out),
+            "--frames",
+            "3",
+            "--size",
+            "320x240",
+            "--codec",
+            "mjpg",
+            "--seed",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    assert len(read_frames(out)) == 3
+    assert len(read_video(out)) == 3
     assert json.loads(out.with_suffix(".json").read_text())["seed"] == 2
     bad = subprocess.run(
         [sys.executable, str(REPO / "scripts/make_sample.py"), "--size", "big"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2 and "size must look like 640x480, not 'big'" in bad.stderr
