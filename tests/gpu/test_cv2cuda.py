@@ -13,6 +13,7 @@ from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import PreprocessSpec
 from edged.types import Frame
 from tests.gpu._helpers import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr
+from tests.gpu.test_kernel import SPECS as KERNEL_SPECS
 from tests.gpu.test_kernel import _quads, level_diff
 
 pytestmark = pytest.mark.gpu
@@ -57,15 +58,7 @@ def test_cv2cuda_frame_close_to_reference(cvpre: Any, i: int) -> None:
 
 
 def test_cv2cuda_crops_close_to_reference(cvpre: Any) -> None:
-    spec = PreprocessSpec(
-        resize="fixed_height",
-        size=(2048, 48),
-        color="bgr",
-        mean=HALF,
-        std=HALF,
-        pad_value=127.5,
-        pad_align="top_left",
-    )
+    spec = KERNEL_SPECS["fixed_height"]
     image = np.ascontiguousarray(np.concatenate([astronaut_bgr(), astronaut_bgr()], axis=1))
     quads = _quads(*image.shape[:2])
     ref, _ = preprocess_crops(image, quads, spec)

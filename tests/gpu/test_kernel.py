@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edged.models import get_decoder
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import PreprocessSpec, plan_frame
 from edged.types import Frame
@@ -28,15 +29,7 @@ SPECS = {
     ),
     "stretch_bgr": PreprocessSpec(resize="stretch", size=(300, 300), color="bgr", mean=HALF, std=HALF),
     "ppocr_det": PreprocessSpec(resize="limit_side", limit_side=736, color="bgr", mean=HALF, std=HALF),
-    "fixed_height": PreprocessSpec(
-        resize="fixed_height",
-        size=(2048, 48),
-        color="bgr",
-        mean=HALF,
-        std=HALF,
-        pad_value=127.5,
-        pad_align="top_left",
-    ),
+    "fixed_height": get_decoder("ppocr_rec").default_preprocess,  # PP-OCR recognizer line crops
     "nhwc_fp16": PreprocessSpec(
         resize="letterbox", size=(416, 416), layout="nhwc", dtype="float16", pad_value=114
     ),
