@@ -23,10 +23,6 @@ from edged.types import Detection, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
-# Crops for these kinds are text lines: turned upright when tall, flipped when the orientation
-# classifier said 180 degrees. Crops for other kinds (a person box to a classifier) keep their shape.
-TEXT_CROP_KINDS = frozenset({"ppocr_cls", "ppocr_rec"})
-
 
 @dataclass(frozen=True)
 class RunPolicy:
@@ -137,7 +133,7 @@ def run_stage(stage: Stage, state: StageState) -> None:
 def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[Detection]:
     if not parents:
         return []
-    text = stage.decoder.kind in TEXT_CROP_KINDS
+    text = stage.decoder.text_crops  # other crops (a person box to a classifier) keep their shape
     quads = [
         upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in parents
     ]

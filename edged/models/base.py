@@ -29,6 +29,9 @@ class Decoder:
     default_preprocess: ClassVar[PreprocessSpec]
     # True for models that run on crops and return one result per crop (classifier, recognizer).
     per_crop: ClassVar[bool] = False
+    # True for models fed text-line crops: a crop much taller than wide is turned upright, and one an
+    # orientation classifier marked 180 degrees is flipped, before this model sees it.
+    text_crops: ClassVar[bool] = False
 
     def __init__(
         self, params: DecodeParams, labels: Sequence[str] = (), metadata: Mapping[str, str] | None = None

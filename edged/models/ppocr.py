@@ -154,6 +154,7 @@ class PpocrClsDecoder(Decoder):
 
     Params = PpocrClsParams
     per_crop = True
+    text_crops = True
     default_preprocess = _line_crops(max_width=192, min_width=192)
 
     def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
@@ -243,6 +244,7 @@ class PpocrRecDecoder(Decoder):
 
     Params = PpocrRecParams
     per_crop = True
+    text_crops = True
     # rapidocr has no width cap (batch width follows the widest crop); 2048 matches its TensorRT profile.
     default_preprocess = _line_crops(max_width=2048, min_width=320)
 
