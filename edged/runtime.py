@@ -244,6 +244,9 @@ class CameraRunner:
         )
         self.last_result: FrameResult | None = None
         self.last_frame: Frame | None = None
+        # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
+        self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
+        self._latency["total"] = metrics.frame_latency.labels(name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
         self._error_logged: str | None = None
@@ -277,9 +280,7 @@ class CameraRunner:
 
     def _record(self, result: FrameResult) -> None:
         for stage, ms in result.latency_ms.items():
-            if stage != "total":
-                self.metrics.stage_latency.labels(self.name, stage).observe(ms / 1000.0)
-        self.metrics.frame_latency.labels(self.name).observe(result.latency_ms.get("total", 0.0) / 1000.0)
+            self._latency[stage].observe(ms / 1000.0)
         self.last_result = result
         self._sink(result)
 

@@ -35,11 +35,16 @@ class ResultSink:
         self.hass: HassDiscovery | None = None
         self.frames = EventBuilder(device)
         self.tracks = TrackEventBuilder(device)
+        self._detections: dict[tuple[str, str], Any] = {}
 
     def __call__(self, result: FrameResult) -> None:
         camera = result.frame.camera
         for stage, count in count_by_stage(result).items():
-            self.metrics.detections.labels(camera, stage).inc(count)
+            key = (camera, stage)
+            counter = self._detections.get(key)
+            if counter is None:  # metric children looked up once per (camera, stage), not per frame
+                counter = self._detections[key] = self.metrics.detections.labels(camera, stage)
+            counter.inc(count)
         if self.events_mode(camera) == "tracks":
             for event in self.tracks.build(result):
                 self._emit(camera, event, "tracks")
