@@ -1,35 +1,53 @@
 #!/usr/bin/env bash
-# GPU tests + benchmark on the lent device machine (see docs/gpu.md). Usage: bash scripts/device_run.sh STEP
+# GPU tests and benchmarks on the lent device machine (see docs/gpu.md). Usage: bash scripts/device_run.sh STEP
 # Steps 1-4 each bring one part of the onnxruntime-gpu wheel (.ocK/p-*, carried; /tmp survives only while
 # the machine stays warm) and run what needs no ORT; step 5 brings the last part, the PP-OCR models,
-# OpenCV-CUDA and the pure-Python deps, assembles ORT and runs everything.
+# OpenCV-CUDA and the pure-Python deps, assembles ORT and runs the GPU tests + scripts/bench_gpu.py
+# (STAGE_ONLY=1: assemble only). Then, on the same warm machine:
+#   chain  (carry .whlpeer: RapidOCR's wheels) the whole-chain benchmark vs the peer and many streams;
+#   soak   SOAK seconds (default 480) of 16 streams, sampling GPU memory and RSS.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 step=${1:?step}
 mkdir -p /tmp/ort /tmp/site "$OUT"
 pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@"; }
-d=.oc$((step - 1))
-cp "$d"/p-* /tmp/ort/ 2>/dev/null
-ls /tmp/ort
-[ "$step" = 1 ] && pipi .oc0/*.whl
-if [ "$step" = 5 ]; then
-  whl=$(cut -d' ' -f3 .oc4/SHA256)
-  (cd /tmp/ort && cat p-* > "$whl" && sha256sum -c "$OLDPWD/.oc4/SHA256") || exit 3
-  pipi "/tmp/ort/$whl" .oc4/*.whl || exit 4
-  mkdir -p /tmp/cv2cuda && tar xJf .oc4/cv2-*.tar.xz -C /tmp/cv2cuda
-  # The OpenCV-CUDA build's loader config points at its build prefix (/tmp/ocv/site/cv2/python-3.12).
-  mkdir -p /tmp/ocv/site && ln -sfn /tmp/cv2cuda/cv2 /tmp/ocv/site/cv2
-fi
+case $step in
+  [1-5])
+    cp ".oc$((step - 1))"/p-* /tmp/ort/ 2>/dev/null
+    ls /tmp/ort
+    [ "$step" = 1 ] && pipi .oc0/*.whl
+    if [ "$step" = 5 ]; then
+      whl=$(cut -d' ' -f3 .oc4/SHA256)
+      (cd /tmp/ort && cat p-* > "$whl" && sha256sum -c "$OLDPWD/.oc4/SHA256") || exit 3
+      pipi "/tmp/ort/$whl" .oc4/*.whl || exit 4
+      mkdir -p /tmp/cv2cuda /tmp/models && tar xJf .oc4/cv2-*.tar.xz -C /tmp/cv2cuda
+      # The OpenCV-CUDA build's loader config points at its build prefix (/tmp/ocv/site/cv2/python-3.12).
+      mkdir -p /tmp/ocv/site && ln -sfn /tmp/cv2cuda/cv2 /tmp/ocv/site/cv2
+      cp .oc4/*.onnx /tmp/models/
+    fi ;;
+esac
 export PYTHONPATH=/tmp/site:$PWD
 [ -d /tmp/cv2cuda ] && export PYTHONPATH=/tmp/cv2cuda:$PYTHONPATH
-export EDGED_MODELS_DIR=$PWD/.oc4
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+export EDGED_MODELS_DIR=/tmp/models
+mkdir -p models && cp /tmp/models/*.onnx models/ 2>/dev/null
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 T="python3 -m pytest -m gpu -p no:cacheprovider -rs -s -q"
 case $step in
   1) $T tests/gpu/test_kernel.py 2>&1 | tee "$OUT/kernel.log" ;;
   2) timeout 240 python3 scripts/bench_gpu.py --models /nonexistent 2>&1 | tee "$OUT/bench_kernel.log" ;;
-  5) $T tests/gpu 2>&1 | tee "$OUT/tests.log"
-     timeout 300 python3 scripts/bench_gpu.py --models .oc4 --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" ;;
+  5) [ -n "${STAGE_ONLY:-}" ] && exit 0
+     $T tests/gpu 2>&1 | tee "$OUT/tests.log"
+     timeout 300 python3 scripts/bench_gpu.py --models /tmp/models --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" ;;
+  chain)
+    pipi .whlpeer/*.whl
+    python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 60 >/dev/null || exit 5
+    timeout 170 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 \
+      --json "$OUT/streams.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/streams.log"
+    timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
+      --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log" ;;
+  soak)
+    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-480}" \
+      --json "$OUT/soak.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/soak.log" ;;
   *) echo "part staged" ;;
 esac
