@@ -348,15 +348,39 @@ class Subscriber:
         self.stop()
 
 
+class PublisherFactory:
+    """Builds MqttPublishers (each with its own outbox and metrics, not started) and, on exit, stops
+    them and closes their outboxes."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[Any, Any]] = []
+
+    def make(self, cfg: Any, device: str = "test", prefix: str = "edged/test") -> tuple[Any, Any]:
+        from edged.metrics import Metrics
+        from edged.publish.mqtt import MqttPublisher
+        from edged.publish.outbox import Outbox
+
+        metrics = Metrics()
+        box = Outbox(cfg.outbox, metrics)
+        pub = MqttPublisher(cfg, device, prefix, box, metrics)
+        self.made.append((pub, box))
+        return pub, box
+
+    def __enter__(self) -> PublisherFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pub, box in self.made:
+            pub.stop(flush_timeout_s=0.5)
+            box.close()
+
+
 @contextlib.contextmanager
 def running_publisher(
     broker: Mosquitto, outbox_dir: Path, *, device: str = "test", prefix: str = "edged/test"
 ) -> Iterator[Any]:
     """A started MqttPublisher (fast reconnects) with its own outbox, stopped and closed afterwards."""
     from edged.config.models import MqttConfig, OutboxConfig
-    from edged.metrics import Metrics
-    from edged.publish.mqtt import MqttPublisher
-    from edged.publish.outbox import Outbox
 
     cfg = MqttConfig(
         host=broker.host,
@@ -365,12 +389,7 @@ def running_publisher(
         reconnect_max_s=0.3,
         outbox=OutboxConfig(dir=outbox_dir),
     )
-    metrics = Metrics()
-    box = Outbox(cfg.outbox, metrics)
-    pub = MqttPublisher(cfg, device, prefix, box, metrics)
-    pub.start()
-    try:
+    with PublisherFactory() as factory:
+        pub, _box = factory.make(cfg, device, prefix)
+        pub.start()
         yield pub
-    finally:
-        pub.stop(0.5)
-        box.close()

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from edged.config.models import MqttConfig, OutboxConfig, TlsConfig
-from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber, TlsFiles, make_tls_files
+from edged.mqtt_testing import Mosquitto, PublisherFactory, Subscriber, TlsFiles, make_tls_files
 from edged.publish import MqttPublisher, Outbox
 
 pytest.importorskip("cryptography")
@@ -39,29 +38,22 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, TlsFiles
 
 @pytest.fixture
 def make_pub(tmp_path: Path) -> Iterator[Any]:
-    made: list[tuple[MqttPublisher, Outbox]] = []
+    with PublisherFactory() as factory:
 
-    def make(broker: Mosquitto, ca: Path, password: str = PASSWORD) -> tuple[MqttPublisher, Outbox]:
-        cfg = MqttConfig(
-            host=broker.host,
-            port=broker.port,
-            username=USER,
-            password=password,  # type: ignore[arg-type]  # pydantic turns it into SecretStr
-            reconnect_min_s=0.2,
-            reconnect_max_s=0.5,
-            tls=TlsConfig(enabled=True, ca_file=ca),
-            outbox=OutboxConfig(dir=tmp_path / f"outbox{len(made)}", fsync="never"),
-        )
-        metrics = Metrics()
-        box = Outbox(cfg.outbox, metrics)
-        pub = MqttPublisher(cfg, "tls-dev", PREFIX, box, metrics)
-        made.append((pub, box))
-        return pub, box
+        def make(broker: Mosquitto, ca: Path, password: str = PASSWORD) -> tuple[MqttPublisher, Outbox]:
+            cfg = MqttConfig(
+                host=broker.host,
+                port=broker.port,
+                username=USER,
+                password=password,  # type: ignore[arg-type]  # pydantic turns it into SecretStr
+                reconnect_min_s=0.2,
+                reconnect_max_s=0.5,
+                tls=TlsConfig(enabled=True, ca_file=ca),
+                outbox=OutboxConfig(dir=tmp_path / f"outbox{len(factory.made)}", fsync="never"),
+            )
+            return factory.make(cfg, "tls-dev", PREFIX)
 
-    yield make
-    for pub, box in made:
-        pub.stop(flush_timeout_s=0.5)
-        box.close()
+        yield make
 
 
 def wait_until(cond: Any, timeout_s: float = 10.0) -> bool:

@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 from edged.config.models import MqttConfig, OutboxConfig
-from edged.metrics import Metrics
-from edged.mqtt_testing import Message, Mosquitto, Subscriber
+from edged.mqtt_testing import Message, Mosquitto, PublisherFactory, Subscriber
 from edged.publish import EventBuilder, MqttPublisher, Outbox, StdoutSink, event_schema
 from edged.types import Detection, Frame, FrameResult
 
@@ -63,20 +62,14 @@ def make_result(camera: str, seq: int, n_det: int = 1) -> FrameResult:
 
 @pytest.fixture
 def publisher_factory(tmp_path: Path) -> Iterator[Any]:
-    made: list[tuple[MqttPublisher, Outbox]] = []
+    with PublisherFactory() as factory:
 
-    def make(broker: Mosquitto, outbox_dir: Path | None = None, **kw: Any) -> tuple[MqttPublisher, Outbox]:
-        cfg = mqtt_cfg(broker, outbox_dir or tmp_path / "outbox", **kw)
-        metrics = Metrics()
-        box = Outbox(cfg.outbox, metrics)
-        pub = MqttPublisher(cfg, "test-dev", PREFIX, box, metrics)
-        made.append((pub, box))
-        return pub, box
+        def make(
+            broker: Mosquitto, outbox_dir: Path | None = None, **kw: Any
+        ) -> tuple[MqttPublisher, Outbox]:
+            return factory.make(mqtt_cfg(broker, outbox_dir or tmp_path / "outbox", **kw), "test-dev", PREFIX)
 
-    yield make
-    for pub, box in made:
-        pub.stop(flush_timeout_s=0.5)
-        box.close()
+        yield make
 
 
 def wait_state(pub: MqttPublisher, state: str, timeout_s: float = 10.0) -> bool:
