@@ -20,6 +20,7 @@ from edged.capture.worker import CameraCapture
 from edged.chain.chain import Chain, RunPolicy, Stage
 from edged.chain.filters import StageFilter
 from edged.chain.pipeline import Pipeline
+from edged.chain.streammux import FrameBatcher
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
@@ -43,8 +44,12 @@ class LoadedModel:
     decoder: Decoder
     spec: PreprocessSpec
     preprocessor: Preprocessor
+    # With batching.max_batch > 1: the first stage of every camera whose chain starts with this model.
+    batcher: FrameBatcher | None = None
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         self.engine.close()
 
 
@@ -107,7 +112,33 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
     spec = fit_to_engine(
         name, effective_preprocess(m), m.preprocess, engine.inputs[0].shape, engine.inputs[0].dtype
     )
-    return LoadedModel(name, m, engine, decoder, spec, pre)
+    loaded = LoadedModel(name, m, engine, decoder, spec, pre)
+    if isinstance(engine, BatchingEngine):
+        loaded.batcher = _frame_batcher(loaded, engine, metrics)
+    return loaded
+
+
+def _frame_batcher(lm: LoadedModel, engine: BatchingEngine, metrics: Metrics | None) -> FrameBatcher:
+    """Whole frames of all cameras that start with this model, batched before preprocessing; the
+    BatchingEngine stays in front of the engine for crops when the model is also a later stage."""
+    lane = None
+    if uses_gpu({lm.name: lm}, {lm.name}):
+        from edged.gpu import Pipeline as GpuLane
+
+        lane = GpuLane(f"batch-{lm.name}", metrics=metrics)
+    b = lm.config.batching
+    return FrameBatcher(
+        lm.name,
+        engine.inner,
+        lm.decoder,
+        lm.spec,
+        lm.preprocessor,
+        max_batch=b.max_batch,
+        max_wait_ms=b.max_wait_ms,
+        pad_to_max=b.pad_to_max,
+        on_batch=_batch_observer(metrics, lm.name) if metrics else None,
+        thread_context=lane.active if lane is not None else None,
+    )
 
 
 def fit_to_engine(
@@ -238,6 +269,7 @@ class CameraRunner:
                 name=name,
                 on_error=self._frame_failed,
                 thread_context=lane.active if lane is not None else None,
+                batcher=models[cam.chain[0].model].batcher,
             )
             if self.chain
             else None

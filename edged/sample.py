@@ -152,8 +152,14 @@ class SampleScene:
         m[1, 2] += cy - ph / 2
         # The text box: cap height plus a little margin, as a text detector would outline it.
         text_box = np.array(
-            [[pad_x - 2, pad_y - 3], [pad_x + tw + 2, pad_y - 3], [pad_x + tw + 2, pad_y + th + 3],
-             [pad_x - 2, pad_y + th + 3]], dtype=np.float64)
+            [
+                [pad_x - 2, pad_y - 3],
+                [pad_x + tw + 2, pad_y - 3],
+                [pad_x + tw + 2, pad_y + th + 3],
+                [pad_x - 2, pad_y + th + 3],
+            ],
+            dtype=np.float64,
+        )
         plate_box = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], dtype=np.float64)
         origin = (round(pad_x), round(pad_y + th))
         return m, text_box @ m[:, :2].T + m[:, 2], plate_box @ m[:, :2].T + m[:, 2], origin
@@ -163,11 +169,13 @@ class SampleScene:
         for p in self.plates:
             if p.start <= frame < p.end:
                 _, text_quad, plate_quad, _ = self._geometry(p, frame)
-                out.append({
-                    "text": p.text,
-                    "polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in text_quad],
-                    "plate": [[round(float(x), 1), round(float(y), 1)] for x, y in plate_quad],
-                })
+                out.append(
+                    {
+                        "text": p.text,
+                        "polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in text_quad],
+                        "plate": [[round(float(x), 1), round(float(y), 1)] for x, y in plate_quad],
+                    }
+                )
         return out
 
     def render(self, frame: int) -> np.ndarray:
@@ -186,7 +194,9 @@ class SampleScene:
             mask = np.full((ph, pw), 255, dtype=np.uint8)
             size = (self.width, self.height)
             warped = cv2.warpAffine(patch, m, size, flags=cv2.INTER_LINEAR)
-            alpha = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR).astype(np.float32)[..., None] / 255.0
+            alpha = (
+                cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR).astype(np.float32)[..., None] / 255.0
+            )
             img = (img * (1.0 - alpha) + warped * alpha).astype(np.uint8)
         rng = np.random.default_rng([self._noise_seed, frame])
         noisy = img.astype(np.float32) + rng.normal(0.0, 3.0, size=img.shape).astype(np.float32)
@@ -227,7 +237,14 @@ def make_sample(
             truth.append(scene.truth(i))
     finally:
         writer.release()
-    meta = {"video": path.name, "frames": frames, "fps": fps, "size": list(size), "seed": seed, "truth": truth}
+    meta = {
+        "video": path.name,
+        "frames": frames,
+        "fps": fps,
+        "size": list(size),
+        "seed": seed,
+        "truth": truth,
+    }
     out = Path(truth_path) if truth_path is not None else path.with_suffix(".json")
     out.write_text(json.dumps(meta, separators=(",", ":")) + "\n")
     log.info("wrote %s (%d frames, %d plates) and %s", path, frames, len(scene.plates), out)

@@ -1,8 +1,8 @@
 """Capture: turn a source URI into a `Source`, and run it in a `CameraCapture` thread per camera.
 
-    make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
-    cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
-    frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
+make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
+cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
+frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def make_source(
     if scheme == "dir":
         return ImageFolderSource(uri, path=path)
     if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
-        return OpenCVSource(uri, path=path, width=width, height=height, fps=fps, timeout_ms=int(timeout_s * 1000))
+        return OpenCVSource(
+            uri, path=path, width=width, height=height, fps=fps, timeout_ms=int(timeout_s * 1000)
+        )
     raise SourceError(
         f"{redact(uri)}: unsupported source (use file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
     )

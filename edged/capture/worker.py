@@ -343,7 +343,10 @@ class CameraCapture:
             if self._publish(s, image, src.fmt, block) and s.frames == 1:
                 (log.debug if quiet else log.info)(
                     "camera %s: streaming %s (source %s fps, taking %g fps)",
-                    self.name, s.uri, f"{src.nominal_fps:g}" if src.nominal_fps else "?", self.fps,
+                    self.name,
+                    s.uri,
+                    f"{src.nominal_fps:g}" if src.nominal_fps else "?",
+                    self.fps,
                 )
 
     def _publish(self, s: _Session, image: Any, fmt: PixelFormat, block: bool) -> bool:

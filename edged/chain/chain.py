@@ -73,10 +73,10 @@ class Stage:
 
     def infer(self, tensor: Any) -> dict[str, Any]:
         outputs = self.engine.infer({self.input_name: tensor})
-        return {k: _host(v) for k, v in outputs.items()}
+        return {k: to_host(v) for k, v in outputs.items()}
 
 
-def _host(value: Any) -> np.ndarray:
+def to_host(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     getter = getattr(value, "get", None)  # device arrays (CuPy, our DeviceTensor) download with .get()
@@ -115,19 +115,24 @@ def run_stage(stage: Stage, state: StageState) -> None:
     t0 = time.perf_counter()
     if stage.on is None:
         tensor, plan = stage.preprocessor.frame(state.frame, stage.spec)
-        found = stage.decoder.decode(stage.infer(tensor), [plan])[0]
-        kept = stage.filter.select(found)
-        state.top = kept
-        state.by_stage[stage.name] = kept
-        if stage.tracker is not None:
-            state.tracker = stage.tracker
-            state.tracks = stage.tracker.update(kept, state.frame.seq)
+        accept_primary(stage, state, stage.decoder.decode(stage.infer(tensor), [plan])[0])
     else:
         parents = stage.filter.select(state.by_stage.get(stage.on, []))
         run = _reuse_tracked(stage, state, parents)
         state.by_stage[stage.name] = _run_on_crops(stage, state.frame, run)
         _remember(stage, state, run)
     state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
+
+
+def accept_primary(stage: Stage, state: StageState, found: list[Detection]) -> None:
+    """The first stage's detections of a frame: filtered, tracked, recorded (also used by the
+    cross-camera frame batcher, which decodes a whole batch and hands each camera its frame)."""
+    kept = stage.filter.select(found)
+    state.top = kept
+    state.by_stage[stage.name] = kept
+    if stage.tracker is not None:
+        state.tracker = stage.tracker
+        state.tracks = stage.tracker.update(kept, state.frame.seq)
 
 
 def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[Detection]:

@@ -77,6 +77,13 @@ class Cv2CudaPreprocessor:
         plan = plan_frame(spec, src.width, src.height)
         return self._render(src, [plan], spec, frame.fmt, pipe, "frame"), plan
 
+    def frames(
+        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
+    ) -> tuple[DeviceTensor, list[Plan]]:
+        """Cross-camera batches always take the fused kernel: cv2.cuda has no call that reads several
+        source images at once, and a launch per frame is what batching is meant to avoid."""
+        return self.base.frames(frames, spec, rows)
+
     def crops(
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
     ) -> tuple[DeviceTensor, list[Plan]]:

@@ -5,7 +5,8 @@ content rectangle, map it through the item's 3x3 output->source homography (pixe
 as edged.preprocess.spec defines) and sample the uint8 HWC source bilinearly with coordinates clamped
 to the image (= cv2 INTER_LINEAR + BORDER_REPLICATE), else use pad_value; swap channels if asked;
 x*a+b per channel; store NCHW or NHWC, fp32 or fp16, straight into the engine's input buffer.
-One launch per frame, and one launch for a whole batch of crops (axis boxes and rotated quads alike).
+One launch per frame, one launch for a whole batch of crops (axis boxes and rotated quads alike), and
+one launch for a cross-camera batch of frames (each item then names its own source image).
 
 Post-processing kernels (download results, not maps): `ctc_argmax` reduces the recognizer's
 [rows, classes] scores to (argmax, max) per row; `threshold_bits` packs a probability map > threshold
@@ -19,13 +20,18 @@ from typing import Any
 
 import numpy as np
 
-# One item of a batch: homography (row-major, float32) and content rect (x, y, w, h).
-ITEM_DTYPE = np.dtype([("h", np.float32, (9,)), ("rect", np.int32, (4,))])
+# One item of a batch: homography (row-major, float32), content rect (x, y, w, h) and, for batches of
+# frames from several cameras, the item's own source image (src = 0: the launch's source) as
+# (width, height, pitch, channels, swap). align=True lays it out as the C struct `Item` below.
+ITEM_DTYPE = np.dtype(
+    [("h", np.float32, (9,)), ("rect", np.int32, (4,)), ("src", np.uint64), ("src_dims", np.int32, (5,))],
+    align=True,
+)
 
 CUDA_SOURCE = r"""
 #include <cuda_fp16.h>
 
-struct Item { float h[9]; int cx, cy, cw, ch; };
+struct Item { float h[9]; int cx, cy, cw, ch; unsigned long long src; int sw, sh, spitch, sc, swap; };
 
 template <bool HALF>
 __device__ __forceinline__ void put(void* dst, size_t i, float v) {
@@ -44,6 +50,10 @@ __device__ __forceinline__ void preprocess(
     const int n = blockIdx.z;
     if (x >= out_w || y >= out_h) return;
     const Item* it = items + n;  // same address for the whole block: a broadcast load
+    if (it->src) {  // a cross-camera batch: every item samples its own frame
+        src = reinterpret_cast<const unsigned char*>(it->src);
+        src_w = it->sw; src_h = it->sh; src_pitch = it->spitch; src_c = it->sc; swap = it->swap;
+    }
     float v0 = pad, v1 = pad, v2 = pad;
     if (x >= it->cx && x < it->cx + it->cw && y >= it->cy && y < it->cy + it->ch) {
         const float fx = (float)x, fy = (float)y;

@@ -20,7 +20,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
-from edged.gpu.context import Pipeline, current_pipeline, gpu_thread, init
+from edged.gpu.context import Pipeline, _driver, current_pipeline, gpu_thread, init
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
 
@@ -137,6 +137,25 @@ class GpuPreprocessor:
             src = self.source(frame, pipe)
             return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
 
+    def frames(
+        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
+    ) -> tuple[DeviceTensor, list[Plan]]:
+        """A cross-camera batch: each frame into its row of one tensor, in one launch (every item
+        names its own source image); rows beyond the frames (padding to a fixed batch) are zeroed.
+        Runs on the calling thread's pipeline (the batcher's lane)."""
+        with gpu_thread():
+            pipe = current_pipeline() or self.pipeline("batch")
+            srcs = [self.source(f, pipe) for f in frames]
+            plans = [plan_frame(spec, s.width, s.height) for s in srcs]
+            items = items_for(plans)
+            items["src"] = [s.ptr for s in srcs]
+            items["src_dims"] = [
+                (s.width, s.height, s.pitch, s.channels, int(needs_swap(spec, f.fmt) and s.channels >= 3))
+                for s, f in zip(srcs, frames, strict=True)
+            ]
+            out = self.render(srcs[0], plans, spec, frames[0].fmt, pipe, "frames", items, rows)
+            return out, plans
+
     def render(
         self,
         src: DeviceImage,
@@ -145,16 +164,22 @@ class GpuPreprocessor:
         fmt: str,
         pipe: Pipeline,
         kind: str,
+        items: np.ndarray | None = None,
+        rows: int = 0,
     ) -> DeviceTensor:
-        """One kernel launch: all plans (same output size) into one pooled batch tensor."""
+        """One kernel launch: all plans (same output size) into one pooled batch tensor of
+        max(rows, len(plans)) rows, the rows after the plans zeroed."""
         out_w, out_h = plans[0].out_w, plans[0].out_h
         if any(p.out_w != out_w or p.out_h != out_h for p in plans):
-            raise ValueError("a crop batch needs one output size (use fixed_height, letterbox or stretch)")
+            raise ValueError("a batch needs one output size (use fixed_height, letterbox or stretch)")
         n = len(plans)
+        total = max(rows, n)
         dtype = np.dtype(spec.dtype)
-        shape = spec.batch_shape(n, out_w, out_h)
-        out = self.pool.get((pipe.camera, "out", kind, spec), n * 3 * out_h * out_w * dtype.itemsize)
-        items = items_for(plans)
+        shape = spec.batch_shape(total, out_w, out_h)
+        row_bytes = 3 * out_h * out_w * dtype.itemsize
+        out = self.pool.get((pipe.camera, "out", kind, spec), total * row_bytes)
+        if items is None:
+            items = items_for(plans)
         dev_items = self.pool.get((pipe.camera, "items", kind, spec), items.nbytes)
         # A fixed camera gives the same detector plan every frame: upload parameters only on change.
         pkey = (pipe.camera, kind, spec)
@@ -183,6 +208,8 @@ class GpuPreprocessor:
             half=spec.dtype == "float16",
             stream=pipe.stream,
         )
+        if total > n:
+            _driver().memset_d8_async(int(out) + n * row_bytes, 0, (total - n) * row_bytes, pipe.stream)
         return DeviceTensor(int(out), shape, dtype, owner=out, stream=pipe.stream)
 
 

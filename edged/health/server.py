@@ -138,8 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def _method_not_allowed(self) -> None:
-        self._reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"method {self.command} not allowed"},
-                    extra={"Allow": "GET, HEAD"})
+        self._reply(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            {"error": f"method {self.command} not allowed"},
+            extra={"Allow": "GET, HEAD"},
+        )
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -158,11 +161,16 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/stats":
                 self._reply(HTTPStatus.OK, owner.status_fn())
             elif path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, owner.page, "text/html; charset=utf-8", extra={
-                    # Inline script only, images and data from ourselves: nothing external can be pulled in.
-                    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
-                    "style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'",
-                })
+                self._send(
+                    HTTPStatus.OK,
+                    owner.page,
+                    "text/html; charset=utf-8",
+                    extra={
+                        # Inline script only, images and data from ourselves: nothing external can be pulled in.
+                        "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                        "style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'",
+                    },
+                )
             elif m := _SNAPSHOT_RE.match(path):
                 self._snapshot(m.group(1))
             else:

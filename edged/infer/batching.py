@@ -17,10 +17,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,11 +29,78 @@ from edged.infer.base import Engine
 log = logging.getLogger(__name__)
 
 
+class Queued(Protocol):
+    key: Hashable  # only items with the head's key join its batch (same input shape)
+    rows: int
+    t_enqueued: float
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+class BatchQueue(Generic[Q]):
+    """Oldest-first gathering shared by the engine-level and the frame-level batchers.
+
+    `take` blocks for the oldest item, then adds later items with the same key while they fit in
+    `max_rows`, waiting at most `max_wait_s` after the oldest was enqueued for more to arrive."""
+
+    def __init__(self) -> None:
+        self._items: deque[Q] = deque()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item: Q) -> None:
+        with self._cond:
+            if self.closed:
+                raise RuntimeError("the batcher is closed")
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def take(self, max_rows: int, max_wait_s: float) -> list[Q] | None:
+        """The next batch, or None once closed and empty."""
+        with self._cond:
+            while not self._items:
+                if self.closed:
+                    return None
+                self._cond.wait()
+            head = self._items.popleft()
+            batch, rows = [head], head.rows
+            deadline = head.t_enqueued + max_wait_s
+            while rows < max_rows:
+                match = next(
+                    (r for r in self._items if r.key == head.key and rows + r.rows <= max_rows), None
+                )
+                if match is not None:
+                    self._items.remove(match)
+                    batch.append(match)
+                    rows += match.rows
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self.closed:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+
+def batch_sizes(max_batch: int, pad_to_max: bool) -> list[int]:
+    """The batch sizes a backend gets to see. pad_to_max: one input shape only (GPU backends re-plan on
+    every new shape: measured on ONNX Runtime's CUDA EP, a shape change costs far more than the padded
+    rows); else powers of two."""
+    if pad_to_max:
+        return [max_batch]
+    return sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
+
+
 @dataclass
 class _Request:
     inputs: Mapping[str, Any]
     rows: int
-    key: tuple[Any, ...]
+    key: Hashable
     t_enqueued: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, Any] | None = None
@@ -59,18 +126,10 @@ class BatchingEngine:
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch  # (batch rows, seconds the oldest request waited) for metrics
-        self._queue: deque[_Request] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
+        self._queue: BatchQueue[_Request] = BatchQueue()
         self.batches = 0
         self._device_concat: Any = None
-        # pad_to_max: one input shape only (GPU backends re-plan on every new shape: measured on ONNX
-        # Runtime's CUDA EP, a shape change costs far more than the padded rows); else powers of two.
-        self.sizes = (
-            [self.max_batch]
-            if pad_to_max
-            else sorted({min(2**i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)})
-        )
+        self.sizes = batch_sizes(self.max_batch, pad_to_max)
         self._thread = threading.Thread(target=self._run, name=f"batch-{inner.name}", daemon=True)
         self._thread.start()
 
@@ -81,11 +140,10 @@ class BatchingEngine:
             (k, tuple(np.shape(v)[1:]), str(getattr(v, "dtype", ""))) for k, v in sorted(arrays.items())
         )
         req = _Request(arrays, int(np.shape(first)[0]), key)
-        with self._cond:
-            if self._closed:
-                raise RuntimeError(f"engine {self.name} is closed")
-            self._queue.append(req)
-            self._cond.notify_all()
+        try:
+            self._queue.put(req)
+        except RuntimeError:
+            raise RuntimeError(f"engine {self.name} is closed") from None
         req.done.wait()
         if req.error is not None:
             raise req.error
@@ -94,36 +152,13 @@ class BatchingEngine:
 
     def close(self, close_inner: bool = True) -> None:
         """Stop the batching thread (and, unless told otherwise, the wrapped engine)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._queue.close()
         self._thread.join(5)
         if close_inner:
             self.inner.close()
 
     def _take_batch(self) -> list[_Request] | None:
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            head = self._queue.popleft()
-            batch, rows = [head], head.rows
-            deadline = head.t_enqueued + self.max_wait_s
-            while rows < self.max_batch:
-                match = next(
-                    (r for r in self._queue if r.key == head.key and rows + r.rows <= self.max_batch), None
-                )
-                if match is not None:
-                    self._queue.remove(match)
-                    batch.append(match)
-                    rows += match.rows
-                    continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
-            return batch
+        return self._queue.take(self.max_batch, self.max_wait_s)
 
     def _run(self) -> None:
         while True:

@@ -26,6 +26,10 @@ class Preprocessor(Protocol):
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
     ) -> tuple[Any, list[Plan]]: ...
 
+    def frames(self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0) -> tuple[Any, list[Plan]]:
+        """Several cameras' frames (same output size) as rows of one tensor, zero rows up to `rows`."""
+        ...
+
 
 class CpuPreprocessor:
     """The reference implementation on host memory (OpenCV)."""
@@ -39,6 +43,15 @@ class CpuPreprocessor:
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
     ) -> tuple[np.ndarray, list[Plan]]:
         return preprocess_crops(_host(frame), quads, spec, frame.fmt)
+
+    def frames(
+        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
+    ) -> tuple[np.ndarray, list[Plan]]:
+        done = [preprocess_frame(_host(f), spec, f.fmt) for f in frames]
+        tensors = [t for t, _ in done]
+        if rows > len(tensors):
+            tensors.append(np.zeros((rows - len(tensors), *tensors[0].shape[1:]), tensors[0].dtype))
+        return np.concatenate(tensors), [p for _, p in done]
 
 
 def _host(frame: Frame) -> np.ndarray:

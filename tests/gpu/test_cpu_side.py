@@ -43,7 +43,12 @@ def test_items_pack_homography_and_content_rect() -> None:
     spec = PreprocessSpec(resize="letterbox", size=(640, 640))
     plan = plan_frame(spec, 1920, 1080)
     items = items_for([plan])
-    assert ITEM_DTYPE.itemsize == 52 and items.nbytes == 52
+    # The C struct Item { float h[9]; int cx, cy, cw, ch; unsigned long long src; int sw, sh, spitch,
+    # sc, swap; }: src is 8-byte aligned at 56, the struct padded to 88 bytes.
+    offsets = {name: ITEM_DTYPE.fields[name][1] for name in ITEM_DTYPE.names}
+    assert offsets == {"h": 0, "rect": 36, "src": 56, "src_dims": 64}
+    assert ITEM_DTYPE.itemsize == 88 and items.nbytes == 88
+    assert items[0]["src"] == 0  # 0: the launch's own source image (single-frame and crop batches)
     assert tuple(items[0]["rect"]) == plan.content
     np.testing.assert_allclose(items[0]["h"].reshape(3, 3), plan.h_out_to_src, rtol=1e-6)
     quads = [np.array([[0, 0], [100, 0], [100, 20], [0, 20]], np.float32)] * 3

@@ -1,0 +1,181 @@
+"""Frame-level cross-camera batching (FrameBatcher) on the real PP-OCR models, ONNX Runtime CPU, 2-3
+small streams: each camera gets its own frames back, in order; a failed batch fails only its frames;
+a lone camera waits at most max_wait_ms for company; the daemon wires it from `batching`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edged.chain.chain import Chain
+from edged.chain.pipeline import Pipeline
+from edged.chain.streammux import FrameBatcher
+from edged.chain.tracker import IouTracker
+from edged.config import load_config
+from edged.infer.base import Engine
+from edged.metrics import Metrics
+from edged.preprocess import CpuPreprocessor
+from edged.runtime import CameraRunner, load_model
+from edged.types import Frame, FrameResult
+from tests._chain import SpyEngine, make_stage
+from tests._edged import det_model, small_sample
+from tests.test_batching import models, text_frame  # noqa: F401  (module fixture: the real engines)
+
+
+def batcher_for(det: Engine, max_batch: int, max_wait_ms: float, **kw: object) -> FrameBatcher:
+    st = make_stage("ppocr_det", "det", det)
+    return FrameBatcher(
+        "det", det, st.decoder, st.spec, CpuPreprocessor(), max_batch=max_batch, max_wait_ms=max_wait_ms, **kw
+    )  # type: ignore[arg-type]
+
+
+def camera_pipeline(name: str, det: Engine, rec: Engine, batcher: FrameBatcher, sink: object) -> Pipeline:
+    chain = Chain(
+        [
+            make_stage("ppocr_det", "det", det, tracker=IouTracker()),
+            make_stage("ppocr_rec", "rec", rec, on="det"),
+        ]
+    )
+    return Pipeline(chain, sink, name=name, batcher=batcher)  # type: ignore[arg-type]
+
+
+def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_camera(
+    models: dict[str, Engine],  # noqa: F811
+) -> None:
+    spy = SpyEngine(models["det"])
+    waits: list[tuple[int, float]] = []
+    mux = batcher_for(spy, 4, 300, pad_to_max=True, on_batch=lambda n, w: waits.append((n, w)))
+    cameras = {"north": "AB", "south": "XY", "east": "KM"}
+    frames_each = 3
+    results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
+    pipes = {c: camera_pipeline(c, spy, models["rec"], mux, results[c].append) for c in cameras}
+    for p in pipes.values():
+        p.start()
+
+    def feed(cam: str) -> None:
+        for seq in range(frames_each):
+            pipes[cam].submit(Frame(cam, seq, text_frame(cameras[cam], seq)))
+
+    threads = [threading.Thread(target=feed, args=(c,)) for c in cameras]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for p in pipes.values():
+        assert p.stop(120)
+    mux.close()
+
+    for cam, prefix in cameras.items():
+        got = [
+            (r.frame.seq, [k.label for d in r.detections for k in d.children.get("rec", [])])
+            for r in results[cam]
+        ]
+        assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
+        # The camera's own tracker saw its frames: one track, the same id on every frame.
+        ids = {d.attrs["track_id"] for r in results[cam] for d in r.detections}
+        assert len(ids) == 1, (cam, ids)
+    assert spy.calls and set(spy.calls) == {4}, f"every engine call is padded to max_batch: {spy.calls}"
+    assert max(n for n, _ in waits) > 1, f"no two cameras' frames shared a batch: {waits}"
+    assert sum(n for n, _ in waits) == len(cameras) * frames_each == mux.frames
+    assert len(spy.calls) == mux.batches < len(cameras) * frames_each
+
+
+def test_a_failed_batch_fails_only_its_frames_and_the_cameras_go_on(
+    models: dict[str, Engine],  # noqa: F811
+) -> None:
+    spy = SpyEngine(models["det"], fail_on_call=1)
+    mux = batcher_for(spy, 2, 50)
+    failed: list[tuple[str, int, str]] = []
+    results: list[FrameResult] = []
+    chain = Chain(
+        [make_stage("ppocr_det", "det", spy), make_stage("ppocr_rec", "rec", models["rec"], on="det")]
+    )
+    pipe = Pipeline(
+        chain,
+        results.append,
+        name="gate",
+        batcher=mux,
+        on_error=lambda f, e: failed.append((f.camera, f.seq, str(e))),
+    )
+    pipe.start()
+    for seq in range(3):
+        assert pipe.submit(Frame("gate", seq, text_frame("QR", seq)), timeout=60)
+        time.sleep(0.2)  # one frame per batch: only the first call fails
+    assert pipe.stop(120)
+    mux.close()
+    assert failed == [("gate", 0, "engine failure injected by the test")]
+    assert [r.frame.seq for r in results] == [1, 2]
+    assert [k.label for d in results[0].detections for k in d.children["rec"]] == ["QR1"]
+    assert pipe.in_flight == 0
+
+
+def test_a_lone_camera_waits_at_most_max_wait_for_others(models: dict[str, Engine]) -> None:  # noqa: F811
+    waits: list[float] = []
+    mux = batcher_for(models["det"], 8, 40, on_batch=lambda n, w: waits.append(w))
+    done: list[FrameResult] = []
+    st = make_stage("ppocr_det", "det", models["det"])
+    pipe = Pipeline(Chain([st]), done.append, name="solo", batcher=mux)
+    pipe.start()
+    for seq in range(4):
+        assert pipe.submit(Frame("solo", seq, text_frame("W", seq)), timeout=60)
+    assert pipe.stop(120)
+    mux.close()
+    assert [r.frame.seq for r in done] == [0, 1, 2, 3]
+    # Each batch starts once the oldest frame waited max_wait (40 ms) and nobody joined; the margin
+    # covers the batch thread's own scheduling, not a second wait.
+    assert waits and all(w < 0.040 + 0.030 for w in waits), waits
+
+
+def test_config_batching_puts_cameras_that_start_with_the_model_behind_one_batcher(tmp_path: Path) -> None:
+    video = small_sample(tmp_path, frames=6)
+    det = {**det_model(), "batching": {"max_batch": 2, "max_wait_ms": 100}}
+    cfg_file = tmp_path / "edged.yaml"
+    cams = {
+        c: {"source": f"file://{video}", "realtime": False, "chain": [{"model": "det"}]} for c in ("a", "b")
+    }
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "mqtt": {"enabled": False},
+                "health": {"enabled": False},
+                "models": {"det": det},
+                "cameras": cams,
+            }
+        )
+    )
+    cfg = load_config(cfg_file, env={})
+    metrics = Metrics()
+    lm = load_model("det", cfg.models["det"], metrics)
+    assert isinstance(lm.batcher, FrameBatcher) and lm.batcher.max_batch == 2
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    runners = [
+        CameraRunner(
+            c, cfg.cameras[c], {"det": lm}, lambda r: got[r.frame.camera].append(r.frame.seq), metrics
+        )
+        for c in cams
+    ]
+    for r in runners:
+        r.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and min(len(v) for v in got.values()) < 6:
+        time.sleep(0.1)
+    for r in runners:
+        r.stop()
+    lm.close()
+    assert got == {"a": list(range(6)), "b": list(range(6))}
+    assert lm.batcher.frames == 12
+    rows = metrics.registry.get_sample_value("edged_batch_rows_sum", {"model": "det"})
+    assert rows == 12
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_padded_batch_sizes(models: dict[str, Engine], pad: bool) -> None:  # noqa: F811
+    mux = batcher_for(models["det"], 8, 1, pad_to_max=pad)
+    try:
+        assert [mux.padded(n) for n in (1, 3, 5, 8)] == ([8, 8, 8, 8] if pad else [1, 4, 8, 8])
+    finally:
+        mux.close()
