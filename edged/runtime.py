@@ -58,6 +58,7 @@ def engine_options(m: ModelConfig) -> EngineOptions:
         intra_op_threads=m.onnxruntime.intra_op_threads,
         inter_op_threads=m.onnxruntime.inter_op_threads,
         providers=tuple(m.onnxruntime.providers) if m.onnxruntime.providers else None,
+        tf32=m.onnxruntime.tf32,
         precision=m.tensorrt.precision,
         workspace_mb=m.tensorrt.workspace_mb,
         dla_core=m.tensorrt.dla_core,

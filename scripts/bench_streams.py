@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from edged.chain.chain import Chain, Stage  # noqa: E402
 from edged.chain.pipeline import Pipeline  # noqa: E402
+from edged.chain.streammux import FrameBatcher  # noqa: E402
 from edged.gpu import Pipeline as GpuLane  # noqa: E402
 from edged.gpu import make_preprocessor  # noqa: E402
 from edged.gpu.buffers import DeviceTensor  # noqa: E402
@@ -75,16 +76,32 @@ def stage(
 
 
 def run_streams(
-    chain_kind: str, n: int, seconds: float, det: Engine, rec: Engine, frames: list[DeviceTensor]
+    chain_kind: str, n: int, seconds: float, det: Engine, rec: Engine, frames: list[DeviceTensor], mux: str
 ) -> dict[str, Any]:
+    """mux "frame": the streams' frames batched before preprocessing (FrameBatcher: one kernel launch,
+    one engine call, decode on its own thread); "engine": each stream preprocesses on its own threads
+    and only the engine calls are merged (BatchingEngine)."""
+    det_spec = SMALL_DET if chain_kind == "det" else get_decoder("ppocr_det").default_preprocess
     shared = BatchingEngine(det, max_batch=n, max_wait_ms=2.0, pad_to_max=True)
     pre = make_preprocessor("kernel")
     with GpuLane("warm-up").active():
-        one, _ = pre.frame(
-            Frame("warm-up", 0, frames[0]),
-            SMALL_DET if chain_kind == "det" else get_decoder("ppocr_det").default_preprocess,
-        )
+        one, _ = pre.frame(Frame("warm-up", 0, frames[0]), det_spec)
         shared.warm_up({det.inputs[0].name: one})
+    batcher = None
+    if mux == "frame":
+        first = stage("ppocr_det", "det", det, det_spec)
+        lane = GpuLane("mux")
+        batcher = FrameBatcher(
+            "det",
+            det,
+            first.decoder,
+            det_spec,
+            pre,
+            max_batch=n,
+            max_wait_ms=2.0,
+            pad_to_max=True,
+            thread_context=lane.active,
+        )
     lat: list[float] = []
     done = [0]
     lock = threading.Lock()
@@ -102,7 +119,9 @@ def run_streams(
             rec_spec = dataclasses.replace(get_decoder("ppocr_rec").default_preprocess, width_multiple=160)
             stages.append(stage("ppocr_rec", "rec", rec, rec_spec, on="det"))
         lane = GpuLane(f"cam{i}")
-        p = Pipeline(Chain(stages), sink, name=f"cam{i}", depth=1, thread_context=lane.active)
+        p = Pipeline(
+            Chain(stages), sink, name=f"cam{i}", depth=1, thread_context=lane.active, batcher=batcher
+        )
         p.start()
         pipes.append(p)
 
@@ -127,15 +146,18 @@ def run_streams(
     for p in pipes:
         p.stop(10)
     shared.close(close_inner=False)
+    if batcher is not None:
+        batcher.close()
     lats.sort()
     return {
         "streams": n,
         "chain": chain_kind,
+        "mux": mux,
         "fps": count / wall,
         "frames": count,
         "p50_ms": statistics.median(lats) if lats else None,
         "p99_ms": lats[int(0.99 * (len(lats) - 1))] if lats else None,
-        "det_batches": shared.batches,
+        "det_batches": shared.batches if batcher is None else batcher.batches,
     }
 
 
@@ -176,6 +198,13 @@ def main() -> int:
     ap.add_argument("--models", default=str(ROOT / "models"))
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--chains", nargs="+", default=["det", "ocr"])
+    ap.add_argument(
+        "--mux",
+        nargs="+",
+        default=["frame", "engine"],
+        choices=["frame", "engine"],
+        help="frame: batch whole frames before preprocessing (FrameBatcher); engine: merge engine calls only",
+    )
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--soak", type=float, default=0.0, help="run one config this long, sampling memory")
     ap.add_argument("--json", default="")
@@ -187,7 +216,7 @@ def main() -> int:
     frames = device_frames(8)
     results: dict[str, Any] = {"device": _device_name(), "rows": [], "soak": None}
     if a.soak:
-        n, kind = a.streams[0], a.chains[0]
+        n, kind, mux = a.streams[0], a.chains[0], a.mux[0]
         samples = []
 
         def sampler(stop: threading.Event) -> None:
@@ -198,30 +227,34 @@ def main() -> int:
 
         stop = threading.Event()
         threading.Thread(target=sampler, args=(stop,), daemon=True).start()
-        row = run_streams(kind, n, a.soak, det, rec, frames)
+        row = run_streams(kind, n, a.soak, det, rec, frames, mux)
         stop.set()
         results["soak"] = {"row": row, "samples": samples}
         if len(samples) >= 3:
             g0, g1 = samples[1][1], samples[-1][1]
             r0, r1 = samples[1][2], samples[-1][2]
             print(
-                f"soak {a.soak:.0f}s {n} streams {kind}: {row['fps']:.0f} fps; GPU mem {g0 / 2**20:.0f} -> {g1 / 2**20:.0f} MiB "
+                f"soak {a.soak:.0f}s {n} streams {kind} ({mux} batching): {row['fps']:.0f} fps; GPU mem {g0 / 2**20:.0f} -> {g1 / 2**20:.0f} MiB "
                 f"({(g1 - g0) / g0 * 100:+.2f}%), RSS {r0 / 1024:.0f} -> {r1 / 1024:.0f} MiB ({(r1 - r0) / r0 * 100:+.2f}%)"
             )
     else:
+        engine_fps: dict[tuple[str, int], float] = {}
         for kind in a.chains:
             for n in a.streams:
-                row = run_streams(kind, n, a.seconds, det, rec, frames)
-                row["engine_only_fps"] = engine_only(
-                    det, SMALL_DET if kind == "det" else None, n, frames, 3.0
-                )
-                row["ratio"] = row["fps"] / row["engine_only_fps"]
-                results["rows"].append(row)
-                print(
-                    f"{kind:3} streams {n:3}: pipeline {row['fps']:8.1f} fps  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms"
-                    f"  | engine-only (det, batch {n}) {row['engine_only_fps']:8.1f} fps  ratio {row['ratio']:.2f}",
-                    flush=True,
-                )
+                for mux in a.mux:
+                    row = run_streams(kind, n, a.seconds, det, rec, frames, mux)
+                    if (kind, n) not in engine_fps:
+                        engine_fps[kind, n] = engine_only(
+                            det, SMALL_DET if kind == "det" else None, n, frames, 3.0
+                        )
+                    row["engine_only_fps"] = engine_fps[kind, n]
+                    row["ratio"] = row["fps"] / row["engine_only_fps"]
+                    results["rows"].append(row)
+                    print(
+                        f"{kind:3} {mux:6} streams {n:3}: pipeline {row['fps']:8.1f} fps  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms"
+                        f"  | engine-only (det, batch {n}) {row['engine_only_fps']:8.1f} fps  ratio {row['ratio']:.2f}",
+                        flush=True,
+                    )
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     os._exit(0)  # daemon feeder threads may still hold CUDA objects; skip interpreter teardown

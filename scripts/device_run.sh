@@ -3,8 +3,9 @@
 # Steps 1-4 each bring one part of the onnxruntime-gpu wheel (.ocK/p-*, carried; /tmp survives only while
 # the machine stays warm) and run what needs no ORT; step 5 brings the last part, the PP-OCR models,
 # OpenCV-CUDA and the pure-Python deps, assembles ORT and runs the GPU tests + scripts/bench_gpu.py
-# (STAGE_ONLY=1: assemble only). Then, on the same warm machine:
-#   chain  (carry .whlpeer: RapidOCR's wheels) the whole-chain benchmark vs the peer and many streams;
+# (STAGE_ONLY=1, any step: stage only, run nothing). Then, on the same warm machine:
+#   chain  (carry .whlpeer: RapidOCR's wheels) many streams (frame- and engine-level batching), the
+#          CPU-vs-GPU path comparison on identical frames, and (PEER=1) the whole-chain benchmark vs the peer;
 #   soak   SOAK seconds (default 480) of 16 streams, sampling GPU memory and RSS.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -25,7 +26,8 @@ case $step in
       # The OpenCV-CUDA build's loader config points at its build prefix (/tmp/ocv/site/cv2/python-3.12).
       mkdir -p /tmp/ocv/site && ln -sfn /tmp/cv2cuda/cv2 /tmp/ocv/site/cv2
       cp .oc4/*.onnx /tmp/models/
-    fi ;;
+    fi
+    [ -n "${STAGE_ONLY:-}" ] && exit 0 ;;
 esac
 export PYTHONPATH=/tmp/site:$PWD
 [ -d /tmp/cv2cuda ] && export PYTHONPATH=/tmp/cv2cuda:$PYTHONPATH
@@ -36,18 +38,21 @@ T="python3 -m pytest -m gpu -p no:cacheprovider -rs -s -q"
 case $step in
   1) $T tests/gpu/test_kernel.py 2>&1 | tee "$OUT/kernel.log" ;;
   2) timeout 240 python3 scripts/bench_gpu.py --models /nonexistent 2>&1 | tee "$OUT/bench_kernel.log" ;;
-  5) [ -n "${STAGE_ONLY:-}" ] && exit 0
-     $T tests/gpu 2>&1 | tee "$OUT/tests.log"
+  5) $T tests/gpu 2>&1 | tee "$OUT/tests.log"
      timeout 300 python3 scripts/bench_gpu.py --models /tmp/models --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" ;;
   chain)
     pipi .whlpeer/*.whl
     python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 60 >/dev/null || exit 5
-    timeout 170 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 \
+    timeout 120 python3 scripts/compare_paths.py --config configs/examples/gpu.yaml --video samples/plates.avi \
+      --frames 60 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/compare.log"
+    timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 \
       --json "$OUT/streams.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/streams.log"
-    timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
-      --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log" ;;
+    if [ -n "${PEER:-}" ]; then
+      timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
+        --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log"
+    fi ;;
   soak)
-    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --soak "${SOAK:-480}" \
+    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --mux frame --soak "${SOAK:-480}" \
       --json "$OUT/soak.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/soak.log" ;;
   *) echo "part staged" ;;
 esac

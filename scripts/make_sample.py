@@ -31,7 +31,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--out", type=Path, default=None, help="video path (default samples/plates.mp4, .avi for mjpg)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="video path (default samples/plates.mp4, .avi for mjpg)"
+    )
     ap.add_argument("--frames", type=int, default=150, help="number of frames (default 150 = 10 s at 15 fps)")
     ap.add_argument("--fps", type=float, default=15.0, help="frame rate written into the file")
     ap.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same video")

@@ -24,8 +24,14 @@ def main(src: str, dst: str) -> int:
             continue
         n = [r["streams"] for r in rows]
         ax_fps.plot(n, [r["fps"] for r in rows], "o-", color=color, label=f"{chain}: edged pipeline")
-        ax_fps.plot(n, [r["engine_only_fps"] for r in rows], "s--", color=color, alpha=0.6,
-                    label=f"{chain}: detector engine only (batch = streams)")
+        ax_fps.plot(
+            n,
+            [r["engine_only_fps"] for r in rows],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"{chain}: detector engine only (batch = streams)",
+        )
         ax_lat.plot(n, [r["p99_ms"] for r in rows], "o-", color=color, label=f"{chain}: p99")
         ax_lat.plot(n, [r["p50_ms"] for r in rows], "^:", color=color, alpha=0.7, label=f"{chain}: p50")
     for ax in (ax_fps, ax_lat):

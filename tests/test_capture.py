@@ -188,7 +188,11 @@ def test_jetson_argv_mapping() -> None:
         "file:///v.mp4", width=1280, height=720, fps=29.97, loop=True, num_buffers=8
     )
     assert argv == [
-        "edged", "--input-width=1280", "--input-height=720", "--input-rate=29.97", "--input-loop=-1",
+        "edged",
+        "--input-width=1280",
+        "--input-height=720",
+        "--input-rate=29.97",
+        "--input-loop=-1",
         "--num-buffers=8",
     ]
     assert jetson.video_source_argv("csi://0", loop=True) == ["edged"]  # loop only applies to files
@@ -224,8 +228,14 @@ def test_pacer_live_takes_latest_on_interval_despite_jitter() -> None:
 
 
 def file_camera(uri: str, base: Path, metrics: Metrics, **kw: object) -> CameraCapture:
-    args: dict[str, object] = dict(fps=30, realtime=False, frame_timeout_s=2.0, reconnect_min_s=0.05,
-                                   reconnect_max_s=0.2, metrics=metrics)
+    args: dict[str, object] = dict(
+        fps=30,
+        realtime=False,
+        frame_timeout_s=2.0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+        metrics=metrics,
+    )
     args.update(kw)
     return CameraCapture("cam", lambda: make_source(uri, base_dir=base), **args)  # type: ignore[arg-type]
 
@@ -253,8 +263,9 @@ def test_worker_fps_takes_every_third_frame(video: Path, metrics: Metrics, cams:
     assert [f.seq for f in frames] == list(range(10))
 
 
-def test_worker_loop_restarts_and_seq_keeps_increasing(tmp_path: Path, metrics: Metrics,
-                                                       cams: list[CameraCapture]) -> None:
+def test_worker_loop_restarts_and_seq_keeps_increasing(
+    tmp_path: Path, metrics: Metrics, cams: list[CameraCapture]
+) -> None:
     write_test_video(tmp_path / "short.mp4", 5, fps=30)
     cam = file_camera("file://short.mp4", tmp_path, metrics, loop=True)
     cams.append(cam.start())
@@ -267,8 +278,9 @@ def test_worker_loop_restarts_and_seq_keeps_increasing(tmp_path: Path, metrics: 
     assert sample(metrics, "edged_source_reconnects_total") == 0
 
 
-def test_realtime_file_plays_no_faster_than_its_rate(tmp_path: Path, metrics: Metrics,
-                                                     cams: list[CameraCapture]) -> None:
+def test_realtime_file_plays_no_faster_than_its_rate(
+    tmp_path: Path, metrics: Metrics, cams: list[CameraCapture]
+) -> None:
     write_test_video(tmp_path / "rt.mp4", 6, fps=20)
     cam = file_camera("file://rt.mp4", tmp_path, metrics, fps=20, realtime=True)
     cams.append(cam.start())
@@ -348,8 +360,9 @@ def test_file_removed_then_restored_resumes(
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["read-blocks", "read-times-out"])
-def test_stalled_source_is_abandoned_and_reopened(blocking: bool, metrics: Metrics,
-                                                  cams: list[CameraCapture]) -> None:
+def test_stalled_source_is_abandoned_and_reopened(
+    blocking: bool, metrics: Metrics, cams: list[CameraCapture]
+) -> None:
     made: list[SyntheticSource] = []
 
     def factory() -> SyntheticSource:
@@ -374,8 +387,9 @@ def test_stalled_source_is_abandoned_and_reopened(blocking: bool, metrics: Metri
     assert after is not None and after.seq > before.seq
 
 
-def test_open_failure_backs_off_exponentially_and_logs_cause(metrics: Metrics, cams: list[CameraCapture],
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_open_failure_backs_off_exponentially_and_logs_cause(
+    metrics: Metrics, cams: list[CameraCapture], caplog: pytest.LogCaptureFixture
+) -> None:
     src = SyntheticSource("synthetic://door", live=True)
     src.fail_open("camera unplugged")
     cam = CameraCapture(
@@ -408,11 +422,13 @@ def test_read_errors_reopen_and_seq_never_resets(metrics: Metrics, cams: list[Ca
     assert cam.last_error == "synthetic://test: decoder error"
 
 
-def test_empty_video_is_an_error_not_a_busy_loop(tmp_path: Path, metrics: Metrics,
-                                                 cams: list[CameraCapture]) -> None:
+def test_empty_video_is_an_error_not_a_busy_loop(
+    tmp_path: Path, metrics: Metrics, cams: list[CameraCapture]
+) -> None:
     src = SyntheticSource(count=0)
-    cam = CameraCapture("cam", lambda: src, fps=10, loop=True, reconnect_min_s=0.05, reconnect_max_s=0.1,
-                        metrics=metrics)
+    cam = CameraCapture(
+        "cam", lambda: src, fps=10, loop=True, reconnect_min_s=0.05, reconnect_max_s=0.1, metrics=metrics
+    )
     cams.append(cam.start())
     assert wait_for(lambda: sample(metrics, "edged_source_errors_total") >= 1)
     assert "before any frame" in (cam.last_error or "")

@@ -147,8 +147,13 @@ def test_stats_serves_status_as_is(server: HealthServer, state: State) -> None:
     state.status = {
         "device": "gate-01",
         "uptime_s": 12.5,
-        "cameras": {"gate": {"state": "running", "latency_ms": {"text_det": 11.2}, "last_detections": [
-            {"label": "AB 123", "score": 0.97, "box": [1.0, 2.0, 30.0, 12.0]}]}},
+        "cameras": {
+            "gate": {
+                "state": "running",
+                "latency_ms": {"text_det": 11.2},
+                "last_detections": [{"label": "AB 123", "score": 0.97, "box": [1.0, 2.0, 30.0, 12.0]}],
+            }
+        },
         "mqtt": {"connected": False, "outbox": None},
         "unicode": "Zürich <b>&</b>",
     }
@@ -175,8 +180,16 @@ def test_snapshot_known_camera(server: HealthServer, state: State) -> None:
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (16, 24, 3)
 
 
-@pytest.mark.parametrize("path", ["/snapshot/door.jpg", "/snapshot/nope.jpg", "/snapshot/../etc/passwd.jpg",
-                                  "/snapshot/gate.png", "/snapshot/.jpg"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/snapshot/door.jpg",
+        "/snapshot/nope.jpg",
+        "/snapshot/../etc/passwd.jpg",
+        "/snapshot/gate.png",
+        "/snapshot/.jpg",
+    ],
+)
 def test_snapshot_missing_is_json_404(server: HealthServer, path: str) -> None:
     code, resp, body = request(server.port, path)
     assert code == 404
@@ -191,7 +204,7 @@ def test_status_page_is_self_contained(server: HealthServer) -> None:
     page = body.decode()
     assert "/stats" in page and "/snapshot/" in page and "setTimeout(poll" in page
     # Works offline: no external scripts, styles, fonts or images.
-    for external in ("http://", "https://", "src=\"//", "@import"):
+    for external in ("http://", "https://", 'src="//', "@import"):
         assert external not in page
     # Labels are scene text (OCR): the page must never render them as markup.
     assert ".innerHTML" not in page and "insertAdjacentHTML" not in page
@@ -222,13 +235,16 @@ def test_head_has_headers_but_no_body(server: HealthServer) -> None:
     assert body == b""
 
 
-@pytest.mark.parametrize("junk", [
-    b"GARBAGE\r\n\r\n",
-    b"GET / HTTP/9.x\r\n\r\n",
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS ClientHello sent to plain HTTP
-    b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n",
-    b"GET / HTTP/1.0\r\n" + b"X-Junk: " + b"b" * 70000 + b"\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS ClientHello sent to plain HTTP
+        b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.0\r\n" + b"X-Junk: " + b"b" * 70000 + b"\r\n\r\n",
+    ],
+)
 def test_malformed_request_gets_4xx_and_no_traceback(
     server: HealthServer, junk: bytes, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -344,18 +360,33 @@ setImmediate(() => setImmediate(() => {
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed; the page script is not executed")
+@pytest.mark.skipif(
+    shutil.which("node") is None, reason="node not installed; the page script is not executed"
+)
 def test_status_page_renders_a_stats_payload(server: HealthServer, tmp_path: Path) -> None:
     page = request(server.port, "/")[2].decode()
     script = re.search(r"<script>(.*)</script>", page, re.S)
     assert script
     stats = {
-        "version": "0.1.0", "device": "gate-01", "uptime_s": 61.2,
-        "cameras": {"gate": {
-            "state": "streaming", "fps": 14.93, "drops": 3, "latency_ms": {"text_det": 11.5, "text_rec": 4.25},
-            "detections": [{"label": "text", "score": 0.9, "box": [1, 2, 3, 4],
-                            "children": {"text_rec": [{"label": "<b>AB 123</b>", "score": 0.97}]}}],
-        }},
+        "version": "0.1.0",
+        "device": "gate-01",
+        "uptime_s": 61.2,
+        "cameras": {
+            "gate": {
+                "state": "streaming",
+                "fps": 14.93,
+                "drops": 3,
+                "latency_ms": {"text_det": 11.5, "text_rec": 4.25},
+                "detections": [
+                    {
+                        "label": "text",
+                        "score": 0.9,
+                        "box": [1, 2, 3, 4],
+                        "children": {"text_rec": [{"label": "<b>AB 123</b>", "score": 0.97}]},
+                    }
+                ],
+            }
+        },
         "models": {"text_det": {"backend": "tensorrt", "device": "gpu"}},
         "mqtt": {"state": "connected", "outbox_events": 7},
     }
@@ -364,7 +395,10 @@ def test_status_page_renders_a_stats_payload(server: HealthServer, tmp_path: Pat
     (tmp_path / "harness.js").write_text(_NODE_HARNESS)
     proc = subprocess.run(
         ["node", str(tmp_path / "harness.js"), str(tmp_path / "page.js"), str(tmp_path / "stats.json")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

@@ -134,8 +134,9 @@ def test_full_socket_never_blocks_the_sender(systemd: FakeSystemd) -> None:
         (None, None, None),
     ],
 )
-def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None,
-                           expected: float | None) -> None:
+def test_watchdog_interval(
+    monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float | None
+) -> None:
     for var, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", str(os.getpid()) if pid == "self" else pid)):
         if value is None:
             monkeypatch.delenv(var, raising=False)

@@ -119,7 +119,10 @@ def _security_score(unit: Path) -> float:
     assert ANALYZE is not None
     proc = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(unit)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout + proc.stderr)
     assert m, f"no exposure score in systemd-analyze output:\n{proc.stdout}\n{proc.stderr}"

@@ -194,6 +194,11 @@ class OnnxRuntimeConfig(EdgedModel):
         None,
         description="Execution providers in order of preference; default: CUDA when available, then CPU.",
     )
+    tf32: bool = Field(
+        True,
+        description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
+        "GPUs (ONNX Runtime's default, faster); false keeps full fp32, as the CPU computes.",
+    )
 
 
 class TensorRTConfig(EdgedModel):

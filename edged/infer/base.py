@@ -57,6 +57,7 @@ class EngineOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     providers: tuple[str, ...] | None = None
+    tf32: bool = True  # ONNX Runtime CUDA EP `use_tf32`
     precision: str = "fp16"
     workspace_mb: int = 1024
     dla_core: int | None = None

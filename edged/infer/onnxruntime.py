@@ -59,7 +59,13 @@ class OnnxRuntimeEngine:
         if options.inter_op_threads:
             so.inter_op_num_threads = options.inter_op_threads
         so.log_severity_level = 3  # warnings from ORT's graph passes are noise for operators
-        providers = list(options.providers) if options.providers else default_providers()
+        providers: list[Any] = list(options.providers) if options.providers else default_providers()
+        providers = [
+            ("CUDAExecutionProvider", {"use_tf32": "1" if options.tf32 else "0"})
+            if p == "CUDAExecutionProvider"
+            else p
+            for p in providers
+        ]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises several private exception types for bad files

@@ -99,6 +99,7 @@ class OrtCudaEngine:
             "user_compute_stream": str(self.stream_handle),
             "do_copy_in_default_stream": "1",
             "cudnn_conv_algo_search": "HEURISTIC",  # EXHAUSTIVE re-searches per new input shape
+            "use_tf32": "1" if options.tf32 else "0",
         }
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -9,6 +9,7 @@ the unclip of a rectangle has a closed form (see `unclip_rect`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,21 +31,24 @@ def db_bitmap(prob: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray
 
 def mini_box(rect: tuple[Any, ...]) -> np.ndarray:
     """Corners of a cv2 rotated rect in rapidocr's get_mini_boxes order (4x2 float32)."""
-    pts = _cv2().boxPoints(rect)
-    pts = pts[np.argsort(pts[:, 0], kind="stable")]
-    i1, i4 = (0, 1) if pts[1, 1] > pts[0, 1] else (1, 0)
-    i2, i3 = (2, 3) if pts[3, 1] > pts[2, 1] else (3, 2)
-    return np.asarray(pts[[i1, i2, i3, i4]], dtype=np.float32)
+    pts = sorted(_cv2().boxPoints(rect).tolist(), key=lambda p: p[0])  # stable, like argsort "stable"
+    i1, i4 = (0, 1) if pts[1][1] > pts[0][1] else (1, 0)
+    i2, i3 = (2, 3) if pts[3][1] > pts[2][1] else (3, 2)
+    return np.array([pts[i1], pts[i2], pts[i3], pts[i4]], dtype=np.float32)
+
+
+def _clamp(v: float, hi: int) -> int:
+    return min(max(int(v), 0), hi)
 
 
 def box_score_fast(prob: np.ndarray, box: np.ndarray) -> float:
     """Mean probability inside the quadrilateral (rapidocr `box_score_fast`)."""
     cv2 = _cv2()
     h, w = prob.shape[:2]
-    xmin = int(np.clip(np.floor(box[:, 0].min()), 0, w - 1))
-    xmax = int(np.clip(np.ceil(box[:, 0].max()), 0, w - 1))
-    ymin = int(np.clip(np.floor(box[:, 1].min()), 0, h - 1))
-    ymax = int(np.clip(np.ceil(box[:, 1].max()), 0, h - 1))
+    # Plain floats: on 4 points, numpy's per-call overhead is most of the cost.
+    xs, ys = box[:, 0].tolist(), box[:, 1].tolist()
+    xmin, xmax = _clamp(math.floor(min(xs)), w - 1), _clamp(math.ceil(max(xs)), w - 1)
+    ymin, ymax = _clamp(math.floor(min(ys)), h - 1), _clamp(math.ceil(max(ys)), h - 1)
     mask = np.zeros((ymax - ymin + 1, xmax - xmin + 1), dtype=np.uint8)
     shifted = box - np.array([xmin, ymin], dtype=np.float32)
     cv2.fillPoly(mask, shifted.reshape(1, -1, 2).astype(np.int32), 1)
@@ -72,11 +76,12 @@ def unclip_rect(box: np.ndarray, unclip_ratio: float) -> tuple[Any, ...]:
     to land where the reference lands (mean difference under half a map pixel instead of ~1).
     """
     cv2 = _cv2()
-    b = box.astype(np.float64)
-    area = 0.5 * abs(float(np.dot(b[:, 0], np.roll(b[:, 1], -1)) - np.dot(b[:, 1], np.roll(b[:, 0], -1))))
-    perimeter = float(np.sum(np.linalg.norm(b - np.roll(b, -1, axis=0), axis=1)))
+    pts = box.astype(np.float64).tolist()
+    nxt = pts[1:] + pts[:1]
+    area = 0.5 * abs(sum(x0 * y1 - y0 * x1 for (x0, y0), (x1, y1) in zip(pts, nxt, strict=True)))
+    perimeter = sum(math.hypot(x1 - x0, y1 - y0) for (x0, y0), (x1, y1) in zip(pts, nxt, strict=True))
     distance = area * unclip_ratio / perimeter if perimeter > 0 else 0.0
-    (cx, cy), (w, h), angle = cv2.minAreaRect(np.trunc(b).astype(np.float32))
+    (cx, cy), (w, h), angle = cv2.minAreaRect(np.trunc(box.astype(np.float64)).astype(np.float32))
     return (cx, cy), (w + 2 * distance, h + 2 * distance), angle
 
 
@@ -121,10 +126,10 @@ def db_boxes(
 def order_clockwise(quads: np.ndarray) -> np.ndarray:
     """Kx4x2 -> corners ordered tl, tr, br, bl (rapidocr `order_points_clockwise`)."""
     out = np.empty_like(quads)
-    for i, pts in enumerate(quads):
-        xs = pts[np.argsort(pts[:, 0], kind="stable")]
-        left = xs[:2][np.argsort(xs[:2, 1], kind="stable")]
-        right = xs[2:][np.argsort(xs[2:, 1], kind="stable")]
+    for i, pts in enumerate(quads.tolist()):
+        xs = sorted(pts, key=lambda p: p[0])  # Python's sort is stable, as argsort(kind="stable")
+        left = sorted(xs[:2], key=lambda p: p[1])
+        right = sorted(xs[2:], key=lambda p: p[1])
         out[i] = [left[0], right[0], right[1], left[1]]
     return out
 

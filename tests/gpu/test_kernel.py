@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edged.gpu.kernels import ITEM_DTYPE
 from edged.models import get_decoder
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import PreprocessSpec, plan_frame
@@ -148,6 +149,39 @@ def test_crop_batch_matches_warp_reference(pre: Any, name: str) -> None:
     assert d.max() <= 6.0 and d.mean() <= 0.6 and np.percentile(d, 99) <= 2.5
 
 
+def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
+    """Frames of different cameras, sizes and channel orders (host and device memory mixed) in one
+    launch: every row equals that frame alone through the CPU reference; padding rows are zero."""
+    cp = pytest.importorskip("cupy")
+    from edged.gpu.context import Pipeline
+
+    spec = SPECS["yolo_letterbox"]  # fixed output size, so different source sizes batch together
+    images = [textured(481, 637, seed=1), astronaut_bgr(), textured(1080, 1920, seed=3)]
+    fmts = ["bgr8", "rgb8", "bgr8"]
+    device = cp.asarray(images[2])
+    cp.cuda.runtime.deviceSynchronize()
+    frames = [
+        Frame("north", 7, images[0], fmt="bgr8"),
+        Frame("south", 3, np.ascontiguousarray(images[1][:, :, ::-1]), fmt="rgb8"),
+        Frame("east", 9, device, fmt="bgr8"),
+    ]
+    pipe = Pipeline("batcher")
+    with pipe.active():
+        tensor, plans = pre.frames(frames, spec, rows=4)
+        got = tensor.to_host()
+    assert got.shape[0] == 4 and len(plans) == 3
+    for i, (frame, fmt) in enumerate(zip(frames, fmts, strict=True)):
+        host = frame.image if isinstance(frame.image, np.ndarray) else images[i]
+        ref, ref_plan = preprocess_frame(host, spec, fmt)
+        assert plans[i].content == ref_plan.content
+        d = level_diff(got[i : i + 1], ref, spec)
+        print(f"batch row {i} ({frame.camera}, {fmt}): max {d.max():.3f} levels, mean {d.mean():.4f}")
+        assert d.max() <= 1.0 and d.mean() <= 0.3
+    assert not got[3].any()  # the padding row
+    # Two host frames went up (once each); the device frame was read in place.
+    assert pipe.h2d == images[0].nbytes + images[1].nbytes + 3 * ITEM_DTYPE.itemsize
+
+
 def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
     cp = pytest.importorskip("cupy")
@@ -165,8 +199,6 @@ def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
         got = tensor.to_host()
     ref, _ = preprocess_frame(image, spec)
     assert level_diff(got, ref, spec).max() <= 1.0
-    from edged.gpu.kernels import ITEM_DTYPE
-
     assert pipe.h2d == ITEM_DTYPE.itemsize  # the kernel parameters only; the frame stayed in place
     assert pipe.d2h == got.nbytes
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edged.gpu.kernels import ITEM_DTYPE
 from edged.infer.base import EngineOptions
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import PreprocessSpec, upright_quad
@@ -197,8 +198,8 @@ def test_ppocr_chain_gpu_reads_same_as_cpu(
         )
         assert any(cpu_texts), "the CPU reference read nothing: the comparison would be vacuous"
         assert gpu_texts == cpu_texts
-        # Traffic: the raw frame once + kernel parameters (52 B per image) up; results down: the det map,
+        # Traffic: the raw frame once + kernel parameters (one Item per image) up; results down: the det map,
         # cls scores, and per-step (class, score) of the recognizer instead of its [N, T, 18710] scores.
         n = len(gpu_texts)
-        assert image.nbytes <= pipe.h2d <= image.nbytes + 52 * (1 + 2 * n)
+        assert image.nbytes <= pipe.h2d <= image.nbytes + ITEM_DTYPE.itemsize * (1 + 2 * n)
         assert pipe.d2h < 4 * 1024 * 1024
