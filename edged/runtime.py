@@ -139,6 +139,7 @@ def _frame_batcher(lm: LoadedModel, engine: BatchingEngine, metrics: Metrics | N
         pad_to_max=b.pad_to_max,
         on_batch=_batch_observer(metrics, lm.name) if metrics else None,
         thread_context=lane.active if lane is not None else None,
+        decode_workers=b.decode_workers,
     )
 
 

@@ -13,10 +13,10 @@ Usage (GPU machine): python scripts/bench_streams.py --models DIR --streams 1 4 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import sys
 import threading
@@ -76,7 +76,14 @@ def stage(
 
 
 def run_streams(
-    chain_kind: str, n: int, seconds: float, det: Engine, rec: Engine, frames: list[DeviceTensor], mux: str
+    chain_kind: str,
+    n: int,
+    seconds: float,
+    det: Engine,
+    rec: Engine,
+    frames: list[DeviceTensor],
+    mux: str,
+    decode_workers: int = 0,
 ) -> dict[str, Any]:
     """mux "frame": the streams' frames batched before preprocessing (FrameBatcher: one kernel launch,
     one engine call, decode on its own thread); "engine": each stream preprocesses on its own threads
@@ -101,6 +108,7 @@ def run_streams(
             max_wait_ms=2.0,
             pad_to_max=True,
             thread_context=lane.active,
+            decode_workers=decode_workers,
         )
     lat: list[float] = []
     done = [0]
@@ -153,6 +161,7 @@ def run_streams(
         "streams": n,
         "chain": chain_kind,
         "mux": mux,
+        "decode_workers": decode_workers if mux == "frame" else 0,
         "fps": count / wall,
         "frames": count,
         "p50_ms": statistics.median(lats) if lats else None,
@@ -185,6 +194,21 @@ def engine_only(
         return n * batch / (time.perf_counter() - t0)
 
 
+def rss_kib() -> int:
+    """Resident memory now (not the peak) of this process and its children (decode workers), KiB."""
+    pids = [str(os.getpid())]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if children.exists():
+        pids += children.read_text().split()
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a worker may just have exited
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * (
+                os.sysconf("SC_PAGE_SIZE") // 1024
+            )
+    return total
+
+
 def gpu_mem_used() -> int:
     import pycuda.driver as cuda
 
@@ -206,6 +230,13 @@ def main() -> int:
         help="frame: batch whole frames before preprocessing (FrameBatcher); engine: merge engine calls only",
     )
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument(
+        "--decode-workers",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="frame batching: decode processes (0: one thread)",
+    )
     ap.add_argument("--soak", type=float, default=0.0, help="run one config this long, sampling memory")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
@@ -221,13 +252,11 @@ def main() -> int:
 
         def sampler(stop: threading.Event) -> None:
             while not stop.wait(10):
-                samples.append(
-                    (time.time(), gpu_mem_used(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-                )
+                samples.append((time.time(), gpu_mem_used(), rss_kib()))
 
         stop = threading.Event()
         threading.Thread(target=sampler, args=(stop,), daemon=True).start()
-        row = run_streams(kind, n, a.soak, det, rec, frames, mux)
+        row = run_streams(kind, n, a.soak, det, rec, frames, mux, a.decode_workers[0])
         stop.set()
         results["soak"] = {"row": row, "samples": samples}
         if len(samples) >= 3:
@@ -235,14 +264,16 @@ def main() -> int:
             r0, r1 = samples[1][2], samples[-1][2]
             print(
                 f"soak {a.soak:.0f}s {n} streams {kind} ({mux} batching): {row['fps']:.0f} fps; GPU mem {g0 / 2**20:.0f} -> {g1 / 2**20:.0f} MiB "
-                f"({(g1 - g0) / g0 * 100:+.2f}%), RSS {r0 / 1024:.0f} -> {r1 / 1024:.0f} MiB ({(r1 - r0) / r0 * 100:+.2f}%)"
+                f"({(g1 - g0) / g0 * 100:+.2f}%), RSS (self + workers, now) {r0 / 1024:.0f} -> {r1 / 1024:.0f} MiB ({(r1 - r0) / r0 * 100:+.2f}%)"
             )
     else:
         engine_fps: dict[tuple[str, int], float] = {}
         for kind in a.chains:
             for n in a.streams:
-                for mux in a.mux:
-                    row = run_streams(kind, n, a.seconds, det, rec, frames, mux)
+                for mux, workers in [
+                    (m, w) for m in a.mux for w in (a.decode_workers if m == "frame" else [0])
+                ]:
+                    row = run_streams(kind, n, a.seconds, det, rec, frames, mux, workers)
                     if (kind, n) not in engine_fps:
                         engine_fps[kind, n] = engine_only(
                             det, SMALL_DET if kind == "det" else None, n, frames, 3.0
@@ -251,7 +282,7 @@ def main() -> int:
                     row["ratio"] = row["fps"] / row["engine_only_fps"]
                     results["rows"].append(row)
                     print(
-                        f"{kind:3} {mux:6} streams {n:3}: pipeline {row['fps']:8.1f} fps  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms"
+                        f"{kind:3} {mux:6} w{workers} streams {n:3}: pipeline {row['fps']:8.1f} fps  p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms"
                         f"  | engine-only (det, batch {n}) {row['engine_only_fps']:8.1f} fps  ratio {row['ratio']:.2f}",
                         flush=True,
                     )

@@ -6,6 +6,7 @@
 # (STAGE_ONLY=1, any step: stage only, run nothing). Then, on the same warm machine:
 #   chain  (carry .whlpeer: RapidOCR's wheels) many streams (frame- and engine-level batching), the
 #          CPU-vs-GPU path comparison on identical frames, and (PEER=1) the whole-chain benchmark vs the peer;
+#   streams  detector-only streams, frame batching (0 and 8 decode workers) beside engine-level batching;
 #   soak   SOAK seconds (default 480) of 16 streams, sampling GPU memory and RSS.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -51,8 +52,12 @@ case $step in
       timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
         --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log"
     fi ;;
+  streams)  # detector-only streams: frame batching with 0 and 8 decode workers beside engine-level batching
+    timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 --chains det \
+      --mux frame engine --decode-workers 0 8 --json "$OUT/streams-det.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/streams-det.log" ;;
   soak)
-    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --mux frame --soak "${SOAK:-480}" \
+    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --mux frame \
+      --decode-workers "${WORKERS:-8}" --soak "${SOAK:-480}" \
       --json "$OUT/soak.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/soak.log" ;;
   *) echo "part staged" ;;
 esac

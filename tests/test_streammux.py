@@ -43,12 +43,21 @@ def camera_pipeline(name: str, det: Engine, rec: Engine, batcher: FrameBatcher, 
     return Pipeline(chain, sink, name=name, batcher=batcher)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("decode_workers", [0, 2])
 def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_camera(
     models: dict[str, Engine],  # noqa: F811
+    decode_workers: int,
 ) -> None:
     spy = SpyEngine(models["det"])
     waits: list[tuple[int, float]] = []
-    mux = batcher_for(spy, 4, 300, pad_to_max=True, on_batch=lambda n, w: waits.append((n, w)))
+    mux = batcher_for(
+        spy,
+        4,
+        300,
+        pad_to_max=True,
+        on_batch=lambda n, w: waits.append((n, w)),
+        decode_workers=decode_workers,
+    )
     cameras = {"north": "AB", "south": "XY", "east": "KM"}
     frames_each = 3
     results: dict[str, list[FrameResult]] = {c: [] for c in cameras}

@@ -11,7 +11,9 @@ own threads. Two threads serve all of them:
                  its own filter and tracker (`accept_primary`) and goes on with its later stages.
 
 So batch k+1 is on the GPU while batch k is decoded on the CPU, and the per-frame host work is the
-decoder plus a hand-off: no per-frame kernel launch, engine call, thread pair or device copy.
+decoder plus a hand-off: no per-frame kernel launch, engine call, thread pair or device copy. Where
+one thread cannot decode as fast as the GPU detects (many cameras), `decode_workers` spreads each
+batch's decoding over worker processes (edged.chain.decodepool).
 
 Fairness: each camera's pipeline keeps at most a couple of frames in flight (it blocks, and its
 capture drops to the latest frame, when it has more), so a fast camera is at most that many frames
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edged.chain.chain import Stage, StageState, accept_primary, to_host
+from edged.chain.decodepool import DecodePool
 from edged.infer.base import Engine
 from edged.infer.batching import BatchQueue, batch_sizes
 from edged.models.base import Decoder
@@ -67,6 +70,7 @@ class FrameBatcher:
         pad_to_max: bool = False,
         on_batch: Callable[[int, float], None] | None = None,
         thread_context: Callable[[], AbstractContextManager[Any]] | None = None,
+        decode_workers: int = 0,
     ):
         self.name = name
         self.engine, self.decoder, self.spec, self.preprocessor = engine, decoder, spec, preprocessor
@@ -81,6 +85,9 @@ class FrameBatcher:
         self._queue: BatchQueue[_Item] = BatchQueue()
         self._decode: queue.Queue[tuple[list[_Item], Any, Any, BaseException | None] | None] = queue.Queue(1)
         self._out_size: dict[tuple[int, int], tuple[int, int]] = {}
+        # decode_workers > 0: batches decoded in that many processes (see edged.chain.decodepool).
+        self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
+        self._decode_fn = self._pool.decode if self._pool is not None else decoder.decode
         self._threads = [
             threading.Thread(target=self._batch_loop, name=f"mux-{name}", daemon=True),
             threading.Thread(target=self._decode_loop, name=f"mux-{name}-decode", daemon=True),
@@ -103,6 +110,8 @@ class FrameBatcher:
         self._queue.close()
         for t in self._threads:
             t.join(timeout)
+        if self._pool is not None:
+            self._pool.close()
 
     def padded(self, rows: int) -> int:
         return next((n for n in self.sizes if n >= rows), rows)
@@ -136,7 +145,7 @@ class FrameBatcher:
             found: list[Any] = []
             if error is None:
                 try:
-                    found = self.decoder.decode(outputs, plans)
+                    found = self._decode_fn(outputs, plans)
                 except Exception as e:
                     error = e
             now = time.perf_counter()

@@ -229,6 +229,12 @@ class BatchingConfig(EdgedModel):
         False,
         description="Always run max_batch rows (zero-padded): one input shape, which GPU backends want (a new shape makes them re-plan); leave off on CPUs.",
     )
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that decode batched frames (a model that starts camera chains); 0 decodes on one thread. Raise it when many cameras make decoding, not the engine, the limit.",
+    )
 
 
 class ModelConfig(EdgedModel):
