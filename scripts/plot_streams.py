@@ -1,6 +1,8 @@
 """Plot bench_streams.py results: aggregate frames/s and p99 latency vs number of streams.
 
-Usage: python scripts/plot_streams.py docs/data/streams-h100.json docs/streams-h100.png
+One line per chain and batching mode (frame / engine, decode workers), plus engine-only throughput.
+
+Usage: python scripts/plot_streams.py docs/data/streams-det-h100.json docs/streams-h100.png
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ import matplotlib.pyplot as plt
 def main(src: str, dst: str) -> int:
     data = json.loads(Path(src).read_text())
     fig, (ax_fps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for chain, color in (("det", "tab:blue"), ("ocr", "tab:orange")):
-        rows = sorted((r for r in data["rows"] if r["chain"] == chain), key=lambda r: r["streams"])
-        if not rows:
-            continue
+    series: dict[tuple[str, str, int], list[dict]] = {}
+    for r in data["rows"]:
+        series.setdefault((r["chain"], r.get("mux", "engine"), r.get("decode_workers", 0)), []).append(r)
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    engine_only: dict[str, list[dict]] = {}
+    for (chain, mux, workers), rows in sorted(series.items()):
+        rows.sort(key=lambda r: r["streams"])
+        engine_only.setdefault(chain, rows)
         n = [r["streams"] for r in rows]
-        ax_fps.plot(n, [r["fps"] for r in rows], "o-", color=color, label=f"{chain}: edged pipeline")
+        label = f"{chain}, {mux} batching" + (f" + {workers} decode workers" if workers else "")
+        color = next(colors)
+        ax_fps.plot(n, [r["fps"] for r in rows], "o-", color=color, label=label)
+        ax_lat.plot(n, [r["p99_ms"] for r in rows], "o-", color=color, label=f"{label}: p99")
+    for chain, rows in engine_only.items():
         ax_fps.plot(
-            n,
+            [r["streams"] for r in rows],
             [r["engine_only_fps"] for r in rows],
             "s--",
-            color=color,
+            color="black",
             alpha=0.6,
             label=f"{chain}: detector engine only (batch = streams)",
         )
-        ax_lat.plot(n, [r["p99_ms"] for r in rows], "o-", color=color, label=f"{chain}: p99")
-        ax_lat.plot(n, [r["p50_ms"] for r in rows], "^:", color=color, alpha=0.7, label=f"{chain}: p50")
     for ax in (ax_fps, ax_lat):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("synthetic 1080p streams")
