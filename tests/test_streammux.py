@@ -4,6 +4,7 @@ a lone camera waits at most max_wait_ms for company; the daemon wires it from `b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -18,7 +19,8 @@ from edged.chain.tracker import IouTracker
 from edged.config import load_config
 from edged.infer.base import Engine
 from edged.metrics import Metrics
-from edged.preprocess import CpuPreprocessor
+from edged.models import get_decoder
+from edged.preprocess import CpuPreprocessor, PreprocessSpec
 from edged.runtime import CameraRunner, load_model
 from edged.types import Frame, FrameResult
 from tests._chain import SpyEngine, make_stage
@@ -26,11 +28,20 @@ from tests._edged import det_model, small_sample
 from tests.test_batching import models, text_frame  # noqa: F401  (module fixture: the real engines)
 
 
-def batcher_for(det: Engine, max_batch: int, max_wait_ms: float, **kw: object) -> FrameBatcher:
+def batcher_for(
+    det: Engine, max_batch: int, max_wait_ms: float, spec: PreprocessSpec | None = None, **kw: object
+) -> FrameBatcher:
     st = make_stage("ppocr_det", "det", det)
     return FrameBatcher(
-        "det", det, st.decoder, st.spec, CpuPreprocessor(), max_batch=max_batch, max_wait_ms=max_wait_ms, **kw
-    )  # type: ignore[arg-type]
+        "det",
+        det,
+        st.decoder,
+        spec or st.spec,
+        CpuPreprocessor(),
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def camera_pipeline(name: str, det: Engine, rec: Engine, batcher: FrameBatcher, sink: object) -> Pipeline:
@@ -188,3 +199,44 @@ def test_padded_batch_sizes(models: dict[str, Engine], pad: bool) -> None:  # no
         assert [mux.padded(n) for n in (1, 3, 5, 8)] == ([8, 8, 8, 8] if pad else [1, 4, 8, 8])
     finally:
         mux.close()
+
+
+def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) -> None:  # noqa: F811
+    """The slow camera's sink takes 0.5 s a frame: its own submits block (its capture would drop to
+    the latest frame), while the fast camera's frames keep flowing through the shared batcher."""
+    small = dataclasses.replace(get_decoder("ppocr_det").default_preprocess, limit_side=320, limit_type="max")
+    mux = batcher_for(models["det"], 2, 20, small)  # ~320x256 input: a few tens of ms a frame on a CPU
+    done: dict[str, list[float]] = {"fast": [], "slow": []}
+    t0 = time.monotonic()
+
+    def sink_for(cam: str, delay: float):  # type: ignore[no-untyped-def]
+        def sink(r: FrameResult) -> None:
+            time.sleep(delay)
+            done[cam].append(time.monotonic() - t0)
+
+        return sink
+
+    pipes = {
+        cam: Pipeline(
+            Chain([make_stage("ppocr_det", "det", models["det"])]), sink_for(cam, d), name=cam, batcher=mux
+        )
+        for cam, d in (("fast", 0.0), ("slow", 0.5))
+    }
+    for p in pipes.values():
+        p.start()
+
+    def feed(cam: str) -> None:
+        for seq in range(6):
+            pipes[cam].submit(Frame(cam, seq, text_frame(cam[:2].upper(), seq)), timeout=60)
+
+    threads = [threading.Thread(target=feed, args=(c,)) for c in pipes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for p in pipes.values():
+        assert p.stop(120)
+    mux.close()
+    assert len(done["fast"]) == len(done["slow"]) == 6
+    assert done["slow"][-1] >= 3.0  # six half-second sinks, one after another
+    assert done["fast"][-1] < done["slow"][-1] / 2, done
