@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from edged.chain.chain import Stage
+from edged.chain.pipeline import Pipeline
 from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
 from edged.preprocess import CpuPreprocessor
+from edged.types import Frame, FrameResult
 
 
 class SpyEngine:
@@ -48,3 +51,29 @@ def make_stage(kind: str, name: str, engine: Engine, **kw: Any) -> Stage:
         CpuPreprocessor(),
         **kw,
     )
+
+
+def run_cameras(pipes: Mapping[str, Pipeline], image_for: Callable[[str, int], Any], frames: int) -> None:
+    """Start every camera's pipeline, feed each `frames` frames from its own thread (cameras submit at
+    the same time), then drain and stop them all."""
+    for p in pipes.values():
+        p.start()
+
+    def feed(cam: str) -> None:
+        for seq in range(frames):
+            pipes[cam].submit(Frame(cam, seq, image_for(cam, seq)), timeout=60)
+
+    threads = [threading.Thread(target=feed, args=(c,)) for c in pipes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for p in pipes.values():
+        assert p.stop(120), f"pipeline {p.name} did not drain"
+
+
+def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple[int, list[str]]]:
+    """(frame seq, labels the `stage` gave under the frame's detections) for each result, in order."""
+    return [
+        (r.frame.seq, [k.label for d in r.detections for k in d.children.get(stage, [])]) for r in results
+    ]

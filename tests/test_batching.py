@@ -14,8 +14,8 @@ from edged.chain.pipeline import Pipeline
 from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.infer.batching import BatchingEngine
-from edged.types import Frame, FrameResult
-from tests._chain import SpyEngine, make_stage
+from edged.types import FrameResult
+from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras
 from tests._paths import need_models
 
 
@@ -44,30 +44,12 @@ def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engi
     cameras = {"north": "AB", "south": "XY", "east": "KM"}
     frames_each = 3
     results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
-    done = threading.Barrier(len(cameras) + 1)
-    pipes = []
-    for cam in cameras:
-        pipe = Pipeline(make_chain(shared, models["rec"]), results[cam].append, name=cam)
-        pipe.start()
-        pipes.append((cam, pipe))
-
-    def feed(cam: str, pipe: Pipeline) -> None:
-        for seq in range(frames_each):
-            pipe.submit(Frame(cam, seq, text_frame(cameras[cam], seq)))
-        pipe.stop(120)
-        done.wait()
-
-    threads = [threading.Thread(target=feed, args=p) for p in pipes]
-    for t in threads:
-        t.start()
-    done.wait(timeout=300)
+    pipes = {c: Pipeline(make_chain(shared, models["rec"]), results[c].append, name=c) for c in cameras}
+    run_cameras(pipes, lambda cam, seq: text_frame(cameras[cam], seq), frames_each)
     shared.close()
 
     for cam, prefix in cameras.items():
-        got = [
-            (r.frame.seq, [k.label for d in r.detections for k in d.children.get("rec", [])])
-            for r in results[cam]
-        ]
+        got = reads_by_frame(results[cam])
         assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
     total = len(cameras) * frames_each
     assert set(spy.calls) <= set(shared.sizes), f"batch sizes outside the fixed set: {spy.calls}"

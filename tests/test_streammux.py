@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from edged.models import get_decoder
 from edged.preprocess import CpuPreprocessor, PreprocessSpec
 from edged.runtime import CameraRunner, load_model
 from edged.types import Frame, FrameResult
-from tests._chain import SpyEngine, make_stage
+from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras
 from tests._edged import det_model, small_sample
 from tests.test_batching import models, text_frame  # noqa: F401  (module fixture: the real engines)
 
@@ -73,27 +72,11 @@ def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_ca
     frames_each = 3
     results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
     pipes = {c: camera_pipeline(c, spy, models["rec"], mux, results[c].append) for c in cameras}
-    for p in pipes.values():
-        p.start()
-
-    def feed(cam: str) -> None:
-        for seq in range(frames_each):
-            pipes[cam].submit(Frame(cam, seq, text_frame(cameras[cam], seq)))
-
-    threads = [threading.Thread(target=feed, args=(c,)) for c in cameras]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for p in pipes.values():
-        assert p.stop(120)
+    run_cameras(pipes, lambda cam, seq: text_frame(cameras[cam], seq), frames_each)
     mux.close()
 
     for cam, prefix in cameras.items():
-        got = [
-            (r.frame.seq, [k.label for d in r.detections for k in d.children.get("rec", [])])
-            for r in results[cam]
-        ]
+        got = reads_by_frame(results[cam])
         assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
         # The camera's own tracker saw its frames: one track, the same id on every frame.
         ids = {d.attrs["track_id"] for r in results[cam] for d in r.detections}
@@ -222,20 +205,7 @@ def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) 
         )
         for cam, d in (("fast", 0.0), ("slow", 0.5))
     }
-    for p in pipes.values():
-        p.start()
-
-    def feed(cam: str) -> None:
-        for seq in range(6):
-            pipes[cam].submit(Frame(cam, seq, text_frame(cam[:2].upper(), seq)), timeout=60)
-
-    threads = [threading.Thread(target=feed, args=(c,)) for c in pipes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for p in pipes.values():
-        assert p.stop(120)
+    run_cameras(pipes, lambda cam, seq: text_frame(cam[:2].upper(), seq), 6)
     mux.close()
     assert len(done["fast"]) == len(done["slow"]) == 6
     assert done["slow"][-1] >= 3.0  # six half-second sinks, one after another

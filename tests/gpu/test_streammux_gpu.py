@@ -5,7 +5,6 @@ CPU path."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from edged.chain.streammux import FrameBatcher
 from edged.infer.base import EngineOptions
 from edged.models import build_decoder, get_decoder
 from edged.types import Frame, FrameResult
-from tests._chain import SpyEngine, make_stage
+from tests._chain import SpyEngine, make_stage, run_cameras
 from tests.gpu.test_ort_cuda import DET, REC, _text_image
 
 pytestmark = pytest.mark.gpu
@@ -62,19 +61,7 @@ def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_mod
         pipes[cam] = Pipeline(
             chain, results[cam].append, name=cam, thread_context=GpuLane(cam).active, batcher=mux
         )
-        pipes[cam].start()
-
-    def feed(cam: str) -> None:
-        for seq in range(2):
-            pipes[cam].submit(Frame(cam, seq, images[cam]))
-
-    threads = [threading.Thread(target=feed, args=(c,)) for c in texts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for p in pipes.values():
-        assert p.stop(120)
+    run_cameras(pipes, lambda cam, seq: images[cam], 2)
     mux.close()
 
     cpu_chain = Chain(
