@@ -135,7 +135,7 @@ def test_a_lone_camera_waits_at_most_max_wait_for_others(models: dict[str, Engin
 
 def test_config_batching_puts_cameras_that_start_with_the_model_behind_one_batcher(tmp_path: Path) -> None:
     video = small_sample(tmp_path, frames=6)
-    det = {**det_model(), "batching": {"max_batch": 2, "max_wait_ms": 100}}
+    det = {**det_model(), "batching": {"max_batch": 2, "max_wait_ms": 100, "decode_workers": 1}}
     cfg_file = tmp_path / "edged.yaml"
     cams = {
         c: {"source": f"file://{video}", "realtime": False, "chain": [{"model": "det"}]} for c in ("a", "b")
@@ -153,7 +153,9 @@ def test_config_batching_puts_cameras_that_start_with_the_model_behind_one_batch
     cfg = load_config(cfg_file, env={})
     metrics = Metrics()
     lm = load_model("det", cfg.models["det"], metrics)
-    assert isinstance(lm.batcher, FrameBatcher) and lm.batcher.max_batch == 2
+    assert (
+        isinstance(lm.batcher, FrameBatcher) and lm.batcher.max_batch == 2 and lm.batcher.decode_workers == 1
+    )
     got: dict[str, list[int]] = {"a": [], "b": []}
     runners = [
         CameraRunner(

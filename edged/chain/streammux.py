@@ -86,6 +86,7 @@ class FrameBatcher:
         self._decode: queue.Queue[tuple[list[_Item], Any, Any, BaseException | None] | None] = queue.Queue(1)
         self._out_size: dict[tuple[int, int], tuple[int, int]] = {}
         # decode_workers > 0: batches decoded in that many processes (see edged.chain.decodepool).
+        self.decode_workers = decode_workers
         self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
         self._decode_fn = self._pool.decode if self._pool is not None else decoder.decode
         self._threads = [
