@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edged.chain.chain import Chain
@@ -212,3 +213,26 @@ def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) 
     assert len(done["fast"]) == len(done["slow"]) == 6
     assert done["slow"][-1] >= 3.0  # six half-second sinks, one after another
     assert done["fast"][-1] < done["slow"][-1] / 2, done
+
+
+def test_a_frame_the_batcher_cannot_take_fails_alone(models: dict[str, Engine]) -> None:  # noqa: F811
+    mux = batcher_for(models["det"], 2, 10)
+    failed: list[tuple[int, str]] = []
+    done: list[FrameResult] = []
+    pipe = Pipeline(
+        Chain([make_stage("ppocr_det", "det", models["det"])]),
+        done.append,
+        name="gate",
+        batcher=mux,
+        on_error=lambda f, e: failed.append((f.seq, str(e))),
+    )
+    pipe.start()
+    assert pipe.submit(Frame("gate", 0, np.zeros((0, 0, 3), np.uint8)), timeout=10)  # an empty image
+    assert pipe.submit(Frame("gate", 1, text_frame("OK", 1)), timeout=10)
+    assert pipe.stop(60)
+    mux.close()
+    assert failed == [(0, "empty image 0x0")]
+    assert [r.frame.seq for r in done] == [1] and pipe.in_flight == 0
+    assert not pipe.submit(
+        Frame("gate", 2, text_frame("OK", 2)), timeout=1
+    )  # closed: refused, not lost silently

@@ -22,6 +22,7 @@ from typing import Any
 
 from edged.chain.chain import Chain, StageState, finish, run_stage
 from edged.chain.streammux import FrameBatcher
+from edged.infer.batching import BatcherClosed
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,12 @@ class Pipeline:
                 self.in_flight += 1
             try:
                 self.batcher.submit(self.chain.stages[0], StageState(frame), self._first_done)
-            except RuntimeError:  # the batcher was closed (shutdown)
+            except BatcherClosed:  # shutdown or reload
                 self._done()
                 return False
+            except Exception as e:  # a frame the batcher cannot take (an empty image) fails alone
+                self._failed(frame, e)
+                self._done()
             return True
         with self._lock:
             self.in_flight += 1

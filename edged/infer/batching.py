@@ -29,6 +29,10 @@ from edged.infer.base import Engine
 log = logging.getLogger(__name__)
 
 
+class BatcherClosed(RuntimeError):
+    """A request arrived after the batcher was closed (shutdown or reload)."""
+
+
 class Queued(Protocol):
     key: Hashable  # only items with the head's key join its batch (same input shape)
     rows: int
@@ -52,7 +56,7 @@ class BatchQueue(Generic[Q]):
     def put(self, item: Q) -> None:
         with self._cond:
             if self.closed:
-                raise RuntimeError("the batcher is closed")
+                raise BatcherClosed("the batcher is closed")
             self._items.append(item)
             self._cond.notify_all()
 
@@ -142,7 +146,7 @@ class BatchingEngine:
         req = _Request(arrays, int(np.shape(first)[0]), key)
         try:
             self._queue.put(req)
-        except RuntimeError:
+        except BatcherClosed:
             raise RuntimeError(f"engine {self.name} is closed") from None
         req.done.wait()
         if req.error is not None:
