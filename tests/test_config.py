@@ -206,3 +206,14 @@ def test_configuration_reference_is_up_to_date() -> None:
 
     committed = (Path(__file__).resolve().parent.parent / "docs/configuration.md").read_text()
     assert committed == config_reference(), "run: python -m edged.config.reference > docs/configuration.md"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("{{}}", "fuzz.yaml:1:2: (top level)"), ("cameras:\n  ? [a, b]\n  : 1\n", "fuzz.yaml:2:5: cameras")],
+)
+def test_a_mapping_or_list_as_key_is_one_clear_error(text: str, where: str) -> None:
+    # Found by the fuzz test below: such keys used to reach the duplicate-key check as unhashable lists.
+    with pytest.raises(ConfigError) as e:
+        load_config("fuzz.yaml", text=text, check_files=False, env={})
+    assert str(e.value).splitlines()[-1] == f"{where}: a key must be a plain name"

@@ -142,6 +142,19 @@ def _walk_scalars(node: yaml.Node, loc: Loc = ()) -> Iterator[tuple[yaml.ScalarN
         yield node, loc
 
 
+def _complex_keys(node: yaml.Node, loc: Loc = ()) -> Iterator[tuple[yaml.Node, Loc]]:
+    """Mapping keys that are themselves mappings or lists (`{[a]: 1}`): no edged setting has those."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                yield key, loc
+            else:
+                yield from _complex_keys(value, (*loc, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _complex_keys(item, (*loc, i))
+
+
 def _duplicate_keys(node: yaml.Node, loc: Loc = ()) -> Iterator[tuple[yaml.Node, Loc]]:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -170,6 +183,18 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple
         raise ConfigError([Problem(file, line, col, "", f"invalid YAML: {reason}")]) from None
     if root is None:
         return {}, _Located(None)
+    complex_keys = [
+        Problem(
+            file,
+            k.start_mark.line + 1,
+            k.start_mark.column + 1,
+            format_path(loc),
+            "a key must be a plain name",
+        )
+        for k, loc in _complex_keys(root)
+    ]
+    if complex_keys:  # the checks below walk keys as names
+        raise ConfigError(complex_keys)
     problems = [
         Problem(file, k.start_mark.line + 1, k.start_mark.column + 1, format_path(loc), "key is given twice")
         for k, loc in _duplicate_keys(root)
