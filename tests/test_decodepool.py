@@ -6,6 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +70,73 @@ def test_a_killed_worker_falls_back_to_in_thread_decoding(
         ) == 1
     finally:
         pool.close()
+
+
+CHILD = """
+import os, signal, sys, time
+import numpy as np
+from edged.chain.decodepool import DecodePool
+from edged.models import build_decoder
+from edged.preprocess.spec import PreprocessSpec, plan_frame
+
+if __name__ == "__main__":
+    pool = DecodePool(build_decoder("ppocr_det", {}), workers=2)
+    plans = [plan_frame(PreprocessSpec(resize="stretch", size=(64, 32)), 64, 32)] * 8
+    pool.decode({"x": np.zeros((8, 1, 32, 64), np.float32)}, plans)  # starts the workers
+    print(" ".join(str(p) for p in pool._pool._processes), flush=True)
+    sys.stdin.readline()  # the test signals the workers, then lets us decode again
+    found = pool.decode({"x": np.zeros((8, 1, 32, 64), np.float32)}, plans)
+    print(len(found), pool.broken, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # die without shutting the pool down
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def _ignores_stop_signals(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigIgn:")), 16)
+    return all(ignored & (1 << (sig - 1)) for sig in (signal.SIGINT, signal.SIGTERM))
+
+
+def test_workers_ignore_stop_signals_and_exit_when_the_parent_dies(tmp_path: Path) -> None:
+    """systemd stops a unit by signalling every process of its cgroup: the workers leave stopping to
+    the parent (which drains frames first). A parent killed outright must not leave workers behind."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(p) for p in workers)
+    # A worker still starting up has not yet set its handlers: wait until both ignore SIGINT and SIGTERM.
+    deadline = time.monotonic() + 20
+    while not all(_ignores_stop_signals(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_ignores_stop_signals(p) for p in workers)
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert all(_alive(p) for p in workers), "a stop signal killed a worker"
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().split() == ["8", "None"]  # the pool still decodes, nothing broke
+    proc.wait(30)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "workers outlived their parent"

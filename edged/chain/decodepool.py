@@ -18,6 +18,9 @@ import logging
 import math
 import mmap
 import os
+import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,11 +39,24 @@ Layout = list[tuple[str, str, tuple[int, ...], int]]
 
 _decoder: Decoder | None = None
 _blocks: dict[str, mmap.mmap] = {}
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it still lives
 
 
-def _init_worker(decoder: Decoder) -> None:
+def _init_worker(decoder: Decoder, parent: int) -> None:
     global _decoder
     _decoder = decoder
+    # Stopping is the parent's job: it finishes the frames in flight, then shuts the pool down. So a
+    # Ctrl-C or systemd's SIGTERM to the whole cgroup must not kill workers under it; and should the
+    # parent die without a shutdown (SIGKILL, crash), nothing would tell the workers, so they watch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
 
 
 def _decode_rows(
@@ -80,7 +96,10 @@ class DecodePool:
         self.workers = max(1, workers)
         self.broken: str | None = None
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(decoder,)
+            self.workers,
+            mp_context=get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(decoder, os.getpid()),
         )
         self._shm: shared_memory.SharedMemory | None = None
 
