@@ -117,7 +117,10 @@ def test_workers_ignore_stop_signals_and_exit_when_the_parent_dies(tmp_path: Pat
         stdout=subprocess.PIPE,
         text=True,
         cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        },
     )
     assert proc.stdout is not None and proc.stdin is not None
     workers = [int(p) for p in proc.stdout.readline().split()]
