@@ -84,7 +84,6 @@ class FrameBatcher:
         self.frames = 0
         self._queue: BatchQueue[_Item] = BatchQueue()
         self._decode: queue.Queue[tuple[list[_Item], Any, Any, BaseException | None] | None] = queue.Queue(1)
-        self._out_size: dict[tuple[int, int], tuple[int, int]] = {}
         # decode_workers > 0: batches decoded in that many processes (see edged.chain.decodepool).
         self.decode_workers = decode_workers
         self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
@@ -98,12 +97,9 @@ class FrameBatcher:
 
     def submit(self, stage: Stage, state: StageState, deliver: Deliver) -> None:
         """Queue a frame; `deliver` is called from the decode thread once its detections are in."""
-        f = state.frame
-        size = (f.width, f.height)
-        key = self._out_size.get(size)
-        if key is None:  # frames batch together when the model input they need has the same size
-            plan = plan_frame(self.spec, *size)
-            key = self._out_size.setdefault(size, (plan.out_w, plan.out_h))
+        h, w, _ = state.frame.shape
+        plan = plan_frame(self.spec, w, h)  # cached per size
+        key = (plan.out_w, plan.out_h)  # frames batch together when the model input has one size
         self._queue.put(_Item(state, stage, deliver, key))
 
     def close(self, timeout: float = 5.0) -> None:

@@ -85,7 +85,6 @@ class GpuPreprocessor:
         # (camera, slot) -> (seq, id(image), image). Two slots per camera so a pipeline that overlaps
         # frame N's crops with frame N+1's detection never overwrites the frame it still reads.
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
-        self._plans: dict[tuple[PreprocessSpec, int, int], Plan] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
     def pipeline(self, camera: str) -> Pipeline:
@@ -147,7 +146,7 @@ class GpuPreprocessor:
         with gpu_thread():
             pipe = current_pipeline() or self.pipeline("batch")
             srcs = [self.source(f, pipe) for f in frames]
-            plans = [self._frame_plan(spec, s.width, s.height) for s in srcs]
+            plans = [plan_frame(spec, s.width, s.height) for s in srcs]
             items = items_for(plans)
             items["src"] = [s.ptr for s in srcs]
             items["src_dims"] = [
@@ -156,14 +155,6 @@ class GpuPreprocessor:
             ]
             out = self.render(srcs[0], plans, spec, frames[0].fmt, pipe, "frames", items, rows)
             return out, plans
-
-    def _frame_plan(self, spec: PreprocessSpec, width: int, height: int) -> Plan:
-        """Plans are pure functions of (spec, size): a batch of 64 cameras needs only a few."""
-        key = (spec, width, height)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = plan_frame(spec, width, height)
-        return plan
 
     def render(
         self,

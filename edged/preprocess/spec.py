@@ -12,6 +12,7 @@ pixel x to source (x + 0.5) / s - 0.5, which is what cv2.resize(INTER_LINEAR) do
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,8 +108,18 @@ def _scale_homography(sx: float, sy: float, off_x: float, off_y: float) -> np.nd
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_frame(spec: PreprocessSpec, src_w: int, src_h: int) -> Plan:
-    """Geometry for feeding a whole frame of src_w x src_h pixels to the model."""
+    """Geometry for feeding a whole frame of src_w x src_h pixels to the model.
+
+    Cached: a camera's frames all share one plan, so the per-frame (and per cross-camera batch) cost
+    is a lookup. The cached matrix is read-only."""
+    plan = _plan_frame(spec, src_w, src_h)
+    plan.h_out_to_src.flags.writeable = False
+    return plan
+
+
+def _plan_frame(spec: PreprocessSpec, src_w: int, src_h: int) -> Plan:
     if src_w <= 0 or src_h <= 0:
         raise ValueError(f"empty image {src_w}x{src_h}")
     if spec.resize == "stretch":
