@@ -18,6 +18,7 @@ from edged.chain.streammux import FrameBatcher
 from edged.chain.tracker import IouTracker
 from edged.config import load_config
 from edged.infer.base import Engine
+from edged.infer.batching import padded_rows
 from edged.metrics import Metrics
 from edged.models import get_decoder
 from edged.preprocess import CpuPreprocessor, PreprocessSpec
@@ -182,7 +183,7 @@ def test_config_batching_puts_cameras_that_start_with_the_model_behind_one_batch
 def test_padded_batch_sizes(models: dict[str, Engine], pad: bool) -> None:  # noqa: F811
     mux = batcher_for(models["det"], 8, 1, pad_to_max=pad)
     try:
-        assert [mux.padded(n) for n in (1, 3, 5, 8)] == ([8, 8, 8, 8] if pad else [1, 4, 8, 8])
+        assert [padded_rows(mux.sizes, n) for n in (1, 3, 5, 8)] == ([8, 8, 8, 8] if pad else [1, 4, 8, 8])
     finally:
         mux.close()
 

@@ -34,7 +34,7 @@ from typing import Any
 from edged.chain.chain import Stage, StageState, accept_primary, to_host
 from edged.chain.decodepool import DecodePool
 from edged.infer.base import Engine
-from edged.infer.batching import BatchQueue, batch_sizes
+from edged.infer.batching import BatchQueue, batch_sizes, padded_rows
 from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec, plan_frame
 
@@ -110,9 +110,6 @@ class FrameBatcher:
         if self._pool is not None:
             self._pool.close()
 
-    def padded(self, rows: int) -> int:
-        return next((n for n in self.sizes if n >= rows), rows)
-
     def _batch_loop(self) -> None:
         with self.thread_context() if self.thread_context is not None else nullcontext():
             while True:
@@ -124,7 +121,9 @@ class FrameBatcher:
                     self.on_batch(len(batch), time.perf_counter() - batch[0].t_enqueued)
                 try:
                     frames = [it.state.frame for it in batch]
-                    tensor, plans = self.preprocessor.frames(frames, self.spec, self.padded(len(batch)))
+                    tensor, plans = self.preprocessor.frames(
+                        frames, self.spec, padded_rows(self.sizes, len(batch))
+                    )
                     outputs = self.engine.infer({self.input_name: tensor})
                     rows = {k: to_host(v)[: len(batch)] for k, v in outputs.items()}
                     self._decode.put((batch, rows, plans, None))

@@ -100,6 +100,13 @@ def batch_sizes(max_batch: int, pad_to_max: bool) -> list[int]:
     return sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
 
 
+def padded_rows(sizes: list[int], rows: int) -> int:
+    """The batch size actually run: the next of a few fixed sizes, because every new input shape
+    costs the backend a re-plan (ONNX Runtime memory planning, cuDNN algorithm choice, a TensorRT
+    profile switch); zero rows fill the gap and their outputs are dropped."""
+    return next((n for n in sizes if n >= rows), rows)
+
+
 @dataclass
 class _Request:
     inputs: Mapping[str, Any]
@@ -161,12 +168,9 @@ class BatchingEngine:
         if close_inner:
             self.inner.close()
 
-    def _take_batch(self) -> list[_Request] | None:
-        return self._queue.take(self.max_batch, self.max_wait_s)
-
     def _run(self) -> None:
         while True:
-            batch = self._take_batch()
+            batch = self._queue.take(self.max_batch, self.max_wait_s)
             if batch is None:
                 return
             now = time.perf_counter()
@@ -189,12 +193,6 @@ class BatchingEngine:
         from edged.gpu.context import gpu_thread
 
         return gpu_thread()
-
-    def padded(self, rows: int) -> int:
-        """The batch size actually run: the next of a few fixed sizes, because every new input shape
-        costs the backend a re-plan (ONNX Runtime memory planning, cuDNN algorithm choice, a TensorRT
-        profile switch); zero rows fill the gap and their outputs are dropped."""
-        return next((n for n in self.sizes if n >= rows), rows)
 
     def warm_up(self, one: Mapping[str, Any]) -> None:
         """Run every batch size once on copies of a 1-row input, so no shape is first seen live."""
@@ -223,7 +221,7 @@ class BatchingEngine:
         if len(batch) == 1 and rows in self.sizes:
             batch[0].outputs = self.inner.infer(batch[0].inputs)
             return
-        padded = self.padded(rows)
+        padded = padded_rows(self.sizes, rows)
         merged = {
             name: self._concat(name, [r.inputs[name] for r in batch], padded) for name in batch[0].inputs
         }
