@@ -122,14 +122,13 @@ class DecodePool:
         self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]
     ) -> list[list[Detection]]:
         rows = len(plans)
-        arrays = {k: np.ascontiguousarray(v) for k, v in outputs.items()}
         layout: Layout = []
         offset = 0
-        for name, arr in arrays.items():
+        for name, arr in outputs.items():
             layout.append((name, arr.dtype.str, arr.shape, offset))
             offset += -(-arr.nbytes // 64) * 64  # keep every output 64-byte aligned
         shm = self._block(max(offset, 1))
-        for (_, dtype, shape, off), arr in zip(layout, arrays.values(), strict=True):
+        for (_, dtype, shape, off), arr in zip(layout, outputs.values(), strict=True):
             np.copyto(np.ndarray(shape, dtype=np.dtype(dtype), buffer=shm.buf, offset=off), arr)
         chunk = max(MIN_ROWS_PER_TASK, math.ceil(rows / self.workers))
         futures = [
