@@ -7,6 +7,7 @@ video codecs (`frame_index` reads it back), and switches to make it fail or stal
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edged.capture.base import SourceEnded, SourceError
-from edged.types import PixelFormat
+from edged.types import FrameResult, PixelFormat
 
 INDEX_BITS = 16
 INDEX_STRIP_H = 16  # the index strip is this many rows at the top of the image
@@ -226,3 +227,16 @@ def read_video(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
     finally:
         cap.release()
     return frames
+
+
+def result_texts(result: FrameResult) -> list[str]:
+    """Every label the later stages read under a frame's detections, sorted (what an OCR chain read)."""
+    return sorted(k.label for d in result.detections for kids in d.children.values() for k in kids if k.label)
+
+
+def sample_truth(video: str | Path, frames: int) -> list[list[str]]:
+    """The sorted plate texts of each of the first `frames` frames, from the `.json` that make_sample
+    writes beside the video; empty lists when there is none."""
+    truth_file = Path(video).with_suffix(".json")
+    truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
+    return [sorted(p["text"] for p in truth[i]) if i < len(truth) else [] for i in range(frames)]

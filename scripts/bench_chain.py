@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -39,7 +38,7 @@ from edged.chain.pipeline import Pipeline  # noqa: E402
 from edged.config import load_config  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402
 from edged.runtime import build_chain, load_model, uses_gpu  # noqa: E402
-from edged.testing import read_video  # noqa: E402
+from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
 from edged.types import Frame, FrameResult  # noqa: E402
 
 
@@ -57,14 +56,6 @@ def gpu_context() -> Any:
 
 _GPU = False
 _LANE: Any = None
-
-
-def texts_of(result: FrameResult) -> list[str]:
-    return sorted(k.label for d in result.detections for kids in d.children.values() for k in kids if k.label)
-
-
-def truth_texts(truth: list[Any], i: int) -> list[str]:
-    return sorted(p["text"] for p in truth[i]) if truth else []
 
 
 def model_only(chain: Chain, frames: list[np.ndarray]) -> float:
@@ -153,17 +144,16 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     video = Path(a.video)
-    truth_file = video.with_suffix(".json")
-    truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
     frames = read_video(video, a.frames)
     n = len(frames)
+    truth = sample_truth(video, n)
     cfg = load_config(a.config, env={})
     models = {name: load_model(name, m) for name, m in cfg.models.items()}
     cam = next(iter(cfg.cameras.values()))
     chain = build_chain(cam, models)
     _GPU = uses_gpu(models, set(models))
     ctx = gpu_context()
-    with_text = [i for i in range(n) if truth_texts(truth, i)]
+    with_text = [i for i in range(n) if truth[i]]
 
     rows: dict[str, list[float]] = {"model-only": [], "edged": [], "rapidocr": []}
     reads: dict[str, int] = {"edged": 0, "rapidocr": 0}
@@ -173,19 +163,17 @@ def main() -> int:
             rows["model-only"].append(n / model_only(chain, frames))
         wall, results = edged_pipeline(chain, video, n)
         rows["edged"].append(n / wall)
-        ok = sum(texts_of(results[i]) == truth_texts(truth, i) for i in with_text)
+        ok = sum(result_texts(results[i]) == truth[i] for i in with_text)
         latencies += [r.latency_ms["total"] for r in results]
         wall_p, peer_txt = peer(frames, a.cls, a.peer_cuda)
         rows["rapidocr"].append(n / wall_p)
-        ok_p = sum(peer_txt[i] == truth_texts(truth, i) for i in with_text)
+        ok_p = sum(peer_txt[i] == truth[i] for i in with_text)
         if rep == 0:
             reads = {"edged": ok, "rapidocr": ok_p}
             for i in with_text:  # which frames were misread, to compare paths (CPU vs GPU) frame by frame
-                if texts_of(results[i]) != truth_texts(truth, i):
-                    print(
-                        f"  edged misread frame {i}: {texts_of(results[i])} (truth {truth_texts(truth, i)})"
-                    )
-            same = sum(texts_of(results[i]) == peer_txt[i] for i in range(n))
+                if result_texts(results[i]) != truth[i]:
+                    print(f"  edged misread frame {i}: {result_texts(results[i])} (truth {truth[i]})")
+            same = sum(result_texts(results[i]) == peer_txt[i] for i in range(n))
         print(
             f"run {rep + 1}: model-only {rows['model-only'][-1]:.2f} fps, edged {rows['edged'][-1]:.2f} fps, "
             f"rapidocr {rows['rapidocr'][-1]:.2f} fps",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from edged.config import load_config  # noqa: E402
 from edged.config.models import ModelConfig  # noqa: E402
 from edged.runtime import LoadedModel, build_chain, load_model, uses_gpu  # noqa: E402
-from edged.testing import read_video  # noqa: E402
-from edged.types import Frame, FrameResult  # noqa: E402
+from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
+from edged.types import Frame  # noqa: E402
 
 VARIANTS = {  # name: (preprocess device, providers, tf32)
     "cpu": ("cpu", ["CPUExecutionProvider"], True),
@@ -45,10 +44,6 @@ def variant_model(m: ModelConfig, device: str, providers: list[str], tf32: bool)
             "onnxruntime": m.onnxruntime.model_copy(update={"providers": providers, "tf32": tf32}),
         }
     )
-
-
-def texts_of(result: FrameResult) -> list[str]:
-    return sorted(k.label for d in result.detections for kids in d.children.values() for k in kids if k.label)
 
 
 def run_variant(name: str, cfg: Any, frames: list[Any]) -> list[list[str]] | str:
@@ -71,7 +66,7 @@ def run_variant(name: str, cfg: Any, frames: list[Any]) -> list[list[str]] | str
 
         ctx = GpuLane(f"compare-{name}").active()
     with ctx:
-        return [texts_of(chain.run(Frame("compare", i, img))) for i, img in enumerate(frames)]
+        return [result_texts(chain.run(Frame("compare", i, img))) for i, img in enumerate(frames)]
 
 
 def main() -> int:
@@ -82,16 +77,14 @@ def main() -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     a = ap.parse_args()
     video = Path(a.video)
-    truth_file = video.with_suffix(".json")
-    truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
     frames = read_video(video, a.frames)
+    want = sample_truth(video, len(frames))
     cfg = load_config(a.config, env={})
     reads = {v: run_variant(v, cfg, frames) for v in a.variants}
     ran = {v: r for v, r in reads.items() if isinstance(r, list)}
     for v, r in reads.items():
         if isinstance(r, str):
             print(f"{v}: {r}")
-    want = [sorted(p["text"] for p in truth[i]) if truth else None for i in range(len(frames))]
     print(
         f"{len(frames)} frames of {video.name}; rows: frames where any variant differs from the truth or the cpu path"
     )
