@@ -97,12 +97,11 @@ def run_streams(
         shared.warm_up({det.inputs[0].name: one})
     batcher = None
     if mux == "frame":
-        first = stage("ppocr_det", "det", det, det_spec)
         lane = GpuLane("mux")
         batcher = FrameBatcher(
             "det",
             det,
-            first.decoder,
+            build_decoder("ppocr_det", {}, metadata=det.metadata),
             det_spec,
             pre,
             max_batch=n,
