@@ -6,6 +6,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edged.chain.chain import Stage
 from edged.chain.pipeline import Pipeline
 from edged.infer.base import Engine
@@ -77,3 +80,9 @@ def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple
     return [
         (r.frame.seq, [k.label for d in r.detections for k in d.children.get(stage, [])]) for r in results
     ]
+
+
+def text_frame(text: str, seq: int) -> np.ndarray:
+    img = np.full((240, 320, 3), 255, np.uint8)
+    cv2.putText(img, f"{text}{seq}", (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA)
+    return img

@@ -1,4 +1,5 @@
-"""Shared fixtures. `mosquitto`: a real broker subprocess on a free port (see edged.mqtt_testing)."""
+"""Shared fixtures. `mosquitto`: a real broker subprocess on a free port (see edged.mqtt_testing);
+`ocr_engines`: the real PP-OCR detector and recognizer on ONNX Runtime, keyed by model kind."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from edged.infer import create_engine
+from edged.infer.base import Engine
 from edged.mqtt_testing import MOSQUITTO, Mosquitto
+from tests._paths import need_models
 
 
 def _have_mosquitto() -> bool:
@@ -35,3 +39,12 @@ def persistent_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     broker = Mosquitto(Path(tmp_path_factory.mktemp("mosquitto")), persistence=True)
     with broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def ocr_engines() -> dict[str, Engine]:
+    d = need_models()
+    return {
+        "ppocr_det": create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
+        "ppocr_rec": create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
+    }

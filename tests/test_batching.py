@@ -5,48 +5,32 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
 from edged.chain.chain import Chain
 from edged.chain.pipeline import Pipeline
-from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.infer.batching import BatchingEngine
 from edged.types import FrameResult
-from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras
-from tests._paths import need_models
-
-
-def text_frame(text: str, seq: int) -> np.ndarray:
-    img = np.full((240, 320, 3), 255, np.uint8)
-    cv2.putText(img, f"{text}{seq}", (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA)
-    return img
-
-
-@pytest.fixture(scope="module")
-def models() -> dict[str, Engine]:
-    d = need_models()
-    return {
-        "det": create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
-        "rec": create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
-    }
+from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras, text_frame
 
 
 def make_chain(det: Engine, rec: Engine) -> Chain:
     return Chain([make_stage("ppocr_det", "det", det), make_stage("ppocr_rec", "rec", rec, on="det")])
 
 
-def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engine]) -> None:
-    spy = SpyEngine(models["det"])
+def test_batches_split_back_to_the_right_camera_and_frame(ocr_engines: dict[str, Engine]) -> None:
+    spy = SpyEngine(ocr_engines["ppocr_det"])
     shared = BatchingEngine(spy, max_batch=4, max_wait_ms=200)  # generous wait: deterministic merging
     cameras = {"north": "AB", "south": "XY", "east": "KM"}
     frames_each = 3
     results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
-    pipes = {c: Pipeline(make_chain(shared, models["rec"]), results[c].append, name=c) for c in cameras}
+    pipes = {
+        c: Pipeline(make_chain(shared, ocr_engines["ppocr_rec"]), results[c].append, name=c) for c in cameras
+    }
     run_cameras(pipes, lambda cam, seq: text_frame(cameras[cam], seq), frames_each)
-    shared.close()
+    shared.close(close_inner=False)  # the engines are shared by the whole session (ocr_engines)
 
     for cam, prefix in cameras.items():
         got = reads_by_frame(results[cam])
@@ -57,8 +41,10 @@ def test_batches_split_back_to_the_right_camera_and_frame(models: dict[str, Engi
     assert len(spy.calls) < total and sum(spy.calls) >= total
 
 
-def test_different_shapes_are_not_merged_and_errors_reach_every_caller(models: dict[str, Engine]) -> None:
-    spy = SpyEngine(models["rec"])
+def test_different_shapes_are_not_merged_and_errors_reach_every_caller(
+    ocr_engines: dict[str, Engine],
+) -> None:
+    spy = SpyEngine(ocr_engines["ppocr_rec"])
     eng = BatchingEngine(spy, max_batch=8, max_wait_ms=100)
     a = np.zeros((1, 3, 48, 320), np.float32)
     b = np.zeros((2, 3, 48, 480), np.float32)
@@ -75,4 +61,4 @@ def test_different_shapes_are_not_merged_and_errors_reach_every_caller(models: d
     assert next(iter(out["a"].values())).shape[0] == 1 and next(iter(out["b"].values())).shape[0] == 2
     with pytest.raises(Exception, match=r"(?i)invalid|got|dimension|rank"):
         eng.infer({"x": np.zeros((1, 3, 5), np.float32)})  # a real ORT error, raised in the caller
-    eng.close()
+    eng.close(close_inner=False)

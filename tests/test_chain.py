@@ -12,11 +12,9 @@ import pytest
 from edged.chain.chain import Chain, Stage
 from edged.chain.filters import StageFilter, point_in_polygon
 from edged.chain.pipeline import Pipeline
-from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.types import Detection, Frame, FrameResult
 from tests._chain import SpyEngine, make_stage
-from tests._paths import need_models
 
 LINES = [
     ("KX 4471", cv2.FONT_HERSHEY_SIMPLEX),
@@ -32,27 +30,21 @@ def plate_image() -> np.ndarray:
     return img
 
 
-@pytest.fixture(scope="module")
-def engines() -> dict[str, Engine]:
-    models = need_models()
-    return {
-        "ppocr_det": create_engine("det", models / "PP-OCRv6_det_small.onnx", "onnxruntime"),
-        "ppocr_rec": create_engine("rec", models / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
-    }
-
-
-def stage(engines: dict[str, Engine], kind: str, name: str, **kw: Any) -> Stage:
-    return make_stage(kind, name, kw.pop("engine", engines[kind]), **kw)
+def stage(ocr_engines: dict[str, Engine], kind: str, name: str, **kw: Any) -> Stage:
+    return make_stage(kind, name, kw.pop("engine", ocr_engines[kind]), **kw)
 
 
 def texts(result: FrameResult, stage_name: str = "rec") -> list[str]:
     return [k.label for d in result.detections for k in d.children.get(stage_name, [])]
 
 
-def test_det_rec_chain_nests_results_and_batches_all_crops(engines: dict[str, Engine]) -> None:
-    rec_engine = SpyEngine(engines["ppocr_rec"])
+def test_det_rec_chain_nests_results_and_batches_all_crops(ocr_engines: dict[str, Engine]) -> None:
+    rec_engine = SpyEngine(ocr_engines["ppocr_rec"])
     chain = Chain(
-        [stage(engines, "ppocr_det", "det"), stage(engines, "ppocr_rec", "rec", on="det", engine=rec_engine)]
+        [
+            stage(ocr_engines, "ppocr_det", "det"),
+            stage(ocr_engines, "ppocr_rec", "rec", on="det", engine=rec_engine),
+        ]
     )
     result = chain.run(Frame("cam", 7, plate_image()))
     assert texts(result) == [t for t, _ in LINES]
@@ -67,24 +59,24 @@ def test_det_rec_chain_nests_results_and_batches_all_crops(engines: dict[str, En
     assert "box" in first and "box" not in first["children"]["rec"][0]  # child shares the parent's region
 
 
-def test_batch_size_splits_crops(engines: dict[str, Engine]) -> None:
-    rec_engine = SpyEngine(engines["ppocr_rec"])
+def test_batch_size_splits_crops(ocr_engines: dict[str, Engine]) -> None:
+    rec_engine = SpyEngine(ocr_engines["ppocr_rec"])
     chain = Chain(
         [
-            stage(engines, "ppocr_det", "det"),
-            stage(engines, "ppocr_rec", "rec", on="det", engine=rec_engine, batch_size=2),
+            stage(ocr_engines, "ppocr_det", "det"),
+            stage(ocr_engines, "ppocr_rec", "rec", on="det", engine=rec_engine, batch_size=2),
         ]
     )
     assert texts(chain.run(Frame("cam", 1, plate_image()))) == [t for t, _ in LINES]
     assert rec_engine.calls == [2, 1]
 
 
-def test_roi_and_max_crops_select_parents(engines: dict[str, Engine]) -> None:
+def test_roi_and_max_crops_select_parents(ocr_engines: dict[str, Engine]) -> None:
     lower_half = ((0.0, 180.0), (640.0, 180.0), (640.0, 480.0), (0.0, 480.0))
     chain = Chain(
         [
-            stage(engines, "ppocr_det", "det"),
-            stage(engines, "ppocr_rec", "rec", on="det", filter=StageFilter(roi=lower_half)),
+            stage(ocr_engines, "ppocr_det", "det"),
+            stage(ocr_engines, "ppocr_rec", "rec", on="det", filter=StageFilter(roi=lower_half)),
         ]
     )
     result = chain.run(Frame("cam", 1, plate_image()))
@@ -92,30 +84,33 @@ def test_roi_and_max_crops_select_parents(engines: dict[str, Engine]) -> None:
     assert texts(result) == ["AB12 CDE", "7ZT 903"]
     chain = Chain(
         [
-            stage(engines, "ppocr_det", "det"),
-            stage(engines, "ppocr_rec", "rec", on="det", filter=StageFilter(max_count=1)),
+            stage(ocr_engines, "ppocr_det", "det"),
+            stage(ocr_engines, "ppocr_rec", "rec", on="det", filter=StageFilter(max_count=1)),
         ]
     )
     assert len(texts(chain.run(Frame("cam", 1, plate_image())))) == 1
 
 
-def test_first_stage_filter_applies_to_its_own_output(engines: dict[str, Engine]) -> None:
-    chain = Chain([stage(engines, "ppocr_det", "det", filter=StageFilter(min_size=(200, 0)))])
+def test_first_stage_filter_applies_to_its_own_output(ocr_engines: dict[str, Engine]) -> None:
+    chain = Chain([stage(ocr_engines, "ppocr_det", "det", filter=StageFilter(min_size=(200, 0)))])
     result = chain.run(Frame("cam", 1, plate_image()))
     assert result.detections and all(d.width >= 200 for d in result.detections)
     assert len(result.detections) < 3
 
 
-def test_frame_without_text_gives_no_detections(engines: dict[str, Engine]) -> None:
-    chain = Chain([stage(engines, "ppocr_det", "det"), stage(engines, "ppocr_rec", "rec", on="det")])
+def test_frame_without_text_gives_no_detections(ocr_engines: dict[str, Engine]) -> None:
+    chain = Chain([stage(ocr_engines, "ppocr_det", "det"), stage(ocr_engines, "ppocr_rec", "rec", on="det")])
     result = chain.run(Frame("cam", 1, np.full((240, 320, 3), 128, np.uint8)))
     assert result.detections == []
 
 
-def test_pipeline_keeps_order_and_survives_a_failing_frame(engines: dict[str, Engine]) -> None:
-    det_engine = SpyEngine(engines["ppocr_det"], fail_on_call=3)
+def test_pipeline_keeps_order_and_survives_a_failing_frame(ocr_engines: dict[str, Engine]) -> None:
+    det_engine = SpyEngine(ocr_engines["ppocr_det"], fail_on_call=3)
     chain = Chain(
-        [stage(engines, "ppocr_det", "det", engine=det_engine), stage(engines, "ppocr_rec", "rec", on="det")]
+        [
+            stage(ocr_engines, "ppocr_det", "det", engine=det_engine),
+            stage(ocr_engines, "ppocr_rec", "rec", on="det"),
+        ]
     )
     got: list[FrameResult] = []
     failed: list[int] = []

@@ -19,13 +19,15 @@ from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
 from edged.preprocess import CpuPreprocessor
 from edged.types import Frame
-from tests.test_batching import models, text_frame  # noqa: F401  (module fixture: the real engines)
+from tests._chain import text_frame
 
 
 @pytest.fixture(scope="module")
-def batch(models: dict[str, Engine]) -> tuple[dict[str, np.ndarray], list]:  # noqa: F811
+def batch(
+    ocr_engines: dict[str, Engine],
+) -> tuple[dict[str, np.ndarray], list]:
     """Detector outputs for 9 frames of different text, and their plans."""
-    det = models["det"]
+    det = ocr_engines["ppocr_det"]
     frames = [Frame(f"c{i}", i, text_frame(["AB", "XY", "KM"][i % 3] * (1 + i % 2), i)) for i in range(9)]
     tensor, plans = CpuPreprocessor().frames(frames, get_decoder("ppocr_det").default_preprocess)
     return det.infer({det.inputs[0].name: tensor}), plans

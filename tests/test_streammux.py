@@ -24,9 +24,8 @@ from edged.models import get_decoder
 from edged.preprocess import CpuPreprocessor, PreprocessSpec
 from edged.runtime import CameraRunner, load_model
 from edged.types import Frame, FrameResult
-from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras
+from tests._chain import SpyEngine, make_stage, reads_by_frame, run_cameras, text_frame
 from tests._edged import det_model, small_sample
-from tests.test_batching import models, text_frame  # noqa: F401  (module fixture: the real engines)
 
 
 def batcher_for(
@@ -57,10 +56,10 @@ def camera_pipeline(name: str, det: Engine, rec: Engine, batcher: FrameBatcher, 
 
 @pytest.mark.parametrize("decode_workers", [0, 2])
 def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_camera(
-    models: dict[str, Engine],  # noqa: F811
+    ocr_engines: dict[str, Engine],
     decode_workers: int,
 ) -> None:
-    spy = SpyEngine(models["det"])
+    spy = SpyEngine(ocr_engines["ppocr_det"])
     waits: list[tuple[int, float]] = []
     mux = batcher_for(
         spy,
@@ -73,7 +72,7 @@ def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_ca
     cameras = {"north": "AB", "south": "XY", "east": "KM"}
     frames_each = 3
     results: dict[str, list[FrameResult]] = {c: [] for c in cameras}
-    pipes = {c: camera_pipeline(c, spy, models["rec"], mux, results[c].append) for c in cameras}
+    pipes = {c: camera_pipeline(c, spy, ocr_engines["ppocr_rec"], mux, results[c].append) for c in cameras}
     run_cameras(pipes, lambda cam, seq: text_frame(cameras[cam], seq), frames_each)
     mux.close()
 
@@ -90,14 +89,17 @@ def test_frames_of_several_cameras_batch_into_one_call_and_come_back_to_their_ca
 
 
 def test_a_failed_batch_fails_only_its_frames_and_the_cameras_go_on(
-    models: dict[str, Engine],  # noqa: F811
+    ocr_engines: dict[str, Engine],
 ) -> None:
-    spy = SpyEngine(models["det"], fail_on_call=1)
+    spy = SpyEngine(ocr_engines["ppocr_det"], fail_on_call=1)
     mux = batcher_for(spy, 2, 50)
     failed: list[tuple[str, int, str]] = []
     results: list[FrameResult] = []
     chain = Chain(
-        [make_stage("ppocr_det", "det", spy), make_stage("ppocr_rec", "rec", models["rec"], on="det")]
+        [
+            make_stage("ppocr_det", "det", spy),
+            make_stage("ppocr_rec", "rec", ocr_engines["ppocr_rec"], on="det"),
+        ]
     )
     pipe = Pipeline(
         chain,
@@ -118,11 +120,13 @@ def test_a_failed_batch_fails_only_its_frames_and_the_cameras_go_on(
     assert pipe.in_flight == 0
 
 
-def test_a_lone_camera_waits_at_most_max_wait_for_others(models: dict[str, Engine]) -> None:  # noqa: F811
+def test_a_lone_camera_waits_at_most_max_wait_for_others(
+    ocr_engines: dict[str, Engine],
+) -> None:
     waits: list[float] = []
-    mux = batcher_for(models["det"], 8, 40, on_batch=lambda n, w: waits.append(w))
+    mux = batcher_for(ocr_engines["ppocr_det"], 8, 40, on_batch=lambda n, w: waits.append(w))
     done: list[FrameResult] = []
-    st = make_stage("ppocr_det", "det", models["det"])
+    st = make_stage("ppocr_det", "det", ocr_engines["ppocr_det"])
     pipe = Pipeline(Chain([st]), done.append, name="solo", batcher=mux)
     pipe.start()
     for seq in range(4):
@@ -180,19 +184,23 @@ def test_config_batching_puts_cameras_that_start_with_the_model_behind_one_batch
 
 
 @pytest.mark.parametrize("pad", [False, True])
-def test_padded_batch_sizes(models: dict[str, Engine], pad: bool) -> None:  # noqa: F811
-    mux = batcher_for(models["det"], 8, 1, pad_to_max=pad)
+def test_padded_batch_sizes(ocr_engines: dict[str, Engine], pad: bool) -> None:
+    mux = batcher_for(ocr_engines["ppocr_det"], 8, 1, pad_to_max=pad)
     try:
         assert [padded_rows(mux.sizes, n) for n in (1, 3, 5, 8)] == ([8, 8, 8, 8] if pad else [1, 4, 8, 8])
     finally:
         mux.close()
 
 
-def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) -> None:  # noqa: F811
+def test_a_slow_camera_does_not_hold_back_the_others(
+    ocr_engines: dict[str, Engine],
+) -> None:
     """The slow camera's sink takes 0.5 s a frame: its own submits block (its capture would drop to
     the latest frame), while the fast camera's frames keep flowing through the shared batcher."""
     small = dataclasses.replace(get_decoder("ppocr_det").default_preprocess, limit_side=320, limit_type="max")
-    mux = batcher_for(models["det"], 2, 20, small)  # ~320x256 input: a few tens of ms a frame on a CPU
+    mux = batcher_for(
+        ocr_engines["ppocr_det"], 2, 20, small
+    )  # ~320x256 input: a few tens of ms a frame on a CPU
     done: dict[str, list[float]] = {"fast": [], "slow": []}
     t0 = time.monotonic()
 
@@ -205,7 +213,10 @@ def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) 
 
     pipes = {
         cam: Pipeline(
-            Chain([make_stage("ppocr_det", "det", models["det"])]), sink_for(cam, d), name=cam, batcher=mux
+            Chain([make_stage("ppocr_det", "det", ocr_engines["ppocr_det"])]),
+            sink_for(cam, d),
+            name=cam,
+            batcher=mux,
         )
         for cam, d in (("fast", 0.0), ("slow", 0.5))
     }
@@ -216,12 +227,14 @@ def test_a_slow_camera_does_not_hold_back_the_others(models: dict[str, Engine]) 
     assert done["fast"][-1] < done["slow"][-1] / 2, done
 
 
-def test_a_frame_the_batcher_cannot_take_fails_alone(models: dict[str, Engine]) -> None:  # noqa: F811
-    mux = batcher_for(models["det"], 2, 10)
+def test_a_frame_the_batcher_cannot_take_fails_alone(
+    ocr_engines: dict[str, Engine],
+) -> None:
+    mux = batcher_for(ocr_engines["ppocr_det"], 2, 10)
     failed: list[tuple[int, str]] = []
     done: list[FrameResult] = []
     pipe = Pipeline(
-        Chain([make_stage("ppocr_det", "det", models["det"])]),
+        Chain([make_stage("ppocr_det", "det", ocr_engines["ppocr_det"])]),
         done.append,
         name="gate",
         batcher=mux,

@@ -8,12 +8,10 @@ import pytest
 
 from edged.chain.chain import Chain, RunPolicy
 from edged.chain.tracker import IouTracker
-from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, Frame, FrameResult
 from tests._chain import SpyEngine, make_stage
-from tests._paths import need_models
 
 
 def box(
@@ -59,23 +57,14 @@ def test_labels_do_not_mix_and_low_scores_only_continue_tracks() -> None:
     assert tr.update([stray], 2).new == [] and "track_id" not in stray.attrs
 
 
-@pytest.fixture(scope="module")
-def engines() -> tuple[Engine, Engine]:
-    d = need_models()
-    return (
-        create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
-        create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
-    )
-
-
 def moving_text(seq: int) -> np.ndarray:
     img = np.full((240, 400, 3), 255, np.uint8)
     cv2.putText(img, "KX 4471", (20 + 6 * seq, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3, cv2.LINE_AA)
     return img
 
 
-def tracked_chain(engines: tuple[Engine, Engine], policy: RunPolicy) -> tuple[Chain, SpyEngine]:
-    det, rec = engines
+def tracked_chain(ocr_engines: dict[str, Engine], policy: RunPolicy) -> tuple[Chain, SpyEngine]:
+    det, rec = ocr_engines["ppocr_det"], ocr_engines["ppocr_rec"]
     spy = SpyEngine(rec)
     chain = Chain(
         [
@@ -91,9 +80,9 @@ def tracked_chain(engines: tuple[Engine, Engine], policy: RunPolicy) -> tuple[Ch
     [(RunPolicy("new_track"), 1), (RunPolicy("every_k", every_k=3), 3), (RunPolicy("always"), 7)],
 )
 def test_secondary_stage_runs_per_policy(
-    engines: tuple[Engine, Engine], policy: RunPolicy, expected_runs: int
+    ocr_engines: dict[str, Engine], policy: RunPolicy, expected_runs: int
 ) -> None:
-    chain, spy = tracked_chain(engines, policy)
+    chain, spy = tracked_chain(ocr_engines, policy)
     texts = []
     for seq in range(7):
         result = chain.run(Frame("cam", seq, moving_text(seq)))
