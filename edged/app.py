@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
+from edged.chain.delivery import Delivery
+from edged.chain.dispatch import FrameDispatcher
 from edged.commands import CommandQueue
 from edged.config import Config, ConfigError, load_config
 from edged.control import CommandControl
@@ -46,6 +48,8 @@ class Daemon(CommandControl):
         self.metrics = Metrics()
         self.models: dict[str, LoadedModel] = {}
         self.cameras: dict[str, CameraRunner] = {}
+        self.dispatcher = FrameDispatcher()  # hands every camera's frames to its chain (one thread)
+        self.delivery = Delivery()  # runs the cameras' sinks off the model servers' threads
         self.sink = ResultSink(
             cfg.device.name,
             self.metrics,
@@ -185,6 +189,8 @@ class Daemon(CommandControl):
         self._release_faults.set()
         for runner in self.cameras.values():
             runner.stop()
+        self.dispatcher.stop()
+        self.delivery.close()
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:
@@ -201,15 +207,37 @@ class Daemon(CommandControl):
     def _load_models(self, names: set[str]) -> None:
         hang = hang_request()
         for name in sorted(names):
+            wrap = None
+            if hang is not None and hang[0] == name:
+                seconds = hang[1]
+                wrap = lambda e, s=seconds: HangingEngine(e, s, self._release_faults)  # noqa: E731
             try:
-                self.models[name] = load_model(name, self.cfg.models[name], self.metrics)
+                self.models[name] = load_model(
+                    name,
+                    self.cfg.models[name],
+                    self.metrics,
+                    source_sizes=self._source_sizes(name),
+                    wrap=wrap,
+                    progress=self._warm_progress,
+                )
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
                 log.error("model %s: %s", name, e)
-                continue
-            if hang is not None and hang[0] == name:
-                m = self.models[name]
-                m.engine = HangingEngine(m.engine, hang[1], self._release_faults)
+
+    def _source_sizes(self, model: str) -> list[tuple[int, int]]:
+        """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
+        return sorted(
+            {
+                (c.width, c.height)
+                for c in self.cfg.cameras.values()
+                if c.width and c.height and any(s.model == model for s in c.chain)
+            }
+        )
+
+    @staticmethod
+    def _warm_progress(model: str, done: int, total: int) -> None:
+        if done == total or done % 8 == 0:
+            log.info("model %s: warmed %d/%d input shapes", model, done, total)
 
     def _wanted(self, name: str) -> bool:
         """Whether the camera should run: its run-time override (MQTT command), else the config."""
@@ -225,7 +253,9 @@ class Daemon(CommandControl):
         if missing:
             log.error("camera %s: not started, model(s) failed to load: %s", name, ", ".join(missing))
             return
-        runner = CameraRunner(name, cam, self.models, self.sink, self.metrics, self.config_path.parent)
+        runner = CameraRunner(
+            name, cam, self.models, self.sink, self.metrics, self.dispatcher, self.delivery, self.config_path.parent
+        )
         runner.start()
         self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
@@ -286,6 +316,10 @@ class Daemon(CommandControl):
     # --- health ------------------------------------------------------------------------------
 
     def progressing(self) -> tuple[bool, str]:
+        for check in [self.dispatcher.alive, *(m.server.healthy for m in self.models.values())]:
+            ok, why = check()
+            if not ok:
+                return False, why
         now = time.monotonic()
         for name, runner in list(self.cameras.items()):
             stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
@@ -331,6 +365,7 @@ class Daemon(CommandControl):
                     "backend": m.engine.info.backend,
                     "device": m.engine.info.device,
                     "preprocess": m.preprocessor.name,
+                    **m.server.status(),
                 }
                 for n, m in self.models.items()
             },

@@ -1,35 +1,39 @@
 """Loaded models and camera runners: the parts app.py wires together, built from config.
 
-A `LoadedModel` is one engine + decoder + preprocessing spec, shared by every camera whose chain
-uses it. A `CameraRunner` is the detectnet-style loop for one camera: capture -> chain -> sink.
+A `LoadedModel` is one engine + decoder + preprocessing spec behind its `ModelServer`, the engine's only
+caller, shared by every camera whose chain uses the model. A `CameraRunner` is one camera: its capture
+thread, its chain (a `CameraFlow` over the model servers, no thread of its own) and its sink; the one
+`FrameDispatcher` thread hands each camera's newest frame to its chain (capture -> chain -> sink, as in
+jetson-inference's detectnet.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edged.capture import make_source
 from edged.capture.worker import CameraCapture
-from edged.chain.chain import Chain, RunPolicy, Stage
+from edged.chain.chain import RunPolicy, Stage
+from edged.chain.delivery import Delivery
+from edged.chain.dispatch import FrameDispatcher
 from edged.chain.filters import StageFilter
-from edged.chain.pipeline import Pipeline
-from edged.chain.streammux import FrameBatcher
+from edged.chain.flow import CameraFlow
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
 from edged.infer import EngineOptions, ModelLoadError, create_engine
 from edged.infer.base import Engine
-from edged.infer.batching import BatchingEngine
 from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
+from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
+from edged.serving.shapes import check_model_input
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -44,13 +48,14 @@ class LoadedModel:
     decoder: Decoder
     spec: PreprocessSpec
     preprocessor: Preprocessor
-    # With batching.max_batch > 1: the first stage of every camera whose chain starts with this model.
-    batcher: FrameBatcher | None = None
+    shapes: ShapeSet
+    server: ModelServer
+    lane: Any = None  # the server's GPU lane (edged.gpu.Pipeline), when it runs on a GPU
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        self.engine.close()
+        self.server.close()
+        if self.lane is not None:
+            self.lane.close()
 
 
 def engine_options(m: ModelConfig) -> EngineOptions:
@@ -78,29 +83,59 @@ def make_preprocessor(device: str, metrics: Metrics | None = None) -> Preprocess
     return pre
 
 
-def uses_gpu(models: Mapping[str, LoadedModel], names: set[str]) -> bool:
-    return any(models[n].preprocessor.name != "cpu" or models[n].engine.info.device == "cuda" for n in names)
-
-
-def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> LoadedModel:
-    """Engine + decoder for one configured model. Raises ModelLoadError with a clear message."""
+def load_model(
+    name: str,
+    m: ModelConfig,
+    metrics: Metrics | None = None,
+    *,
+    source_sizes: Sequence[tuple[int, int]] = (),
+    wrap: Callable[[Engine], Engine] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> LoadedModel:
+    """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
+    `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
+    `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
+    Raises ModelLoadError with a clear message."""
     labels: list[str] = []
     if m.labels is not None:
         try:
             labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
-    engine: Engine = create_engine(name, m.path, m.backend, engine_options(m))
-    if m.batching.max_batch > 1:
-        engine = BatchingEngine(
-            engine,
-            max_batch=m.batching.max_batch,
-            max_wait_ms=m.batching.max_wait_ms,
-            pad_to_max=m.batching.pad_to_max,
-            on_batch=_batch_observer(metrics, name) if metrics else None,
-        )
-    decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
     pre = make_preprocessor(m.preprocess.device, metrics)
+    lane = None
+    options = engine_options(m)
+    if pre.name != "cpu":
+        from edged.gpu import Pipeline as GpuLane
+
+        lane = GpuLane(f"model-{name}", metrics=metrics)  # the server's own CUDA stream
+        options = dataclasses.replace(options, cuda_stream=lane.handle)
+    engine: Engine = create_engine(name, m.path, m.backend, options)
+    if lane is None and engine.info.device == "cuda":
+        from edged.gpu import Pipeline as GpuLane
+
+        lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
+    try:
+        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+        spec = fit_to_engine(
+            name, effective_preprocess(m), m.preprocess, engine.inputs[0].shape, engine.inputs[0].dtype
+        )
+        b = m.batching
+        # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
+        # fixed width takes crops of that width only.
+        dims = engine.inputs[0].shape if len(engine.inputs[0].shape) == 4 else (-1, -1, -1, -1)
+        fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
+        shapes = declare_shapes(
+            spec,
+            max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
+            pad_to_max=b.pad_to_max or fixed_rows > 0,
+            source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
+            widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+        )
+        check_model_input(shapes, spec, engine.inputs[0].shape, f"models.{name}.batching")
+    except (ShapeError, ValueError) as e:
+        engine.close()
+        raise ModelLoadError(str(e)) from None
     if metrics is not None:
         metrics.engine_info.labels(name).info(
             {
@@ -110,37 +145,29 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
                 "kind": m.kind,
             }
         )
-    spec = fit_to_engine(
-        name, effective_preprocess(m), m.preprocess, engine.inputs[0].shape, engine.inputs[0].dtype
-    )
-    loaded = LoadedModel(name, m, engine, decoder, spec, pre)
-    if isinstance(engine, BatchingEngine):
-        loaded.batcher = _frame_batcher(loaded, engine, metrics)
-    return loaded
-
-
-def _frame_batcher(lm: LoadedModel, engine: BatchingEngine, metrics: Metrics | None) -> FrameBatcher:
-    """Whole frames of all cameras that start with this model, batched before preprocessing; the
-    BatchingEngine stays in front of the engine for crops when the model is also a later stage."""
-    lane = None
-    if uses_gpu({lm.name: lm}, {lm.name}):
-        from edged.gpu import Pipeline as GpuLane
-
-        lane = GpuLane(f"batch-{lm.name}", metrics=metrics)
-    b = lm.config.batching
-    return FrameBatcher(
-        lm.name,
-        engine.inner,
-        lm.decoder,
-        lm.spec,
-        lm.preprocessor,
-        max_batch=b.max_batch,
+    server = ModelServer(
+        name,
+        engine,
+        decoder,
+        spec,
+        pre,
+        shapes,
         max_wait_ms=b.max_wait_ms,
-        pad_to_max=b.pad_to_max,
-        on_batch=_batch_observer(metrics, lm.name) if metrics else None,
-        thread_context=lane.active if lane is not None else None,
         decode_workers=b.decode_workers,
+        lane=lane.active if lane is not None else None,
+        on_batch=_batch_observer(metrics, name) if metrics else None,
     )
+    log.info("model %s: warming %s", name, shapes.describe())
+    try:
+        server.start(progress)
+    except Exception as e:
+        server.close()
+        raise ModelLoadError(
+            f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
+        ) from None
+    if wrap is not None:  # after warm-up: a wrapper counts live calls only
+        server.engine = wrap(engine)
+    return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane)
 
 
 def fit_to_engine(
@@ -182,20 +209,20 @@ def fit_to_engine(
     return spec
 
 
-def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, float], None]:
+def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float], None]:
     rows, wait = metrics.batch_rows.labels(model), metrics.batch_wait.labels(model)
 
-    def observe(n: int, waited_s: float) -> None:
+    def observe(n: int, padded: int, waited_s: float) -> None:
         rows.observe(n)
         wait.observe(waited_s)
 
     return observe
 
 
-def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
+def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[Stage]:
     stages = []
+    tr = cam.tracking
     for s in cam.chain:
-        lm = models[s.model]
         flt = StageFilter(
             classes=frozenset(s.classes) if s.classes else None,
             min_score=s.min_score,
@@ -203,28 +230,23 @@ def build_chain(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> Chain:
             roi=tuple(s.roi) if s.roi else None,
             max_count=s.max_crops if s.on is not None else None,
         )
-        tr = cam.tracking
         stages.append(
             Stage(
                 s.stage_name,
-                lm.engine,
-                lm.decoder,
-                lm.spec,
-                lm.preprocessor,
+                models[s.model].server,
                 on=s.on,
                 filter=flt,
-                batch_size=s.batch_size,
                 tracker=IouTracker(tr.iou, tr.max_age, tr.high_score)
                 if tr.enabled and s.on is None
                 else None,
                 policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
             )
         )
-    return Chain(stages)
+    return stages
 
 
 class CameraRunner:
-    """Capture -> chain -> sink for one camera, on its own threads."""
+    """One camera: capture thread -> chain over the model servers -> sink (no thread of its own)."""
 
     def __init__(
         self,
@@ -233,11 +255,14 @@ class CameraRunner:
         models: Mapping[str, LoadedModel],
         sink: Callable[[FrameResult], None],
         metrics: Metrics,
+        dispatcher: FrameDispatcher,
+        delivery: Delivery,
         base_dir: Path | None = None,
     ):
         self.name = name
         self.config = cam
         self.metrics = metrics
+        self.dispatcher = dispatcher
         self.capture = CameraCapture(
             name,
             lambda: make_source(
@@ -257,23 +282,18 @@ class CameraRunner:
             reconnect_max_s=cam.reconnect.max_s,
             metrics=metrics,
         )
-        self.chain = build_chain(cam, models) if cam.chain else None
+        self.capture.on_frame = dispatcher.wake
         self._sink = sink
-        lane = None
-        if self.chain is not None and uses_gpu(models, {st.model for st in cam.chain}):
-            from edged.gpu import Pipeline as GpuLane
-
-            lane = GpuLane(name, metrics=metrics)  # this camera's CUDA stream and byte counters
-        self.pipeline = (
-            Pipeline(
-                self.chain,
+        self.flow = (
+            CameraFlow(
+                name,
+                build_stages(cam, models),
                 self._record,
-                name=name,
                 on_error=self._frame_failed,
-                thread_context=lane.active if lane is not None else None,
-                batcher=models[cam.chain[0].model].batcher,
+                on_free=dispatcher.wake,
+                lane=delivery.lane(f"camera {name}"),
             )
-            if self.chain
+            if cam.chain
             else None
         )
         self.last_result: FrameResult | None = None
@@ -281,36 +301,36 @@ class CameraRunner:
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
         self._error_logged: str | None = None
+        self._stopping = False
 
     def start(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.start()
+        if self.flow is not None:
+            self.flow.attach()
         self.capture.start()
-        self._thread.start()
+        self.dispatcher.add(self.name, self.pump)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop capture, let in-flight frames finish (bounded), stop the pipeline."""
-        self._stop.set()
+        """Stop capture, let in-flight frames finish (bounded)."""
+        self._stopping = True
+        self.dispatcher.remove(self.name)
         self.capture.stop()
-        self._thread.join(timeout)
-        if self.pipeline is not None and not self.pipeline.stop(timeout):
-            log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
+        if self.flow is not None:
+            if not self.flow.drain(timeout):
+                log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
+            self.flow.detach()
 
-    def _loop(self) -> None:
-        # The whole loop, as in jetson-inference's detectnet.py: capture -> detect -> publish.
-        while not self._stop.is_set():
-            frame = self.capture.get(timeout_s=0.5)
+    def pump(self) -> None:
+        """The dispatcher's call: hand waiting frames to the chain while it has room (never blocks)."""
+        while not self._stopping and (self.flow is None or self.flow.in_flight < self.flow.depth):
+            frame = self.capture.get(timeout_s=0)
             if frame is None:
-                continue
+                return
             self.last_frame = frame
-            if self.pipeline is None:
+            if self.flow is None:
                 self._record(FrameResult(frame, [], {}))
-                continue
-            while not self._stop.is_set() and not self.pipeline.submit(frame, timeout=0.5):
-                pass
+            else:
+                self.flow.offer(frame)
 
     def _record(self, result: FrameResult) -> None:
         for stage, ms in result.latency_ms.items():
@@ -333,7 +353,7 @@ class CameraRunner:
             "source_error": cap.last_error,
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
-            "frames_processed": self.pipeline.completed if self.pipeline else None,
+            "frames_processed": self.flow.completed if self.flow else None,
             "drops": {
                 reason: int(
                     self.metrics.registry.get_sample_value(_DROPS, {"camera": self.name, "reason": reason})
@@ -349,14 +369,14 @@ class CameraRunner:
         return out
 
     def progressing(self, stall_s: float) -> tuple[bool, str]:
-        """For the watchdog: frames arrive and the pipeline is not wedged on one."""
+        """For the watchdog: frames arrive and the chain is not wedged on one."""
         now = time.monotonic()
         cap = self.capture
         if cap.state == "ended":
             return True, ""
         if not cap.last_frame_mono or now - cap.last_frame_mono > stall_s:
             return False, f"camera {self.name}: no frame for {stall_s:.0f} s ({cap.state})"
-        p = self.pipeline
-        if p is not None and p.in_flight > 0 and now - p.last_progress > stall_s:
-            return False, f"camera {self.name}: chain made no progress for {now - p.last_progress:.0f} s"
+        f = self.flow
+        if f is not None and f.in_flight > 0 and now - f.last_progress > stall_s:
+            return False, f"camera {self.name}: chain made no progress for {now - f.last_progress:.0f} s"
         return True, ""

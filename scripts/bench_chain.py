@@ -15,14 +15,13 @@ Usage: python scripts/bench_chain.py [--config configs/edged.yaml] [--video samp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import platform
-import queue
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,81 +30,38 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _bench import engines_only  # noqa: E402
+
 from edged.capture import make_source  # noqa: E402
 from edged.capture.worker import CameraCapture  # noqa: E402
-from edged.chain.chain import Chain, StageState  # noqa: E402
-from edged.chain.pipeline import Pipeline  # noqa: E402
+from edged.chain.flow import run_frames  # noqa: E402
 from edged.config import load_config  # noqa: E402
-from edged.preprocess.spec import upright_quad  # noqa: E402
-from edged.runtime import build_chain, load_model, uses_gpu  # noqa: E402
+from edged.runtime import LoadedModel, build_stages, load_model  # noqa: E402
 from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
 from edged.types import Frame, FrameResult  # noqa: E402
 
 
-def gpu_context() -> Any:
-    """The CUDA lane for stage threads when the chain runs on the GPU (as CameraRunner does), else None."""
-    global _LANE
-    if not _GPU:
-        return None
-    if _LANE is None:
-        from edged.gpu import Pipeline as GpuLane
-
-        _LANE = GpuLane("bench")
-    return _LANE.active
-
-
-_GPU = False
-_LANE: Any = None
-
-
-def model_only(chain: Chain, frames: list[np.ndarray]) -> float:
-    """Seconds spent in engine calls alone (det + rec) for all frames; preprocessing and decoding run
-    outside the timed region, so this is what the models cost with nothing else around them."""
-    det, rec = chain.stages[0], chain.stages[-1]
-    total = 0.0
-    for i, img in enumerate(frames):
-        state = StageState(Frame("bench", i, img))
-        tensor, plan = det.preprocessor.frame(state.frame, det.spec)
-        t0 = time.perf_counter()
-        outputs = det.infer(tensor)
-        total += time.perf_counter() - t0
-        parents = rec.filter.select(det.filter.select(det.decoder.decode(outputs, [plan])[0]))
-        if parents:
-            quads = [upright_quad(d.quad()) for d in parents]
-            rec_tensor, _ = rec.preprocessor.crops(state.frame, quads, rec.spec)
-            t0 = time.perf_counter()
-            rec.infer(rec_tensor)
-            total += time.perf_counter() - t0
-    return total
-
-
-def edged_pipeline(chain: Chain, video: Path, n: int) -> tuple[float, list[FrameResult]]:
-    """Wall seconds for n frames through capture (file, as fast as consumed) + pipelined chain."""
-    results: list[FrameResult] = []
-    done: queue.Queue[None] = queue.Queue()
-
-    def sink(r: FrameResult) -> None:
-        results.append(r)
-        if len(results) == n:
-            done.put(None)
-
+def edged_pipeline(
+    models: dict[str, LoadedModel], cam: Any, video: Path, n: int
+) -> tuple[float, list[FrameResult]]:
+    """Wall seconds for n frames through capture (file, as fast as consumed) + the chain's model servers."""
     capture = CameraCapture("bench", lambda: make_source(f"file://{video}"), fps=1000, realtime=False)
-    pipeline = Pipeline(chain, sink, name="bench", depth=1, thread_context=gpu_context())
-    pipeline.start()
+
+    def captured() -> Iterator[Frame]:
+        for _ in range(n):
+            frame = capture.get(timeout_s=5.0)
+            if frame is None:
+                return
+            yield frame
+
     t0 = time.perf_counter()
     capture.start()
-    submitted = 0
-    while submitted < n:
-        frame = capture.get(timeout_s=5.0)
-        if frame is None:
-            break
-        pipeline.submit(frame)
-        submitted += 1
-    done.get(timeout=600)
+    results, failed = run_frames("bench", build_stages(cam, models), captured())
     wall = time.perf_counter() - t0
     capture.stop()
-    pipeline.stop()
-    return wall, sorted(results, key=lambda r: r.frame.seq)
+    if failed:
+        raise RuntimeError(f"{len(failed)} frames failed, first: {failed[0][1]}")
+    return wall, results
 
 
 def peer(frames: list[np.ndarray], use_cls: bool, cuda: bool = False) -> tuple[float, list[list[str]]]:
@@ -140,7 +96,6 @@ def main() -> int:
         "--peer-cuda", action="store_true", help="run RapidOCR with onnxruntime-gpu's CUDA provider"
     )
     a = ap.parse_args()
-    global _GPU
     logging.basicConfig(level=logging.WARNING)
 
     video = Path(a.video)
@@ -148,20 +103,20 @@ def main() -> int:
     n = len(frames)
     truth = sample_truth(video, n)
     cfg = load_config(a.config, env={})
-    models = {name: load_model(name, m) for name, m in cfg.models.items()}
+    models = {
+        name: load_model(name, m, source_sizes=[frames[0].shape[1::-1]]) for name, m in cfg.models.items()
+    }
     cam = next(iter(cfg.cameras.values()))
-    chain = build_chain(cam, models)
-    _GPU = uses_gpu(models, set(models))
-    ctx = gpu_context()
+    det, rec = models[cam.chain[0].model], models[cam.chain[-1].model]
+    gpu = any(m.lane is not None for m in models.values())
     with_text = [i for i in range(n) if truth[i]]
 
     rows: dict[str, list[float]] = {"model-only": [], "edged": [], "rapidocr": []}
     reads: dict[str, int] = {"edged": 0, "rapidocr": 0}
     latencies: list[float] = []
     for rep in range(a.repeat):
-        with ctx() if ctx is not None else contextlib.nullcontext():
-            rows["model-only"].append(n / model_only(chain, frames))
-        wall, results = edged_pipeline(chain, video, n)
+        rows["model-only"].append(n / engines_only(det, rec if rec is not det else None, frames)[0])
+        wall, results = edged_pipeline(models, cam, video, n)
         rows["edged"].append(n / wall)
         ok = sum(result_texts(results[i]) == truth[i] for i in with_text)
         latencies += [r.latency_ms["total"] for r in results]
@@ -202,8 +157,8 @@ def main() -> int:
         f"edged capture->result latency over {len(latencies)} frames: p50 {statistics.median(latencies):.1f} ms, "
         f"p99 {latencies[int(0.99 * (len(latencies) - 1))]:.1f} ms (frames fed as fast as the chain takes them)"
     )
-    print(f"edged / model-only = {med['edged'] / med['model-only']:.2f} (goal >= {0.97 if _GPU else 0.90})")
-    print(f"edged / RapidOCR   = {med['edged'] / med['rapidocr']:.2f} (goal >= {3 if _GPU else 1.5})")
+    print(f"edged / model-only = {med['edged'] / med['model-only']:.2f} (goal >= {0.97 if gpu else 0.90})")
+    print(f"edged / RapidOCR   = {med['edged'] / med['rapidocr']:.2f} (goal >= {3 if gpu else 1.5})")
     print(f"frames where edged and RapidOCR read the same strings: {same}/{n}")
     return 0
 

@@ -1,8 +1,8 @@
 """CPU path vs GPU path of one chain on identical decoded frames, frame by frame (issue 5's proof that
 the GPU path reads the same strings as the CPU path).
 
-The frames are decoded once and every variant runs the same chain (`Chain.run`, one frame at a time,
-no pipelining) with only the device changed, so a difference points at one part:
+The frames are decoded once and every variant runs the same chain (`run_frames`: the camera flow over model servers, in order,
+none dropped) with only the device changed, so a difference points at one part:
   cpu            CPU preprocessing (OpenCV), ONNX Runtime CPU      -- the reference
   cpu-pre+cuda   CPU preprocessing, ONNX Runtime CUDA (TF32 on)    -- how RapidOCR-CUDA runs
   gpu            fused kernel, ONNX Runtime CUDA (TF32 on)         -- edged's GPU path, ORT defaults
@@ -15,7 +15,6 @@ Usage: python scripts/compare_paths.py [--config configs/examples/gpu.yaml] [--v
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edged.chain.flow import run_frames  # noqa: E402
 from edged.config import load_config  # noqa: E402
 from edged.config.models import ModelConfig  # noqa: E402
-from edged.runtime import LoadedModel, build_chain, load_model, uses_gpu  # noqa: E402
+from edged.runtime import LoadedModel, build_stages, load_model  # noqa: E402
 from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
 from edged.types import Frame  # noqa: E402
 
@@ -59,14 +59,18 @@ def run_variant(name: str, cfg: Any, frames: list[Any]) -> list[list[str]] | str
     if device != "cpu" and any(m.preprocessor.name == "cpu" for m in models.values()):
         return "skipped: GPU preprocessing is not available here"
     cam = next(iter(cfg.cameras.values()))
-    chain = build_chain(cam, models)
-    ctx: Any = contextlib.nullcontext()
-    if uses_gpu(models, set(models)):
-        from edged.gpu import Pipeline as GpuLane
-
-        ctx = GpuLane(f"compare-{name}").active()
-    with ctx:
-        return [result_texts(chain.run(Frame("compare", i, img))) for i, img in enumerate(frames)]
+    try:
+        results, failed = run_frames(
+            f"compare-{name}",
+            build_stages(cam, models),
+            (Frame("compare", i, img) for i, img in enumerate(frames)),
+        )
+    finally:
+        for m in models.values():
+            m.close()
+    if failed:
+        return f"failed: frame {failed[0][0].seq}: {failed[0][1]}"
+    return [result_texts(r) for r in results]
 
 
 def main() -> int:

@@ -1,32 +1,44 @@
-"""Helpers for chain tests on the real models: a delegating spy engine and a stage builder."""
+"""Helpers for chain tests on the real models: a delegating spy engine, model servers over the shared
+real engines, stages, and a synchronous driver for a camera's flow."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
 from edged.chain.chain import Stage
-from edged.chain.pipeline import Pipeline
+from edged.chain.delivery import Delivery
+from edged.chain.flow import CameraFlow
 from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
 from edged.preprocess import CpuPreprocessor
+from edged.serving import ModelServer, declare_shapes
 from edged.types import Frame, FrameResult
+
+# Sinks of all test cameras run here, as the daemon's do on its Delivery.
+DELIVERY = Delivery()
+# Recognizer widths for tests: few shapes, so warming a server takes well under a second.
+TEST_WIDTHS = (320, 640, 2048)
 
 
 class SpyEngine:
-    """Wraps a real engine, records the batch rows of each call and can fail one call on purpose.
+    """Wraps a real engine, records the batch rows of each call and can fail calls on purpose.
 
-    It delegates every call to the real engine: a spy for counting, not a fake of the model.
+    It delegates every call to the real engine: a spy for counting, not a fake of the model. It does
+    not close the engine it wraps (tests share one real engine per model for the whole session).
     """
 
     def __init__(self, engine: Engine, fail_on_call: int | None = None):
         self._engine = engine
         self.calls: list[int] = []
+        self.shapes: list[tuple[int, ...]] = []
         self.fail_on_call = fail_on_call
+        self.fail_when: Callable[[np.ndarray], bool] | None = None
         self.name, self.inputs, self.outputs = engine.name, engine.inputs, engine.outputs
         self.metadata, self.info = engine.metadata, engine.info
 
@@ -34,45 +46,106 @@ class SpyEngine:
     def rows(self) -> int:
         return sum(self.calls)
 
+    def reset(self) -> None:
+        self.calls.clear()
+        self.shapes.clear()
+
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        self.calls.append(int(next(iter(inputs.values())).shape[0]))
+        tensor = next(iter(inputs.values()))
+        self.calls.append(int(tensor.shape[0]))
+        self.shapes.append(tuple(tensor.shape))
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise RuntimeError("engine failure injected by the test")
+        if self.fail_when is not None and self.fail_when(tensor):
             raise RuntimeError("engine failure injected by the test")
         return self._engine.infer(inputs)
 
     def close(self) -> None:
-        self._engine.close()
+        pass
 
 
-def make_stage(kind: str, name: str, engine: Engine, **kw: Any) -> Stage:
-    """A chain stage with the kind's default decoder params and preprocessing, on the CPU."""
-    return Stage(
-        name,
-        engine,
-        build_decoder(kind, {}, metadata=engine.metadata),
-        get_decoder(kind).default_preprocess,
-        CpuPreprocessor(),
-        **kw,
+def serve(
+    kind: str, engine: Engine, *, max_batch: int = 4, max_wait_ms: float = 2.0, **kw: Any
+) -> ModelServer:
+    """A started model server (CPU preprocessing, the kind's default decoder) over a spy of `engine`."""
+    spec = kw.pop("spec", None) or get_decoder(kind).default_preprocess
+    shapes = declare_shapes(
+        spec,
+        max_batch=max_batch,
+        pad_to_max=kw.pop("pad_to_max", False),
+        source_sizes=kw.pop("source_sizes", ((320, 240), (640, 480))),
+        widths=kw.pop("widths", TEST_WIDTHS),
     )
+    spy = engine if isinstance(engine, SpyEngine) else SpyEngine(engine)
+    decoder = build_decoder(kind, {}, metadata=engine.metadata)
+    pre = kw.pop("preprocessor", None) or CpuPreprocessor()
+    server = ModelServer(kind, spy, decoder, spec, pre, shapes, max_wait_ms=max_wait_ms, **kw)
+    server.start()
+    spy.reset()  # warm-up calls are not the test's
+    return server
 
 
-def run_cameras(pipes: Mapping[str, Pipeline], image_for: Callable[[str, int], Any], frames: int) -> None:
-    """Start every camera's pipeline, feed each `frames` frames from its own thread (cameras submit at
-    the same time), then drain and stop them all."""
-    for p in pipes.values():
-        p.start()
+def spy_of(server: ModelServer) -> SpyEngine:
+    assert isinstance(server.engine, SpyEngine)
+    return server.engine
+
+
+def make_stage(name: str, server: ModelServer, **kw: Any) -> Stage:
+    return Stage(name, server, **kw)
+
+
+class Camera:
+    """A camera's flow fed synchronously by a test: `run(frames)` offers each frame as soon as the flow
+    has room and returns the results (and failures) once everything has left the chain."""
+
+    def __init__(self, name: str, stages: Sequence[Stage], depth: int = 2) -> None:
+        self.results: list[FrameResult] = []
+        self.failed: list[tuple[int, BaseException]] = []
+        self._room = threading.Event()
+        self.flow = CameraFlow(
+            name,
+            stages,
+            self.results.append,
+            on_error=lambda f, e: self.failed.append((f.seq, e)),
+            on_free=self._room.set,
+            lane=DELIVERY.lane(name),
+            depth=depth,
+        )
+        self.flow.attach()
+
+    def feed(self, images: Sequence[Any], first_seq: int = 0) -> None:
+        for i, img in enumerate(images):
+            frame = Frame(self.flow.name, first_seq + i, img)
+            deadline = time.monotonic() + 120
+            while not self.flow.offer(frame):
+                assert time.monotonic() < deadline, "the flow never made room"
+                self._room.wait(0.05)
+                self._room.clear()
+
+    def run(self, images: Sequence[Any], first_seq: int = 0) -> list[FrameResult]:
+        start = len(self.results)
+        self.feed(images, first_seq)
+        assert self.flow.drain(120), f"camera {self.flow.name} did not drain"
+        return self.results[start:]
+
+    def close(self) -> None:
+        self.flow.detach()
+
+
+def run_cameras(cams: Mapping[str, Camera], image_for: Callable[[str, int], Any], frames: int) -> None:
+    """Feed every camera `frames` frames from its own thread (cameras submit at the same time), then
+    wait until all have drained."""
 
     def feed(cam: str) -> None:
-        for seq in range(frames):
-            pipes[cam].submit(Frame(cam, seq, image_for(cam, seq)), timeout=60)
+        cams[cam].feed([image_for(cam, seq) for seq in range(frames)])
 
-    threads = [threading.Thread(target=feed, args=(c,)) for c in pipes]
+    threads = [threading.Thread(target=feed, args=(c,)) for c in cams]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
-    for p in pipes.values():
-        assert p.stop(120), f"pipeline {p.name} did not drain"
+        t.join(180)
+    for name, c in cams.items():
+        assert c.flow.drain(120), f"camera {name} did not drain"
 
 
 def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple[int, list[str]]]:

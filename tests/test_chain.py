@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
-from edged.chain.chain import Chain, Stage
 from edged.chain.filters import StageFilter, point_in_polygon
-from edged.chain.pipeline import Pipeline
 from edged.infer.base import Engine
-from edged.types import Detection, Frame, FrameResult
-from tests._chain import SpyEngine, make_stage
+from edged.serving import ModelServer
+from edged.types import Detection, FrameResult
+from tests._chain import Camera, SpyEngine, make_stage, serve, spy_of
 
 LINES = [
     ("KX 4471", cv2.FONT_HERSHEY_SIMPLEX),
@@ -30,25 +29,34 @@ def plate_image() -> np.ndarray:
     return img
 
 
-def stage(ocr_engines: dict[str, Engine], kind: str, name: str, **kw: Any) -> Stage:
-    return make_stage(kind, name, kw.pop("engine", ocr_engines[kind]), **kw)
+@pytest.fixture(scope="module")
+def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
+    made = {
+        "det": serve("ppocr_det", ocr_engines["ppocr_det"]),
+        "rec": serve("ppocr_rec", ocr_engines["ppocr_rec"]),
+    }
+    yield made
+    for s in made.values():
+        s.close()
 
 
 def texts(result: FrameResult, stage_name: str = "rec") -> list[str]:
     return [k.label for d in result.detections for k in d.children.get(stage_name, [])]
 
 
-def test_det_rec_chain_nests_results_and_batches_all_crops(ocr_engines: dict[str, Engine]) -> None:
-    rec_engine = SpyEngine(ocr_engines["ppocr_rec"])
-    chain = Chain(
-        [
-            stage(ocr_engines, "ppocr_det", "det"),
-            stage(ocr_engines, "ppocr_rec", "rec", on="det", engine=rec_engine),
-        ]
+def det_rec(servers: dict[str, ModelServer], **rec: Any) -> Camera:
+    return Camera(
+        "cam", [make_stage("det", servers["det"]), make_stage("rec", servers["rec"], on="det", **rec)]
     )
-    result = chain.run(Frame("cam", 7, plate_image()))
+
+
+def test_det_rec_chain_nests_results_and_batches_all_crops(servers: dict[str, ModelServer]) -> None:
+    rec, rows_before = spy_of(servers["rec"]), servers["rec"].rows
+    rec.reset()
+    (result,) = det_rec(servers).run([plate_image()])
     assert texts(result) == [t for t, _ in LINES]
-    assert rec_engine.calls == [3]  # all crops of the frame in one engine call
+    assert servers["rec"].rows - rows_before == 3  # each crop ran once (padding rows aside)
+    assert len(rec.calls) == len(set(rec.shapes))  # crops of one width bucket share one engine call
     assert set(result.latency_ms) == {"det", "rec", "total"}
     assert all(v > 0 for v in result.latency_ms.values())
     first = result.detections[0].to_dict()
@@ -59,79 +67,54 @@ def test_det_rec_chain_nests_results_and_batches_all_crops(ocr_engines: dict[str
     assert "box" in first and "box" not in first["children"]["rec"][0]  # child shares the parent's region
 
 
-def test_batch_size_splits_crops(ocr_engines: dict[str, Engine]) -> None:
-    rec_engine = SpyEngine(ocr_engines["ppocr_rec"])
-    chain = Chain(
-        [
-            stage(ocr_engines, "ppocr_det", "det"),
-            stage(ocr_engines, "ppocr_rec", "rec", on="det", engine=rec_engine, batch_size=2),
-        ]
-    )
-    assert texts(chain.run(Frame("cam", 1, plate_image()))) == [t for t, _ in LINES]
-    assert rec_engine.calls == [2, 1]
-
-
-def test_roi_and_max_crops_select_parents(ocr_engines: dict[str, Engine]) -> None:
+def test_roi_and_max_crops_select_parents(servers: dict[str, ModelServer]) -> None:
     lower_half = ((0.0, 180.0), (640.0, 180.0), (640.0, 480.0), (0.0, 480.0))
-    chain = Chain(
-        [
-            stage(ocr_engines, "ppocr_det", "det"),
-            stage(ocr_engines, "ppocr_rec", "rec", on="det", filter=StageFilter(roi=lower_half)),
-        ]
-    )
-    result = chain.run(Frame("cam", 1, plate_image()))
+    (result,) = det_rec(servers, filter=StageFilter(roi=lower_half)).run([plate_image()])
     assert len(result.detections) == 3  # the detector keeps all; only crops are filtered
     assert texts(result) == ["AB12 CDE", "7ZT 903"]
-    chain = Chain(
-        [
-            stage(ocr_engines, "ppocr_det", "det"),
-            stage(ocr_engines, "ppocr_rec", "rec", on="det", filter=StageFilter(max_count=1)),
-        ]
+    (result,) = det_rec(servers, filter=StageFilter(max_count=1)).run([plate_image()])
+    assert len(texts(result)) == 1
+
+
+def test_first_stage_filter_applies_to_its_own_output(servers: dict[str, ModelServer]) -> None:
+    (result,) = Camera("cam", [make_stage("det", servers["det"], filter=StageFilter(min_size=(200, 0)))]).run(
+        [plate_image()]
     )
-    assert len(texts(chain.run(Frame("cam", 1, plate_image())))) == 1
-
-
-def test_first_stage_filter_applies_to_its_own_output(ocr_engines: dict[str, Engine]) -> None:
-    chain = Chain([stage(ocr_engines, "ppocr_det", "det", filter=StageFilter(min_size=(200, 0)))])
-    result = chain.run(Frame("cam", 1, plate_image()))
     assert result.detections and all(d.width >= 200 for d in result.detections)
     assert len(result.detections) < 3
 
 
-def test_frame_without_text_gives_no_detections(ocr_engines: dict[str, Engine]) -> None:
-    chain = Chain([stage(ocr_engines, "ppocr_det", "det"), stage(ocr_engines, "ppocr_rec", "rec", on="det")])
-    result = chain.run(Frame("cam", 1, np.full((240, 320, 3), 128, np.uint8)))
+def test_frame_without_text_gives_no_detections(servers: dict[str, ModelServer]) -> None:
+    rec = spy_of(servers["rec"])
+    rec.reset()
+    (result,) = det_rec(servers).run([np.full((240, 320, 3), 128, np.uint8)])
     assert result.detections == []
+    assert rec.calls == []  # no crops: the recognizer is not called at all
 
 
-def test_pipeline_keeps_order_and_survives_a_failing_frame(ocr_engines: dict[str, Engine]) -> None:
-    det_engine = SpyEngine(ocr_engines["ppocr_det"], fail_on_call=3)
-    chain = Chain(
-        [
-            stage(ocr_engines, "ppocr_det", "det", engine=det_engine),
-            stage(ocr_engines, "ppocr_rec", "rec", on="det"),
-        ]
-    )
-    got: list[FrameResult] = []
-    failed: list[int] = []
-    done = threading.Event()
-
-    def sink(r: FrameResult) -> None:
-        got.append(r)
-        if len(got) == 4:
-            done.set()
-
-    pipe = Pipeline(chain, sink, on_error=lambda f, e: failed.append(f.seq), depth=2)
-    pipe.start()
-    img = plate_image()
-    for seq in range(5):
-        assert pipe.submit(Frame("cam", seq, img), timeout=30)
-    assert done.wait(60)
-    assert pipe.stop(30)
+def test_flow_keeps_order_and_survives_a_failing_frame(
+    ocr_engines: dict[str, Engine], servers: dict[str, ModelServer]
+) -> None:
+    det = serve("ppocr_det", SpyEngine(ocr_engines["ppocr_det"]), max_batch=1)
+    spy_of(det).fail_on_call = 3
+    try:
+        cam = Camera("cam", [make_stage("det", det), make_stage("rec", servers["rec"], on="det")])
+        got = cam.run([plate_image()] * 5)
+    finally:
+        det.close()
     assert [r.frame.seq for r in got] == [0, 1, 3, 4]
-    assert failed == [2]
+    assert [seq for seq, _ in cam.failed] == [2]
     assert all(texts(r) == [t for t, _ in LINES] for r in got)
-    assert pipe.in_flight == 0
+    assert cam.flow.in_flight == 0
+
+
+def test_results_leave_in_capture_order_when_a_later_frame_needs_no_second_stage(
+    servers: dict[str, ModelServer],
+) -> None:
+    blank = np.full((480, 640, 3), 255, np.uint8)
+    got = det_rec(servers).run([plate_image(), blank, plate_image(), blank])
+    assert [r.frame.seq for r in got] == [0, 1, 2, 3]
+    assert [bool(texts(r)) for r in got] == [True, False, True, False]
 
 
 def test_point_in_polygon() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.chain.decodepool import DecodePool
 from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
-from edged.preprocess import CpuPreprocessor
+from edged.preprocess import CpuPreprocessor, plan_frame
+from edged.serving.decodepool import DecodePool
 from edged.types import Frame
 from tests._chain import text_frame
 
@@ -29,7 +29,9 @@ def batch(
     """Detector outputs for 9 frames of different text, and their plans."""
     det = ocr_engines["ppocr_det"]
     frames = [Frame(f"c{i}", i, text_frame(["AB", "XY", "KM"][i % 3] * (1 + i % 2), i)) for i in range(9)]
-    tensor, plans = CpuPreprocessor().frames(frames, get_decoder("ppocr_det").default_preprocess)
+    spec = get_decoder("ppocr_det").default_preprocess
+    plans = [plan_frame(spec, f.width, f.height) for f in frames]
+    tensor = CpuPreprocessor().rows(list(zip(frames, plans, strict=True)), spec)
     return det.infer({det.inputs[0].name: tensor}), plans
 
 
@@ -77,7 +79,7 @@ def test_a_killed_worker_falls_back_to_in_thread_decoding(
 CHILD = """
 import os, signal, sys, time
 import numpy as np
-from edged.chain.decodepool import DecodePool
+from edged.serving.decodepool import DecodePool
 from edged.models import build_decoder
 from edged.preprocess.spec import PreprocessSpec, plan_frame
 

@@ -12,12 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edged.chain.chain import StageState, run_stage
 from edged.config.models import ModelConfig
 from edged.infer import ModelLoadError
 from edged.runtime import load_model
 from edged.types import Detection, Frame
-from tests._chain import make_stage
 
 
 def pooling_model(path: Path, shape: list[int | str], nhwc: bool = False, fp16: bool = False) -> Path:
@@ -57,13 +55,13 @@ def test_fixed_nchw_size_replaces_the_kind_default(tmp_path: Path) -> None:
     lm = load(pooling_model(tmp_path / "a.onnx", [1, 3, 96, 128]))
     assert lm.spec.size == (128, 96) and lm.spec.layout == "nchw"  # type: ignore[attr-defined]
     # And it really runs: a crop of a frame classified without shape errors.
-    stage = make_stage("classifier", "cls", lm.engine, on="det")  # type: ignore[attr-defined]
-    stage.spec = lm.spec  # type: ignore[attr-defined]
-    det = Detection("thing", 0.9, (10, 10, 60, 40))
-    state = StageState(Frame("cam", 0, np.full((120, 160, 3), 200, np.uint8)))
-    state.by_stage["det"] = [det]
-    run_stage(stage, state)
-    assert len(det.children["cls"]) == 1
+    got: list = []
+    frame = Frame("cam", 0, np.full((120, 160, 3), 200, np.uint8))
+    quad = Detection("thing", 0.9, (10, 10, 60, 40)).quad()
+    lm.server.submit_crops(frame, [quad], lambda rows, err: got.append((rows, err)))  # type: ignore[attr-defined]
+    lm.close()  # type: ignore[attr-defined]
+    ((rows, err),) = got
+    assert err is None and len(rows) == 1 and len(rows[0]) == 1
 
 
 def test_nhwc_and_fp16_inputs_are_detected(tmp_path: Path) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 import pytest
 
-from edged.chain.chain import Chain, RunPolicy
+from edged.chain.chain import RunPolicy
 from edged.chain.tracker import IouTracker
 from edged.infer.base import Engine
 from edged.publish.tracks import TrackEventBuilder
+from edged.serving import ModelServer
 from edged.types import Detection, Frame, FrameResult
-from tests._chain import SpyEngine, make_stage
+from tests._chain import Camera, make_stage, serve
 
 
 def box(
@@ -63,16 +66,15 @@ def moving_text(seq: int) -> np.ndarray:
     return img
 
 
-def tracked_chain(ocr_engines: dict[str, Engine], policy: RunPolicy) -> tuple[Chain, SpyEngine]:
-    det, rec = ocr_engines["ppocr_det"], ocr_engines["ppocr_rec"]
-    spy = SpyEngine(rec)
-    chain = Chain(
-        [
-            make_stage("ppocr_det", "det", det, tracker=IouTracker()),
-            make_stage("ppocr_rec", "rec", spy, on="det", policy=policy),
-        ]
-    )
-    return chain, spy
+@pytest.fixture(scope="module")
+def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
+    made = {
+        "det": serve("ppocr_det", ocr_engines["ppocr_det"]),
+        "rec": serve("ppocr_rec", ocr_engines["ppocr_rec"]),
+    }
+    yield made
+    for s in made.values():
+        s.close()
 
 
 @pytest.mark.parametrize(
@@ -80,16 +82,16 @@ def tracked_chain(ocr_engines: dict[str, Engine], policy: RunPolicy) -> tuple[Ch
     [(RunPolicy("new_track"), 1), (RunPolicy("every_k", every_k=3), 3), (RunPolicy("always"), 7)],
 )
 def test_secondary_stage_runs_per_policy(
-    ocr_engines: dict[str, Engine], policy: RunPolicy, expected_runs: int
+    servers: dict[str, ModelServer], policy: RunPolicy, expected_runs: int
 ) -> None:
-    chain, spy = tracked_chain(ocr_engines, policy)
-    texts = []
-    for seq in range(7):
-        result = chain.run(Frame("cam", seq, moving_text(seq)))
-        texts.append([k.label for d in result.detections for k in d.children.get("rec", [])])
+    rec = make_stage("rec", servers["rec"], on="det", policy=policy)
+    # depth 1: a frame's recognition is done before the next frame is tracked (the policy sees it)
+    cam = Camera("cam", [make_stage("det", servers["det"], tracker=IouTracker()), rec], depth=1)
+    rows_before = servers["rec"].rows
+    results = cam.run([moving_text(seq) for seq in range(7)])
+    texts = [[k.label for d in r.detections for k in d.children.get("rec", [])] for r in results]
     assert texts == [["KX 4471"]] * 7  # reused results still reach every frame's event
-    assert spy.rows == expected_runs
-    rec = chain.stages[1]
+    assert servers["rec"].rows - rows_before == expected_runs
     assert (rec.crops_run, rec.crops_reused) == (expected_runs, 7 - expected_runs)
 
 

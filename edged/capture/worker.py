@@ -145,6 +145,9 @@ class CameraCapture:
         self._times: collections.deque[float] = collections.deque(maxlen=128)
         self.last_frame_mono: float | None = None
         self.last_error: str | None = None
+        # Called (from the reader thread, no lock held) after each frame lands in the slot: the
+        # dispatcher that feeds every camera's chain waits on it instead of a thread per camera.
+        self.on_frame: Callable[[], None] | None = None
         self._metrics.camera_up.labels(name).set(0)
 
     # -- public API -------------------------------------------------------------------------------
@@ -371,4 +374,6 @@ class CameraCapture:
             self._times.append(now)
             self._set_state("streaming")
             self._cond.notify_all()
+        if self.on_frame is not None:
+            self.on_frame()
         return True

@@ -1,24 +1,22 @@
 """A chain is a list of typed stages: the first runs on the whole frame, each later one on crops of
-detections of an earlier stage. All crops of a frame go to the engine as one batch (or in chunks of
-`batch_size`), and results nest under the detection they were cropped from.
+detections of an earlier stage; results nest under the detection they were cropped from. This module
+holds what a stage does to one frame's results (filters, tracks, crop choice, nesting); running the
+stages over the model servers is edged.chain.flow.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from edged.chain.filters import StageFilter
 from edged.chain.tracker import IouTracker, Track, TrackUpdate
-from edged.infer.base import Engine
 from edged.models.base import Decoder
-from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.preprocess.spec import upright_quad
+from edged.serving import ModelServer
 from edged.types import Detection, Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -49,14 +47,12 @@ class RunPolicy:
 
 @dataclass
 class Stage:
+    """One step of a camera's chain: which model server runs it and how its results are chosen."""
+
     name: str
-    engine: Engine
-    decoder: Decoder
-    spec: PreprocessSpec
-    preprocessor: Preprocessor
+    server: ModelServer
     on: str | None = None
     filter: StageFilter = field(default_factory=StageFilter)
-    batch_size: int = 0
     # First stage only: associates its detections into tracks (attrs["track_id"]).
     tracker: IouTracker | None = None
     # Secondary stages only: when to run on a tracked parent instead of reusing the track's last result.
@@ -64,25 +60,9 @@ class Stage:
     crops_run: int = 0
     crops_reused: int = 0
 
-    def __post_init__(self) -> None:
-        self.input_name = self.engine.inputs[0].name
-        batch_dim = self.engine.inputs[0].shape[0] if self.engine.inputs[0].shape else -1
-        # A model exported with a fixed batch of N can only take N crops per call.
-        if batch_dim > 0:
-            self.batch_size = batch_dim if self.batch_size == 0 else min(self.batch_size, batch_dim)
-
-    def infer(self, tensor: Any) -> dict[str, Any]:
-        outputs = self.engine.infer({self.input_name: tensor})
-        return {k: to_host(v) for k, v in outputs.items()}
-
-
-def to_host(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    getter = getattr(value, "get", None)  # device arrays (CuPy, our DeviceTensor) download with .get()
-    if callable(getter):
-        return np.asarray(getter())
-    return np.asarray(value)
+    @property
+    def decoder(self) -> Decoder:
+        return self.server.decoder
 
 
 class StageState:
@@ -97,36 +77,8 @@ class StageState:
         self.tracks: TrackUpdate | None = None
 
 
-class Chain:
-    def __init__(self, stages: Sequence[Stage]):
-        if not stages:
-            raise ValueError("a chain needs at least one stage")
-        self.stages = list(stages)
-
-    def run(self, frame: Frame) -> FrameResult:
-        """Run every stage on one frame, in order (the pipeline overlaps frames across stages)."""
-        state = StageState(frame)
-        for stage in self.stages:
-            run_stage(stage, state)
-        return finish(state)
-
-
-def run_stage(stage: Stage, state: StageState) -> None:
-    t0 = time.perf_counter()
-    if stage.on is None:
-        tensor, plan = stage.preprocessor.frame(state.frame, stage.spec)
-        accept_primary(stage, state, stage.decoder.decode(stage.infer(tensor), [plan])[0])
-    else:
-        parents = stage.filter.select(state.by_stage.get(stage.on, []))
-        run = _reuse_tracked(stage, state, parents)
-        state.by_stage[stage.name] = _run_on_crops(stage, state.frame, run)
-        _remember(stage, state, run)
-    state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
-
-
 def accept_primary(stage: Stage, state: StageState, found: list[Detection]) -> None:
-    """The first stage's detections of a frame: filtered, tracked, recorded (also used by the
-    cross-camera frame batcher, which decodes a whole batch and hands each camera its frame)."""
+    """The first stage's detections of a frame: filtered, tracked, recorded."""
     kept = stage.filter.select(found)
     state.top = kept
     state.by_stage[stage.name] = kept
@@ -135,30 +87,32 @@ def accept_primary(stage: Stage, state: StageState, found: list[Detection]) -> N
         state.tracks = stage.tracker.update(kept, state.frame.seq)
 
 
-def _run_on_crops(stage: Stage, frame: Frame, parents: list[Detection]) -> list[Detection]:
-    if not parents:
-        return []
+def crop_parents(stage: Stage, state: StageState) -> tuple[list[Detection], list[np.ndarray]]:
+    """The parents a later stage runs on (after its filter and track policy) and their crop quads."""
+    parents = stage.filter.select(state.by_stage.get(stage.on or "", []))
+    run = _reuse_tracked(stage, state, parents)
     text = stage.decoder.text_crops  # other crops (a person box to a classifier) keep their shape
-    quads = [
-        upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in parents
-    ]
-    chunk = stage.batch_size or len(parents)
+    quads = [upright_quad(p.quad(), rotate_tall=text, flip=text and p.attrs.get("angle") == 180) for p in run]
+    return run, quads
+
+
+def attach_results(
+    stage: Stage, state: StageState, parents: list[Detection], results: list[list[Detection]]
+) -> None:
+    """Nest a later stage's per-crop results under the detections they were cropped from."""
     produced: list[Detection] = []
-    for start in range(0, len(parents), chunk):
-        batch_parents = parents[start : start + chunk]
-        tensor, plans = stage.preprocessor.crops(frame, quads[start : start + chunk], stage.spec)
-        results = stage.decoder.decode(stage.infer(tensor), plans)
-        for parent, dets in zip(batch_parents, results, strict=True):
-            if stage.decoder.per_crop:
-                dets = [_inherit_geometry(d, parent) for d in dets if not d.attrs.get("rejected")]
-                for d in dets:
-                    if "angle" in d.attrs:
-                        # Later text stages crop this parent upside down when the classifier says so.
-                        parent.attrs["angle"] = d.attrs["angle"]
-            if dets:
-                parent.children.setdefault(stage.name, []).extend(dets)
-                produced.extend(dets)
-    return produced
+    for parent, dets in zip(parents, results, strict=True):
+        if stage.decoder.per_crop:
+            dets = [_inherit_geometry(d, parent) for d in dets if not d.attrs.get("rejected")]
+            for d in dets:
+                if "angle" in d.attrs:
+                    # Later text stages crop this parent upside down when the classifier says so.
+                    parent.attrs["angle"] = d.attrs["angle"]
+        if dets:
+            parent.children.setdefault(stage.name, []).extend(dets)
+            produced.extend(dets)
+    state.by_stage[stage.name] = produced
+    _remember(stage, state, parents)
 
 
 def _reuse_tracked(stage: Stage, state: StageState, parents: list[Detection]) -> list[Detection]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -219,21 +219,36 @@ class TensorRTConfig(EdgedModel):
 
 
 class BatchingConfig(EdgedModel):
+    """How the model's server batches the requests of all cameras, and the input shapes it declares."""
+
     max_batch: int = Field(
-        1, ge=1, description="Most rows merged into one engine call across cameras; 1 turns batching off."
+        4,
+        ge=1,
+        le=256,
+        description="Most rows (frames or crops, of any cameras) in one engine call. Row counts are rounded up to powers of two (1, 2, 4, ...) so the model sees a few fixed shapes.",
     )
     max_wait_ms: float = Field(
-        5.0, ge=0, description="Longest time the first request waits for others to join its batch."
+        2.0,
+        ge=0,
+        description="Longest time the oldest request waits for other cameras' requests to join its batch (never waited when every camera that uses the model is already in the batch).",
     )
     pad_to_max: bool = Field(
         False,
-        description="Always run max_batch rows (zero-padded): one input shape, which GPU backends want (a new shape makes them re-plan); leave off on CPUs.",
+        description="Always run max_batch rows (zero-padded): one row count only, which GPU backends like best; leave off on CPUs.",
     )
     decode_workers: int = Field(
         0,
         ge=0,
         le=64,
-        description="Processes that decode batched frames (a model that starts camera chains); 0 decodes on one thread. Raise it when many cameras make decoding, not the engine, the limit.",
+        description="Processes that decode the model's batches; 0 decodes on the server's decode thread. Raise it when many cameras make decoding, not the engine, the limit.",
+    )
+    source_sizes: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list,
+        description="limit_side models (PP-OCR detector): camera resolutions [width, height] to declare input sizes for; frames of other sizes are padded into the smallest declared size that holds them, or scaled into the largest. Default: the chain's cameras' configured width/height, else 1920x1080, 1280x720 and 640x480.",
+    )
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list,
+        description="fixed_height models (text recognizers): the crop widths declared; a crop is padded on the right to the smallest that holds it. Default: a ladder about 25 % apart from the minimum to the maximum width.",
     )
 
 
@@ -286,7 +301,9 @@ class StageConfig(EdgedModel):
         32, ge=1, description="Most crops per frame sent to this stage (highest scores first)."
     )
     batch_size: int = Field(
-        0, ge=0, description="Crops per engine call; 0 sends all crops of a frame as one batch."
+        0,
+        ge=0,
+        description="Deprecated and ignored: rows per engine call come from the model's `batching` (its server batches the crops of all cameras).",
     )
     run: Literal["always", "new_track", "every_k", "box_grew"] = Field(
         "always",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edged.gpu.buffers import DeviceTensor
-from edged.gpu.context import Pipeline
+from edged.gpu.context import Pipeline, current_pipeline
 from edged.gpu.preprocess import DeviceImage, GpuPreprocessor, needs_swap
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
@@ -77,12 +77,16 @@ class Cv2CudaPreprocessor:
         plan = plan_frame(spec, src.width, src.height)
         return self._render(src, [plan], spec, frame.fmt, pipe, "frame"), plan
 
-    def frames(
-        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
-    ) -> tuple[DeviceTensor, list[Plan]]:
-        """Cross-camera batches always take the fused kernel: cv2.cuda has no call that reads several
-        source images at once, and a launch per frame is what batching is meant to avoid."""
-        return self.base.frames(frames, spec, rows)
+    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> DeviceTensor:
+        """Rows of one source image (a camera's crops) go through cv2.cuda; rows of several images take
+        the fused kernel: cv2.cuda has no call that reads several sources at once, and a launch per
+        image is what batching is meant to avoid."""
+        frame = items[0][0]
+        if rows > len(items) or any(f is not frame for f, _ in items):
+            return self.base.rows(items, spec, rows)
+        pipe = current_pipeline() or self.base.pipeline(frame.camera)
+        src = self.base.source(frame, pipe)
+        return self._render(src, [p for _, p in items], spec, frame.fmt, pipe, "rows")
 
     def crops(
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec

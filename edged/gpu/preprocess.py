@@ -137,24 +137,21 @@ class GpuPreprocessor:
             src = self.source(frame, pipe)
             return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
 
-    def frames(
-        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
-    ) -> tuple[DeviceTensor, list[Plan]]:
-        """A cross-camera batch: each frame into its row of one tensor, in one launch (every item
-        names its own source image); rows beyond the frames (padding to a fixed batch) are zeroed.
-        Runs on the calling thread's pipeline (the batcher's lane)."""
+    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> DeviceTensor:
+        """A model server's batch: each (frame, plan) into its row of one tensor, in one launch (every
+        kernel item names its own source image); rows after the items (padding to the row bucket) are
+        zeroed. Runs on the calling thread's lane (the model server's stream)."""
         with gpu_thread():
             pipe = current_pipeline() or self.pipeline("batch")
-            srcs = [self.source(f, pipe) for f in frames]
-            plans = [plan_frame(spec, s.width, s.height) for s in srcs]
-            items = items_for(plans)
-            items["src"] = [s.ptr for s in srcs]
-            items["src_dims"] = [
+            srcs = [self.source(f, pipe) for f, _ in items]
+            plans = [p for _, p in items]
+            table = items_for(plans)
+            table["src"] = [s.ptr for s in srcs]
+            table["src_dims"] = [
                 (s.width, s.height, s.pitch, s.channels, int(needs_swap(spec, f.fmt) and s.channels >= 3))
-                for s, f in zip(srcs, frames, strict=True)
+                for s, (f, _) in zip(srcs, items, strict=True)
             ]
-            out = self.render(srcs[0], plans, spec, frames[0].fmt, pipe, "frames", items, rows)
-            return out, plans
+            return self.render(srcs[0], plans, spec, items[0][0].fmt, pipe, "rows", table, rows)
 
     def render(
         self,

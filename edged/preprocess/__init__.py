@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edged.preprocess.cpu import preprocess_crops, preprocess_frame
+from edged.preprocess.cpu import preprocess_crops, preprocess_frame, render_rows
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
 
@@ -26,8 +26,9 @@ class Preprocessor(Protocol):
         self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
     ) -> tuple[Any, list[Plan]]: ...
 
-    def frames(self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0) -> tuple[Any, list[Plan]]:
-        """Several cameras' frames (same output size) as rows of one tensor, zero rows up to `rows`."""
+    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> Any:
+        """Any frames' regions (whole frames or crops, of any cameras; all plans of one output size)
+        as the rows of one tensor, zero rows after them up to `rows` (a model server's batch)."""
         ...
 
 
@@ -44,14 +45,8 @@ class CpuPreprocessor:
     ) -> tuple[np.ndarray, list[Plan]]:
         return preprocess_crops(_host(frame), quads, spec, frame.fmt)
 
-    def frames(
-        self, frames: Sequence[Frame], spec: PreprocessSpec, rows: int = 0
-    ) -> tuple[np.ndarray, list[Plan]]:
-        done = [preprocess_frame(_host(f), spec, f.fmt) for f in frames]
-        tensors = [t for t, _ in done]
-        if rows > len(tensors):
-            tensors.append(np.zeros((rows - len(tensors), *tensors[0].shape[1:]), tensors[0].dtype))
-        return np.concatenate(tensors), [p for _, p in done]
+    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> np.ndarray:
+        return render_rows([(_host(f), p, f.fmt) for f, p in items], spec, rows)
 
 
 def _host(frame: Frame) -> np.ndarray:

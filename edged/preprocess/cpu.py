@@ -66,6 +66,18 @@ def _pack(images: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float16 if spec.dtype == "float16" else np.float32)
 
 
+def render_rows(
+    items: Sequence[tuple[np.ndarray, Plan, str]], spec: PreprocessSpec, rows: int = 0
+) -> np.ndarray:
+    """(image, plan, pixel format) items, one output size, as one batch; zero rows up to `rows`."""
+    if len({(p.out_w, p.out_h) for _, p, _ in items}) != 1:
+        raise ValueError("a batch needs one output size")
+    batch = _pack([render(img, p, spec, fmt) for img, p, fmt in items], spec)
+    if rows > len(items):
+        batch = np.concatenate([batch, np.zeros((rows - len(items), *batch.shape[1:]), batch.dtype)])
+    return batch
+
+
 def preprocess_frame(image: np.ndarray, spec: PreprocessSpec, fmt: str = "bgr8") -> tuple[np.ndarray, Plan]:
     """Whole frame -> (1, C, H, W) (or NHWC) tensor and the plan that maps results back."""
     plan = plan_frame(spec, image.shape[1], image.shape[0])

@@ -167,7 +167,8 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
     ]
     pipe = Pipeline("batcher")
     with pipe.active():
-        tensor, plans = pre.frames(frames, spec, rows=4)
+        plans = [plan_frame(spec, f.width, f.height) for f in frames]
+        tensor = pre.rows(list(zip(frames, plans, strict=True)), spec, rows=4)
         got = tensor.to_host()
     assert got.shape[0] == 4 and len(plans) == 3
     for i, (frame, fmt) in enumerate(zip(frames, fmts, strict=True)):

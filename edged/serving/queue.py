@@ -1,0 +1,77 @@
+"""Oldest-first gathering of requests into batches (what DeepStream's nvstreammux and Triton's dynamic
+batcher do): a model server's one queue, shared by every camera that uses the model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Generic, Protocol, TypeVar
+
+
+class ServerClosed(RuntimeError):
+    """A request arrived after its model server was closed (shutdown or reload)."""
+
+
+class Queued(Protocol):
+    @property
+    def key(self) -> Hashable:  # only items with the head's key join its batch (same input size)
+        ...
+
+    @property
+    def t_enqueued(self) -> float: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+class BatchQueue(Generic[Q]):
+    """`take` blocks for the oldest item, then adds later items with the same key until `max_rows`,
+    waiting at most `max_wait_s` after the oldest was enqueued for more to arrive. It never waits for
+    more when no producer could add any (`expect_more` says so): a lone camera is not slowed down."""
+
+    def __init__(self) -> None:
+        self._items: deque[Q] = deque()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_many(self, items: list[Q]) -> None:
+        with self._cond:
+            if self.closed:
+                raise ServerClosed("the model server is closed")
+            self._items.extend(items)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def take(
+        self, max_rows: int, max_wait_s: float, expect_more: Callable[[list[Q]], bool] | None = None
+    ) -> list[Q] | None:
+        """The next batch, or None once closed and empty. `expect_more(batch)`: whether anyone could
+        still add to it (False: do not wait)."""
+        with self._cond:
+            while not self._items:
+                if self.closed:
+                    return None
+                self._cond.wait()
+            head = self._items.popleft()
+            batch = [head]
+            deadline = head.t_enqueued + max_wait_s
+            while len(batch) < max_rows:
+                match = next((r for r in self._items if r.key == head.key), None)
+                if match is not None:
+                    self._items.remove(match)
+                    batch.append(match)
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self.closed or (expect_more is not None and not expect_more(batch)):
+                    break
+                self._cond.wait(remaining)
+            return batch

@@ -1,0 +1,298 @@
+"""`ModelServer`: the one owner of a loaded model. Every camera's requests for that model, whole frames
+or crops alike, go through its queue; nothing else calls its engine.
+
+Threads (two per model, whatever the number of cameras):
+
+  batch thread   takes the oldest request and gathers others of the same input size (all cameras),
+                 plans every row into the model's declared shapes (edged.serving.shapes), preprocesses
+                 the rows in one call (one kernel launch on the GPU), pads to the row bucket, runs the
+                 engine once and downloads the outputs; it runs inside the server's GPU lane (its own
+                 CUDA stream), so engines need no locks: they have exactly one caller;
+  decode thread  decodes batch k while batch k+1 is on the engine (or spreads it over `decode_workers`
+                 processes) and hands every request its rows back through its callback.
+
+Callbacks run on the decode thread and must be light (a camera's filter, tracker, the next stage's
+submit, the sink). A batch that fails is retried request by request, so a request that breaks the
+engine fails alone. A row's shape depends only on its own source, never on its batch companions, so
+batching across cameras cannot change what a camera reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from edged.infer.base import Engine
+from edged.models.base import Decoder
+from edged.preprocess import Preprocessor, PreprocessSpec
+from edged.preprocess.spec import Plan, _scale_homography
+from edged.serving.decodepool import DecodePool
+from edged.serving.queue import BatchQueue, ServerClosed
+from edged.serving.shapes import ShapeSet, crop_plan, frame_plan
+from edged.types import Detection, Frame
+
+log = logging.getLogger(__name__)
+
+# (rows of detections, one list per row; None on error), error
+Deliver = Callable[[list[list[Detection]] | None, BaseException | None], None]
+State = Literal["loading", "warming", "serving", "failed", "closed"]
+__all__ = ["Deliver", "ModelServer", "ServerClosed", "to_host"]
+
+
+def to_host(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    getter = getattr(value, "get", None)  # device arrays (CuPy, our DeviceTensor) download with .get()
+    if callable(getter):
+        return np.asarray(getter())
+    return np.asarray(value)
+
+
+class _Ticket:
+    """One request (a frame, or the crops of one frame): delivered once all its rows are back."""
+
+    def __init__(self, rows: int, deliver: Deliver, camera: str) -> None:
+        self.results: list[list[Detection]] = [[] for _ in range(rows)]
+        self.remaining = rows
+        self.error: BaseException | None = None
+        self.deliver = deliver
+        self.camera = camera
+        self._lock = threading.Lock()
+
+    def fill(self, index: int, found: list[Detection] | None, error: BaseException | None) -> bool:
+        """Record one row; True when that was the last one."""
+        with self._lock:
+            if error is not None:
+                self.error = self.error or error
+            elif found is not None:
+                self.results[index] = found
+            self.remaining -= 1
+            return self.remaining == 0
+
+
+@dataclass
+class _Row:
+    frame: Frame
+    plan: Plan
+    ticket: _Ticket
+    index: int
+    key: tuple[int, int]
+    t_enqueued: float = field(default_factory=time.perf_counter)
+
+
+# (rows, host outputs or None, error or None)
+_Job = tuple[list[_Row], dict[str, np.ndarray] | None, BaseException | None]
+
+
+class ModelServer:
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        decoder: Decoder,
+        spec: PreprocessSpec,
+        preprocessor: Preprocessor,
+        shapes: ShapeSet,
+        *,
+        max_wait_ms: float = 2.0,
+        decode_workers: int = 0,
+        lane: Callable[[], AbstractContextManager[Any]] | None = None,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.engine, self.decoder, self.spec, self.preprocessor = engine, decoder, spec, preprocessor
+        self.shapes = shapes
+        self.input_name = engine.inputs[0].name
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.lane = lane  # entered by the batch thread for its lifetime (GPU context + this model's stream)
+        self.on_batch = on_batch  # (rows, padded rows, seconds the oldest waited) for metrics
+        self.state: State = "loading"
+        self.failure = ""
+        self.warmed = 0
+        self.batches = 0
+        self.rows = 0
+        self.padded = 0
+        self._clients: dict[str, int] = {}
+        self._clients_lock = threading.Lock()
+        self._queue: BatchQueue[_Row] = BatchQueue()
+        self._decode: queue.Queue[_Job | None] = queue.Queue(2)
+        self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, progress: Callable[[str, int, int], None] | None = None) -> ModelServer:
+        """Warm every declared shape, then serve. Raises what the engine raises on a shape it cannot run."""
+        self.state = "warming"
+        with self._context():
+            self.warm_up(progress)
+        self._threads = [
+            threading.Thread(
+                target=self._guard, args=(self._batch_loop,), name=f"model-{self.name}", daemon=True
+            ),
+            threading.Thread(
+                target=self._guard, args=(self._decode_loop,), name=f"model-{self.name}-decode", daemon=True
+            ),
+        ]
+        for t in self._threads:
+            t.start()
+        self.state = "serving"
+        return self
+
+    def warm_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+        """Run every declared input shape once through the real preprocessing and engine, so no shape
+        is first seen live (a GPU backend's re-plan stalls every camera behind it)."""
+        blank = Frame("warm-up", 0, np.zeros((64, 64, 3), np.uint8))
+        shapes = [(n, size) for size in self.shapes.sizes for n in self.shapes.rows]
+        for i, (n, (w, h)) in enumerate(shapes, 1):
+            plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
+            tensor = self.preprocessor.rows([(blank, plan)], self.spec, n)
+            self.engine.infer({self.input_name: tensor})
+            self.warmed = i
+            if progress is not None:
+                progress(self.name, i, len(shapes))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Serve what is queued, then stop both threads and the engine."""
+        self._queue.close()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._pool is not None:
+            self._pool.close()
+        self.engine.close()
+        self.state = "closed"
+
+    def healthy(self) -> tuple[bool, str]:
+        """For liveness: both threads run (or the server was closed on purpose)."""
+        if self.state == "failed":
+            return False, f"model {self.name}: server failed: {self.failure}"
+        if self.state == "serving" and not all(t.is_alive() for t in self._threads):
+            return False, f"model {self.name}: a server thread exited"
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "shapes": self.shapes.describe(),
+            "warmed": self.warmed,
+            "queued_rows": len(self._queue),
+            "batches": self.batches,
+            "rows": self.rows,
+            "padded_rows": self.padded,
+            "decode_workers": self._pool.workers if self._pool is not None else 0,
+        }
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def attach(self, camera: str) -> None:
+        """A camera that sends requests here: the batch thread waits for it (up to max_wait)."""
+        with self._clients_lock:
+            self._clients[camera] = self._clients.get(camera, 0) + 1
+
+    def detach(self, camera: str) -> None:
+        with self._clients_lock:
+            left = self._clients.get(camera, 0) - 1
+            if left > 0:
+                self._clients[camera] = left
+            else:
+                self._clients.pop(camera, None)
+
+    def submit_frame(self, frame: Frame, deliver: Deliver) -> None:
+        """The whole frame as one row; `deliver([detections], None)` from the decode thread."""
+        h, w, _ = frame.shape
+        self._put(frame, [frame_plan(self.shapes, self.spec, w, h)], deliver)
+
+    def submit_crops(self, frame: Frame, quads: Sequence[np.ndarray], deliver: Deliver) -> None:
+        """One row per crop (4x2 source corners); `deliver(rows, None)` in the order of `quads`."""
+        self._put(frame, [crop_plan(self.shapes, self.spec, q) for q in quads], deliver)
+
+    def _put(self, frame: Frame, plans: list[Plan], deliver: Deliver) -> None:
+        if self.state != "serving":
+            raise ServerClosed(f"model {self.name} is {self.state}")
+        ticket = _Ticket(len(plans), deliver, frame.camera)
+        now = time.perf_counter()
+        rows = [_Row(frame, p, ticket, i, (p.out_w, p.out_h), now) for i, p in enumerate(plans)]
+        self._queue.put_many(rows)
+
+    def _expect_more(self, batch: list[_Row]) -> bool:
+        """Wait for more only while some attached camera has nothing in this batch yet."""
+        with self._clients_lock:
+            clients = len(self._clients)
+        return len({r.frame.camera for r in batch}) < clients
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _context(self) -> AbstractContextManager[Any]:
+        return self.lane() if self.lane is not None else nullcontext()
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as e:  # a bug here must show in health, not vanish with the thread
+            self.state, self.failure = "failed", f"{type(e).__name__}: {e}"
+            log.exception("model %s: server thread died", self.name)
+
+    def _batch_loop(self) -> None:
+        with self._context():
+            while True:
+                batch = self._queue.take(self.shapes.max_rows, self.max_wait_s, self._expect_more)
+                if batch is None:
+                    self._decode.put(None)
+                    return
+                for job in self._run(batch):
+                    self._decode.put(job)
+
+    def _run(self, batch: list[_Row]) -> list[_Job]:
+        """One engine call for the batch; on failure, each request alone so a bad one fails alone."""
+        n = len(batch)
+        padded = self.shapes.rows_for(n)
+        if self.on_batch is not None:
+            self.on_batch(n, padded, time.perf_counter() - batch[0].t_enqueued)
+        try:
+            tensor = self.preprocessor.rows([(r.frame, r.plan) for r in batch], self.spec, padded)
+            outputs = self.engine.infer({self.input_name: tensor})
+            host = {k: to_host(v)[:n] for k, v in outputs.items()}
+        except Exception as e:
+            tickets = list(dict.fromkeys(id(r.ticket) for r in batch))
+            if len(tickets) == 1:
+                return [(batch, None, e)]
+            jobs: list[_Job] = []
+            for t in tickets:
+                jobs.extend(self._run([r for r in batch if id(r.ticket) == t]))
+            return jobs
+        self.batches += 1
+        self.rows += n
+        self.padded += padded - n
+        return [(batch, host, None)]
+
+    def _decode_loop(self) -> None:
+        decode = self._pool.decode if self._pool is not None else self.decoder.decode
+        while True:
+            job = self._decode.get()
+            if job is None:
+                return
+            batch, outputs, error = job
+            found: list[list[Detection]] = []
+            if outputs is not None:
+                try:
+                    found = decode(outputs, [r.plan for r in batch])
+                except Exception as e:
+                    error = e
+            for i, r in enumerate(batch):
+                if r.ticket.fill(r.index, None if error else found[i], error):
+                    self._deliver(r.ticket)
+
+    def _deliver(self, ticket: _Ticket) -> None:
+        try:
+            ticket.deliver(None if ticket.error else ticket.results, ticket.error)
+        except Exception:  # one camera's continuation must not stop the model for the others
+            log.exception("model %s: handing results back to camera %s failed", self.name, ticket.camera)

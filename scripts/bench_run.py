@@ -1,0 +1,282 @@
+"""The user-level benchmark: `edged run --stdout` as a real process on N cameras of one video, from a
+cold start, beside the engines-only rate of the same chain at the same shapes, measured in the same run.
+
+For each camera count it writes a config (the models of --config, N file cameras of --video read as
+fast as the chain takes them), starts the daemon, and reads from outside what a user would see:
+  startup     spawn -> "startup summary" (models loaded, every declared shape warmed);
+  run rate    every camera's frames (edged_frame_latency_seconds_count, from /metrics) over the time
+              from the first to the last frame result; steady state = the same over the second half;
+  reads       events on stdout against the video's ground truth (make_sample's .json), frame by frame;
+  latency     capture -> event (the events' latency_ms.total), p50 / p99;
+  threads     the daemon's thread count (/proc/<pid>/status), the most seen while it ran.
+Then, after the daemon exited, the engines alone (scripts/_bench.py) on the same frames at the shapes the
+servers use: the detector in batches of min(N, max_batch) frames, the recognizer on every crop.
+
+Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video samples/plates-1080.avi \
+           --cameras 1 4 16 [--chain ocr|det] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _bench import engines_only  # noqa: E402
+
+from edged.config import load_config  # noqa: E402
+from edged.runtime import load_model  # noqa: E402
+from edged.testing import read_video, sample_truth  # noqa: E402
+
+
+def write_config(base: Path, video: Path, cameras: int, chain: str, port: int, out: Path) -> Path:
+    raw = yaml.safe_load(base.read_text())
+    models = {}
+    for name, m in raw["models"].items():
+        p = Path(m["path"])
+        m["path"] = str(p if p.is_absolute() else (base.parent / p).resolve())
+        models[name] = m
+    det, rec = next(iter(models)), list(models)[-1]
+    stages: list[dict[str, Any]] = [{"model": det, "min_score": 0.5}]
+    if chain == "ocr":
+        stages.append({"model": rec, "on": det, "max_crops": 16})
+    else:
+        models = {det: models[det]}
+    cfg = {
+        "device": {"name": "bench"},
+        "state_dir": str(out / "state"),
+        "mqtt": {"enabled": False},
+        "health": {"enabled": True, "bind": "127.0.0.1", "port": port},
+        "models": models,
+        "cameras": {
+            f"cam{i:02d}": {
+                "source": f"file://{video.resolve()}",
+                "realtime": False,
+                "fps": 1000,
+                "chain": stages,
+            }
+            for i in range(cameras)
+        },
+    }
+    path = out / f"bench-{chain}-{cameras}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def frames_done(port: int) -> tuple[float, bool]:
+    """(frame results so far over all cameras, every capture ended)."""
+    total = 0.0
+    for line in get(port, "/metrics").splitlines():
+        if line.startswith("edged_frame_latency_seconds_count"):
+            total += float(line.rsplit(" ", 1)[1])
+    stats = json.loads(get(port, "/stats"))
+    ended = all(c["state"] == "ended" for c in stats["cameras"].values())
+    return total, ended
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str, Any]:
+    t_spawn = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edged", "run", "--config", str(cfg), "--stdout"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    events: list[tuple[float, dict[str, Any]]] = []
+    log: list[str] = []
+    ready = threading.Event()
+    t_ready = [0.0]
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            events.append((time.monotonic(), json.loads(line)))
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            if "startup summary" in line and not ready.is_set():
+                t_ready[0] = time.monotonic()
+                ready.set()
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+    for t in readers:
+        t.start()
+    samples: list[tuple[float, float]] = []  # (time, frames done)
+    threads = 0
+    deadline = t_spawn + timeout_s
+    try:
+        if not ready.wait(timeout_s):
+            raise RuntimeError("the daemon never became ready:\n" + "".join(log[-30:]))
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.25)
+            try:
+                done, ended = frames_done(port)
+            except OSError:
+                continue
+            samples.append((time.monotonic(), done))
+            threads = max(threads, threads_of(proc.pid))
+            if ended and done >= expect:
+                break
+            if ended and len(samples) > 8 and samples[-8][1] == done:
+                break  # every capture ended and nothing moved for 2 s: frames were dropped or failed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for t in readers:
+            t.join(5)
+    if proc.returncode not in (0, None):
+        raise RuntimeError(f"edged exited with {proc.returncode}:\n" + "".join(log[-30:]))
+    return {
+        "t_spawn": t_spawn,
+        "t_ready": t_ready[0],
+        "samples": samples,
+        "events": events,
+        "threads": threads,
+        "log": log,
+    }
+
+
+def rate(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Frames per second between the first samples where the count passed lo and hi."""
+    t0 = next(t for t, n in samples if n >= lo)
+    t1 = next(t for t, n in samples if n >= hi)
+    return (hi - lo) / max(t1 - t0, 1e-9)
+
+
+def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[str]]) -> dict[str, Any]:
+    samples = [(t, n) for t, n in run["samples"] if n > 0]
+    total = samples[-1][1] if samples else 0
+    t_first = samples[0][0] if samples else run["t_ready"]
+    t_last = next(t for t, n in samples if n >= total) if samples else run["t_ready"]
+    lat = sorted(e["latency_ms"]["total"] for _, e in run["events"])
+    reads: dict[tuple[str, int], list[str]] = {}
+    for _, e in run["events"]:
+        reads[(e["camera"], e["seq"])] = sorted(
+            k["label"]
+            for d in e["detections"]
+            for kids in d.get("children", {}).values()
+            for k in kids
+            if k["label"]
+        )
+    with_text = [i for i in range(frames) if truth[i]]
+    exact = sum(reads.get((f"cam{c:02d}", i), []) == truth[i] for c in range(cameras) for i in with_text)
+    same_as_first = sum(
+        reads.get((f"cam{c:02d}", i), []) == reads.get(("cam00", i), [])
+        for c in range(cameras)
+        for i in range(frames)
+    )
+    return {
+        "cameras": cameras,
+        "frames": int(total),
+        "expected_frames": cameras * frames,
+        "startup_s": round(run["t_ready"] - run["t_spawn"], 2),
+        "run_fps": round(total / max(t_last - run["t_ready"], 1e-9), 2),
+        "run_fps_from_first_result": round(total / max(t_last - t_first, 1e-9), 2) if samples else 0,
+        "steady_fps": round(rate(samples, total / 2, total), 2) if total > 4 else 0,
+        "exact_reads": exact,
+        "reads_possible": cameras * len(with_text),
+        "same_as_camera0": same_as_first,
+        "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
+        "latency_p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 1) if lat else None,
+        "threads": run["threads"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=str(ROOT / "configs/examples/gpu.yaml"), help="models come from here")
+    ap.add_argument("--video", default=str(ROOT / "samples/plates.mp4"))
+    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--chain", choices=("ocr", "det"), default="ocr")
+    ap.add_argument("--port", type=int, default=18089)
+    ap.add_argument("--timeout", type=float, default=540)
+    ap.add_argument("--out", default="/tmp/edged-bench")
+    ap.add_argument("--json", help="append the results here (one JSON object per camera count)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    video = Path(a.video)
+    images = read_video(video)
+    truth = sample_truth(video, len(images))
+    h, w = images[0].shape[:2]
+    print(
+        f"video {video.name}: {len(images)} frames {w}x{h}, {sum(bool(t) for t in truth)} with text; chain {a.chain}"
+    )
+    rows = []
+    for n in a.cameras:
+        cfg_path = write_config(Path(a.config), video, n, a.chain, a.port, out)
+        run = run_daemon(cfg_path, a.port, n * len(images), a.timeout)
+        row = summarize(run, n, len(images), truth)
+        # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).
+        cfg = load_config(cfg_path, env={})
+        models = {k: load_model(k, m, source_sizes=[(w, h)]) for k, m in cfg.models.items()}
+        det = models[next(iter(cfg.cameras.values())).chain[0].model]
+        rec = models[next(iter(cfg.cameras.values())).chain[-1].model] if a.chain == "ocr" else None
+        det_rows = min(n, det.shapes.max_rows)
+        engines_only(det, rec, images[: min(len(images), 8)], det_rows)  # first calls of this process
+        seconds, detail = engines_only(det, rec, images, det_rows)
+        for m in models.values():
+            m.close()
+        row["engines_only_fps"] = round(len(images) / seconds, 2)
+        row["vs_engines_only"] = round(row["run_fps"] / row["engines_only_fps"], 3)
+        row["engine_detail"] = {**detail, "det_rows": det_rows}
+        row["machine"] = {"cpus": os.cpu_count(), "video": f"{video.name} {w}x{h} x{len(images)}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps({**row, "chain": a.chain}) + "\n")
+    one = next((r for r in rows if r["cameras"] == 1), None)
+    print(
+        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['cameras']} | {r['startup_s']} | {r['run_fps']} | {r['steady_fps']} | {r['engines_only_fps']} | "
+            f"{r['vs_engines_only']} | {r['exact_reads']}/{r['reads_possible']} | "
+            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} |"
+        )
+    if one is not None:
+        for r in rows:
+            print(
+                f"{r['cameras']} cameras: run rate {r['run_fps'] / max(one['steady_fps'], 1e-9):.2f} x the 1-camera steady state"
+            )
+        print(f"1 camera: run / steady = {one['run_fps'] / max(one['steady_fps'], 1e-9):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

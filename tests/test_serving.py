@@ -1,0 +1,284 @@
+"""Model servers on the real PP-OCR models (ONNX Runtime, CPU): one owner per model, batching across
+cameras for every stage, fixed shapes, order per camera, failures that stay alone, draining shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.chain.dispatch import FrameDispatcher
+from edged.chain.tracker import IouTracker
+from edged.config import load_config
+from edged.infer import ModelLoadError
+from edged.infer.base import Engine
+from edged.metrics import Metrics
+from edged.models import get_decoder
+from edged.runtime import CameraRunner, load_model
+from edged.serving import ModelServer, ServerClosed
+from edged.types import Frame, FrameResult
+from tests._chain import (
+    Camera,
+    SpyEngine,
+    make_stage,
+    reads_by_frame,
+    run_cameras,
+    serve,
+    spy_of,
+    text_frame,
+)
+from tests._edged import det_model, small_sample
+
+CAMERAS = {"north": "AB", "south": "XY", "east": "KM"}
+
+
+def det_rec_cameras(det: ModelServer, rec: ModelServer, names: list[str]) -> dict[str, Camera]:
+    return {
+        c: Camera(c, [make_stage("det", det, tracker=IouTracker()), make_stage("rec", rec, on="det")])
+        for c in names
+    }
+
+
+@pytest.mark.parametrize("decode_workers", [0, 2])
+def test_cameras_share_batches_of_every_stage_and_get_their_own_results_back(
+    ocr_engines: dict[str, Engine], decode_workers: int
+) -> None:
+    det = serve("ppocr_det", ocr_engines["ppocr_det"], max_wait_ms=300, decode_workers=decode_workers)
+    rec = serve("ppocr_rec", ocr_engines["ppocr_rec"], max_wait_ms=300)
+    cams = det_rec_cameras(det, rec, list(CAMERAS))
+    frames_each = 3
+    try:
+        run_cameras(cams, lambda cam, seq: text_frame(CAMERAS[cam], seq), frames_each)
+    finally:
+        det.close()
+        rec.close()
+    for cam, prefix in CAMERAS.items():
+        got = reads_by_frame(cams[cam].results)
+        assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
+        ids = {d.attrs["track_id"] for r in cams[cam].results for d in r.detections}
+        assert len(ids) == 1, (cam, ids)  # the camera's own tracker saw only its frames
+    total = len(CAMERAS) * frames_each
+    for server in (det, rec):
+        spy = spy_of(server)
+        assert max(spy.calls) > 1, f"{server.name}: no two cameras shared a call: {spy.calls}"
+        assert server.batches == len(spy.calls) < total
+        assert server.rows == total  # one row per frame (det) or per crop (rec, one text line each)
+        declared = set(server.shapes.input_shapes(server.spec))
+        assert set(spy.shapes) <= declared, f"{server.name}: undeclared shapes {set(spy.shapes) - declared}"
+
+
+def test_batched_cameras_read_exactly_what_one_unbatched_camera_reads(ocr_engines: dict[str, Engine]) -> None:
+    """Rows are planned alone (a crop's width bucket depends on the crop only), so who shares a batch
+    cannot change a read: the same frames through max_batch 1 and through 3 batched cameras."""
+    images = [text_frame(p, s) for p in CAMERAS.values() for s in range(2)]
+    images += [
+        np.ascontiguousarray(np.hstack([a, b])) for a, b in zip(images[::2], images[1::2], strict=True)
+    ]
+    solo_det = serve("ppocr_det", ocr_engines["ppocr_det"], max_batch=1)
+    solo_rec = serve("ppocr_rec", ocr_engines["ppocr_rec"], max_batch=1)
+    try:
+        (solo,) = det_rec_cameras(solo_det, solo_rec, ["solo"]).values()
+        alone = reads_by_frame(solo.run(images))
+    finally:
+        solo_det.close()
+        solo_rec.close()
+    det = serve("ppocr_det", ocr_engines["ppocr_det"], max_wait_ms=300)
+    rec = serve("ppocr_rec", ocr_engines["ppocr_rec"], max_wait_ms=300)
+    cams = det_rec_cameras(det, rec, ["a", "b", "c"])
+    try:
+        run_cameras(cams, lambda cam, seq: images[seq], len(images))
+    finally:
+        det.close()
+        rec.close()
+    assert max(spy_of(rec).calls) > 1 and max(spy_of(det).calls) > 1
+    assert all(texts for _, texts in alone), alone
+    for name, cam in cams.items():
+        assert reads_by_frame(cam.results) == alone, name
+
+
+def test_a_request_that_breaks_the_engine_fails_alone(ocr_engines: dict[str, Engine]) -> None:
+    """The engine fails on any batch holding a black frame: that batch is retried request by request,
+    so only the black frame fails and the other camera's frame in the same batch is read."""
+    spy = SpyEngine(ocr_engines["ppocr_det"])
+    det = serve("ppocr_det", spy, max_wait_ms=500)
+    spy.fail_when = lambda t: bool((np.asarray(t).reshape(len(t), -1) == -1.0).all(axis=1).any())
+    rec = serve("ppocr_rec", ocr_engines["ppocr_rec"])
+    cams = det_rec_cameras(det, rec, ["good", "bad"])
+    black = np.zeros((240, 320, 3), np.uint8)
+    try:
+        run_cameras(cams, lambda cam, seq: black if cam == "bad" else text_frame("OK", seq), 1)
+    finally:
+        det.close()
+        rec.close()
+    assert spy.calls[0] == 2, spy.calls  # both frames went in one batch first
+    assert reads_by_frame(cams["good"].results) == [(0, ["OK0"])]
+    assert [(s, str(e)) for s, e in cams["bad"].failed] == [(0, "engine failure injected by the test")]
+    assert cams["bad"].results == [] and cams["good"].failed == []
+
+
+def test_a_frame_the_server_cannot_take_fails_alone_and_a_closed_server_refuses(
+    ocr_engines: dict[str, Engine],
+) -> None:
+    det = serve("ppocr_det", ocr_engines["ppocr_det"])
+    cam = Camera("gate", [make_stage("det", det)])
+    got = cam.run([np.zeros((0, 0, 3), np.uint8), text_frame("OK", 1)])
+    assert [(s, str(e)) for s, e in cam.failed] == [(0, "empty image 0x0")]
+    assert [r.frame.seq for r in got] == [1] and cam.flow.in_flight == 0
+    det.close()
+    with pytest.raises(ServerClosed):
+        det.submit_frame(Frame("gate", 2, text_frame("OK", 2)), lambda rows, err: None)
+
+
+def test_close_serves_what_is_queued_first(ocr_engines: dict[str, Engine]) -> None:
+    det = serve("ppocr_det", ocr_engines["ppocr_det"], max_batch=1)
+    answers: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+
+    def answer(seq: int):  # type: ignore[no-untyped-def]
+        def deliver(rows: list | None, err: BaseException | None) -> None:
+            with lock:
+                answers.append((seq, None if err else rows[0][0].label if rows and rows[0] else ""))
+
+        return deliver
+
+    for seq in range(4):
+        det.submit_frame(Frame("cam", seq, text_frame("Q", seq)), answer(seq))
+    det.close(timeout=120)
+    assert [s for s, _ in answers] == [0, 1, 2, 3]  # all four answered, in order, none with an error
+    assert all(label == "text" for _, label in answers), answers
+
+
+def test_a_lone_camera_is_never_held_back_waiting_for_others(ocr_engines: dict[str, Engine]) -> None:
+    waits: list[float] = []
+    det = serve(
+        "ppocr_det",
+        ocr_engines["ppocr_det"],
+        max_batch=8,
+        max_wait_ms=500,
+        on_batch=lambda n, p, w: waits.append(w),
+    )
+    cam = Camera("solo", [make_stage("det", det)])
+    try:
+        got = cam.run([text_frame("W", s) for s in range(4)])
+    finally:
+        det.close()
+    assert [r.frame.seq for r in got] == [0, 1, 2, 3]
+    # Only one camera is attached, and every batch already holds it: no 500 ms wait for nobody.
+    assert waits and max(waits) < 0.25, waits
+
+
+def test_a_slow_camera_does_not_hold_back_the_others(ocr_engines: dict[str, Engine]) -> None:
+    """The slow camera's sink takes 0.5 s a frame: only its own frames wait (its capture would drop to
+    the newest frame); the fast camera's frames keep flowing through the shared server."""
+    # ~320x256 input: a few tens of ms a frame on a CPU
+    small = dataclasses.replace(get_decoder("ppocr_det").default_preprocess, limit_side=320, limit_type="max")
+    det = serve("ppocr_det", ocr_engines["ppocr_det"], max_batch=2, max_wait_ms=20, spec=small)
+    done: dict[str, list[float]] = {"fast": [], "slow": []}
+    t0 = time.monotonic()
+    cams = {c: Camera(c, [make_stage("det", det)]) for c in done}
+
+    def slow_sink(r: FrameResult) -> None:
+        time.sleep(0.5)
+        done["slow"].append(time.monotonic() - t0)
+
+    cams["slow"].flow.sink = slow_sink
+    cams["fast"].flow.sink = lambda r: done["fast"].append(time.monotonic() - t0)
+    try:
+        run_cameras(cams, lambda cam, seq: text_frame(cam[:2].upper(), seq), 6)
+    finally:
+        det.close()
+    assert len(done["fast"]) == len(done["slow"]) == 6
+    assert done["slow"][-1] >= 3.0  # six half-second sinks, one after another
+    assert done["fast"][-1] < done["slow"][-1] / 2, done
+
+
+def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
+    video = small_sample(tmp_path, frames=6)
+    det = {**det_model(), "batching": {"max_batch": 2, "max_wait_ms": 100, "decode_workers": 1}}
+    cams = {
+        c: {"source": f"file://{video}", "realtime": False, "chain": [{"model": "det"}]} for c in ("a", "b")
+    }
+    cfg_file = tmp_path / "edged.yaml"
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "mqtt": {"enabled": False},
+                "health": {"enabled": False},
+                "models": {"det": det},
+                "cameras": cams,
+            }
+        )
+    )
+    cfg = load_config(cfg_file, env={})
+    metrics = Metrics()
+    lm = load_model("det", cfg.models["det"], metrics, source_sizes=[(640, 480)])
+    assert lm.shapes.rows == (1, 2) and lm.server.status()["decode_workers"] == 1
+    assert lm.server.warmed == len(lm.shapes.input_shapes(lm.spec))  # every declared shape ran at load
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    dispatcher = FrameDispatcher()
+    runners = [
+        CameraRunner(
+            c,
+            cfg.cameras[c],
+            {"det": lm},
+            lambda r: got[r.frame.camera].append(r.frame.seq),
+            metrics,
+            dispatcher,
+        )
+        for c in cams
+    ]
+    for r in runners:
+        r.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and min(len(v) for v in got.values()) < 6:
+        time.sleep(0.1)
+    for r in runners:
+        r.stop()
+    dispatcher.stop()
+    lm.close()
+    assert got == {"a": list(range(6)), "b": list(range(6))}
+    assert lm.server.rows == 12
+    assert metrics.registry.get_sample_value("edged_batch_rows_sum", {"model": "det"}) == 12
+    threads = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith(("a-", "b-")) for n in threads)  # no per-camera chain threads
+
+
+def test_shapes_the_model_cannot_take_are_one_clear_load_error(tmp_path: Path) -> None:
+    """A line model exported with a fixed batch (1) and width (200): its fixed dims become the declared
+    shapes; widths the config asks for beyond them are one clear error naming the setting."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 200])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)], "fixed", [x], [y]
+    )
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    cfg_file = tmp_path / "edged.yaml"
+
+    def model_config(**batching: object) -> object:
+        model = {
+            "path": str(path),
+            "kind": "classifier",
+            "preprocess": {"resize": "fixed_height", "size": [200, 32]},
+            "batching": {"max_batch": 4, **batching},
+        }
+        cfg_file.write_text(
+            json.dumps({"mqtt": {"enabled": False}, "models": {"line": model}, "cameras": {}})
+        )
+        return load_config(cfg_file, env={}).models["line"]
+
+    lm = load_model("line", model_config())  # type: ignore[arg-type]
+    assert lm.shapes.rows == (1,) and lm.shapes.sizes == ((200, 32),)
+    lm.close()
+    with pytest.raises(
+        ModelLoadError, match=r"models\.line\.batching: declared input \[1, 3, 32, 100\].*must be 200"
+    ):
+        load_model("line", model_config(widths=[100, 200]))  # type: ignore[arg-type]
