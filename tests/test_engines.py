@@ -334,5 +334,5 @@ def test_build_engine_names_a_bad_model_without_a_traceback(tmp_path: Path) -> N
     # The config check loads every model, so build-engine refuses it before building, with its location.
     assert "models.text_rec.path" in done.stderr and str(bad) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
-    unknown = build_engine_cli(_config(tmp_path, bad), "--model", "nope")
+    unknown = build_engine_cli(_config(tmp_path, need_models() / REC), "--model", "nope")
     assert unknown.returncode == 78 and "no model 'nope'" in unknown.stderr
