@@ -113,6 +113,7 @@ class OnnxRuntimeEngine:
         self.name = name
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(path)  # some callers pass str
         optimized = cached_optimized(path, options)
         if optimized is not None:
             # Already optimized offline for this CPU and ORT version: loading skips the graph passes.
