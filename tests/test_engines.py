@@ -217,7 +217,8 @@ def test_builder_sigkill_leaves_the_caller_serving_with_a_clear_error(
     changed = BackgroundBuild(job, prepare_fn=gated).start()
     assert changed.wait(60)
     assert changed.status()["state"] == "ready" and len(gated.builds()) == 2
-    assert changed.status()["changes"] == [] or changed.status()["changes"][0].startswith("model file")
+    # The old key's failure record is pruned with the rest of the old entry.
+    assert sorted(p.suffix for p in (options.cache_dir / "rec").glob("onnxruntime-*")) == [".json", ".onnx"]
 
 
 def test_cache_hit_on_the_next_start_builds_nothing(
@@ -336,3 +337,39 @@ def test_build_engine_names_a_bad_model_without_a_traceback(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr
     unknown = build_engine_cli(_config(tmp_path, need_models() / REC), "--model", "nope")
     assert unknown.returncode == 78 and "no model 'nope'" in unknown.stderr
+
+
+def test_open_engine_serves_at_once_then_starts_from_the_cache(model: Path, options: EngineOptions) -> None:
+    from edged.infer.lifecycle import open_engine
+
+    engine, build = open_engine("rec", model, "onnxruntime", options)
+    assert engine.info.backend == "onnxruntime" and engine.info.detail == ""  # serving before any build
+    assert build is not None and build.wait(60)
+    swapped = build.poll()
+    assert swapped is not None and swapped.info.detail.startswith("optimized model ")
+    engine2, build2 = open_engine("rec", model, "onnxruntime", options)  # the next start
+    assert build2 is None and engine2.info.detail == swapped.info.detail
+
+
+def test_open_engine_with_an_unwritable_cache_serves_and_says_why(
+    model: Path, tmp_path: Path, caplog
+) -> None:
+    from edged.infer.lifecycle import open_engine
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    opts = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=blocker / "engines")
+    with caplog.at_level("WARNING", logger="edged.infer.lifecycle"):
+        engine, build = open_engine("rec", model, "onnxruntime", opts)
+    assert build is None and engine.info.backend == "onnxruntime"
+    assert (
+        "engines cannot be cached (cannot create" in caplog.text
+        and "make tensorrt.cache_dir writable" in caplog.text
+    )
+
+
+def test_strict_tensorrt_has_no_fallback(model: Path, options: EngineOptions) -> None:
+    from edged.infer.lifecycle import open_engine
+
+    with pytest.raises(ModelLoadError, match="backend 'tensorrt' is not available"):
+        open_engine("rec", model, "tensorrt", options)
