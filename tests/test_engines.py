@@ -373,3 +373,23 @@ def test_strict_tensorrt_has_no_fallback(model: Path, options: EngineOptions) ->
 
     with pytest.raises(ModelLoadError, match="backend 'tensorrt' is not available"):
         open_engine("rec", model, "tensorrt", options)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "cancel"])
+def test_a_stopped_builder_records_nothing_and_the_next_start_builds(
+    model: Path, options: EngineOptions, gated: GatedPrepare, how: str
+) -> None:
+    job = BuildJob("rec", model, "onnxruntime", options)
+    build = BackgroundBuild(job, prepare_fn=gated).start()
+    wait_for(lambda: build.status()["phase"] == "held by the test", what="the build to be running")
+    if how == "SIGTERM":  # as systemd's stop sends to the whole service
+        os.kill(build.pid or 0, signal.SIGTERM)
+        assert build.wait(30)
+    else:
+        build.cancel()
+    status = build.status()
+    assert status["state"] == "failed" and status["reason"].startswith("stopped before it finished"), status
+    assert EngineCache(options.cache_dir).failure(optimized_key(model)) is None
+    gated.gate.touch()
+    again = BackgroundBuild(job, prepare_fn=gated).start()
+    assert again.wait(60) and again.status()["state"] == "ready" and len(gated.builds()) == 2

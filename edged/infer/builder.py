@@ -12,8 +12,10 @@ the model server never blocks on it) and `poll()` hands it over exactly once, to
 batches by the model server that owns the engine. `status()` (any thread) is the state for /stats,
 /metrics and the status page: queued -> building (phase, step/total) -> ready | failed (reason).
 
-A failed build is recorded in the cache under its key and not retried until the key changes (new model
-file, TensorRT/JetPack, GPU, settings) or an operator runs `edged build-engine`, which always builds.
+A failed build (an error, a crash, SIGKILL: the OOM killer's signal) is recorded in the cache under its
+key and not retried until the key changes (new model file, TensorRT/JetPack, GPU, settings) or an
+operator runs `edged build-engine`, which always builds. A builder stopped by `cancel()` or by SIGTERM,
+SIGINT or SIGHUP (daemon shutdown, `systemctl stop`) records nothing: the next start builds again.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ def _child(job: BuildJob, conn: Connection, prepare_fn: Callable[[BuildJob], Bui
         conn.close()
 
 
+# A builder stopped by these was asked to stop (daemon shutdown, systemd stop): not a failed build.
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name
@@ -193,6 +199,7 @@ class BackgroundBuild:
         self._engine: Engine | None = None
         self._proc: Any = None
         self._thread: threading.Thread | None = None
+        self._cancelled = False
 
     @property
     def pid(self) -> int | None:
@@ -233,7 +240,8 @@ class BackgroundBuild:
         return self._thread is not None and not self._thread.is_alive()
 
     def cancel(self) -> None:
-        """Stop the builder (daemon shutdown); its partial file is never published."""
+        """Stop the builder (daemon shutdown); its partial file is never published, nothing is recorded."""
+        self._cancelled = True
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
         self.wait(10)
@@ -276,7 +284,17 @@ class BackgroundBuild:
         conn.close()
         self._proc.join()
         if result is None:
-            reason = _exit_reason(self._proc.exitcode)
+            code = self._proc.exitcode
+            reason = _exit_reason(code)
+            stopped = self._cancelled or (code is not None and code < 0 and -code in _STOP_SIGNALS)
+            if stopped:  # the next start builds again
+                self._update(
+                    state="failed", reason=f"stopped before it finished ({reason})", finished_at=time.time()
+                )
+                log.info(
+                    "model %s: %s engine build stopped before it finished", self.job.name, self.job.builder
+                )
+                return
             if key is not None:
                 EngineCache(self.job.options.cache_dir).record_failure(key, reason)
             result = ("failed", reason, False)
