@@ -393,3 +393,31 @@ def test_a_stopped_builder_records_nothing_and_the_next_start_builds(
     gated.gate.touch()
     again = BackgroundBuild(job, prepare_fn=gated).start()
     assert again.wait(60) and again.status()["state"] == "ready" and len(gated.builds()) == 2
+
+
+def test_a_running_daemon_loads_what_build_engine_wrote(tmp_path: Path) -> None:
+    """`edged build-engine`, then `edged run` (real processes): the daemon's startup log names the very
+    file build-engine wrote, and the camera's frames come through it."""
+    from edged.mqtt_testing import free_port
+    from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
+
+    port = free_port()
+    config = write_config(tmp_path, {"gate": camera(small_sample(tmp_path), fps=5)}, health_port=port)
+    cfg = json.loads(config.read_text())
+    cfg["models"]["text_det"]["onnxruntime"]["providers"] = ["CPUExecutionProvider"]
+    cfg["models"]["text_det"]["tensorrt"] = {"cache_dir": str(tmp_path / "cache")}
+    config.write_text(json.dumps(cfg))
+    done = build_engine_cli(config)
+    assert done.returncode == 0, done.stderr
+    written = done.stdout.split("onnxruntime engine ")[-1].strip()
+    assert Path(written).is_file() and Path(written).parent == tmp_path / "cache" / "PP-OCRv6_det_small"
+    daemon = EdgedProcess(config)
+    try:
+        assert wait_until(lambda: len(daemon.events()) >= 2 or not daemon.alive, 60), daemon.text()
+        assert daemon.alive, daemon.text()
+        log = daemon.text()
+        assert (
+            "model text_det: backend onnxruntime on cpu (" in log and f"; optimized model {written})" in log
+        )
+    finally:
+        assert daemon.stop() == 0
