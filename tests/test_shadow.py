@@ -14,7 +14,8 @@ import pytest
 from edged.infer import EngineOptions, create_engine
 from edged.infer.base import Engine
 from edged.infer.builder import BuildJob, build_now, load_engine
-from edged.infer.shadow import ShadowCheck, ShadowTolerance, box_iou, compare
+from edged.infer.shadow import ShadowCheck, ShadowReport, ShadowTolerance, box_iou, compare
+from edged.infer.swap import ModelSwap, SwapEvent
 from edged.models import build_decoder
 from edged.preprocess.cpu import preprocess_crops
 from edged.types import Detection
@@ -85,7 +86,7 @@ def v4_recognizer() -> Path:
 
 @pytest.fixture(scope="module")
 def plate_crops() -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    """(frame, plate text quadrilaterals) for every other frame of the first 60 of the sample video (its ground truth)."""
+    """(frame, plate text quadrilaterals) for every other frame of the first 40 of the sample video (its ground truth)."""
     import cv2
 
     video = ROOT / "samples" / "plates.mp4"
@@ -94,7 +95,7 @@ def plate_crops() -> list[tuple[np.ndarray, list[np.ndarray]]]:
     truth = json.loads(video.with_suffix(".json").read_text())["truth"]
     cap = cv2.VideoCapture(str(video))
     out = []
-    for i in range(60):
+    for i in range(40):
         ok, frame = cap.read()
         assert ok, f"cannot read frame {i} of {video}"
         if i % 2 == 0:
@@ -103,16 +104,17 @@ def plate_crops() -> list[tuple[np.ndarray, list[np.ndarray]]]:
     return out
 
 
-def read_plates(engine: Engine, crops: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[list[Detection]]:
+def read_frame(engine: Engine, frame: np.ndarray, quads: list[np.ndarray]) -> list[Detection]:
+    """The recognizer's reads of the plates of one frame (crops at the ground-truth text boxes)."""
+    if not quads:
+        return []
     decoder = build_decoder("ppocr_rec", {}, metadata=engine.metadata)
-    results = []
-    for frame, quads in crops:
-        if not quads:
-            results.append([])
-            continue
-        x, plans = preprocess_crops(frame, quads, decoder.default_preprocess)
-        results.append([r[0] for r in decoder.decode(engine.infer({engine.inputs[0].name: x}), plans)])
-    return results
+    x, plans = preprocess_crops(frame, quads, decoder.default_preprocess)
+    return [r[0] for r in decoder.decode(engine.infer({engine.inputs[0].name: x}), plans)]
+
+
+def read_plates(engine: Engine, crops: list[tuple[np.ndarray, list[np.ndarray]]]) -> list[list[Detection]]:
+    return [read_frame(engine, frame, quads) for frame, quads in crops]
 
 
 def test_real_recognizers_agreeing_is_accepted_different_is_refused(
@@ -121,7 +123,7 @@ def test_real_recognizers_agreeing_is_accepted_different_is_refused(
     rec = need_models() / "PP-OCRv6_rec_small.onnx"
     options = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=tmp_path / "cache")
     serving = read_plates(create_engine("rec", rec, "onnxruntime"), plate_crops)
-    assert sum(len(f) for f in serving) >= 40 and all(d.label for f in serving for d in f)
+    assert sum(len(f) for f in serving) >= 30 and all(d.label for f in serving for d in f)
 
     job = BuildJob("rec", rec, "onnxruntime", options)
     optimized = load_engine(job, build_now(job))
@@ -136,3 +138,63 @@ def test_real_recognizers_agreeing_is_accepted_different_is_refused(
     assert not other.agree and other.label_mismatches > 0, other.summary()
     assert any("'ZA90 XMK' (0.94) became 'ZA90XMK'" in r for r in other.reasons), other.reasons
     assert other.summary().startswith("disagree: ")
+
+
+def test_live_swap_takes_the_agreeing_model_refuses_the_other_and_rolls_back(
+    plate_crops: list[tuple[np.ndarray, list[np.ndarray]]], tmp_path: Path
+) -> None:
+    rec = need_models() / "PP-OCRv6_rec_small.onnx"
+    options = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=tmp_path / "cache")
+    job = BuildJob("rec", rec, "onnxruntime", options)
+    crops = plate_crops[12:]  # 8 frames, two of them with a plate PP-OCRv4 reads differently
+    events: list[SwapEvent] = []
+    swap = ModelSwap(
+        "text_rec",
+        create_engine("rec", rec, "onnxruntime"),
+        "v6",
+        frames=len(crops),
+        on_event=events.append,
+    )
+
+    def run_frames() -> ShadowReport | None:
+        """What the model server does: every frame on the active engine, and on the candidate too."""
+        final = None
+        for i, (frame, quads) in enumerate(crops):
+            served = read_frame(swap.active, frame, quads)
+            if swap.candidate is not None:
+                final = swap.observe(i, served, read_frame(swap.candidate, frame, quads)) or final
+        return final
+
+    swap.propose(load_engine(job, build_now(job)), "v6-optimized")
+    assert (
+        swap.status()["candidate"] == "v6-optimized" and swap.status()["shadow_frames"] == f"0/{len(crops)}"
+    )
+    report = run_frames()
+    assert report is not None and report.agree, report
+    assert swap.active_label == "v6-optimized" and swap.previous_label == "v6" and swap.candidate is None
+
+    swap.propose(create_engine("rec_v4", v4_recognizer(), "onnxruntime"), "v4")
+    report = run_frames()
+    assert report is not None and not report.agree and report.label_mismatches > 0
+    assert swap.active_label == "v6-optimized" and swap.candidate is None  # the old model keeps serving
+    assert swap.status()["last_report"]["agree"] is False
+
+    assert swap.rollback() and swap.active_label == "v6" and swap.previous_label == ""
+    assert not swap.rollback()  # nothing further back
+    assert [e.what for e in events] == [
+        "shadow_started",
+        "switched",
+        "shadow_started",
+        "refused",
+        "rolled_back",
+        "rollback_refused",
+    ]
+    swap.propose(create_engine("rec_v4", v4_recognizer(), "onnxruntime"), "v4", force=True)
+    assert swap.active_label == "v4" and swap.previous_label == "v6"
+    assert swap.status()["counts"] == {
+        "shadow_started": 2,
+        "switched": 1,
+        "forced": 1,
+        "refused": 1,
+        "rolled_back": 1,
+    }

@@ -103,6 +103,10 @@ class ShadowCheck:
         self.tolerance = tolerance or ShadowTolerance()
         self._report = ShadowReport()
 
+    @property
+    def frames(self) -> int:
+        return self._report.frames
+
     def add(self, frame: str | int, old: Sequence[Detection], new: Sequence[Detection]) -> bool:
         """Compare one input's results (serving, candidate); True when they agree."""
         r = self._report
