@@ -421,3 +421,16 @@ def test_a_running_daemon_loads_what_build_engine_wrote(tmp_path: Path) -> None:
         )
     finally:
         assert daemon.stop() == 0
+
+
+def test_two_model_files_of_the_same_name_keep_their_own_engines(tmp_path: Path) -> None:
+    """`det/model.onnx` and `rec/model.onnx` share a cache folder; building one must not prune the other."""
+    cache = EngineCache(tmp_path / "cache")
+    paths = []
+    for sub, name in (("a", REC), ("b", CLS)):
+        model = tmp_path / sub / "model.onnx"
+        model.parent.mkdir()
+        shutil.copyfile(need_models() / name, model)
+        paths.append(cache.build(optimized_key(model), lambda dest, m=model: optimize(m, dest)))
+    assert paths[0] != paths[1] and all(p.is_file() for p in paths)
+    assert cache.changes_since(optimized_key(tmp_path / "a" / "model.onnx")) == []

@@ -9,7 +9,7 @@ half engine under a real name, only a `.tmp` that the next build of that model r
 Layout (docs/engines.md):
 
     <cache_dir>/<model stem>/<builder>-<key>.<ext>     the engine (ext: engine | onnx)
-    <cache_dir>/<model stem>/<builder>-<key>.json      what the key was made of, when and how long it built
+    <cache_dir>/<model stem>/<builder>-<key>.json      the model file, what the key was made of, build time
     <cache_dir>/<model stem>/<builder>-<key>.failed    why the last build of this key failed (no retry)
     <cache_dir>/<model stem>/<builder>.lock            the build lock
     <cache_dir>/timing.cache                           TensorRT's timing cache (shared)
@@ -67,6 +67,9 @@ class EngineKey:
     suffix: str  # file extension of the engine, with the dot
     digest: str
     inputs: Mapping[str, Any] = field(compare=False)
+    # The model file's absolute path: two models of the same file name (both `model.onnx`) share a
+    # folder, and pruning or upgrade detection must only look at entries built from the same file.
+    source: str = field(default="", compare=False)
 
     @property
     def stem(self) -> str:
@@ -105,7 +108,7 @@ def engine_key(
         "shapes": [{k: [int(d) for d in v] for k, v in sorted(s.items())} for s in shapes],
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
-    return EngineKey(model.stem, builder, suffix, digest, inputs)
+    return EngineKey(model.stem, builder, suffix, digest, inputs, str(model.resolve()))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -154,22 +157,28 @@ class EngineCache:
             return None
 
     def record_failure(self, key: EngineKey, reason: str) -> None:
-        atomic_write(
-            self.path(key).with_suffix(".failed"), json.dumps({"reason": reason, "at": time.time()}).encode()
-        )
+        record = {"reason": reason, "at": time.time(), "source": key.source}
+        atomic_write(self.path(key).with_suffix(".failed"), json.dumps(record).encode())
 
     def clear_failure(self, key: EngineKey) -> None:
         self.path(key).with_suffix(".failed").unlink(missing_ok=True)
 
-    def entries(self, key: EngineKey) -> list[dict[str, Any]]:
-        """The sidecars of this model's other engines from the same builder (older toolchain, settings)."""
-        out = []
-        for meta in sorted((self.root / key.model).glob(f"{key.builder}-*.json")):
-            if meta.stem == key.stem:
+    def _others(self, key: EngineKey) -> dict[str, dict[str, Any]]:
+        """Other keys of the same model file and builder: stem -> its record (.json, else .failed)."""
+        out: dict[str, dict[str, Any]] = {}
+        for record in sorted((self.root / key.model).glob(f"{key.builder}-*")):
+            stem = record.name.split(".", 1)[0]
+            if stem == key.stem or record.suffix not in (".json", ".failed") or stem in out:
                 continue
             with contextlib.suppress(OSError, ValueError):
-                out.append(json.loads(meta.read_text()))
+                data = json.loads(record.read_text())
+                if data.get("source") == key.source:
+                    out[stem] = data
         return out
+
+    def entries(self, key: EngineKey) -> list[dict[str, Any]]:
+        """The sidecars of this model file's other engines from the same builder (older toolchain, settings)."""
+        return [d for d in self._others(key).values() if "inputs" in d]
 
     def changes_since(self, key: EngineKey) -> list[str]:
         """What differs between `key` and the entry it replaces, e.g. ["builder version 10.3.0 -> 10.7.0"]."""
@@ -233,6 +242,7 @@ class EngineCache:
                 tmp.unlink(missing_ok=True)
                 raise
             meta = {
+                "source": key.source,
                 "inputs": dict(key.inputs),
                 "built_at": time.time(),
                 "build_s": round(time.monotonic() - t0, 3),
@@ -243,13 +253,14 @@ class EngineCache:
         return dest
 
     def prune(self, keep: EngineKey) -> list[Path]:
-        """Remove this model's other entries from the same builder (other toolchain or settings)."""
+        """Remove the other entries of this model file from the same builder (other toolchain or settings);
+        entries of another file with the same name stay."""
         removed = []
-        for p in (self.root / keep.model).glob(f"{keep.builder}-*"):
-            if p.name.startswith(keep.stem + ".") or p.suffix == ".tmp":
-                continue
-            p.unlink(missing_ok=True)
-            removed.append(p)
+        for stem in self._others(keep):
+            for p in (self.root / keep.model).glob(f"{stem}.*"):
+                if p.suffix != ".tmp":
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
         if removed:
             log.info("engine %s: pruned %d old %s cache file(s)", keep.model, len(removed), keep.builder)
         return removed
