@@ -434,3 +434,14 @@ def test_two_model_files_of_the_same_name_keep_their_own_engines(tmp_path: Path)
         paths.append(cache.build(optimized_key(model), lambda dest, m=model: optimize(m, dest)))
     assert paths[0] != paths[1] and all(p.is_file() for p in paths)
     assert cache.changes_since(optimized_key(tmp_path / "a" / "model.onnx")) == []
+
+
+def test_an_unwritable_cache_reports_the_failure_without_a_traceback(model: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the cache dir would have to live inside a file: unwritable even for root
+    opts = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=blocker / "engines")
+    build = BackgroundBuild(BuildJob("rec", model, "onnxruntime", opts)).start()
+    assert build.wait(60)
+    status = build.status()
+    assert status["state"] == "failed" and str(blocker) in status["reason"], status
+    assert status["reason"].startswith(("NotADirectoryError", "FileExistsError")), status

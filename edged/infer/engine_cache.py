@@ -158,7 +158,10 @@ class EngineCache:
 
     def record_failure(self, key: EngineKey, reason: str) -> None:
         record = {"reason": reason, "at": time.time(), "source": key.source}
-        atomic_write(self.path(key).with_suffix(".failed"), json.dumps(record).encode())
+        try:
+            atomic_write(self.path(key).with_suffix(".failed"), json.dumps(record).encode())
+        except OSError as e:  # an unwritable cache: the failure is still reported, only retried next start
+            log.warning("engine %s: cannot record the failed build in %s: %s", key.model, self.root, e)
 
     def clear_failure(self, key: EngineKey) -> None:
         self.path(key).with_suffix(".failed").unlink(missing_ok=True)
