@@ -129,16 +129,42 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
+    """Build into the engine cache what the daemon will load: TensorRT plans where TensorRT runs (strict
+    `tensorrt` and `auto` models), else ONNX Runtime's optimized models for CPU sessions."""
     cfg = _load(args.config)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or "info")
-    try:
-        from edged.infer.tensorrt import build_engine_for_config
-    except ImportError as e:
-        print(f"edged: TensorRT engine building is unavailable: {e}", file=sys.stderr)
-        return 1
-    return build_engine_for_config(cfg, args.model)
+    from edged.infer import ModelLoadError, choose_backend
+    from edged.infer.builder import BuildJob, build_now
+    from edged.infer.onnxruntime import cpu_only
+    from edged.progress import Progress
+    from edged.runtime import engine_options
+
+    for name in args.model or list(cfg.models):
+        m = cfg.models.get(name)
+        if m is None:
+            print(f"edged: no model {name!r} in {args.config}", file=sys.stderr)
+            return EX_CONFIG
+        options = engine_options(m)
+        try:
+            backend, _ = choose_backend(m.backend)
+        except ModelLoadError as e:
+            print(f"edged: model {name}: {e}", file=sys.stderr)
+            return 1
+        if backend == "onnxruntime" and not cpu_only(options):
+            print(f"model {name}: nothing to build (ONNX Runtime on CUDA optimizes at load)")
+            continue
+        # A bar on a terminal, plain throttled lines under systemd (journald).
+        with Progress(f"{backend} engine {name}", stream=sys.stderr) as progress:
+            try:
+                path = build_now(BuildJob(name, m.path, backend, options), progress.phase_callback())
+            except ModelLoadError as e:
+                progress.close("failed")
+                print(f"edged: model {name}: {e}", file=sys.stderr)
+                return EX_CONFIG
+        print(f"model {name}: {backend} engine {path}")
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -184,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7)
     g.set_defaults(func=cmd_make_sample)
 
-    b = sub.add_parser("build-engine", help="build (or refresh) TensorRT engines for the configured models")
+    b = sub.add_parser(
+        "build-engine", help="build (or refresh) the configured models' engines into the engine cache"
+    )
     b.add_argument("--config", "-c", default="/etc/edged/edged.yaml")
     b.add_argument("--model", action="append", help="only this model (repeatable)")
     b.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

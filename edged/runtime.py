@@ -70,6 +70,7 @@ def engine_options(m: ModelConfig) -> EngineOptions:
         calibration_cache=m.tensorrt.calibration_cache,
         max_batch=m.tensorrt.max_batch,
         cache_dir=m.tensorrt.cache_dir,
+        model_kind=m.kind,
     )
 
 

@@ -34,7 +34,8 @@ fi
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 echo "setup: installing edged and dev tools into .venv"
 python -m pip install -q -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
-python -m pip install -q --no-deps rapidocr==3.10.0 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+# rapidocr-onnxruntime only for its PP-OCRv4 recognizer: the "different model" of the shadow-check tests.
+python -m pip install -q --no-deps rapidocr==3.10.0 rapidocr-onnxruntime==1.4.4 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
 python -c "import edged, cv2, onnxruntime, paho.mqtt" # fail loudly if the install is broken
 edged install-models --dest models >/dev/null
 [ -f samples/plates.mp4 ] || edged make-sample --out samples/plates.mp4 >/dev/null

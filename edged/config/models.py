@@ -214,7 +214,8 @@ class TensorRTConfig(EdgedModel):
         16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
     )
     cache_dir: Path = Field(
-        Path("/var/cache/edged/engines"), description="Where built engines and the timing cache are kept."
+        Path("/var/cache/edged/engines"),
+        description="The engine cache: TensorRT engines, ONNX Runtime's optimized models (CPU) and the timing cache (docs/engines.md).",
     )
 
 

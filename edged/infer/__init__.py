@@ -52,5 +52,6 @@ def create_engine(
 ) -> Engine:
     chosen, why = choose_backend(backend)
     engine = BACKENDS[chosen](name, path, options or EngineOptions())
-    log.info("model %s: backend %s on %s (%s)", name, chosen, engine.info.device, why)
+    detail = f"; {engine.info.detail}" if engine.info.detail else ""
+    log.info("model %s: backend %s on %s (%s%s)", name, chosen, engine.info.device, why, detail)
     return engine

@@ -66,6 +66,11 @@ class EngineOptions:
     cache_dir: Path = Path("/var/cache/edged/engines")
     # Device-side execution: a raw cudaStream_t handle to enqueue on (0 = none / host execution).
     cuda_stream: int = 0
+    # The decoder kind (`ppocr_rec`, ...): picks TensorRT's default H/W ranges when no shapes are declared.
+    model_kind: str = ""
+    # Input shapes the model server will run ({input name: shape} each); TensorRT builds its profile
+    # from them and they are part of the engine cache key. Empty: the kind's default ranges.
+    shapes: tuple[dict[str, tuple[int, ...]], ...] = ()
 
 
 EngineFactory = Callable[[str, Path, EngineOptions], Engine]

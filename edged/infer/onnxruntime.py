@@ -1,8 +1,16 @@
-"""ONNX Runtime backend: CPU everywhere, CUDA execution provider where onnxruntime-gpu is installed."""
+"""ONNX Runtime backend: CPU everywhere, CUDA execution provider where onnxruntime-gpu is installed.
+
+On CPU sessions the backend loads the model's offline-optimized copy from the engine cache when one
+is there (made by `edged build-engine` or a background build: `optimize` below), which skips ONNX
+Runtime's graph optimization at every start. Optimized graphs may hold CPU-specific fused operators,
+so the cache key names the ONNX Runtime version and CPU architecture, and CUDA sessions never use it.
+An engine is owned by one caller (its model server) and is not thread-safe.
+"""
 
 from __future__ import annotations
 
 import logging
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,56 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def cpu_only(options: EngineOptions) -> bool:
+    providers = list(options.providers) if options.providers else default_providers()
+    return providers[:1] == ["CPUExecutionProvider"]
+
+
+def optimized_key(model: Path) -> EngineKey:
+    """Cache key of the offline-optimized copy of `model` (shape-independent, so no shape profiles)."""
+    import onnxruntime as ort
+
+    return engine_key(
+        model,
+        builder="onnxruntime",
+        builder_version=ort.__version__,
+        device=f"{platform.machine()}/cpu",
+        dla_core=None,
+        precision="fp32",
+        calibration_cache=None,
+        shapes=[],
+        suffix=".onnx",
+    )
+
+
+def cached_optimized(model: Path, options: EngineOptions) -> Path | None:
+    """The optimized copy of `model` in the engine cache, when this session would run on the CPU."""
+    if model.suffix != ".onnx" or not cpu_only(options):
+        return None
+    if not (options.cache_dir / model.stem).is_dir():  # no cache: skip hashing the model file
+        return None
+    return EngineCache(options.cache_dir).find(optimized_key(model))
+
+
+def optimize(model: Path, dest: Path) -> None:
+    """Offline optimization: ONNX Runtime applies every graph optimization for this CPU and saves the
+    result to `dest` (the engine cache's temporary file; EngineCache publishes it)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(dest)
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises several private exception types for bad files
+        raise ModelLoadError(
+            f"{model}: ONNX Runtime cannot optimize it: {str(e).strip().splitlines()[0]}"
+        ) from None
+    if not dest.is_file():
+        raise ModelLoadError(f"{model}: ONNX Runtime wrote no optimized model to {dest}")
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
@@ -54,6 +113,12 @@ class OnnxRuntimeEngine:
         self.name = name
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(path)  # some callers pass str
+        optimized = cached_optimized(path, options)
+        if optimized is not None:
+            # Already optimized offline for this CPU and ORT version: loading skips the graph passes.
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            path = optimized
         if options.intra_op_threads:
             so.intra_op_num_threads = options.intra_op_threads
         if options.inter_op_threads:
@@ -81,7 +146,9 @@ class OnnxRuntimeEngine:
             backend="onnxruntime",
             device="cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu",
             providers=list(used),
+            detail=f"optimized model {optimized}" if optimized is not None else "",
         )
+        self.path = path
         self._output_names = [o.name for o in self.outputs]
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ test machine has no TensorRT either). It is written against the TensorRT 10 Pyth
 with `tensorrt-stubs` 10.13; treat it as untested until `pytest -m gpu tests/gpu/test_tensorrt.py` runs
 on a Jetson. Inference: one execution context per engine, set_input_shape + set_tensor_address for
 every I/O tensor (pooled device buffers, or the caller's device tensors), execute_async_v3 on the
-camera pipeline's stream. A cached plan that fails to deserialize (other TRT/GPU) is rebuilt.
+camera pipeline's stream. A cached plan that fails to deserialize (other TRT/GPU) is rebuilt. Given an
+.onnx path, the engine comes from the engine cache, built synchronously when missing: the strict
+`backend: tensorrt` meaning (no fallback); background builds go through edged/infer/builder.py.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
-from edged.infer.tensorrt_build import (  # re-exported: the CLI's `edged build-engine` imports them from here
+from edged.infer.tensorrt_build import (  # re-exported for callers that know only the backend module
     DYNAMIC_HW,
+    TensorRTBuild,
     build_engine,
-    build_engine_for_config,
     trt_logger,
     unavailable_reason,
 )
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DYNAMIC_HW", "TensorRTEngine", "build_engine", "build_engine_for_config", "unavailable_reason"]
+__all__ = ["DYNAMIC_HW", "TensorRTBuild", "TensorRTEngine", "build_engine", "unavailable_reason"]
 
 
 def _dims(d: trt.Dims) -> tuple[int, ...]:

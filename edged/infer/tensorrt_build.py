@@ -3,23 +3,22 @@
 NEVER EXECUTED in development (no TensorRT on any machine this was written on); written against the
 TensorRT 10 Python API and type-checked with tensorrt-stubs 10.13 (see edged/infer/tensorrt.py).
 
-Engine files: <cache_dir>/<model stem>-<key>.engine where key = sha256 over (model bytes, TRT version,
-GPU name + SM, DLA core, precision, optimization profile); written atomically (tmp + os.replace).
-A persistent timing cache (<cache_dir>/timing.cache) speeds rebuilds. Logger bridged to `logging`.
+Engines live in the one engine cache (edged/infer/engine_cache.py: content-addressed key, build lock,
+atomic publish, pruning). `TensorRTBuild` parses once, then gives the cache key and `produce`s the plan;
+the background builder (edged/infer/builder.py) runs it in a separate process, the strict `backend:
+tensorrt` load path and `edged build-engine` run it in-process through `build_engine`. A persistent
+timing cache (<cache_dir>/timing.cache) speeds rebuilds. Logger bridged to `logging`. No threads here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged.infer.base import EngineOptions, ModelLoadError
+from edged.infer.engine_cache import EngineCache, EngineKey, atomic_write, engine_key
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -146,40 +145,29 @@ def _gpu_tag() -> str:
     return f"{info['name']}/sm{info['sm']}"
 
 
-def engine_key(model_bytes: bytes, options: EngineOptions, profile: Mapping[str, Any]) -> str:
-    import tensorrt as trt_mod
-
-    h = hashlib.sha256(model_bytes)
-    meta = {
-        "trt": trt_mod.__version__,
-        "gpu": _gpu_tag(),
-        "dla": options.dla_core,
-        "precision": options.precision,
-        "profile": profile,
-    }
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:24]
+ProfileShapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _declared_profile(network: Any, shapes: tuple[dict[str, tuple[int, ...]], ...]) -> ProfileShapes:
+    """One profile spanning the model server's declared input shapes; opt = the largest (the batch
+    it runs under load)."""
+    out: ProfileShapes = {}
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        dims = [tuple(s[name]) for s in shapes if name in s]
+        if not dims:
+            raise ModelLoadError(f"input {name} has no declared shape (declared: {sorted(shapes[0])})")
+        lo = tuple(min(d[k] for d in dims) for k in range(len(dims[0])))
+        hi = tuple(max(d[k] for d in dims) for k in range(len(dims[0])))
+        out[name] = (lo, hi, hi)
+    return out
 
 
-def _profile_for(
+def _default_profile(
     network: Any, options: EngineOptions, dynamic_hw: Mapping[str, tuple[int, int, int]]
-) -> dict[str, Any]:
+) -> ProfileShapes:
     """min/opt/max per dynamic input: batch 1..max_batch; H/W from `dynamic_hw` (min, opt, max)."""
-    shapes: dict[str, Any] = {}
+    shapes: ProfileShapes = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
         dims = list(t.shape)
@@ -200,70 +188,104 @@ def _profile_for(
     return shapes
 
 
+class TensorRTBuild:
+    """One model parsed into a TensorRT network: its cache `key`, and `produce` to build the plan."""
+
+    def __init__(
+        self,
+        model: Path,
+        options: EngineOptions,
+        dynamic_hw: Mapping[str, tuple[int, int, int]] | None = None,
+    ) -> None:
+        import tensorrt as trt_mod
+
+        self.model, self.options = model, options
+        data = model.read_bytes()
+        self.builder = trt_mod.Builder(trt_logger())
+        self.network = self.builder.create_network(0)  # TRT 10: always explicit batch
+        self._parser = trt_mod.OnnxParser(self.network, trt_logger())
+        if not self._parser.parse(data, str(model)):
+            errors = "; ".join(str(self._parser.get_error(i)) for i in range(self._parser.num_errors))
+            raise ModelLoadError(f"{model}: TensorRT cannot parse it: {errors or 'unknown parser error'}")
+        if options.shapes:
+            self.profile = _declared_profile(self.network, options.shapes)
+            shapes = [dict(s) for s in options.shapes]
+        else:
+            hw = dynamic_hw if dynamic_hw is not None else DYNAMIC_HW.get(options.model_kind, {})
+            self.profile = _default_profile(self.network, options, hw)
+            shapes = [{n: p[i] for n, p in self.profile.items()} for i in range(3)] if self.profile else []
+        self.key: EngineKey = engine_key(
+            model,
+            builder="tensorrt",
+            builder_version=str(trt_mod.__version__),
+            device=f"{_gpu_tag()}/dla{options.dla_core}" if options.dla_core is not None else _gpu_tag(),
+            dla_core=options.dla_core,
+            precision=options.precision,
+            calibration_cache=self._calibration_path() if options.precision == "int8" else None,
+            shapes=shapes,
+            suffix=".engine",
+        )
+
+    def _calibration_path(self) -> Path:
+        return self.options.calibration_cache or self.model.with_suffix(".calib")
+
+    def produce(self, dest: Path, progress: Progress | None = None) -> None:
+        """Build the serialized plan into `dest` (the cache's temporary file)."""
+        import tensorrt as trt_mod
+
+        model, options, builder = self.model, self.options, self.builder
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        if options.precision in ("fp16", "int8"):
+            if hasattr(trt_mod.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
+                config.set_flag(trt_mod.BuilderFlag.FP16)
+            else:
+                log.warning("%s: FP16 not available here; building FP32", model.name)
+        if options.precision == "int8":
+            if not builder.platform_has_fast_int8:
+                raise ModelLoadError(f"{model}: INT8 requested but this GPU has no fast INT8")
+            config.set_flag(trt_mod.BuilderFlag.INT8)
+            config.int8_calibrator = _cache_only_calibrator(self._calibration_path())
+        if options.dla_core is not None:
+            if builder.num_DLA_cores <= options.dla_core:
+                raise ModelLoadError(
+                    f"DLA core {options.dla_core} requested; this device has {builder.num_DLA_cores}"
+                )
+            config.default_device_type = trt_mod.DeviceType.DLA
+            config.DLA_core = options.dla_core
+            config.set_flag(trt_mod.BuilderFlag.GPU_FALLBACK)
+        if self.profile:
+            prof = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in self.profile.items():
+                prof.set_shape(name, trt_mod.Dims(list(lo)), trt_mod.Dims(list(opt)), trt_mod.Dims(list(hi)))
+            config.add_optimization_profile(prof)
+        timing_path = options.cache_dir / "timing.cache"
+        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing, ignore_mismatch=False)
+        if progress is not None:
+            monitor = _progress_monitor(progress)
+            if monitor is not None:
+                config.progress_monitor = monitor
+        log.info("building TensorRT engine for %s (%s); this takes minutes", model.name, options.precision)
+        plan = builder.build_serialized_network(self.network, config)
+        if plan is None:
+            raise ModelLoadError(
+                f"{model}: TensorRT failed to build an engine (see the TensorRT log lines above)"
+            )
+        dest.write_bytes(bytes(plan))
+        atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
+
+
 def build_engine(
     model: Path,
     options: EngineOptions,
     dynamic_hw: Mapping[str, tuple[int, int, int]] | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """Build (or find cached) the engine file for `model`; returns its path. Used by `edged build-engine`."""
-    import tensorrt as trt_mod
-
-    data = model.read_bytes()
-    logger = trt_logger()
-    builder = trt_mod.Builder(logger)
-    network = builder.create_network(0)  # TRT 10: always explicit batch
-    parser = trt_mod.OnnxParser(network, logger)
-    if not parser.parse(data, str(model)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelLoadError(f"{model}: TensorRT cannot parse it: {errors or 'unknown parser error'}")
-    profile_shapes = _profile_for(network, options, dynamic_hw or {})
-    key = engine_key(data, options, profile_shapes)
-    out = options.cache_dir / f"{model.stem}-{key}.engine"
-    if out.is_file():
-        return out
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
-    if options.precision in ("fp16", "int8"):
-        if hasattr(trt_mod.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
-            config.set_flag(trt_mod.BuilderFlag.FP16)
-        else:
-            log.warning("%s: FP16 not available here; building FP32", model.name)
-    if options.precision == "int8":
-        if not builder.platform_has_fast_int8:
-            raise ModelLoadError(f"{model}: INT8 requested but this GPU has no fast INT8")
-        config.set_flag(trt_mod.BuilderFlag.INT8)
-        cache = options.calibration_cache or model.with_suffix(".calib")
-        config.int8_calibrator = _cache_only_calibrator(cache)
-    if options.dla_core is not None:
-        if builder.num_DLA_cores <= options.dla_core:
-            raise ModelLoadError(
-                f"DLA core {options.dla_core} requested; this device has {builder.num_DLA_cores}"
-            )
-        config.default_device_type = trt_mod.DeviceType.DLA
-        config.DLA_core = options.dla_core
-        config.set_flag(trt_mod.BuilderFlag.GPU_FALLBACK)
-    if profile_shapes:
-        prof = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in profile_shapes.items():
-            prof.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(prof)
-    timing_path = options.cache_dir / "timing.cache"
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, ignore_mismatch=False)
-    if progress is not None:
-        monitor = _progress_monitor(progress)
-        if monitor is not None:
-            config.progress_monitor = monitor
-    log.info("building TensorRT engine for %s (%s); this takes minutes", model.name, options.precision)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ModelLoadError(
-            f"{model}: TensorRT failed to build an engine (see the TensorRT log lines above)"
-        )
-    _atomic_write(out, bytes(plan))
-    _atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
-    return out
+    """The cached engine file for `model` (built now, in this process, when missing): the strict
+    `backend: tensorrt` load path and `edged build-engine`."""
+    build = TensorRTBuild(model, options, dynamic_hw)
+    return EngineCache(options.cache_dir).build(build.key, lambda dest: build.produce(dest, progress))
 
 
 # H/W ranges (min, opt, max) for dynamic spatial inputs, per model kind; others default to 32..1280.
@@ -272,41 +294,3 @@ DYNAMIC_HW: dict[str, dict[str, tuple[int, int, int]]] = {
     "ppocr_rec": {"h": (48, 48, 48), "w": (48, 320, 2048)},
     "ppocr_cls": {"h": (48, 48, 48), "w": (192, 192, 192)},
 }
-
-
-def build_engine_for_config(cfg: Any, only: list[str] | None = None) -> int:
-    """`edged build-engine`: build (or find cached) engines for the configured TensorRT/auto models.
-
-    Takes the loaded Config (duck-typed: .models name -> ModelConfig) so the CLI stays thin; progress
-    goes to stderr. Returns the process exit code (0, or 78 when a model cannot be built).
-    """
-    import sys
-
-    from edged import EX_CONFIG
-    from edged.runtime import engine_options
-
-    reason = unavailable_reason()
-    if reason:
-        log.error("cannot build TensorRT engines: %s", reason)
-        return 1
-    names = only or [n for n, m in cfg.models.items() if m.backend in ("auto", "tensorrt")]
-    for name in names:
-        m = cfg.models.get(name)
-        if m is None:
-            log.error("no model %r in the config", name)
-            return EX_CONFIG
-
-        from edged.progress import Progress
-
-        # A bar on a terminal, plain throttled lines under systemd (journald).
-        with Progress(f"TensorRT engine {name}", stream=sys.stderr) as progress:
-            try:
-                path = build_engine(
-                    m.path, engine_options(m), DYNAMIC_HW.get(m.kind), progress=progress.phase_callback()
-                )
-            except ModelLoadError as e:
-                progress.close("failed")
-                log.error("model %s: %s", name, e)
-                return EX_CONFIG
-        log.info("model %s: engine %s", name, path)
-    return 0

@@ -1,0 +1,269 @@
+"""The one engine cache: built engines (TensorRT plans, ONNX Runtime optimized models), content-addressed.
+
+Ownership: pure file-system code, no threads of its own. Any thread or process may call it; what keeps
+them apart is a per-(model, builder) `fcntl` lock file, so two processes never build the same engine at
+once: the second waits for the lock and then finds the first one's file. Files appear atomically (tmp
+file in the same folder, fsync, rename, fsync of the folder), so a crash or SIGKILL mid-build leaves no
+half engine under a real name, only a `.tmp` that the next build of that model removes.
+
+Layout (docs/engines.md):
+
+    <cache_dir>/<model stem>/<builder>-<key>.<ext>     the engine (ext: engine | onnx)
+    <cache_dir>/<model stem>/<builder>-<key>.json      the model file, what the key was made of, build time
+    <cache_dir>/<model stem>/<builder>-<key>.failed    why the last build of this key failed (no retry)
+    <cache_dir>/<model stem>/<builder>.lock            the build lock
+    <cache_dir>/timing.cache                           TensorRT's timing cache (shared)
+
+`engine_key` is the only key function: `edged build-engine`, the daemon's load path and the background
+builder all call it, so what one writes the others find. The key covers everything that makes a built
+engine invalid when it changes (model bytes, builder and its version, GPU + compute capability, DLA
+core, precision, calibration cache, shape profiles); a JetPack/TensorRT upgrade therefore changes the
+key, the old entry no longer matches (`changes_since` says what changed) and is pruned after the rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Shapes = list[dict[str, tuple[int, ...]]]
+# The inputs of the key that name the machine and toolchain, for the "what changed" message.
+_LABELS = {
+    "builder_version": "builder version",
+    "device": "device",
+    "model_sha256": "model file",
+    "dla_core": "DLA core",
+    "precision": "precision",
+    "calibration_sha256": "calibration cache",
+    "shapes": "shape profiles",
+}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Where one engine lives in the cache and what it was built from."""
+
+    model: str  # the model file's stem: the cache folder
+    builder: str  # "tensorrt" | "onnxruntime"
+    suffix: str  # file extension of the engine, with the dot
+    digest: str
+    inputs: Mapping[str, Any] = field(compare=False)
+    # The model file's absolute path: two models of the same file name (both `model.onnx`) share a
+    # folder, and pruning or upgrade detection must only look at entries built from the same file.
+    source: str = field(default="", compare=False)
+
+    @property
+    def stem(self) -> str:
+        return f"{self.builder}-{self.digest}"
+
+
+def engine_key(
+    model: Path,
+    *,
+    builder: str,
+    builder_version: str,
+    device: str,
+    dla_core: int | None,
+    precision: str,
+    calibration_cache: Path | None,
+    shapes: Shapes,
+    suffix: str,
+    model_sha256: str | None = None,
+) -> EngineKey:
+    """The cache key of the engine `builder` makes from `model` for this device and settings.
+
+    `device` is "<GPU name>/sm<major><minor>" for TensorRT, "<arch>/cpu" for ONNX Runtime's CPU
+    optimization; `shapes` are the input shapes the engine must run (TensorRT: its optimization
+    profiles). A calibration cache that does not exist counts as none (the builder reports it).
+    """
+    calib = file_sha256(calibration_cache) if calibration_cache and calibration_cache.is_file() else None
+    inputs: dict[str, Any] = {
+        "model_sha256": model_sha256 or file_sha256(model),
+        "builder": builder,
+        "builder_version": builder_version,
+        "device": device,
+        "dla_core": dla_core,
+        "precision": precision,
+        "calibration_sha256": calib,
+        # Lists, not tuples: the same value before and after a JSON round trip (the .json sidecar).
+        "shapes": [{k: [int(d) for d in v] for k, v in sorted(s.items())} for s in shapes],
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+    return EngineKey(model.stem, builder, suffix, digest, inputs, str(model.resolve()))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, even after a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class EngineCache:
+    """One cache folder (`tensorrt.cache_dir` of a model); see the module docstring for the layout."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: EngineKey) -> Path:
+        return self.root / key.model / f"{key.stem}{key.suffix}"
+
+    def find(self, key: EngineKey) -> Path | None:
+        p = self.path(key)
+        return p if p.is_file() else None
+
+    def failure(self, key: EngineKey) -> str | None:
+        """Why the last build of exactly this key failed, or None; a changed key starts clean."""
+        p = self.path(key).with_suffix(".failed")
+        try:
+            return str(json.loads(p.read_text())["reason"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def record_failure(self, key: EngineKey, reason: str) -> None:
+        record = {"reason": reason, "at": time.time(), "source": key.source}
+        try:
+            atomic_write(self.path(key).with_suffix(".failed"), json.dumps(record).encode())
+        except OSError as e:  # an unwritable cache: the failure is still reported, only retried next start
+            log.warning("engine %s: cannot record the failed build in %s: %s", key.model, self.root, e)
+
+    def clear_failure(self, key: EngineKey) -> None:
+        self.path(key).with_suffix(".failed").unlink(missing_ok=True)
+
+    def _others(self, key: EngineKey) -> dict[str, dict[str, Any]]:
+        """Other keys of the same model file and builder: stem -> its record (.json, else .failed)."""
+        out: dict[str, dict[str, Any]] = {}
+        for record in sorted((self.root / key.model).glob(f"{key.builder}-*")):
+            stem = record.name.split(".", 1)[0]
+            if stem == key.stem or record.suffix not in (".json", ".failed") or stem in out:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(record.read_text())
+                if data.get("source") == key.source:
+                    out[stem] = data
+        return out
+
+    def entries(self, key: EngineKey) -> list[dict[str, Any]]:
+        """The sidecars of this model file's other engines from the same builder (older toolchain, settings)."""
+        return [d for d in self._others(key).values() if "inputs" in d]
+
+    def changes_since(self, key: EngineKey) -> list[str]:
+        """What differs between `key` and the entry it replaces, e.g. ["builder version 10.3.0 -> 10.7.0"]."""
+        olds = self.entries(key)
+        if not olds:
+            return []
+        old = max(olds, key=lambda m: m.get("built_at", 0)).get("inputs", {})
+        return [
+            f"{label} {old.get(name)} -> {key.inputs.get(name)}"
+            if name not in ("model_sha256", "shapes", "calibration_sha256")
+            else f"{label} changed"
+            for name, label in _LABELS.items()
+            if old.get(name) != key.inputs.get(name)
+        ]
+
+    @contextlib.contextmanager
+    def lock(self, key: EngineKey) -> Iterator[None]:
+        """Hold this model's build lock (blocking): another process building it finishes first."""
+        folder = self.root / key.model
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"{key.builder}.lock").open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("engine %s: another process is building it; waiting for it", key.model)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def build(self, key: EngineKey, produce: Callable[[Path], None]) -> Path:
+        """The engine file for `key`: found, or made by `produce(tmp_path)` under the lock and published
+        atomically. Other entries of the same model and builder are pruned afterwards."""
+        found = self.find(key)
+        if found is not None:
+            return found
+        with self.lock(key):
+            found = self.find(key)  # built by the process we waited for
+            if found is not None:
+                return found
+            dest = self.path(key)
+            for stale in dest.parent.glob(f"{key.builder}-*.tmp"):  # left by a killed build
+                stale.unlink(missing_ok=True)
+            changes = self.changes_since(key)
+            if changes:
+                log.info(
+                    "engine %s: cached %s engine is out of date (%s); rebuilding",
+                    key.model,
+                    key.builder,
+                    "; ".join(changes),
+                )
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+            t0 = time.monotonic()
+            try:
+                produce(tmp)
+                with tmp.open("rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            meta = {
+                "source": key.source,
+                "inputs": dict(key.inputs),
+                "built_at": time.time(),
+                "build_s": round(time.monotonic() - t0, 3),
+            }
+            atomic_write(dest.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+            self.clear_failure(key)
+            self.prune(key)
+        return dest
+
+    def prune(self, keep: EngineKey) -> list[Path]:
+        """Remove the other entries of this model file from the same builder (other toolchain or settings);
+        entries of another file with the same name stay."""
+        removed = []
+        for stem in self._others(keep):
+            for p in (self.root / keep.model).glob(f"{stem}.*"):
+                if p.suffix != ".tmp":
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        if removed:
+            log.info("engine %s: pruned %d old %s cache file(s)", keep.model, len(removed), keep.builder)
+        return removed
