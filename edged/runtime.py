@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ from edged.chain.flow import CameraFlow
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
-from edged.infer import EngineOptions, ModelLoadError, create_engine
+from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
+from edged.infer.lifecycle import open_engine
+from edged.infer.onnxruntime import model_inputs
 from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
@@ -111,20 +114,17 @@ def load_model(
 
         lane = GpuLane(f"model-{name}", metrics=metrics)  # the server's own CUDA stream
         options = dataclasses.replace(options, cuda_stream=lane.handle)
-    engine: Engine = create_engine(name, m.path, m.backend, options)
-    if lane is None and engine.info.device == "cuda":
-        from edged.gpu import Pipeline as GpuLane
-
-        lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
+    # Shapes are declared from what the model file says, before any engine exists: a TensorRT
+    # profile and the engine-cache key are built from them.
+    model_input = model_inputs(m.path)[0]
+    b = m.batching
     try:
-        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
         spec = fit_to_engine(
-            name, effective_preprocess(m), m.preprocess, engine.inputs[0].shape, engine.inputs[0].dtype
+            name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
         )
-        b = m.batching
         # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
         # fixed width takes crops of that width only.
-        dims = engine.inputs[0].shape if len(engine.inputs[0].shape) == 4 else (-1, -1, -1, -1)
+        dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
         fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
         shapes = declare_shapes(
             spec,
@@ -133,9 +133,23 @@ def load_model(
             source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
             widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
         )
-        check_model_input(shapes, spec, engine.inputs[0].shape, f"models.{name}.batching")
+        check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
     except (ShapeError, ValueError) as e:
+        raise ModelLoadError(str(e)) from None
+    options = dataclasses.replace(
+        options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
+    )
+    engine, build = open_engine(name, m.path, m.backend, options)
+    if lane is None and engine.info.device == "cuda":
+        from edged.gpu import Pipeline as GpuLane
+
+        lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
+    try:
+        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+    except ValueError as e:
         engine.close()
+        if build is not None:
+            build.cancel()
         raise ModelLoadError(str(e)) from None
     if metrics is not None:
         metrics.engine_info.labels(name).info(
@@ -168,6 +182,8 @@ def load_model(
         ) from None
     if wrap is not None:  # after warm-up: a wrapper counts live calls only
         server.engine = wrap(engine)
+    if build is not None:
+        server.adopt_when_built(build, lane=_swap_lane(name, lane, metrics))
     return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane)
 
 
@@ -208,6 +224,17 @@ def fit_to_engine(
         )
         spec = dataclasses.replace(spec, **changes)
     return spec
+
+
+def _swap_lane(
+    name: str, lane: Any, metrics: Metrics | None
+) -> Callable[[], AbstractContextManager[Any]] | None:
+    """The lane a built engine is warmed on before the swap: its own, so the server's keeps serving."""
+    if lane is None:
+        return None
+    from edged.gpu import Pipeline as GpuLane
+
+    return GpuLane(f"model-{name}-swap", metrics=metrics).active
 
 
 def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float], None]:

@@ -104,6 +104,23 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
+def model_inputs(path: Path) -> list[TensorSpec]:
+    """The inputs an ONNX model declares, read without optimizing or building anything: a model server
+    declares its shapes from them before any engine (a TensorRT profile needs them) is built."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ModelLoadError(
+            f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}"
+        ) from None
+    return [_spec(i) for i in session.get_inputs()]
+
+
 class OnnxRuntimeEngine:
     """One InferenceSession. `infer` takes and returns numpy arrays (host memory)."""
 

@@ -126,6 +126,10 @@ class ModelServer:
         self._decode: queue.Queue[_Job | None] = queue.Queue(2)
         self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
         self._threads: list[threading.Thread] = []
+        # A better engine being built (edged.infer.builder), and the one ready to take over.
+        self.build: Any = None
+        self.swaps = 0
+        self._next_engine: Engine | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -147,29 +151,85 @@ class ModelServer:
         self.state = "serving"
         return self
 
-    def warm_up(self, progress: Callable[[str, int, int], None] | None = None) -> None:
+    def warm_up(
+        self, progress: Callable[[str, int, int], None] | None = None, engine: Engine | None = None
+    ) -> None:
         """Run every declared input shape once through the real preprocessing and engine, so no shape
         is first seen live (a GPU backend's re-plan stalls every camera behind it)."""
+        engine = engine or self.engine
         blank = Frame("warm-up", 0, np.zeros((64, 64, 3), np.uint8))
         shapes = [(n, size) for size in self.shapes.sizes for n in self.shapes.rows]
         for i, (n, (w, h)) in enumerate(shapes, 1):
             plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
             tensor = self.preprocessor.rows([(blank, plan)], self.spec, n)
-            self.engine.infer({self.input_name: tensor})
+            engine.infer({self.input_name: tensor})
             self.warmed = i
             if progress is not None:
                 progress(self.name, i, len(shapes))
 
+    def adopt_when_built(
+        self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None = None
+    ) -> None:
+        """Serve on until `build` (an edged.infer.builder.BackgroundBuild) has an engine, warm it on every
+        declared shape beside the serving one (on `lane`, not the server's), then swap it in between two
+        batches: no request is lost, repeated or reordered, none waits for the warm-up."""
+        self.build = build
+        threading.Thread(
+            target=self._guard,
+            args=(lambda: self._adopt(build, lane),),
+            name=f"swap-{self.name}",
+            daemon=True,
+        ).start()
+
+    def _adopt(self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None) -> None:
+        build.wait()
+        engine = build.poll()
+        if engine is None or self.state != "serving":  # failed (its status says why) or shutting down
+            if engine is not None:
+                engine.close()
+            return
+        try:
+            with lane() if lane is not None else nullcontext():
+                self.warm_up(engine=engine)
+        except Exception as e:
+            log.error(
+                "model %s: the built engine failed while warming up, keeping the current one: %s",
+                self.name,
+                e,
+            )
+            engine.close()
+            return
+        self._next_engine = engine
+
+    def _swap(self) -> None:
+        """On the batch thread, between batches: the warmed engine takes over, the old one closes."""
+        new, self._next_engine = self._next_engine, None
+        assert new is not None
+        old, self.engine = self.engine, new
+        self.swaps += 1
+        log.info(
+            "model %s: now serving on %s/%s%s (swapped between batches)",
+            self.name,
+            new.info.backend,
+            new.info.device,
+            f", {new.info.detail}" if new.info.detail else "",
+        )
+        old.close()
+
     def close(self, timeout: float = 10.0) -> None:
         """Serve what is queued, then stop both threads and the engine."""
+        if self.build is not None:
+            self.build.cancel()
         self._queue.close()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._pool is not None:
             self._pool.close()
-        self.engine.close()
         self.state = "closed"
+        self.engine.close()
+        if self._next_engine is not None:
+            self._next_engine.close()
 
     def healthy(self) -> tuple[bool, str]:
         """For liveness: both threads run (or the server was closed on purpose)."""
@@ -189,6 +249,9 @@ class ModelServer:
             "rows": self.rows,
             "padded_rows": self.padded,
             "decode_workers": self._pool.workers if self._pool is not None else 0,
+            "engine": f"{self.engine.info.backend}/{self.engine.info.device}",
+            "swaps": self.swaps,
+            **({"build": self.build.status()} if self.build is not None else {}),
         }
 
     # -- requests --------------------------------------------------------------------------------
@@ -248,6 +311,8 @@ class ModelServer:
                 if batch is None:
                     self._decode.put(None)
                     return
+                if self._next_engine is not None:
+                    self._swap()
                 for job in self._run(batch):
                     self._decode.put(job)
 

@@ -1,0 +1,112 @@
+"""Declared shapes: whatever a camera sends, every tensor a model server builds is one of its model's
+declared input shapes, and a row's shape depends on that row alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edged.models import get_decoder
+from edged.preprocess import CpuPreprocessor, plan_frame
+from edged.serving.shapes import ShapeSet, crop_plan, declare_shapes, frame_plan, row_buckets, width_ladder
+from edged.types import Frame
+
+DET = get_decoder("ppocr_det").default_preprocess
+REC = get_decoder("ppocr_rec").default_preprocess
+YOLO = get_decoder("yolo").default_preprocess
+
+
+def quad(x: float, y: float, w: float, h: float, tilt: float) -> np.ndarray:
+    """A rotated rectangle (w x h at angle `tilt` degrees) with its top-left corner at (x, y)."""
+    c, s = np.cos(np.radians(tilt)), np.sin(np.radians(tilt))
+    pts = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64) @ np.array([[c, s], [-s, c]])
+    return np.add(pts, [x, y]).astype(np.float32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(16, 4096), st.integers(16, 2160), st.sampled_from([DET, YOLO]), st.integers(1, 16))
+def test_every_frame_up_to_4096x2160_plans_into_a_declared_size(w: int, h: int, spec, max_batch: int) -> None:  # type: ignore[no-untyped-def]
+    shapes = declare_shapes(spec, max_batch=max_batch, source_sizes=[(1920, 1080), (1280, 720)])
+    plan = frame_plan(shapes, spec, w, h)
+    assert (plan.out_w, plan.out_h) in shapes.sizes
+    x, y, cw, ch = plan.content
+    assert x >= 0 and y >= 0 and x + cw <= plan.out_w and y + ch <= plan.out_h
+    # The content still covers the whole source: its corners map back to the source's corners.
+    corners = plan.to_source(np.array([[x, y], [x + cw, y + ch]], dtype=np.float64))
+    assert np.allclose(corners, [[0, 0], [w, h]], atol=1.0)
+    for n in range(1, max_batch + 1):
+        assert spec.batch_shape(shapes.rows_for(n), plan.out_w, plan.out_h) in shapes.input_shapes(spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(0, 4000),
+    st.floats(0, 2000),
+    st.floats(2, 3000),
+    st.floats(2, 400),
+    st.floats(-40, 40),
+    st.integers(1, 16),
+)
+def test_every_crop_plans_into_a_declared_width(
+    x: float, y: float, w: float, h: float, tilt: float, max_batch: int
+) -> None:
+    shapes = declare_shapes(REC, max_batch=max_batch)
+    plan = crop_plan(shapes, REC, quad(x, y, w, h, tilt))
+    assert (plan.out_w, plan.out_h) in shapes.sizes
+    assert plan.content[2] <= plan.out_w  # content left-aligned, padding on the right
+    narrower = [sw for sw, _ in shapes.sizes if sw < plan.out_w]
+    assert all(sw < plan.content[2] for sw in narrower)  # the smallest declared width that holds it
+
+
+def test_a_rows_shape_depends_on_itself_not_on_its_batch() -> None:
+    """The same crop planned alone or among wider crops gets the same plan (old behaviour: the
+    batch took the widest crop's width, so a camera's reads depended on who shared its batch)."""
+    shapes = declare_shapes(REC, max_batch=8)
+    small, wide = quad(10, 10, 120, 40, 0), quad(10, 100, 1500, 40, 0)
+    alone = crop_plan(shapes, REC, small)
+    planned = [crop_plan(shapes, REC, q) for q in (small, wide)]
+    same = (planned[0].out_w, planned[0].out_h, planned[0].content) == (
+        alone.out_w,
+        alone.out_h,
+        alone.content,
+    )
+    assert same and np.array_equal(planned[0].h_out_to_src, alone.h_out_to_src)
+    assert planned[1].out_w > alone.out_w
+
+
+def test_rows_round_up_to_the_buckets() -> None:
+    assert row_buckets(16, False) == (1, 2, 4, 8, 16)
+    assert row_buckets(6, False) == (1, 2, 4, 6)
+    assert row_buckets(8, True) == (8,)
+    shapes = ShapeSet((1, 2, 4, 8), ((320, 48),))
+    assert [shapes.rows_for(n) for n in (1, 3, 5, 8)] == [1, 4, 8, 8]
+    with pytest.raises(ValueError, match="exceed"):
+        shapes.rows_for(9)
+
+
+def test_default_declarations() -> None:
+    det = declare_shapes(DET, max_batch=4)
+    # PP-OCR's "min 736" sizing: 640x480 and 1280x720 are scaled up, 1080p keeps its size (rounded to 32)
+    assert det.sizes == ((992, 736), (1312, 736), (1920, 1088))
+    assert len(det.input_shapes(DET)) == 9
+    assert width_ladder(REC)[0] == 320 and width_ladder(REC)[-1] == 2048
+    assert declare_shapes(YOLO, max_batch=1).sizes == (YOLO.size,)
+
+
+def test_a_padded_frame_reads_like_the_natural_one() -> None:
+    """A 4:3 frame on a 1080p-only declaration is placed top-left on the larger canvas: the content is
+    the same pixels as its natural plan, the rest padding."""
+    shapes = declare_shapes(DET, max_batch=1, source_sizes=[(1920, 1080)])
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    natural = plan_frame(DET, 640, 480)
+    padded = frame_plan(shapes, DET, 640, 480)
+    assert (padded.out_w, padded.out_h) == (1920, 1088) and (natural.out_w, natural.out_h) == (992, 736)
+    pre = CpuPreprocessor()
+    frame = Frame("cam", 0, img)
+    a = pre.rows([(frame, natural)], DET)
+    b = pre.rows([(frame, padded)], DET)
+    assert np.array_equal(b[:, :, :736, :992], a)
+    assert np.all(b[:, :, :, 992:] == b[0, 0, 0, -1]) and np.all(b[:, :, 736:] == b[0, 0, -1, 0])  # padding
