@@ -43,12 +43,16 @@ from edged.runtime import load_model  # noqa: E402
 from edged.testing import read_video, sample_truth  # noqa: E402
 
 
-def write_config(base: Path, video: Path, cameras: int, chain: str, port: int, out: Path) -> Path:
+def write_config(
+    base: Path, video: Path, size: tuple[int, int], cameras: int, chain: str, port: int, out: Path
+) -> Path:
     raw = yaml.safe_load(base.read_text())
     models = {}
     for name, m in raw["models"].items():
         p = Path(m["path"])
         m["path"] = str(p if p.is_absolute() else (base.parent / p).resolve())
+        # What a user with known cameras declares: the detector's input size for their resolution only.
+        m.setdefault("batching", {}).setdefault("source_sizes", [list(size)])
         models[name] = m
     det, rec = next(iter(models)), list(models)[-1]
     stages: list[dict[str, Any]] = [{"model": det, "min_score": 0.5}]
@@ -236,7 +240,7 @@ def main() -> int:
     )
     rows = []
     for n in a.cameras:
-        cfg_path = write_config(Path(a.config), video, n, a.chain, a.port, out)
+        cfg_path = write_config(Path(a.config), video, (w, h), n, a.chain, a.port, out)
         run = run_daemon(cfg_path, a.port, n * len(images), a.timeout)
         row = summarize(run, n, len(images), truth)
         # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).

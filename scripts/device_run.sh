@@ -4,10 +4,10 @@
 # the machine stays warm) and run what needs no ORT; step 5 brings the last part, the PP-OCR models,
 # OpenCV-CUDA and the pure-Python deps, assembles ORT and runs the GPU tests + scripts/bench_gpu.py
 # (STAGE_ONLY=1, any step: stage only, run nothing). Then, on the same warm machine:
-#   chain  (carry .whlpeer: RapidOCR's wheels) many streams (frame- and engine-level batching), the
-#          CPU-vs-GPU path comparison on identical frames, and (PEER=1) the whole-chain benchmark vs the peer;
-#   streams  detector-only streams, frame batching (0 and 8 decode workers) beside engine-level batching;
-#   soak   SOAK seconds (default 480) of 16 streams, sampling GPU memory and RSS.
+#   chain  the CPU-vs-GPU path comparison on identical frames, and (PEER=1, carry .whlpeer: RapidOCR's
+#          wheels) the whole-chain benchmark vs the peer;
+#   run    the user-level benchmark (scripts/bench_run.py): `edged run` on CAMS cameras of a 1080p sample
+#          for CHAINS (det, ocr), beside the engines-only rate in the same run.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -41,23 +41,22 @@ case $step in
   2) timeout 240 python3 scripts/bench_gpu.py --models /nonexistent 2>&1 | tee "$OUT/bench_kernel.log" ;;
   5) $T tests/gpu 2>&1 | tee "$OUT/tests.log"
      timeout 300 python3 scripts/bench_gpu.py --models /tmp/models --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" ;;
-  chain)
-    pipi .whlpeer/*.whl
+  chain)  # CPU vs GPU path on identical frames; with PEER=1 (carry .whlpeer) the whole chain vs RapidOCR-CUDA
     python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 60 >/dev/null || exit 5
     timeout 120 python3 scripts/compare_paths.py --config configs/examples/gpu.yaml --video samples/plates.avi \
       --frames 60 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/compare.log"
-    timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 \
-      --json "$OUT/streams.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/streams.log"
     if [ -n "${PEER:-}" ]; then
+      pipi .whlpeer/*.whl
       timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
         --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log"
     fi ;;
-  streams)  # detector-only streams: frame batching with 0 and 8 decode workers beside engine-level batching
-    timeout 300 python3 scripts/bench_streams.py --models models --streams 1 4 16 64 --seconds 4 --chains det \
-      --mux frame engine --decode-workers 0 8 --json "$OUT/streams-det.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/streams-det.log" ;;
-  soak)
-    timeout 560 python3 scripts/bench_streams.py --models models --streams 16 --chains det --mux frame \
-      --decode-workers "${WORKERS:-8}" --soak "${SOAK:-480}" \
-      --json "$OUT/soak.json" 2>&1 | grep -v "plugin EP" | tee "$OUT/soak.log" ;;
+  run)  # the user-level benchmark: `edged run` on CAMS cameras of a 1080p sample, CHAINS (det, ocr)
+    [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
+      --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5
+    for chain in ${CHAINS:-det ocr}; do
+      timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config configs/examples/gpu.yaml \
+        --video samples/plates-1080.avi --cameras ${CAMS:-1 4 16} --chain "$chain" --json "$OUT/run.json" \
+        2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
+    done ;;
   *) echo "part staged" ;;
 esac
