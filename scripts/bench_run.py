@@ -138,14 +138,22 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str,
     threads = 0
     deadline = t_spawn + timeout_s
     try:
-        if not ready.wait(timeout_s):
-            raise RuntimeError("the daemon never became ready:\n" + "".join(log[-30:]))
+        while not ready.wait(0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the daemon never became ready:\n" + "".join(log[-30:]))
+        said = time.monotonic()
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.25)
             try:
                 done, ended = frames_done(port)
-            except OSError:
+            except OSError as e:
+                if time.monotonic() - said > 10:
+                    print(f"  health endpoint not answering: {e}", file=sys.stderr, flush=True)
+                    said = time.monotonic()
                 continue
+            if time.monotonic() - said > 10:
+                print(f"  {done:.0f}/{expect} frames, ended={ended}", file=sys.stderr, flush=True)
+                said = time.monotonic()
             samples.append((time.monotonic(), done))
             threads = max(threads, threads_of(proc.pid))
             if ended and done >= expect:
@@ -160,6 +168,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str,
             proc.kill()
         for t in readers:
             t.join(5)
+    (cfg.parent / f"{cfg.stem}.log").write_text("".join(log))
     if proc.returncode not in (0, None):
         raise RuntimeError(f"edged exited with {proc.returncode}:\n" + "".join(log[-30:]))
     return {
