@@ -112,8 +112,11 @@ class OrtCudaEngine:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        if options.intra_op_threads:
-            so.intra_op_num_threads = options.intra_op_threads
+        # The GPU does the work: a CPU thread pool per session (one session per shape) would only add
+        # hundreds of spinning threads that compete with capture and decoding.
+        so.intra_op_num_threads = options.intra_op_threads or 1
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._open = lambda: ort.InferenceSession(
             str(path),
             sess_options=so,
