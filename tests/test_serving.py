@@ -23,6 +23,7 @@ from edged.runtime import CameraRunner, load_model
 from edged.serving import ModelServer, ServerClosed
 from edged.types import Frame, FrameResult
 from tests._chain import (
+    DELIVERY,
     Camera,
     SpyEngine,
     make_stage,
@@ -229,6 +230,7 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
             lambda r: got[r.frame.camera].append(r.frame.seq),
             metrics,
             dispatcher,
+            DELIVERY,
         )
         for c in cams
     ]
