@@ -56,6 +56,8 @@ __all__ = ["HEADER", "MAGIC", "FileOps", "Outbox", "OutboxRecord"]
 
 log = logging.getLogger(__name__)
 
+SETTLE_S = 5.0  # writes must go through this long before the disk counts as recovered in the log
+
 
 class Outbox:
     def __init__(
@@ -86,6 +88,8 @@ class Outbox:
         self._disk_error: str | None = None  # set while the disk refuses writes
         self._next_retry = 0.0
         self._failing = False  # a disk error was logged and "takes writes again" is not yet
+        self._last_error = ""
+        self._recovered_at = 0.0
         self._read_error: str | None = None
         self.drops = DropLog(str(self.dir), metrics)
         self._load()
@@ -350,24 +354,27 @@ class Outbox:
         """Write held records (and, after a disk error, unwritten acks); while the disk refuses, try
         again at most every retry_s (or now, with force)."""
         error = self._disk_error
-        if error is None and not self._held:
-            return
         if error is not None and not force and time.monotonic() < self._next_retry:
             self._drop_over_memory()
             return
-        self._disk_error = None
-        if error is not None:
-            for seg in self._segments:
-                if seg.unwritten_acks and seg.ack_fd != -2:
-                    self._write_acks(seg)
-        while self._held and self._disk_error is None:
-            self._write_held(next(iter(self._held.values())))
-        if self._disk_error is not None:
-            self._next_retry = time.monotonic() + self.retry_s
-        elif self._failing:
+        if error is not None or self._held:
+            self._disk_error = None
+            if error is not None:
+                for seg in self._segments:
+                    if seg.unwritten_acks and seg.ack_fd != -2:
+                        self._write_acks(seg)
+            while self._held and self._disk_error is None:
+                self._write_held(next(iter(self._held.values())))
+            if self._disk_error is not None:
+                self._next_retry = time.monotonic() + self.retry_s
+            elif error is not None:
+                self._recovered_at = time.monotonic()
+            self._drop_over_memory()
+        # A nearly full disk flaps (an append still fits in a file's last, partly used page): recovery
+        # is announced once writes have gone through for SETTLE_S, so a stretch gives two lines in all.
+        if self._failing and self._disk_error is None and time.monotonic() - self._recovered_at >= SETTLE_S:
             self._failing = False
-            log.warning("outbox %s: the disk takes writes again (after: %s)", self.dir, error)
-        self._drop_over_memory()
+            log.warning("outbox %s: the disk takes writes again (after: %s)", self.dir, self._last_error)
 
     def _write_held(self, entry: Entry) -> None:
         assert entry.held is not None
@@ -407,7 +414,7 @@ class Outbox:
                 "takes writes again",
                 self.dir, why, self.cfg.max_memory_bytes,
             )
-        self._disk_error = why
+        self._disk_error = self._last_error = why
         self._failing = True
 
     def _drop_over_memory(self) -> None:
