@@ -4,15 +4,19 @@
 Tests subclass it to fail with ENOSPC/EIO or write short at chosen byte offsets: the fault is always
 passed in by the caller, never read from the environment. `append_all` is the one place that turns a
 failed or short append back into "nothing happened" by truncating to the size before it, so the file and
-the caller's bookkeeping agree at every byte. Stateless apart from what a subclass keeps; the outbox
-calls it under its own lock.
+the caller's bookkeeping agree at every byte. `DiskState` tracks a stretch of refused writes. The outbox
+calls all of it under its own lock.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import time
 from pathlib import Path
+
+log = logging.getLogger("edged.publish.outbox")
 
 
 class FileOps:
@@ -59,3 +63,53 @@ def append_all(ops: FileOps, fd: int, data: bytes, size: int, *, sync: bool = Fa
             except OSError as cut:
                 raise TornWrite(e.errno, f"{e.strerror or e}; cutting back failed: {cut.strerror or cut}") from e
         raise
+
+
+class DiskState:
+    """Whether the disk takes the outbox's writes, when to try again, and the two log lines per stretch.
+
+    A nearly full disk flaps (an append still fits in a file's last, partly used page), so recovery is
+    announced only once writes have gone through for `settle_s`: one "write failed" line when a stretch
+    starts and one "takes writes again" when it is over, however often it flapped in between.
+    """
+
+    def __init__(self, where: str, hold_bytes: int, retry_s: float, settle_s: float = 5.0) -> None:
+        self.where, self.hold_bytes, self.retry_s, self.settle_s = where, hold_bytes, retry_s, settle_s
+        self.error: str | None = None  # why the disk refuses writes now (kept during a retry: no flicker)
+        self.attempt_ok = True  # nothing failed since begin()
+        self._failing = False  # "write failed" was logged and "takes writes again" not yet
+        self._last = ""
+        self._recovered_at = 0.0
+        self._next_try = 0.0
+
+    def failed(self, why: str) -> None:
+        if not self._failing:
+            log.error(
+                "outbox %s: write failed (%s); holding events in memory (up to %d bytes) until the disk "
+                "takes writes again", self.where, why, self.hold_bytes,
+            )
+        self.error = self._last = why
+        self._failing = True
+        self.attempt_ok = False
+
+    def due(self, force: bool = False) -> bool:
+        return self.error is None or force or time.monotonic() >= self._next_try
+
+    def begin(self) -> str | None:
+        """Start an attempt; returns the error it follows (None if there was none)."""
+        self.attempt_ok = True
+        return self.error
+
+    def end(self, was: str | None) -> None:
+        now = time.monotonic()
+        if not self.attempt_ok:
+            self._next_try = now + self.retry_s
+        elif was is not None:
+            self.error = None
+            self._recovered_at = now
+        self.settled()
+
+    def settled(self) -> None:
+        if self._failing and self.error is None and time.monotonic() - self._recovered_at >= self.settle_s:
+            self._failing = False
+            log.warning("outbox %s: the disk takes writes again (after: %s)", self.where, self._last)

@@ -7,31 +7,26 @@ On disk, in OutboxConfig.dir (record format in outbox_format):
   or deliberately dropped and counted). A record listed there is never replayed. A segment whose records
   are all done is deleted with its ack log.
 
-Disk errors (ENOSPC, EIO, short writes) never reach the caller and never desynchronise the bookkeeping:
-a failed append is cut back to the size before it (diskio.append_all), or, if even that fails, the
-segment is sealed and appends go to a new one. The event keeps its sequence number and is *held in
-memory* (still pending, still sent) up to max_memory_bytes, and written at the next attempt once space
-returns (at most every retry_s, on append/pending). Past that bound the oldest held events are dropped
-(reason disk_full). An ack that cannot be written stays in memory and is retried the same way; losing it
-in a crash only means a duplicate. A record is marked done only when delivered or dropped and counted by
-reason (disk_full, size_cap, age_cap, corrupt); drops are logged once per burst (drops.DropLog).
+Disk errors (ENOSPC, EIO, short writes) never reach the caller nor desynchronise the bookkeeping: a
+failed append is cut back to the size before it (diskio.append_all), or if that fails too the segment is
+sealed. The event keeps its seq and is held in memory (still pending, still sent) up to max_memory_bytes,
+then written once the disk takes writes again (tried every retry_s, by the outbox-io thread or an append);
+past the bound the oldest held events are dropped (disk_full). Acks the disk refuses are kept and retried
+the same way (a lost ack only means a duplicate). A record is done only when delivered or dropped and
+counted by reason (disk_full, size_cap, age_cap, corrupt), logged once per burst (drops.DropLog). On open,
+corrupt and torn records are skipped and counted; the scan resynchronises on the next magic.
 
-On open, records with a bad CRC or magic and a torn tail are skipped and counted as corrupt; the scan
-resynchronises on the next magic.
+fsync (OutboxConfig.fsync), i.e. what survives a power cut (a process crash loses nothing written, since
+writes go straight to the kernel): always = fdatasync per append; interval = the outbox-io thread
+fdatasyncs segments and ack logs every fsync_interval_s; never = the OS decides. Ack logs are synced by that thread and at
+close only: a lost ack means an event is sent twice, which QoS 1 consumers handle by `id`.
 
-fsync policy (OutboxConfig.fsync), i.e. what survives a power cut (a process crash loses nothing that was
-written: writes go straight to the kernel with os.write):
-- always: each appended record is fdatasync'ed before append() returns.
-- interval: a background thread fdatasyncs segments and ack logs at most every fsync_interval_s.
-- never: the OS writes back when it likes.
-Ack logs are synced only by the interval thread and at close: a lost ack means an event is sent twice,
-which QoS 1 consumers already handle by `id`.
+Caps: beyond max_bytes on disk whole oldest segments are dropped (size_cap); events older than max_age_s
+are dropped (age_cap), on the monotonic clock for events of this run (a Jetson without RTC battery can
+step its wall clock by years at NTP sync).
 
-Caps: beyond max_bytes on disk, whole oldest segments are dropped (size_cap); events older than
-max_age_s are dropped (age_cap). Ages run on the monotonic clock for events of this run, since a Jetson
-without RTC battery can step its wall clock by years at NTP sync.
-
-Threading: every public method takes one lock; the fsync thread syncs duplicated fds outside it.
+Threading: every public method takes one lock; the outbox-io thread (fsync every fsync_interval_s with
+`interval`, retries of refused writes) syncs duplicated fds outside it.
 """
 
 from __future__ import annotations
@@ -47,7 +42,7 @@ from typing import Any, Literal
 
 from edged.config.models import OutboxConfig
 from edged.metrics import Metrics
-from edged.publish.diskio import FileOps, TornWrite, append_all
+from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
 from edged.publish.drops import DropLog
 from edged.publish.outbox_format import HEADER, MAGIC, SEQ, OutboxRecord, decode, encode, scan
 from edged.publish.segments import Entry, Segment, fsync_dir, load
@@ -55,8 +50,6 @@ from edged.publish.segments import Entry, Segment, fsync_dir, load
 __all__ = ["HEADER", "MAGIC", "FileOps", "Outbox", "OutboxRecord"]
 
 log = logging.getLogger(__name__)
-
-SETTLE_S = 5.0  # writes must go through this long before the disk counts as recovered in the log
 
 
 class Outbox:
@@ -74,7 +67,6 @@ class Outbox:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = metrics
         self.ops = ops or FileOps()
-        self.retry_s = retry_s
         self.segment_bytes = segment_bytes or max(16 * 1024, min(cfg.max_bytes // 16, 4 * 1024 * 1024))
         self._lock = threading.RLock()
         self._segments: list[Segment] = []
@@ -85,20 +77,15 @@ class Outbox:
         self._next_seq = 1
         self._dirty = False
         self._closed = False
-        self._disk_error: str | None = None  # set while the disk refuses writes
-        self._next_retry = 0.0
-        self._failing = False  # a disk error was logged and "takes writes again" is not yet
-        self._last_error = ""
-        self._recovered_at = 0.0
+        self._disk = DiskState(str(self.dir), cfg.max_memory_bytes, retry_s)
         self._read_error: str | None = None
         self.drops = DropLog(str(self.dir), metrics)
         self._load()
         self._active = self._new_segment()
         self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
-        if cfg.fsync == "interval":
-            self._flusher = threading.Thread(target=self._flush_loop, name="outbox-fsync", daemon=True)
-            self._flusher.start()
+        # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
+        self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
+        self._flusher.start()
         if metrics is not None:
             metrics.outbox_depth.set_function(lambda: self.depth)
             metrics.outbox_bytes.set_function(lambda: self.bytes)
@@ -140,7 +127,7 @@ class Outbox:
         try:
             self._active = self._new_segment()
         except OSError as e:
-            self._disk_failed(f"cannot start a new segment: {e.strerror or e}")
+            self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
             return
         if self.cfg.fsync != "never":
             with contextlib.suppress(OSError):  # the interval thread or a restart's scan covers it
@@ -172,12 +159,12 @@ class Outbox:
         except TornWrite as e:
             # A partial entry is left: a restart's load cuts it off (whole 8-byte entries only); stop
             # appending here, so later entries are not misaligned. Acks of this segment stay in memory.
-            self._disk_failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
+            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
             os.close(seg.ack_fd)
             seg.ack_fd = -2  # never reopened in this run
             return
         except OSError as e:
-            self._disk_failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
+            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
             return
         seg.ack_size += len(data)
         self._bytes += len(data)
@@ -227,14 +214,13 @@ class Outbox:
                         log.error("outbox %s: cannot read a pending record: %s", self.dir, e.strerror or e)
                     self._read_error = str(e)
                     break
+                self._read_error = None
                 if rec is None:
                     broken.append(entry.seq)
                     continue
                 out.append(rec)
                 if len(out) >= limit:
                     break
-            else:
-                self._read_error = None
             for seq in broken:
                 self._done(seq)
             self.drops.add("corrupt", len(broken), len(self._pending))
@@ -265,12 +251,12 @@ class Outbox:
 
     @property
     def state(self) -> Literal["ok", "disk_error"]:
-        return "ok" if self._disk_error is None else "disk_error"
+        return "ok" if self._disk.error is None else "disk_error"
 
     @property
     def disk_error(self) -> str | None:
         """Why the disk refuses writes now (events are held in memory meanwhile), else None."""
-        return self._disk_error
+        return self._disk.error
 
     @property
     def oldest_age(self) -> float:
@@ -303,9 +289,8 @@ class Outbox:
                 os.close(fd)
 
     def close(self) -> None:
-        if self._flusher is not None:
-            self._stop.set()
-            self._flusher.join()
+        self._stop.set()
+        self._flusher.join()
         with self._lock:
             if self._closed:
                 return
@@ -320,7 +305,7 @@ class Outbox:
             if self._held:
                 log.error(
                     "outbox %s: %d event(s) held in memory could not be written before exit (%s)",
-                    self.dir, len(self._held), self._disk_error,
+                    self.dir, len(self._held), self._disk.error,
                 )
             for seg in list(self._segments):
                 if not seg.live:
@@ -337,44 +322,42 @@ class Outbox:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _flush_loop(self) -> None:
+    def _background(self) -> None:
+        sync_every = self.cfg.fsync_interval_s if self.cfg.fsync == "interval" else float("inf")
+        next_sync = time.monotonic() + sync_every
         failing = False
-        while not self._stop.wait(self.cfg.fsync_interval_s):
+        while not self._stop.wait(min(sync_every, max(0.05, self._disk.retry_s))):
             try:
-                self.flush()
-                failing = False
+                if time.monotonic() >= next_sync:
+                    next_sync = time.monotonic() + sync_every
+                    self.flush()
+                    failing = False
+                else:
+                    with self._lock:
+                        if not self._closed:
+                            self._retry()
+                            self.drops.tick()
             except OSError as e:
                 if not failing:  # once per stretch of failures, not once a second
                     log.error("outbox %s: fsync failed: %s", self.dir, e.strerror or e)
                 failing = True
             except Exception:  # a bug here must not end durability silently
-                log.exception("outbox %s: fsync thread error", self.dir)
+                log.exception("outbox %s: background thread error", self.dir)
 
     def _retry(self, force: bool = False) -> None:
         """Write held records (and, after a disk error, unwritten acks); while the disk refuses, try
         again at most every retry_s (or now, with force)."""
-        error = self._disk_error
-        if error is not None and not force and time.monotonic() < self._next_retry:
-            self._drop_over_memory()
-            return
-        if error is not None or self._held:
-            self._disk_error = None
-            if error is not None:
+        if self._disk.due(force) and (self._disk.error is not None or self._held):
+            was = self._disk.begin()
+            if was is not None:
                 for seg in self._segments:
                     if seg.unwritten_acks and seg.ack_fd != -2:
                         self._write_acks(seg)
-            while self._held and self._disk_error is None:
+            while self._held and self._disk.attempt_ok:
                 self._write_held(next(iter(self._held.values())))
-            if self._disk_error is not None:
-                self._next_retry = time.monotonic() + self.retry_s
-            elif error is not None:
-                self._recovered_at = time.monotonic()
-            self._drop_over_memory()
-        # A nearly full disk flaps (an append still fits in a file's last, partly used page): recovery
-        # is announced once writes have gone through for SETTLE_S, so a stretch gives two lines in all.
-        if self._failing and self._disk_error is None and time.monotonic() - self._recovered_at >= SETTLE_S:
-            self._failing = False
-            log.warning("outbox %s: the disk takes writes again (after: %s)", self.dir, self._last_error)
+            self._disk.end(was)
+        self._disk.settled()
+        self._drop_over_memory()
 
     def _write_held(self, entry: Entry) -> None:
         assert entry.held is not None
@@ -383,18 +366,18 @@ class Outbox:
             try:
                 self._active = seg = self._new_segment()
             except OSError as e:
-                self._disk_failed(f"cannot start a new segment: {e.strerror or e}")
+                self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
                 return
         try:
             append_all(self.ops, seg.wfd, entry.held, seg.size, sync=self.cfg.fsync == "always")
         except TornWrite as e:
             # The tail is a partial record the load will skip as torn; append nothing more to it.
-            self._disk_failed(f"{seg.path.name}: {e.strerror or e}")
+            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
             os.close(seg.wfd)
             seg.wfd = -1
             return
         except OSError as e:
-            self._disk_failed(f"{seg.path.name}: {e.strerror or e}")
+            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
             return
         if self.cfg.fsync != "always":
             self._dirty = True
@@ -406,16 +389,6 @@ class Outbox:
         seg.live.add(entry.seq)
         if seg.size >= self.segment_bytes:
             self._rotate()
-
-    def _disk_failed(self, why: str) -> None:
-        if not self._failing:  # once per stretch of failures, not at every retry
-            log.error(
-                "outbox %s: write failed (%s); holding events in memory (up to %d bytes) until the disk "
-                "takes writes again",
-                self.dir, why, self.cfg.max_memory_bytes,
-            )
-        self._disk_error = self._last_error = why
-        self._failing = True
 
     def _drop_over_memory(self) -> None:
         n = 0
@@ -448,7 +421,7 @@ class Outbox:
             self._delete(seg)  # nothing left to replay: no need to record the ack
         else:
             seg.unwritten_acks.append(seq)
-            if self._disk_error is None:
+            if self._disk.error is None:
                 self._write_acks(seg)
         return True
 
