@@ -7,7 +7,8 @@ On disk, in OutboxConfig.dir (record format in outbox_format):
   or deliberately dropped and counted). A record listed there is never replayed. A segment whose records
   are all done is deleted with its ack log.
 
-Disk errors (ENOSPC, EIO, short writes) never reach the caller nor desynchronise the bookkeeping: a
+Disk errors (ENOSPC, EIO, short writes) never reach the caller nor desynchronise the bookkeeping (the
+file writes are in outbox_writes, the fault hook and cut-back in diskio): a
 failed append is cut back to the size before it (diskio.append_all), or if that fails too the segment is
 sealed. The event keeps its seq and is held in memory (still pending, still sent) up to max_memory_bytes,
 then written once the disk takes writes again (tried every retry_s, by the outbox-io thread or an append);
@@ -31,7 +32,6 @@ Threading: every public method takes one lock; the outbox-io thread (fsync every
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -42,17 +42,18 @@ from typing import Any, Literal
 
 from edged.config.models import OutboxConfig
 from edged.metrics import Metrics
-from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
+from edged.publish.diskio import DiskState, FileOps
 from edged.publish.drops import DropLog
-from edged.publish.outbox_format import HEADER, MAGIC, SEQ, OutboxRecord, decode, encode, scan
-from edged.publish.segments import Entry, Segment, fsync_dir, load
+from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan
+from edged.publish.outbox_writes import SegmentWrites
+from edged.publish.segments import Entry, Segment, load
 
 __all__ = ["HEADER", "MAGIC", "FileOps", "Outbox", "OutboxRecord"]
 
 log = logging.getLogger(__name__)
 
 
-class Outbox:
+class Outbox(SegmentWrites):
     def __init__(
         self,
         cfg: OutboxConfig,
@@ -109,67 +110,6 @@ class Outbox:
     @staticmethod
     def _scan(data: bytes) -> tuple[list[tuple[int, float, int, int]], int]:
         return scan(data)
-
-    # -- segments ------------------------------------------------------------------------------
-
-    def _new_segment(self) -> Segment:
-        seg = Segment(self.dir / f"{self._next_seq:020d}.seg", self._next_seq)
-        seg.wfd = self.ops.open_append(seg.path)
-        if self.cfg.fsync != "never":
-            with contextlib.suppress(OSError):  # only the file's name is at stake, and only at a power cut
-                fsync_dir(self.dir)
-        self._segments.append(seg)
-        return seg
-
-    def _rotate(self) -> None:
-        """Seal the active segment and start a new one; keeps the old one if no new file can be made."""
-        old = self._active
-        try:
-            self._active = self._new_segment()
-        except OSError as e:
-            self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
-            return
-        if self.cfg.fsync != "never":
-            with contextlib.suppress(OSError):  # the interval thread or a restart's scan covers it
-                self.ops.fdatasync(old.wfd)
-        os.close(old.wfd)
-        old.wfd = -1
-        if not old.live:
-            self._delete(old)
-
-    def _delete(self, seg: Segment) -> None:
-        seg.close_fds()
-        try:
-            seg.path.unlink(missing_ok=True)  # segment first: an orphan ack log is harmless, the reverse replays
-            seg.ack_path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("outbox: cannot delete %s: %s", seg.path, e.strerror or e)
-        self._bytes -= seg.size + seg.ack_size
-        self._segments.remove(seg)
-
-    def _write_acks(self, seg: Segment) -> None:
-        """Append seg.unwritten_acks to its ack log; on a disk error keep them for the next attempt."""
-        if not seg.unwritten_acks:
-            return
-        data = b"".join(SEQ.pack(s) for s in seg.unwritten_acks)
-        try:
-            if seg.ack_fd < 0:
-                seg.ack_fd = self.ops.open_append(seg.ack_path)
-            append_all(self.ops, seg.ack_fd, data, seg.ack_size)
-        except TornWrite as e:
-            # A partial entry is left: a restart's load cuts it off (whole 8-byte entries only); stop
-            # appending here, so later entries are not misaligned. Acks of this segment stay in memory.
-            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
-            os.close(seg.ack_fd)
-            seg.ack_fd = -2  # never reopened in this run
-            return
-        except OSError as e:
-            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
-            return
-        seg.ack_size += len(data)
-        self._bytes += len(data)
-        seg.ack_dirty = True
-        seg.unwritten_acks.clear()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -358,37 +298,6 @@ class Outbox:
             self._disk.end(was)
         self._disk.settled()
         self._drop_over_memory()
-
-    def _write_held(self, entry: Entry) -> None:
-        assert entry.held is not None
-        seg = self._active
-        if seg.wfd < 0:
-            try:
-                self._active = seg = self._new_segment()
-            except OSError as e:
-                self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
-                return
-        try:
-            append_all(self.ops, seg.wfd, entry.held, seg.size, sync=self.cfg.fsync == "always")
-        except TornWrite as e:
-            # The tail is a partial record the load will skip as torn; append nothing more to it.
-            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
-            os.close(seg.wfd)
-            seg.wfd = -1
-            return
-        except OSError as e:
-            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
-            return
-        if self.cfg.fsync != "always":
-            self._dirty = True
-        del self._held[entry.seq]
-        self._held_bytes -= entry.length
-        entry.seg, entry.offset, entry.held = seg, seg.size, None
-        seg.size += entry.length
-        self._bytes += entry.length
-        seg.live.add(entry.seq)
-        if seg.size >= self.segment_bytes:
-            self._rotate()
 
     def _drop_over_memory(self) -> None:
         n = 0
