@@ -19,12 +19,15 @@ class FailingDisk(FileOps):
         self.err, self.kind, self.chunk, self.cut_fails = err, kind, chunk, cut_fails
         self.budget: int | None = None  # None: no fault
         self.sync_fails = False
+        self.refuse_new_files = False  # creating a file fails too while the budget is spent
         self._kinds: dict[int, str] = {}
 
     def full_after(self, n: int | None) -> None:
         self.budget = n
 
     def open_append(self, path: Path) -> int:
+        if self.budget == 0 and self.refuse_new_files:
+            raise OSError(self.err, os.strerror(self.err))
         fd = super().open_append(path)
         self._kinds[fd] = path.suffix
         return fd

@@ -188,3 +188,19 @@ def test_age_expiry_one_at_a_time_logs_once_per_burst(
         box.close()  # the burst's summary
     summary = [r.getMessage() for r in caplog.records if "age_cap" in r.getMessage()]
     assert len(summary) == 1 and "more event(s) dropped" in summary[0]
+
+
+def test_outbox_opened_on_a_full_disk_holds_events_until_space_returns(tmp_path: Path) -> None:
+    disk = FailingDisk()
+    disk.refuse_new_files = True
+    disk.full_after(0)
+    box = Outbox(cfg(tmp_path), ops=disk, retry_s=0)  # no segment can be made: must not raise
+    for i in range(5):
+        box.append("t", event(i))
+    assert box.state == "disk_error" and box.held == 5 and ids(box) == list(range(5))
+    assert list(tmp_path.glob("*.seg")) == []
+    disk.full_after(None)
+    box.append("t", event(5))
+    assert box.held == 0
+    box.close()
+    assert ids(Outbox(cfg(tmp_path))) == list(range(6))

@@ -32,6 +32,7 @@ Threading: every public method takes one lock; the outbox-io thread (fsync every
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -82,7 +83,15 @@ class Outbox(SegmentWrites):
         self._read_error: str | None = None
         self.drops = DropLog(str(self.dir), metrics)
         self._load()
-        self._active = self._new_segment()
+        try:
+            self._active = self._new_segment()
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                raise  # e.g. permissions: a setup error the daemon reports at start
+            # A full disk at start is weather, not configuration: start holding events in memory; the
+            # first write that goes through makes the segment.
+            self._active = Segment(self.dir / f"{self._next_seq:020d}.seg", self._next_seq)
+            self._disk.failed(f"cannot start a segment: {e.strerror or e}")
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
         self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
