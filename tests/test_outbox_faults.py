@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edged.config.models import OutboxConfig
 from edged.metrics import Metrics
@@ -204,3 +206,68 @@ def test_outbox_opened_on_a_full_disk_holds_events_until_space_returns(tmp_path:
     assert box.held == 0
     box.close()
     assert ids(Outbox(cfg(tmp_path))) == list(range(6))
+
+
+fault_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 0)),
+        st.tuples(st.just("ack"), st.integers(0, 10_000)),
+        st.tuples(st.just("full_seg"), st.integers(0, 400)),  # the segment breaks off after n more bytes
+        st.tuples(st.just("full_ack"), st.integers(0, 20)),
+        st.tuples(st.just("free"), st.integers(0, 0)),
+        st.tuples(st.just("reopen"), st.integers(0, 0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=fault_ops)
+def test_property_disk_faults_never_lose_or_replay(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
+) -> None:
+    d = tmp_path_factory.mktemp("box")
+    disks = {".seg": FailingDisk(), ".ack": FailingDisk(kind=".ack")}
+
+    class Both(FailingDisk):  # faults on segments and ack logs, each with its own budget
+        def open_append(self, path: Path) -> int:
+            return disks[path.suffix].open_append(path)
+
+        def write(self, fd: int, data: memoryview) -> int:
+            for disk in disks.values():
+                if fd in disk._kinds:
+                    return disk.write(fd, data)
+            raise AssertionError("unknown fd")
+
+    box = Outbox(cfg(d), ops=Both(), segment_bytes=600, retry_s=0)
+    model: list[int] = []  # unacked event numbers, in append order
+    counter = 0
+    try:
+        for op, arg in ops:
+            if op == "append":
+                counter += 1
+                box.append("t", event(counter))
+                model.append(counter)
+            elif op == "ack" and model:
+                victim = box.pending(1000)[arg % len(model)]
+                assert box.ack(victim.seq)
+                model.remove(int(victim.id.rsplit(":", 1)[1]))
+            elif op == "full_seg":
+                disks[".seg"].full_after(arg)
+            elif op == "full_ack":
+                disks[".ack"].full_after(arg)
+            elif op == "free":
+                for disk in disks.values():
+                    disk.full_after(None)
+            elif op == "reopen" and all(disk.budget is None for disk in disks.values()):
+                box.close()  # writes what was held before it closes
+                box = Outbox(cfg(d), ops=Both(), segment_bytes=600, retry_s=0)
+            assert ids(box) == model
+        for disk in disks.values():
+            disk.full_after(None)
+    finally:
+        box.close()
+    box = Outbox(cfg(d))
+    assert ids(box) == model, "after the disk freed up and a reopen, exactly the unacked events remain"
+    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+    box.close()
