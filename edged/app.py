@@ -320,6 +320,10 @@ class Daemon(CommandControl):
             ok, why = check()
             if not ok:
                 return False, why
+        if self.publisher is not None:
+            pub_ok, why = self.publisher.healthy()
+            if not pub_ok:  # publishing cannot continue: let systemd restart us
+                return False, f"publisher: {why}"
         now = time.monotonic()
         for name, runner in list(self.cameras.items()):
             stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
@@ -351,7 +355,12 @@ class Daemon(CommandControl):
         models = {n: n in self.models for n in self.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
-        return ok, {"ready": ok, "cameras": cams, "models": models, "broker": broker}
+        body = {"ready": ok, "cameras": cams, "models": models, "broker": broker}
+        if self.publisher is not None:
+            pub_ok, why = self.publisher.healthy()
+            body["ready"] = ok = ok and pub_ok
+            body["publisher"] = {"ok": pub_ok, "reason": why}
+        return ok, body
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -379,7 +388,11 @@ class Daemon(CommandControl):
                 "outbox_events": ob.depth,
                 "outbox_bytes": ob.bytes,
                 "outbox_oldest_age_s": round(ob.oldest_age, 1),
+                "outbox_held_in_memory": ob.held,
+                "outbox_disk_error": ob.disk_error,
+                "outbox_dropped": dict(ob.dropped),
             }
+            out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
         out["telemetry"] = self.telemetry.snapshot()
         return out
 

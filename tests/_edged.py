@@ -139,13 +139,21 @@ def write_config(
 class EdgedProcess:
     """`python -m edged run --stdout`: stdout (one JSON event per line) and stderr (the log) go to files."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None, tag: str = "") -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        tag: str = "",
+        wrap: list[str] | None = None,
+    ) -> None:
+        """`wrap`: a command that ends by exec'ing its arguments (e.g. a mount namespace), same pid."""
         self.config = config
         self.log = config.parent / f"edged{tag}.log"
         self.out = config.parent / f"events{tag}.jsonl"
         with self.log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edged", "run", "--stdout", "--config", str(config)],
+                [*(wrap or []), sys.executable, "-m", "edged", "run", "--stdout", "--config", str(config)],
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,

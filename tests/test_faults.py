@@ -1,5 +1,6 @@
-"""Fault injection on real processes: broker SIGKILL, edged SIGKILL with the broker down, a source that
-vanishes and returns, a stage that hangs under the systemd watchdog.
+"""Fault injection on real processes: broker SIGKILL, edged SIGKILL with the broker down, the outbox's
+disk full (a 2 MiB tmpfs in a private mount namespace), a source that vanishes and returns, a stage that
+hangs under the systemd watchdog.
 
 Each test prints its figures (run `pytest -s tests/test_faults.py`). EDGED_FAULT_SECONDS (default 8)
 sets how long each fault lasts; the full-length run uses 60 (see docs/operations.md).
@@ -12,7 +13,9 @@ it got, "duplicates" the extra copies (at-least-once), "lost" produced minus del
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -28,6 +31,7 @@ from tests._edged import (
     EdgedProcess,
     NotifySocket,
     camera,
+    http_get,
     metric,
     small_sample,
     stats,
@@ -175,6 +179,101 @@ def test_edged_killed_while_broker_down(tmp_path: Path, persistent_mosquitto: Mo
         if second is not None:
             second.kill()
     assert "Traceback" not in second.text()
+
+
+TMPFS_BYTES = 2 * 1024 * 1024
+
+
+def private_tmpfs_missing(probe: Path) -> str | None:
+    """Why a tmpfs cannot be mounted in a private mount namespace here (None: it can)."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe.mkdir(exist_ok=True)
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        return f"cannot mount a tmpfs in a private mount namespace (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}"
+    return None
+
+
+def fill(directory: Path) -> Path:
+    """Write a file into `directory` until its filesystem is full; returns the file."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as f:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                chunk = chunk[: len(chunk) // 2]
+                if not chunk:
+                    return filler
+
+
+def test_outbox_disk_full_window_loses_nothing(tmp_path: Path, persistent_mosquitto: Mosquitto) -> None:
+    """The disk fills; half-way through the broker goes down too, so events pile up in memory; space
+    returns (they are written), then the broker: every event produced is delivered."""
+    why = private_tmpfs_missing(tmp_path / "probe")
+    if why:
+        pytest.skip(why)
+    broker = persistent_mosquitto
+    health = free_port()
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    config = write_config(
+        tmp_path, {"a": camera(small_sample(tmp_path), fps=5)}, health_port=health, broker_port=broker.port
+    )
+    sub = Subscriber(broker, DETECTIONS, persistent=True).start()
+    # edged's outbox directory is a 2 MiB tmpfs that only edged's mount namespace sees; the test reaches
+    # it through /proc/<pid>/root (unshare and sh exec, so the pid is edged's).
+    mount = f"mount -t tmpfs -o size={TMPFS_BYTES} tmpfs {outbox} && exec \"$@\""
+    proc = EdgedProcess(config, wrap=["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh"])
+    try:
+        assert wait_until(lambda: up(health), 60), proc.text()
+        seen = Path(f"/proc/{proc.proc.pid}/root") / str(outbox).lstrip("/")
+        assert wait_until(lambda: len(sub.messages) >= 5, 30), proc.text()
+        filler = fill(seen)
+        n_full = len(proc.events())
+        time.sleep(FAULT_S / 2)
+        full = stats(health)["mqtt"]
+        ready = http_get(health, "/readyz")[0]
+        broker.kill()
+        time.sleep(FAULT_S / 2)
+        held = stats(health)["mqtt"]["outbox_held_in_memory"]
+        filler.unlink()  # space returns: what was held in memory goes to disk
+        n_freed = len(proc.events())
+        assert wait_until(lambda: stats(health)["mqtt"]["outbox_held_in_memory"] == 0, 10), proc.text()
+        on_disk = stats(health)["mqtt"]["outbox_events"]
+        broker.start()
+        assert wait_until(lambda: len(proc.events()) >= n_freed + 10, 30), proc.text()
+        produced_so_far = proc.events()
+        assert sub.wait_for(lambda m: delivered_all(sub, produced_so_far), 30), proc.text()
+        after = stats(health)["mqtt"]
+        assert proc.stop() == 0, proc.text()
+        produced = proc.events()
+        assert sub.wait_for(lambda m: delivered_all(sub, produced), 30)
+        print(
+            f"\n{n_freed - n_full} events produced while the disk was full ({FAULT_S:g} s, the broker down for "
+            f"the second half: {held} held in memory, {on_disk} on disk once space returned), "
+            f"{len(produced) - n_freed} after space returned"
+        )
+        f = figures("outbox disk full", produced, sub)
+        assert f["produced"] >= 20 and held > 0 and on_disk >= held
+        assert full["outbox_disk_error"] and "No space left on device" in full["outbox_disk_error"]
+        assert full["healthy"] is True and ready == 200
+        assert after["outbox_disk_error"] is None and after["outbox_held_in_memory"] == 0
+        assert after["outbox_dropped"] == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+        text = proc.text()
+        # One line for the full stretch (and one when it is over), never one per event.
+        assert text.count("write failed") == 1 and text.count("takes writes again") <= 1, text
+    finally:
+        sub.stop()
+        proc.kill()
+    assert "Traceback" not in proc.text()
 
 
 def test_file_source_vanishes_and_returns(tmp_path: Path) -> None:

@@ -106,8 +106,8 @@ def test_byte_cap_drops_oldest_first(tmp_path: Path) -> None:
     kept = ids(box.pending(n))
     first = int(kept[0].rsplit(":", 1)[1])
     assert kept == [f"dev:cam:run:{i}" for i in range(first, n)]  # a contiguous newest tail
-    assert 0 < box.dropped["bytes"] == first == n - box.depth
-    assert metrics.registry.get_sample_value("edged_outbox_dropped_total", {"reason": "bytes"}) == first
+    assert 0 < box.dropped["size_cap"] == first == n - box.depth
+    assert metrics.registry.get_sample_value("edged_outbox_dropped_total", {"reason": "size_cap"}) == first
     assert metrics.registry.get_sample_value("edged_outbox_events") == box.depth
     box.close()
 
@@ -121,7 +121,7 @@ def test_age_cap_drops_oldest_first(tmp_path: Path) -> None:
     for i in range(5, 8):
         box.append("t", event(i))
     assert ids(box.pending()) == [f"dev:cam:run:{i}" for i in range(5, 8)]
-    assert box.dropped["age"] == 5
+    assert box.dropped["age_cap"] == 5
     box.close()
     # Dropped by age means done: they do not come back after a reopen either.
     box = Outbox(cfg(tmp_path, max_age_s=3600))

@@ -68,6 +68,11 @@ class OutboxConfig(EdgedModel):
         gt=0,
         description="Most backlog events replayed per second after a reconnect (live events go on alongside).",
     )
+    max_memory_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="While the disk refuses writes (full, I/O error), events are held in memory up to this many bytes and written when it takes writes again; beyond it the oldest are dropped (reason disk_full).",
+    )
 
 
 class HassConfig(EdgedModel):

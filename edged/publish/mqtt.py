@@ -16,6 +16,11 @@ Topics: `<prefix>/status` (retained "online"/"offline"; "offline" is also the la
 `<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...`.
 Connection failures never raise: paho's network thread retries with backoff (reconnect_min_s..max_s),
 `state`/`last_error` tell what happened, and each new cause is logged once.
+
+Threads: paho's network thread runs our callbacks, each wrapped by a CallbackGuard so no exception of
+ours can end that thread; the sender thread runs under `supervise` (restarted after a failure, given up
+after repeated ones). `healthy()` says whether publishing can continue (both threads alive, TLS usable);
+the daemon turns a False into /readyz 503 with the reason and stops the systemd watchdog.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edged.config.models import MqttConfig
 from edged.metrics import Metrics
+from edged.publish.guards import CallbackGuard, supervise
 from edged.publish.outbox import Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,10 @@ class MqttPublisher:
         self._command_cb: CommandCallback | None = None
         self._cond = threading.Condition()  # wakes the sender: append, ack, connect, stop
         self._stopping = False
+        self._stop_event = threading.Event()  # the same, for the sender's supervisor
+        self._fatal: str | None = None  # why publishing cannot continue (a thread of ours ended)
+        self.restart_pause_s = 1.0
+        self._guard = CallbackGuard(f"MQTT {self.broker}")
         self._sender: threading.Thread | None = None
         self._started = False
         self._attempts = 0
@@ -93,12 +103,13 @@ class MqttPublisher:
             self._client.username_pw_set(
                 cfg.username, cfg.password.get_secret_value() if cfg.password else None
             )
-        self._client.on_pre_connect = self._on_pre_connect
-        self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.on_message = self._on_message
+        guard = self._guard.wrap
+        self._client.on_pre_connect = guard(self._on_pre_connect)
+        self._client.on_connect = guard(self._on_connect)
+        self._client.on_connect_fail = guard(self._on_connect_fail)
+        self._client.on_disconnect = guard(self._on_disconnect)
+        self._client.on_publish = guard(self._on_publish)
+        self._client.on_message = guard(self._on_message)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -110,14 +121,38 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._state == "connected"
 
+    def healthy(self) -> tuple[bool, str]:
+        """Whether publishing can continue, and why not (or what is degraded but still working).
+
+        A broker that cannot be reached is not a failure here: paho keeps reconnecting and the outbox
+        keeps the events, and restarting edged would not bring the broker back.
+        """
+        if self._fatal is not None:
+            return False, self._fatal
+        if not self._started:
+            why = f"TLS: {self.last_error}" if self._state == "tls_failed" else "publisher not started"
+            return False, why
+        if self._sender is None or not self._sender.is_alive():
+            return False, "MQTT sender thread is not running"
+        network = self._client._thread  # paho offers no public accessor for its loop thread
+        if network is None or not network.is_alive():
+            return False, "paho's MQTT network thread has ended"
+        notes = [self._state if self.last_error is None else f"{self._state}: {self.last_error}"]
+        if self.outbox.disk_error is not None:
+            notes.append(f"outbox disk error ({self.outbox.disk_error}), {self.outbox.held} events held in memory")
+        if self._guard.last_error is not None:
+            notes.append(f"last callback error: {self._guard.last_error}")
+        return True, "; ".join(notes)
+
     def start(self) -> None:
         """Connect in the background; never blocks and never raises for an unreachable broker."""
         if self._started:
             return
         self._started = True
         if self.cfg.tls.enabled and not self._setup_tls():
-            return  # unusable TLS files: events stay in the outbox, state says why
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+            self._started = False  # unusable TLS files: events stay in the outbox, healthy() says why
+            return
+        self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._state = "connecting"
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
@@ -146,6 +181,7 @@ class MqttPublisher:
         self.wait_drained(flush_timeout_s)
         with self._cond:
             self._stopping = True
+            self._stop_event.set()
             self._cond.notify_all()
         if self._sender is not None:
             self._sender.join()
@@ -168,7 +204,7 @@ class MqttPublisher:
         with self._cond:
             while self.outbox.depth > 0:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.connected:
+                if left <= 0 or not self.connected or self._fatal is not None:
                     return False
                 self._cond.wait(min(left, 0.1))
         return True
@@ -210,6 +246,20 @@ class MqttPublisher:
 
     # -- sender thread -------------------------------------------------------------------------
 
+    def _sender_main(self) -> None:
+        supervise(
+            "MQTT sender",
+            self._send_loop,
+            stopping=self._stop_event,
+            on_give_up=self._give_up,
+            pause_s=self.restart_pause_s,
+        )
+
+    def _give_up(self, reason: str) -> None:
+        self._fatal = reason
+        with self._cond:
+            self._cond.notify_all()
+
     def _send_loop(self) -> None:
         cursor = 0  # highest seq handed to paho; paho itself resends what it holds after a reconnect
         tokens, last = 0.0, time.monotonic()
@@ -231,6 +281,9 @@ class MqttPublisher:
                 free = self.max_inflight - len(self._inflight)
             batch = self.outbox.pending(min(free, 50), after=cursor)
             if not batch:
+                if cursor == 0:  # a full resend found nothing readable now (disk read error): not a spin
+                    with self._cond:
+                        self._cond.wait(0.5)
                 cursor = self.outbox.last_seq  # the rest was acked or dropped meanwhile
                 continue
             for rec in batch:

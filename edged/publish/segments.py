@@ -1,0 +1,112 @@
+"""The outbox's in-memory view of its directory: segments, pending entries, and loading them at open.
+
+Data only, owned by one Outbox and touched under its lock. `load` reads a directory left by an earlier
+run (or a crash): ack logs cut to whole entries, segments scanned (torn and corrupt stretches counted,
+never fatal), records listed in an ack log skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edged.publish.outbox_format import SEQ, scan
+
+log = logging.getLogger("edged.publish.outbox")
+
+
+@dataclass
+class Segment:
+    path: Path
+    first_seq: int
+    size: int = 0
+    ack_size: int = 0
+    live: set[int] = field(default_factory=set)
+    fd: int = -1  # read fd, opened on demand
+    wfd: int = -1  # append fd, only for the active segment
+    ack_fd: int = -1  # -2: the ack log has a partial entry that could not be cut: append no more
+    ack_dirty: bool = False
+    unwritten_acks: list[int] = field(default_factory=list)  # acks the disk refused, retried later
+
+    @property
+    def ack_path(self) -> Path:
+        return self.path.with_suffix(".ack")
+
+    def close_fds(self) -> None:
+        for fd in (self.fd, self.wfd, self.ack_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.wfd = self.ack_fd = -1
+
+
+@dataclass
+class Entry:
+    seq: int
+    seg: Segment | None  # None: held in memory, not (yet) on disk
+    offset: int
+    length: int
+    t_mono: float
+    held: bytes | None = None  # the encoded record while it is held in memory
+
+
+@dataclass
+class Loaded:
+    segments: list[Segment] = field(default_factory=list)
+    pending: dict[int, Entry] = field(default_factory=dict)  # seq order
+    next_seq: int = 1
+    bytes: int = 0
+    corrupt: int = 0
+
+
+def load(directory: Path) -> Loaded:
+    out = Loaded()
+    for ack in directory.glob("*.ack"):
+        if not ack.with_suffix(".seg").exists():
+            ack.unlink()  # a crash between deleting a segment and its ack log
+    now_mono, now_wall = time.monotonic(), time.time()
+    for path in sorted(directory.glob("*.seg"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
+        if not path.stem.isdigit():
+            log.warning("outbox: ignoring stray file %s", path)
+            continue
+        seg = Segment(path, int(path.stem))
+        acked = read_acks(seg)
+        data = path.read_bytes()
+        seg.size = len(data)
+        records, bad = scan(data)
+        if bad:
+            log.warning("outbox %s: %d corrupt or torn stretch(es) skipped", path, bad)
+            out.corrupt += bad
+        for seq, ts, offset, length in records:
+            out.next_seq = max(out.next_seq, seq + 1)
+            if seq in acked or seq in out.pending:
+                continue
+            seg.live.add(seq)
+            out.pending[seq] = Entry(seq, seg, offset, length, now_mono - max(0.0, now_wall - ts))
+        out.segments.append(seg)
+        out.bytes += seg.size + seg.ack_size
+    # Segments are ordered by first seq, but a resync can surface records out of order; keep seq order.
+    out.pending = dict(sorted(out.pending.items()))
+    return out
+
+
+def read_acks(seg: Segment) -> set[int]:
+    try:
+        raw = seg.ack_path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    whole = len(raw) - len(raw) % SEQ.size
+    if whole != len(raw):  # torn ack write: cut it so later appends stay aligned
+        os.truncate(seg.ack_path, whole)
+    seg.ack_size = whole
+    return {SEQ.unpack_from(raw, i)[0] for i in range(0, whole, SEQ.size)}
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
