@@ -236,7 +236,7 @@ class Daemon(CommandControl):
         """Re-read the config; on error keep the running one. Restart only what changed."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, require_cameras=True)
         except ConfigError as e:
             log.error("reload: config %s rejected, keeping the running one:\n%s", self.config_path, e)
             self.notifier.ready(self.one_line_status())

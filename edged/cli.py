@@ -34,11 +34,11 @@ def setup_logging(level: str = "info", json_format: bool = False) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-def]
     from edged.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, require_cameras=require_cameras)
     except ConfigError as e:
         n = len(e.problems)
         print(f"edged: config {path}: {n} problem{'s' if n > 1 else ''}:\n{e}", file=sys.stderr)
@@ -46,7 +46,7 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, require_cameras=True)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, require_cameras=True)  # what `run` would accept
     if cfg is None:
         return EX_CONFIG
     cams = ", ".join(cfg.cameras) or "none"

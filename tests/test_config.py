@@ -181,7 +181,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_check_config_exit_codes(tmp_path: Path) -> None:
-    good = write(tmp_path, "device: {name: ok}\n", "good.yaml")
+    good = write(tmp_path, "device: {name: ok}\nallow_no_cameras: true\n", "good.yaml")
     bad = write(tmp_path, "device: {nam: x}\nmqtt: {port: -1}\n", "bad.yaml")
     r = run_cli("check-config", str(good))
     assert r.returncode == 0 and "OK" in r.stdout

@@ -256,6 +256,12 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
                 cam.source = scheme + str(base / cam.source[len(scheme) :])
 
 
+NO_CAMERAS = (
+    "no cameras configured: edged would run dark while reporting ready; add a camera, or set "
+    "`allow_no_cameras: true` (top level) to run without one on purpose"
+)
+
+
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
     from edged.models.base import get_decoder  # decoders are pure numpy; importing them starts nothing
 
@@ -333,9 +339,18 @@ def _onnx_loads(path: Path) -> str | None:
 
 
 def load_config(
-    path: str | Path, *, env: dict[str, str] | None = None, check_files: bool = True, text: str | None = None
+    path: str | Path,
+    *,
+    env: dict[str, str] | None = None,
+    check_files: bool = True,
+    text: str | None = None,
+    require_cameras: bool = False,
 ) -> Config:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+    """Read and validate a config file. Raises ConfigError listing every problem.
+
+    With `require_cameras` (what `run` and reloads load) a config without cameras is a problem unless it
+    sets `allow_no_cameras: true`.
+    """
     path = Path(path)
     file = str(path)
     if text is None:
@@ -378,6 +393,8 @@ def load_config(
         ) from None
     _resolve_paths(cfg, path.parent.resolve())
     problems = _semantic_problems(cfg, check_files)
+    if require_cameras and not cfg.cameras and not cfg.allow_no_cameras:
+        problems.append((("cameras",), NO_CAMERAS))
     if problems:
         raise ConfigError([problem(loc, msg) for loc, msg in problems])
     return cfg
