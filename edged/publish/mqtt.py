@@ -13,7 +13,8 @@ reconnect; after a process restart the outbox replays them. Either way consumers
 de-duplicate by its `id`.
 
 Topics: `<prefix>/status` (retained "online"/"offline"; "offline" is also the last will),
-`<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...`.
+`<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...` (retained
+command messages are ignored: only live ones act).
 Connection failures never raise: paho's network thread retries with backoff (reconnect_min_s..max_s),
 `state`/`last_error` tell what happened, and each new cause is logged once.
 """
@@ -161,6 +162,20 @@ class MqttPublisher:
         self._state = "disconnected"
         self._started = False
         log.info("MQTT %s: stopped (%d events left in the outbox)", self.broker, self.outbox.depth)
+
+    def healthy(self) -> tuple[bool, str]:
+        """(False, why) when publishing cannot go on by itself: a thread of ours or paho's has ended.
+
+        For the watchdog (daemon liveness), called from its thread. Not connected is healthy: paho retries.
+        """
+        if not self._started or self._stopping or self._sender is None:
+            return True, ""  # not running (stopped, or TLS files unusable: state says why)
+        if not self._sender.is_alive():
+            return False, "MQTT sender thread has ended"
+        network = getattr(self._client, "_thread", None)  # paho keeps its loop_start() thread here
+        if network is None or not network.is_alive():
+            return False, "MQTT network thread (paho) has ended"
+        return True, ""
 
     def wait_drained(self, timeout_s: float) -> bool:
         """Wait until every outbox record is acknowledged; gives up early when the connection is down."""
@@ -354,6 +369,16 @@ class MqttPublisher:
         camera, _, tail = rest.partition("/")
         kind, _, command = tail.partition("/")
         if cb is None or kind != "set" or not camera or not command:
+            return
+        if msg.retain:
+            # A retained command is an old order replayed by the broker at every (re)subscription: acting
+            # on it would, e.g., keep a camera off through every restart. Only live commands count.
+            log.warning(
+                "MQTT command on %s ignored: it is a retained message (clear it with: "
+                "mosquitto_pub -r -n -t '%s')",
+                msg.topic,
+                msg.topic,
+            )
             return
         try:
             cb(camera, command, bytes(msg.payload))
