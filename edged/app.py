@@ -20,6 +20,7 @@ from edged.control import CommandControl
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
 from edged.hass import HassDiscovery
+from edged.health.liveness import Heartbeat, Liveness
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
@@ -33,6 +34,10 @@ from edged.snapshot import render_snapshot
 from edged.telemetry import StatsPublisher, Telemetry, register_gauges
 
 log = logging.getLogger("edged")
+
+
+# A reload may load models (TensorRT engines are built on first use): the watchdog waits this long for it.
+RELOAD_LIMIT_S = 900.0
 
 
 class StartupError(Exception):
@@ -62,6 +67,9 @@ class Daemon(CommandControl):
         self.health: HealthServer | None = None
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
+        # What the watchdog pings for: the daemon's machinery, never the cameras (see edged.health.liveness).
+        self.heartbeat = Heartbeat()
+        self.liveness = Liveness()
         # Set by signal handlers: plain flags, because taking a lock (Event.set) inside a handler can
         # deadlock against the main thread holding that same lock. The main loop polls them.
         self._stop_requested = False
@@ -70,7 +78,6 @@ class Daemon(CommandControl):
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self._enabled_override: dict[str, bool] = {}
         self._announced = False  # the retained <camera>/enabled states went out on this connection
-        self._camera_started: dict[str, float] = {}  # monotonic start of each runner (watchdog grace)
         self._release_faults = threading.Event()  # releases fault-injection hangs at shutdown
         self.started = time.time()
 
@@ -137,7 +144,12 @@ class Daemon(CommandControl):
                 self.health = None
         self._summary()
         self.notifier.ready(self.one_line_status())
-        self.watchdog = Watchdog(self.notifier, self.progressing, summary=self.one_line_status)
+        self.liveness.add("main loop", self.heartbeat.check)
+        if self.publisher is not None:
+            self.liveness.add("mqtt publisher", self.publisher.healthy)
+        self.liveness.add("camera chains", self.chains_progressing)
+        self.heartbeat.beat()
+        self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.one_line_status)
         self.watchdog.start()
 
     def run_forever(self) -> int:
@@ -159,6 +171,7 @@ class Daemon(CommandControl):
 
     def tick(self, wait_s: float) -> None:
         """One round of the main loop: a pending reload, at most one command, the retained states."""
+        self.heartbeat.beat()
         command = self.commands.get(wait_s) if self.commands is not None else None
         if command is None and self.commands is None:
             time.sleep(wait_s)
@@ -167,7 +180,8 @@ class Daemon(CommandControl):
         if self._reload_requested:
             self._reload_requested = False
             try:
-                self.reload()
+                with self.heartbeat.busy("reload", RELOAD_LIMIT_S):
+                    self.reload()
             except Exception:  # a bug in reload must not end the daemon that still runs the old pipeline
                 log.exception("reload failed; cameras that were not restarted keep running")
                 self.notifier.ready(self.one_line_status())
@@ -227,7 +241,6 @@ class Daemon(CommandControl):
             return
         runner = CameraRunner(name, cam, self.models, self.sink, self.metrics, self.config_path.parent)
         runner.start()
-        self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
 
     # --- reload ------------------------------------------------------------------------------
@@ -285,19 +298,20 @@ class Daemon(CommandControl):
 
     # --- health ------------------------------------------------------------------------------
 
-    def progressing(self) -> tuple[bool, str]:
+    def chains_progressing(self) -> tuple[bool, str]:
+        """Liveness: no chain is stuck on a frame (a wedged model). A camera without frames is not a
+        stall here: its capture reopens it and /readyz names it."""
         now = time.monotonic()
         for name, runner in list(self.cameras.items()):
             stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
-            if runner.capture.last_frame_mono is None and now - self._camera_started.get(name, 0) < stall_s:
-                continue  # just (re)started: the first frame is not late yet
-            ok, why = runner.progressing(stall_s)
-            if not ok:
-                return False, why
+            p = runner.pipeline
+            if p is not None and p.in_flight > 0 and now - p.last_progress > stall_s:
+                return False, f"camera {name}: chain made no progress for {now - p.last_progress:.0f} s"
         return True, ""
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         cams = {}
+        reasons = []
         ok = True
         for name in self.cfg.cameras:
             cam = self.cfg.cameras[name]
@@ -313,11 +327,16 @@ class Daemon(CommandControl):
                 runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s)
             )
             cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
+            if not cam_ok:
+                late = f"no frame for {age:.1f} s" if age is not None else "no frame yet"
+                error = runner.capture.last_error if runner else "not started"
+                reasons.append(f"camera {name}: {late}" + (f" ({error})" if error else ""))
             ok &= cam_ok
         models = {n: n in self.models for n in self.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
-        return ok, {"ready": ok, "cameras": cams, "models": models, "broker": broker}
+        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
+        return ok, {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {

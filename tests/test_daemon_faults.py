@@ -7,10 +7,12 @@ is caught and applied after start. Real mosquitto, real sd_notify socket, real s
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +146,56 @@ def test_retained_command_is_ignored_live_one_acts(tmp_path: Path, mosquitto: Mo
             proc.kill()
     log = proc.text()
     assert "Traceback" not in log and log.count("command: stopping camera gate") == 1
+
+
+# --- item 6: a camera without frames is healed in-process, the watchdog keeps being fed ----------------
+
+
+def test_dark_camera_is_reopened_in_process_and_the_watchdog_keeps_pinging(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    video_a = small_sample(tmp_path, name="a.mp4")
+    video_b = small_sample(tmp_path, frames=20, name="b.mp4")  # a 2 s loop: the open file ends soon
+    away = tmp_path / "b-away.mp4"
+    health = free_port()
+    cams = {
+        "a": camera(video_a, fps=5, chain=False, frame_timeout_s=1.0),
+        "b": camera(video_b, fps=5, chain=False, frame_timeout_s=1.0),
+    }
+    config = write_config(tmp_path, cams, health_port=health)
+    interval = 0.5  # WATCHDOG_USEC=1 s: edged pings every half of it
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
+    proc = EdgedProcess(config, env=env)
+    try:
+        assert wait_until(lambda: frames(health, "a") >= 3 and frames(health, "b") >= 3, 60), proc.text()
+        video_b.rename(away)
+        assert wait_until(lambda: metric(health, "edged_camera_up", 'camera="b"') == 0, 15), proc.text()
+        t_dark = time.monotonic()
+        a_before = frames(health, "a")
+        # Longer than the old stall verdict (max(2 x frame_timeout_s, 10 s)) that withheld the pings.
+        time.sleep(12)
+        code, body = http_get(health, "/readyz")
+        detail = json.loads(body)
+        assert code == 503 and detail["cameras"]["b"]["ok"] is False and detail["cameras"]["a"]["ok"]
+        assert any(r.startswith("camera b: no frame for") for r in detail["reasons"]), detail
+        assert not any("camera a" in r for r in detail["reasons"]), detail
+        reopened = metric(health, "edged_source_reconnects_total", 'camera="b"') or 0
+        assert reopened >= 2, "camera b was not being reopened"
+        assert frames(health, "a") >= a_before + 30, "camera a did not keep running"
+        away.rename(video_b)
+        assert wait_until(lambda: metric(health, "edged_camera_up", 'camera="b"') == 1, 15), proc.text()
+        assert wait_until(lambda: http_get(health, "/readyz")[0] == 200, 15)
+        t_end = time.monotonic()
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    pings = [t for t, line in notify.lines() if line == "WATCHDOG=1"]
+    during = [t for t in pings if t_dark <= t <= t_end]
+    gaps = [b - a for a, b in itertools.pairwise(pings) if a >= t_dark and b <= t_end]
+    print(
+        f"\n[dark camera {t_end - t_dark:.1f} s] {len(during)} watchdog pings meanwhile, longest gap "
+        f"{max(gaps):.2f} s; camera b reopened {reopened:g} times"
+    )
+    assert max(gaps) < 3 * interval, "watchdog pings were withheld for a camera without frames"
+    log = proc.text()
+    assert "withholding systemd watchdog pings" not in log and "Traceback" not in log

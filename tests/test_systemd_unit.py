@@ -62,6 +62,7 @@ def test_unit_parses_as_ini_sections() -> None:
         ("ExecStart", "/opt/edged/venv/bin/edged run --config /etc/edged/edged.yaml"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("WatchdogSec", "30"),
+        ("WatchdogSignal", "SIGTERM"),
         ("Restart", "on-failure"),
         ("RestartSec", "5"),
         ("RestartPreventExitStatus", str(EX_CONFIG)),
