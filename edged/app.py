@@ -6,7 +6,6 @@ The one place that wires capture, chain, publish and health together.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
 from edged.runtime import CameraRunner, LoadedModel, load_model
+from edged.signals import SignalFlags
 from edged.sinks import ResultSink
 from edged.snapshot import render_snapshot
 from edged.telemetry import StatsPublisher, Telemetry, register_gauges
@@ -45,7 +45,9 @@ class StartupError(Exception):
 
 
 class Daemon(CommandControl):
-    def __init__(self, cfg: Config, config_path: Path, *, stdout: bool = False):
+    def __init__(
+        self, cfg: Config, config_path: Path, *, stdout: bool = False, signals: SignalFlags | None = None
+    ):
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = Metrics()
@@ -70,10 +72,8 @@ class Daemon(CommandControl):
         # What the watchdog pings for: the daemon's machinery, never the cameras (see edged.health.liveness).
         self.heartbeat = Heartbeat()
         self.liveness = Liveness()
-        # Set by signal handlers: plain flags, because taking a lock (Event.set) inside a handler can
-        # deadlock against the main thread holding that same lock. The main loop polls them.
-        self._stop_requested = False
-        self._reload_requested = False
+        # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
+        self.signals = signals or SignalFlags()
         self.commands: CommandQueue | None = None
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self._enabled_override: dict[str, bool] = {}
@@ -153,21 +153,15 @@ class Daemon(CommandControl):
         self.watchdog.start()
 
     def run_forever(self) -> int:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config. Returns the exit code."""
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_reload_signal)
-        self.start()
-        while not self._stop_requested:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (one during start-up: after it).
+        Returns the exit code."""
+        self.signals.install()
+        if not self.signals.stop:  # stopped before it started: nothing to start
+            self.start()
+        while not self.signals.stop:
             self.tick(0.2)
         self.shutdown()
         return 0
-
-    def _on_stop_signal(self, signum: int, frame: object) -> None:
-        self._stop_requested = True
-
-    def _on_reload_signal(self, signum: int, frame: object) -> None:
-        self._reload_requested = True
 
     def tick(self, wait_s: float) -> None:
         """One round of the main loop: a pending reload, at most one command, the retained states."""
@@ -175,10 +169,9 @@ class Daemon(CommandControl):
         command = self.commands.get(wait_s) if self.commands is not None else None
         if command is None and self.commands is None:
             time.sleep(wait_s)
-        if self._stop_requested:
+        if self.signals.stop:
             return
-        if self._reload_requested:
-            self._reload_requested = False
+        if self.signals.take_reload():
             try:
                 with self.heartbeat.busy("reload", RELOAD_LIMIT_S):
                     self.reload()

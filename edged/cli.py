@@ -46,13 +46,18 @@ def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edged.signals import SignalFlags
+
+    # Before anything slow (config validation, OpenCV/ONNX Runtime imports, model loading): a SIGHUP in
+    # start-up is then applied after start instead of killing the process, a SIGTERM stops it after start.
+    signals = SignalFlags().install()
     cfg = _load(args.config, require_cameras=True)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
     from edged.app import Daemon, StartupError
 
-    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout)
+    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout, signals=signals)
     try:
         return daemon.run_forever()
     except StartupError as e:

@@ -199,3 +199,55 @@ def test_dark_camera_is_reopened_in_process_and_the_watchdog_keeps_pinging(
     assert max(gaps) < 3 * interval, "watchdog pings were withheld for a camera without frames"
     log = proc.text()
     assert "withholding systemd watchdog pings" not in log and "Traceback" not in log
+
+
+# --- item 7: signals during start-up ------------------------------------------------------------------
+
+_SLOW_LIBS = ("onnxruntime", "cv2", "libopencv")  # loading these is the slow part of start-up
+
+
+def _catches_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_sighup_during_start_up_is_applied_after_start(tmp_path: Path, notify: NotifySocket) -> None:
+    video = small_sample(tmp_path)
+    health = free_port()
+    config = write_config(tmp_path, {"gate": camera(video, fps=5, chain=True)}, health_port=health)
+    proc = EdgedProcess(config, env={"NOTIFY_SOCKET": str(notify.path)})
+    t_spawn = time.monotonic()
+    pid = proc.proc.pid
+    slow_before_handler: list[str] = []
+    try:
+        # Poll as fast as possible; send SIGHUP the moment edged can take it. Each round reads the maps
+        # first: a slow library mapped while SIGHUP is not yet caught is the bug (a SIGHUP then kills).
+        while True:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            if _catches_sighup(pid):
+                break
+            slow_before_handler += [lib for lib in _SLOW_LIBS if lib in maps]
+            assert proc.alive and time.monotonic() - t_spawn < 30, proc.text()
+        t_handler = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        assert not slow_before_handler, f"loaded before the SIGHUP handler: {set(slow_before_handler)}"
+        assert wait_until(lambda: "reload: done" in proc.text(), 60), proc.text()
+        assert proc.alive
+        lines = notify.lines()
+        ready = [t for t, line in lines if line == "READY=1"]
+        reloading = [t for t, line in lines if line == "RELOADING=1"]
+        # Sent during start-up (before READY=1), applied after it.
+        assert ready and reloading and t_handler < ready[0] < reloading[0], lines
+        log = proc.text()
+        assert log.index("startup summary") < log.index("reload: done")
+        assert wait_until(lambda: frames(health, "gate") >= 3, 30), "the camera does not run after the reload"
+        print(
+            f"\n[start-up] SIGHUP handler in place {1000 * (t_handler - t_spawn):.0f} ms after spawn, "
+            f"READY=1 after {ready[0] - t_spawn:.1f} s; the SIGHUP was applied after start"
+        )
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    assert "Traceback" not in proc.text()
