@@ -216,7 +216,12 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple
                 )
     if problems:
         raise ConfigError(problems)
-    data = _construct(root)
+    try:
+        data = _construct(root)
+    except yaml.MarkedYAMLError as e:  # a tag the safe loader cannot build, e.g. a lone "=" (YAML's !!value)
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError([Problem(file, line, col, "", f"invalid YAML: {e.problem}")]) from None
     return data, _Located(root)
 
 
