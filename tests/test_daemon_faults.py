@@ -23,9 +23,11 @@ from edged.mqtt_testing import Mosquitto, Subscriber, free_port
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
+    SocketFlood,
     camera,
     http_get,
     metric,
+    probe,
     small_sample,
     up,
     wait_until,
@@ -246,6 +248,33 @@ def test_sighup_during_start_up_is_applied_after_start(tmp_path: Path, notify: N
         print(
             f"\n[start-up] SIGHUP handler in place {1000 * (t_handler - t_spawn):.0f} ms after spawn, "
             f"READY=1 after {ready[0] - t_spawn:.1f} s; the SIGHUP was applied after start"
+        )
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    assert "Traceback" not in proc.text()
+
+
+# --- item 5: the health endpoint of a running daemon under a socket flood -------------------------------
+
+
+def test_running_daemon_answers_probes_within_1s_under_200_idle_and_slowloris_sockets(tmp_path: Path) -> None:
+    video = small_sample(tmp_path)
+    health = free_port()
+    config = write_config(tmp_path, {"gate": camera(video, fps=5)}, health_port=health)
+    proc = EdgedProcess(config)
+    try:
+        assert wait_until(lambda: up(health) and http_get(health, "/readyz")[0] == 200, 60), proc.text()
+        with SocketFlood(health, idle=200, loris=200) as flood:
+            results = []
+            for i in range(36):
+                results.append(probe(health, "/healthz" if i % 2 == 0 else "/readyz"))
+                time.sleep(0.2)
+            assert flood.reopened > 0
+        assert [code for code, _ in results] == [200] * 36, results
+        slowest = max(t for _, t in results)
+        print(
+            f"\n[edged run] 36 probes under 200 idle + 200 slowloris sockets: all 200, slowest {slowest * 1000:.0f} ms"
         )
         assert proc.stop() == 0
     finally:
