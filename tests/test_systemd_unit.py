@@ -66,6 +66,7 @@ def test_unit_parses_as_ini_sections() -> None:
         ("Restart", "on-failure"),
         ("RestartSec", "5"),
         ("RestartPreventExitStatus", str(EX_CONFIG)),
+        ("RestartForceExitStatus", "SIGHUP"),
         ("TimeoutStopSec", "20"),
         ("User", "edged"),
         ("Group", "edged"),
