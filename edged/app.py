@@ -297,9 +297,14 @@ class Daemon(CommandControl):
         now = time.monotonic()
         for name, runner in list(self.cameras.items()):
             stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
-            p = runner.pipeline
-            if p is not None and p.in_flight > 0 and now - p.last_progress > stall_s:
-                return False, f"camera {name}: chain made no progress for {now - p.last_progress:.0f} s"
+            p, frame = runner.pipeline, runner.last_frame
+            if p is None or p.in_flight == 0:
+                continue
+            # Stuck since its last result, or since the frame it waits to hand in was taken: the last
+            # result may be old only because the camera had no frames for a while (then it is not stuck).
+            since = max(p.last_progress, frame.t_mono_ns / 1e9 if frame is not None else 0.0)
+            if now - since > stall_s:
+                return False, f"camera {name}: chain made no progress for {now - since:.0f} s"
         return True, ""
 
     def ready(self) -> tuple[bool, dict[str, Any]]:

@@ -162,7 +162,8 @@ def test_dark_camera_is_reopened_in_process_and_the_watchdog_keeps_pinging(
     health = free_port()
     cams = {
         "a": camera(video_a, fps=5, chain=False, frame_timeout_s=1.0),
-        "b": camera(video_b, fps=5, chain=False, frame_timeout_s=1.0),
+        # With a chain: when b's frames return, its chain's last result is old only because b was dark.
+        "b": camera(video_b, fps=5, chain=True, frame_timeout_s=1.0),
     }
     config = write_config(tmp_path, cams, health_port=health)
     interval = 0.5  # WATCHDOG_USEC=1 s: edged pings every half of it
