@@ -193,6 +193,9 @@ def test_cli_check_config_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     r = run_cli("check-config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 78 and "cannot read config" in r.stderr
+    dark = write(tmp_path, "device: {name: ok}\ncameras: {}\n", "dark.yaml")
+    r = run_cli("check-config", str(dark))  # what `run` would refuse
+    assert r.returncode == 78 and f"{dark}:2:1: cameras: no cameras configured" in r.stderr
 
 
 def test_cli_schema_is_json_schema() -> None:

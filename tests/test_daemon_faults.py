@@ -256,6 +256,21 @@ def test_sighup_during_start_up_is_applied_after_start(tmp_path: Path, notify: N
     assert "Traceback" not in proc.text()
 
 
+def test_sigterm_during_start_up_stops_without_starting(tmp_path: Path) -> None:
+    video = small_sample(tmp_path)
+    config = write_config(tmp_path, {"gate": camera(video, fps=5)}, health_port=free_port())
+    proc = EdgedProcess(config)
+    try:
+        while not _catches_sighup(proc.proc.pid):  # the three handlers are installed together
+            assert proc.alive, proc.text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(60) == 0, proc.text()
+    finally:
+        proc.kill()
+    log = proc.text()
+    assert "startup summary" not in log and "Traceback" not in log, log
+
+
 # --- item 5: the health endpoint of a running daemon under a socket flood -------------------------------
 
 
