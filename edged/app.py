@@ -6,7 +6,6 @@ The one place that wires capture, chain, publish and health together.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from edged.control import CommandControl
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
 from edged.hass import HassDiscovery
+from edged.health.liveness import Heartbeat, Liveness
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
@@ -30,6 +30,7 @@ from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
 from edged.runtime import CameraRunner, LoadedModel, load_model
+from edged.signals import SignalFlags
 from edged.sinks import ResultSink
 from edged.snapshot import render_snapshot
 from edged.telemetry import StatsPublisher, Telemetry, register_gauges
@@ -37,12 +38,18 @@ from edged.telemetry import StatsPublisher, Telemetry, register_gauges
 log = logging.getLogger("edged")
 
 
+# A reload may load models (TensorRT engines are built on first use): the watchdog waits this long for it.
+RELOAD_LIMIT_S = 900.0
+
+
 class StartupError(Exception):
     """The daemon cannot start as configured (the message names the setting); exit code 78."""
 
 
 class Daemon(CommandControl):
-    def __init__(self, cfg: Config, config_path: Path, *, stdout: bool = False):
+    def __init__(
+        self, cfg: Config, config_path: Path, *, stdout: bool = False, signals: SignalFlags | None = None
+    ):
         self.cfg = cfg
         self.config_path = config_path
         self.metrics = Metrics()
@@ -66,15 +73,15 @@ class Daemon(CommandControl):
         self.health: HealthServer | None = None
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
-        # Set by signal handlers: plain flags, because taking a lock (Event.set) inside a handler can
-        # deadlock against the main thread holding that same lock. The main loop polls them.
-        self._stop_requested = False
-        self._reload_requested = False
+        # What the watchdog pings for: the daemon's machinery, never the cameras (see edged.health.liveness).
+        self.heartbeat = Heartbeat()
+        self.liveness = Liveness()
+        # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
+        self.signals = signals or SignalFlags()
         self.commands: CommandQueue | None = None
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self._enabled_override: dict[str, bool] = {}
         self._announced = False  # the retained <camera>/enabled states went out on this connection
-        self._camera_started: dict[str, float] = {}  # monotonic start of each runner (watchdog grace)
         self._release_faults = threading.Event()  # releases fault-injection hangs at shutdown
         self.started = time.time()
 
@@ -141,37 +148,39 @@ class Daemon(CommandControl):
                 self.health = None
         self._summary()
         self.notifier.ready(self.one_line_status())
-        self.watchdog = Watchdog(self.notifier, self.progressing, summary=self.one_line_status)
+        self.liveness.add("main loop", self.heartbeat.check)
+        if self.publisher is not None:
+            self.liveness.add("mqtt publisher", self.publisher.healthy)
+        self.liveness.add("camera chains", self.chains_progressing)
+        self.liveness.add("frame dispatcher", self.dispatcher.alive)
+        self.liveness.add("model servers", self.models_serving)
+        self.heartbeat.beat()
+        self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.one_line_status)
         self.watchdog.start()
 
     def run_forever(self) -> int:
-        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config. Returns the exit code."""
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_reload_signal)
-        self.start()
-        while not self._stop_requested:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (one during start-up: after it).
+        Returns the exit code."""
+        self.signals.install()
+        if not self.signals.stop:  # stopped before it started: nothing to start
+            self.start()
+        while not self.signals.stop:
             self.tick(0.2)
         self.shutdown()
         return 0
 
-    def _on_stop_signal(self, signum: int, frame: object) -> None:
-        self._stop_requested = True
-
-    def _on_reload_signal(self, signum: int, frame: object) -> None:
-        self._reload_requested = True
-
     def tick(self, wait_s: float) -> None:
         """One round of the main loop: a pending reload, at most one command, the retained states."""
+        self.heartbeat.beat()
         command = self.commands.get(wait_s) if self.commands is not None else None
         if command is None and self.commands is None:
             time.sleep(wait_s)
-        if self._stop_requested:
+        if self.signals.stop:
             return
-        if self._reload_requested:
-            self._reload_requested = False
+        if self.signals.take_reload():
             try:
-                self.reload()
+                with self.heartbeat.busy("reload", RELOAD_LIMIT_S):
+                    self.reload()
             except Exception:  # a bug in reload must not end the daemon that still runs the old pipeline
                 log.exception("reload failed; cameras that were not restarted keep running")
                 self.notifier.ready(self.one_line_status())
@@ -257,7 +266,6 @@ class Daemon(CommandControl):
             name, cam, self.models, self.sink, self.metrics, self.dispatcher, self.delivery, self.config_path.parent
         )
         runner.start()
-        self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
 
     # --- reload ------------------------------------------------------------------------------
@@ -266,7 +274,7 @@ class Daemon(CommandControl):
         """Re-read the config; on error keep the running one. Restart only what changed."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, require_cameras=True)
         except ConfigError as e:
             log.error("reload: config %s rejected, keeping the running one:\n%s", self.config_path, e)
             self.notifier.ready(self.one_line_status())
@@ -315,27 +323,33 @@ class Daemon(CommandControl):
 
     # --- health ------------------------------------------------------------------------------
 
-    def progressing(self) -> tuple[bool, str]:
-        for check in [self.dispatcher.alive, *(m.server.healthy for m in self.models.values())]:
-            ok, why = check()
-            if not ok:
-                return False, why
-        if self.publisher is not None:
-            pub_ok, why = self.publisher.healthy()
-            if not pub_ok:  # publishing cannot continue: let systemd restart us
-                return False, f"publisher: {why}"
-        now = time.monotonic()
-        for name, runner in list(self.cameras.items()):
-            stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
-            if runner.capture.last_frame_mono is None and now - self._camera_started.get(name, 0) < stall_s:
-                continue  # just (re)started: the first frame is not late yet
-            ok, why = runner.progressing(stall_s)
+    def models_serving(self) -> tuple[bool, str]:
+        """Liveness: every model server's threads run."""
+        for m in list(self.models.values()):
+            ok, why = m.server.healthy()
             if not ok:
                 return False, why
         return True, ""
 
+    def chains_progressing(self) -> tuple[bool, str]:
+        """Liveness: no chain is stuck on a frame (a wedged model). A camera without frames is not a
+        stall here: its capture reopens it and /readyz names it."""
+        now = time.monotonic()
+        for name, runner in list(self.cameras.items()):
+            stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
+            p, frame = runner.flow, runner.last_frame
+            if p is None or p.in_flight == 0:
+                continue
+            # Stuck since its last result, or since the frame it waits to hand in was taken: the last
+            # result may be old only because the camera had no frames for a while (then it is not stuck).
+            since = max(p.last_progress, frame.t_mono_ns / 1e9 if frame is not None else 0.0)
+            if now - since > stall_s:
+                return False, f"camera {name}: chain made no progress for {now - since:.0f} s"
+        return True, ""
+
     def ready(self) -> tuple[bool, dict[str, Any]]:
         cams = {}
+        reasons = []
         ok = True
         for name in self.cfg.cameras:
             cam = self.cfg.cameras[name]
@@ -351,15 +365,22 @@ class Daemon(CommandControl):
                 runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s)
             )
             cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
+            if not cam_ok:
+                late = f"no frame for {age:.1f} s" if age is not None else "no frame yet"
+                error = runner.capture.last_error if runner else "not started"
+                reasons.append(f"camera {name}: {late}" + (f" ({error})" if error else ""))
             ok &= cam_ok
         models = {n: n in self.models for n in self.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
-        body = {"ready": ok, "cameras": cams, "models": models, "broker": broker}
+        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
+        body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
         if self.publisher is not None:
             pub_ok, why = self.publisher.healthy()
             body["ready"] = ok = ok and pub_ok
             body["publisher"] = {"ok": pub_ok, "reason": why}
+            if not pub_ok:
+                reasons.append(f"publisher: {why}")
         return ok, body
 
     def status(self) -> dict[str, Any]:

@@ -34,11 +34,11 @@ def setup_logging(level: str = "info", json_format: bool = False) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-def]
     from edged.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, require_cameras=require_cameras)
     except ConfigError as e:
         n = len(e.problems)
         print(f"edged: config {path}: {n} problem{'s' if n > 1 else ''}:\n{e}", file=sys.stderr)
@@ -46,13 +46,18 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    from edged.signals import SignalFlags
+
+    # Before anything slow (config validation, OpenCV/ONNX Runtime imports, model loading): a SIGHUP in
+    # start-up is then applied after start instead of killing the process, a SIGTERM stops it after start.
+    signals = SignalFlags().install()
+    cfg = _load(args.config, require_cameras=True)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
     from edged.app import Daemon, StartupError
 
-    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout)
+    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout, signals=signals)
     try:
         return daemon.run_forever()
     except StartupError as e:
@@ -62,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, require_cameras=True)  # what `run` would accept
     if cfg is None:
         return EX_CONFIG
     cams = ", ".join(cfg.cameras) or "none"

@@ -7,6 +7,7 @@ limited to 320 px on one thread (about 70 ms a frame on a laptop core), and a fe
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -276,3 +277,58 @@ class NotifySocket:
         with contextlib.suppress(OSError):
             self.path.unlink()
             self.dir.rmdir()
+
+
+class SocketFlood:
+    """`idle` connections that never send a byte and `loris` ones that send half a request, then one more
+    header byte per socket every 0.1 s (re-opened when the server drops them): a slowloris."""
+
+    def __init__(self, port: int, idle: int = 200, loris: int = 200) -> None:
+        self.port = port
+        self.idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(idle)]
+        self.loris = [self._loris() for _ in range(loris)]
+        self.reopened = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._dribble, daemon=True)
+        self._thread.start()
+
+    def _loris(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        return s
+
+    def _dribble(self) -> None:
+        while not self._stop.is_set():
+            for i, s in enumerate(self.loris):
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    s.close()
+                    self.loris[i] = self._loris()
+                    self.reopened += 1
+            self._stop.wait(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for s in self.idle + self.loris:
+            s.close()
+
+    def __enter__(self) -> SocketFlood:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe(port: int, path: str, timeout_s: float = 1.0) -> tuple[int, float]:
+    """(status, seconds) of one GET with a probe's client timeout; raises on a timeout."""
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, time.monotonic() - t0
+    finally:
+        conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_source, redact
-from edged.capture.worker import _Pacer
+from edged.capture.worker import _Pacer, jittered
 from edged.metrics import Metrics
 from edged.testing import SyntheticSource, frame_index, synthetic_frame, write_test_video
 from edged.types import Frame
@@ -402,9 +403,21 @@ def test_open_failure_backs_off_exponentially_and_logs_cause(
         assert cam.get(3.0) is not None
     lines = [r for r in caplog.records if "camera unplugged" in r.getMessage()]
     assert len(lines) >= 5 and all(r.exc_info is None for r in lines)
-    assert lines[0].getMessage() == "camera cam: synthetic://door: camera unplugged; reopening in 0.02 s"
-    delays = [r.getMessage().rsplit("in ", 1)[1] for r in lines[:5]]
-    assert delays == ["0.02 s", "0.04 s", "0.08 s", "0.08 s", "0.08 s"]
+    assert (
+        lines[0].getMessage().startswith("camera cam: synthetic://door: camera unplugged; reopening in 0.0")
+    )
+    delays = [float(r.getMessage().rsplit("in ", 1)[1].removesuffix(" s")) for r in lines[:5]]
+    # Doubling up to reconnect_max_s, each wait jittered down to half of it.
+    for wait, base in zip(delays, [0.02, 0.04, 0.08, 0.08, 0.08], strict=True):
+        assert base / 2 - 1e-3 <= wait <= base + 1e-3, delays
+
+
+def test_backoff_jitter_spreads_reopens() -> None:
+    rng = random.Random(7)
+    waits = [jittered(8.0, rng) for _ in range(200)]
+    assert all(4.0 <= w <= 8.0 for w in waits)
+    assert max(waits) - min(waits) > 3.0  # spread over the range: cameras that failed together do not
+    assert len({round(w, 3) for w in waits}) > 150  # reopen together
 
 
 def test_read_errors_reopen_and_seq_never_resets(metrics: Metrics, cams: list[CameraCapture]) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edged.config import ConfigError, effective_preprocess, load_config
@@ -169,6 +169,7 @@ def test_shipped_configs_are_valid() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
+@example("=")  # YAML's !!value tag, which the safe loader cannot construct
 def test_loader_never_raises_anything_but_config_error(text: str) -> None:
     try:
         load_config("fuzz.yaml", text=text, check_files=False, env={})
@@ -181,7 +182,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_check_config_exit_codes(tmp_path: Path) -> None:
-    good = write(tmp_path, "device: {name: ok}\n", "good.yaml")
+    good = write(tmp_path, "device: {name: ok}\nallow_no_cameras: true\n", "good.yaml")
     bad = write(tmp_path, "device: {nam: x}\nmqtt: {port: -1}\n", "bad.yaml")
     r = run_cli("check-config", str(good))
     assert r.returncode == 0 and "OK" in r.stdout
@@ -192,6 +193,9 @@ def test_cli_check_config_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     r = run_cli("check-config", str(tmp_path / "nope.yaml"))
     assert r.returncode == 78 and "cannot read config" in r.stderr
+    dark = write(tmp_path, "device: {name: ok}\ncameras: {}\n", "dark.yaml")
+    r = run_cli("check-config", str(dark))  # what `run` would refuse
+    assert r.returncode == 78 and f"{dark}:2:1: cameras: no cameras configured" in r.stderr
 
 
 def test_cli_schema_is_json_schema() -> None:

@@ -171,7 +171,14 @@ def test_health_port_in_use_is_logged_and_the_daemon_runs_on(
         port = taken.getsockname()[1]
         config = tmp_path / "edged.yaml"
         config.write_text(
-            json.dumps({"mqtt": {"enabled": False}, "health": {"port": port}, "state_dir": str(tmp_path)})
+            json.dumps(
+                {
+                    "mqtt": {"enabled": False},
+                    "health": {"port": port},
+                    "state_dir": str(tmp_path),
+                    "allow_no_cameras": True,
+                }
+            )
         )
         proc = EdgedProcess(config)
         edged_proc.append(proc)
@@ -187,7 +194,11 @@ def test_unusable_outbox_dir_exits_78_naming_the_setting(tmp_path: Path) -> None
     config = tmp_path / "edged.yaml"
     config.write_text(
         json.dumps(
-            {"mqtt": {"outbox": {"dir": str(tmp_path / "a-file" / "outbox")}}, "health": {"enabled": False}}
+            {
+                "mqtt": {"outbox": {"dir": str(tmp_path / "a-file" / "outbox")}},
+                "health": {"enabled": False},
+                "allow_no_cameras": True,
+            }
         )
     )
     r = subprocess.run(

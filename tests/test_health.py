@@ -266,48 +266,30 @@ def test_request_logging_is_debug_only(server: HealthServer, caplog: pytest.LogC
     assert all(r.levelno == logging.DEBUG for r in lines)
 
 
-def test_slow_client_does_not_block_others(server: HealthServer) -> None:
-    with socket.create_connection((HOST, server.port), timeout=10) as slow:
-        slow.sendall(b"GET /hea")  # half a request line, then nothing
-        wait_for(lambda: server.active_requests == 1, "the slow client to occupy a handler")
-        for path in ("/healthz", "/stats", "/metrics"):
-            assert request(server.port, path)[0] == 200
-        # The slow request was held open all along (not dropped), and completes once it finishes.
-        slow.sendall(b"lthz HTTP/1.0\r\n\r\n")
-        assert raw_reply(slow).startswith(b"HTTP/1.0 200")
+def test_slow_client_does_not_block_others(state: State, metrics: Metrics) -> None:
+    srv = _make(state, metrics, request_timeout_s=5.0)
+    srv.start()
+    try:
+        with socket.create_connection((HOST, srv.port), timeout=10) as slow:
+            slow.sendall(b"GET /hea")  # half a request line, then nothing
+            wait_for(lambda: srv.active_requests == 1, "the slow client to be connected")
+            for path in ("/healthz", "/stats", "/metrics"):
+                assert request(srv.port, path)[0] == 200
+            # The slow request was held open all along (not dropped), and completes once it finishes.
+            slow.sendall(b"lthz HTTP/1.0\r\n\r\n")
+            assert raw_reply(slow).startswith(b"HTTP/1.0 200")
+    finally:
+        srv.stop()
 
 
-def test_slow_client_is_dropped_after_socket_timeout(state: State, metrics: Metrics) -> None:
+def test_slow_client_is_dropped_after_the_read_deadline(state: State, metrics: Metrics) -> None:
     srv = _make(state, metrics, request_timeout_s=0.2)
     srv.start()
     try:
         with socket.create_connection((HOST, srv.port), timeout=10) as slow:
             slow.sendall(b"GET /healthz HTTP/1.0\r\nHost: x")  # headers never finish
             assert slow.recv(1024) == b""  # the server hung up on its own
-        wait_for(lambda: srv.active_requests == 0, "the handler slot to be released")
-    finally:
-        srv.stop()
-
-
-def test_concurrency_cap_returns_503_then_recovers(state: State, metrics: Metrics) -> None:
-    srv = _make(state, metrics, max_concurrent=2)
-    srv.start()
-    try:
-        holders = [socket.create_connection((HOST, srv.port), timeout=10) for _ in range(2)]
-        for s in holders:
-            s.sendall(b"GET /healthz HTTP/1.0\r\n")
-        wait_for(lambda: srv.active_requests == 2, "both slots to be taken")
-        code, resp, body = request(srv.port, "/healthz")
-        assert code == 503
-        assert resp.getheader("Retry-After") == "1"
-        assert json.loads(body)["code"] == 503
-        # The held requests themselves still complete once they finish sending.
-        for s in holders:
-            s.sendall(b"\r\n")
-            assert raw_reply(s).startswith(b"HTTP/1.0 200")
-            s.close()
-        wait_for(lambda: srv.active_requests == 0, "slots to be released")
-        assert request(srv.port, "/healthz")[0] == 200
+        wait_for(lambda: srv.active_requests == 0, "the connection to be forgotten")
     finally:
         srv.stop()
 

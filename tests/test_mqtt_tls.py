@@ -153,6 +153,7 @@ def test_credential_from_load_credential_never_in_logs_or_stats(tmp_path: Path) 
                     "reconnect_max_s": 1,
                 },
                 "health": {"port": health},
+                "allow_no_cameras": True,
             }
         )
     )

@@ -216,7 +216,12 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple
                 )
     if problems:
         raise ConfigError(problems)
-    data = _construct(root)
+    try:
+        data = _construct(root)
+    except yaml.MarkedYAMLError as e:  # a tag the safe loader cannot build, e.g. a lone "=" (YAML's !!value)
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError([Problem(file, line, col, "", f"invalid YAML: {e.problem}")]) from None
     return data, _Located(root)
 
 
@@ -254,6 +259,12 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         for scheme in ("file://", "dir://"):
             if cam.source.startswith(scheme) and not cam.source[len(scheme) :].startswith("/"):
                 cam.source = scheme + str(base / cam.source[len(scheme) :])
+
+
+NO_CAMERAS = (
+    "no cameras configured: edged would run dark while reporting ready; add a camera, or set "
+    "`allow_no_cameras: true` (top level) to run without one on purpose"
+)
 
 
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
@@ -333,9 +344,18 @@ def _onnx_loads(path: Path) -> str | None:
 
 
 def load_config(
-    path: str | Path, *, env: dict[str, str] | None = None, check_files: bool = True, text: str | None = None
+    path: str | Path,
+    *,
+    env: dict[str, str] | None = None,
+    check_files: bool = True,
+    text: str | None = None,
+    require_cameras: bool = False,
 ) -> Config:
-    """Read and validate a config file. Raises ConfigError listing every problem."""
+    """Read and validate a config file. Raises ConfigError listing every problem.
+
+    With `require_cameras` (what `run` and reloads load) a config without cameras is a problem unless it
+    sets `allow_no_cameras: true`.
+    """
     path = Path(path)
     file = str(path)
     if text is None:
@@ -378,6 +398,8 @@ def load_config(
         ) from None
     _resolve_paths(cfg, path.parent.resolve())
     problems = _semantic_problems(cfg, check_files)
+    if require_cameras and not cfg.cameras and not cfg.allow_no_cameras:
+        problems.append((("cameras",), NO_CAMERAS))
     if problems:
         raise ConfigError([problem(loc, msg) for loc, msg in problems])
     return cfg

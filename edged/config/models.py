@@ -420,6 +420,12 @@ class Config(EdgedModel):
     )
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="Models by name.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
+    allow_no_cameras: bool = Field(
+        False,
+        description="Let `edged run` start, and SIGHUP reloads apply, with no cameras configured (a device "
+        "that is dark on purpose). Off: such a config is refused (exit 78 at start; a reload keeps the "
+        "running config), since an emptied file would otherwise turn the device dark while it reports ready.",
+    )
 
     @field_validator("models", "cameras")
     @classmethod

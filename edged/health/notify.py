@@ -4,8 +4,9 @@ The protocol is one datagram of newline-separated KEY=VALUE lines to the AF_UNIX
 NOTIFY_SOCKET (a path, or '@name' for the abstract namespace). Outside systemd the variable is unset and
 every call is a no-op, so the daemon runs the same under a terminal, in tests and under systemd.
 
-The watchdog pings only while the pipeline makes progress: a thread that merely stays alive proves
-nothing, whereas a wedged model or camera must stop the pings so that systemd restarts the service.
+The watchdog pings only while the daemon is alive by the checks it is given (edged.health.liveness:
+main loop, publisher, model servers and chains): a wedged part must stop the pings so that systemd
+restarts the service. Cameras are not among them: one without frames is reopened in-process.
 """
 
 from __future__ import annotations
@@ -126,11 +127,11 @@ def _watchdog_is_ours() -> bool:
 
 
 class Watchdog:
-    """Thread that sends WATCHDOG=1 every `interval_s` while `progress()` says the pipeline moves.
+    """Thread that sends WATCHDOG=1 every `interval_s` while `progress()` says the daemon is alive.
 
-    `progress()` returns (True, _) when frames flow and results come out, or (False, reason) when
-    something is wedged: then no ping is sent (systemd will restart us after WatchdogSec) and the reason is
-    logged once per stall. With `summary`, a one-line STATUS= is sent every `summary_interval_s`.
+    `progress()` returns (True, _) when every part works, or (False, reason) when something is wedged or
+    dead: then no ping is sent (systemd will restart us after WatchdogSec) and the reason is logged once
+    per stall. With `summary`, a one-line STATUS= is sent every `summary_interval_s`.
     """
 
     def __init__(
@@ -169,7 +170,7 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="edged-watchdog", daemon=True)
         self._thread.start()
         if self.interval_s is not None:
-            log.info("systemd watchdog: ping every %.1f s while the pipeline makes progress", self.interval_s)
+            log.info("systemd watchdog: ping every %.1f s while the daemon is alive", self.interval_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,11 +186,11 @@ class Watchdog:
             ok, why = False, f"progress check failed: {type(exc).__name__}: {exc}"
         if not ok:
             if self._stalled_reason is None:
-                log.warning("pipeline makes no progress (%s): withholding systemd watchdog pings", why)
+                log.warning("daemon not alive (%s): withholding systemd watchdog pings", why)
             self._stalled_reason = why
             return False
         if self._stalled_reason is not None:
-            log.info("pipeline makes progress again; resuming watchdog pings")
+            log.info("daemon alive again; resuming watchdog pings")
             self._stalled_reason = None
         if self.notifier.watchdog():
             self.pings += 1

@@ -1,9 +1,11 @@
 """Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg and a status page.
 
 It only reads state through the callables it is given (health never drives a camera), and the pipeline
-never waits on it: each request runs in its own daemon thread with a socket timeout, and the number of
-requests in flight is capped (503 beyond it), so slow or hostile clients cost at most a few threads for
-a few seconds.
+never waits on it. Sockets belong to one asyncio loop (edged.health.http_io): a request head must arrive
+whole within REQUEST_TIMEOUT_S and MAX_HEAD_BYTES, idle or slow clients hold no thread, the oldest idle
+ones are evicted beyond MAX_CONNECTIONS, and /healthz is answered on the loop itself, so no number of
+slow clients can make liveness wait. The routes (`_Handler.do_GET`) run on a small handler pool, one
+complete request at a time, with http.server's parsing on in-memory buffers.
 
 `status()` is served as-is as JSON; the status page (`/`) understands this shape and shows what it finds:
 
@@ -15,20 +17,21 @@ a few seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import socket
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edged.health.http_io import HttpFront, error_response
 from edged.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,13 @@ StatusFn = Callable[[], dict[str, Any]]
 ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
 SnapshotFn = Callable[[str], "bytes | None"]
 
-# Per-connection socket timeout: a client that stalls mid-request loses its thread after this long.
-REQUEST_TIMEOUT_S = 5.0
-MAX_CONCURRENT = 16
+# The whole request head must arrive within this long (one deadline, not per read): well under any probe's
+# timeout, and idle or dribbling sockets are gone quickly. Liveness never waits on them in any case.
+REQUEST_TIMEOUT_S = 1.0
+MAX_HEAD_BYTES = 8192  # request line + headers; memory per connection is bounded by it
+MAX_CONNECTIONS = 512  # beyond it the oldest connection still sending its head is closed
+INLINE_PATHS = ("/healthz",)  # answered on the event loop itself: never queued behind other handlers
 _SNAPSHOT_RE = re.compile(r"^/snapshot/([A-Za-z0-9_-]{1,64})\.jpg$")
-
-
-def _busy_response() -> bytes:
-    body = json.dumps({"error": "too many concurrent requests", "code": 503}).encode()
-    head = (
-        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        f"Retry-After: 1\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 def _status_page() -> bytes:
@@ -60,61 +57,40 @@ def _status_page() -> bytes:
         return b"<!doctype html><title>edged</title><p>status page missing; see <a href='/stats'>/stats</a>"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The pipeline must be able to restart the server on the same port right after a stop.
-    allow_reuse_address = True
+class _Server:
+    """What a handler sees as `self.server`: the owning HealthServer (the routes' state)."""
 
-    def __init__(self, addr: tuple[str, int], owner: HealthServer, max_concurrent: int) -> None:
+    def __init__(self, owner: HealthServer) -> None:
         self.owner = owner
-        self.slots = threading.BoundedSemaphore(max_concurrent)
-        self._active_lock = threading.Lock()
-        self.active = 0
-        if ":" in addr[0]:
-            self.address_family = socket.AF_INET6
-        # StreamRequestHandler reads the socket timeout from the class, hence a subclass per server.
-        handler = type("_TimedHandler", (_Handler,), {"timeout": owner.request_timeout_s})
-        super().__init__(addr, handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Runs on the accept thread: refuse here rather than queue, so a flood cannot pile up threads.
-        if not self.slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(_busy_response())
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        with self._active_lock:
-            self.active += 1
+    def respond(self, head: bytes, client: tuple[str, int]) -> bytes:
+        """The complete reply to one complete request head (http_io calls this; never raises)."""
+        out = io.BytesIO()
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        with self._active_lock:
-            self.active -= 1
-        self.slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that vanish mid-response are normal on a device; never print tracebacks to stderr for them.
-        log.debug("health: error serving %s", client_address, exc_info=True)
+            _Handler(head, client, self, out)
+        except Exception:
+            log.debug("health: error serving %s", client, exc_info=True)
+            if not out.getvalue():
+                return error_response(500, "Internal Server Error", "internal error")
+        return out.getvalue()
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = REQUEST_TIMEOUT_S
+    server: _Server  # type: ignore[assignment]  # not a socketserver: see _Server
     server_version = "edged-health"
     sys_version = ""
+
+    def __init__(self, head: bytes, client: tuple[str, int], server: _Server, out: io.BytesIO) -> None:
+        # http_io has read the request head already and writes the reply: the handler works on buffers.
+        self._out = out
+        super().__init__(head, client, server)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        self.rfile = io.BytesIO(self.request)
+        self.wfile = self._out
+
+    def finish(self) -> None:
+        pass
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("health %s: " + format, self.address_string(), *args)
@@ -176,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
         except (ConnectionError, TimeoutError):
-            raise  # the client went away; handle_error logs it at DEBUG
+            raise  # the client went away; _Server.respond logs it at DEBUG
         except Exception as exc:
             log.error("health: %s failed: %s", path, exc, exc_info=True)
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}"})
@@ -207,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServer:
-    """The health HTTP server on its own daemon thread; `start()` binds, `stop()` closes."""
+    """The health HTTP server on its own event-loop thread (edged.health.http_io); `start()` binds, `stop()`
+    closes."""
 
     def __init__(
         self,
@@ -218,7 +195,7 @@ class HealthServer:
         status: StatusFn,
         ready: ReadyFn,
         snapshot: SnapshotFn,
-        max_concurrent: int = MAX_CONCURRENT,
+        max_connections: int = MAX_CONNECTIONS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.bind = bind
@@ -229,38 +206,45 @@ class HealthServer:
         self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port
-        self._max_concurrent = max_concurrent
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._max_connections = max_connections
+        self._front: HttpFront | None = None
+        self._port = port
 
     @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0); the requested one before start()."""
-        if self._httpd is None:
-            return self._requested_port
-        return int(self._httpd.server_address[1])
+        return self._port
 
     @property
     def active_requests(self) -> int:
-        """Requests being handled right now (what the concurrency cap counts)."""
-        return self._httpd.active if self._httpd is not None else 0
+        """Connections open right now (idle ones included)."""
+        return self._front.connections if self._front is not None else 0
+
+    @property
+    def front(self) -> HttpFront | None:
+        """The connection layer while running (its counters: evicted, timed_out)."""
+        return self._front
 
     def start(self) -> None:
-        if self._httpd is not None:
+        """Bind and serve; raises OSError here when the address cannot be bound."""
+        if self._front is not None:
             return
-        self._httpd = _Server((self.bind, self._requested_port), self, self._max_concurrent)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="edged-health", daemon=True
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        # create_server sets SO_REUSEADDR: the daemon can restart on the same port right after a stop.
+        sock = socket.create_server((self.bind, self._requested_port), family=family, backlog=128)
+        self._port = int(sock.getsockname()[1])
+        self._front = HttpFront(
+            sock,
+            _Server(self).respond,
+            inline_paths=INLINE_PATHS,
+            read_timeout_s=self.request_timeout_s,
+            max_head_bytes=MAX_HEAD_BYTES,
+            max_connections=self._max_connections,
         )
-        self._thread.start()
+        self._front.start()
         log.info("health server listening on http://%s:%d/", self.bind, self.port)
 
     def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()  # returns once serve_forever has left its loop; handler threads are daemons
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._thread = None
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()

@@ -13,7 +13,8 @@ reconnect; after a process restart the outbox replays them. Either way consumers
 de-duplicate by its `id`.
 
 Topics: `<prefix>/status` (retained "online"/"offline"; "offline" is also the last will),
-`<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...`.
+`<prefix>/<camera>/detections`, and optionally commands under `<prefix>/<camera>/set/...` (retained
+command messages are ignored: only live ones act).
 Connection failures never raise: paho's network thread retries with backoff (reconnect_min_s..max_s),
 `state`/`last_error` tell what happened, and each new cause is logged once.
 
@@ -407,6 +408,16 @@ class MqttPublisher:
         camera, _, tail = rest.partition("/")
         kind, _, command = tail.partition("/")
         if cb is None or kind != "set" or not camera or not command:
+            return
+        if msg.retain:
+            # A retained command is an old order replayed by the broker at every (re)subscription: acting
+            # on it would, e.g., keep a camera off through every restart. Only live commands count.
+            log.warning(
+                "MQTT command on %s ignored: it is a retained message (clear it with: "
+                "mosquitto_pub -r -n -t '%s')",
+                msg.topic,
+                msg.topic,
+            )
             return
         try:
             cb(camera, command, bytes(msg.payload))

@@ -1,0 +1,201 @@
+"""The health server's connection layer: one asyncio event loop owns every socket, so slow or idle clients
+cost a small buffer each and never a thread, and liveness is answered on the loop itself.
+
+Per connection: the request head (request line + headers, GET/HEAD only, so no body) must arrive complete
+within `read_timeout_s` in total (a deadline, not a per-read timeout: a client that dribbles a byte a
+second is dropped all the same) and within `max_head_bytes`; then the reply is written (bounded by
+`write_timeout_s`) and the connection closed (HTTP/1.0, one request per connection). At most
+`max_connections` are kept: beyond it the oldest connection still sending its head is closed, so a flood
+of idle sockets evicts itself instead of locking probes out.
+
+Threads: the loop runs in one daemon thread (`edged-health`). `respond(head, client)` turns a complete head
+into a complete reply; it runs on the loop for the paths in `inline_paths` (cheap ones that must never
+wait, /healthz) and on a small thread pool for the rest (they call into the daemon and may be slow); a
+pool job that takes longer than `handler_timeout_s` gets a 503 (and is cancelled if it has not started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Responder = Callable[[bytes, tuple[str, int]], bytes]
+
+# After an error reply, unread input is drained for this long (and this much) before closing: closing a
+# socket with unread data sends RST, which can destroy the reply before the client reads it.
+_LINGER_S = 0.5
+_LINGER_BYTES = 256 * 1024
+
+
+def error_response(code: int, reason: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": message, "code": code}).encode()
+    head = (
+        f"HTTP/1.0 {code} {reason}\r\nContent-Type: application/json\r\nConnection: close\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _head_end(buf: bytes | bytearray) -> int:
+    """Length of the request head in buf (through the blank line), or -1 while incomplete."""
+    ends = [i + n for sep, n in ((b"\r\n\r\n", 4), (b"\n\n", 2)) if (i := buf.find(sep)) >= 0]
+    return min(ends) if ends else -1
+
+
+def _path(head: bytes) -> str:
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) < 2:
+        return ""
+    return parts[1].split(b"?", 1)[0].decode("latin-1")
+
+
+class HttpFront:
+    """Accepts on `sock` (already bound and listening) and serves until `stop()`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        respond: Responder,
+        *,
+        inline_paths: Collection[str],
+        read_timeout_s: float,
+        max_head_bytes: int,
+        max_connections: int,
+        write_timeout_s: float = 5.0,
+        handler_timeout_s: float = 10.0,
+        workers: int = 4,
+    ) -> None:
+        self._sock = sock
+        self._respond = respond
+        self._inline = frozenset(inline_paths)
+        self.read_timeout_s = read_timeout_s
+        self.max_head_bytes = max_head_bytes
+        self.max_connections = max_connections
+        self.write_timeout_s = write_timeout_s
+        self.handler_timeout_s = handler_timeout_s
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="edged-health-handler")
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        # Open connections, oldest first; True while the head is still being read (evictable).
+        self._conns: dict[asyncio.Task[Any], bool] = {}
+        self.evicted = 0
+        self.timed_out = 0
+        self._thread = threading.Thread(target=self._run, name="edged-health", daemon=True)
+        self._started = threading.Event()
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            self._thread.join(timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- loop thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve, sock=self._sock, limit=self.max_head_bytes)
+            )
+        finally:
+            self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()  # closes the listening socket: the port is free once stop() returns
+        tasks = list(self._conns)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop.stop()
+
+    def _admit(self, task: asyncio.Task[Any]) -> None:
+        self._conns[task] = True
+        if len(self._conns) <= self.max_connections:
+            return
+        oldest = next((t for t, reading in self._conns.items() if reading and t is not task), None)
+        if oldest is not None:
+            self._conns[oldest] = False  # counted once even if it is evicted again before it ends
+            self.evicted += 1
+            oldest.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._admit(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            reply, linger = await self._request(reader, (str(peer[0]), int(peer[1])), task)
+            if reply:
+                writer.write(reply)
+                async with asyncio.timeout(self.write_timeout_s):
+                    await writer.drain()
+                    if linger:
+                        await self._linger(reader, writer)
+        except (asyncio.CancelledError, TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()  # evicted, stopping, or the client stopped reading: drop it now
+        finally:
+            self._conns.pop(task, None)
+            writer.close()
+
+    async def _request(
+        self, reader: asyncio.StreamReader, peer: tuple[str, int], task: asyncio.Task[Any]
+    ) -> tuple[bytes, bool]:
+        """The reply for this connection and whether to drain unread input first; b"" to just close."""
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                while (end := _head_end(buf)) < 0:
+                    if len(buf) > self.max_head_bytes:
+                        msg = f"request head over {self.max_head_bytes} bytes"
+                        return error_response(431, "Request Header Fields Too Large", msg), True
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        return b"", False  # the client hung up before finishing its request
+                    buf += chunk
+        except TimeoutError:
+            self.timed_out += 1
+            log.debug("health: %s:%d sent no complete request within %.1f s", *peer, self.read_timeout_s)
+            return b"", False
+        self._conns[task] = False  # a complete request is never evicted
+        head = bytes(buf[:end])
+        if _path(head) in self._inline:
+            return self._respond(head, peer), False
+        fut = self._loop.run_in_executor(self._pool, self._respond, head, peer)
+        try:
+            async with asyncio.timeout(self.handler_timeout_s):
+                return await fut, False
+        except TimeoutError:
+            log.warning("health: %s took over %.0f s; answered 503", _path(head), self.handler_timeout_s)
+            return error_response(503, "Service Unavailable", "handler busy", "Retry-After: 1\r\n"), False
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if writer.can_write_eof():
+            writer.write_eof()
+        left = _LINGER_BYTES
+        try:
+            async with asyncio.timeout(_LINGER_S):
+                while left > 0 and (chunk := await reader.read(65536)):
+                    left -= len(chunk)
+        except TimeoutError:
+            pass
