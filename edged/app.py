@@ -24,6 +24,7 @@ from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
 from edged.metrics import Metrics
+from edged.operator_view import OperatorView
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
@@ -54,6 +55,7 @@ class Daemon(CommandControl):
             ),
             stdout=StdoutSink(sys.stdout) if stdout else None,
         )
+        self.view = OperatorView(cfg, self.metrics, self.sink)  # thumbnails, history, recent events
         self.telemetry = Telemetry()
         register_gauges(self.telemetry, self.metrics.registry)
         self.hass: HassDiscovery | None = None
@@ -113,6 +115,7 @@ class Daemon(CommandControl):
                 self.telemetry,
             )
             self.stats_pub.start()
+        self.view.start(self.publisher)
         self._load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
             self._start_camera(name)
@@ -124,6 +127,8 @@ class Daemon(CommandControl):
                 status=self.status,
                 ready=self.ready,
                 snapshot=self.snapshot,
+                history=self.view.snapshot,
+                thumbnail=self.view.thumbnail,
             )
             try:
                 self.health.start()
@@ -185,6 +190,7 @@ class Daemon(CommandControl):
         self._release_faults.set()
         for runner in self.cameras.values():
             runner.stop()
+        self.view.stop()
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:

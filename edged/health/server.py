@@ -1,4 +1,5 @@
-"""Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg and a status page.
+"""Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg, /history,
+/events/<id>.jpg (event thumbnails) and a status page.
 
 It only reads state through the callables it is given (health never drives a camera), and the pipeline
 never waits on it: each request runs in its own daemon thread with a socket timeout, and the number of
@@ -11,6 +12,9 @@ a few seconds.
      "cameras": {name: {"state": str, "fps": float, "frames": int, "drops": int,
                         "latency_ms": {stage: float}, "last_detections": [Detection.to_dict(), ...]}},
      "mqtt": {"connected": bool, ...}, "outbox": {"events": int, "bytes": int, "oldest_age_s": float}}
+
+`history()` (edged.history: per-camera processed fps and latency points, the recent events) is served
+as-is at /history; `thumbnail(name)` returns the JPEG of /events/<name> or None (404).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -36,11 +40,15 @@ log = logging.getLogger(__name__)
 StatusFn = Callable[[], dict[str, Any]]
 ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
 SnapshotFn = Callable[[str], "bytes | None"]
+HistoryFn = Callable[[], dict[str, Any]]
+ThumbnailFn = Callable[[str], "bytes | None"]
 
 # Per-connection socket timeout: a client that stalls mid-request loses its thread after this long.
 REQUEST_TIMEOUT_S = 5.0
 MAX_CONCURRENT = 16
 _SNAPSHOT_RE = re.compile(r"^/snapshot/([A-Za-z0-9_-]{1,64})\.jpg$")
+# Thumbnail names are event/track ids + .jpg: one path level, no leading dot (see edged.publish.thumbstore).
+_EVENT_RE = re.compile(r"^/events/([A-Za-z0-9_-][A-Za-z0-9_.:-]{0,199}\.jpg)$")
 
 
 def _busy_response() -> bytes:
@@ -173,6 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif m := _SNAPSHOT_RE.match(path):
                 self._snapshot(m.group(1))
+            elif path == "/history" and owner.history_fn is not None:
+                self._reply(HTTPStatus.OK, owner.history_fn())
+            elif path.startswith("/events/") and owner.thumbnail_fn is not None:
+                self._thumbnail(owner.thumbnail_fn, unquote(path))
             else:
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
         except (ConnectionError, TimeoutError):
@@ -186,6 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
         if jpeg is None:
             why = f"no snapshot for camera {camera!r} (unknown camera or no frame yet)"
             self._reply(HTTPStatus.NOT_FOUND, {"error": why})
+        else:
+            self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+
+    def _thumbnail(self, get: ThumbnailFn, path: str) -> None:
+        # Checked here too (not only by the store): a name with "/" or ".." never reaches the disk.
+        m = _EVENT_RE.match(path)
+        jpeg = get(m.group(1)) if m and ".." not in path else None
+        if jpeg is None:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no thumbnail {path[len('/events/'):]!r}"})
         else:
             self._send(HTTPStatus.OK, jpeg, "image/jpeg")
 
@@ -218,6 +239,8 @@ class HealthServer:
         status: StatusFn,
         ready: ReadyFn,
         snapshot: SnapshotFn,
+        history: HistoryFn | None = None,
+        thumbnail: ThumbnailFn | None = None,
         max_concurrent: int = MAX_CONCURRENT,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
@@ -226,6 +249,8 @@ class HealthServer:
         self.status_fn = status
         self.ready_fn = ready
         self.snapshot_fn = snapshot
+        self.history_fn = history
+        self.thumbnail_fn = thumbnail
         self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port

@@ -1,0 +1,298 @@
+"""Event thumbnails: the best crop of each event's object (of each track, with `events: tracks`) as a JPEG.
+
+What runs where:
+- On the camera's pipeline thread (the sink), per frame, only cheap work: `attach()` names the file in
+  the event and hands the frame and its boxes to the queue (no copy: OpenCV allocates a new array per
+  frame); in tracks mode `observe()` keeps each track's best crop so far, computing the sharpness of a
+  crop only when it is large enough to win and copying it (a few KB) only when it does.
+- On one shared worker thread (`edged-thumbs`): choosing among a frame's boxes, scaling, JPEG encoding,
+  the disk write (ThumbnailStore: size cap, oldest deleted first) and the optional MQTT publish.
+- The queue is bounded (`thumbnails.queue`); when it is full the thumbnail is dropped and counted
+  (edged_thumbnails_dropped_total{reason="queue_full"}) and the event simply names no file, so a slow
+  disk never slows a camera.
+
+"Best" is the largest and sharpest: box area times the variance of the Laplacian of the grey crop
+(a standard focus measure), so a blurred or small read of a plate loses to a sharp, close one.
+The file name is the event id (a track's id for track events: `<device>:<camera>:<run>:t<track>`) plus
+`.jpg`; the health server serves it at /events/<name>.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edged.config.models import ThumbnailsConfig
+from edged.publish.thumbstore import ThumbnailStore
+from edged.types import Detection, Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+PublishFn = Callable[[str, bytes], bool]
+MARGIN = 0.08  # of the box's longer side, so a plate's edge characters are not cut
+MAX_TRACKS = 1024  # per-track best crops kept; beyond, the oldest go (tracks of a restarted camera)
+DROP_REASONS = ("queue_full", "no_host_image", "error")
+
+
+@dataclass
+class _Job:
+    name: str
+    camera: str
+    image: np.ndarray  # the whole frame (cut in the worker) or an already cut crop
+    fmt: str
+    candidates: list[tuple[np.ndarray, str]] = field(
+        default_factory=list
+    )  # (quad, label); empty: image is the crop
+    label: str = "object"
+
+
+@dataclass
+class _Best:
+    quality: float
+    area: float
+    crop: np.ndarray
+    fmt: str
+    label: str
+    written: bool = False  # the current crop is on disk (or queued)
+
+
+def host_image(frame: Frame) -> np.ndarray | None:
+    """The frame as a host array; device frames are downloaded if they can be (as the snapshot does)."""
+    if isinstance(frame.image, np.ndarray):
+        return frame.image
+    get = getattr(frame.image, "get", None)
+    return np.asarray(get()) if callable(get) else None
+
+
+def crop(image: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """The axis-aligned region around `quad` plus a margin, clipped to the image (a view, no copy)."""
+    h, w = image.shape[:2]
+    x1, y1 = quad.min(axis=0)
+    x2, y2 = quad.max(axis=0)
+    pad = MARGIN * max(x2 - x1, y2 - y1)
+    xa, ya = max(0, int(x1 - pad)), max(0, int(y1 - pad))
+    xb, yb = min(w, int(np.ceil(x2 + pad))), min(h, int(np.ceil(y2 + pad)))
+    return image[ya:yb, xa:xb]
+
+
+def sharpness(region: np.ndarray) -> float:
+    import cv2
+
+    if region.size == 0:
+        return 0.0
+    grey = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY) if region.ndim == 3 else region
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+def quality(region: np.ndarray) -> float:
+    return float(region.shape[0] * region.shape[1]) * (1.0 + sharpness(region))
+
+
+def topic_label(label: str) -> str:
+    """A label as one MQTT topic level: no wildcards or separators (OCR text can contain anything)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", label)[:64] or "object"
+
+
+class ThumbnailMetrics:
+    def __init__(self, registry: CollectorRegistry, cameras: list[str]) -> None:
+        self.written = Counter(
+            "edged_thumbnails_written_total",
+            "Thumbnails encoded and written to disk",
+            ["camera"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "edged_thumbnails_dropped_total",
+            "Thumbnails not made (reason: queue_full, no_host_image, error)",
+            ["reason"],
+            registry=registry,
+        )
+        self.deleted = Counter(
+            "edged_thumbnails_deleted_total",
+            "Thumbnail files deleted by the disk cap (oldest first)",
+            registry=registry,
+        )
+        self.published = Counter(
+            "edged_thumbnails_published_total",
+            "Thumbnails published over MQTT",
+            ["camera"],
+            registry=registry,
+        )
+        self.bytes = Gauge("edged_thumbnails_bytes", "Bytes of thumbnails on disk", registry=registry)
+        # Every label set exists from the start, so increase() sees the first one.
+        for cam in cameras:
+            self.written.labels(cam)
+            self.published.labels(cam)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+
+
+class Thumbnailer:
+    """Best crops -> JPEG files (and optionally MQTT); see the module docstring for the threading."""
+
+    def __init__(
+        self,
+        cfg: ThumbnailsConfig,
+        directory: Path,
+        registry: CollectorRegistry,
+        *,
+        cameras: list[str],
+        prefix: str = "",
+        publish: PublishFn | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.prefix = prefix.rstrip("/")
+        self.publish = publish if cfg.publish else None
+        self.metrics = ThumbnailMetrics(registry, cameras)
+        self.store = ThumbnailStore(directory, cfg.max_bytes, on_delete=self.metrics.deleted.inc)
+        self.metrics.bytes.set_function(lambda: self.store.total_bytes)
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=cfg.queue)
+        self._tracks: OrderedDict[tuple[str, int], _Best] = OrderedDict()
+        self._lock = threading.Lock()  # _tracks: several cameras' pipeline threads
+        self._thread = threading.Thread(target=self._run, name="edged-thumbs", daemon=True)
+        self._error_logged: str | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Encode what is queued (events naming those files are already out), then end the thread."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning("thumbnails: the encoder did not drain its queue within %.0f s", timeout_s)
+            return
+        self._thread.join(timeout_s)
+
+    def get(self, name: str) -> bytes | None:
+        """The JPEG called `name` (HTTP threads); None for unknown or invalid names."""
+        return self.store.get(name)
+
+    # --- pipeline thread: frames mode -----------------------------------------------------------
+
+    def attach(self, event: dict[str, Any], result: FrameResult) -> None:
+        """Queue the best crop of this frame's detections and name its file in the event."""
+        if not result.detections:
+            return
+        name = f"{event['id']}.jpg"
+        image = result.frame.image
+        if not isinstance(image, np.ndarray):
+            image = host_image(result.frame)
+            if image is None:
+                self.metrics.dropped.labels("no_host_image").inc()
+                return
+        candidates = [(d.quad(), d.label) for d in result.detections]
+        job = _Job(name, result.frame.camera, image, result.frame.fmt, candidates)
+        if self._offer(job):
+            event["thumbnail"] = name
+
+    # --- pipeline thread: tracks mode -----------------------------------------------------------
+
+    def observe(self, result: FrameResult) -> None:
+        """Keep each track's best crop so far (call for every frame, before its track events)."""
+        upd = result.tracks
+        if upd is None:
+            return
+        frame = result.frame
+        image: np.ndarray | None = None
+        for track in [*upd.new, *upd.updated]:
+            if track.last_seq != frame.seq:
+                continue  # not seen in this frame
+            det: Detection = track.last
+            key = (frame.camera, track.id)
+            with self._lock:
+                best = self._tracks.get(key)
+            area = max(det.width, 0.0) * max(det.height, 0.0)
+            if best is not None and area < 0.5 * best.area:
+                continue  # far smaller than the best: cannot win, skip the sharpness computation
+            if image is None:
+                image = host_image(frame)
+                if image is None:
+                    self.metrics.dropped.labels("no_host_image").inc()
+                    return
+            region = crop(image, det.quad())
+            q = quality(region)
+            if best is None or q > best.quality:
+                with self._lock:
+                    self._tracks[key] = _Best(q, area, region.copy(), frame.fmt, det.label)
+                    self._tracks.move_to_end(key)
+                    while len(self._tracks) > MAX_TRACKS:
+                        self._tracks.popitem(last=False)
+
+    def attach_track(self, event: dict[str, Any]) -> None:
+        """Name the track's thumbnail in a track event; (re)write the file when the best crop improved."""
+        key = (str(event["camera"]), int(event["track_id"]))
+        with self._lock:
+            best = self._tracks.pop(key, None) if event.get("type") == "end" else self._tracks.get(key)
+        if best is None:
+            return
+        # The track's id is its events' id up to the track number: <device>:<camera>:<run>:t<id>.
+        name = str(event["id"]).rsplit(":", 2)[0] + ".jpg"
+        if not best.written:
+            best.written = self._offer(_Job(name, key[0], best.crop, best.fmt, label=best.label))
+        if best.written or name in self.store:
+            event["thumbnail"] = name
+
+    # --- worker thread --------------------------------------------------------------------------
+
+    def _offer(self, job: _Job) -> bool:
+        try:
+            self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            self.metrics.dropped.labels("queue_full").inc()
+            return False
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._process(job)
+            except Exception as e:  # one bad crop must not end the encoder
+                self.metrics.dropped.labels("error").inc()
+                msg = f"{type(e).__name__}: {e}"
+                if msg != self._error_logged:
+                    log.warning("thumbnails: %s failed: %s", job.name, msg, exc_info=True)
+                    self._error_logged = msg
+
+    def _process(self, job: _Job) -> None:
+        import cv2
+
+        region, label = job.image, job.label
+        if job.candidates:
+            scored = [(quality(r), r, lb) for q, lb in job.candidates if (r := crop(job.image, q)).size]
+            if not scored:
+                return
+            _, region, label = max(scored, key=lambda s: s[0])
+        if job.fmt == "rgb8":
+            region = cv2.cvtColor(region, cv2.COLOR_RGB2BGR)
+        scale = self.cfg.max_side / max(region.shape[:2])
+        if scale < 1:
+            size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
+            region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", region, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        data = buf.tobytes()
+        self.store.put(job.name, data)
+        self.metrics.written.labels(job.camera).inc()
+        if self.publish is not None and len(data) <= self.cfg.publish_max_bytes:
+            topic = f"{self.prefix}/{job.camera}/{topic_label(label)}/thumbnail"
+            if self.publish(topic, data):
+                self.metrics.published.labels(job.camera).inc()
