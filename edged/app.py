@@ -104,6 +104,7 @@ class Daemon(CommandControl):
                     self.cfg.topic_prefix,
                     status=self.status,
                     state_path=self.cfg.state_dir / "hass.json",
+                    thumbnails=self.cfg.thumbnails.enabled and self.cfg.thumbnails.publish,
                 )
                 self.hass.set_cameras(self.cfg.cameras)
                 self.sink.hass = self.hass

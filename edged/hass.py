@@ -12,6 +12,7 @@ one retained JSON state message per camera, `<prefix>/<camera>/state`:
 | `<camera> detections` | sensor (total_increasing) | `detections`: detections since edged started |
 | `<camera> fps` | sensor (measurement) | `fps`: frames per second the camera delivers |
 | `<camera> online` | binary_sensor (connectivity) | `online`: ON while the camera is streaming |
+| `<camera> last thumbnail` | image | the JPEGs on `<prefix>/<camera>/+/thumbnail` (only with `thumbnails.publish`) |
 
 Discovery configs are retained under `<discovery_prefix>/<component>/<device>/<camera>_<key>/config`,
 so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/status` (retained
@@ -85,6 +86,17 @@ ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+def image_entity(camera: str, prefix: str) -> dict[str, Any]:
+    """The camera's image entity: HA subscribes to every label's retained thumbnail topic of the camera
+    (a wildcard is a valid subscribe topic there), so it shows whichever thumbnail came last."""
+    return {
+        "name": f"{camera} last thumbnail",
+        "image_topic": f"{prefix}/{camera}/+/thumbnail",
+        "content_type": "image/jpeg",
+        "icon": "mdi:image-search",
+    }
+
+
 class RawPublisher(Protocol):
     """What HassDiscovery needs of edged.publish.mqtt.MqttPublisher."""
 
@@ -134,6 +146,7 @@ class HassDiscovery:
         state_path: Path | None = None,
         sw_version: str = __version__,
         clock: Callable[[], float] = time.monotonic,
+        thumbnails: bool = False,
     ) -> None:
         self.publisher = publisher
         self.cfg = cfg
@@ -144,6 +157,7 @@ class HassDiscovery:
         self.state_path = state_path
         self.sw_version = sw_version
         self.clock = clock
+        self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
         self.availability_topic = f"{self.prefix}/status"
         self._lock = threading.Lock()
         self._cameras: dict[str, _CameraState] = {}
@@ -233,7 +247,20 @@ class HassDiscovery:
                 "origin": {"name": "edged", "sw_version": self.sw_version},
                 **extra,
             }
+        if self.thumbnails:
+            out[self.image_config_topic(camera)] = {
+                **image_entity(camera, self.prefix),
+                "unique_id": f"edged_{self.device}_{camera}_thumbnail",
+                "availability_topic": self.availability_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": self.device_info(),
+                "origin": {"name": "edged", "sw_version": self.sw_version},
+            }
         return out
+
+    def image_config_topic(self, camera: str) -> str:
+        return f"{self.discovery_prefix}/image/{self.device}/{camera}_thumbnail/config"
 
     def _announce(self) -> bool:
         with self._lock:
@@ -250,6 +277,9 @@ class HassDiscovery:
             for topic, body in self.discovery(name).items():
                 if not self._send(topic, json.dumps(body, separators=(",", ":"))):
                     return False
+            # Thumbnail publishing switched off since an earlier run: remove the image entity it announced.
+            if not self.thumbnails and not self._send(self.image_config_topic(name), b""):
+                return False
         self._save_announced(names)
         log.info(
             "Home Assistant: announced %d camera(s) under %s/+/%s/",

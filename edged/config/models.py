@@ -131,7 +131,10 @@ class ThumbnailsConfig(EdgedModel):
         64 * 1024 * 1024, ge=1024, description="Disk cap of the folder; the oldest files are deleted first."
     )
     max_side: int = Field(
-        320, ge=16, le=4096, description="Longest side of a thumbnail in pixels (larger crops are scaled down)."
+        320,
+        ge=16,
+        le=4096,
+        description="Longest side of a thumbnail in pixels (larger crops are scaled down).",
     )
     quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
     queue: int = Field(

@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         m = _EVENT_RE.match(path)
         jpeg = get(m.group(1)) if m and ".." not in path else None
         if jpeg is None:
-            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no thumbnail {path[len('/events/'):]!r}"})
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no thumbnail {path[len('/events/') :]!r}"})
         else:
             self._send(HTTPStatus.OK, jpeg, "image/jpeg")
 
