@@ -20,9 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from edged.mqtt_testing import Mosquitto, free_port
+from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.publish.event import event_schema
 from edged.sample import make_sample
 from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
@@ -140,6 +142,18 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
             lambda s: plate in reads(s) and s.get("mqtt", {}).get("state") == "connected",
             180,
             log,
+        )
+        # Events over MQTT name their thumbnail, which the daemon serves as the JPEG on disk.
+        with Subscriber(mosquitto, "edged/gate-01/gate/detections") as sub:
+            assert sub.wait_for(lambda m: any(b'"thumbnail"' in x.payload for x in m), 60), sub.messages
+            event = next(json.loads(x.payload) for x in sub.messages if b'"thumbnail"' in x.payload)
+        jsonschema.validate(event, event_schema())
+        jpeg = urllib.request.urlopen(
+            f"http://127.0.0.1:{health}/events/{event['thumbnail']}", timeout=5
+        ).read()
+        assert (
+            jpeg[:2] == b"\xff\xd8"
+            and jpeg == (tmp_path / "state" / "thumbnails" / event["thumbnail"]).read_bytes()
         )
         # A few more results, so the plot has points and the events table rows with thumbnails.
         wait_history(health, lambda h: len(h["events"]) >= 3 and len(h["cameras"]["gate"]["t"]) >= 1, 60, log)
