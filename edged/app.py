@@ -46,6 +46,7 @@ class Daemon(CommandControl):
         self.config_path = config_path
         self.metrics = Metrics()
         self.models: dict[str, LoadedModel] = {}
+        self._model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
         self.cameras: dict[str, CameraRunner] = {}
         self.sink = ResultSink(
             cfg.device.name,
@@ -213,7 +214,9 @@ class Daemon(CommandControl):
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
                 log.error("model %s: %s", name, e)
+                self._model_errors[name] = str(e)
                 continue
+            self._model_errors.pop(name, None)
             if hang is not None and hang[0] == name:
                 m = self.models[name]
                 m.engine = HangingEngine(m.engine, hang[1], self._release_faults)
@@ -342,6 +345,9 @@ class Daemon(CommandControl):
                 for n, m in self.models.items()
             },
         }
+        for n, why in self._model_errors.items():
+            if n in self.cfg.models and n not in self.models:
+                out["models"][n] = {"kind": self.cfg.models[n].kind, "state": "failed", "error": why}
         if self.publisher is not None:
             ob = self.publisher.outbox
             out["mqtt"] = {

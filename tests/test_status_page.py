@@ -372,3 +372,41 @@ def test_status_page_loading_models_events_and_markup_in_headless_chromium(tmp_p
     p99 = re.search(r'<path class="c-p99" d="([^"]*)"', dom)
     assert p99 and p99.group(1).count("M") == 2 and p99.group(1).count("L") == 1, dom
     assert '<img src="/events/orin-7%3Agate%3Ar%3A9.jpg"' in dom
+
+
+def test_a_model_that_failed_to_load_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """A real daemon whose one model passes check-config but cannot load (its config contradicts the
+    model's fixed input): /stats and the page say which model failed and why, in its own words."""
+    from tests.test_model_inputs import pooling_model
+
+    model = pooling_model(tmp_path / "fixed.onnx", [1, 3, 96, 128])
+    health = free_port()
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "device": {"name": "gate-01"},
+                "state_dir": str(tmp_path / "state"),
+                "mqtt": {"enabled": False},
+                "health": {"port": health},
+                "models": {
+                    "m": {"path": str(model), "kind": "classifier", "preprocess": {"size": [300, 300]}}
+                },
+            }
+        )
+    )
+    log = tmp_path / "edged.log"
+    with log.open("wb") as log_f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--config", str(config)], cwd=ROOT, stderr=log_f
+        )
+    try:
+        stats = wait_stats(health, lambda s: "m" in s.get("models", {}), 60, log)
+        assert stats["models"]["m"]["state"] == "failed"
+        assert "does not match the model's fixed input 128x96" in stats["models"]["m"]["error"]
+        text = visible_text(chromium(f"http://127.0.0.1:{health}/", tmp_path / "profile", "--dump-dom"))
+        assert "m classifier – – failed: models.m.preprocess.size: [300, 300] does not match" in text, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0, log.read_text(errors="replace")[-3000:]
