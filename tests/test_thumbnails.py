@@ -237,3 +237,26 @@ def test_metrics_label_sets_exist_from_the_start(tmp_path: Path) -> None:
     assert registry.get_sample_value("edged_thumbnails_written_total", {"camera": "gate"}) == 0
     assert registry.get_sample_value("edged_thumbnails_bytes") == 0
     assert registry.get_sample_value("edged_thumbnails_deleted_total") == 0
+
+
+def test_track_crops_come_from_the_frame_even_when_the_tracker_ran_ahead(tmp_path: Path) -> None:
+    """Pipelined chains track frame N+1 before frame N reaches the sink: the crop must still be cut
+    from frame N's detection, not from the track's newer one (which lies elsewhere in frame N)."""
+    tracker = IouTracker(max_age=1)
+    t = thumbnailer(tmp_path)
+    sharp, blurred = plate(scale=1.3), plate(scale=1.0, blur=15)
+    results = []
+    for seq, (img, x) in enumerate([(sharp, 100), (blurred, 110)]):
+        dets = [det(x, 100, img)]
+        results.append(
+            FrameResult(Frame("gate", seq, scene([(img, x, 100)])), dets, {}, tracker.update(dets, seq))
+        )
+    for r in results:  # both frames tracked before either reaches the sink
+        t.observe(r)
+    event = {"id": "dev:gate:r1:t1:end:2", "type": "end", "camera": "gate", "track_id": 1}
+    t.start()
+    t.attach_track(event)
+    t.stop()
+    img = decode(t.get(event["thumbnail"]) or b"")
+    assert abs(img.shape[1] - 260 * 1.16) <= 6, img.shape  # frame 0's sharp 260 px plate plus margins
+    assert quality(img) > quality(blurred)
