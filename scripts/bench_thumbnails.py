@@ -69,27 +69,38 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
     assert len(size) == 2
+
+    def stats(us: list[float]) -> str:
+        return f"median {statistics.median(us):6.1f} mean {statistics.mean(us):6.1f} p99 {np.percentile(us, 99):7.1f} us"
+
     for mode in ("frames", "tracks"):
         results = frames(args.frames, (size[0], size[1]), tracked=mode == "tracks")
         off = per_frame_us(results, mode, None)
-        with tempfile.TemporaryDirectory() as tmp:
-            # A queue as deep as the run, so nothing is dropped and every encode is counted below.
-            thumbs = Thumbnailer(
-                ThumbnailsConfig(queue=args.frames + 1), Path(tmp), Metrics().registry, cameras=["gate"]
-            )
-            on = per_frame_us(results, mode, thumbs)  # the worker is not started yet: queueing only
-            queued = thumbs._queue.qsize()
-            t0 = time.perf_counter()
-            thumbs.start()
-            thumbs.stop(timeout_s=600)
-            encode_ms = (time.perf_counter() - t0) * 1e3 / max(queued, 1)
-            written = thumbs.store.count
-        print(
-            f"{mode:6s} sink per frame: off median {statistics.median(off):7.1f} us mean {statistics.mean(off):6.1f} us p99 "
-            f"{np.percentile(off, 99):7.1f} us | on median {statistics.median(on):7.1f} us mean {statistics.mean(on):6.1f} us p99 "
-            f"{np.percentile(on, 99):7.1f} us | encoder {encode_ms:.2f} ms per thumbnail "
-            f"({queued} queued, {written} files)"
-        )
+        runs = {}
+        for concurrent in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                # A queue as deep as the run: nothing is dropped, every thumbnail is made.
+                thumbs = Thumbnailer(
+                    ThumbnailsConfig(queue=min(args.frames + 1, 4096)),
+                    Path(tmp),
+                    Metrics().registry,
+                    cameras=["gate"],
+                )
+                if concurrent:  # the encoder runs meanwhile, as in the daemon: same cores, same GIL
+                    thumbs.start()
+                runs[concurrent] = per_frame_us(results, mode, thumbs)
+                if concurrent:
+                    thumbs.stop(timeout_s=600)
+                    continue
+                t0 = time.perf_counter()  # the encoder alone, on the queue the idle run filled
+                thumbs.start()
+                thumbs.stop(timeout_s=600)
+                n = thumbs.store.count
+                encode_ms = (time.perf_counter() - t0) * 1e3 / max(n, 1)
+        print(f"{mode}: sink per frame without thumbnails: {stats(off)}")
+        print(f"{mode}: with, encoder idle (all crops pile up in memory): {stats(runs[False])}")
+        print(f"{mode}: with, encoder running alongside (as in the daemon): {stats(runs[True])}")
+        print(f"{mode}: encoder: {n} thumbnails, {encode_ms:.2f} ms each (resize, JPEG, write)")
     return 0
 
 

@@ -69,10 +69,10 @@ def test_quality_prefers_sharp_and_large_crops() -> None:
     assert quality(np.zeros((0, 0, 3), np.uint8)) == 0
 
 
-def test_frame_event_names_the_best_crop_which_is_served(tmp_path: Path) -> None:
-    sharp, blurred = plate("SHARP 1"), plate("BLUR 2", blur=11)
-    frame = Frame("gate", 7, scene([(blurred, 20, 20), (sharp, 300, 300)]))
-    result = FrameResult(frame, [det(20, 20, blurred, read="BLUR 2"), det(300, 300, sharp, read="SHARP 1")])
+def test_frame_event_names_the_crop_of_its_largest_detection_which_is_served(tmp_path: Path) -> None:
+    big, small = plate("BIG 1", scale=1.2), plate("SMALL 2")
+    frame = Frame("gate", 7, scene([(small, 20, 20), (big, 300, 300)]))
+    result = FrameResult(frame, [det(20, 20, small, read="SMALL 2"), det(300, 300, big, read="BIG 1")])
     event = EventBuilder("dev", run_id="r1").build(result)
     t = thumbnailer(tmp_path)
     t.start()
@@ -81,12 +81,11 @@ def test_frame_event_names_the_best_crop_which_is_served(tmp_path: Path) -> None
     assert event["thumbnail"] == "dev:gate:r1:7.jpg"
     jsonschema.validate(event, event_schema())
     img = decode(t.get(event["thumbnail"]) or b"")
-    # The sharp plate with a margin of 8 % of its width (16 px) on every side, not the blurred one.
-    assert img.shape == (60 + 32, 200 + 32, 3), img.shape
+    # The big plate (240x72) with a margin of 8 % of its width (19.2 px, rounded outwards) on every side.
+    assert img.shape == (72 + 2 * 20, 240 + 2 * 20, 3), img.shape
     assert (tmp_path / "thumbs" / "dev:gate:r1:7.jpg").read_bytes() == t.get(event["thumbnail"])
-    inner = img[16:76, 16:216].astype(int)
-    assert np.abs(inner - sharp.astype(int)).mean() < 12
-    assert np.abs(inner - blurred.astype(int)).mean() > np.abs(inner - sharp.astype(int)).mean() + 5
+    inner = img[20 : 20 + 72, 20 : 20 + 240].astype(int)
+    assert np.abs(inner - big.astype(int)).mean() < 12
 
 
 def test_rgb_frames_and_large_crops_are_scaled_to_max_side(tmp_path: Path) -> None:

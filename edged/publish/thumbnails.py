@@ -2,18 +2,19 @@
 
 What runs where:
 - On the camera's pipeline thread (the sink), per frame, only cheap work: `attach()` names the file in
-  the event and hands the frame and its boxes to the queue (no copy: OpenCV allocates a new array per
-  frame); in tracks mode `observe()` keeps each track's best crop so far, computing the sharpness of a
-  crop only when its box grew by 10 % or every EVAL_EVERY frames, and copying it (a few KB) only when
-  it wins.
-- On one shared worker thread (`edged-thumbs`): choosing among a frame's boxes, scaling, JPEG encoding,
-  the disk write (ThumbnailStore: size cap, oldest deleted first) and the optional MQTT publish.
+  the event and queues a copy of the crop of the frame's largest detection (a few KB); in tracks mode
+  `observe()` keeps each track's best crop so far, computing the sharpness of a crop only when its box
+  grew by 10 % or every EVAL_EVERY frames, and copying it only when it wins.
+- On one shared worker thread (`edged-thumbs`): scaling, JPEG encoding, the disk write
+  (ThumbnailStore: size cap, oldest deleted first) and the optional MQTT publish.
 - The queue is bounded (`thumbnails.queue`); when it is full the thumbnail is dropped and counted
   (edged_thumbnails_dropped_total{reason="queue_full"}) and the event simply names no file, so a slow
   disk never slows a camera.
 
-"Best" is the largest and sharpest: box area times the variance of the Laplacian of the grey crop
-(a standard focus measure), so a blurred or small read of a plate loses to a sharp, close one.
+"Best", for a track, is the largest and sharpest of its crops: box area times the variance of the
+Laplacian (a standard focus measure), so a blurred or small view of a plate loses to a sharp, close one.
+For a frame's event it is the crop of the frame's largest detection (area times score): the objects of
+one frame are different objects, and the event's own frame is the only view of them it has.
 The file name is the event id (a track's id for track events: `<device>:<camera>:<run>:t<track>`) plus
 `.jpg`; the health server serves it at /events/<name>.
 """
@@ -21,12 +22,13 @@ The file name is the event id (a track's id for track events: `<device>:<camera>
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,9 @@ DROP_REASONS = ("queue_full", "no_host_image", "error")
 class _Job:
     name: str
     camera: str
-    image: np.ndarray  # the whole frame (cut in the worker) or an already cut crop
     fmt: str
-    candidates: list[tuple[np.ndarray, str]] = field(
-        default_factory=list
-    )  # (quad, label); empty: image is the crop
-    label: str = "object"
+    crop: np.ndarray  # a copy, a few KB (a queued whole frame would pin megabytes)
+    label: str
 
 
 @dataclass
@@ -77,14 +76,14 @@ def host_image(frame: Frame) -> np.ndarray | None:
     return np.asarray(get()) if callable(get) else None
 
 
-def crop(image: np.ndarray, quad: np.ndarray) -> np.ndarray:
-    """The axis-aligned region around `quad` plus a margin, clipped to the image (a view, no copy)."""
+def crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The region of `box` (x1, y1, x2, y2; for a rotated text box, its bounding box) plus a margin,
+    clipped to the image: a view, no copy. Plain arithmetic: this runs per detection per frame."""
     h, w = image.shape[:2]
-    x1, y1 = quad.min(axis=0)
-    x2, y2 = quad.max(axis=0)
+    x1, y1, x2, y2 = box
     pad = MARGIN * max(x2 - x1, y2 - y1)
     xa, ya = max(0, int(x1 - pad)), max(0, int(y1 - pad))
-    xb, yb = min(w, int(np.ceil(x2 + pad))), min(h, int(np.ceil(y2 + pad)))
+    xb, yb = min(w, math.ceil(x2 + pad)), min(h, math.ceil(y2 + pad))
     return image[ya:yb, xa:xb]
 
 
@@ -203,9 +202,13 @@ class Thumbnailer:
             if image is None:
                 self.metrics.dropped.labels("no_host_image").inc()
                 return
-        candidates = [(d.quad(), d.label) for d in result.detections]
-        job = _Job(name, result.frame.camera, image, result.frame.fmt, candidates)
-        if self._offer(job):
+        # The frame's most prominent object (largest box, weighted by score): different objects of one
+        # frame are not compared by sharpness, and one copied crop is all the queue holds.
+        det = max(result.detections, key=lambda d: max(d.width, 0.0) * max(d.height, 0.0) * d.score)
+        region = crop(image, det.box)
+        if region.size and self._offer(
+            _Job(name, result.frame.camera, result.frame.fmt, region.copy(), det.label)
+        ):
             event["thumbnail"] = name
 
     # --- pipeline thread: tracks mode -----------------------------------------------------------
@@ -236,7 +239,7 @@ class Thumbnailer:
                 if image is None:
                     self.metrics.dropped.labels("no_host_image").inc()
                     return
-            region = crop(image, det.quad())
+            region = crop(image, det.box)
             q = quality(region)
             if best is not None and q <= best.quality:
                 best.checked_seq = frame.seq
@@ -257,7 +260,7 @@ class Thumbnailer:
         # The track's id is its events' id up to the track number: <device>:<camera>:<run>:t<id>.
         name = str(event["id"]).rsplit(":", 2)[0] + ".jpg"
         if not best.written:
-            best.written = self._offer(_Job(name, key[0], best.crop, best.fmt, label=best.label))
+            best.written = self._offer(_Job(name, key[0], best.fmt, best.crop, best.label))
         if best.written or name in self.store:
             event["thumbnail"] = name
 
@@ -288,12 +291,7 @@ class Thumbnailer:
     def _process(self, job: _Job) -> None:
         import cv2
 
-        region, label = job.image, job.label
-        if job.candidates:
-            scored = [(quality(r), r, lb) for q, lb in job.candidates if (r := crop(job.image, q)).size]
-            if not scored:
-                return
-            _, region, label = max(scored, key=lambda s: s[0])
+        region, label = job.crop, job.label
         if job.fmt == "rgb8":
             region = cv2.cvtColor(region, cv2.COLOR_RGB2BGR)
         scale = self.cfg.max_side / max(region.shape[:2])
