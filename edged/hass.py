@@ -163,7 +163,7 @@ class HassDiscovery:
         self._cameras: dict[str, _CameraState] = {}
         self._announced = False  # on the current connection
         self._last_periodic = -1e9
-        self._announced_names: set[str] = set()  # without a state_path, this run's memory only
+        self._announced_names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
 
     # -- what the daemon calls ----------------------------------------------------------------
 
@@ -277,8 +277,11 @@ class HassDiscovery:
             for topic, body in self.discovery(name).items():
                 if not self._send(topic, json.dumps(body, separators=(",", ":"))):
                     return False
-            # Thumbnail publishing switched off since an earlier run: remove the image entity it announced.
-            if not self.thumbnails and not self._send(self.image_config_topic(name), b""):
+        # Image entities announced earlier (by a run with thumbnails.publish) that should not be there now.
+        for name in sorted(
+            self._load_announced("image_cameras") - (set(names) if self.thumbnails else set())
+        ):
+            if not self._send(self.image_config_topic(name), b""):
                 return False
         self._save_announced(names)
         log.info(
@@ -326,22 +329,28 @@ class HassDiscovery:
 
     # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
 
-    def _load_announced(self) -> set[str]:
+    def _load_announced(self, key: str = "cameras") -> set[str]:
         if self.state_path is None:
-            return set(self._announced_names)
+            return set(self._announced_names.get(key, ()))
         try:
             data = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return set()
         if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
             return set()  # announced elsewhere: not ours to clear under this prefix
-        return set(data.get("cameras", []))
+        return set(data.get(key, []))
 
     def _save_announced(self, names: list[str]) -> None:
-        self._announced_names = set(names)
+        images = sorted(names) if self.thumbnails else []  # cameras with an image entity
+        self._announced_names = {"cameras": set(names), "image_cameras": set(images)}
         if self.state_path is None:
             return
-        data = {"discovery_prefix": self.discovery_prefix, "device": self.device, "cameras": sorted(names)}
+        data = {
+            "discovery_prefix": self.discovery_prefix,
+            "device": self.device,
+            "cameras": sorted(names),
+            "image_cameras": images,
+        }
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")
