@@ -26,6 +26,7 @@ from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
 from edged.metrics import Metrics
+from edged.operator_view import OperatorView
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
@@ -54,6 +55,7 @@ class Daemon(CommandControl):
         self.config_path = config_path
         self.metrics = Metrics()
         self.models: dict[str, LoadedModel] = {}
+        self._model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
         self.cameras: dict[str, CameraRunner] = {}
         self.dispatcher = FrameDispatcher()  # hands every camera's frames to its chain (one thread)
         self.delivery = Delivery()  # runs the cameras' sinks off the model servers' threads
@@ -65,6 +67,7 @@ class Daemon(CommandControl):
             ),
             stdout=StdoutSink(sys.stdout) if stdout else None,
         )
+        self.view = OperatorView(cfg, self.metrics, self.sink)  # thumbnails, history, recent events
         self.telemetry = Telemetry()
         register_gauges(self.telemetry, self.metrics.registry)
         self.hass: HassDiscovery | None = None
@@ -113,6 +116,7 @@ class Daemon(CommandControl):
                     self.cfg.topic_prefix,
                     status=self.status,
                     state_path=self.cfg.state_dir / "hass.json",
+                    thumbnails=self.cfg.thumbnails.enabled and self.cfg.thumbnails.publish,
                 )
                 self.hass.set_cameras(self.cfg.cameras)
                 self.sink.hass = self.hass
@@ -124,6 +128,7 @@ class Daemon(CommandControl):
                 self.telemetry,
             )
             self.stats_pub.start()
+        self.view.start(self.publisher)
         self._load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
             self._start_camera(name)
@@ -135,6 +140,8 @@ class Daemon(CommandControl):
                 status=self.status,
                 ready=self.ready,
                 snapshot=self.snapshot,
+                history=self.view.snapshot,
+                thumbnail=self.view.thumbnail,
             )
             try:
                 self.health.start()
@@ -200,6 +207,7 @@ class Daemon(CommandControl):
             runner.stop()
         self.dispatcher.stop()
         self.delivery.close()
+        self.view.stop()
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:
@@ -232,6 +240,9 @@ class Daemon(CommandControl):
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
                 log.error("model %s: %s", name, e)
+                self._model_errors[name] = str(e)
+                continue
+            self._model_errors.pop(name, None)
 
     def _source_sizes(self, model: str) -> list[tuple[int, int]]:
         """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
@@ -400,6 +411,9 @@ class Daemon(CommandControl):
                 for n, m in self.models.items()
             },
         }
+        for n, why in self._model_errors.items():
+            if n in self.cfg.models and n not in self.models:
+                out["models"][n] = {"kind": self.cfg.models[n].kind, "state": "failed", "error": why}
         if self.publisher is not None:
             ob = self.publisher.outbox
             out["mqtt"] = {

@@ -12,6 +12,7 @@ one retained JSON state message per camera, `<prefix>/<camera>/state`:
 | `<camera> detections` | sensor (total_increasing) | `detections`: detections since edged started |
 | `<camera> fps` | sensor (measurement) | `fps`: frames per second the camera delivers |
 | `<camera> online` | binary_sensor (connectivity) | `online`: ON while the camera is streaming |
+| `<camera> last thumbnail` | image | the JPEGs on `<prefix>/<camera>/+/thumbnail` (only with `thumbnails.publish`) |
 
 Discovery configs are retained under `<discovery_prefix>/<component>/<device>/<camera>_<key>/config`,
 so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/status` (retained
@@ -85,6 +86,17 @@ ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+def image_entity(camera: str, prefix: str) -> dict[str, Any]:
+    """The camera's image entity: HA subscribes to every label's retained thumbnail topic of the camera
+    (a wildcard is a valid subscribe topic there), so it shows whichever thumbnail came last."""
+    return {
+        "name": f"{camera} last thumbnail",
+        "image_topic": f"{prefix}/{camera}/+/thumbnail",
+        "content_type": "image/jpeg",
+        "icon": "mdi:image-search",
+    }
+
+
 class RawPublisher(Protocol):
     """What HassDiscovery needs of edged.publish.mqtt.MqttPublisher."""
 
@@ -134,6 +146,7 @@ class HassDiscovery:
         state_path: Path | None = None,
         sw_version: str = __version__,
         clock: Callable[[], float] = time.monotonic,
+        thumbnails: bool = False,
     ) -> None:
         self.publisher = publisher
         self.cfg = cfg
@@ -144,12 +157,13 @@ class HassDiscovery:
         self.state_path = state_path
         self.sw_version = sw_version
         self.clock = clock
+        self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
         self.availability_topic = f"{self.prefix}/status"
         self._lock = threading.Lock()
         self._cameras: dict[str, _CameraState] = {}
         self._announced = False  # on the current connection
         self._last_periodic = -1e9
-        self._announced_names: set[str] = set()  # without a state_path, this run's memory only
+        self._announced_names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
 
     # -- what the daemon calls ----------------------------------------------------------------
 
@@ -233,7 +247,20 @@ class HassDiscovery:
                 "origin": {"name": "edged", "sw_version": self.sw_version},
                 **extra,
             }
+        if self.thumbnails:
+            out[self.image_config_topic(camera)] = {
+                **image_entity(camera, self.prefix),
+                "unique_id": f"edged_{self.device}_{camera}_thumbnail",
+                "availability_topic": self.availability_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": self.device_info(),
+                "origin": {"name": "edged", "sw_version": self.sw_version},
+            }
         return out
+
+    def image_config_topic(self, camera: str) -> str:
+        return f"{self.discovery_prefix}/image/{self.device}/{camera}_thumbnail/config"
 
     def _announce(self) -> bool:
         with self._lock:
@@ -250,6 +277,12 @@ class HassDiscovery:
             for topic, body in self.discovery(name).items():
                 if not self._send(topic, json.dumps(body, separators=(",", ":"))):
                     return False
+        # Image entities announced earlier (by a run with thumbnails.publish) that should not be there now.
+        for name in sorted(
+            self._load_announced("image_cameras") - (set(names) if self.thumbnails else set())
+        ):
+            if not self._send(self.image_config_topic(name), b""):
+                return False
         self._save_announced(names)
         log.info(
             "Home Assistant: announced %d camera(s) under %s/+/%s/",
@@ -296,22 +329,28 @@ class HassDiscovery:
 
     # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
 
-    def _load_announced(self) -> set[str]:
+    def _load_announced(self, key: str = "cameras") -> set[str]:
         if self.state_path is None:
-            return set(self._announced_names)
+            return set(self._announced_names.get(key, ()))
         try:
             data = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return set()
         if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
             return set()  # announced elsewhere: not ours to clear under this prefix
-        return set(data.get("cameras", []))
+        return set(data.get(key, []))
 
     def _save_announced(self, names: list[str]) -> None:
-        self._announced_names = set(names)
+        images = sorted(names) if self.thumbnails else []  # cameras with an image entity
+        self._announced_names = {"cameras": set(names), "image_cameras": set(images)}
         if self.state_path is None:
             return
-        data = {"discovery_prefix": self.discovery_prefix, "device": self.device, "cameras": sorted(names)}
+        data = {
+            "discovery_prefix": self.discovery_prefix,
+            "device": self.device,
+            "cameras": sorted(names),
+            "image_cameras": images,
+        }
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from edged.hass import HassDiscovery
+from edged.history import History, RecentEvents
 from edged.metrics import Metrics
 from edged.publish.event import EventBuilder
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.stdout import StdoutSink
+from edged.publish.thumbnails import Thumbnailer
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, FrameResult
 
@@ -33,6 +35,10 @@ class ResultSink:
         self.stdout = stdout
         self.publisher = publisher
         self.hass: HassDiscovery | None = None
+        # The operator's view (status page): thumbnails named in events, the plot's history, recent events.
+        self.thumbnails: Thumbnailer | None = None
+        self.history: History | None = None
+        self.recent: RecentEvents | None = None
         self.frames = EventBuilder(device)
         self.tracks = TrackEventBuilder(device)
         self._detections: dict[tuple[str, str], Any] = {}
@@ -45,14 +51,25 @@ class ResultSink:
             if counter is None:  # metric children looked up once per (camera, stage), not per frame
                 counter = self._detections[key] = self.metrics.detections.labels(camera, stage)
             counter.inc(count)
+        if self.history is not None:
+            self.history.record(result)
         if self.events_mode(camera) == "tracks":
+            if self.thumbnails is not None:
+                self.thumbnails.observe(result)
             for event in self.tracks.build(result):
+                if self.thumbnails is not None:
+                    self.thumbnails.attach_track(event)
                 self._emit(camera, event, "tracks")
             return
         if result.detections:  # one message per frame *with detections*
-            self._emit(camera, self.frames.build(result), "detections")
+            event = self.frames.build(result)
+            if self.thumbnails is not None:
+                self.thumbnails.attach(event, result)
+            self._emit(camera, event, "detections")
 
     def _emit(self, camera: str, event: dict[str, Any], channel: str) -> None:
+        if self.recent is not None:
+            self.recent.add(event)
         if self.stdout is not None:
             self.stdout.publish(camera, event)
         if self.publisher is not None:

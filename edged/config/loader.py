@@ -248,6 +248,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
 
     cfg.state_dir = rel(cfg.state_dir) or cfg.state_dir
     cfg.mqtt.outbox.dir = rel(cfg.mqtt.outbox.dir) or cfg.mqtt.outbox.dir
+    cfg.thumbnails.dir = rel(cfg.thumbnails.dir)
     for tls_field in ("ca_file", "cert_file", "key_file"):
         setattr(cfg.mqtt.tls, tls_field, rel(getattr(cfg.mqtt.tls, tls_field)))
     for m in cfg.models.values():

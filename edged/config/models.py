@@ -125,6 +125,34 @@ class MqttConfig(EdgedModel):
     )
 
 
+class ThumbnailsConfig(EdgedModel):
+    enabled: bool = Field(
+        True, description="Keep the best crop of each event (each track with events: tracks) as a JPEG."
+    )
+    dir: Path | None = Field(
+        None, description="Where the JPEGs go; default <state_dir>/thumbnails. Served at /events/<id>.jpg."
+    )
+    max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Disk cap of the folder; the oldest files are deleted first."
+    )
+    max_side: int = Field(
+        320,
+        ge=16,
+        le=4096,
+        description="Longest side of a thumbnail in pixels (larger crops are scaled down).",
+    )
+    quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
+    queue: int = Field(
+        32, ge=1, le=4096, description="Crops waiting for the encoder; beyond it they are dropped (counted)."
+    )
+    publish: bool = Field(
+        False, description="Also publish each thumbnail, retained, on <prefix>/<camera>/<label>/thumbnail."
+    )
+    publish_max_bytes: int = Field(
+        128 * 1024, ge=1024, description="Larger thumbnails are kept on disk but not published."
+    )
+
+
 class HealthConfig(EdgedModel):
     enabled: bool = Field(
         True, description="Serve /healthz, /readyz, /metrics, /stats and snapshots over HTTP."
@@ -417,6 +445,9 @@ class Config(EdgedModel):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker and publishing.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Local health and metrics HTTP server."
+    )
+    thumbnails: ThumbnailsConfig = Field(
+        default_factory=ThumbnailsConfig, description="Event thumbnails: best crop per event or track."
     )
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="Models by name.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")

@@ -1,4 +1,5 @@
-"""Health: the local HTTP server (/healthz, /readyz, /metrics, /stats, snapshots); systemd notify/watchdog."""
+"""Health: the local HTTP server (/healthz, /readyz, /metrics, /stats, /history, snapshots, event thumbnails,
+the status page); systemd notify/watchdog."""
 
 from edged.health.notify import Notifier, Watchdog, watchdog_interval
 from edged.health.server import HealthServer

@@ -1,4 +1,5 @@
-"""Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg and a status page.
+"""Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg, /history,
+/events/<id>.jpg (event thumbnails) and a status page.
 
 It only reads state through the callables it is given (health never drives a camera), and the pipeline
 never waits on it. Sockets belong to one asyncio loop (edged.health.http_io): a request head must arrive
@@ -13,6 +14,9 @@ complete request at a time, with http.server's parsing on in-memory buffers.
      "cameras": {name: {"state": str, "fps": float, "frames": int, "drops": int,
                         "latency_ms": {stage: float}, "last_detections": [Detection.to_dict(), ...]}},
      "mqtt": {"connected": bool, ...}, "outbox": {"events": int, "bytes": int, "oldest_age_s": float}}
+
+`history()` (edged.history: per-camera processed fps and latency points, the recent events) is served
+as-is at /history; `thumbnail(name)` returns the JPEG of /events/<name> or None (404).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 StatusFn = Callable[[], dict[str, Any]]
 ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
 SnapshotFn = Callable[[str], "bytes | None"]
+HistoryFn = Callable[[], dict[str, Any]]
+ThumbnailFn = Callable[[str], "bytes | None"]
 
 # The whole request head must arrive within this long (one deadline, not per read): well under any probe's
 # timeout, and idle or dribbling sockets are gone quickly. Liveness never waits on them in any case.
@@ -47,6 +53,8 @@ MAX_HEAD_BYTES = 8192  # request line + headers; memory per connection is bounde
 MAX_CONNECTIONS = 512  # beyond it the oldest connection still sending its head is closed
 INLINE_PATHS = ("/healthz",)  # answered on the event loop itself: never queued behind other handlers
 _SNAPSHOT_RE = re.compile(r"^/snapshot/([A-Za-z0-9_-]{1,64})\.jpg$")
+# Thumbnail names are event/track ids + .jpg: one path level, no leading dot (see edged.publish.thumbstore).
+_EVENT_RE = re.compile(r"^/events/([A-Za-z0-9_-][A-Za-z0-9_.:-]{0,199}\.jpg)$")
 
 
 def _status_page() -> bytes:
@@ -149,6 +157,10 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif m := _SNAPSHOT_RE.match(path):
                 self._snapshot(m.group(1))
+            elif path == "/history" and owner.history_fn is not None:
+                self._reply(HTTPStatus.OK, owner.history_fn())
+            elif path.startswith("/events/") and owner.thumbnail_fn is not None:
+                self._thumbnail(owner.thumbnail_fn, unquote(path))
             else:
                 self._reply(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
         except (ConnectionError, TimeoutError):
@@ -162,6 +174,15 @@ class _Handler(BaseHTTPRequestHandler):
         if jpeg is None:
             why = f"no snapshot for camera {camera!r} (unknown camera or no frame yet)"
             self._reply(HTTPStatus.NOT_FOUND, {"error": why})
+        else:
+            self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+
+    def _thumbnail(self, get: ThumbnailFn, path: str) -> None:
+        # Checked here too (not only by the store): a name with "/" or ".." never reaches the disk.
+        m = _EVENT_RE.match(path)
+        jpeg = get(m.group(1)) if m and ".." not in path else None
+        if jpeg is None:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no thumbnail {path[len('/events/') :]!r}"})
         else:
             self._send(HTTPStatus.OK, jpeg, "image/jpeg")
 
@@ -195,6 +216,8 @@ class HealthServer:
         status: StatusFn,
         ready: ReadyFn,
         snapshot: SnapshotFn,
+        history: HistoryFn | None = None,
+        thumbnail: ThumbnailFn | None = None,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
@@ -203,6 +226,8 @@ class HealthServer:
         self.status_fn = status
         self.ready_fn = ready
         self.snapshot_fn = snapshot
+        self.history_fn = history
+        self.thumbnail_fn = thumbnail
         self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port
