@@ -129,7 +129,7 @@ def test_daemon_reads_the_sample_and_stops_cleanly(
 
 def test_bad_config_exits_78_with_location(tmp_path: Path) -> None:
     config = tmp_path / "edged.yaml"
-    config.write_text("cameras:\n  gate:\n    source: nowhere\n")
+    config.write_text("cameras:\n  gate:\n    source: ftp://nowhere\n")
     r = subprocess.run(
         [sys.executable, "-m", "edged", "run", "--config", str(config)],
         capture_output=True,

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from edged.config.models import Config, reference_problems
+from edged.config.partial import raw_problems, suggest_key
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([^}]+)\}")
@@ -231,7 +232,8 @@ def _construct(root: yaml.Node) -> Any:
 def _pydantic_message(err: dict[str, Any]) -> str:
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
-        return "unknown key (typo?)"
+        close = suggest_key(tuple(err["loc"]))
+        return f"unknown key; did you mean `{close}`?" if close else "unknown key (typo?)"
     if err["type"] == "missing":
         return "required key is missing"
     return msg.removeprefix("Value error, ")
@@ -368,14 +370,19 @@ def load_config(
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(
-            [
-                problem(
-                    tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden"
-                )
-                for err in e.errors()
-            ]
-        ) from None
+        found = [
+            problem(tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden")
+            for err in e.errors()
+        ]
+        # Report references and model files now too, not after the schema errors are fixed; a key
+        # the schema already complained about is not reported twice.
+        seen = {p.path for p in found}
+        found += [
+            p
+            for p in (problem(loc, msg) for loc, msg in raw_problems(data, path.parent.resolve(), check_files))
+            if p.path not in seen
+        ]
+        raise ConfigError(sorted(found, key=lambda p: (p.line, p.column))) from None
     _resolve_paths(cfg, path.parent.resolve())
     problems = _semantic_problems(cfg, check_files)
     if problems:

@@ -379,8 +379,19 @@ class CameraConfig(EdgedModel):
 
 
 class LoggingConfig(EdgedModel):
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    json_format: bool = Field(False, description="Log JSON lines instead of text.")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level (any case: `DEBUG` is `debug`)."
+    )
+    json_format: bool = Field(
+        False,
+        description="Log JSON lines (ISO 8601 UTC times) instead of text. Under systemd each line starts "
+        "with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 class Config(EdgedModel):
