@@ -19,7 +19,7 @@ from edged.config import Config, ConfigError, load_config
 from edged.control import CommandControl
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
-from edged.hass import HassDiscovery
+from edged.hass import HassDiscovery, status_page_url
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
@@ -27,6 +27,7 @@ from edged.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
+from edged.rates import CameraRates, RatesCollector
 from edged.runtime import CameraRunner, LoadedModel, load_model
 from edged.sinks import ResultSink
 from edged.snapshot import render_snapshot
@@ -56,6 +57,8 @@ class Daemon(CommandControl):
         )
         self.telemetry = Telemetry()
         register_gauges(self.telemetry, self.metrics.registry)
+        self.rates = CameraRates()
+        self.metrics.registry.register(RatesCollector(self.camera_status, lambda: list(self.cfg.cameras)))
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
@@ -81,6 +84,7 @@ class Daemon(CommandControl):
             "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
         )
         log.info("%s", opencv_report())
+        self._init_metric_labels()
         if self.cfg.mqtt.enabled:
             try:
                 outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
@@ -102,6 +106,9 @@ class Daemon(CommandControl):
                     self.cfg.topic_prefix,
                     status=self.status,
                     state_path=self.cfg.state_dir / "hass.json",
+                    commands=self.cfg.mqtt.commands,
+                    configuration_url=self.cfg.mqtt.hass.configuration_url
+                    or status_page_url(self.cfg.health.bind, self.cfg.health.port, self.cfg.health.enabled),
                 )
                 self.hass.set_cameras(self.cfg.cameras)
                 self.sink.hass = self.hass
@@ -227,6 +234,7 @@ class Daemon(CommandControl):
             return
         runner = CameraRunner(name, cam, self.models, self.sink, self.metrics, self.config_path.parent)
         runner.start()
+        self.rates.reset(name)
         self._camera_started[name] = time.monotonic()
         self.cameras[name] = runner
 
@@ -271,6 +279,7 @@ class Daemon(CommandControl):
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
         self._announced = False  # cameras may have come or gone: republish every enabled state
+        self._init_metric_labels()
         self._load_models(changed_models)
         for n in sorted(restart):
             if n in new.cameras:
@@ -324,7 +333,7 @@ class Daemon(CommandControl):
             "version": __version__,
             "device": self.cfg.device.name,
             "uptime_s": round(time.time() - self.started, 1),
-            "cameras": {n: r.status() for n, r in self.cameras.items()},
+            "cameras": self.camera_status(),
             "models": {
                 n: {
                     "kind": m.config.kind,
@@ -347,6 +356,14 @@ class Daemon(CommandControl):
             }
         out["telemetry"] = self.telemetry.snapshot()
         return out
+
+    def camera_status(self) -> dict[str, dict[str, Any]]:
+        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.rates)."""
+        return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.cameras.items())}
+
+    def _init_metric_labels(self) -> None:
+        stages = {n: [s.stage_name for s in c.chain] for n, c in self.cfg.cameras.items()}
+        self.metrics.init_labels(stages, self.cfg.models)
 
     def snapshot(self, camera: str) -> bytes | None:
         runner = self.cameras.get(camera)

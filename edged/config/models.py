@@ -85,6 +85,12 @@ class HassConfig(EdgedModel):
         gt=0,
         description="Period of the retained <prefix>/<camera>/state message (fps, online); events also update it.",
     )
+    configuration_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Link on the HA device page; default: the status page when the health server listens "
+        "on a non-loopback address (http://<host>:<health.port>/), else none.",
+    )
 
 
 class MqttConfig(EdgedModel):
