@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,12 @@ READ_TIMEOUT_S = 0.5
 LIVE_SLACK = 0.2
 # Realtime file playback further behind than this re-anchors instead of bursting to catch up.
 MAX_LAG_S = 1.0
+
+
+def jittered(delay: float, rng: random.Random | None = None) -> float:
+    """Between half and all of `delay` ("equal jitter"): cameras that lost the same switch or NVR
+    spread their reopen attempts out instead of hitting it in lockstep."""
+    return delay * (0.5 + 0.5 * (rng or random).random())
 
 
 class _Pacer:
@@ -255,8 +262,9 @@ class CameraCapture:
             if session is not None and session.frames > 0:
                 delay = self.reconnect_min_s  # it worked until now: retry quickly
             self._set_state("backoff")
-            log.warning("camera %s: %s; reopening in %.3g s", self.name, msg, delay)
-            if self._stop.wait(delay):
+            wait = jittered(delay)
+            log.warning("camera %s: %s; reopening in %.3g s", self.name, msg, wait)
+            if self._stop.wait(wait):
                 break
             delay = min(delay * 2.0, self.reconnect_max_s)
             after_failure = True

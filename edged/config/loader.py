@@ -254,8 +254,10 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         m.tensorrt.calibration_cache = rel(m.tensorrt.calibration_cache)
     for cam in cfg.cameras.values():
         for scheme in ("file://", "dir://"):
-            if cam.source.startswith(scheme) and not cam.source[len(scheme) :].startswith("/"):
-                cam.source = scheme + str(base / cam.source[len(scheme) :])
+            rest = cam.source[len(scheme) :]
+            if cam.source.startswith(scheme) and not rest.startswith("/"):
+                # Keep a trailing "/": jetson-utils reads `file://dir/` as an image sequence.
+                cam.source = scheme + str(base / rest) + ("/" if rest.endswith("/") else "")
 
 
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
@@ -379,7 +381,9 @@ def load_config(
         seen = {p.path for p in found}
         found += [
             p
-            for p in (problem(loc, msg) for loc, msg in raw_problems(data, path.parent.resolve(), check_files))
+            for p in (
+                problem(loc, msg) for loc, msg in raw_problems(data, path.parent.resolve(), check_files)
+            )
             if p.path not in seen
         ]
         raise ConfigError(sorted(found, key=lambda p: (p.line, p.column))) from None
