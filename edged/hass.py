@@ -9,19 +9,11 @@ which is also every sensor's `json_attributes_topic` (so its other fields show a
      "drop_ratio": 0.852, "detections": 12, "last_text": "KA 1234",
      "last_event_at": "2026-01-31T12:34:56.789Z", "last_event_id": "..."}
 
-| entity | component | from the state |
-|---|---|---|
-| `<camera> last text` | sensor | `last_text`: the read texts of the last event (or its labels) |
-| `<camera> detections` | sensor (total_increasing) | `detections`: objects detected since edged started (top-level detections; a read text is not a second object) |
-| `<camera> source fps` | sensor (measurement) | `source_fps`: frames per second the camera delivers |
-| `<camera> processed fps` | sensor (measurement) | `processed_fps`: frames per second through the whole chain |
-| `<camera> dropped` | sensor (measurement, %) | `drop_ratio`: share of delivered frames not processed |
-| `<camera> online` | binary_sensor (connectivity) | `online`: ON while the camera is streaming |
-| `<camera> enabled` | switch | with `mqtt.commands`: `<prefix>/<camera>/enabled`, commands to `set/enabled` |
-| `<camera> snapshot` | button | with `mqtt.commands`: presses `set/snapshot` (the JPEG goes to `<camera>/snapshot`) |
-
-The `fps` sensor of earlier releases (the source rate, easily misread as the processing rate) is
-deleted from HA on announce (empty retained config).
+Entities (docs/mqtt.md has the table): sensors `last_text`, `detections` (objects: a read text is not
+a second object), `source_fps`, `processed_fps`, `drop_ratio` (shown in %), binary_sensor `online`;
+with `mqtt.commands` also a switch (`enabled`, on the existing set/enabled command and the retained
+`<camera>/enabled` state) and a button (`snapshot`, on set/snapshot). The `fps` sensor of earlier
+releases (the source rate, easily misread as the processing rate) is deleted from HA on announce.
 
 Discovery configs are retained under `<discovery_prefix>/<component>/<device>/<camera>_<key>/config`,
 so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/status` (retained
