@@ -268,3 +268,17 @@ class NotifySocket:
         with contextlib.suppress(OSError):
             self.path.unlink()
             self.dir.rmdir()
+
+
+def repo_copy(tmp: Path) -> Path:
+    """The tracked files of this checkout, with the models and a small sample video (demo.sh writes var/)."""
+    dest = tmp / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in files.splitlines():
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(src.read_bytes())
+    (dest / "models").symlink_to(need_models())
+    small_sample(dest / "samples", frames=40)
+    return dest

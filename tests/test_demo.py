@@ -16,22 +16,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edged.mqtt_testing import Mosquitto, free_port
-from tests._edged import small_sample, wait_until
-from tests._paths import ROOT, need_models
-
-
-def repo_copy(tmp: Path) -> Path:
-    """The tracked files of this checkout, with the models and a small sample video (demo.sh writes var/)."""
-    dest = tmp / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in files.splitlines():
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes(src.read_bytes())
-    (dest / "models").symlink_to(need_models())
-    small_sample(dest / "samples", frames=40)
-    return dest
+from tests._edged import repo_copy, wait_until
+from tests._paths import ROOT
 
 
 def test_demo_stops_edged_before_the_broker_on_ctrl_c(tmp_path: Path) -> None:
