@@ -128,8 +128,10 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
         text = visible_text(chromium(url, tmp_path / "profile", "--dump-dom"))
         assert "edged — gate-01" in text, text
         assert re.search(r"\bgate state streaming\b", text), text  # the camera card's heading and state
-        m = re.search(r"\bfps (\d+\.\d+)", text)
-        assert m and float(m.group(1)) > 0, text
+        m = re.search(
+            r"\bprocessed fps (\d+(?:\.\d+)?) of (\d+(?:\.\d+)?) delivered \(\d+(?:\.\d+)? % dropped\)", text
+        )
+        assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, text
         assert f"read {plate}" in text, f"the plate read from the video is not shown: {text}"
         assert "broker: connected" in text and f"broker 127.0.0.1:{mosquitto.port}" in text, text
         assert re.search(r"outbox_events \d+", text), text
