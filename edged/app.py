@@ -375,7 +375,10 @@ class Daemon(CommandControl):
         return render_snapshot(frame, result) if frame is not None else None
 
     def one_line_status(self) -> str:
-        parts = [f"{n}:{r.capture.state}:{r.capture.fps_measured:.1f}fps" for n, r in self.cameras.items()]
+        parts = [
+            f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
+            for n, c in self.camera_status().items()
+        ]
         broker = self.publisher.state if self.publisher else "mqtt off"
         return f"{len(self.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
 
