@@ -85,12 +85,21 @@ class RatesCollector(Collector):
     def __init__(self, cameras: Callable[[], dict[str, dict[str, Any]]], names: Callable[[], Iterable[str]]):
         self.cameras = cameras  # camera -> status with rates (only running cameras)
         self.names = names  # every configured camera, so stopped ones show 0 instead of vanishing
+        # A camera's status reads counters back through registry.get_sample_value, which walks every
+        # collector, this one included: such a nested walk must not compute the statuses again.
+        self._inside = threading.local()
 
     def describe(self) -> Iterator[Any]:
         return iter(())
 
     def collect(self) -> Iterator[Any]:
-        cams = self.cameras()
+        if getattr(self._inside, "active", False):
+            return
+        self._inside.active = True
+        try:
+            cams = self.cameras()
+        finally:
+            self._inside.active = False
         families = {
             "source_fps": GaugeMetricFamily(
                 "edged_camera_source_fps", "Frames per second the source delivers", labels=["camera"]

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edged.metrics import Metrics
 from edged.mqtt_testing import Mosquitto, Subscriber, free_port
-from edged.rates import CameraRates
+from edged.rates import CameraRates, RatesCollector
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
@@ -196,3 +198,20 @@ def test_rates_window() -> None:
     t[0] = 113.0  # the camera restarted: counters back to zero start a new window
     r = rates.with_rates("a", {"fps": 0.0, "frames_processed": 0, "drops": {}})
     assert (r["processed_fps"], r["drop_ratio"]) == (0.0, 0.0)
+
+
+def test_rates_collector_survives_a_status_that_walks_the_registry() -> None:
+    # CameraRunner.status() reads counters with registry.get_sample_value, which walks every collector,
+    # the rates collector included; a sample it does not find must not recurse forever.
+    metrics = Metrics()
+
+    def cameras() -> dict[str, dict[str, Any]]:
+        assert metrics.registry.get_sample_value("edged_no_such_total", {"camera": "a"}) is None
+        return {"a": {"source_fps": 4.0, "processed_fps": 1.0, "drop_ratio": 0.75}}
+
+    metrics.registry.register(RatesCollector(cameras, lambda: ["a", "b"]))
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    assert [(s.labels["camera"], s.value) for s in fams["edged_camera_drop_ratio"].samples] == [
+        ("a", 0.75),
+        ("b", 0.0),
+    ]
