@@ -375,6 +375,9 @@ def test_status_page_renders_a_stats_payload(server: HealthServer, tmp_path: Pat
             "gate": {
                 "state": "streaming",
                 "fps": 14.93,
+                "source_fps": 14.93,
+                "processed_fps": 2.5,
+                "drop_ratio": 0.8325,
                 "drops": 3,
                 "latency_ms": {"text_det": 11.5, "text_rec": 4.25},
                 "detections": [
@@ -403,7 +406,7 @@ def test_status_page_renders_a_stats_payload(server: HealthServer, tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["err"] == ""
-    for text in ("streaming", "14.93", "drops 3", "latency text_det 11.50 ms", "<b>AB 123</b>"):
+    for text in ("streaming", "processed fps 2.50 of 14.93 delivered (83.25 % dropped)", "drops 3", "latency text_det 11.50 ms", "<b>AB 123</b>"):
         assert text in out["cams"], out["cams"]
     for text in ("connected", "outbox_events 7", "model text_det", "tensorrt"):
         assert text in out["bar"], out["bar"]
