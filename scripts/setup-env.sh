@@ -41,7 +41,9 @@ installed_ok() {
 import importlib.util, pathlib
 import cv2, edged, onnxruntime, paho.mqtt  # noqa: F401
 assert pathlib.Path(edged.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve())
-assert importlib.util.find_spec("rapidocr") is not None  # installed --no-deps: found, not imported
+# Found, not imported (cheap): rapidocr (installed --no-deps) and the dev tools the tests and CI use.
+dev = ("rapidocr", "pytest", "hypothesis", "mypy", "ruff", "jsonschema", "skimage", "cryptography", "onnx")
+assert all(importlib.util.find_spec(m) is not None for m in dev)
 PY
 }
 if [ "$(cat "$STAMP" 2>/dev/null)" = "$stamp" ] && installed_ok; then
