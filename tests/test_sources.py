@@ -65,6 +65,10 @@ def test_bare_paths_folders_and_globs_as_jetson_utils_reads_them(tmp_path: Path)
         src = make_source(uri, backend="opencv", base_dir=tmp_path)
         assert isinstance(src, ImageFolderSource), uri
         assert read_all(src) == [40, 80, 120], uri
+    # A file whose name only looks like a glob is that file.
+    odd = tmp_path / "cam[1].mp4"
+    odd.symlink_to(video)
+    assert isinstance(make_source(str(odd), backend="opencv"), OpenCVSource)
     # A glob takes exactly what it matches.
     src = make_source("frames/00[12].png", backend="opencv", base_dir=tmp_path)
     assert read_all(src) == [80, 120]

@@ -38,8 +38,10 @@ _warned_transport: set[str] = set()
 
 
 def is_image_sequence(path: str) -> bool:
-    """A file:// path that names a folder (`dir/`) or a glob (`frames/*.jpg`), as jetson-utils reads them."""
-    return path.endswith("/") or Path(path).is_dir() or glob.has_magic(path)
+    """A file:// path that names a folder (`dir/`) or a glob (`frames/*.jpg`), as jetson-utils reads them.
+    An existing file whose name merely contains glob characters (`cam[1].mp4`) is that file."""
+    p = Path(path)
+    return path.endswith("/") or p.is_dir() or (glob.has_magic(path) and not p.is_file())
 
 
 def ffmpeg_options(transport: Transport, latency_ms: int | None) -> dict[str, str]:
