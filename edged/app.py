@@ -20,7 +20,7 @@ from edged.config import Config, ConfigError, load_config
 from edged.control import CommandControl
 from edged.environment import opencv_report
 from edged.faults import HangingEngine, hang_request
-from edged.hass import HassDiscovery
+from edged.hass import HassDiscovery, status_page_url
 from edged.health.liveness import Heartbeat, Liveness
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
@@ -30,6 +30,7 @@ from edged.operator_view import OperatorView
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.stdout import StdoutSink
+from edged.rates import CameraRates, RatesCollector
 from edged.runtime import CameraRunner, LoadedModel, load_model
 from edged.signals import SignalFlags
 from edged.sinks import ResultSink
@@ -70,6 +71,8 @@ class Daemon(CommandControl):
         self.view = OperatorView(cfg, self.metrics, self.sink)  # thumbnails, history, recent events
         self.telemetry = Telemetry()
         register_gauges(self.telemetry, self.metrics.registry)
+        self.rates = CameraRates()
+        self.metrics.registry.register(RatesCollector(self.camera_status, lambda: list(self.cfg.cameras)))
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
@@ -95,6 +98,7 @@ class Daemon(CommandControl):
             "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
         )
         log.info("%s", opencv_report())
+        self._init_metric_labels()
         if self.cfg.mqtt.enabled:
             try:
                 outbox = Outbox(self.cfg.mqtt.outbox, metrics=self.metrics)
@@ -117,6 +121,9 @@ class Daemon(CommandControl):
                     status=self.status,
                     state_path=self.cfg.state_dir / "hass.json",
                     thumbnails=self.cfg.thumbnails.enabled and self.cfg.thumbnails.publish,
+                    commands=self.cfg.mqtt.commands,
+                    configuration_url=self.cfg.mqtt.hass.configuration_url
+                    or status_page_url(self.cfg.health.bind, self.cfg.health.port, self.cfg.health.enabled),
                 )
                 self.hass.set_cameras(self.cfg.cameras)
                 self.sink.hass = self.hass
@@ -277,6 +284,7 @@ class Daemon(CommandControl):
             name, cam, self.models, self.sink, self.metrics, self.dispatcher, self.delivery, self.config_path.parent
         )
         runner.start()
+        self.rates.reset(name)
         self.cameras[name] = runner
 
     # --- reload ------------------------------------------------------------------------------
@@ -320,6 +328,7 @@ class Daemon(CommandControl):
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
         self._announced = False  # cameras may have come or gone: republish every enabled state
+        self._init_metric_labels()
         self._load_models(changed_models)
         for n in sorted(restart):
             if n in new.cameras:
@@ -399,7 +408,7 @@ class Daemon(CommandControl):
             "version": __version__,
             "device": self.cfg.device.name,
             "uptime_s": round(time.time() - self.started, 1),
-            "cameras": {n: r.status() for n, r in self.cameras.items()},
+            "cameras": self.camera_status(),
             "models": {
                 n: {
                     "kind": m.config.kind,
@@ -431,6 +440,14 @@ class Daemon(CommandControl):
         out["telemetry"] = self.telemetry.snapshot()
         return out
 
+    def camera_status(self) -> dict[str, dict[str, Any]]:
+        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.rates)."""
+        return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.cameras.items())}
+
+    def _init_metric_labels(self) -> None:
+        stages = {n: [s.stage_name for s in c.chain] for n, c in self.cfg.cameras.items()}
+        self.metrics.init_labels(stages, self.cfg.models)
+
     def snapshot(self, camera: str) -> bytes | None:
         runner = self.cameras.get(camera)
         if runner is None:
@@ -441,7 +458,10 @@ class Daemon(CommandControl):
         return render_snapshot(frame, result) if frame is not None else None
 
     def one_line_status(self) -> str:
-        parts = [f"{n}:{r.capture.state}:{r.capture.fps_measured:.1f}fps" for n, r in self.cameras.items()]
+        parts = [
+            f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
+            for n, c in self.camera_status().items()
+        ]
         broker = self.publisher.state if self.publisher else "mqtt off"
         return f"{len(self.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
 

@@ -8,30 +8,21 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from edged import EX_CONFIG, __version__
+from edged.logsetup import LEVELS, setup_logging
 
 log = logging.getLogger("edged")
+
+DEFAULT_CONFIG = "/etc/edged/edged.yaml"
 
 BUNDLED_MODELS = (
     "PP-OCRv6_det_small.onnx",
     "PP-OCRv6_rec_small.onnx",
     "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
 )
-
-
-def setup_logging(level: str = "info", json_format: bool = False) -> None:
-    # Under systemd (JOURNAL_STREAM set) journald adds timestamps; on a terminal we add them.
-    under_journal = "JOURNAL_STREAM" in os.environ
-    fmt = (
-        "%(levelname)s %(name)s: %(message)s"
-        if under_journal
-        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if json_format:
-        fmt = '{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
 
 
 def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-def]
@@ -67,6 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.file and args.config and args.file != args.config:
+        print(f"edged: check-config: two files given ({args.file}, --config {args.config})", file=sys.stderr)
+        return 2
+    args.config = args.file or args.config or DEFAULT_CONFIG
     cfg = _load(args.config, require_cameras=True)  # what `run` would accept
     if cfg is None:
         return EX_CONFIG
@@ -173,58 +168,150 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edged.doctor import render, run_checks
+    from edged.doctor import FAIL, render, run_checks
 
-    table, code = render(run_checks(args.config))
-    print(table)
+    results = run_checks(args.config)
+    table, code = render(results)
+    if args.json:
+        failed = [c.name for c in results if c.status == FAIL]
+        print(
+            json.dumps({"ok": not failed, "failed": failed, "checks": [asdict(c) for c in results]}, indent=2)
+        )
+    else:
+        print(table)
     return code
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; each option's help ends with its default when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _log_level(value: str) -> str:
+    name = value.strip().lower()  # DEBUG, Debug and debug are the same level
+    if name not in LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid level {value!r} (choose from {', '.join(LEVELS)})")
+    return name
+
+
+def _sub(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str
+) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    return sub.add_parser(  # type: ignore[no-any-return]
+        name, help=summary, description=f"{summary}.\n\n{description}", formatter_class=_HelpFormatter
+    )
+
+
+def _config_option(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--config", "-c", default=default, metavar="FILE", help=what)
+
+
+def _level_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        help=f"one of {', '.join(LEVELS)} (any case); default: the config's logging.level",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="edged", description="Edge inference daemon: cameras -> model chains -> MQTT"
+        prog="edged",
+        description="Edge inference daemon: cameras -> model chains -> MQTT.",
+        epilog="`edged COMMAND --help` describes each command.",
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"edged {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", "-c", default="/etc/edged/edged.yaml")
+    r = _sub(
+        sub,
+        "run",
+        "run the daemon",
+        "Starts every configured camera and model, publishes events to MQTT and serves the health\n"
+        "endpoint until SIGTERM/SIGINT; SIGHUP reloads the config. Exit 78 on a bad config.",
+    )
+    _config_option(r, DEFAULT_CONFIG, "the config file")
     r.add_argument("--stdout", action="store_true", help="also print each event as one JSON line on stdout")
-    r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _level_option(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser(
-        "check-config", help="validate a config file (exit 0, or 78 with every problem listed)"
+    c = _sub(
+        sub,
+        "check-config",
+        "validate a config file (exit 0, or 78 with every problem listed)",
+        "Checks YAML syntax, the schema (with a suggestion for misspelt keys), references between\n"
+        "cameras and models, and that model files exist and load, reporting all it finds at once.",
     )
-    c.add_argument("config")
+    c.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help=f"the config file (same as --config; default {DEFAULT_CONFIG})",
+    )
+    _config_option(c, None, "the config file (same as the positional FILE)")
     c.set_defaults(func=cmd_check_config)
 
-    s = sub.add_parser(
-        "schema", help="print the JSON Schema of the config (or of the MQTT event with --event)"
+    s = _sub(
+        sub,
+        "schema",
+        "print a JSON Schema",
+        "The schema of the config file, or with --event the schema of the MQTT event messages.",
     )
-    s.add_argument("--event", action="store_true")
+    s.add_argument("--event", action="store_true", help="print the event schema instead of the config schema")
+    _config_option(s, None, "ignored (accepted so every command takes --config)")
     s.set_defaults(func=cmd_schema)
 
-    m = sub.add_parser("install-models", help="copy the bundled PP-OCR models into a folder")
-    m.add_argument("--dest", default="models")
+    m = _sub(
+        sub,
+        "install-models",
+        "copy the bundled PP-OCR models into a folder",
+        "Copies the PP-OCR ONNX models out of the installed rapidocr wheel; nothing is downloaded.",
+    )
+    m.add_argument("--dest", default="models", metavar="DIR", help="folder to copy the models into")
+    _config_option(m, None, "ignored (accepted so every command takes --config)")
     m.set_defaults(func=cmd_install_models)
 
-    g = sub.add_parser("make-sample", help="write the deterministic demo video (moving license plates)")
-    g.add_argument("--out", default="samples/plates.mp4")
-    g.add_argument("--frames", type=int, default=150)
-    g.add_argument("--seed", type=int, default=7)
+    g = _sub(
+        sub,
+        "make-sample",
+        "write the deterministic demo video (moving license plates)",
+        "Writes an MP4 of synthetic plates and, beside it, a JSON file with the true text per frame.",
+    )
+    g.add_argument("--out", default="samples/plates.mp4", metavar="FILE", help="the video to write")
+    g.add_argument("--frames", type=int, default=150, help="number of frames")
+    g.add_argument("--seed", type=int, default=7, help="random seed (same seed, same video)")
+    _config_option(g, None, "ignored (accepted so every command takes --config)")
     g.set_defaults(func=cmd_make_sample)
 
-    b = sub.add_parser(
-        "build-engine", help="build (or refresh) the configured models' engines into the engine cache"
+    b = _sub(
+        sub,
+        "build-engine",
+        "build (or refresh) the configured models' engines into the engine cache",
+        "Builds each model's engine (TensorRT where it runs, else the ONNX Runtime optimized model) into the one engine cache ahead of `run`, under the key the daemon looks up (docs/engines.md).",
     )
-    b.add_argument("--config", "-c", default="/etc/edged/edged.yaml")
-    b.add_argument("--model", action="append", help="only this model (repeatable)")
-    b.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _config_option(b, DEFAULT_CONFIG, "the config file")
+    b.add_argument(
+        "--model", action="append", metavar="NAME", help="only this model (repeatable); default: all"
+    )
+    _level_option(b)
     b.set_defaults(func=cmd_build_engine)
 
-    d = sub.add_parser("doctor", help="check this machine for what edged needs, with a fix for each failure")
-    d.add_argument("--config", "-c", default=None)
+    d = _sub(
+        sub,
+        "doctor",
+        "check this machine for what edged needs, with a fix for each failure",
+        "Exit 1 when a required check fails (a backend, a config, the outbox); absent accelerations\n"
+        "on a plain PC are reported, not failed.",
+    )
+    _config_option(d, None, "also check this config, its outbox folder and its broker")
+    d.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     d.set_defaults(func=cmd_doctor)
     return p
 
@@ -232,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `edged schema | head`: the reader left. Point stdout at /dev/null so the interpreter's final
+        # flush does not raise again, and exit like a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -1,18 +1,21 @@
 """Home Assistant MQTT discovery (opt-in, `mqtt.hass.enabled`): edged shows up in HA with no YAML there.
 
-One HA device per edged host (identifiers = the device name) and four entities per camera, all fed by
-one retained JSON state message per camera, `<prefix>/<camera>/state`:
+One HA device per edged host (identifiers `edged_<device>`, so it cannot collide with another MQTT
+device of the same name; `configuration_url` links the status page when it is reachable) and these
+entities per camera, all fed by one retained JSON state message per camera, `<prefix>/<camera>/state`,
+which is also every sensor's `json_attributes_topic` (so its other fields show as attributes):
 
-    {"online": "ON", "state": "streaming", "fps": 14.9, "detections": 123,
-     "last_text": "KA 1234", "last_event_at": "2026-01-31T12:34:56.789Z", "last_event_id": "..."}
+    {"online": "ON", "state": "streaming", "source_fps": 14.9, "processed_fps": 2.2,
+     "drop_ratio": 0.852, "detections": 12, "last_text": "KA 1234",
+     "last_event_at": "2026-01-31T12:34:56.789Z", "last_event_id": "..."}
 
-| entity | component | from the state |
-|---|---|---|
-| `<camera> last text` | sensor | `last_text`: the read texts of the last event (or its labels) |
-| `<camera> detections` | sensor (total_increasing) | `detections`: detections since edged started |
-| `<camera> fps` | sensor (measurement) | `fps`: frames per second the camera delivers |
-| `<camera> online` | binary_sensor (connectivity) | `online`: ON while the camera is streaming |
-| `<camera> last thumbnail` | image | the JPEGs on `<prefix>/<camera>/+/thumbnail` (only with `thumbnails.publish`) |
+Entities (docs/mqtt.md has the table): sensors `last_text`, `detections` (objects: a read text is not
+a second object), `source_fps`, `processed_fps`, `drop_ratio` (shown in %), binary_sensor `online`;
+with `mqtt.commands` also a switch (`enabled`, on the existing set/enabled command and the retained
+`<camera>/enabled` state) and a button (`snapshot`, on set/snapshot). The `fps` sensor of earlier
+releases (the source rate, easily misread as the processing rate) is deleted from HA on announce.
+With `thumbnails.publish`, an image entity `<camera> last thumbnail` shows the JPEGs on
+`<prefix>/<camera>/+/thumbnail`.
 
 Discovery configs are retained under `<discovery_prefix>/<component>/<device>/<camera>_<key>/config`,
 so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/status` (retained
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,7 +50,12 @@ log = logging.getLogger(__name__)
 EVENT_STATE_GAP_S = 1.0  # at most one state message per camera per second from events
 MAX_STATE_LEN = 255  # HA rejects longer sensor states
 
-# key -> (component, entity name suffix, extra discovery fields)
+# Entities of earlier releases, deleted from HA when announcing: key -> component.
+REMOVED_ENTITIES = {"fps": "sensor"}
+
+_FPS = {"unit_of_measurement": "fps", "state_class": "measurement", "suggested_display_precision": 1}
+
+# key -> (component, entity name suffix, extra discovery fields); all read the camera's state topic.
 ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "last_text": (
         "sensor",
@@ -62,15 +71,25 @@ ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
             "icon": "mdi:counter",
         },
     ),
-    "fps": (
+    "source_fps": (
         "sensor",
-        "fps",
+        "source fps",
+        {"value_template": "{{ value_json.source_fps }}", **_FPS, "icon": "mdi:camera-timer"},
+    ),
+    "processed_fps": (
+        "sensor",
+        "processed fps",
+        {"value_template": "{{ value_json.processed_fps }}", **_FPS, "icon": "mdi:speedometer"},
+    ),
+    "drop_ratio": (
+        "sensor",
+        "dropped",
         {
-            "value_template": "{{ value_json.fps }}",
-            "unit_of_measurement": "fps",
+            "value_template": "{{ (value_json.drop_ratio * 100) | round(1) }}",
+            "unit_of_measurement": "%",
             "state_class": "measurement",
-            "suggested_display_precision": 1,
-            "icon": "mdi:camera-timer",
+            "suggested_display_precision": 0,
+            "icon": "mdi:filter-remove",
         },
     ),
     "online": (
@@ -130,8 +149,13 @@ def event_text(event: dict[str, Any]) -> str:
     return text if len(text) <= MAX_STATE_LEN else text[: MAX_STATE_LEN - 1] + "…"
 
 
-def _count(dets: list[dict[str, Any]]) -> int:
-    return sum(1 + sum(_count(ks) for ks in (d.get("children") or {}).values()) for d in dets)
+def status_page_url(bind: str, port: int, enabled: bool = True) -> str | None:
+    """The health server's status page as HA (another host) can reach it; None when it cannot: the
+    server is off, bound to loopback only, or on a port picked at start (0)."""
+    if not enabled or port == 0 or bind.startswith("127.") or bind in ("localhost", "::1"):
+        return None
+    host = socket.getfqdn() if bind in ("0.0.0.0", "::", "") else bind
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 class HassDiscovery:
@@ -147,6 +171,8 @@ class HassDiscovery:
         sw_version: str = __version__,
         clock: Callable[[], float] = time.monotonic,
         thumbnails: bool = False,
+        commands: bool = False,
+        configuration_url: str | None = None,
     ) -> None:
         self.publisher = publisher
         self.cfg = cfg
@@ -158,6 +184,8 @@ class HassDiscovery:
         self.sw_version = sw_version
         self.clock = clock
         self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
+        self.commands = commands  # offer the enabled switch and snapshot button (mqtt.commands)
+        self.configuration_url = configuration_url
         self.availability_topic = f"{self.prefix}/status"
         self._lock = threading.Lock()
         self._cameras: dict[str, _CameraState] = {}
@@ -180,7 +208,7 @@ class HassDiscovery:
             st = self._cameras.get(camera)
             if st is None:
                 return
-            st.detections += _count(event.get("detections", []))
+            st.detections += len(event.get("detections", []))
             st.last_text = event_text(event)
             st.last_event_id = event.get("id")
             st.last_event_at = event.get("captured_at") or iso_utc_ms(time.time())
@@ -223,28 +251,40 @@ class HassDiscovery:
         return f"{self.prefix}/{camera}/state"
 
     def device_info(self) -> dict[str, Any]:
-        return {
-            "identifiers": [self.device],
+        info: dict[str, Any] = {
+            "identifiers": [f"edged_{self.device}"],
             "name": self.device,
             "manufacturer": "edged",
             "model": "edged edge inference daemon",
             "sw_version": self.sw_version,
         }
+        if self.configuration_url:
+            info["configuration_url"] = self.configuration_url
+        return info
+
+    def _topic(self, component: str, camera: str, key: str) -> str:
+        return f"{self.discovery_prefix}/{component}/{self.device}/{camera}_{key}/config"
+
+    def _entity(self, camera: str, key: str, suffix: str) -> dict[str, Any]:
+        return {
+            "name": f"{camera} {suffix}",
+            "unique_id": f"edged_{self.device}_{camera}_{key}",
+            "availability_topic": self.availability_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": self.device_info(),
+            "origin": {"name": "edged", "sw_version": self.sw_version},
+        }
 
     def discovery(self, camera: str) -> dict[str, dict[str, Any]]:
         """topic -> discovery config of every entity of `camera`."""
         out: dict[str, dict[str, Any]] = {}
+        state = self.state_topic(camera)
         for key, (component, suffix, extra) in ENTITIES.items():
-            object_id = f"{camera}_{key}"
-            out[f"{self.discovery_prefix}/{component}/{self.device}/{object_id}/config"] = {
-                "name": f"{camera} {suffix}",
-                "unique_id": f"edged_{self.device}_{object_id}",
-                "state_topic": self.state_topic(camera),
-                "availability_topic": self.availability_topic,
-                "payload_available": "online",
-                "payload_not_available": "offline",
-                "device": self.device_info(),
-                "origin": {"name": "edged", "sw_version": self.sw_version},
+            out[self._topic(component, camera, key)] = {
+                **self._entity(camera, key, suffix),
+                "state_topic": state,
+                "json_attributes_topic": state,
                 **extra,
             }
         if self.thumbnails:
@@ -257,10 +297,34 @@ class HassDiscovery:
                 "device": self.device_info(),
                 "origin": {"name": "edged", "sw_version": self.sw_version},
             }
+        if self.commands:  # the commands edged.commands already serves, as HA controls
+            base = f"{self.prefix}/{camera}"
+            out[self._topic("switch", camera, "enabled")] = {
+                **self._entity(camera, "enabled", "enabled"),
+                "command_topic": f"{base}/set/enabled",
+                "state_topic": f"{base}/enabled",  # retained ON/OFF, published by edged.control
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "icon": "mdi:cctv",
+            }
+            out[self._topic("button", camera, "snapshot")] = {
+                **self._entity(camera, "snapshot", "snapshot"),
+                "command_topic": f"{base}/set/snapshot",
+                "payload_press": "PRESS",
+                "icon": "mdi:camera",
+            }
         return out
 
     def image_config_topic(self, camera: str) -> str:
         return f"{self.discovery_prefix}/image/{self.device}/{camera}_thumbnail/config"
+
+    def _all_topics(self, camera: str) -> list[str]:
+        """Every discovery topic edged may have used for `camera` (for clearing)."""
+        extra = [self._topic("switch", camera, "enabled"), self._topic("button", camera, "snapshot")]
+        return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera)]))
+
+    def _removed_topics(self, camera: str) -> list[str]:
+        return [self._topic(comp, camera, key) for key, comp in REMOVED_ENTITIES.items()]
 
     def _announce(self) -> bool:
         with self._lock:
@@ -268,13 +332,19 @@ class HassDiscovery:
         gone = sorted(self._load_announced() - set(names))
         for name in gone:
             log.info("Home Assistant: removing camera %s (no longer configured)", name)
-            for topic in self.discovery(name):
+            for topic in self._all_topics(name):
                 if not self._send(topic, b""):
                     return False
             if not self._send(self.state_topic(name), b""):
                 return False
         for name in names:
-            for topic, body in self.discovery(name).items():
+            configs = self.discovery(name)
+            # Entities this edged no longer offers (an old release's, or commands switched off).
+            stale = [t for t in self._all_topics(name) if t not in configs]
+            for topic in stale:
+                if not self._send(topic, b""):
+                    return False
+            for topic, body in configs.items():
                 if not self._send(topic, json.dumps(body, separators=(",", ":"))):
                     return False
         # Image entities announced earlier (by a run with thumbnails.publish) that should not be there now.
@@ -308,7 +378,9 @@ class HassDiscovery:
             return {
                 "online": "ON" if cam_status.get("state") == "streaming" else "OFF",
                 "state": cam_status.get("state", "stopped"),
-                "fps": round(float(cam_status.get("fps") or 0.0), 2),
+                "source_fps": round(float(cam_status.get("source_fps") or 0.0), 2),
+                "processed_fps": round(float(cam_status.get("processed_fps") or 0.0), 2),
+                "drop_ratio": round(float(cam_status.get("drop_ratio") or 0.0), 3),
                 "detections": st.detections,
                 "last_text": st.last_text,
                 "last_event_at": st.last_event_at,

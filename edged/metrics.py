@@ -2,11 +2,32 @@
 
 One `Metrics` object per daemon (its own prometheus CollectorRegistry, so tests can run several
 daemons in one process). Stages get it passed in; nothing here starts threads or servers.
+
+Exposition rules: no `_created` series (they doubled the series count and no dashboard reads them;
+switched off process-wide, since prometheus_client has no per-registry switch), every label set of a
+configured camera/stage/model exists at zero from the start (`init_labels`), so `increase()` sees the
+first event, and names end in their unit. Renamed metrics keep their old name for one release as a
+deprecated duplicate (`DEPRECATED_ALIASES`, documented in docs/operations.md).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+disable_created_metrics()
+
+DROP_REASONS = ("stale", "error")
+OUTBOX_DROP_REASONS = ("bytes", "age", "corrupt")
+# old name -> new name; the old one is served (as a copy) until the next release, then removed.
+DEPRECATED_ALIASES = {
+    "edged_gpu_bytes_h2d_total": "edged_gpu_h2d_bytes_total",
+    "edged_gpu_bytes_d2h_total": "edged_gpu_d2h_bytes_total",
+}
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -70,10 +91,10 @@ class Metrics:
             "edged_mqtt_reconnects_total", "Broker connection attempts after a loss", registry=r
         )
         self.bytes_h2d = Counter(
-            "edged_gpu_bytes_h2d_total", "Bytes uploaded host to device", ["camera"], registry=r
+            "edged_gpu_h2d_bytes_total", "Bytes uploaded host to device", ["camera"], registry=r
         )
         self.bytes_d2h = Counter(
-            "edged_gpu_bytes_d2h_total", "Bytes downloaded device to host", ["camera"], registry=r
+            "edged_gpu_d2h_bytes_total", "Bytes downloaded device to host", ["camera"], registry=r
         )
         self.engine_info = Info("edged_engine", "Backend of each model", ["model"], registry=r)
         self.batch_rows = Histogram(
@@ -93,3 +114,53 @@ class Metrics:
         self.camera_up = Gauge(
             "edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r
         )
+        for reason in OUTBOX_DROP_REASONS:
+            self.outbox_dropped.labels(reason=reason)
+        counters = {"edged_gpu_h2d_bytes_total": self.bytes_h2d, "edged_gpu_d2h_bytes_total": self.bytes_d2h}
+        r.register(_DeprecatedAliases({old: counters[new] for old, new in DEPRECATED_ALIASES.items()}))
+
+    def init_labels(self, cameras: Mapping[str, Iterable[str]], models: Iterable[str]) -> None:
+        """Create every label set of the configured cameras (camera -> its stage names) and models at
+        zero, so each series exists from the first scrape. Safe to call again after a reload."""
+        for cam, stages in cameras.items():
+            for metric in (
+                self.frames,
+                self.source_errors,
+                self.source_reconnects,
+                self.frame_latency,
+                self.events,
+                self.bytes_h2d,
+                self.bytes_d2h,
+                self.camera_up,
+            ):
+                metric.labels(cam)
+            for reason in DROP_REASONS:
+                self.drops.labels(cam, reason)
+            for stage in stages:
+                self.stage_latency.labels(cam, stage)
+                self.detections.labels(cam, stage)
+        for model in models:
+            self.batch_rows.labels(model)
+            self.batch_wait.labels(model)
+
+
+class _DeprecatedAliases(Collector):
+    """Serves each renamed counter under its old name too (same samples, help marked DEPRECATED)."""
+
+    def __init__(self, aliases: dict[str, Counter]) -> None:
+        self.aliases = aliases  # old name (with _total) -> the renamed counter
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # unchecked: the registry need not know these names
+
+    def collect(self) -> Iterator[Any]:
+        for old, counter in self.aliases.items():
+            for family in counter.collect():
+                new = family.name + "_total"
+                alias = CounterMetricFamily(
+                    old, f"DEPRECATED, removed in the next release: use {new}. {family.documentation}"
+                )
+                for sample in family.samples:
+                    if sample.name == new:
+                        alias.add_sample(old, sample.labels, sample.value)
+                yield alias

@@ -301,6 +301,8 @@ class CameraRunner:
                 fps=cam.fps,
                 loop=cam.loop,
                 base_dir=base_dir,
+                rtsp_transport=cam.rtsp.transport,
+                rtsp_latency_ms=cam.rtsp.latency_ms,
             ),
             fps=cam.fps,
             loop=cam.loop,

@@ -31,12 +31,37 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-echo "setup: installing edged and dev tools into .venv"
-python -m pip install -q -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
-# rapidocr-onnxruntime only for its PP-OCRv4 recognizer: the "different model" of the shadow-check tests.
-python -m pip install -q --no-deps rapidocr==3.10.0 rapidocr-onnxruntime==1.4.4 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
-python -c "import edged, cv2, onnxruntime, paho.mqtt" # fail loudly if the install is broken
+# pip runs only when what it installs may have changed: the stamp is a hash of pyproject.toml, this
+# script and the interpreter, written after a good install. A missing stamp, a broken import, or an
+# edged that is not this checkout's (the folder moved) installs again.
+STAMP=.venv/.edged-setup-stamp
+stamp=$( { cat pyproject.toml scripts/setup-env.sh; python -VV; } | sha256sum | cut -d' ' -f1 )
+installed_ok() {
+  python - <<'PY' 2>/dev/null
+import importlib.util, pathlib
+import cv2, edged, onnxruntime, paho.mqtt  # noqa: F401
+assert pathlib.Path(edged.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve())
+# Found, not imported (cheap): rapidocr (installed --no-deps) and the dev tools the tests and CI use.
+dev = ("rapidocr", "rapidocr_onnxruntime", "pytest", "hypothesis", "mypy", "ruff", "jsonschema", "skimage", "cryptography", "onnx")
+assert all(importlib.util.find_spec(m) is not None for m in dev)
+PY
+}
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$stamp" ] && installed_ok; then
+  echo "setup: .venv up to date (pyproject.toml unchanged since the last install)"
+else
+  rm -f "$STAMP"
+  python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  echo "setup: installing edged and dev tools into .venv"
+  # setuptools' "!! Editable installation ... !!" box (a BuildBackendWarning about import shadowing,
+  # which is the point of an editable install here) is noise to someone starting the demo.
+  export PYTHONWARNINGS="ignore:Editable installation"
+  python -m pip install -q -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+  # rapidocr-onnxruntime only for its PP-OCRv4 recognizer: the "different model" of the shadow-check tests.
+  python -m pip install -q --no-deps rapidocr==3.10.0 rapidocr-onnxruntime==1.4.4 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+  unset PYTHONWARNINGS
+  python -c "import edged, cv2, onnxruntime, paho.mqtt" # fail loudly if the install is broken
+  installed_ok && echo "$stamp" >"$STAMP"
+fi
 edged install-models --dest models >/dev/null
 [ -f samples/plates.mp4 ] || edged make-sample --out samples/plates.mp4 >/dev/null
 echo "setup: ready"

@@ -332,3 +332,17 @@ def probe(port: int, path: str, timeout_s: float = 1.0) -> tuple[int, float]:
         return resp.status, time.monotonic() - t0
     finally:
         conn.close()
+
+
+def repo_copy(tmp: Path) -> Path:
+    """The tracked files of this checkout, with the models and a small sample video (demo.sh writes var/)."""
+    dest = tmp / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in files.splitlines():
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(src.read_bytes())
+    (dest / "models").symlink_to(need_models())
+    small_sample(dest / "samples", frames=40)
+    return dest

@@ -54,7 +54,7 @@ def test_every_problem_reported_with_line_column_and_path(tmp_path: Path) -> Non
     )
     got = problems(p)
     assert f"{p}:5:9: mqtt.port: Input should be less than or equal to 65535" in got
-    assert f"{p}:6:3: mqtt.pasword: unknown key (typo?)" in got
+    assert f"{p}:6:3: mqtt.pasword: unknown key; did you mean `password`?" in got
     assert any(s.startswith(f"{p}:10:10: cameras.gate.fps:") for s in got)
     assert len(got) == 3
 

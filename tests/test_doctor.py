@@ -111,7 +111,7 @@ def test_broker_refusing_the_credentials(tmp_path: Path) -> None:
 
 def test_invalid_config_fails_with_its_location(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("mqtt:\n  port: 99999\ncameras:\n  gate:\n    source: nowhere\n")
+    cfg.write_text("mqtt:\n  port: 99999\ncameras:\n  gate:\n    source: ftp://nowhere\n")
     rc, rows, out = doctor("--config", str(cfg))
     assert rc != 0, out
     status, detail = rows["config"]

@@ -39,6 +39,7 @@ from tests._edged import (
     wait_until,
     write_config,
 )
+from tests._rtsp import RtspServer, rtsp_server_missing
 
 DETECTIONS = "edged/test/+/detections"
 
@@ -306,56 +307,6 @@ def test_file_source_vanishes_and_returns(tmp_path: Path) -> None:
         proc.kill()
     assert "Traceback" not in proc.text()
     assert "plates.mp4" in proc.text()
-
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
-
-
-def rtsp_server_missing() -> str | None:
-    """Why tests/rtsp_server.py cannot run here (None if it can)."""
-    probe = (
-        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-        "from gi.repository import Gst; Gst.init(None); "
-        "missing = [e for e in ('videotestsrc', 'jpegenc', 'rtpjpegpay') if Gst.ElementFactory.find(e) is None]; "
-        "assert not missing, missing"
-    )
-    try:
-        r = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"{SYSTEM_PYTHON}: {e}"
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        return f"GStreamer RTSP server not usable ({last}); apt install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
-    return None
-
-
-class RtspServer:
-    """tests/rtsp_server.py under the system Python: a live RTSP camera that can go away and come back."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        self.port = port
-        self.url = f"rtsp://127.0.0.1:{port}/test"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [SYSTEM_PYTHON, str(RTSP_SERVER), str(self.port)], stdout=log, stderr=log
-            )
-        assert wait_until(lambda: self.log.read_bytes().count(b"ready") > self.starts, 20), (
-            self.log.read_text()
-        )
-        self.starts += 1
-
-    starts = 0
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 def test_rtsp_server_goes_away_and_returns(tmp_path: Path) -> None:

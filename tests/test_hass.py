@@ -5,6 +5,7 @@ broker restart."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from edged import __version__
 from edged.config.models import HassConfig
-from edged.hass import HassDiscovery, event_text
+from edged.hass import HassDiscovery, event_text, status_page_url
 from edged.mqtt_testing import Message, Mosquitto, Subscriber, running_publisher
 from edged.publish.mqtt import MqttPublisher
 
@@ -22,24 +23,61 @@ DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"
 HA = "homeassistant"
 
-# Keys Home Assistant's MQTT sensor / binary_sensor discovery schemas accept (full names, no abbreviations)
+# Keys of Home Assistant's MQTT discovery schemas (full names, no abbreviations), from the "Configuration
+# Variables" of https://www.home-assistant.io/integrations/{sensor,binary_sensor,switch,button}.mqtt/
+# and the device / origin sections of https://www.home-assistant.io/integrations/mqtt/.
 COMMON = {
     "name",
     "unique_id",
-    "state_topic",
     "availability_topic",
     "payload_available",
     "payload_not_available",
     "device",
     "origin",
-    "value_template",
     "icon",
     "device_class",
+    "json_attributes_topic",
+    "json_attributes_template",
 }
 ALLOWED = {
-    "sensor": COMMON | {"state_class", "unit_of_measurement", "suggested_display_precision"},
-    "binary_sensor": COMMON | {"payload_on", "payload_off"},
+    "sensor": COMMON
+    | {"state_topic", "value_template", "state_class", "unit_of_measurement", "suggested_display_precision"},
+    "binary_sensor": COMMON | {"state_topic", "value_template", "payload_on", "payload_off"},
+    "switch": COMMON
+    | {
+        "state_topic",
+        "command_topic",
+        "value_template",
+        "payload_on",
+        "payload_off",
+        "state_on",
+        "state_off",
+    },
+    "button": COMMON | {"command_topic", "payload_press"},
 }
+DEVICE_KEYS = {
+    "identifiers",
+    "connections",
+    "name",
+    "manufacturer",
+    "model",
+    "model_id",
+    "sw_version",
+    "hw_version",
+    "serial_number",
+    "configuration_url",
+    "suggested_area",
+    "via_device",
+}
+SENSORS = [
+    ("sensor", "last_text"),
+    ("sensor", "detections"),
+    ("sensor", "source_fps"),
+    ("sensor", "processed_fps"),
+    ("sensor", "drop_ratio"),
+    ("binary_sensor", "online"),
+]
+URL = "http://gate-01.local:8089/"
 
 EVENT = {
     "id": f"{DEVICE}:gate:abc:17",
@@ -74,7 +112,11 @@ class Clock:
 
 
 def make(
-    pub: MqttPublisher, tmp_path: Path, clock: Clock, status: Callable[[], dict[str, Any]]
+    pub: MqttPublisher,
+    tmp_path: Path,
+    clock: Clock,
+    status: Callable[[], dict[str, Any]],
+    commands: bool = False,
 ) -> HassDiscovery:
     return HassDiscovery(
         pub,
@@ -84,6 +126,8 @@ def make(
         status=status,
         state_path=tmp_path / "state" / "hass.json",
         clock=clock,
+        commands=commands,
+        configuration_url=URL,
     )
 
 
@@ -104,14 +148,17 @@ def until(sub: Subscriber, pred: Callable[[list[Message]], bool], what: str) -> 
 
 
 STATUS: dict[str, Any] = {
-    "cameras": {"gate": {"state": "streaming", "fps": 12.46}, "yard": {"state": "backoff", "fps": 0.0}}
+    "cameras": {
+        "gate": {"state": "streaming", "source_fps": 12.46, "processed_fps": 2.5, "drop_ratio": 0.8},
+        "yard": {"state": "backoff", "source_fps": 0.0, "processed_fps": 0.0, "drop_ratio": 0.0},
+    }
 }
 
 
 def test_discovery_configs_have_the_keys_home_assistant_reads(
     tmp_path: Path, mosquitto: Mosquitto, publisher: MqttPublisher
 ) -> None:
-    hass = make(publisher, tmp_path, Clock(), lambda: STATUS)
+    hass = make(publisher, tmp_path, Clock(), lambda: STATUS, commands=True)
     hass.set_cameras(["gate", "yard"])
     hass.tick()
     got = retained(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"])
@@ -119,36 +166,44 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     assert sorted(configs) == sorted(
         f"{HA}/{comp}/{DEVICE}/{cam}_{key}/config"
         for cam in ("gate", "yard")
-        for comp, key in [
-            ("sensor", "last_text"),
-            ("sensor", "detections"),
-            ("sensor", "fps"),
-            ("binary_sensor", "online"),
-        ]
+        for comp, key in [*SENSORS, ("switch", "enabled"), ("button", "snapshot")]
     )
     unique_ids = [c["unique_id"] for c in configs.values()]
-    assert len(set(unique_ids)) == 8
+    assert len(set(unique_ids)) == 16
     for topic, c in configs.items():
         component, cam = topic.split("/")[1], topic.split("/")[3].split("_")[0]
         assert set(c) <= ALLOWED[component], f"{topic}: keys HA does not know: {set(c) - ALLOWED[component]}"
-        assert c["state_topic"] == f"{PREFIX}/{cam}/state"
         assert c["availability_topic"] == f"{PREFIX}/status"
         assert (c["payload_available"], c["payload_not_available"]) == ("online", "offline")
-        assert c["name"].startswith(cam + " ") and c["value_template"].startswith("{{ value_json.")
+        assert c["name"].startswith(cam + " ")
+        if component in ("sensor", "binary_sensor"):
+            assert c["state_topic"] == c["json_attributes_topic"] == f"{PREFIX}/{cam}/state"
+            assert "value_json." in c["value_template"]
+        assert set(c["device"]) <= DEVICE_KEYS
         assert c["device"] == {
-            "identifiers": [DEVICE],
+            "identifiers": [f"edged_{DEVICE}"],  # not the bare name another MQTT device may use
             "name": DEVICE,
             "manufacturer": "edged",
             "model": "edged edge inference daemon",
             "sw_version": __version__,
+            "configuration_url": URL,
         }
+    switch = configs[f"{HA}/switch/{DEVICE}/gate_enabled/config"]
+    assert switch["command_topic"] == f"{PREFIX}/gate/set/enabled"
+    assert switch["state_topic"] == f"{PREFIX}/gate/enabled"
+    assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
+    button = configs[f"{HA}/button/{DEVICE}/gate_snapshot/config"]
+    assert button["command_topic"] == f"{PREFIX}/gate/set/snapshot"
+    for fps in ("source_fps", "processed_fps"):
+        assert configs[f"{HA}/sensor/{DEVICE}/gate_{fps}/config"]["unit_of_measurement"] == "fps"
+    assert configs[f"{HA}/sensor/{DEVICE}/gate_drop_ratio/config"]["unit_of_measurement"] == "%"
     online = configs[f"{HA}/binary_sensor/{DEVICE}/gate_online/config"]
     assert (online["payload_on"], online["payload_off"], online["device_class"]) == (
         "ON",
         "OFF",
         "connectivity",
     )
-    assert configs[f"{HA}/sensor/{DEVICE}/gate_fps/config"]["state_class"] == "measurement"
+    assert configs[f"{HA}/sensor/{DEVICE}/gate_processed_fps/config"]["state_class"] == "measurement"
     assert configs[f"{HA}/sensor/{DEVICE}/gate_detections/config"]["state_class"] == "total_increasing"
 
     # Each template's field is in the state message, with the values HA will show.
@@ -156,7 +211,9 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     assert gate == {
         "online": "ON",
         "state": "streaming",
-        "fps": 12.46,
+        "source_fps": 12.46,
+        "processed_fps": 2.5,
+        "drop_ratio": 0.8,
         "detections": 0,
         "last_text": None,
         "last_event_at": None,
@@ -164,8 +221,8 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     }
     assert json.loads(got[f"{PREFIX}/yard/state"])["online"] == "OFF"
     for c in configs.values():
-        field = c["value_template"].removeprefix("{{ value_json.").removesuffix(" }}")
-        assert field in gate
+        if "value_template" in c:
+            assert re.search(r"value_json\.(\w+)", c["value_template"]).group(1) in gate  # type: ignore[union-attr]
 
 
 def test_events_update_the_state_at_most_once_a_second(
@@ -183,7 +240,8 @@ def test_events_update_the_state_at_most_once_a_second(
         hass.tick()
         until(sub, lambda ms: len(ms) == 2, "state after the events")
         state = json.loads(sub.messages[-1].payload)
-        assert state["last_text"] == "KA 1234, MH 42" and state["detections"] == 8  # 2 events x (2 + 2)
+        # 2 events x 2 plates: a plate and the text read on it are one object, not two
+        assert state["last_text"] == "KA 1234, MH 42" and state["detections"] == 4
         assert state["last_event_id"] == EVENT["id"] and state["last_event_at"] == EVENT["captured_at"]
         # retained: a client connecting later (HA after a restart) gets it too
         assert (
@@ -198,7 +256,7 @@ def test_events_update_the_state_at_most_once_a_second(
         until(sub, lambda ms: len(ms) == 3, "held-back state")
         time.sleep(0.5)
         assert len(sub.messages) == 3
-        assert json.loads(sub.messages[-1].payload)["detections"] == 12
+        assert json.loads(sub.messages[-1].payload)["detections"] == 6
         clock.t += 10
         hass.tick()  # periodic: fps and online change without events
         until(sub, lambda ms: len(ms) == 4, "periodic state")
@@ -211,9 +269,8 @@ def test_availability_follows_the_daemon_status_and_last_will(
     hass = make(publisher, tmp_path, Clock(), lambda: STATUS)
     hass.set_cameras(["gate"])
     hass.tick()
-    topic = json.loads(
-        retained(mosquitto, f"{HA}/sensor/{DEVICE}/gate_fps/config")[f"{HA}/sensor/{DEVICE}/gate_fps/config"]
-    )["availability_topic"]
+    config = f"{HA}/sensor/{DEVICE}/gate_source_fps/config"
+    topic = json.loads(retained(mosquitto, config)[config])["availability_topic"]
     assert retained(mosquitto, topic) == {topic: b"online"}
     publisher.stop(1.0)
     assert retained(mosquitto, topic) == {topic: b"offline"}
@@ -226,18 +283,19 @@ def test_removed_camera_configs_are_cleared_on_reload_and_across_restarts(
     hass = make(publisher, tmp_path, clock, lambda: STATUS)
     hass.set_cameras(["gate", "yard", "dock"])
     hass.tick()
-    assert len([t for t in retained(mosquitto, f"{HA}/#") if "/dock_" in t]) == 4
+    assert len([t for t in retained(mosquitto, f"{HA}/#") if "/dock_" in t]) == 6
     with Subscriber(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"]) as sub:
         hass.set_cameras(["gate", "yard"])  # a reload dropped "dock"
         hass.tick()
         until(
             sub,
-            lambda ms: len([m for m in ms if "dock" in m.topic and m.payload == b""]) == 5,
+            # 6 entities, the switch and button (commands may have been on), the old fps sensor, the state
+            lambda ms: len([m for m in ms if "dock" in m.topic and m.payload == b""]) == 10,
             "dock cleared",
         )
     left = retained(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"])
     assert not [t for t in left if "dock" in t], "HA would still show the removed camera"
-    assert len([t for t in left if t.startswith(HA)]) == 8
+    assert len([t for t in left if t.startswith(HA)]) == 12
 
     # edged restarts with "yard" removed from the config while it was down: the saved set says to clear it.
     again = make(publisher, tmp_path, clock, lambda: STATUS)
@@ -246,9 +304,11 @@ def test_removed_camera_configs_are_cleared_on_reload_and_across_restarts(
     left = retained(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"])
     assert sorted(t.split("/")[3] for t in left if t.startswith(HA)) == [
         "gate_detections",
-        "gate_fps",
+        "gate_drop_ratio",
         "gate_last_text",
         "gate_online",
+        "gate_processed_fps",
+        "gate_source_fps",
     ]
     assert f"{PREFIX}/yard/state" not in left
 
@@ -265,7 +325,7 @@ def test_reannounced_after_the_broker_lost_its_retained_messages(
     wait_connected(publisher, True)
     hass.tick()
     got = retained(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"])
-    assert len([t for t in got if t.startswith(HA)]) == 4 and f"{PREFIX}/gate/state" in got
+    assert len([t for t in got if t.startswith(HA)]) == 6 and f"{PREFIX}/gate/state" in got
 
 
 def test_event_text_prefers_read_text_and_caps_length() -> None:
@@ -276,3 +336,41 @@ def test_event_text_prefers_read_text_and_caps_length() -> None:
     long = event_text({"detections": [{"label": "x" * 400}]})
     assert len(long) == 255 and long.endswith("…")
     assert event_text({"detections": []}) == ""
+
+
+def test_the_old_fps_sensor_and_switched_off_commands_are_removed_from_ha(
+    tmp_path: Path, mosquitto: Mosquitto, publisher: MqttPublisher
+) -> None:
+    # What an earlier release (fps sensor) with mqtt.commands on (switch, button) left retained.
+    old = {
+        f"{HA}/sensor/{DEVICE}/gate_fps/config": b'{"name":"gate fps"}',
+        f"{HA}/switch/{DEVICE}/gate_enabled/config": b'{"name":"gate enabled"}',
+        f"{HA}/button/{DEVICE}/gate_snapshot/config": b'{"name":"gate snapshot"}',
+    }
+    for topic, body in old.items():
+        publisher.publish_raw(topic, body, retain=True, qos=1)
+    assert wait_for_retained(mosquitto, set(old))
+    hass = make(publisher, tmp_path, Clock(), lambda: STATUS, commands=False)
+    hass.set_cameras(["gate"])
+    hass.tick()
+    left = retained(mosquitto, f"{HA}/#")
+    assert not set(old) & set(left), "HA would keep showing entities edged no longer serves"
+    assert len(left) == len(SENSORS)
+
+
+def wait_for_retained(broker: Mosquitto, topics: set[str]) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if topics <= set(retained(broker, f"{HA}/#", 0.3)):
+            return True
+    return False
+
+
+def test_status_page_url_only_when_ha_can_reach_it() -> None:
+    assert status_page_url("127.0.0.1", 8089) is None  # loopback: HA on another host cannot open it
+    assert status_page_url("0.0.0.0", 0) is None  # the port is picked at start
+    assert status_page_url("192.168.1.20", 8089, enabled=False) is None
+    assert status_page_url("192.168.1.20", 8089) == "http://192.168.1.20:8089/"
+    assert status_page_url("fd00::5", 8089) == "http://[fd00::5]:8089/"
+    wildcard = status_page_url("0.0.0.0", 8089)
+    assert wildcard is not None and wildcard.endswith(":8089/") and "0.0.0.0" not in wildcard

@@ -1,12 +1,15 @@
 """Capture: turn a source URI into a `Source`, and run it in a `CameraCapture` thread per camera.
 
 make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
+make_source("samples/frames/*.jpg")                              # bare paths, folders/ and globs too
 cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
 frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
 """
 
 from __future__ import annotations
 
+import glob
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -28,17 +31,41 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "opencv", "jetson"]
+Transport = Literal["auto", "tcp", "udp"]
+
+log = logging.getLogger(__name__)
+_warned_transport: set[str] = set()
+
+
+def is_image_sequence(path: str) -> bool:
+    """A file:// path that names a folder (`dir/`) or a glob (`frames/*.jpg`), as jetson-utils reads them.
+    An existing file whose name merely contains glob characters (`cam[1].mp4`) is that file."""
+    p = Path(path)
+    return path.endswith("/") or p.is_dir() or (glob.has_magic(path) and not p.is_file())
+
+
+def ffmpeg_options(transport: Transport, latency_ms: int | None) -> dict[str, str]:
+    """FFmpeg RTSP demuxer options for one camera (see OpenCVSource)."""
+    opts: dict[str, str] = {}
+    if transport != "auto":
+        opts["rtsp_transport"] = transport
+    if latency_ms is not None:
+        opts["max_delay"] = str(latency_ms * 1000)  # microseconds: the reorder/jitter buffer
+    return opts
 
 
 def resolve_path(uri: str, base_dir: Path | None) -> str | None:
-    """The filesystem path of a file:// or dir:// URI, relative paths taken from base_dir; else None."""
+    """The filesystem path of a file:// or dir:// URI (or a bare path), relative paths taken from base_dir;
+    else None. A trailing "/" is kept (jetson-utils reads `file://dir/` as an image sequence)."""
     scheme, rest = split_uri(uri)
+    if scheme == "" and rest:
+        scheme = "file"
     if scheme not in ("file", "dir"):
         return None
     p = Path(rest).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = base_dir / p
-    return str(p)
+    return str(p) + ("/" if rest.endswith("/") and str(p) != "/" else "")
 
 
 def make_source(
@@ -51,16 +78,21 @@ def make_source(
     loop: bool = False,
     timeout_s: float = 5.0,
     base_dir: Path | None = None,
+    rtsp_transport: Transport = "auto",
+    rtsp_latency_ms: int | None = None,
 ) -> Source:
     """Build (not open) the Source for a URI.
 
     auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV.
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
     loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
-    open and read of network streams. Raises SourceError for a URI no backend can take.
+    open and read of network streams; `rtsp_transport` and `rtsp_latency_ms` apply to rtsp:// only.
+    A bare path is a file:// one. Raises SourceError for a URI no backend can take.
     """
     scheme, _ = split_uri(uri)
     path = resolve_path(uri, base_dir)
+    if scheme == "" and path is not None:
+        scheme, uri = "file", f"file://{path}"
     jetson_missing = jetson.available()
     if scheme == "csi" and (backend == "opencv" or jetson_missing):
         why = f"; {jetson_missing}" if jetson_missing else ""
@@ -75,13 +107,36 @@ def make_source(
             raise SourceError(f"{redact(uri)}: the jetson backend takes csi://, v4l2://, rtsp://, file://")
         # jetson-utils resolves file:// itself, so hand it the absolute path.
         jetson_uri = f"file://{path}" if scheme == "file" and path else uri
-        return jetson.JetsonSource(uri, target=jetson_uri, width=width, height=height, fps=fps, loop=loop)
-    if scheme == "dir":
+        if scheme == "rtsp" and rtsp_transport != "auto" and uri not in _warned_transport:
+            _warned_transport.add(uri)
+            log.warning(
+                "%s: rtsp.transport %s is not applied: jetson-utils has no transport option (backend: opencv has)",
+                redact(uri),
+                rtsp_transport,
+            )
+        return jetson.JetsonSource(
+            uri,
+            target=jetson_uri,
+            width=width,
+            height=height,
+            fps=fps,
+            loop=loop,
+            latency_ms=rtsp_latency_ms if scheme == "rtsp" else None,
+        )
+    if scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path)):
         return ImageFolderSource(uri, path=path)
     if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
         return OpenCVSource(
-            uri, path=path, width=width, height=height, fps=fps, timeout_ms=int(timeout_s * 1000)
+            uri,
+            path=path,
+            width=width,
+            height=height,
+            fps=fps,
+            timeout_ms=int(timeout_s * 1000),
+            ffmpeg_options=ffmpeg_options(rtsp_transport, rtsp_latency_ms)
+            if scheme in ("rtsp", "rtsps")
+            else None,
         )
     raise SourceError(
-        f"{redact(uri)}: unsupported source (use file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+        f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
     )

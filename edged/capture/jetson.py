@@ -5,7 +5,8 @@ so only `available()` and the pure URI → argv mapping (`video_source_argv`) ar
 calls follow the API read from jetson-utils sources (fae4b42; see the team notes "jetson-apis.md"):
 
 - `videoSource(uri, argv=[...])`, flags `--input-width= --input-height= --input-rate= --input-loop=
-  --num-buffers=`;
+  --num-buffers= --input-latency=` (RTSP jitter buffer, ms); URIs as the docs spell them: a bare path is
+  `file://`, `file://dir/` and globs (`"frames/*.jpg"`) are image sequences;
 - `Capture(format='rgb8', timeout=ms)` returns None on timeout and raises on EOS or error;
   `IsStreaming()` is False after EOS/close, which is how EOS and failure are told apart;
 - RTSP sources never reconnect by themselves: the worker closes this source and makes a new one.
@@ -49,6 +50,7 @@ def video_source_argv(
     fps: float | None = None,
     loop: bool = False,
     num_buffers: int | None = None,
+    latency_ms: int | None = None,
 ) -> list[str]:
     """The argv videoSource parses for our options (argv[0] is a program name, as with sys.argv)."""
     argv = ["edged"]
@@ -63,6 +65,8 @@ def video_source_argv(
         argv.append("--input-loop=-1")
     if num_buffers:
         argv.append(f"--num-buffers={int(num_buffers)}")
+    if latency_ms is not None and uri.startswith("rtsp://"):
+        argv.append(f"--input-latency={int(latency_ms)}")  # rtspsrc jitter buffer, ms
     return argv
 
 
@@ -81,6 +85,7 @@ class JetsonSource:
         fps: float | None = None,
         loop: bool = False,
         num_buffers: int | None = None,
+        latency_ms: int | None = None,
     ) -> None:
         self.uri = uri
         # What videoSource opens: the URI with a relative file path made absolute by the caller.
@@ -88,7 +93,13 @@ class JetsonSource:
         self.live = not uri.startswith("file://")
         self.nominal_fps: float | None = fps
         self._argv = video_source_argv(
-            uri, width=width, height=height, fps=fps, loop=loop, num_buffers=num_buffers
+            uri,
+            width=width,
+            height=height,
+            fps=fps,
+            loop=loop,
+            num_buffers=num_buffers,
+            latency_ms=latency_ms,
         )
         self._src: Any = None
 

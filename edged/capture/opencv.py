@@ -3,11 +3,22 @@
 `cv2.VideoCapture.read` blocks and has no per-call timeout; RTSP gets FFmpeg's open/read timeouts
 where the build supports them, and everything else relies on the worker's stall detection.
 Relative file paths are resolved by the caller (`make_source` uses the config file's folder).
+
+Per-camera FFmpeg options (RTSP transport, latency). OpenCV takes FFmpeg options only from the
+process-wide OPENCV_FFMPEG_CAPTURE_OPTIONS variable, which it reads when a capture opens. A camera with
+options of its own sets that variable around its open, under `_FFMPEG_ENV_LOCK`, merged over whatever the
+operator set globally, and restores it after; so such opens run one at a time (each is bounded by the
+open timeout). Captures without options of their own never take the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
+import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +31,28 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtp", "http", "https")
+FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_FFMPEG_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def ffmpeg_env(options: dict[str, str] | None) -> Iterator[None]:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS with `options` merged in, for the duration of one open."""
+    if not options:
+        yield
+        return
+    with _FFMPEG_ENV_LOCK:
+        before = os.environ.get(FFMPEG_ENV)
+        merged = dict(item.split(";", 1) for item in (before or "").split("|") if ";" in item)
+        merged.update(options)
+        os.environ[FFMPEG_ENV] = "|".join(f"{k};{v}" for k, v in merged.items())
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(FFMPEG_ENV, None)
+            else:
+                os.environ[FFMPEG_ENV] = before
 
 
 def _cv2() -> Any:
@@ -60,8 +93,10 @@ class OpenCVSource:
         height: int | None = None,
         fps: float | None = None,
         timeout_ms: int = 5000,
+        ffmpeg_options: dict[str, str] | None = None,
     ) -> None:
         self.uri = uri
+        self.ffmpeg_options = dict(ffmpeg_options or {})
         scheme, rest = split_uri(uri)
         self.scheme = scheme
         # What is handed to VideoCapture: a filesystem path, a device path or the stream URL itself.
@@ -103,7 +138,8 @@ class OpenCVSource:
             for prop in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):
                 if hasattr(cv2, prop):
                     params += [getattr(cv2, prop), int(self._timeout_ms)]
-            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+            with ffmpeg_env(self.ffmpeg_options):
+                cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
         else:
             raise SourceError(f"{name}: the OpenCV backend cannot open {self.scheme or 'this'}:// sources")
         if not cap.isOpened():
@@ -136,10 +172,12 @@ class OpenCVSource:
 
 
 class ImageFolderSource:
-    """`dir://folder`: the folder's jpg/png/bmp images in name order, one per read, as BGR arrays.
+    """An image sequence, one image per read as BGR arrays, in name order: `dir://folder`,
+    `file://folder/` (the folder's jpg/png/bmp images) or a glob `file://frames/*.png` (every file it
+    matches), as jetson-utils reads them.
 
     The listing is taken at open, so images added later show up on the next pass (loop) only.
-    An image that cannot be decoded is skipped with a warning rather than stopping the folder.
+    An image that cannot be decoded is skipped with a warning rather than stopping the sequence.
     """
 
     fmt: PixelFormat = "bgr8"
@@ -147,18 +185,27 @@ class ImageFolderSource:
 
     def __init__(self, uri: str, *, path: str | None = None) -> None:
         self.uri = uri
-        self.folder = Path(path if path is not None else split_uri(uri)[1])
+        target = path if path is not None else split_uri(uri)[1]
+        self.pattern = target if glob.has_magic(target) else None
+        self.folder = Path(target)
         self.nominal_fps: float | None = None
         self._files: list[Path] = []
         self._next = 0
 
     def open(self) -> None:
-        if not self.folder.is_dir():
-            raise SourceError(f"{self.uri}: no such folder ({self.folder})")
-        files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
-            raise SourceError(f"{self.uri}: no {kinds} images in {self.folder}")
+        if self.pattern is not None:
+            files = sorted(p for p in map(Path, glob.glob(self.pattern)) if p.is_file())
+            if not files:
+                raise SourceError(f"{self.uri}: no file matches {self.pattern}")
+        else:
+            if not self.folder.is_dir():
+                raise SourceError(f"{self.uri}: no such folder ({self.folder})")
+            files = sorted(
+                p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not files:
+                kinds = "/".join(s[1:] for s in IMAGE_SUFFIXES)
+                raise SourceError(f"{self.uri}: no {kinds} images in {self.folder}")
         self._files = files
         self._next = 0
 
@@ -171,7 +218,7 @@ class ImageFolderSource:
             if image is not None:
                 return image  # type: ignore[no-any-return]
             log.warning("%s: skipping %s (missing or not a readable image)", self.uri, path.name)
-        raise SourceEnded(f"{self.uri}: end of folder ({len(self._files)} images)")
+        raise SourceEnded(f"{self.uri}: end of image sequence ({len(self._files)} images)")
 
     def close(self) -> None:
         self._files = []

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from edged.config.models import Config, reference_problems
+from edged.config.partial import raw_problems, suggest_key
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([^}]+)\}")
@@ -236,7 +237,8 @@ def _construct(root: yaml.Node) -> Any:
 def _pydantic_message(err: dict[str, Any]) -> str:
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
-        return "unknown key (typo?)"
+        close = suggest_key(tuple(err["loc"]))
+        return f"unknown key; did you mean `{close}`?" if close else "unknown key (typo?)"
     if err["type"] == "missing":
         return "required key is missing"
     return msg.removeprefix("Value error, ")
@@ -258,8 +260,10 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         m.tensorrt.calibration_cache = rel(m.tensorrt.calibration_cache)
     for cam in cfg.cameras.values():
         for scheme in ("file://", "dir://"):
-            if cam.source.startswith(scheme) and not cam.source[len(scheme) :].startswith("/"):
-                cam.source = scheme + str(base / cam.source[len(scheme) :])
+            rest = cam.source[len(scheme) :]
+            if cam.source.startswith(scheme) and not rest.startswith("/"):
+                # Keep a trailing "/": jetson-utils reads `file://dir/` as an image sequence.
+                cam.source = scheme + str(base / rest) + ("/" if rest.endswith("/") else "")
 
 
 NO_CAMERAS = (
@@ -389,14 +393,21 @@ def load_config(
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(
-            [
-                problem(
-                    tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden"
-                )
-                for err in e.errors()
-            ]
-        ) from None
+        found = [
+            problem(tuple(err["loc"]), _pydantic_message(dict(err)), at_key=err["type"] == "extra_forbidden")
+            for err in e.errors()
+        ]
+        # Report references and model files now too, not after the schema errors are fixed; a key
+        # the schema already complained about is not reported twice.
+        seen = {p.path for p in found}
+        found += [
+            p
+            for p in (
+                problem(loc, msg) for loc, msg in raw_problems(data, path.parent.resolve(), check_files)
+            )
+            if p.path not in seen
+        ]
+        raise ConfigError(sorted(found, key=lambda p: (p.line, p.column))) from None
     _resolve_paths(cfg, path.parent.resolve())
     problems = _semantic_problems(cfg, check_files)
     if require_cameras and not cfg.cameras and not cfg.allow_no_cameras:

@@ -90,6 +90,12 @@ class HassConfig(EdgedModel):
         gt=0,
         description="Period of the retained <prefix>/<camera>/state message (fps, online); events also update it.",
     )
+    configuration_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Link on the HA device page; default: the status page when the health server listens "
+        "on a non-loopback address (http://<host>:<health.port>/), else none.",
+    )
 
 
 class MqttConfig(EdgedModel):
@@ -385,10 +391,28 @@ class ReconnectConfig(EdgedModel):
     )
 
 
+class RtspConfig(EdgedModel):
+    transport: Literal["auto", "tcp", "udp"] = Field(
+        "auto",
+        description="RTP transport of rtsp:// sources: tcp (through NAT/firewalls, no packet loss), udp "
+        "(lowest latency on a clean LAN), or auto (FFmpeg tries UDP, then TCP). OpenCV backend only: "
+        "jetson-utils has no such option.",
+    )
+    latency_ms: int | None = Field(
+        None,
+        ge=0,
+        le=60000,
+        description="Receive buffer of rtsp:// sources in ms (jetson-utils --input-latency, FFmpeg max_delay); "
+        "lower is fresher, higher rides out jitter. None: the backend's default.",
+    )
+
+
 class CameraConfig(EdgedModel):
     source: str = Field(
         ...,
-        description="file://path, rtsp://..., v4l2:///dev/videoN, csi://N, or a folder of images (dir://path).",
+        description="As jetson-utils spells it: a path or file://path (a video, an image, a folder/ of images "
+        "or a glob like frames/*.jpg, relative to the config file), rtsp://..., v4l2:///dev/videoN or "
+        "/dev/videoN, csi://N; also dir://folder.",
     )
     enabled: bool = Field(True, description="Disabled cameras are not opened.")
     fps: float = Field(
@@ -410,6 +434,7 @@ class CameraConfig(EdgedModel):
         5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened."
     )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopen backoff.")
+    rtsp: RtspConfig = Field(default_factory=RtspConfig, description="Options of rtsp:// sources.")
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Multi-object tracking and per-track events."
     )
@@ -420,18 +445,29 @@ class CameraConfig(EdgedModel):
     @field_validator("source")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        if not re.match(r"^(file|rtsp|rtsps|rtp|http|https|v4l2|csi|dir)://", v) and not v.startswith(
-            "/dev/video"
-        ):
+        if re.match(r"^(file|rtsp|rtsps|rtp|http|https|v4l2|csi|dir)://", v) or v.startswith("/dev/video"):
+            return v
+        if "://" in v or not v.strip():
             raise ValueError(
-                "source must start with file://, rtsp://, v4l2://, csi://, dir:// (or be /dev/videoN)"
+                "source must be a path, or start with file://, rtsp://, v4l2://, csi://, dir:// (or be /dev/videoN)"
             )
-        return v
+        return "file://" + v  # jetson-utils' shorthand: a bare path is a file (or folder, or glob)
 
 
 class LoggingConfig(EdgedModel):
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    json_format: bool = Field(False, description="Log JSON lines instead of text.")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level (any case: `DEBUG` is `debug`)."
+    )
+    json_format: bool = Field(
+        False,
+        description="Log JSON lines (ISO 8601 UTC times) instead of text. Under systemd each line starts "
+        "with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 class Config(EdgedModel):

@@ -222,7 +222,7 @@ def test_traffic_one_upload_per_frame(pre: Any) -> None:
     params = ITEM_DTYPE.itemsize * (1 + len(quads) + 2)
     assert pipe.h2d == image.nbytes + params
     assert pipe.d2h == 0
-    got = metrics.registry.get_sample_value("edged_gpu_bytes_h2d_total", {"camera": "traffic"})
+    got = metrics.registry.get_sample_value("edged_gpu_h2d_bytes_total", {"camera": "traffic"})
     assert got == image.nbytes + params
     # The next frame is uploaded again (cache keyed by camera and seq).
     with pipe.active():
