@@ -19,6 +19,7 @@ from edged.capture import make_source
 from edged.capture.worker import CameraCapture
 from edged.chain.chain import Chain, RunPolicy, Stage
 from edged.chain.filters import StageFilter
+from edged.chain.motion import MotionGate, hold_tracks
 from edged.chain.pipeline import Pipeline
 from edged.chain.streammux import FrameBatcher
 from edged.chain.tracker import IouTracker
@@ -278,6 +279,10 @@ class CameraRunner:
         )
         self.last_result: FrameResult | None = None
         self.last_frame: Frame | None = None
+        # Motion gating (issue 16): skips the chain on frames where nothing moves.
+        mc = cam.motion
+        self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.chain else None
+        self._held_seq = -1
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
@@ -309,8 +314,29 @@ class CameraRunner:
             if self.pipeline is None:
                 self._record(FrameResult(frame, [], {}))
                 continue
+            if self.motion is not None and not self._motion_runs(frame):  # motion gating (issue 16)
+                continue
             while not self._stop.is_set() and not self.pipeline.submit(frame, timeout=0.5):
                 pass
+
+    # --- motion gating (issue 16): the one hook into the loop; the logic lives in edged/chain/motion.py ---
+    def _motion_runs(self, frame: Frame) -> bool:
+        """Ask the gate; a frame it skips becomes an idle FrameResult (no detections) and the first
+        stage's live tracks are held over it, so a parked car keeps its track."""
+        assert self.motion is not None and self.pipeline is not None and self.chain is not None
+        tracker = self.chain.stages[0].tracker
+        decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
+        self.metrics.motion_frames.labels(self.name, decision.reason).inc()
+        if decision.run_detector:
+            self._held_seq = frame.seq
+            return True
+        while self.pipeline.in_flight and not self._stop.is_set():  # results stay in frame order
+            time.sleep(0.005)
+        if tracker is not None:
+            hold_tracks(tracker.tracks, self._held_seq, frame.seq)
+        self._held_seq = frame.seq
+        self._record(FrameResult(frame, [], {}))
+        return False
 
     def _record(self, result: FrameResult) -> None:
         for stage, ms in result.latency_ms.items():
@@ -334,6 +360,7 @@ class CameraRunner:
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.pipeline.completed if self.pipeline else None,
+            "motion": self.motion.status() if self.motion is not None else None,
             "drops": {
                 reason: int(
                     self.metrics.registry.get_sample_value(_DROPS, {"camera": self.name, "reason": reason})
