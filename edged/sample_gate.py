@@ -1,9 +1,9 @@
 """The gate sample: a long, mostly empty scene where a car with a plate passes now and then.
 
 What motion gating is for (issue 16): a static view with sensor noise, slow lighting drift and sudden
-lighting changes (a cloud), a swaying tree and a burned-in clock (what masks are for), and cars crossing
-the frame at random intervals, each with one plate. Plates are visible a small share of the time (about
-5 % with the defaults). Deterministic for a given seed, like edged.sample, whose plate rendering it reuses.
+lighting changes (a cloud), a swaying tree and a burned-in clock (what masks are for), and now and then
+a car that drives in, waits a few seconds at the barrier and drives on, with one plate. Plates are in
+view about 8 % of the time and cars move about 7 % of it with the defaults (7 cars in 10 minutes). Deterministic for a given seed, like edged.sample, whose plate rendering it reuses.
 
     truth = make_gate_sample("samples/gate.mp4", seconds=600, fps=5)   # also writes samples/gate.json
 
@@ -30,8 +30,24 @@ LIGHTING_DROP = 0.72  # a cloud: the scene falls to 72 % brightness within half 
 
 
 @dataclass(frozen=True)
+class GatePlate(Plate):
+    """A plate on a car that drives in at `vx` from `x_in` (frame `t_in`), stops at the barrier from
+    frame `stop` to frame `go`, then drives on at the same speed."""
+
+    t_in: int = 0
+    x_in: float = 0.0
+    stop: int = 0
+    go: int = 0
+
+    def center(self, frame: int) -> tuple[float, float]:
+        moved = min(frame, self.stop) - self.t_in + max(0, frame - self.go)
+        return self.x_in + self.vx * moved, self.y0
+
+
+@dataclass(frozen=True)
 class Car:
-    """A car body crossing the frame; its plate (with the plate's truth window) moves with it."""
+    """A car body that drives in, waits at the barrier and drives out; its plate (with the plate's
+    truth window) moves with it."""
 
     plate: Plate
     first: int  # first frame any of the car is in view
@@ -54,7 +70,7 @@ class GateScene(SampleScene):
         fps: float = 5.0,
         seed: int = 11,
         size: tuple[int, int] = (640, 480),
-        gap_s: tuple[float, float] = (25.0, 65.0),
+        gap_s: tuple[float, float] = (40.0, 100.0),
     ) -> None:
         super().__init__(frames=0, seed=seed, size=size)  # background and noise stream; no plates
         self.frames = max(1, round(seconds * fps))
@@ -86,21 +102,40 @@ class GateScene(SampleScene):
         (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
         plate_w, plate_h = tw + th * 0.8, th * 1.9
         width, height = int(plate_w * 1.5), int(plate_h * 3.2)
-        crossing = float(rng.uniform(5.0, 8.0)) * self.fps  # frames from entering to leaving the view
         direction = 1 if rng.random() < 0.5 else -1
-        travel = self.width + width
-        vx = direction * travel / crossing
-        x_first = -width / 2 if direction > 0 else self.width + width / 2
+        speed = float(rng.uniform(140.0, 200.0)) / self.fps  # frame pixels per frame
+        x_in = -width / 2 if direction > 0 else self.width + width / 2
+        x_stop = self.width / 2 + float(rng.uniform(-60.0, 60.0))
+        drive_in = math.ceil(abs(x_stop - x_in) / speed)
+        stop = first + drive_in
+        go = stop + round(float(rng.uniform(2.0, 6.0)) * self.fps)  # waits at the barrier
+        drive_out = math.ceil((self.width + width - abs(x_stop - x_in)) / speed) + 1
         y = self.height * float(rng.uniform(0.62, 0.72))
         angle = float(rng.uniform(-2.0, 2.0))
         color = PLATE_COLORS[int(rng.integers(len(PLATE_COLORS)))]
-        plate = Plate(text, font, scale, thickness, color, angle, first, first + 1, x_first, y, vx, 0.0)
-        last = first + math.ceil(crossing)
+        vx = direction * abs(x_stop - x_in) / drive_in
+        plate = GatePlate(
+            text,
+            font,
+            scale,
+            thickness,
+            color,
+            angle,
+            first,
+            first + 1,
+            x_in,
+            y,
+            vx,
+            0.0,
+            first,
+            x_in,
+            stop,
+            go,
+        )
+        last = go + drive_out
         # The truth window: the frames where the whole plate is in view (a cut-off plate cannot be read).
         visible = [f for f in range(first, last + 1) if self._inside(plate, f)]
-        start = visible[0]
-        x0, _ = plate.center(start)
-        plate = dataclasses.replace(plate, start=start, end=visible[-1] + 1, x0=x0)
+        plate = dataclasses.replace(plate, start=visible[0], end=visible[-1] + 1)
         body = CAR_COLORS[int(rng.integers(len(CAR_COLORS)))]
         return Car(plate, first, last, width, height, body)
 
@@ -131,7 +166,7 @@ class GateScene(SampleScene):
     def masks(self) -> dict[str, list[list[int]]]:
         """Where the tree sways and the clock ticks, as polygons in frame pixels."""
         x, y, r = self.tree
-        m = r + 20
+        m = r + 28
         return {
             "tree": [[x - m, y - m], [x + m, y - m], [x + m, y + m], [x - m, y + m]],
             "clock": [[0, 0], [204, 0], [204, 28], [0, 28]],
@@ -141,7 +176,7 @@ class GateScene(SampleScene):
         cv2 = self.cv2
         img = self.background.copy()
         x, y, r = self.tree
-        sway = round(14 * math.sin(2 * math.pi * frame / (2.0 * self.fps)))
+        sway = round(22 * math.sin(2 * math.pi * frame / (1.6 * self.fps)))
         cv2.ellipse(img, (x + sway, y), (r, int(r * 0.8)), 0, 0, 360, (40, 90, 45), -1)
         cv2.ellipse(img, (x - sway // 2, y + r // 3), (r // 2, r // 3), 0, 0, 360, (30, 70, 35), -1)
         for car in self.cars:
@@ -170,7 +205,7 @@ def make_gate_sample(
     fps: float = 5.0,
     seed: int = 11,
     size: tuple[int, int] = (640, 480),
-    gap_s: tuple[float, float] = (25.0, 65.0),
+    gap_s: tuple[float, float] = (40.0, 100.0),
     codec: Literal["mp4v", "mjpg"] = "mp4v",
 ) -> Truth:
     """Write the gate video and its sidecar (the video path with .json); return the per-frame truth."""

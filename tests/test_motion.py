@@ -20,7 +20,7 @@ from edged.sample_gate import GateScene, make_gate_sample
 from edged.testing import read_video
 from edged.types import Detection, Frame
 
-SECONDS, FPS, GAPS = 32.0, 5.0, (6.0, 9.0)  # the short gate scene CI uses: 2 passes, 1 lighting change
+SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)  # the short gate scene CI uses: 2 passes, 1 lighting change
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +63,16 @@ def test_gate_sample_is_a_mostly_empty_scene_with_truth(
     gate: tuple[GateScene, list[np.ndarray], dict[str, Any]],
 ) -> None:
     scene, frames, meta = gate
-    assert len(frames) == scene.frames == 160 and frames[0].shape == (480, 640, 3)
+    assert len(frames) == scene.frames == 200 and frames[0].shape == (480, 640, 3)
     assert meta["scene"] == "gate" and len(meta["passes"]) == 2 and len(meta["lighting_changes"]) >= 1
     for p in meta["passes"]:  # the truth window is exactly the frames that show the plate
         assert [i for i, t in enumerate(meta["truth"]) if p["text"] in {x["text"] for x in t}] == list(
             range(p["first"], p["last"] + 1)
         )
-    # The 10-minute default: plates in view well under 10 % of the time, a dozen passes.
+    # The 10-minute default: plates in view under 10 % of the time, a car every minute or so.
     full = GateScene()
     visible = sum(1 for i in range(full.frames) if full.truth(i))
-    assert full.frames == 3000 and 0.02 < visible / full.frames < 0.10 and len(full.cars) >= 8
+    assert full.frames == 3000 and 0.02 < visible / full.frames < 0.10 and len(full.cars) >= 6
     assert len({c.plate.text for c in full.cars}) == len(full.cars)
 
 
@@ -107,12 +107,19 @@ def test_every_pass_is_detected_from_its_first_frames_and_the_empty_scene_is_idl
     for car in scene.cars:
         shown = [i for i in range(car.first, car.last + 1) if car_in_view(scene, i)]
         assert shown[0] <= car.plate.start and shown[-1] >= car.plate.end - 1
-        missed = [i for i in shown if not results[i].run_detector]
-        assert missed == [], f"{car.plate.text}: frames {missed} with the car in view were skipped"
-        mid = (car.plate.start + car.plate.end) // 2
+        moved = [i for i in shown if car.center(i) != car.center(i - 1)]
+        missed = [i for i in moved if not results[i].run_detector]
+        assert missed == [], f"{car.plate.text}: frames {missed} with the car moving in view were skipped"
+        mid = moved[len(moved) // 4]
         x, _ = car.center(mid)
         boxes = results[mid].boxes
-        assert boxes and any(b[0] <= x <= b[2] for b in boxes), (mid, boxes)
+        assert boxes and any(b[0] <= x + car.width / 2 and x - car.width / 2 <= b[2] for b in boxes), (
+            mid,
+            boxes,
+        )
+        # Waiting at the barrier, the car is still: no motion after the frame it stopped on.
+        waiting = range(car.plate.stop + 2, car.plate.go)
+        assert len(waiting) >= 8 and [i for i in waiting if results[i].run_detector] == []
     quiet = quiet_frames(scene, margin=10)
     assert len(quiet) > 60
     assert [i for i in quiet if results[i].run_detector and i > 0] == []
@@ -127,7 +134,7 @@ def test_masks_silence_the_tree_and_the_clock(
     unmasked = run_gate(frames, MotionGate(full_frame_every=0))
     masked = run_gate(frames, MotionGate(masks=masks_of(meta), full_frame_every=0))
     moving_unmasked = sum(unmasked[i].moving for i in quiet)
-    assert moving_unmasked > 0.5 * len(quiet)  # the swaying tree and the ticking clock are motion
+    assert moving_unmasked > 0.25 * len(quiet)  # the swaying tree is motion on a third of them
     assert sum(masked[i].moving for i in quiet) == 0
     tree = meta["masks"]["tree"]
     assert any(b[0] >= tree[0][0] - 40 and b[1] <= tree[2][1] for i in quiet for b in unmasked[i].boxes)
@@ -141,14 +148,15 @@ def test_a_lighting_change_does_not_start_a_storm(
     for start in meta["lighting_changes"]:
         assert scene.gain(start + 5) / scene.gain(start - 1) < 0.8 or scene.gain(start - 1) < 0.8
         assert [r.reason for r in results[start - 2 : start + 15]] == ["idle"] * 17
-    # A change no brightness compensation explains (half the picture lit up) resets the background
-    # once, as a lighting change, and the frames after it are idle again.
-    gate_ = MotionGate(masks=masks_of(meta), full_frame_every=0)
+    # Changes no brightness compensation explains: half the picture lit up costs one detector run
+    # (it differs from the frame before), then the frames are idle again; a picture that changes
+    # almost everywhere (here: inverted, like a camera switching to infrared) resets the background.
     base = frames[meta["lighting_changes"][0] - 10]
-    lit = base.copy()
-    lit[:, 320:] = np.clip(lit[:, 320:].astype(np.int16) + 90, 0, 255).astype(np.uint8)
-    seq = [base] * 5 + [lit] * 10
-    reasons = [r.reason for r in run_gate(seq, gate_)]
+    half = base.copy()
+    half[:, 320:] = np.clip(half[:, 320:].astype(np.int16) + 90, 0, 255).astype(np.uint8)
+    reasons = [r.reason for r in run_gate([base] * 5 + [half] * 10, MotionGate(masks=masks_of(meta)))]
+    assert reasons == ["start"] + ["idle"] * 4 + ["motion"] + ["idle"] * 9
+    reasons = [r.reason for r in run_gate([base] * 5 + [255 - base] * 10, MotionGate(masks=masks_of(meta)))]
     assert reasons == ["start"] + ["idle"] * 4 + ["lighting"] + ["idle"] * 9
 
 

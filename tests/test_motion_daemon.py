@@ -16,7 +16,7 @@ from edged.sample_gate import make_gate_sample
 from tests._edged import EdgedProcess, metric, stats, up, wait_until
 from tests._paths import need_models
 
-SECONDS, FPS, GAPS = 32.0, 5.0, (6.0, 9.0)
+SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)
 FRAMES = int(SECONDS * FPS)
 OFF_FPS = 1.0  # the ungated camera takes every 5th frame: enough to show it runs on each, cheap on CI
 

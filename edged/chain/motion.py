@@ -67,6 +67,7 @@ class MotionGate:
         self.full_frame_every = full_frame_every
         self.redetect_every = redetect_every
         self._background: np.ndarray | None = None
+        self._prev = np.zeros((0, 0), np.float32)  # the previous small frame
         self._valid: np.ndarray | None = None  # uint8 255 where motion counts (outside every mask)
         self._scale = 1.0  # small pixels per frame pixel
         self._since_run = 0
@@ -88,18 +89,21 @@ class MotionGate:
         gain = float(np.median(small[valid] / np.maximum(bg[valid], 1.0))) if valid.any() else 1.0
         if abs(gain - 1.0) > 0.01:
             bg *= gain
-        diff = cv2.absdiff(small, bg)
-        over = np.where((diff > self.threshold) & valid, 255, 0).astype(np.uint8)
-        moving_px: np.ndarray = cv2.dilate(over, np.ones((3, 3), np.uint8), iterations=2)
-        changed = float(np.count_nonzero(moving_px)) / max(1, int(np.count_nonzero(valid)))
+        over_bg = (cv2.absdiff(small, bg) > self.threshold) & valid
+        changed = float(np.count_nonzero(over_bg)) / max(1, int(np.count_nonzero(valid)))
+        prev, self._prev = self._prev, small
         if changed > self.lighting_ratio:
             # Too much at once to be an object: a light switched, a cloud, the camera moved.
-            self._background = small
+            self._background = small.copy()
             return self._decide(False, [], changed, "lighting", tracking)
+        # Moving means different from the background *and* from the previous frame: a car that
+        # stopped (still unlike the background) is not motion, nor is the ghost it leaves behind.
+        over = np.where(over_bg & (cv2.absdiff(small, prev) > self.threshold), 255, 0).astype(np.uint8)
+        moving_px: np.ndarray = cv2.dilate(over, np.ones((3, 3), np.uint8), iterations=2)
         boxes = self._boxes(moving_px)
         still = np.where(moving_px > 0, 0, 255).astype(np.uint8)
-        # Moving areas blend in slowly (a car that stops becomes background after a while, and a
-        # passing one leaves little ghost behind); still areas follow the scene at `alpha`.
+        # Moving areas blend in slowly (a passing car leaves little ghost behind); still ones, a
+        # parked car included, follow the scene at `alpha`.
         cv2.accumulateWeighted(small, bg, self.alpha, mask=still)
         cv2.accumulateWeighted(small, bg, self.alpha * 0.2, mask=255 - still)
         return self._decide(bool(boxes), boxes, changed, "motion", tracking)
@@ -150,7 +154,7 @@ class MotionGate:
         return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)  # type: ignore[no-any-return]
 
     def _reset(self, small: np.ndarray, frame_width: int) -> None:
-        self._background = small.copy()
+        self._background, self._prev = small.copy(), small
         self._scale = small.shape[1] / frame_width
         valid = np.full(small.shape, 255, np.uint8)
         for poly in self.masks:

@@ -334,7 +334,10 @@ class MotionConfig(EdgedModel):
     )
     height: int = Field(120, ge=16, le=1080, description="Rows of the grey copy motion is found on.")
     threshold: int = Field(
-        25, ge=1, le=255, description="Least grey-level change (0-255) from the background that counts as motion."
+        25,
+        ge=1,
+        le=255,
+        description="Least grey-level change (0-255) from the background that counts as motion.",
     )
     min_area: float = Field(
         400.0, ge=0, description="Least area in frame pixels of a moving region; smaller ones are noise."
