@@ -91,7 +91,7 @@ def load_model(name: str, m: ModelConfig, metrics: Metrics | None = None) -> Loa
             labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
-    engine: Engine = create_engine(name, m.path, m.backend, engine_options(m))
+    engine: Engine = create_engine(name, m.model_file, m.backend, engine_options(m))
     if m.batching.max_batch > 1:
         engine = BatchingEngine(
             engine,

@@ -3,9 +3,10 @@
 Frigate's idea: most frames of a fixed camera show a still scene, and a cheap look at a small grey
 copy of the frame says so. `MotionGate.check(frame)` keeps a running-average background of the frame
 (downscaled to `height` rows, grey, blurred), compares the new frame with it after compensating a
-global brightness change (lighting drift, auto exposure), thresholds the difference, ignores masked
-areas (clocks, trees), and turns what is left into motion boxes (contours merged, at least `min_area`
-frame pixels). A change over more than `lighting_ratio` of the frame at once is taken as a lighting
+global brightness change (lighting drift, auto exposure), thresholds the difference, keeps the pixels
+that also differ from the previous frame (a stopped car is still, not moving), ignores masked areas
+(clocks, trees), and turns what is left into motion boxes (contours merged, at least `min_area` frame
+pixels). A change over more than `lighting_ratio` of the frame at once is taken as a lighting
 change: the background is reset and nothing counts as moving, so a cloud does not start a storm of
 detector runs. While nothing moves the detector still runs every `full_frame_every` frames (things
 that arrived unseen are found) and, when tracks are live, every `redetect_every` frames (a parked car

@@ -194,6 +194,10 @@ class OnnxRuntimeConfig(EdgedModel):
         None,
         description="Execution providers in order of preference; default: CUDA when available, then CPU.",
     )
+    int8: bool = Field(
+        False,
+        description="Load the int8 version of the model (static QDQ, `<name>.int8.onnx` beside `path`, made by scripts/quantize_models.py) instead of `path`: faster on CPUs. Measured for the PP-OCR detector (same strings on the sample, docs/benchmarks.md); the recognizer's int8 version misread a plate, so it is not used.",
+    )
     tf32: bool = Field(
         True,
         description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
@@ -262,6 +266,11 @@ class ModelConfig(EdgedModel):
     batching: BatchingConfig = Field(
         default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
     )
+
+    @property
+    def model_file(self) -> Path:
+        """The file the engine loads: `path`, or its int8 version with onnxruntime.int8."""
+        return self.path.with_name(self.path.stem + ".int8.onnx") if self.onnxruntime.int8 else self.path
 
 
 class StageConfig(EdgedModel):
