@@ -121,10 +121,25 @@ def cmd_install_models(args: argparse.Namespace) -> int:
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
-    from edged.sample import make_sample
+    if args.scene == "gate":
+        from edged.sample_gate import make_gate_sample
 
-    truth = make_sample(Path(args.out), frames=args.frames, seed=args.seed)
-    print(f"wrote {args.out}: {len(truth)} frames")
+        out = args.out or "samples/gate.mp4"
+        fps = args.fps or 5.0
+        truth = make_gate_sample(
+            Path(out), seconds=args.seconds, fps=fps, seed=11 if args.seed is None else args.seed
+        )
+    else:
+        from edged.sample import make_sample
+
+        out = args.out or "samples/plates.mp4"
+        truth = make_sample(
+            Path(out), frames=args.frames, seed=7 if args.seed is None else args.seed, fps=args.fps or 15.0
+        )
+    visible = sum(1 for plates in truth if plates)
+    print(
+        f"wrote {out}: {len(truth)} frames, plates in view in {visible} ({100 * visible / len(truth):.1f} %)"
+    )
     return 0
 
 
@@ -281,12 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
     g = _sub(
         sub,
         "make-sample",
-        "write the deterministic demo video (moving license plates)",
-        "Writes an MP4 of synthetic plates and, beside it, a JSON file with the true text per frame.",
+        "write a deterministic sample video and its ground truth",
+        "Writes a synthetic video and, beside it, a JSON file with the true text per frame: moving plates (the demo) or a mostly empty gate scene (motion gating).",
     )
-    g.add_argument("--out", default="samples/plates.mp4", metavar="FILE", help="the video to write")
-    g.add_argument("--frames", type=int, default=150, help="number of frames")
-    g.add_argument("--seed", type=int, default=7, help="random seed (same seed, same video)")
+    g.add_argument(
+        "--scene",
+        choices=("plates", "gate"),
+        default="plates",
+        help="plates: 10 s of plates moving all the time; gate: a mostly empty gate, a car now and then",
+    )
+    g.add_argument("--out", default=None, help="video path (default samples/plates.mp4 or samples/gate.mp4)")
+    g.add_argument("--frames", type=int, default=150, help="plates scene: number of frames")
+    g.add_argument("--seconds", type=float, default=600.0, help="gate scene: length in seconds")
+    g.add_argument("--fps", type=float, default=None, help="frame rate (default 15 plates, 5 gate)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (default 7 plates, 11 gate)")
     _config_option(g, None, "ignored (accepted so every command takes --config)")
     g.set_defaults(func=cmd_make_sample)
 

@@ -111,6 +111,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
             registry=r,
         )
+        self.motion_frames = Counter(
+            "edged_motion_frames_total",
+            "Frames by the motion gate's decision (idle, lighting: chain skipped; start, motion, redetect, full_frame: chain ran)",
+            ["camera", "decision"],
+            registry=r,
+        )
         self.camera_up = Gauge(
             "edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r
         )

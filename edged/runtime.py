@@ -25,6 +25,7 @@ from edged.chain.delivery import Delivery
 from edged.chain.dispatch import FrameDispatcher
 from edged.chain.filters import StageFilter
 from edged.chain.flow import CameraFlow
+from edged.chain.motion import MotionGate, hold_tracks
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
@@ -116,7 +117,7 @@ def load_model(
         options = dataclasses.replace(options, cuda_stream=lane.handle)
     # Shapes are declared from what the model file says, before any engine exists: a TensorRT
     # profile and the engine-cache key are built from them.
-    model_input = model_inputs(m.path)[0]
+    model_input = model_inputs(m.model_file)[0]
     b = m.batching
     try:
         spec = fit_to_engine(
@@ -139,7 +140,7 @@ def load_model(
     options = dataclasses.replace(
         options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
     )
-    engine, build = open_engine(name, m.path, m.backend, options)
+    engine, build = open_engine(name, m.model_file, m.backend, options)
     if lane is None and engine.info.device == "cuda":
         from edged.gpu import Pipeline as GpuLane
 
@@ -328,6 +329,10 @@ class CameraRunner:
         )
         self.last_result: FrameResult | None = None
         self.last_frame: Frame | None = None
+        # Motion gating (issue 16): skips the chain on frames where nothing moves.
+        mc = cam.motion
+        self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
+        self._held_seq = -1
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
@@ -359,8 +364,32 @@ class CameraRunner:
             self.last_frame = frame
             if self.flow is None:
                 self._record(FrameResult(frame, [], {}))
+            elif self.motion is not None and not self._motion_runs(frame):  # motion gating (issue 16)
+                self.flow.skip(frame, self._hold_tracks(frame.seq))
             else:
                 self.flow.offer(frame)
+
+    # --- motion gating (issue 16): the logic lives in edged/chain/motion.py ---
+    def _motion_runs(self, frame: Frame) -> bool:
+        """Ask the gate whether the chain runs on this frame (and count its reason)."""
+        assert self.motion is not None and self.flow is not None
+        tracker = self.flow.stages[0].tracker
+        decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
+        self.metrics.motion_frames.labels(self.name, decision.reason).inc()
+        return decision.run_detector
+
+    def _hold_tracks(self, seq: int) -> Callable[[], None]:
+        """For a skipped frame, run once every older frame has left the chain: the first stage's live
+        tracks are held over it (a parked car keeps its track), then it leaves as an idle result."""
+
+        def hold() -> None:
+            assert self.flow is not None
+            tracker = self.flow.stages[0].tracker
+            if tracker is not None:
+                hold_tracks(tracker.tracks, self._held_seq, seq)
+            self._held_seq = seq
+
+        return hold
 
     def _record(self, result: FrameResult) -> None:
         for stage, ms in result.latency_ms.items():
@@ -384,6 +413,7 @@ class CameraRunner:
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.flow.completed if self.flow else None,
+            "motion": self.motion.status() if self.motion is not None else None,
             "drops": {
                 reason: int(
                     self.metrics.registry.get_sample_value(_DROPS, {"camera": self.name, "reason": reason})

@@ -179,25 +179,31 @@ class SampleScene:
         return out
 
     def render(self, frame: int) -> np.ndarray:
-        cv2 = self.cv2
         img = self.background.copy()
         for p in self.plates:
-            if not p.start <= frame < p.end:
-                continue
-            m, _, _, origin = self._geometry(p, frame)
-            (tw, th), _ = cv2.getTextSize(p.text, p.font, p.scale, p.thickness)
-            pw, ph = math.ceil(tw + th * 0.8), math.ceil(th * 1.9)
-            patch = np.empty((ph, pw, 3), dtype=np.uint8)
-            patch[:] = p.color
-            cv2.rectangle(patch, (1, 1), (pw - 2, ph - 2), (20, 20, 20), 2)
-            cv2.putText(patch, p.text, origin, p.font, p.scale, (10, 10, 10), p.thickness, cv2.LINE_AA)
-            mask = np.full((ph, pw), 255, dtype=np.uint8)
-            size = (self.width, self.height)
-            warped = cv2.warpAffine(patch, m, size, flags=cv2.INTER_LINEAR)
-            alpha = (
-                cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR).astype(np.float32)[..., None] / 255.0
-            )
-            img = (img * (1.0 - alpha) + warped * alpha).astype(np.uint8)
+            if p.start <= frame < p.end:
+                img = self.draw_plate(img, p, frame)
+        return self.finish(img, frame)
+
+    def draw_plate(self, img: np.ndarray, p: Plate, frame: int) -> np.ndarray:
+        """`img` with plate `p` drawn where it is at `frame` (anti-aliased edges)."""
+        cv2 = self.cv2
+        m, _, _, origin = self._geometry(p, frame)
+        (tw, th), _ = cv2.getTextSize(p.text, p.font, p.scale, p.thickness)
+        pw, ph = math.ceil(tw + th * 0.8), math.ceil(th * 1.9)
+        patch = np.empty((ph, pw, 3), dtype=np.uint8)
+        patch[:] = p.color
+        cv2.rectangle(patch, (1, 1), (pw - 2, ph - 2), (20, 20, 20), 2)
+        cv2.putText(patch, p.text, origin, p.font, p.scale, (10, 10, 10), p.thickness, cv2.LINE_AA)
+        mask = np.full((ph, pw), 255, dtype=np.uint8)
+        size = (img.shape[1], img.shape[0])
+        warped = cv2.warpAffine(patch, m, size, flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR).astype(np.float32)[..., None] / 255.0
+        return (img * (1.0 - alpha) + warped * alpha).astype(np.uint8)  # type: ignore[no-any-return]
+
+    def finish(self, img: np.ndarray, frame: int) -> np.ndarray:
+        """Sensor noise and a little blur, the same for a given (seed, frame)."""
+        cv2 = self.cv2
         rng = np.random.default_rng([self._noise_seed, frame])
         noisy = img.astype(np.float32) + rng.normal(0.0, 3.0, size=img.shape).astype(np.float32)
         return cv2.GaussianBlur(np.clip(noisy, 0, 255).astype(np.uint8), (3, 3), 0.7)  # type: ignore[no-any-return]
@@ -217,13 +223,29 @@ def make_sample(
     codec "mp4v" writes MPEG-4 Part 2 (any FFmpeg OpenCV reads it); "mjpg" writes Motion-JPEG, which
     OpenCV builds without FFmpeg can still read from an .avi.
     """
-    import cv2
+    check_size(size)
+    return write_scene(SampleScene(frames, seed, size), path, fps, codec, truth_path)
 
+
+def check_size(size: tuple[int, int]) -> None:
     if size[0] < 320 or size[1] < 240:
         raise ValueError(f"sample size {size[0]}x{size[1]} is too small for the plates (at least 320x240)")
+
+
+def write_scene(
+    scene: SampleScene,
+    path: str | Path,
+    fps: float,
+    codec: Literal["mp4v", "mjpg"] = "mp4v",
+    truth_path: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Truth:
+    """Render every frame of `scene` into a video and its truth into the JSON sidecar (plus `extra` keys)."""
+    import cv2
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scene = SampleScene(frames, seed, size)
+    size = (scene.width, scene.height)
     fourcc = cv2.VideoWriter.fourcc(*("MJPG" if codec == "mjpg" else "mp4v"))
     writer = cv2.VideoWriter(str(path), fourcc, float(fps), size)
     if not writer.isOpened():
@@ -232,20 +254,21 @@ def make_sample(
         writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 90)
     truth: Truth = []
     try:
-        for i in range(frames):
+        for i in range(scene.frames):
             writer.write(scene.render(i))
             truth.append(scene.truth(i))
     finally:
         writer.release()
     meta = {
         "video": path.name,
-        "frames": frames,
+        "frames": scene.frames,
         "fps": fps,
         "size": list(size),
-        "seed": seed,
+        "seed": scene.seed,
+        **(extra or {}),
         "truth": truth,
     }
     out = Path(truth_path) if truth_path is not None else path.with_suffix(".json")
     out.write_text(json.dumps(meta, separators=(",", ":")) + "\n")
-    log.info("wrote %s (%d frames, %d plates) and %s", path, frames, len(scene.plates), out)
+    log.info("wrote %s (%d frames, %d plates) and %s", path, scene.frames, len(scene.plates), out)
     return truth

@@ -3,8 +3,9 @@
 
     python scripts/make_sample.py                       # samples/plates.mp4 + samples/plates.json
     python scripts/make_sample.py --codec mjpg --out samples/plates.avi   # for OpenCV builds without FFmpeg
+    python scripts/make_sample.py --scene gate          # samples/gate.mp4: 10 min of a gate, 5 fps
 
-The rendering lives in edged.sample (make_sample) so the CLI demo and the tests use the same code.
+The rendering lives in edged.sample (make_sample) and edged.sample_gate (make_gate_sample) so the CLI demo and the tests use the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from edged.sample import make_sample
+from edged.sample_gate import make_gate_sample
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -32,20 +34,46 @@ def parse_size(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument(
-        "--out", type=Path, default=None, help="video path (default samples/plates.mp4, .avi for mjpg)"
+        "--scene",
+        choices=("plates", "gate"),
+        default="plates",
+        help="plates: plates moving all the time; gate: a mostly empty gate where a car passes now and then",
     )
-    ap.add_argument("--frames", type=int, default=150, help="number of frames (default 150 = 10 s at 15 fps)")
-    ap.add_argument("--fps", type=float, default=15.0, help="frame rate written into the file")
-    ap.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same video")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="video path (default samples/<scene>.mp4, .avi for mjpg)"
+    )
+    ap.add_argument("--frames", type=int, default=150, help="plates: frames (default 150 = 10 s at 15 fps)")
+    ap.add_argument("--seconds", type=float, default=600.0, help="gate: length in seconds (default 600)")
+    ap.add_argument("--fps", type=float, default=None, help="frame rate (default 15 plates, 5 gate)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default 7 plates, 11 gate)")
     ap.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     ap.add_argument("--codec", choices=("mp4v", "mjpg"), default="mp4v", help="mp4v (.mp4) or mjpg (.avi)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = args.out or Path("samples") / ("plates.avi" if args.codec == "mjpg" else "plates.mp4")
+    out = args.out or Path("samples") / f"{args.scene}.{'avi' if args.codec == 'mjpg' else 'mp4'}"
     if args.frames < 1:
         ap.error("--frames must be at least 1")
+    if args.seconds <= 0 or (args.fps is not None and args.fps <= 0):
+        ap.error("--seconds and --fps must be positive")
     try:
-        make_sample(out, frames=args.frames, seed=args.seed, size=args.size, fps=args.fps, codec=args.codec)
+        if args.scene == "gate":
+            make_gate_sample(
+                out,
+                seconds=args.seconds,
+                fps=args.fps or 5.0,
+                seed=11 if args.seed is None else args.seed,
+                size=args.size,
+                codec=args.codec,
+            )
+        else:
+            make_sample(
+                out,
+                frames=args.frames,
+                seed=7 if args.seed is None else args.seed,
+                size=args.size,
+                fps=args.fps or 15.0,
+                codec=args.codec,
+            )
     except (OSError, RuntimeError) as exc:
         logging.error("could not write %s: %s", out, exc)
         return 1

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class _InFlight:
-    __slots__ = ("done", "error", "state")
+    __slots__ = ("done", "error", "on_turn", "state")
 
-    def __init__(self, frame: Frame) -> None:
+    def __init__(self, frame: Frame, on_turn: Callable[[], None] | None = None) -> None:
         self.state = StageState(frame)
         self.done = False
         self.error: BaseException | None = None
+        self.on_turn = on_turn  # run when every older frame has left (a skipped frame's track hold)
 
 
 class CameraFlow:
@@ -90,6 +91,17 @@ class CameraFlow:
             item = _InFlight(frame)
             self._pending.append(item)
         self._step(item, 0)
+        return True
+
+    def skip(self, frame: Frame, on_turn: Callable[[], None] | None = None) -> bool:
+        """A frame the chain need not run (motion gating): it leaves in its place in capture order as a
+        result without detections; `on_turn` runs first, once every older frame has left."""
+        with self._lock:
+            if len(self._pending) + self._sinking >= self.depth:
+                return False
+            item = _InFlight(frame, on_turn)
+            self._pending.append(item)
+        self._complete(item, None)
         return True
 
     def drain(self, timeout: float) -> bool:
@@ -174,6 +186,11 @@ class CameraFlow:
             while self._pending and self._pending[0].done:
                 head = self._pending.popleft()
                 self.last_progress = time.monotonic()
+                if head.on_turn is not None:
+                    try:
+                        head.on_turn()
+                    except Exception as e:
+                        head.error = head.error or e
                 if self.lane is None:
                     self._finish(head)
                     continue

@@ -289,7 +289,7 @@ def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
             for err in e.errors():
                 problems.append(((*at, "decode", *err["loc"]), _pydantic_message(dict(err))))
         if check_files:
-            problems.extend(((*at, k), msg) for k, msg in model_file_problems(m.path, m.labels))
+            problems.extend(((*at, k), msg) for k, msg in model_file_problems(m.model_file, m.labels))
     if cfg.mqtt.tls.enabled and check_files:
         for f in ("ca_file", "cert_file", "key_file"):
             p = getattr(cfg.mqtt.tls, f)
@@ -302,9 +302,12 @@ def model_file_problems(path: Path, labels: Path | None) -> list[tuple[str, str]
     """('path'|'labels', reason) when a model or labels file is missing, unreadable or not ONNX."""
     out: list[tuple[str, str]] = []
     if not path.exists():
-        out.append(
-            ("path", f"model file not found: {path} (run `edged install-models` for the bundled models)")
+        how = (
+            "make it with scripts/quantize_models.py, or set onnxruntime.int8: false"
+            if path.name.endswith(".int8.onnx")
+            else "run `edged install-models` for the bundled models"
         )
+        out.append(("path", f"model file not found: {path} ({how})"))
     elif not path.is_file():
         out.append(("path", f"not a file: {path}"))
     else:

@@ -233,6 +233,10 @@ class OnnxRuntimeConfig(EdgedModel):
         None,
         description="Execution providers in order of preference; default: CUDA when available, then CPU.",
     )
+    int8: bool = Field(
+        False,
+        description="Load the int8 version of the model (static QDQ, `<name>.int8.onnx` beside `path`, made by scripts/quantize_models.py) instead of `path`: faster on CPUs. Measured for the PP-OCR detector (same strings on the sample, docs/benchmarks.md); the recognizer's int8 version misread a plate, so it is not used.",
+    )
     tf32: bool = Field(
         True,
         description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
@@ -318,6 +322,11 @@ class ModelConfig(EdgedModel):
         default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
     )
 
+    @property
+    def model_file(self) -> Path:
+        """The file the engine loads: `path`, or its int8 version with onnxruntime.int8."""
+        return self.path.with_name(self.path.stem + ".int8.onnx") if self.onnxruntime.int8 else self.path
+
 
 class StageConfig(EdgedModel):
     model: str = Field(..., description="Name of a model under `models`.")
@@ -384,6 +393,52 @@ class TrackingConfig(EdgedModel):
     )
 
 
+class MotionConfig(EdgedModel):
+    enabled: bool = Field(
+        False,
+        description="Run the chain only on frames where something moves (found with OpenCV on a small grey copy of the frame); other frames count as idle. See docs/motion.md.",
+    )
+    height: int = Field(120, ge=16, le=1080, description="Rows of the grey copy motion is found on.")
+    threshold: int = Field(
+        25,
+        ge=1,
+        le=255,
+        description="Least grey-level change (0-255) from the background that counts as motion.",
+    )
+    min_area: float = Field(
+        400.0, ge=0, description="Least area in frame pixels of a moving region; smaller ones are noise."
+    )
+    background_alpha: float = Field(
+        0.05, gt=0, le=1, description="How fast the background follows the scene, per frame."
+    )
+    lighting_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A change over more than this share of the frame at once is a lighting change: the background is reset and the frame is idle.",
+    )
+    masks: list[list[tuple[float, float]]] = Field(
+        default_factory=list,
+        description="Polygons [[x, y], ...] in frame pixels where motion is ignored (clocks, trees, flags).",
+    )
+    full_frame_every: int = Field(
+        100, ge=0, description="While nothing moves, run the chain anyway every this many frames (0: never)."
+    )
+    redetect_every: int = Field(
+        10,
+        ge=0,
+        description="With tracking, while nothing moves but tracks are live: run the chain every this many frames; the tracks are kept in between (0: only full_frame_every).",
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _polygons(cls, v: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        for i, poly in enumerate(v):
+            if len(poly) < 3:
+                raise ValueError(f"mask {i} has {len(poly)} points; a polygon needs at least 3")
+        return v
+
+
 class ReconnectConfig(EdgedModel):
     min_s: float = Field(0.5, gt=0, description="First delay before reopening a failed source.")
     max_s: float = Field(
@@ -437,6 +492,9 @@ class CameraConfig(EdgedModel):
     rtsp: RtspConfig = Field(default_factory=RtspConfig, description="Options of rtsp:// sources.")
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Multi-object tracking and per-track events."
+    )
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig, description="Motion gating: skip the chain while nothing moves."
     )
     chain: list[StageConfig] = Field(
         default_factory=list, description="Model stages run on each frame, in order."

@@ -1,0 +1,62 @@
+"""The int8 detector (edged.quantize, ONNX Runtime static QDQ) made from the real PP-OCR model with
+calibration frames from the sample video, selected by `onnxruntime.int8`, reads what the float one reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edged.config import ConfigError, load_config
+from edged.config.models import CameraConfig, ModelConfig
+from edged.quantize import int8_path, quantize_qdq
+from edged.runtime import build_chain, load_model
+from edged.sample import make_sample
+from edged.testing import read_video, result_texts
+from edged.types import Frame
+from tests._paths import need_models
+
+pytest.importorskip("onnx")  # a dev dependency: making int8 models is a build-time step
+
+DET = {"kind": "ppocr_det", "preprocess": {"limit_side": 480, "limit_type": "max"}}
+CHAIN = [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}]
+
+
+def test_int8_detector_reads_the_same_plates_as_the_float_one(tmp_path: Path) -> None:
+    models = need_models()
+    det = tmp_path / "det.onnx"
+    det.symlink_to(models / "PP-OCRv6_det_small.onnx")
+    video = tmp_path / "plates.mp4"
+    make_sample(video, frames=40, seed=7)
+    frames = read_video(video)
+    float_det = load_model("text_det", ModelConfig.model_validate({"path": det, **DET}))
+    calib = [float_det.preprocessor.frame(Frame("c", i, frames[i]), float_det.spec)[0] for i in (0, 13, 26)]
+    quantize_qdq(det, int8_path(det), float_det.engine.inputs[0].name, calib)
+    assert int8_path(det).stat().st_size < 0.5 * (models / "PP-OCRv6_det_small.onnx").stat().st_size
+
+    rec = load_model(
+        "text_rec",
+        ModelConfig.model_validate({"path": models / "PP-OCRv6_rec_small.onnx", "kind": "ppocr_rec"}),
+    )
+    int8_cfg = ModelConfig.model_validate({"path": det, **DET, "onnxruntime": {"int8": True}})
+    assert int8_cfg.model_file == tmp_path / "det.int8.onnx"
+    int8_det = load_model("text_det", int8_cfg)
+    cam = CameraConfig.model_validate({"source": "file://x", "chain": CHAIN})
+    chains = [build_chain(cam, {"text_det": d, "text_rec": rec}) for d in (float_det, int8_det)]
+    checked = [i for i in range(1, 40, 4)]  # frames the calibration did not see
+    reads = [[result_texts(c.run(Frame("t", i, frames[i]))) for i in checked] for c in chains]
+    assert sum(1 for r in reads[0] if r) >= 8  # the float chain reads plates on these frames
+    assert reads[1] == reads[0]
+
+
+def test_int8_switch_without_the_int8_file_is_a_located_config_error(tmp_path: Path) -> None:
+    (tmp_path / "det.onnx").symlink_to(need_models() / "PP-OCRv6_det_small.onnx")
+    cfg = tmp_path / "edged.yaml"
+    cfg.write_text(
+        "models:\n  text_det:\n    path: det.onnx\n    kind: ppocr_det\n    onnxruntime: {int8: true}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    text = str(e.value)
+    assert "models.text_det.path: model file not found" in text and "det.int8.onnx" in text, text
+    assert "scripts/quantize_models.py" in text, text
