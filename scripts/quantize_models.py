@@ -29,10 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edged.chain.flow import run_frames  # noqa: E402
 from edged.config import load_config  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402
 from edged.quantize import int8_path, quantize_qdq  # noqa: E402
-from edged.runtime import LoadedModel, build_chain, load_model  # noqa: E402
+from edged.runtime import LoadedModel, build_stages, load_model  # noqa: E402
 from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
 from edged.types import Frame  # noqa: E402
 
@@ -77,9 +78,10 @@ def read_all(cfg: Any, frames: list[np.ndarray], int8: set[str]) -> tuple[list[l
         models[name] = load_model(name, m.model_copy(update={"onnxruntime": ort}))
     timed = {name: TimedEngine(lm.engine) for name, lm in models.items()}
     for name, lm in models.items():
-        lm.engine = timed[name]  # type: ignore[assignment]
-    chain = build_chain(next(iter(cfg.cameras.values())), models)
-    out = [result_texts(chain.run(Frame("eval", i, img))) for i, img in enumerate(frames)]
+        lm.server.engine = timed[name]  # type: ignore[assignment]  # the server is the engine's one caller
+    stages = build_stages(next(iter(cfg.cameras.values())), models)
+    results, _ = run_frames("eval", stages, (Frame("eval", i, img) for i, img in enumerate(frames)))
+    out = [result_texts(r) for r in results]
     return out, {k: v.cpu_s / len(frames) for k, v in timed.items()}
 
 

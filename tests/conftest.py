@@ -13,6 +13,7 @@ import pytest
 from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.mqtt_testing import MOSQUITTO, Mosquitto
+from edged.serving import ModelServer
 from tests._paths import need_models
 
 
@@ -48,3 +49,18 @@ def ocr_engines() -> dict[str, Engine]:
         "ppocr_det": create_engine("det", d / "PP-OCRv6_det_small.onnx", "onnxruntime"),
         "ppocr_rec": create_engine("rec", d / "PP-OCRv6_rec_small.onnx", "onnxruntime"),
     }
+
+
+@pytest.fixture(scope="module")
+def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
+    """Started model servers (CPU, `tests._chain.serve`) over the real detector and recognizer,
+    keyed "det" and "rec", shared by one test module."""
+    from tests._chain import serve
+
+    made = {
+        "det": serve("ppocr_det", ocr_engines["ppocr_det"]),
+        "rec": serve("ppocr_rec", ocr_engines["ppocr_rec"]),
+    }
+    yield made
+    for s in made.values():
+        s.close()

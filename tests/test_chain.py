@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -27,17 +26,6 @@ def plate_image() -> np.ndarray:
     for i, (text, font) in enumerate(LINES):
         cv2.putText(img, text, (60 + 40 * i, 110 + 130 * i), font, 1.6, (0, 0, 0), 3, cv2.LINE_AA)
     return img
-
-
-@pytest.fixture(scope="module")
-def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
-    made = {
-        "det": serve("ppocr_det", ocr_engines["ppocr_det"]),
-        "rec": serve("ppocr_rec", ocr_engines["ppocr_rec"]),
-    }
-    yield made
-    for s in made.values():
-        s.close()
 
 
 def texts(result: FrameResult, stage_name: str = "rec") -> list[str]:

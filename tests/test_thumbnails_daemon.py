@@ -10,12 +10,10 @@ import cv2
 import jsonschema
 import numpy as np
 
-from edged.chain.chain import Chain
 from edged.infer.base import Engine
 from edged.mqtt_testing import free_port
 from edged.publish.event import event_schema
-from edged.types import Frame
-from tests._chain import make_stage, reads_by_frame
+from tests._chain import Camera, make_stage, reads_by_frame, serve
 from tests._edged import EdgedProcess, http_get, small_sample, wait_until, write_ocr_config
 
 
@@ -64,9 +62,13 @@ def test_track_events_name_a_served_thumbnail_of_the_plate(
             k["label"] for e in events if e["track_id"] == end["track_id"]
             for k in e["detection"].get("children", {}).get("text_rec", [])
         }  # fmt: skip
-        chain = Chain([make_stage("ppocr_det", "det", ocr_engines["ppocr_det"]),
-                       make_stage("ppocr_rec", "rec", ocr_engines["ppocr_rec"], on="det")])  # fmt: skip
-        thumb_reads = {r for _, rs in reads_by_frame([chain.run(Frame("thumb", 0, img))]) for r in rs}
+        det, rec = serve("ppocr_det", ocr_engines["ppocr_det"]), serve("ppocr_rec", ocr_engines["ppocr_rec"])
+        try:
+            read = Camera("thumb", [make_stage("det", det), make_stage("rec", rec, on="det")]).run([img])
+        finally:
+            det.close()
+            rec.close()
+        thumb_reads = {r for _, rs in reads_by_frame(read) for r in rs}
         assert thumb_reads & track_reads, (thumb_reads, track_reads)
         metrics = http_get(health, "/metrics")[1].decode()
         assert 'edged_thumbnails_written_total{camera="gate"}' in metrics

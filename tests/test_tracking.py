@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import cv2
 import numpy as np
 import pytest
 
 from edged.chain.chain import RunPolicy
 from edged.chain.tracker import IouTracker
-from edged.infer.base import Engine
 from edged.publish.tracks import TrackEventBuilder
 from edged.serving import ModelServer
 from edged.types import Detection, Frame, FrameResult
-from tests._chain import Camera, make_stage, serve
+from tests._chain import Camera, make_stage
 
 
 def box(
@@ -64,17 +61,6 @@ def moving_text(seq: int) -> np.ndarray:
     img = np.full((240, 400, 3), 255, np.uint8)
     cv2.putText(img, "KX 4471", (20 + 6 * seq, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3, cv2.LINE_AA)
     return img
-
-
-@pytest.fixture(scope="module")
-def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
-    made = {
-        "det": serve("ppocr_det", ocr_engines["ppocr_det"]),
-        "rec": serve("ppocr_rec", ocr_engines["ppocr_rec"]),
-    }
-    yield made
-    for s in made.values():
-        s.close()
 
 
 @pytest.mark.parametrize(

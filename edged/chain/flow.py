@@ -120,9 +120,10 @@ class CameraFlow:
             stage, state = self.stages[index], item.state
             t0 = time.perf_counter()
             if stage.on is None:
-                stage.server.submit_frame(
-                    state.frame, lambda rows, err: self._primary_done(item, index, t0, rows, err)
+                primary = functools.partial(
+                    self._stage_done, item, index, t0, lambda rows: accept_primary(stage, state, rows[0])
                 )
+                stage.server.submit_frame(state.frame, primary)
                 return
             parents, quads = crop_parents(stage, state)
             if not parents:
@@ -130,53 +131,32 @@ class CameraFlow:
                 state.latency_ms[stage.name] = 0.0
                 self._step(item, index + 1)
                 return
-            stage.server.submit_crops(
-                state.frame,
-                quads,
-                lambda rows, err: self._crops_done(item, index, t0, parents, rows, err),
+            nest = functools.partial(
+                self._stage_done, item, index, t0, lambda rows: attach_results(stage, state, parents, rows)
             )
+            stage.server.submit_crops(state.frame, quads, nest)
         except Exception as e:  # a frame the server cannot take (an empty image, shutdown) fails alone
             self._complete(item, e)
 
-    def _primary_done(
+    def _stage_done(
         self,
         item: _InFlight,
         index: int,
         t0: float,
+        apply: Callable[[list[list[Detection]]], None],
         rows: list[list[Detection]] | None,
         error: BaseException | None,
     ) -> None:
+        """A server's hand-back (its decode thread): record the stage's results, go on to the next."""
         if error is not None or rows is None:
             self._complete(item, error or RuntimeError("no result"))
             return
-        stage = self.stages[index]
         try:
-            accept_primary(stage, item.state, rows[0])
+            apply(rows)
         except Exception as e:
             self._complete(item, e)
             return
-        item.state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
-        self._step(item, index + 1)
-
-    def _crops_done(
-        self,
-        item: _InFlight,
-        index: int,
-        t0: float,
-        parents: list[Detection],
-        rows: list[list[Detection]] | None,
-        error: BaseException | None,
-    ) -> None:
-        if error is not None or rows is None:
-            self._complete(item, error or RuntimeError("no result"))
-            return
-        stage = self.stages[index]
-        try:
-            attach_results(stage, item.state, parents, rows)
-        except Exception as e:
-            self._complete(item, e)
-            return
-        item.state.latency_ms[stage.name] = (time.perf_counter() - t0) * 1000.0
+        item.state.latency_ms[self.stages[index].name] = (time.perf_counter() - t0) * 1000.0
         self._step(item, index + 1)
 
     def _complete(self, item: _InFlight, error: BaseException | None) -> None:

@@ -83,6 +83,11 @@ def _decode_rows(
     return _decoder.decode(outputs, plans)
 
 
+def _started() -> int:
+    time.sleep(0.2)  # busy long enough that every warm-up task needs a worker of its own
+    return os.getpid()
+
+
 # Fewer rows than this per task cost more in inter-process hand-offs than they save.
 MIN_ROWS_PER_TASK = 4
 
@@ -102,6 +107,12 @@ class DecodePool:
             initargs=(decoder, os.getpid()),
         )
         self._shm: shared_memory.SharedMemory | None = None
+
+    def start(self) -> None:
+        """Start every worker now (spawning one takes a second or two: better at load than on the
+        first live batches)."""
+        for f in [self._pool.submit(_started) for _ in range(self.workers)]:
+            f.result()
 
     def _block(self, nbytes: int) -> shared_memory.SharedMemory:
         if self._shm is None or self._shm.size < nbytes:

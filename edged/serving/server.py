@@ -138,6 +138,8 @@ class ModelServer:
         self.state = "warming"
         with self._context():
             self.warm_up(progress)
+        if self._pool is not None:
+            self._pool.start()
         self._threads = [
             threading.Thread(
                 target=self._guard, args=(self._batch_loop,), name=f"model-{self.name}", daemon=True
