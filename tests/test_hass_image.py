@@ -80,7 +80,7 @@ def test_image_entity_shows_the_published_thumbnails_and_goes_when_switched_off(
         assert image["content_type"] == "image/jpeg"
         assert image["availability_topic"] == f"{PREFIX}/status"
         assert image["unique_id"] == f"edged_{DEVICE}_gate_thumbnail"
-        assert image["device"] == configs[f"homeassistant/sensor/{DEVICE}/gate_fps/config"]["device"]
+        assert image["device"] == configs[f"homeassistant/sensor/{DEVICE}/gate_last_text/config"]["device"]
 
         # What HA subscribes to (the image_topic, wildcard and all) gets the thumbnail edged publishes.
         with Subscriber(mosquitto, image["image_topic"]) as ha:
@@ -106,4 +106,4 @@ def test_image_entity_shows_the_published_thumbnails_and_goes_when_switched_off(
         hass(pub, tmp_path, thumbnails=False).tick()
         configs = retained_configs(mosquitto)
         assert IMAGE_CONFIG not in configs
-        assert f"homeassistant/sensor/{DEVICE}/gate_fps/config" in configs
+        assert f"homeassistant/sensor/{DEVICE}/gate_last_text/config" in configs

@@ -176,7 +176,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
         assert "updated " in text, "the page must refresh by itself"
         assert 'href="/metrics"' in dom and 'href="/stats"' in dom
         # Models: which engine runs each.
-        assert "text_det ppocr_det onnxruntime on cpu cpu loaded" in text, text
+        assert "text_det ppocr_det onnxruntime on cpu cpu serving" in text, text  # its model server's state
         # The plot: the processed-fps and latency lines drawn from /history.
         for series in ("c-fps", "c-p50", "c-p99"):
             d = re.search(rf'<path class="{series}" d="([^"]*)"', dom)
@@ -389,6 +389,7 @@ def test_a_model_that_failed_to_load_is_shown_with_its_reason(tmp_path: Path) ->
                 "state_dir": str(tmp_path / "state"),
                 "mqtt": {"enabled": False},
                 "health": {"port": health},
+                "allow_no_cameras": True,
                 "models": {
                     "m": {"path": str(model), "kind": "classifier", "preprocess": {"size": [300, 300]}}
                 },

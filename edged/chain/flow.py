@@ -29,13 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class _InFlight:
-    __slots__ = ("done", "error", "on_turn", "state")
+    __slots__ = ("done", "error", "on_turn", "skipped", "state")
 
-    def __init__(self, frame: Frame, on_turn: Callable[[], None] | None = None) -> None:
+    def __init__(self, frame: Frame, on_turn: Callable[[], None] | None = None, skipped: bool = False) -> None:
         self.state = StageState(frame)
         self.done = False
         self.error: BaseException | None = None
         self.on_turn = on_turn  # run when every older frame has left (a skipped frame's track hold)
+        self.skipped = skipped  # the chain did not run on it: not counted in `completed`
 
 
 class CameraFlow:
@@ -99,7 +100,7 @@ class CameraFlow:
         with self._lock:
             if len(self._pending) + self._sinking >= self.depth:
                 return False
-            item = _InFlight(frame, on_turn)
+            item = _InFlight(frame, on_turn, skipped=True)
             self._pending.append(item)
         self._complete(item, None)
         return True
@@ -189,7 +190,7 @@ class CameraFlow:
             except Exception as e:  # one bad frame must not stop the camera
                 self._failed(item.state.frame, e)
             else:
-                self.completed += 1
+                self.completed += 0 if item.skipped else 1
         finally:
             if sinking:
                 with self._lock:
