@@ -14,6 +14,7 @@ from edged.infer import create_engine
 from edged.infer.base import Engine
 from edged.mqtt_testing import MOSQUITTO, Mosquitto
 from edged.serving import ModelServer
+from tests._edged import NotifySocket
 from tests._paths import need_models
 
 
@@ -64,3 +65,11 @@ def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
     yield made
     for s in made.values():
         s.close()
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    """A real sd_notify socket (NOTIFY_SOCKET for an `edged run` subprocess)."""
+    sock = NotifySocket()
+    yield sock
+    sock.close()

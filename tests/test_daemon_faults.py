@@ -13,10 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edged.config import MqttConfig
 from edged.mqtt_testing import Mosquitto, Subscriber, free_port
@@ -34,13 +31,6 @@ from tests._edged import (
     write_config,
 )
 from tests._paths import ROOT
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
 
 
 def frames(health: int, cam: str) -> float:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from edged.mqtt_testing import free_port
 from tests._edged import (
@@ -23,13 +20,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
 
 
 def start(tmp_path: Path, notify: NotifySocket) -> tuple[EdgedProcess, Path, int]:

@@ -324,9 +324,10 @@ class MqttPublisher:
         return True
 
     def _acked(self, seq: int) -> None:
-        if self.outbox.ack(seq):
-            self.metrics.published.inc()
+        # Ack and count under the lock wait_drained reads the depth with: drained means counted too.
         with self._cond:
+            if self.outbox.ack(seq):
+                self.metrics.published.inc()
             self._cond.notify_all()
 
     # -- paho callbacks (network thread) -------------------------------------------------------
