@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edged import __version__
+from edged import __version__, report
 from edged.chain.delivery import Delivery
 from edged.chain.dispatch import FrameDispatcher
 from edged.commands import CommandQueue
@@ -160,7 +160,7 @@ class Daemon(CommandControl):
                     e.strerror or e,
                 )
                 self.health = None
-        self._summary()
+        report.startup_summary(self)
         self.notifier.ready(self.one_line_status())
         self.liveness.add("main loop", self.heartbeat.check)
         if self.publisher is not None:
@@ -266,13 +266,13 @@ class Daemon(CommandControl):
         if done == total or done % 8 == 0:
             log.info("model %s: warmed %d/%d input shapes", model, done, total)
 
-    def _wanted(self, name: str) -> bool:
+    def wanted(self, name: str) -> bool:
         """Whether the camera should run: its run-time override (MQTT command), else the config."""
         return self._enabled_override.get(name, self.cfg.cameras[name].enabled)
 
     def _start_camera(self, name: str) -> None:
         cam = self.cfg.cameras[name]
-        if not self._wanted(name):
+        if not self.wanted(name):
             how = "by an MQTT command" if name in self._enabled_override else "in the config"
             log.info("camera %s: disabled %s", name, how)
             return
@@ -281,7 +281,14 @@ class Daemon(CommandControl):
             log.error("camera %s: not started, model(s) failed to load: %s", name, ", ".join(missing))
             return
         runner = CameraRunner(
-            name, cam, self.models, self.sink, self.metrics, self.dispatcher, self.delivery, self.config_path.parent
+            name,
+            cam,
+            self.models,
+            self.sink,
+            self.metrics,
+            self.dispatcher,
+            self.delivery,
+            self.config_path.parent,
         )
         runner.start()
         self.rates.reset(name)
@@ -344,101 +351,16 @@ class Daemon(CommandControl):
     # --- health ------------------------------------------------------------------------------
 
     def models_serving(self) -> tuple[bool, str]:
-        """Liveness: every model server's threads run."""
-        for m in list(self.models.values()):
-            ok, why = m.server.healthy()
-            if not ok:
-                return False, why
-        return True, ""
+        return report.models_serving(self)
 
     def chains_progressing(self) -> tuple[bool, str]:
-        """Liveness: no chain is stuck on a frame (a wedged model). A camera without frames is not a
-        stall here: its capture reopens it and /readyz names it."""
-        now = time.monotonic()
-        for name, runner in list(self.cameras.items()):
-            stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
-            p, frame = runner.flow, runner.last_frame
-            if p is None or p.in_flight == 0:
-                continue
-            # Stuck since its last result, or since the frame it waits to hand in was taken: the last
-            # result may be old only because the camera had no frames for a while (then it is not stuck).
-            since = max(p.last_progress, frame.t_mono_ns / 1e9 if frame is not None else 0.0)
-            if now - since > stall_s:
-                return False, f"camera {name}: chain made no progress for {now - since:.0f} s"
-        return True, ""
+        return report.chains_progressing(self)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        cams = {}
-        reasons = []
-        ok = True
-        for name in self.cfg.cameras:
-            cam = self.cfg.cameras[name]
-            if not self._wanted(name):
-                continue
-            runner = self.cameras.get(name)
-            age = (
-                time.monotonic() - runner.capture.last_frame_mono
-                if runner and runner.capture.last_frame_mono
-                else None
-            )
-            cam_ok = runner is not None and (
-                runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s)
-            )
-            cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
-            if not cam_ok:
-                late = f"no frame for {age:.1f} s" if age is not None else "no frame yet"
-                error = runner.capture.last_error if runner else "not started"
-                reasons.append(f"camera {name}: {late}" + (f" ({error})" if error else ""))
-            ok &= cam_ok
-        models = {n: n in self.models for n in self.cfg.models}
-        ok &= all(models.values())
-        broker = self.publisher.state if self.publisher else "disabled"
-        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
-        body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
-        if self.publisher is not None:
-            pub_ok, why = self.publisher.healthy()
-            body["ready"] = ok = ok and pub_ok
-            body["publisher"] = {"ok": pub_ok, "reason": why}
-            if not pub_ok:
-                reasons.append(f"publisher: {why}")
-        return ok, body
+        return report.ready(self)
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "version": __version__,
-            "device": self.cfg.device.name,
-            "uptime_s": round(time.time() - self.started, 1),
-            "cameras": self.camera_status(),
-            "models": {
-                n: {
-                    "kind": m.config.kind,
-                    "backend": m.engine.info.backend,
-                    "device": m.engine.info.device,
-                    "preprocess": m.preprocessor.name,
-                    **m.server.status(),
-                }
-                for n, m in self.models.items()
-            },
-        }
-        for n, why in self._model_errors.items():
-            if n in self.cfg.models and n not in self.models:
-                out["models"][n] = {"kind": self.cfg.models[n].kind, "state": "failed", "error": why}
-        if self.publisher is not None:
-            ob = self.publisher.outbox
-            out["mqtt"] = {
-                "state": self.publisher.state,
-                "last_error": self.publisher.last_error,
-                "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                "outbox_events": ob.depth,
-                "outbox_bytes": ob.bytes,
-                "outbox_oldest_age_s": round(ob.oldest_age, 1),
-                "outbox_held_in_memory": ob.held,
-                "outbox_disk_error": ob.disk_error,
-                "outbox_dropped": dict(ob.dropped),
-            }
-            out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
-        out["telemetry"] = self.telemetry.snapshot()
-        return out
+        return report.status(self)
 
     def camera_status(self) -> dict[str, dict[str, Any]]:
         """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.rates)."""
@@ -458,30 +380,4 @@ class Daemon(CommandControl):
         return render_snapshot(frame, result) if frame is not None else None
 
     def one_line_status(self) -> str:
-        parts = [
-            f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
-            for n, c in self.camera_status().items()
-        ]
-        broker = self.publisher.state if self.publisher else "mqtt off"
-        return f"{len(self.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
-
-    def _summary(self) -> None:
-        lines = [f"device {self.cfg.device.name}"]
-        for n, m in self.models.items():
-            lines.append(
-                f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
-                f"preprocess {m.preprocessor.name}, {m.config.path}"
-            )
-        for n, cam in self.cfg.cameras.items():
-            chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
-            state = "running" if n in self.cameras else ("disabled" if not cam.enabled else "NOT started")
-            lines.append(f"camera {n}: {cam.source} @ {cam.fps:g} fps: {chain} [{state}]")
-        if self.publisher is not None:
-            lines.append(
-                f"mqtt {self.cfg.mqtt.host}:{self.cfg.mqtt.port} topics {self.cfg.topic_prefix}/<camera>/detections"
-            )
-        if self.health is not None:
-            lines.append(
-                f"health http://{self.cfg.health.bind}:{self.health.port}/ (/healthz /readyz /metrics /stats)"
-            )
-        log.info("startup summary:\n  %s", "\n  ".join(lines))
+        return report.one_line(self)

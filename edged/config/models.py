@@ -8,17 +8,43 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from edged.preprocess.spec import PreprocessSpec
+from edged.config.base import NAME_RE, EdgedModel
+from edged.config.cameras import (
+    CameraConfig,
+    MotionConfig,
+    ReconnectConfig,
+    RtspConfig,
+    StageConfig,
+    TrackingConfig,
+)
+from edged.config.inference import (
+    BatchingConfig,
+    ModelConfig,
+    OnnxRuntimeConfig,
+    PreprocessConfig,
+    TensorRTConfig,
+)
 
-NAME_RE = r"^[A-Za-z0-9_-]{1,64}$"
-
-
-class EdgedModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+__all__ = [
+    "NAME_RE",
+    "BatchingConfig",
+    "CameraConfig",
+    "Config",
+    "EdgedModel",
+    "ModelConfig",
+    "MotionConfig",
+    "OnnxRuntimeConfig",
+    "PreprocessConfig",
+    "ReconnectConfig",
+    "RtspConfig",
+    "StageConfig",
+    "TensorRTConfig",
+    "TrackingConfig",
+]
 
 
 class DeviceConfig(EdgedModel):
@@ -167,349 +193,6 @@ class HealthConfig(EdgedModel):
         "127.0.0.1", description="Address the health server listens on (keep it local unless firewalled)."
     )
     port: int = Field(8089, ge=0, le=65535, description="Port of the health server (0 picks a free port).")
-
-
-class PreprocessConfig(EdgedModel):
-    """Overrides of the model kind's default preprocessing; unset fields keep the kind's default."""
-
-    resize: Literal["letterbox", "stretch", "limit_side", "fixed_height"] | None = Field(
-        None,
-        description="letterbox (keep aspect, pad), stretch, limit_side (PP-OCR detector sizing) or fixed_height (recognizer crops).",
-    )
-    size: tuple[int, int] | None = Field(
-        None, description="Model input [width, height]; for fixed_height [max width, height]."
-    )
-    limit_side: int | None = Field(
-        None, gt=0, description="limit_side mode: target length of the limited side."
-    )
-    limit_type: Literal["min", "max"] | None = Field(
-        None, description="limit_side mode: limit the shorter (min) or longer (max) side."
-    )
-    width_multiple: int | None = Field(
-        None,
-        gt=0,
-        description="fixed_height mode: round the batch width up to a multiple of this (fewer input shapes for GPU backends).",
-    )
-    multiple: int | None = Field(
-        None, gt=0, description="limit_side mode: round both sides to a multiple of this."
-    )
-    color: Literal["bgr", "rgb"] | None = Field(None, description="Channel order the model expects.")
-    mean: tuple[float, float, float] | None = Field(
-        None, description="Per-channel mean subtracted from pixel/255."
-    )
-    std: tuple[float, float, float] | None = Field(
-        None, description="Per-channel std dividing (pixel/255 - mean)."
-    )
-    pad_value: float | None = Field(
-        None, ge=0, le=255, description="Padding value in pixel units (before normalization)."
-    )
-    layout: Literal["nchw", "nhwc"] | None = Field(None, description="Tensor layout of the model input.")
-    dtype: Literal["float32", "float16"] | None = Field(None, description="Element type of the model input.")
-    device: Literal["auto", "kernel", "cv2cuda", "cpu"] = Field(
-        "auto",
-        description="Where preprocessing runs: auto picks the fastest available (fused CUDA kernel, cv2.cuda, CPU).",
-    )
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and (v[0] <= 0 or v[1] <= 0):
-            raise ValueError("width and height must be positive")
-        return v
-
-    def apply(self, base: PreprocessSpec) -> PreprocessSpec:
-        overrides = {k: v for k, v in self.model_dump(exclude={"device"}).items() if v is not None}
-        return PreprocessSpec(**{**base.__dict__, **overrides})
-
-
-class OnnxRuntimeConfig(EdgedModel):
-    intra_op_threads: int = Field(
-        0, ge=0, description="Threads inside one operator; 0 lets ONNX Runtime decide."
-    )
-    inter_op_threads: int = Field(
-        0, ge=0, description="Threads across operators; 0 lets ONNX Runtime decide."
-    )
-    providers: list[str] | None = Field(
-        None,
-        description="Execution providers in order of preference; default: CUDA when available, then CPU.",
-    )
-    int8: bool = Field(
-        False,
-        description="Load the int8 version of the model (static QDQ, `<name>.int8.onnx` beside `path`, made by scripts/quantize_models.py) instead of `path`: faster on CPUs. Measured for the PP-OCR detector (same strings on the sample, docs/benchmarks.md); the recognizer's int8 version misread a plate, so it is not used.",
-    )
-    tf32: bool = Field(
-        True,
-        description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
-        "GPUs (ONNX Runtime's default, faster); false keeps full fp32, as the CPU computes.",
-    )
-
-
-class TensorRTConfig(EdgedModel):
-    precision: Literal["fp32", "fp16", "int8"] = Field(
-        "fp16", description="Engine precision; int8 needs calibration_cache."
-    )
-    workspace_mb: int = Field(1024, gt=0, description="Builder workspace limit.")
-    dla_core: int | None = Field(
-        None, ge=0, description="Run on this DLA core (Jetson Orin/Xavier) with GPU fallback."
-    )
-    calibration_cache: Path | None = Field(None, description="INT8 calibration cache file.")
-    max_batch: int = Field(
-        16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
-    )
-    cache_dir: Path = Field(
-        Path("/var/cache/edged/engines"),
-        description="The engine cache: TensorRT engines, ONNX Runtime's optimized models (CPU) and the timing cache (docs/engines.md).",
-    )
-
-
-class BatchingConfig(EdgedModel):
-    """How the model's server batches the requests of all cameras, and the input shapes it declares."""
-
-    max_batch: int = Field(
-        4,
-        ge=1,
-        le=256,
-        description="Most rows (frames or crops, of any cameras) in one engine call. Row counts are rounded up to powers of two (1, 2, 4, ...) so the model sees a few fixed shapes.",
-    )
-    max_wait_ms: float = Field(
-        2.0,
-        ge=0,
-        description="Longest time the oldest request waits for other cameras' requests to join its batch (never waited when every camera that uses the model is already in the batch).",
-    )
-    pad_to_max: bool = Field(
-        False,
-        description="Always run max_batch rows (zero-padded): one row count only, which GPU backends like best; leave off on CPUs.",
-    )
-    decode_workers: int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="Processes that decode the model's batches; 0 decodes on the server's decode thread. Raise it when many cameras make decoding, not the engine, the limit.",
-    )
-    source_sizes: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
-        default_factory=list,
-        description="limit_side models (PP-OCR detector): camera resolutions [width, height] to declare input sizes for; frames of other sizes are padded into the smallest declared size that holds them, or scaled into the largest. Default: the chain's cameras' configured width/height, else 1920x1080, 1280x720 and 640x480.",
-    )
-    widths: list[Annotated[int, Field(gt=0)]] = Field(
-        default_factory=list,
-        description="fixed_height models (text recognizers): the crop widths declared; a crop is padded on the right to the smallest that holds it. Default: a ladder about 25 % apart from the minimum to the maximum width.",
-    )
-
-
-class ModelConfig(EdgedModel):
-    path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
-    kind: Literal["ppocr_det", "ppocr_cls", "ppocr_rec", "yolo", "ssd", "classifier"] = Field(
-        ..., description="How outputs are decoded; also sets the default preprocessing."
-    )
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
-        "auto",
-        description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available).",
-    )
-    labels: Path | None = Field(
-        None, description="Text file with one class name per line (yolo, ssd, classifier)."
-    )
-    preprocess: PreprocessConfig = Field(
-        default_factory=PreprocessConfig, description="Overrides of the kind's default preprocessing."
-    )
-    decode: dict[str, Any] = Field(
-        default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md)."
-    )
-    onnxruntime: OnnxRuntimeConfig = Field(
-        default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
-    )
-    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT settings.")
-    batching: BatchingConfig = Field(
-        default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
-    )
-
-    @property
-    def model_file(self) -> Path:
-        """The file the engine loads: `path`, or its int8 version with onnxruntime.int8."""
-        return self.path.with_name(self.path.stem + ".int8.onnx") if self.onnxruntime.int8 else self.path
-
-
-class StageConfig(EdgedModel):
-    model: str = Field(..., description="Name of a model under `models`.")
-    name: str | None = Field(
-        None, pattern=NAME_RE, description="Stage name in events; default the model name."
-    )
-    on: str | None = Field(
-        None, description="Run on crops of detections of this earlier stage; unset: the whole frame."
-    )
-    classes: list[str] | None = Field(
-        None, description="Only keep (or, with `on`, only crop) detections with these labels."
-    )
-    min_score: float = Field(0.0, ge=0, le=1, description="Drop detections scoring below this.")
-    min_size: tuple[float, float] = Field(
-        (0, 0), description="Drop boxes smaller than [width, height] pixels."
-    )
-    roi: list[tuple[float, float]] | None = Field(
-        None, description="Polygon [[x, y], ...] in frame pixels; keep only boxes whose centre lies inside."
-    )
-    max_crops: int = Field(
-        32, ge=1, description="Most crops per frame sent to this stage (highest scores first)."
-    )
-    batch_size: int = Field(
-        0,
-        ge=0,
-        description="Deprecated and ignored: rows per engine call come from the model's `batching` (its server batches the crops of all cameras).",
-    )
-    run: Literal["always", "new_track", "every_k", "box_grew"] = Field(
-        "always",
-        description="With tracking: run on every frame, once per track (until it gives a result), every k frames of a track, or when its box grew; otherwise the track's last result is reused.",
-    )
-    every_k: int = Field(10, ge=1, description="run: every_k: frames between runs on the same track.")
-    grow_ratio: float = Field(
-        1.25, gt=1, description="run: box_grew: area growth since the last run that triggers a new one."
-    )
-
-    @property
-    def stage_name(self) -> str:
-        return self.name or self.model
-
-    @field_validator("roi")
-    @classmethod
-    def _polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
-        if v is not None and len(v) < 3:
-            raise ValueError("an ROI polygon needs at least 3 points")
-        return v
-
-
-class TrackingConfig(EdgedModel):
-    enabled: bool = Field(
-        False,
-        description="Track the first stage's detections across frames (IoU, ByteTrack-style); adds track_id.",
-    )
-    iou: float = Field(
-        0.3, gt=0, lt=1, description="Least IoU between a track's last box and a detection to continue it."
-    )
-    max_age: int = Field(15, ge=1, description="Frames a track may go unseen before it ends.")
-    high_score: float = Field(
-        0.5, ge=0, le=1, description="Detections at or above start tracks; lower ones only continue them."
-    )
-    events: Literal["frames", "tracks"] = Field(
-        "frames",
-        description="frames: one message per frame with detections; tracks: one message per track event (new, update when its result changes, end) on <prefix>/<camera>/tracks.",
-    )
-
-
-class MotionConfig(EdgedModel):
-    enabled: bool = Field(
-        False,
-        description="Run the chain only on frames where something moves (found with OpenCV on a small grey copy of the frame); other frames count as idle. See docs/motion.md.",
-    )
-    height: int = Field(120, ge=16, le=1080, description="Rows of the grey copy motion is found on.")
-    threshold: int = Field(
-        25,
-        ge=1,
-        le=255,
-        description="Least grey-level change (0-255) from the background that counts as motion.",
-    )
-    min_area: float = Field(
-        400.0, ge=0, description="Least area in frame pixels of a moving region; smaller ones are noise."
-    )
-    background_alpha: float = Field(
-        0.05, gt=0, le=1, description="How fast the background follows the scene, per frame."
-    )
-    lighting_ratio: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="A change over more than this share of the frame at once is a lighting change: the background is reset and the frame is idle.",
-    )
-    masks: list[list[tuple[float, float]]] = Field(
-        default_factory=list,
-        description="Polygons [[x, y], ...] in frame pixels where motion is ignored (clocks, trees, flags).",
-    )
-    full_frame_every: int = Field(
-        100, ge=0, description="While nothing moves, run the chain anyway every this many frames (0: never)."
-    )
-    redetect_every: int = Field(
-        10,
-        ge=0,
-        description="With tracking, while nothing moves but tracks are live: run the chain every this many frames; the tracks are kept in between (0: only full_frame_every).",
-    )
-
-    @field_validator("masks")
-    @classmethod
-    def _polygons(cls, v: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
-        for i, poly in enumerate(v):
-            if len(poly) < 3:
-                raise ValueError(f"mask {i} has {len(poly)} points; a polygon needs at least 3")
-        return v
-
-
-class ReconnectConfig(EdgedModel):
-    min_s: float = Field(0.5, gt=0, description="First delay before reopening a failed source.")
-    max_s: float = Field(
-        30.0, gt=0, description="Longest delay between reopen attempts (exponential backoff)."
-    )
-
-
-class RtspConfig(EdgedModel):
-    transport: Literal["auto", "tcp", "udp"] = Field(
-        "auto",
-        description="RTP transport of rtsp:// sources: tcp (through NAT/firewalls, no packet loss), udp "
-        "(lowest latency on a clean LAN), or auto (FFmpeg tries UDP, then TCP). OpenCV backend only: "
-        "jetson-utils has no such option.",
-    )
-    latency_ms: int | None = Field(
-        None,
-        ge=0,
-        le=60000,
-        description="Receive buffer of rtsp:// sources in ms (jetson-utils --input-latency, FFmpeg max_delay); "
-        "lower is fresher, higher rides out jitter. None: the backend's default.",
-    )
-
-
-class CameraConfig(EdgedModel):
-    source: str = Field(
-        ...,
-        description="As jetson-utils spells it: a path or file://path (a video, an image, a folder/ of images "
-        "or a glob like frames/*.jpg, relative to the config file), rtsp://..., v4l2:///dev/videoN or "
-        "/dev/videoN, csi://N; also dir://folder.",
-    )
-    enabled: bool = Field(True, description="Disabled cameras are not opened.")
-    fps: float = Field(
-        10.0, gt=0, le=1000, description="Frames per second taken from the source; extra frames are skipped."
-    )
-    loop: bool = Field(
-        False, description="Restart file and image-folder sources at their end (demos, tests)."
-    )
-    realtime: bool = Field(
-        True,
-        description="Files play at their own frame rate (like a camera); false reads them as fast as the chain runs.",
-    )
-    width: int | None = Field(None, gt=0, description="Requested capture width (cameras that support it).")
-    height: int | None = Field(None, gt=0, description="Requested capture height.")
-    backend: Literal["auto", "opencv", "jetson"] = Field(
-        "auto", description="Capture through jetson-utils (auto on Jetson) or OpenCV."
-    )
-    frame_timeout_s: float = Field(
-        5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened."
-    )
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reopen backoff.")
-    rtsp: RtspConfig = Field(default_factory=RtspConfig, description="Options of rtsp:// sources.")
-    tracking: TrackingConfig = Field(
-        default_factory=TrackingConfig, description="Multi-object tracking and per-track events."
-    )
-    motion: MotionConfig = Field(
-        default_factory=MotionConfig, description="Motion gating: skip the chain while nothing moves."
-    )
-    chain: list[StageConfig] = Field(
-        default_factory=list, description="Model stages run on each frame, in order."
-    )
-
-    @field_validator("source")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        if re.match(r"^(file|rtsp|rtsps|rtp|http|https|v4l2|csi|dir)://", v) or v.startswith("/dev/video"):
-            return v
-        if "://" in v or not v.strip():
-            raise ValueError(
-                "source must be a path, or start with file://, rtsp://, v4l2://, csi://, dir:// (or be /dev/videoN)"
-            )
-        return "file://" + v  # jetson-utils' shorthand: a bare path is a file (or folder, or glob)
 
 
 class LoggingConfig(EdgedModel):

@@ -6,6 +6,7 @@ A test checks the committed file equals this output, so docs cannot drift from t
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,7 +18,8 @@ def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     for prefix in ("<class '", "'>"):
         text = text.replace(prefix, "")
-    return text.replace("edged.config.models.", "").replace("NoneType", "None").replace("|", "\\|")
+    text = re.sub(r"edged\.config\.\w+\.", "", text)  # the schema's own classes, by bare name
+    return text.replace("NoneType", "None").replace("|", "\\|")
 
 
 def _default(field: Any) -> str:

@@ -1,0 +1,171 @@
+"""Configuration of a model: its file, kind, backend options, preprocessing overrides, and how its model
+server batches and which input shapes it declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from edged.config.base import EdgedModel
+from edged.preprocess.spec import PreprocessSpec
+
+
+class PreprocessConfig(EdgedModel):
+    """Overrides of the model kind's default preprocessing; unset fields keep the kind's default."""
+
+    resize: Literal["letterbox", "stretch", "limit_side", "fixed_height"] | None = Field(
+        None,
+        description="letterbox (keep aspect, pad), stretch, limit_side (PP-OCR detector sizing) or fixed_height (recognizer crops).",
+    )
+    size: tuple[int, int] | None = Field(
+        None, description="Model input [width, height]; for fixed_height [max width, height]."
+    )
+    limit_side: int | None = Field(
+        None, gt=0, description="limit_side mode: target length of the limited side."
+    )
+    limit_type: Literal["min", "max"] | None = Field(
+        None, description="limit_side mode: limit the shorter (min) or longer (max) side."
+    )
+    width_multiple: int | None = Field(
+        None,
+        gt=0,
+        description="fixed_height mode: round the batch width up to a multiple of this (fewer input shapes for GPU backends).",
+    )
+    multiple: int | None = Field(
+        None, gt=0, description="limit_side mode: round both sides to a multiple of this."
+    )
+    color: Literal["bgr", "rgb"] | None = Field(None, description="Channel order the model expects.")
+    mean: tuple[float, float, float] | None = Field(
+        None, description="Per-channel mean subtracted from pixel/255."
+    )
+    std: tuple[float, float, float] | None = Field(
+        None, description="Per-channel std dividing (pixel/255 - mean)."
+    )
+    pad_value: float | None = Field(
+        None, ge=0, le=255, description="Padding value in pixel units (before normalization)."
+    )
+    layout: Literal["nchw", "nhwc"] | None = Field(None, description="Tensor layout of the model input.")
+    dtype: Literal["float32", "float16"] | None = Field(None, description="Element type of the model input.")
+    device: Literal["auto", "kernel", "cv2cuda", "cpu"] = Field(
+        "auto",
+        description="Where preprocessing runs: auto picks the fastest available (fused CUDA kernel, cv2.cuda, CPU).",
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] <= 0 or v[1] <= 0):
+            raise ValueError("width and height must be positive")
+        return v
+
+    def apply(self, base: PreprocessSpec) -> PreprocessSpec:
+        overrides = {k: v for k, v in self.model_dump(exclude={"device"}).items() if v is not None}
+        return PreprocessSpec(**{**base.__dict__, **overrides})
+
+
+class OnnxRuntimeConfig(EdgedModel):
+    intra_op_threads: int = Field(
+        0, ge=0, description="Threads inside one operator; 0 lets ONNX Runtime decide."
+    )
+    inter_op_threads: int = Field(
+        0, ge=0, description="Threads across operators; 0 lets ONNX Runtime decide."
+    )
+    providers: list[str] | None = Field(
+        None,
+        description="Execution providers in order of preference; default: CUDA when available, then CPU.",
+    )
+    int8: bool = Field(
+        False,
+        description="Load the int8 version of the model (static QDQ, `<name>.int8.onnx` beside `path`, made by scripts/quantize_models.py) instead of `path`: faster on CPUs. Measured for the PP-OCR detector (same strings on the sample, docs/benchmarks.md); the recognizer's int8 version misread a plate, so it is not used.",
+    )
+    tf32: bool = Field(
+        True,
+        description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
+        "GPUs (ONNX Runtime's default, faster); false keeps full fp32, as the CPU computes.",
+    )
+
+
+class TensorRTConfig(EdgedModel):
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16", description="Engine precision; int8 needs calibration_cache."
+    )
+    workspace_mb: int = Field(1024, gt=0, description="Builder workspace limit.")
+    dla_core: int | None = Field(
+        None, ge=0, description="Run on this DLA core (Jetson Orin/Xavier) with GPU fallback."
+    )
+    calibration_cache: Path | None = Field(None, description="INT8 calibration cache file.")
+    max_batch: int = Field(
+        16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
+    )
+    cache_dir: Path = Field(
+        Path("/var/cache/edged/engines"),
+        description="The engine cache: TensorRT engines, ONNX Runtime's optimized models (CPU) and the timing cache (docs/engines.md).",
+    )
+
+
+class BatchingConfig(EdgedModel):
+    """How the model's server batches the requests of all cameras, and the input shapes it declares."""
+
+    max_batch: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Most rows (frames or crops, of any cameras) in one engine call. Row counts are rounded up to powers of two (1, 2, 4, ...) so the model sees a few fixed shapes.",
+    )
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Longest time the oldest request waits for other cameras' requests to join its batch (never waited when every camera that uses the model is already in the batch).",
+    )
+    pad_to_max: bool = Field(
+        False,
+        description="Always run max_batch rows (zero-padded): one row count only, which GPU backends like best; leave off on CPUs.",
+    )
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that decode the model's batches; 0 decodes on the server's decode thread. Raise it when many cameras make decoding, not the engine, the limit.",
+    )
+    source_sizes: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list,
+        description="limit_side models (PP-OCR detector): camera resolutions [width, height] to declare input sizes for; frames of other sizes are padded into the smallest declared size that holds them, or scaled into the largest. Default: the chain's cameras' configured width/height, else 1920x1080, 1280x720 and 640x480.",
+    )
+    widths: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list,
+        description="fixed_height models (text recognizers): the crop widths declared; a crop is padded on the right to the smallest that holds it. Default: a ladder about 25 % apart from the minimum to the maximum width.",
+    )
+
+
+class ModelConfig(EdgedModel):
+    path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
+    kind: Literal["ppocr_det", "ppocr_cls", "ppocr_rec", "yolo", "ssd", "classifier"] = Field(
+        ..., description="How outputs are decoded; also sets the default preprocessing."
+    )
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        "auto",
+        description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available).",
+    )
+    labels: Path | None = Field(
+        None, description="Text file with one class name per line (yolo, ssd, classifier)."
+    )
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, description="Overrides of the kind's default preprocessing."
+    )
+    decode: dict[str, Any] = Field(
+        default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md)."
+    )
+    onnxruntime: OnnxRuntimeConfig = Field(
+        default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
+    )
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT settings.")
+    batching: BatchingConfig = Field(
+        default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
+    )
+
+    @property
+    def model_file(self) -> Path:
+        """The file the engine loads: `path`, or its int8 version with onnxruntime.int8."""
+        return self.path.with_name(self.path.stem + ".int8.onnx") if self.onnxruntime.int8 else self.path
