@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,12 @@ from edged.commands import CommandQueue
 from edged.config import Config, ConfigError, load_config
 from edged.control import CommandControl
 from edged.environment import opencv_report
-from edged.faults import HangingEngine, hang_request
 from edged.hass import HassDiscovery, status_page_url
 from edged.health.liveness import Heartbeat, Liveness
 from edged.health.notify import Notifier, Watchdog
 from edged.health.server import HealthServer
 from edged.infer import ModelLoadError
+from edged.infer.base import Engine
 from edged.metrics import Metrics
 from edged.operator_view import OperatorView
 from edged.publish.mqtt import MqttPublisher
@@ -50,9 +50,17 @@ class StartupError(Exception):
 
 class Daemon(CommandControl):
     def __init__(
-        self, cfg: Config, config_path: Path, *, stdout: bool = False, signals: SignalFlags | None = None
+        self,
+        cfg: Config,
+        config_path: Path,
+        *,
+        stdout: bool = False,
+        signals: SignalFlags | None = None,
+        engine_wrap: Callable[[str, Engine], Engine] | None = None,
     ):
         self.cfg = cfg
+        # (model name, warmed engine) -> the engine its server calls; how tests inject engine faults.
+        self.engine_wrap = engine_wrap
         self.config_path = config_path
         self.metrics = Metrics()
         self.models: dict[str, LoadedModel] = {}
@@ -88,7 +96,6 @@ class Daemon(CommandControl):
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self._enabled_override: dict[str, bool] = {}
         self._announced = False  # the retained <camera>/enabled states went out on this connection
-        self._release_faults = threading.Event()  # releases fault-injection hangs at shutdown
         self.started = time.time()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -209,7 +216,6 @@ class Daemon(CommandControl):
         self.notifier.stopping()
         if self.watchdog is not None:
             self.watchdog.stop()
-        self._release_faults.set()
         for runner in self.cameras.values():
             runner.stop()
         self.dispatcher.stop()
@@ -229,12 +235,10 @@ class Daemon(CommandControl):
     # --- parts -------------------------------------------------------------------------------
 
     def _load_models(self, names: set[str]) -> None:
-        hang = hang_request()
         for name in sorted(names):
             wrap = None
-            if hang is not None and hang[0] == name:
-                seconds = hang[1]
-                wrap = lambda e, s=seconds: HangingEngine(e, s, self._release_faults)  # noqa: E731
+            if self.engine_wrap is not None:
+                wrap = lambda e, n=name: self.engine_wrap(n, e)  # type: ignore[misc]  # noqa: E731
             try:
                 self.models[name] = load_model(
                     name,

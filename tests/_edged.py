@@ -147,14 +147,25 @@ class EdgedProcess:
         env: dict[str, str] | None = None,
         tag: str = "",
         wrap: list[str] | None = None,
+        module: list[str] | None = None,
     ) -> None:
-        """`wrap`: a command that ends by exec'ing its arguments (e.g. a mount namespace), same pid."""
+        """`wrap`: a command that ends by exec'ing its arguments (e.g. a mount namespace), same pid.
+        `module`: run `python -m <module...>` instead of `edged run` (a test entry point that wires a
+        fault into the daemon, e.g. tests._hang_run); `--stdout --config FILE` follow either way."""
         self.config = config
         self.log = config.parent / f"edged{tag}.log"
         self.out = config.parent / f"events{tag}.jsonl"
         with self.log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                [*(wrap or []), sys.executable, "-m", "edged", "run", "--stdout", "--config", str(config)],
+                [
+                    *(wrap or []),
+                    sys.executable,
+                    "-m",
+                    *(module or ["edged", "run"]),
+                    "--stdout",
+                    "--config",
+                    str(config),
+                ],
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,

@@ -191,7 +191,19 @@ def private_tmpfs_missing(probe: Path) -> str | None:
         return "unshare (util-linux) is not installed"
     probe.mkdir(exist_ok=True)
     r = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            str(probe),
+        ],
         capture_output=True,
         text=True,
     )
@@ -231,7 +243,7 @@ def test_outbox_disk_full_window_loses_nothing(tmp_path: Path, persistent_mosqui
     sub = Subscriber(broker, DETECTIONS, persistent=True).start()
     # edged's outbox directory is a 2 MiB tmpfs that only edged's mount namespace sees; the test reaches
     # it through /proc/<pid>/root (unshare and sh exec, so the pid is edged's).
-    mount = f"mount -t tmpfs -o size={TMPFS_BYTES} tmpfs {outbox} && exec \"$@\""
+    mount = f'mount -t tmpfs -o size={TMPFS_BYTES} tmpfs {outbox} && exec "$@"'
     proc = EdgedProcess(config, wrap=["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh"])
     try:
         assert wait_until(lambda: up(health), 60), proc.text()
@@ -352,13 +364,10 @@ def test_watchdog_pings_stop_when_a_stage_hangs(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"gate": camera(video, fps=5)}, health_port=health)
     notify = NotifySocket()
     interval = 0.5  # WATCHDOG_USEC=1 s: edged pings every half of it
-    env = {
-        "NOTIFY_SOCKET": str(notify.path),
-        "WATCHDOG_USEC": "1000000",
-        "EDGED_TEST_HANG_MODEL": "text_det:20",
-    }
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
-    proc = EdgedProcess(config, env=env)
+    # The hang is injected by the test: edged run through tests/_hang_run.py with the daemon's engine_wrap.
+    proc = EdgedProcess(config, env=env, module=["tests._hang_run", "--model", "text_det", "--after", "20"])
     try:
         assert wait_until(lambda: "fault injection: model text_det hangs now" in proc.text(), 60), proc.text()
         t_hang = time.monotonic()
