@@ -427,16 +427,3 @@ class CameraRunner:
             out["last_seq"] = self.last_result.frame.seq
             out["detections"] = [d.to_dict() for d in self.last_result.detections]
         return out
-
-    def progressing(self, stall_s: float) -> tuple[bool, str]:
-        """For the watchdog: frames arrive and the chain is not wedged on one."""
-        now = time.monotonic()
-        cap = self.capture
-        if cap.state == "ended":
-            return True, ""
-        if not cap.last_frame_mono or now - cap.last_frame_mono > stall_s:
-            return False, f"camera {self.name}: no frame for {stall_s:.0f} s ({cap.state})"
-        f = self.flow
-        if f is not None and f.in_flight > 0 and now - f.last_progress > stall_s:
-            return False, f"camera {self.name}: chain made no progress for {now - f.last_progress:.0f} s"
-        return True, ""

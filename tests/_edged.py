@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edged.sample import make_sample
 from tests._paths import ROOT, need_models
 
@@ -357,3 +359,12 @@ def repo_copy(tmp: Path) -> Path:
     (dest / "models").symlink_to(need_models())
     small_sample(dest / "samples", frames=40)
     return dest
+
+
+def wait_for(cond: Callable[[], bool], what: str) -> None:
+    # Waits for a state the test set up to be reached; the deadline only guards against hanging forever.
+    deadline = time.monotonic() + 10
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)

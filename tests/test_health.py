@@ -6,8 +6,7 @@ import http.client
 import json
 import logging
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.health.server import HealthServer
 from edged.metrics import Metrics
+from tests._edged import wait_for
 
 HOST = "127.0.0.1"
 
@@ -94,15 +94,6 @@ def raw(port: int, data: bytes) -> bytes:
         while chunk := s.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def wait_for(cond: Callable[[], bool], what: str) -> None:
-    # Waits for a state the test set up to be reached; the deadline only guards against hanging forever.
-    deadline = time.monotonic() + 10
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_port_zero_binds_a_real_port(server: HealthServer) -> None:

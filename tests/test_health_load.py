@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from edged.health.server import HealthServer
 from edged.metrics import Metrics
-from tests._edged import SocketFlood, probe
+from tests._edged import SocketFlood, probe, wait_for
 
 HOST = "127.0.0.1"
 
@@ -22,14 +19,6 @@ def _make(**kw: Any) -> HealthServer:
         return True, {"ready": True}
 
     return HealthServer(HOST, 0, Metrics(), status=dict, ready=ready, snapshot=lambda cam: None, **kw)
-
-
-def wait_for(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_dribbling_client_is_dropped_at_the_deadline_not_kept_alive() -> None:

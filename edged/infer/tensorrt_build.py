@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edged.fileio import atomic_write
 from edged.infer.base import EngineOptions, ModelLoadError
-from edged.infer.engine_cache import EngineCache, EngineKey, atomic_write, engine_key
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 
 from edged.config.models import OutboxConfig
+from edged.fileio import fsync_dir
 from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
 from edged.publish.outbox_format import SEQ
-from edged.publish.segments import Entry, Segment, fsync_dir
+from edged.publish.segments import Entry, Segment
 
 log = logging.getLogger("edged.publish.outbox")
 

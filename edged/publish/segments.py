@@ -102,11 +102,3 @@ def read_acks(seg: Segment) -> set[int]:
         os.truncate(seg.ack_path, whole)
     seg.ack_size = whole
     return {SEQ.unpack_from(raw, i)[0] for i in range(0, whole, SEQ.size)}
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
