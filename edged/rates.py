@@ -85,7 +85,7 @@ class RatesCollector(Collector):
     def __init__(self, cameras: Callable[[], dict[str, dict[str, Any]]], names: Callable[[], Iterable[str]]):
         self.cameras = cameras  # camera -> status with rates (only running cameras)
         self.names = names  # every configured camera, so stopped ones show 0 instead of vanishing
-        # A camera's status reads counters back through registry.get_sample_value, which walks every
+        # A status that read counters back through registry.get_sample_value would walk every
         # collector, this one included: such a nested walk must not compute the statuses again.
         self._inside = threading.local()
 

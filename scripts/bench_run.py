@@ -19,8 +19,10 @@ Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -104,7 +106,25 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str, Any]:
+def profile(pid: int, seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
+    """Sample the daemon's Python stacks with py-spy (when installed), per thread, without pausing it:
+    every thread (idle included) and, separately, only the thread that holds the GIL."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("  --profile: py-spy is not installed, no profile", file=sys.stderr)
+        return []
+    base = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "--threads", "--nonblocking"]
+    return [
+        subprocess.Popen(
+            [*base, "--idle", "-f", "raw", "-o", str(out) + "-all.txt"], stderr=subprocess.DEVNULL
+        ),
+        subprocess.Popen(
+            [*base, "--gil", "-f", "raw", "-o", str(out) + "-gil.txt"], stderr=subprocess.DEVNULL
+        ),
+    ]
+
+
+def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: float = 0.0) -> dict[str, Any]:
     t_spawn = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged", "run", "--config", str(cfg), "--stdout"],
@@ -136,6 +156,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str,
         t.start()
     samples: list[tuple[float, float]] = []  # (time, frames done)
     threads = 0
+    spies: list[subprocess.Popen[bytes]] = []
     deadline = t_spawn + timeout_s
     try:
         while not ready.wait(0.5):
@@ -155,12 +176,20 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float) -> dict[str,
                 print(f"  {done:.0f}/{expect} frames, ended={ended}", file=sys.stderr, flush=True)
                 said = time.monotonic()
             samples.append((time.monotonic(), done))
+            if profile_s and not spies and done >= expect / 4:
+                spies = profile(proc.pid, profile_s, cfg.parent / f"prof-{cfg.stem}")
             threads = max(threads, threads_of(proc.pid))
             if ended and done >= expect:
                 break
             if ended and len(samples) > 8 and samples[-8][1] == done:
                 break  # every capture ended and nothing moved for 2 s: frames were dropped or failed
+        if spies:
+            with contextlib.suppress(OSError):
+                (cfg.parent / f"metrics-{cfg.stem}.txt").write_text(get(port, "/metrics"))
     finally:
+        for spy in spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(max(5.0, profile_s))
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
@@ -237,6 +266,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=540)
     ap.add_argument("--out", default="/tmp/edged-bench")
     ap.add_argument("--json", help="append the results here (one JSON object per camera count)")
+    ap.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="seconds of py-spy sampling once a quarter of the frames are done",
+    )
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +285,7 @@ def main() -> int:
     rows = []
     for n in a.cameras:
         cfg_path = write_config(Path(a.config), video, (w, h), n, a.chain, a.port, out)
-        run = run_daemon(cfg_path, a.port, n * len(images), a.timeout)
+        run = run_daemon(cfg_path, a.port, n * len(images), a.timeout, a.profile)
         row = summarize(run, n, len(images), truth)
         # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).
         cfg = load_config(cfg_path, env={})

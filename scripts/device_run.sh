@@ -50,13 +50,19 @@ case $step in
       timeout 200 python3 scripts/bench_chain.py --config configs/examples/gpu.yaml --video samples/plates.avi \
         --frames 60 --repeat 2 --peer-cuda 2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/chain.log"
     fi ;;
-  run)  # the user-level benchmark: `edged run` on CAMS cameras of a 1080p sample, CHAINS (det, ocr)
+  run)  # the user-level benchmark: `edged run` on CAMS cameras of a 1080p sample, CHAINS (det, ocr);
+        # PROFILE=S (carry .prof: the py-spy wheel) samples the daemon's threads for S seconds per run
+    prof=()
+    if [ -n "${PROFILE:-}" ]; then
+      pipi .prof/*.whl && export PATH=/tmp/site/bin:$PATH && prof=(--profile "$PROFILE")
+    fi
     [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
       --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5
     for chain in ${CHAINS:-det ocr}; do
       timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config configs/examples/gpu.yaml \
         --video samples/plates-1080.avi --cameras ${CAMS:-1 4 16} --chain "$chain" --json "$OUT/run.json" \
-        2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
-    done ;;
+        "${prof[@]}" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
+    done
+    [ -n "${PROFILE:-}" ] && (cd /tmp/edged-bench && tar czf "$OUT/prof.tgz" prof-* metrics-* ./*.log) ;;
   *) echo "part staged" ;;
 esac

@@ -41,6 +41,11 @@ class SpyEngine:
         self.fail_when: Callable[[np.ndarray], bool] | None = None
         self.name, self.inputs, self.outputs = engine.name, engine.inputs, engine.outputs
         self.metadata, self.info = engine.metadata, engine.info
+        # A GPU engine's device path (outputs left on the device for reductions) is spied on too.
+        inner = getattr(engine, "infer_device", None)
+        self.infer_device: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+        if inner is not None:
+            self.infer_device = lambda inputs: inner(self._check(inputs))
 
     @property
     def rows(self) -> int:
@@ -50,7 +55,7 @@ class SpyEngine:
         self.calls.clear()
         self.shapes.clear()
 
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def _check(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         tensor = next(iter(inputs.values()))
         self.calls.append(int(tensor.shape[0]))
         self.shapes.append(tuple(tensor.shape))
@@ -58,7 +63,10 @@ class SpyEngine:
             raise RuntimeError("engine failure injected by the test")
         if self.fail_when is not None and self.fail_when(tensor):
             raise RuntimeError("engine failure injected by the test")
-        return self._engine.infer(inputs)
+        return inputs
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self._engine.infer(self._check(inputs))
 
     def close(self) -> None:
         pass

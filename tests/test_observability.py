@@ -201,7 +201,7 @@ def test_rates_window() -> None:
 
 
 def test_rates_collector_survives_a_status_that_walks_the_registry() -> None:
-    # CameraRunner.status() reads counters with registry.get_sample_value, which walks every collector,
+    # A camera status that read counters with registry.get_sample_value would walk every collector,
     # the rates collector included; a sample it does not find must not recurse forever.
     metrics = Metrics()
 

@@ -138,3 +138,36 @@ def test_ctc_decode_equals_rapidocr_on_real_output(chain: OcrChain, plates: np.n
     # Loose crops (lots of margin) may lose the spaces; the characters must all be there.
     assert [r[0].label.replace(" ", "") for r in ours] == [t.replace(" ", "") for t in TEXTS]
     assert [r[0].score for r in ours] == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+def test_reduced_forms_decode_like_the_full_outputs(chain: OcrChain, plates: np.ndarray) -> None:
+    """What the GPU reductions hand the decoders (edged.gpu.postprocess: the detector map as bytes
+    round(p * 255), the recognizer's best class and score per step) decodes to the same boxes and
+    texts as the full outputs. Built here with numpy the way the kernels compute them; the kernels
+    themselves are checked against numpy in tests/gpu."""
+    from edged.models.ppocr import CTC_BEST, CTC_CLASSES, CTC_SCORE, PROB_U8
+
+    img = rotate(plates, 10)
+    x, plan = preprocess_frame(img, chain.det.decoder.default_preprocess)
+    full = chain.det.engine.infer({chain.det.engine.inputs[0].name: x})
+    prob = next(iter(full.values()))
+    as_bytes = {PROB_U8: np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)}
+    ours, reduced = chain.det.decoder.decode(full, [plan])[0], chain.det.decoder.decode(as_bytes, [plan])[0]
+    assert len(ours) == len(reduced) == len(TEXTS)
+    for a, b in zip(ours, reduced, strict=True):
+        assert quad_iou(a.quad(), b.quad()) > 0.98
+        assert b.score == pytest.approx(a.score, abs=2 / 255)
+
+    crops = [np.ascontiguousarray(plates[y : y + 70, 20:420]) for y in (70, 190, 310)]
+    spec = chain.rec.decoder.default_preprocess
+    batch = np.concatenate([preprocess_frame(c, spec)[0] for c in crops])
+    plans = [preprocess_frame(c, spec)[1] for c in crops]
+    scores = next(iter(chain.rec.engine.infer({chain.rec.engine.inputs[0].name: batch}).values()))
+    best = {
+        CTC_BEST: scores.argmax(-1).astype(np.int32),
+        CTC_SCORE: scores.max(-1),
+        CTC_CLASSES: np.array([scores.shape[2]]),
+    }
+    texts = [r[0].label for r in chain.rec.decoder.decode({"out": scores}, plans)]
+    assert texts == [r[0].label for r in chain.rec.decoder.decode(best, plans)]
+    assert all(texts)

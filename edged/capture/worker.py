@@ -146,6 +146,7 @@ class CameraCapture:
         self._stop = threading.Event()
         self._slot: Frame | None = None
         self._seq = 0
+        self.stale_drops = 0  # frames replaced by a newer one before the chain took them
         self._state: State = "stopped"
         self._session: _Session | None = None
         self._thread: threading.Thread | None = None
@@ -373,6 +374,7 @@ class CameraCapture:
             if s.cancelled.is_set() or self._stop.is_set():
                 return False
             if self._slot is not None:
+                self.stale_drops += 1
                 self._metrics.drops.labels(self.name, "stale").inc()
             self._slot = Frame(self.name, self._seq, image, fmt, t_mono_ns, t_wall)
             self._seq += 1

@@ -141,7 +141,7 @@ class MotionGate:
     def _small_grey(self, frame: Frame) -> np.ndarray:
         image = frame.image
         if frame.on_device:
-            from edged.serving.server import to_host
+            from edged.serving.outputs import to_host
 
             if not self._warned_device:
                 log.info("camera %s: motion gating copies device frames to the host", frame.camera)

@@ -43,6 +43,12 @@ class DeviceTensor:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
+    def first(self, rows: int) -> DeviceTensor:
+        """The first `rows` items along axis 0 (same memory)."""
+        return DeviceTensor(
+            self.ptr, (min(rows, self.shape[0]), *self.shape[1:]), self.dtype, self.owner, self.stream
+        )
+
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
         cai: dict[str, Any] = {

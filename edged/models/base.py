@@ -47,8 +47,16 @@ class Decoder:
         """One list of detections per batch item, geometry mapped to source coordinates via `plans`.
 
         Per-crop decoders return exactly one Detection per item (its box is filled in by the chain).
+        `outputs` may be reused once this returns: keep no views of them in the results.
         """
         raise NotImplementedError
+
+    def reduce_on_device(self, outputs: Mapping[str, Any], rows: int) -> dict[str, Any] | None:
+        """Optional: shrink the engine's device outputs (DeviceTensors, first `rows` items) on the GPU
+        before they are downloaded (edged.gpu.postprocess), into a form `decode` also accepts. None:
+        download the outputs as they are. Runs on the model server's batch thread, enqueued on the
+        outputs' stream; must not wait for the GPU."""
+        return None
 
 
 DECODERS: dict[str, type[Decoder]] = {}

@@ -22,7 +22,7 @@ def _cv2() -> Any:
 
 
 def db_bitmap(prob: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray:
-    """HxW probability map -> HxW uint8 {0, 1} text mask."""
+    """HxW probability map (float, or bytes with `thresh` scaled to match) -> HxW uint8 {0, 1} mask."""
     mask = (prob > thresh).astype(np.uint8)
     if use_dilation:
         mask = _cv2().dilate(mask, np.ones((2, 2), dtype=np.uint8))
@@ -94,12 +94,13 @@ def db_boxes(
     max_candidates: int,
     min_size: float,
     score_mode: str,
+    unit: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate text regions -> (Kx4x2 float32 quads in map coordinates, K scores).
 
     Follows rapidocr's boxes_from_bitmap: contours (first `max_candidates`), min-area rectangle,
     drop if its short side < min_size or its score < box_thresh, unclip, drop if the grown short
-    side < min_size + 2.
+    side < min_size + 2. `unit`: what probability 1 is in `prob` (255 for a byte map).
     """
     cv2 = _cv2()
     contours, _ = cv2.findContours(bitmap * 255, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2:]
@@ -111,6 +112,7 @@ def db_boxes(
             continue
         points = mini_box(rect)
         score = box_score_fast(prob, points) if score_mode == "fast" else box_score_slow(prob, contour)
+        score /= unit
         if score < box_thresh:
             continue
         grown = unclip_rect(points, unclip_ratio)

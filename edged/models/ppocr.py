@@ -8,7 +8,7 @@ normalization (pad_value 127.5 normalizes to exactly 0).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -21,6 +21,9 @@ from edged.types import Detection
 
 _HALF = (0.5, 0.5, 0.5)
 _NO_BOX = (0.0, 0.0, 0.0, 0.0)
+# Names of the outputs after a reduction on the GPU (`reduce_on_device`); `decode` takes either form.
+PROB_U8 = "edged:prob_u8"  # detector map as round(p * 255)
+CTC_BEST, CTC_SCORE, CTC_CLASSES = "edged:ctc_best", "edged:ctc_score", "edged:ctc_classes"
 
 
 def _line_crops(max_width: int, min_width: int) -> PreprocessSpec:
@@ -74,22 +77,35 @@ class PpocrDetDecoder(Decoder):
         resize="limit_side", limit_side=736, limit_type="min", multiple=32, color="bgr", mean=_HALF, std=_HALF
     )
 
+    def reduce_on_device(self, outputs: Mapping[str, Any], rows: int) -> dict[str, Any] | None:
+        """The probability map as bytes (round(p * 255)): 2 MB instead of 8 MB per 1080p frame."""
+        raw = next(iter(outputs.values()), None)
+        if raw is None or np.dtype(raw.dtype) != np.float32:
+            return None
+        from edged.gpu.postprocess import quantize_u8_device
+
+        return {PROB_U8: quantize_u8_device(raw, rows)}
+
     def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
         p = self.params
         assert isinstance(p, PpocrDetParams)
-        raw = pick_output(outputs, self.kind)
+        raw = np.asarray(outputs[PROB_U8]) if PROB_U8 in outputs else pick_output(outputs, self.kind)
         if raw.ndim == 4 and raw.shape[1] == 1:
             raw = raw[:, 0]
         if raw.ndim != 3:
             raise shape_error(self.kind, "probability map", raw.shape, "[N, 1, H, W]")
         check_batch(self.kind, "probability map", raw, plans)
+        # A byte map q = round(p * 255) (reduced on the GPU): thresholds and box scores scale by 255.
+        unit = 255.0 if raw.dtype == np.uint8 else 1.0
         results = []
         for prob, plan in zip(raw, plans, strict=True):
-            prob = prob.astype(np.float32, copy=False)
-            bitmap = db_bitmap(prob, p.thresh, p.use_dilation)
+            if unit == 1.0:
+                prob = prob.astype(np.float32, copy=False)
+            bitmap = db_bitmap(prob, p.thresh * unit, p.use_dilation)
             quads, scores = db_boxes(
                 prob,
                 bitmap,
+                unit=unit,
                 box_thresh=p.box_thresh,
                 unclip_ratio=p.unclip_ratio,
                 max_candidates=p.max_candidates,
@@ -216,17 +232,19 @@ def class_table(charset: Sequence[str], num_classes: int) -> np.ndarray:
     return np.asarray(table, dtype=object)
 
 
-def ctc_greedy(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[N, T, C] -> (best class [N, T], its probability [N, T], kept mask [N, T]).
-
-    Kept = not the blank (0) and not a repeat of the previous step: greedy CTC collapse.
-    """
-    idx = np.argmax(probs, axis=2)
-    conf = np.take_along_axis(probs, idx[..., None], axis=2)[..., 0]
+def ctc_keep(idx: np.ndarray) -> np.ndarray:
+    """[N, T] best classes -> kept mask: not the blank (0), not a repeat of the previous step."""
     keep = np.ones(idx.shape, dtype=bool)
     keep[:, 1:] = idx[:, 1:] != idx[:, :-1]
     keep &= idx != 0
-    return idx, conf, keep
+    return keep
+
+
+def ctc_greedy(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[N, T, C] -> (best class [N, T], its probability [N, T], kept mask [N, T]): greedy CTC."""
+    idx = np.argmax(probs, axis=2)
+    conf = np.take_along_axis(probs, idx[..., None], axis=2)[..., 0]
+    return idx, conf, ctc_keep(idx)
 
 
 class PpocrRecParams(DecodeParams):
@@ -259,17 +277,34 @@ class PpocrRecDecoder(Decoder):
             self._table = class_table(load_charset(self.metadata, self.labels), num_classes)
         return self._table
 
+    def reduce_on_device(self, outputs: Mapping[str, Any], rows: int) -> dict[str, Any] | None:
+        """Greedy CTC needs the best class and its score per step: [N, T] twice instead of [N, T, C]
+        (C = 18710 for PP-OCRv6: 1/9355 of the bytes)."""
+        raw = next(iter(outputs.values()), None)
+        if raw is None or len(raw.shape) != 3 or np.dtype(raw.dtype) != np.float32:
+            return None
+        from edged.gpu.postprocess import ctc_best_device
+
+        best, score = ctc_best_device(raw, rows)
+        return {CTC_BEST: best, CTC_SCORE: score, CTC_CLASSES: np.array([raw.shape[2]], np.int64)}
+
     def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
         p = self.params
         assert isinstance(p, PpocrRecParams)
-        raw = pick_output(outputs, self.kind)
-        if raw.ndim != 3:
-            raise shape_error(self.kind, "output", raw.shape, "[N, T, num_classes]")
-        check_batch(self.kind, "output", raw, plans)
-        table = self.table(raw.shape[2])
-        idx, conf, keep = ctc_greedy(raw)
+        if CTC_BEST in outputs:  # reduced on the GPU: best class and its score per step
+            idx, conf = np.asarray(outputs[CTC_BEST]), np.asarray(outputs[CTC_SCORE])
+            check_batch(self.kind, "output", idx, plans)
+            table = self.table(int(outputs[CTC_CLASSES][0]))
+            keep = ctc_keep(idx)
+        else:
+            raw = pick_output(outputs, self.kind)
+            if raw.ndim != 3:
+                raise shape_error(self.kind, "output", raw.shape, "[N, T, num_classes]")
+            check_batch(self.kind, "output", raw, plans)
+            table = self.table(raw.shape[2])
+            idx, conf, keep = ctc_greedy(raw)
         results = []
-        for i in range(raw.shape[0]):
+        for i in range(idx.shape[0]):
             k = keep[i]
             text = "".join(table[idx[i][k]])
             score = float(np.mean(conf[i][k])) if k.any() else 0.0

@@ -6,10 +6,13 @@ Threads (two per model, whatever the number of cameras):
   batch thread   takes the oldest request and gathers others of the same input size (all cameras),
                  plans every row into the model's declared shapes (edged.serving.shapes), preprocesses
                  the rows in one call (one kernel launch on the GPU), pads to the row bucket, runs the
-                 engine once and downloads the outputs; it runs inside the server's GPU lane (its own
-                 CUDA stream), so engines need no locks: they have exactly one caller;
-  decode thread  decodes batch k while batch k+1 is on the engine (or spreads it over `decode_workers`
-                 processes) and hands every request its rows back through its callback.
+                 engine once, reduces its outputs on the device where the decoder can, and starts
+                 their download (edged.serving.outputs) without waiting for it; it runs inside the
+                 server's GPU lane (its own CUDA stream), so engines need no locks: they have exactly
+                 one caller;
+  decode thread  waits for batch k's download and decodes it while batch k+1 is on the engine (or
+                 spreads it over `decode_workers` processes), then hands every request its rows back
+                 through its callback.
 
 Callbacks run on the decode thread and must be light (a camera's filter, tracker, the next stage's
 submit, the sink). A batch that fails is retried request by request, so a request that breaks the
@@ -35,6 +38,7 @@ from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.preprocess.spec import Plan, _scale_homography
 from edged.serving.decodepool import DecodePool
+from edged.serving.outputs import Outputs, run_engine
 from edged.serving.queue import BatchQueue, ServerClosed
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan
 from edged.types import Detection, Frame
@@ -44,16 +48,7 @@ log = logging.getLogger(__name__)
 # (rows of detections, one list per row; None on error), error
 Deliver = Callable[[list[list[Detection]] | None, BaseException | None], None]
 State = Literal["loading", "warming", "serving", "failed", "closed"]
-__all__ = ["Deliver", "ModelServer", "ServerClosed", "to_host"]
-
-
-def to_host(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    getter = getattr(value, "get", None)  # device arrays (CuPy, our DeviceTensor) download with .get()
-    if callable(getter):
-        return np.asarray(getter())
-    return np.asarray(value)
+__all__ = ["Deliver", "ModelServer", "ServerClosed"]
 
 
 class _Ticket:
@@ -88,8 +83,8 @@ class _Row:
     t_enqueued: float = field(default_factory=time.perf_counter)
 
 
-# (rows, host outputs or None, error or None)
-_Job = tuple[list[_Row], dict[str, np.ndarray] | None, BaseException | None]
+# (rows, outputs on their way to the host or None, error or None)
+_Job = tuple[list[_Row], Outputs | None, BaseException | None]
 
 
 class ModelServer:
@@ -125,6 +120,11 @@ class ModelServer:
         self._queue: BatchQueue[_Row] = BatchQueue()
         self._decode: queue.Queue[_Job | None] = queue.Queue(2)
         self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
+        self._host_buffers: Any = None  # page-locked download buffers, when the engine runs on a GPU
+        if lane is not None:
+            from edged.gpu.transfer import HostBuffers
+
+            self._host_buffers = HostBuffers()
         self._threads: list[threading.Thread] = []
         # A better engine being built (edged.infer.builder), and the one ready to take over.
         self.build: Any = None
@@ -164,7 +164,10 @@ class ModelServer:
         for i, (n, (w, h)) in enumerate(shapes, 1):
             plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
             tensor = self.preprocessor.rows([(blank, plan)], self.spec, n)
-            engine.infer({self.input_name: tensor})
+            # The live path: reductions compiled and page-locked buffers allocated here, not live.
+            out = run_engine(engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers)
+            out.wait()
+            out.release()
             self.warmed = i
             if progress is not None:
                 progress(self.name, i, len(shapes))
@@ -326,8 +329,7 @@ class ModelServer:
             self.on_batch(n, padded, time.perf_counter() - batch[0].t_enqueued)
         try:
             tensor = self.preprocessor.rows([(r.frame, r.plan) for r in batch], self.spec, padded)
-            outputs = self.engine.infer({self.input_name: tensor})
-            host = {k: to_host(v)[:n] for k, v in outputs.items()}
+            outputs = run_engine(self.engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers)
         except Exception as e:
             tickets = list(dict.fromkeys(id(r.ticket) for r in batch))
             if len(tickets) == 1:
@@ -339,7 +341,7 @@ class ModelServer:
         self.batches += 1
         self.rows += n
         self.padded += padded - n
-        return [(batch, host, None)]
+        return [(batch, outputs, None)]
 
     def _decode_loop(self) -> None:
         decode = self._pool.decode if self._pool is not None else self.decoder.decode
@@ -350,10 +352,12 @@ class ModelServer:
             batch, outputs, error = job
             found: list[list[Detection]] = []
             if outputs is not None:
-                try:
-                    found = decode(outputs, [r.plan for r in batch])
+                try:  # waits for this batch's download only (the GIL is free meanwhile)
+                    found = decode(outputs.wait(), [r.plan for r in batch])
                 except Exception as e:
                     error = e
+                finally:
+                    outputs.release()
             for i, r in enumerate(batch):
                 if r.ticket.fill(r.index, None if error else found[i], error):
                     self._deliver(r.ticket)

@@ -129,6 +129,28 @@ def test_threshold_mask_matches_numpy(gpu: Any) -> None:
     assert np.array_equal(mask, prob > 0.3)
 
 
+def test_quantize_u8_matches_numpy_and_keeps_the_threshold(gpu: Any) -> None:
+    import pycuda.driver as cuda
+
+    from edged.gpu.buffers import DeviceTensor
+    from edged.gpu.postprocess import quantize_u8_device
+
+    rng = np.random.default_rng(2)
+    prob = rng.random((3, 1, 737, 1001)).astype(np.float32)
+    prob[0, 0, 0, :4] = [-0.5, 1.5, 0.3, 76.5 / 255]  # clamped, clamped, at the threshold, a rounding tie
+    dev = cuda.mem_alloc(prob.nbytes)
+    cuda.memcpy_htod(dev, prob)
+    stream = cuda.Stream()
+    q = quantize_u8_device(DeviceTensor(int(dev), prob.shape, prob.dtype, owner=dev, stream=stream), rows=2)
+    assert q.shape == (2, 1, 737, 1001) and q.dtype == np.uint8
+    host = q.to_host()
+    want = np.rint(np.clip(prob[:2], 0, 1) * 255).astype(np.uint8)
+    assert np.abs(host.astype(int) - want).max() <= 1  # float rounding at .5 may differ by one step
+    assert np.mean(host == want) > 0.9999
+    # The decoder's threshold on bytes (t * 255) selects the pixels the float threshold selects.
+    assert np.mean((host > 0.3 * 255) == (prob[:2] > 0.3)) > 0.9999
+
+
 def _gpu_read(engines: dict[str, Any], pre: Any, decoders: dict[str, Any], frame: Frame) -> list[str]:
     """The GPU path, wired the way the chain wires it: device tensors in, small results out."""
     from edged.gpu.postprocess import ctc_best

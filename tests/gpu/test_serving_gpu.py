@@ -48,6 +48,7 @@ def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_mod
     cams = {
         c: Camera(c, [make_stage("det", gpu["det"]), make_stage("rec", gpu["rec"], on="det")]) for c in texts
     }
+    warm = {k: (lane.d2h, gpu[k].rows) for k, lane in lanes.items()}  # the warm-up's downloads
     try:
         run_cameras(cams, lambda cam, seq: images[cam], 2)
         for cam, want in texts.items():
@@ -64,3 +65,10 @@ def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_mod
     assert set(det.calls) == {4} and gpu["det"].rows == 6 and gpu["det"].batches == len(det.calls) < 6
     assert max(spy_of(gpu["rec"]).calls) > 1  # crops of several cameras shared a recognizer call
     assert lanes["det"].h2d > 0 and lanes["det"].d2h > 0  # bytes counted on the servers' own lanes
+    # Reduced on the device before the download: the detector map as one byte per pixel of the
+    # real rows only (not 4 bytes, no padding rows), the recognizer's best class + score per step.
+    det_w, det_h = det.shapes[0][3], det.shapes[0][2]
+    assert lanes["det"].d2h - warm["det"][0] == (gpu["det"].rows - warm["det"][1]) * det_w * det_h
+    rec = spy_of(gpu["rec"])
+    rec_rows = gpu["rec"].rows - warm["rec"][1]
+    assert 0 < lanes["rec"].d2h - warm["rec"][0] < rec_rows * 8 * rec.shapes[-1][3]  # T < input width

@@ -1,0 +1,116 @@
+"""Downloads into page-locked host memory that return at once: the copy runs on the producing stream,
+the reader waits for it later (on another thread), and the host buffers are reused.
+
+A model server's batch thread calls `download` right after enqueuing the engine and its reductions,
+then moves on to the next batch; its decode thread calls `Download.wait()` (a CUDA event wait, which
+releases the GIL, unlike ONNX Runtime's `copy_outputs_to_cpu`) and `release()` once decoded. So the
+GPU runs batch k+1 while the host decodes batch k, and no Python thread blocks the others while the
+bus is busy.
+
+Ownership: one `HostBuffers` per model server. `download` is called by one thread; `wait`/`release`
+by another; the free list is locked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edged.gpu.buffers import DeviceTensor, _driver
+from edged.gpu.context import Pipeline
+
+
+class HostBuffers:
+    """Page-locked byte buffers by size class: taken for one download, given back after the decode."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size_class(nbytes: int) -> int:
+        return 1 << max(12, (max(nbytes, 1) - 1).bit_length())  # powers of two from 4 KiB
+
+    def take(self, nbytes: int) -> np.ndarray:
+        size = self._size_class(nbytes)
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                return free.pop()
+        return _driver().pagelocked_empty(size, np.uint8)
+
+    def give(self, buf: np.ndarray) -> None:
+        with self._lock:
+            self._free.setdefault(buf.nbytes, []).append(buf)
+
+
+class Download:
+    """Host copies of some device tensors, valid after `wait()` and until `release()`."""
+
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        event: Any = None,
+        buffers: list[np.ndarray] | None = None,
+        owner: HostBuffers | None = None,
+        keep: Any = None,
+    ) -> None:
+        self._arrays = arrays
+        self._event = event
+        self._buffers = buffers or []
+        self._owner = owner
+        self._keep = keep  # the device tensors: alive until their copy has run
+
+    def wait(self) -> dict[str, np.ndarray]:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        self._keep = None
+        return self._arrays
+
+    def release(self) -> None:
+        """Give the host buffers back (after `wait`; the arrays must not be used any more)."""
+        self.wait()
+        if self._owner is not None:
+            for buf in self._buffers:
+                self._owner.give(buf)
+        self._buffers = []
+        self._arrays = {}
+
+
+def download(
+    tensors: Mapping[str, DeviceTensor | np.ndarray], buffers: HostBuffers, lane: Pipeline | None = None
+) -> Download:
+    """Enqueue the copy of every tensor into pinned host memory on its own stream; returns at once.
+    Host arrays among them pass through. Bytes are counted on `lane` (the model server's GPU lane,
+    shown in /metrics)."""
+    cuda = _driver()
+    arrays: dict[str, np.ndarray] = {}
+    taken: list[np.ndarray] = []
+    streams: list[Any] = []
+    for name, t in tensors.items():
+        if isinstance(t, np.ndarray):
+            arrays[name] = t
+            continue
+        buf = buffers.take(t.nbytes)
+        taken.append(buf)
+        host = buf[: t.nbytes].view(t.dtype).reshape(t.shape)
+        if t.stream is not None:
+            cuda.memcpy_dtoh_async(host, t.ptr, t.stream)
+            streams.append(t.stream)
+        else:
+            cuda.memcpy_dtoh(host, t.ptr)
+        arrays[name] = host
+        if lane is not None:
+            lane.count_d2h(t.nbytes)
+    event = None
+    if streams:
+        for s in streams[1:]:
+            if s is not streams[0]:  # outputs of one engine share a stream; others would need waits
+                raise ValueError("download: tensors from different streams")
+        event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+        event.record(streams[0])
+    return Download(arrays, event, taken, buffers, keep=dict(tensors))

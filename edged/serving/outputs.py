@@ -1,0 +1,73 @@
+"""From one engine call to host outputs, moving as few bytes as the decoder allows.
+
+On a GPU engine (one with `infer_device`): the engine's outputs stay on the device, the decoder's
+`reduce_on_device` shrinks them there (PP-OCR: the detector map as bytes, the recognizer's best class
+per step instead of every class score), and what is left is copied asynchronously into page-locked
+host memory (edged.gpu.transfer). Nothing here waits for the GPU: the model server's batch thread
+enqueues batch k and goes on to prepare batch k+1 while the decode thread waits for batch k's copy.
+On a host engine the outputs are already host arrays.
+
+`Outputs.wait()` gives the host arrays (first `rows` items only: padding rows never cross the bus);
+`release()` hands page-locked buffers back once decoded. The bytes that cross are counted on the
+calling thread's GPU lane (edged_gpu_d2h_bytes_total in /metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from edged.infer.base import Engine
+from edged.models.base import Decoder
+
+
+class Outputs(Protocol):
+    def wait(self) -> dict[str, np.ndarray]: ...
+
+    def release(self) -> None: ...
+
+
+class HostOutputs:
+    """Outputs that are host arrays already."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+
+    def wait(self) -> dict[str, np.ndarray]:
+        return self._arrays
+
+    def release(self) -> None:
+        self._arrays = {}
+
+
+def to_host(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    getter = getattr(value, "get", None)  # device arrays (CuPy) download with .get()
+    if callable(getter):
+        return np.asarray(getter())
+    to_host_method = getattr(value, "to_host", None)  # edged.gpu.buffers.DeviceTensor
+    if callable(to_host_method):
+        return np.asarray(to_host_method())
+    return np.asarray(value)
+
+
+def run_engine(
+    engine: Engine, decoder: Decoder, inputs: Mapping[str, Any], rows: int, buffers: Any = None
+) -> Outputs:
+    """Run `engine` once and start bringing the first `rows` items of its outputs to the host.
+    `buffers`: the caller's edged.gpu.transfer.HostBuffers (page-locked, reused); None: download
+    synchronously, as a host engine does."""
+    infer_device = getattr(engine, "infer_device", None)
+    if buffers is None or infer_device is None:
+        return HostOutputs({k: to_host(v)[:rows] for k, v in engine.infer(inputs).items()})
+    from edged.gpu.context import current_pipeline
+    from edged.gpu.transfer import download
+
+    device = infer_device(inputs)
+    reduced = decoder.reduce_on_device(device, rows)
+    if reduced is None:
+        reduced = {k: v.first(rows) for k, v in device.items()}
+    return download(reduced, buffers, current_pipeline())
