@@ -264,6 +264,28 @@ def test_worker_fps_takes_every_third_frame(video: Path, metrics: Metrics, cams:
     assert [f.seq for f in frames] == list(range(10))
 
 
+def test_worker_decodes_only_the_frames_it_takes(video: Path, metrics: Metrics, cams: list[CameraCapture]) -> None:
+    from edged.capture.opencv import OpenCVSource
+
+    calls = {"grab": 0, "retrieve": 0}
+
+    class Counting(OpenCVSource):  # the real OpenCV source, counting the calls the worker makes
+        def grab(self, timeout_s: float) -> bool:
+            calls["grab"] += 1
+            return super().grab(timeout_s)
+
+        def retrieve(self) -> np.ndarray:
+            calls["retrieve"] += 1
+            return super().retrieve()
+
+    cam = CameraCapture("cam", lambda: Counting(f"file://{video}"), fps=10, realtime=False, metrics=metrics)
+    cams.append(cam.start())
+    frames = drain(cam)
+    assert [frame_index(f.image) for f in frames] == list(range(0, 30, 3))  # the right images decoded
+    assert calls["retrieve"] == 10  # one decode per frame taken
+    assert calls["grab"] == 31  # every frame off the file, then the end
+
+
 def test_worker_loop_restarts_and_seq_keeps_increasing(
     tmp_path: Path, metrics: Metrics, cams: list[CameraCapture]
 ) -> None:

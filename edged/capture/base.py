@@ -25,7 +25,9 @@ class Source(Protocol):
 
     `read` returns a numpy HWC uint8 image or a device object with `__cuda_array_interface__`,
     None when no frame came within `timeout_s`; it raises `SourceEnded` at the end of a file or
-    folder and `SourceError` on failure. A source is not thread-safe: one thread opens, reads and
+    folder and `SourceError` on failure. A source may also offer `grab(timeout_s) -> bool` (take the
+    next frame without decoding it; False: none within the timeout) and `retrieve()` (decode the one
+    grabbed): the worker then decodes only the frames it takes (see `Splittable`). A source is not thread-safe: one thread opens, reads and
     closes it (the worker may abandon a reader stuck inside `read`, see worker.py).
     """
 
@@ -40,6 +42,15 @@ class Source(Protocol):
     def read(self, timeout_s: float) -> Any | None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Splittable(Protocol):
+    """A source that can take a frame off the wire and decode it later (OpenCV's grab/retrieve)."""
+
+    def grab(self, timeout_s: float) -> bool: ...
+
+    def retrieve(self) -> Any: ...
 
 
 def redact(uri: str) -> str:

@@ -165,6 +165,24 @@ class OpenCVSource:
             raise SourceEnded(f"{redact(self.uri)}: end of file")
         raise SourceError(f"{redact(self.uri)}: read failed (stream lost or timed out)")
 
+    def grab(self, timeout_s: float) -> bool:
+        """Take the next frame off the source without converting it (OpenCV's built-in MJPEG and
+        V4L2 backends do not even decode it; FFmpeg skips the colour conversion)."""
+        if self._cap is None:
+            raise SourceError(f"{redact(self.uri)}: read before open")
+        if self._cap.grab():
+            return True
+        if not self.live:
+            raise SourceEnded(f"{redact(self.uri)}: end of file")
+        raise SourceError(f"{redact(self.uri)}: read failed (stream lost or timed out)")
+
+    def retrieve(self) -> np.ndarray:
+        """The image of the frame `grab` took."""
+        ok, image = self._cap.retrieve()
+        if ok and image is not None:
+            return image  # type: ignore[no-any-return]
+        raise SourceError(f"{redact(self.uri)}: could not decode the grabbed frame")
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()

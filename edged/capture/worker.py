@@ -14,6 +14,9 @@ frame), and with `realtime=True` they play at their own rate like a camera. Live
 continuously (so the driver's buffer never fills with old frames) and the newest frame is taken each
 time the fps interval has elapsed.
 
+Decoding. A source that can grab a frame without decoding it (OpenCV: `grab`/`retrieve`) has every
+frame grabbed and only the taken ones decoded: a 30 fps camera at fps=5 costs 5 decodes a second.
+
 Handoff. One slot: `get()` takes the newest frame not yet taken; a frame replaced before it was taken
 is counted as a "stale" drop. With `realtime=False` a file or folder waits for the consumer instead,
 so nothing is dropped (benchmarks, tests). Live sources never wait: a camera does not pause.
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from edged.capture.base import Source, SourceEnded, SourceError, redact
+from edged.capture.base import Source, SourceEnded, SourceError, Splittable, redact
 from edged.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
@@ -334,15 +337,24 @@ class CameraCapture:
         block = not s.live and not self.realtime
         play = not s.live and self.realtime
         index = 0
+        # Grab every frame (a live source's buffer never fills with old ones), decode only the taken.
+        grabber = src if isinstance(src, Splittable) else None
         while not (s.cancelled.is_set() or self._stop.is_set()):
-            image = src.read(READ_TIMEOUT_S)
-            if image is None:
-                continue
+            if grabber is not None:
+                if not grabber.grab(READ_TIMEOUT_S):
+                    continue
+                image = None
+            else:
+                image = src.read(READ_TIMEOUT_S)
+                if image is None:
+                    continue
             now = time.monotonic()
             s.progress = now
             i, index = index, index + 1
             if not pacer.take(i, now):
                 continue
+            if grabber is not None:
+                image = grabber.retrieve()
             if play:
                 wait = pacer.due(i, now) - now
                 if wait > 0:
