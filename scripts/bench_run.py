@@ -244,6 +244,9 @@ def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[s
         "frames": int(total),
         "expected_frames": cameras * frames,
         "startup_s": round(run["t_ready"] - run["t_spawn"], 2),
+        # Ready -> the first event on stdout, and that frame's own capture -> event latency.
+        "first_event_s": round(run["events"][0][0] - run["t_ready"], 3) if run["events"] else None,
+        "first_latency_ms": run["events"][0][1]["latency_ms"]["total"] if run["events"] else None,
         "run_fps": round(total / max(t_last - run["t_ready"], 1e-9), 2),
         "run_fps_from_first_result": round(total / max(t_last - t_first, 1e-9), 2) if samples else 0,
         "steady_fps": round(rate(samples, total / 2, total), 2) if total > 4 else 0,
