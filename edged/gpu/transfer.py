@@ -20,31 +20,32 @@ from typing import Any
 import numpy as np
 
 from edged.gpu.buffers import DeviceTensor, _driver
-from edged.gpu.context import Pipeline
+from edged.gpu.context import Pipeline, gpu_thread
 
 
 class HostBuffers:
-    """Page-locked byte buffers by size class: taken for one download, given back after the decode."""
+    """Page-locked byte buffers: one is taken per download and given back after the decode; a take
+    reuses the smallest free buffer that is large enough. So the pool holds about as many buffers as
+    batches in flight (batch thread, decode queue, decode thread), each of the largest size seen."""
 
     def __init__(self) -> None:
-        self._free: dict[int, list[np.ndarray]] = {}
+        self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _size_class(nbytes: int) -> int:
-        return 1 << max(12, (max(nbytes, 1) - 1).bit_length())  # powers of two from 4 KiB
-
     def take(self, nbytes: int) -> np.ndarray:
-        size = self._size_class(nbytes)
         with self._lock:
-            free = self._free.get(size)
-            if free:
-                return free.pop()
-        return _driver().pagelocked_empty(size, np.uint8)
+            fits = [b for b in self._free if b.nbytes >= nbytes]
+            if fits:
+                buf = min(fits, key=lambda b: b.nbytes)
+                self._free.remove(buf)
+                return buf
+        # Rounded up (4 KiB, or 1 MiB past 1 MiB) so batches of a few rows more still fit.
+        step = 1 << 20 if nbytes > 1 << 20 else 1 << 12
+        return _driver().pagelocked_empty(-(-max(nbytes, 1) // step) * step, np.uint8)
 
     def give(self, buf: np.ndarray) -> None:
         with self._lock:
-            self._free.setdefault(buf.nbytes, []).append(buf)
+            self._free.append(buf)
 
 
 class Download:
@@ -65,15 +66,19 @@ class Download:
         self._keep = keep  # the device tensors: alive until their copy has run
 
     def wait(self) -> dict[str, np.ndarray]:
-        if self._event is not None:
-            self._event.synchronize()
-            self._event = None
+        """Block until the copies have run (a CUDA event wait: other Python threads run meanwhile)."""
+        event, self._event = self._event, None
+        if event is not None:
+            with gpu_thread():  # the caller (a decode thread) may have no CUDA context current
+                event.synchronize()
         self._keep = None
         return self._arrays
 
     def release(self) -> None:
-        """Give the host buffers back (after `wait`; the arrays must not be used any more)."""
-        self.wait()
+        """Give the host buffers back (the arrays must not be used any more). After a failed `wait`
+        the buffers are not reused: a copy into them might still run."""
+        if self._event is not None:
+            self._buffers = []
         if self._owner is not None:
             for buf in self._buffers:
                 self._owner.give(buf)
