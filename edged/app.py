@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__, report
+from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
 from edged.chain.delivery import Delivery
 from edged.chain.dispatch import FrameDispatcher
 from edged.commands import CommandQueue
@@ -174,6 +175,7 @@ class Daemon(CommandControl):
             self.liveness.add("mqtt publisher", self.publisher.healthy)
         self.liveness.add("camera chains", self.chains_progressing)
         self.liveness.add("frame dispatcher", self.dispatcher.alive)
+        self.liveness.add("capture watcher", CAPTURE_WATCHER.healthy)  # judges every camera's stalls
         self.liveness.add("model servers", self.models_serving)
         self.heartbeat.beat()
         self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.one_line_status)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_source, redact
-from edged.capture.worker import _Pacer, jittered
+from edged.capture.pacing import Pacer, jittered
 from edged.metrics import Metrics
 from edged.testing import SyntheticSource, frame_index, synthetic_frame, write_test_video
 from edged.types import Frame
@@ -208,16 +208,16 @@ def test_jetson_argv_mapping() -> None:
 
 
 def test_pacer_file_decimation() -> None:
-    p = _Pacer(fps=10, nominal_fps=30, live=False)
+    p = Pacer(fps=10, nominal_fps=30, live=False)
     assert [i for i in range(30) if p.take(i, 0.0)] == list(range(0, 30, 3))
-    p = _Pacer(fps=10, nominal_fps=25, live=False)
+    p = Pacer(fps=10, nominal_fps=25, live=False)
     assert len([i for i in range(100) if p.take(i, 0.0)]) == 40
-    p = _Pacer(fps=30, nominal_fps=15, live=False)
+    p = Pacer(fps=30, nominal_fps=15, live=False)
     assert all(p.take(i, 0.0) for i in range(20))
 
 
 def test_pacer_live_takes_latest_on_interval_despite_jitter() -> None:
-    p = _Pacer(fps=10, nominal_fps=30, live=True)
+    p = Pacer(fps=10, nominal_fps=30, live=True)
     rng = np.random.default_rng(1)
     times = [i / 30 + float(rng.uniform(-0.004, 0.004)) for i in range(300)]
     taken = [t for t in times if p.take(0, t)]

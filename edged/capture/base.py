@@ -28,7 +28,7 @@ class Source(Protocol):
     folder and `SourceError` on failure. A source may also offer `grab(timeout_s) -> bool` (take the
     next frame without decoding it; False: none within the timeout) and `retrieve()` (decode the one
     grabbed): the worker then decodes only the frames it takes (see `Splittable`). A source is not thread-safe: one thread opens, reads and
-    closes it (the worker may abandon a reader stuck inside `read`, see worker.py).
+    closes it (the capture watcher may abandon a thread stuck inside `read`, see worker.py).
     """
 
     uri: str

@@ -1,18 +1,28 @@
 """`CameraCapture`: one camera's capture thread — pacing, latest-frame handoff, stalls and reconnects.
 
-Threads. Each opened source ("session") is read by its own daemon reader thread; a supervisor thread
-per camera starts sessions, watches them and sleeps the backoff. Blocking reads are unavoidable
-(`cv2.VideoCapture.read` has no timeout, and closing a capture from another thread while it reads is
-unsafe), so a stall is judged by the supervisor from the time since the session's last frame. A
-session with no frame for `frame_timeout_s` is *abandoned*: it is marked cancelled, a new source is
-opened, and the old reader — if its read ever returns — sees the mark, publishes nothing, closes its
-own source and exits. If its read never returns, that daemon thread (and its source) is leaked; this
-is rare (FFmpeg's read timeout ends RTSP reads) and better than a camera that never recovers.
+Threads. Each camera has one long-lived daemon thread, `capture-<camera>`: it opens the source, reads
+it, and on an error or the end of a file sleeps the jittered backoff and reopens (`_run`). One
+`CaptureWatcher` thread shared by every camera of the process (`edged.capture.watcher`) judges stalls:
+a blocking read cannot time itself out (`cv2.VideoCapture.read` has no timeout, and closing a capture
+from another thread while it reads is unsafe), so every 50 ms the watcher looks at each camera's
+current session ("one opened source") and, when its open has not finished within `open_timeout_s` or
+no frame came for `frame_timeout_s`, *abandons* it (`watch`): marks it cancelled and hands the camera
+to a replacement thread of the same name, which backs off and reopens. The abandoned thread is renamed
+`capture-<camera>-abandoned-<n>`; if its read ever returns it sees the mark, publishes nothing, closes
+its own source and exits. If its read never returns, that daemon thread (and its source) is leaked;
+this is rare (FFmpeg's read timeout ends RTSP reads) and better than a camera that never recovers.
+So 16 cameras run 16 capture threads + 1 watcher (before: a supervisor and a reader per camera).
+
+Ownership. Exactly one thread owns a camera at a time (`_thread`): the loop state (backoff delay,
+session number) is touched by the owner only, and the handoff is decided under `_own`: a session ends
+either by its thread finishing it or by the watcher abandoning it, never both. Only the thread of the
+current, uncancelled session publishes frames (`_publish` checks the mark under the slot's lock), and
+`seq` keeps increasing across reopens.
 
 Pacing. Files and folders are decimated by frame index (a 30 fps file at fps=10 gives every third
 frame), and with `realtime=True` they play at their own rate like a camera. Live sources are read
 continuously (so the driver's buffer never fills with old frames) and the newest frame is taken each
-time the fps interval has elapsed.
+time the fps interval has elapsed (`edged.capture.pacing`).
 
 Decoding. A source that can grab a frame without decoding it (OpenCV: `grab`/`retrieve`) has every
 frame grabbed and only the taken ones decoded: a 30 fps camera at fps=5 costs 5 decodes a second.
@@ -26,13 +36,14 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from edged.capture.base import Source, SourceEnded, SourceError, Splittable, redact
+from edged.capture.pacing import Pacer, jittered
+from edged.capture.watcher import WATCHER, CaptureWatcher
 from edged.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
@@ -40,61 +51,13 @@ log = logging.getLogger(__name__)
 
 State = Literal["connecting", "streaming", "backoff", "ended", "stopped"]
 
-# How often the supervisor looks at a session, and the timeout handed to Source.read (sources that
-# honour it, like jetson-utils, return None this often, so a cancelled reader exits promptly).
-WATCH_INTERVAL_S = 0.05
+# The timeout handed to Source.read: sources that honour it (jetson-utils, grab on OpenCV's own
+# timeout) return None this often, so an abandoned or stopped thread notices promptly.
 READ_TIMEOUT_S = 0.5
-# Live sources: a frame this early (fraction of the interval) still counts as on time (clock jitter).
-LIVE_SLACK = 0.2
-# Realtime file playback further behind than this re-anchors instead of bursting to catch up.
-MAX_LAG_S = 1.0
-
-
-def jittered(delay: float, rng: random.Random | None = None) -> float:
-    """The backoff `delay` spread over [delay/2, delay]: cameras that failed together (a switch or an RTSP
-    server restarting) do not all reopen at the same instant."""
-    return delay * (0.5 + 0.5 * (rng or random).random())
-
-
-class _Pacer:
-    """Decides which frames are taken, and when a realtime file's frame is due."""
-
-    def __init__(self, fps: float, nominal_fps: float | None, live: bool) -> None:
-        self.live = live
-        self.interval = 1.0 / fps
-        # A file without a known rate plays at the configured fps, one image per interval.
-        self.rate = nominal_fps or fps
-        self.ratio = min(1.0, fps / self.rate)
-        self._last_bucket = -1
-        self._next_due: float | None = None
-        self._t0: float | None = None
-
-    def take(self, index: int, now: float) -> bool:
-        if self.live:
-            if self._next_due is None:
-                self._next_due = now
-            if now < self._next_due - LIVE_SLACK * self.interval:
-                return False
-            self._next_due += self.interval
-            if self._next_due < now:  # the source paused: restart the grid instead of bursting
-                self._next_due = now + self.interval
-            return True
-        # Integer buckets of the output rate; the epsilon keeps 3 * (1/3) from landing in bucket 0.
-        bucket = int(index * self.ratio + 1e-9)
-        if bucket == self._last_bucket:
-            return False
-        self._last_bucket = bucket
-        return True
-
-    def due(self, index: int, now: float) -> float:
-        """Monotonic time at which a realtime file shows frame `index`."""
-        if self._t0 is None or now - (self._t0 + index / self.rate) > MAX_LAG_S:
-            self._t0 = now - index / self.rate
-        return self._t0 + index / self.rate
 
 
 class _Session:
-    """One opened source and the reader thread that owns it."""
+    """One opened source, read on the camera's thread and watched by the shared watcher."""
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -105,10 +68,11 @@ class _Session:
         self.waiting = False  # blocked on the consumer or on realtime pacing: not the source's fault
         self.frames = 0
         self.uri = "?"
-        self.cancelled = threading.Event()
-        self.done = threading.Event()
+        self.cancelled = threading.Event()  # stop, or abandoned: its thread must not publish any more
         self.outcome: tuple[str, str] = ("error", "reader exited without a reason")
-        self.thread: threading.Thread | None = None
+        # Set under CameraCapture._own: exactly one of them ends a session (see the module docstring).
+        self.finished = False  # its thread got out of it and carries on with the camera
+        self.abandoned = False  # the watcher gave up on it and handed the camera to a new thread
 
 
 class CameraCapture:
@@ -116,7 +80,8 @@ class CameraCapture:
 
     `source_factory` builds a fresh (unopened) Source for every (re)open. `fps` is the rate taken
     from the source. Public state for health checks: `state`, `last_frame_mono` (time.monotonic()
-    of the last frame handed off, or None), `last_error`, `fps_measured`.
+    of the last frame handed off, or None), `last_error`, `fps_measured`. `watcher` watches it for
+    stalls while started (default: the process-wide `WATCHER`).
     """
 
     def __init__(
@@ -132,6 +97,7 @@ class CameraCapture:
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         metrics: Metrics | None = None,
+        watcher: CaptureWatcher | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be positive")
@@ -145,18 +111,25 @@ class CameraCapture:
         self.reconnect_max_s = max(reconnect_max_s, reconnect_min_s)
         self._factory = source_factory
         self._metrics = metrics or Metrics()
+        self._watcher = watcher or WATCHER
         self._cond = threading.Condition(threading.RLock())
+        self._own = threading.Lock()  # who owns the camera: the session's end, the thread handoff
         self._stop = threading.Event()
         self._slot: Frame | None = None
         self._seq = 0
         self.stale_drops = 0  # frames replaced by a newer one before the chain took them
         self._state: State = "stopped"
         self._session: _Session | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the owning thread (replaced after a stall)
+        self._abandoned = 0
+        # Loop state, touched by the owning thread only (a replacement thread takes it over).
+        self._number = 0  # sessions opened so far
+        self._delay = reconnect_min_s  # the next backoff before jitter
+        self._after_failure = False
         self._times: collections.deque[float] = collections.deque(maxlen=128)
         self.last_frame_mono: float | None = None
         self.last_error: str | None = None
-        # Called (from the reader thread, no lock held) after each frame lands in the slot: the
+        # Called (from the capture thread, no lock held) after each frame lands in the slot: the
         # dispatcher that feeds every camera's chain waits on it instead of a thread per camera.
         self.on_frame: Callable[[], None] | None = None
         self._metrics.camera_up.labels(name).set(0)
@@ -181,8 +154,12 @@ class CameraCapture:
         if self._thread is not None:
             raise RuntimeError(f"camera {self.name} already started")
         self._set_state("connecting")
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
-        self._thread.start()
+        with self._own:
+            self._thread = threading.Thread(
+                target=self._run, args=(None,), name=f"capture-{self.name}", daemon=True
+            )
+            self._thread.start()
+        self._watcher.add(self)
         return self
 
     def get(self, timeout_s: float) -> Frame | None:
@@ -202,17 +179,17 @@ class CameraCapture:
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop capturing and close the source; returns within about `timeout_s` even mid-backoff."""
         deadline = time.monotonic() + timeout_s
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        session = self._session
+        with self._own:  # after this no replacement thread is started (watch() checks _stop under _own)
+            self._stop.set()
+            thread, session = self._thread, self._session
+        self._watcher.remove(self)
         if session is not None:
             session.cancelled.set()
-            if session.thread is not None:
-                # Let the reader close its source; a reader stuck in read() is abandoned (daemon).
-                session.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            # Let it close its source; a thread stuck in read() is abandoned (daemon).
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._set_state("stopped")
 
     def __enter__(self) -> CameraCapture:
@@ -221,7 +198,35 @@ class CameraCapture:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- supervisor -------------------------------------------------------------------------------
+    # -- the watcher's call (on the shared watcher thread; must not block) ------------------------
+
+    def watch(self, now: float) -> None:
+        """Abandon the current session if its open or its reads stalled, and hand the camera to a new
+        thread that backs off and reopens. The stuck thread keeps its source (see the module docstring)."""
+        s = self._session
+        if s is None or s.finished or s.abandoned or s.waiting or self._stop.is_set():
+            return
+        idle = now - s.progress
+        if not s.opened and idle > self.open_timeout_s:
+            msg = f"{s.uri}: open did not finish within {self.open_timeout_s:g} s (abandoned)"
+        elif s.opened and idle > self.frame_timeout_s:
+            msg = f"{s.uri}: no frame for {self.frame_timeout_s:g} s (stalled, reader left)"
+        else:
+            return
+        with self._own:
+            if s.finished or s.abandoned or s is not self._session or self._stop.is_set():
+                return  # its thread got out by itself meanwhile, or the camera is stopping
+            s.abandoned = True
+            s.cancelled.set()
+            self._abandoned += 1
+            if self._thread is not None:
+                self._thread.name = f"capture-{self.name}-abandoned-{self._abandoned}"
+            self._thread = threading.Thread(
+                target=self._run, args=(("error", msg, s),), name=f"capture-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    # -- the camera's thread ----------------------------------------------------------------------
 
     def _set_state(self, state: State) -> None:
         with self._cond:
@@ -231,25 +236,34 @@ class CameraCapture:
             self._metrics.camera_up.labels(self.name).set(1 if state == "streaming" else 0)
             self._cond.notify_all()
 
-    def _run(self) -> None:
-        delay = self.reconnect_min_s
-        after_failure = False
-        number = 0
+    def _run(self, taken_over: tuple[str, str, _Session] | None) -> None:
+        """Open, read, and on error/end back off and reopen, until stopped or ended. `taken_over` is the
+        abandoned session's outcome when the watcher started this thread to replace a stuck one."""
         while not self._stop.is_set():
-            try:
-                if after_failure:
-                    self._metrics.source_reconnects.labels(self.name).inc()
-                if after_failure or number == 0:
-                    # A loop restart keeps "streaming": readiness should not flap at each file end.
-                    self._set_state("connecting")
-                number += 1
-                session = self._start_session(number, quiet=not after_failure and number > 1)
-                kind, msg = self._watch(session)
-            except Exception as exc:  # a bug here must not kill the camera for good
-                log.exception("camera %s: capture supervisor error", self.name)
-                if self._session is not None:
-                    self._session.cancelled.set()
-                kind, msg, session = "error", f"internal error: {exc}", None
+            session: _Session | None = None
+            if taken_over is not None:
+                kind, msg, session = taken_over
+                taken_over = None
+            else:
+                try:
+                    if self._after_failure:
+                        self._metrics.source_reconnects.labels(self.name).inc()
+                    if self._after_failure or self._number == 0:
+                        # A loop restart keeps "streaming": readiness should not flap at each file end.
+                        self._set_state("connecting")
+                    quiet = not self._after_failure and self._number > 0
+                    self._number += 1
+                    session = _Session(self._number)
+                    self._session = session
+                    self._read(session, quiet)
+                except Exception as exc:  # a bug here must not kill the camera for good
+                    log.exception("camera %s: capture thread error", self.name)
+                    if session is not None:
+                        session.cancelled.set()
+                        session.outcome = ("error", f"internal error: {exc}")
+                if session is not None and not self._finish(session):
+                    return  # abandoned by the watcher: the camera is another thread's now
+                kind, msg = session.outcome if session is not None else ("error", "internal error")
             if kind == "stopped":
                 break
             if kind == "ended" and session is not None:
@@ -259,54 +273,35 @@ class CameraCapture:
                     kind, msg = "error", f"{msg} (a live source ended)"
             if kind == "ended":
                 if self.loop:
-                    delay, after_failure = self.reconnect_min_s, False
+                    self._delay, self._after_failure = self.reconnect_min_s, False
                     continue
                 self._set_state("ended")
                 log.info("camera %s: %s; no more frames (loop is off)", self.name, msg)
+                self._watcher.remove(self)
                 return
             self._metrics.source_errors.labels(self.name).inc()
             self.last_error = msg
             if session is not None and session.frames > 0:
-                delay = self.reconnect_min_s  # it worked until now: retry quickly
+                self._delay = self.reconnect_min_s  # it worked until now: retry quickly
             self._set_state("backoff")
-            wait = jittered(delay)
+            wait = jittered(self._delay)
             log.warning("camera %s: %s; reopening in %.3g s", self.name, msg, wait)
             if self._stop.wait(wait):
                 break
-            delay = min(delay * 2.0, self.reconnect_max_s)
-            after_failure = True
+            self._delay = min(self._delay * 2.0, self.reconnect_max_s)
+            self._after_failure = True
         self._set_state("stopped")
 
-    def _start_session(self, number: int, quiet: bool) -> _Session:
-        session = _Session(number)
-        session.thread = threading.Thread(
-            target=self._read_loop, args=(session, quiet), name=f"capture-{self.name}-{number}", daemon=True
-        )
-        self._session = session
-        session.thread.start()
-        return session
+    def _finish(self, s: _Session) -> bool:
+        """End the session on its own thread; False if the watcher abandoned it first."""
+        with self._own:
+            if s.abandoned:
+                return False
+            s.finished = True
+            return True
 
-    def _watch(self, s: _Session) -> tuple[str, str]:
-        """Wait for the session to end or stall; ("ended"|"error"|"stopped", cause)."""
-        while True:
-            if self._stop.is_set():
-                s.cancelled.set()
-                return "stopped", ""
-            if s.done.wait(WATCH_INTERVAL_S):
-                return s.outcome
-            if s.waiting:
-                continue
-            idle = time.monotonic() - s.progress
-            if not s.opened and idle > self.open_timeout_s:
-                s.cancelled.set()
-                return "error", f"{s.uri}: open did not finish within {self.open_timeout_s:g} s (abandoned)"
-            if s.opened and idle > self.frame_timeout_s:
-                s.cancelled.set()
-                return "error", f"{s.uri}: no frame for {self.frame_timeout_s:g} s (stalled, reader left)"
-
-    # -- reader (one thread per session) ----------------------------------------------------------
-
-    def _read_loop(self, s: _Session, quiet: bool) -> None:
+    def _read(self, s: _Session, quiet: bool) -> None:
+        """Open the source and read it until it ends, fails, stops or is abandoned; sets `s.outcome`."""
         src: Source | None = None
         try:
             src = self._factory()
@@ -330,10 +325,9 @@ class CameraCapture:
                     src.close()
                 except Exception as exc:
                     log.debug("camera %s: close of %s failed: %s", self.name, s.uri, exc)
-            s.done.set()
 
     def _pump(self, s: _Session, src: Source, quiet: bool) -> None:
-        pacer = _Pacer(self.fps, src.nominal_fps, s.live)
+        pacer = Pacer(self.fps, src.nominal_fps, s.live)
         block = not s.live and not self.realtime
         play = not s.live and self.realtime
         index = 0

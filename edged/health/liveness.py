@@ -2,9 +2,10 @@
 heartbeat.
 
 The watchdog pings while every check passes. Checks cover the daemon's own machinery (main loop, MQTT
-publisher, model servers and chains), never a camera: a camera without frames is healed in-process by
-its capture supervisor (reopen with backoff) and reported by /readyz, so it must not get every other
-camera restarted with it. Adding a part is one line: `liveness.add("model server det", server.healthy)`.
+publisher, capture watcher, model servers and chains), never a camera: a camera without frames is healed
+in-process by its capture thread (stalls judged by the shared capture watcher, reopen with backoff) and
+reported by /readyz, so it must not get every other camera restarted with it. Adding a part is one line:
+`liveness.add("model server det", server.healthy)`.
 
 Threads: checks are added and removed by the daemon's main thread and run on the watchdog thread (the
 list is copied under a lock); `Heartbeat.beat()` is called by the main loop, `check()` by the watchdog.
