@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from edged import __version__
-from edged.config.models import HassConfig
-from edged.hass import HassDiscovery, event_text, status_page_url
-from edged.mqtt_testing import Message, Mosquitto, Subscriber, running_publisher
+from edged.config.schema import HassConfig
+from edged.publish.hass import HassDiscovery, event_text, status_page_url
 from edged.publish.mqtt import MqttPublisher
+from tests.support.broker import Message, Mosquitto, Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"

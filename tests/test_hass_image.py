@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from edged.config.models import HassConfig, ThumbnailsConfig
-from edged.hass import HassDiscovery
-from edged.mqtt_testing import Mosquitto, Subscriber, running_publisher
+from edged.config.schema import HassConfig, ThumbnailsConfig
+from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.thumbnails import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
+from tests.support.broker import Mosquitto, Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"

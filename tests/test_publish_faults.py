@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from edged.app import Daemon
 from edged.config import load_config
-from edged.config.models import MqttConfig, OutboxConfig
-from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.config.schema import MqttConfig, OutboxConfig
+from edged.daemon.daemon import Daemon
+from edged.observability.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from tests._edged import NotifySocket, camera, http_get, small_sample, wait_until, write_config
-from tests._faults import FailingDisk
+from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.faults import FailingDisk
 
 PREFIX = "edged/test-dev"
 

@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from edged.mqtt_testing import free_port
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
@@ -20,6 +19,7 @@ from tests._edged import (
     wait_until,
     write_config,
 )
+from tests.support.broker import free_port
 
 
 def start(tmp_path: Path, notify: NotifySocket) -> tuple[EdgedProcess, Path, int]:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from edged.capture.base import Source, SourceEnded, SourceError, redact
-from edged.metrics import Metrics
+from edged.observability.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
 log = logging.getLogger(__name__)

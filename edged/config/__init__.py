@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edged.config.loader import ConfigError, Problem, load_config
-from edged.config.models import CameraConfig, Config, ModelConfig, MqttConfig, StageConfig
+from edged.config.schema import CameraConfig, Config, ModelConfig, MqttConfig, StageConfig
 from edged.preprocess.spec import PreprocessSpec
 
 __all__ = [

@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edged.config.models import Config, reference_problems
 from edged.config.partial import raw_problems, suggest_key
+from edged.config.schema import Config, reference_problems
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([^}]+)\}")

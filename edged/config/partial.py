@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edged.config.models import Config
+from edged.config.schema import Config
 
 Loc = tuple[str | int, ...]
 

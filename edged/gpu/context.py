@@ -135,7 +135,7 @@ def in_gpu_thread(fn: F) -> F:
 class Pipeline:
     """One camera's GPU lane: its own stream (so cameras overlap) and its byte counters.
 
-    `metrics` is an edged.metrics.Metrics (or None); counts also accumulate in `h2d` / `d2h` so tests
+    `metrics` is an edged.observability.metrics.Metrics (or None); counts also accumulate in `h2d` / `d2h` so tests
     and benchmarks can read them without prometheus.
     """
 

@@ -38,8 +38,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edged.config.models import MqttConfig
-from edged.metrics import Metrics
+from edged.config.schema import MqttConfig
+from edged.observability.metrics import Metrics
 from edged.publish.guards import CallbackGuard, supervise
 from edged.publish.outbox import Outbox, OutboxRecord
 

@@ -208,7 +208,7 @@ def test_traffic_one_upload_per_frame(pre: Any) -> None:
     """det + two crop batches of one frame: the frame goes up once; only the results come down."""
     from edged.gpu.context import Pipeline
     from edged.gpu.kernels import ITEM_DTYPE
-    from edged.metrics import Metrics
+    from edged.observability.metrics import Metrics
 
     metrics = Metrics()
     pipe = Pipeline("traffic", metrics=metrics)

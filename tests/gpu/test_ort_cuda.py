@@ -170,8 +170,8 @@ def test_ppocr_chain_gpu_reads_same_as_cpu(
     import edged.infer.onnxruntime_cuda as ort_cuda
     from edged.gpu.context import Pipeline
     from edged.gpu.preprocess import GpuPreprocessor
-    from edged.metrics import Metrics
     from edged.models import build_decoder
+    from edged.observability.metrics import Metrics
     from tests._models import OcrChain
 
     # The reference: CPU preprocessing and ONNX Runtime on the CPU (the backend factory would pick CUDA).

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.hass import event_text
+from edged.publish.hass import event_text
 from edged.types import FrameResult
 
 MAX_SAMPLES = 4096  # latency samples kept per interval (a uniform sample beyond it)

@@ -2,7 +2,7 @@
 /events/<id>.jpg (event thumbnails) and a status page.
 
 It only reads state through the callables it is given (health never drives a camera), and the pipeline
-never waits on it. Sockets belong to one asyncio loop (edged.health.http_io): a request head must arrive
+never waits on it. Sockets belong to one asyncio loop (edged.observability.health.http_io): a request head must arrive
 whole within REQUEST_TIMEOUT_S and MAX_HEAD_BYTES, idle or slow clients hold no thread, the oldest idle
 ones are evicted beyond MAX_CONNECTIONS, and /healthz is answered on the loop itself, so no number of
 slow clients can make liveness wait. The routes (`_Handler.do_GET`) run on a small handler pool, one
@@ -15,7 +15,7 @@ complete request at a time, with http.server's parsing on in-memory buffers.
                         "latency_ms": {stage: float}, "last_detections": [Detection.to_dict(), ...]}},
      "mqtt": {"connected": bool, ...}, "outbox": {"events": int, "bytes": int, "oldest_age_s": float}}
 
-`history()` (edged.history: per-camera processed fps and latency points, the recent events) is served
+`history()` (edged.observability.history: per-camera processed fps and latency points, the recent events) is served
 as-is at /history; `thumbnail(name)` returns the JPEG of /events/<name> or None (404).
 """
 
@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edged.health.http_io import HttpFront, error_response
-from edged.metrics import Metrics
+from edged.observability.health.http_io import HttpFront, error_response
+from edged.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ _EVENT_RE = re.compile(r"^/events/([A-Za-z0-9_-][A-Za-z0-9_.:-]{0,199}\.jpg)$")
 
 def _status_page() -> bytes:
     try:
-        return resources.files("edged.health").joinpath("status.html").read_bytes()
+        return resources.files("edged.observability.health").joinpath("status.html").read_bytes()
     except (FileNotFoundError, OSError) as exc:  # a broken install still serves the API
         log.warning("status page not available: %s", exc)
         return b"<!doctype html><title>edged</title><p>status page missing; see <a href='/stats'>/stats</a>"
@@ -204,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServer:
-    """The health HTTP server on its own event-loop thread (edged.health.http_io); `start()` binds, `stop()`
+    """The health HTTP server on its own event-loop thread (edged.observability.health.http_io); `start()` binds, `stop()`
     closes."""
 
     def __init__(

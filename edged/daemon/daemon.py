@@ -12,30 +12,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edged import __version__, report
-from edged.chain.delivery import Delivery
-from edged.chain.dispatch import FrameDispatcher
-from edged.commands import CommandQueue
+from edged import __version__
 from edged.config import Config, ConfigError, load_config
-from edged.control import CommandControl
-from edged.environment import opencv_report
-from edged.hass import HassDiscovery, status_page_url
-from edged.health.liveness import Heartbeat, Liveness
-from edged.health.notify import Notifier, Watchdog
-from edged.health.server import HealthServer
+from edged.daemon import status as report
+from edged.daemon.commands import CommandQueue
+from edged.daemon.controller import CommandControl
+from edged.daemon.signals import SignalFlags
+from edged.daemon.view import OperatorView
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
-from edged.metrics import Metrics
-from edged.operator_view import OperatorView
+from edged.observability.environment import opencv_report
+from edged.observability.health.liveness import Heartbeat, Liveness
+from edged.observability.health.notify import Notifier, Watchdog
+from edged.observability.health.server import HealthServer
+from edged.observability.metrics import Metrics
+from edged.observability.rates import CameraRates, RatesCollector
+from edged.observability.snapshot import render_snapshot
+from edged.observability.telemetry import StatsPublisher, Telemetry, register_gauges
+from edged.pipeline.delivery import Delivery
+from edged.pipeline.dispatch import FrameDispatcher
+from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
+from edged.publish.routing import ResultSink
 from edged.publish.stdout import StdoutSink
-from edged.rates import CameraRates, RatesCollector
-from edged.runtime import CameraRunner, LoadedModel, load_model
-from edged.signals import SignalFlags
-from edged.sinks import ResultSink
-from edged.snapshot import render_snapshot
-from edged.telemetry import StatsPublisher, Telemetry, register_gauges
+from edged.serving.loading import CameraRunner, LoadedModel, load_model
 
 log = logging.getLogger("edged")
 
@@ -87,7 +88,7 @@ class Daemon(CommandControl):
         self.health: HealthServer | None = None
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
-        # What the watchdog pings for: the daemon's machinery, never the cameras (see edged.health.liveness).
+        # What the watchdog pings for: the daemon's machinery, never the cameras (see edged.observability.health.liveness).
         self.heartbeat = Heartbeat()
         self.liveness = Liveness()
         # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
@@ -367,7 +368,7 @@ class Daemon(CommandControl):
         return report.status(self)
 
     def camera_status(self) -> dict[str, dict[str, Any]]:
-        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.rates)."""
+        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.observability.rates)."""
         return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.cameras.items())}
 
     def _init_metric_labels(self) -> None:

@@ -1,7 +1,7 @@
 """What the daemon reports about itself: readiness (/readyz), status (/stats, the status page, the MQTT
 stats topic), liveness checks for the watchdog, the one-line systemd STATUS and the startup summary.
 
-Functions of a running `Daemon` (edged.app); they only read its parts, never drive them, and are called
+Functions of a running `Daemon` (edged.daemon.daemon); they only read its parts, never drive them, and are called
 from the health server's, the watchdog's and the main loop's threads.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from edged import __version__
 
 if TYPE_CHECKING:
-    from edged.app import Daemon
+    from edged.daemon.daemon import Daemon
 
 log = logging.getLogger("edged")
 

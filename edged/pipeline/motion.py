@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edged.chain.tracker import Track
+from edged.pipeline.tracker import Track
 from edged.types import Frame
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from edged.hass import HassDiscovery
-from edged.history import History, RecentEvents
-from edged.metrics import Metrics
+from edged.observability.history import History, RecentEvents
+from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
+from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.stdout import StdoutSink
 from edged.publish.thumbnails import Thumbnailer

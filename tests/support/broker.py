@@ -356,7 +356,7 @@ class PublisherFactory:
         self.made: list[tuple[Any, Any]] = []
 
     def make(self, cfg: Any, device: str = "test", prefix: str = "edged/test") -> tuple[Any, Any]:
-        from edged.metrics import Metrics
+        from edged.observability.metrics import Metrics
         from edged.publish.mqtt import MqttPublisher
         from edged.publish.outbox import Outbox
 
@@ -380,7 +380,7 @@ def running_publisher(
     broker: Mosquitto, outbox_dir: Path, *, device: str = "test", prefix: str = "edged/test"
 ) -> Iterator[Any]:
     """A started MqttPublisher (fast reconnects) with its own outbox, stopped and closed afterwards."""
-    from edged.config.models import MqttConfig, OutboxConfig
+    from edged.config.schema import MqttConfig, OutboxConfig
 
     cfg = MqttConfig(
         host=broker.host,

@@ -8,7 +8,7 @@ a model server's decode thread, so threads scale with models, not cameras.
 At most `depth` frames of a camera are in flight, sink included (`offer` refuses more: the capture side
 then keeps only the newest frame), so frame N+1's detection overlaps frame N's recognition and no
 backlog builds. Results leave in capture order: a frame that needs no later stage waits for an older
-one that does. The sink runs on the camera's delivery lane (edged.chain.delivery), not on the server
+one that does. The sink runs on the camera's delivery lane (edged.pipeline.delivery), not on the server
 thread that finished the frame.
 """
 
@@ -21,8 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from edged.chain.chain import Stage, StageState, accept_primary, attach_results, crop_parents, finish
-from edged.chain.delivery import SerialLane
+from edged.pipeline.chain import Stage, StageState, accept_primary, attach_results, crop_parents, finish
+from edged.pipeline.delivery import SerialLane
 from edged.types import Detection, Frame, FrameResult
 
 log = logging.getLogger(__name__)

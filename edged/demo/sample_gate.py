@@ -3,11 +3,11 @@
 What motion gating is for (issue 16): a static view with sensor noise, slow lighting drift and sudden
 lighting changes (a cloud), a swaying tree and a burned-in clock (what masks are for), and now and then
 a car that drives in, waits a few seconds at the barrier and drives on, with one plate. Plates are in
-view about 8 % of the time and cars move about 7 % of it with the defaults (7 cars in 10 minutes). Deterministic for a given seed, like edged.sample, whose plate rendering it reuses.
+view about 8 % of the time and cars move about 7 % of it with the defaults (7 cars in 10 minutes). Deterministic for a given seed, like edged.demo.sample, whose plate rendering it reuses.
 
     truth = make_gate_sample("samples/gate.mp4", seconds=600, fps=5)   # also writes samples/gate.json
 
-The sidecar has edged.sample's keys plus `scene: "gate"`, `passes` (each plate's text and the first and
+The sidecar has edged.demo.sample's keys plus `scene: "gate"`, `passes` (each plate's text and the first and
 last frame it is fully in view), `lighting_changes` (frames where a sudden change starts) and `masks`
 (polygons, in frame pixels, of the tree and the clock: what a motion config would mask out).
 Everything here runs in the caller's thread.
@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edged.sample import PLATE_COLORS, Plate, SampleScene, Truth, check_size, plate_text, write_scene
+from edged.demo.sample import PLATE_COLORS, Plate, SampleScene, Truth, check_size, plate_text, write_scene
 
 CAR_COLORS = ((60, 60, 160), (150, 90, 40), (40, 40, 40), (190, 190, 190), (50, 120, 60))  # BGR
 LIGHTING_DROP = 0.72  # a cloud: the scene falls to 72 % brightness within half a second

@@ -1,14 +1,14 @@
 """Run-time control of the daemon over MQTT: enable/disable a camera, send a snapshot, and the retained
-`<prefix>/<camera>/enabled` states. A mixin of edged.app.Daemon, kept apart from the lifecycle code."""
+`<prefix>/<camera>/enabled` states. A mixin of edged.daemon.daemon.Daemon, kept apart from the lifecycle code."""
 
 from __future__ import annotations
 
 import logging
 
-from edged.commands import Command, CommandQueue, SetEnabled, Snapshot
 from edged.config import Config
+from edged.daemon.commands import Command, CommandQueue, SetEnabled, Snapshot
 from edged.publish.mqtt import MqttPublisher
-from edged.runtime import CameraRunner
+from edged.serving.loading import CameraRunner
 
 log = logging.getLogger("edged")
 

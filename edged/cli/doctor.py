@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edged.environment import opencv_info
+from edged.observability.environment import opencv_info
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 
@@ -148,7 +148,7 @@ def check_accelerations(results: list[Check]) -> Check:
 
 
 def check_telemetry() -> Check:
-    from edged.telemetry import Telemetry
+    from edged.observability.telemetry import Telemetry
 
     snap = Telemetry(max_age_s=0).snapshot()
     if not snap["jetson"]["available"]:

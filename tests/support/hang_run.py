@@ -1,10 +1,10 @@
-"""`edged run` with one model's engine made to hang (test support, run as `python -m tests._hang_run`).
+"""`edged run` with one model's engine made to hang (test support, run as `python -m tests.support.hang_run`).
 
 The fault is injected here, by the test, through the daemon's `engine_wrap` argument: the daemon has no
 fault hook of its own. From call `after` + 1 on, the named model's engine blocks inside infer() as a
 wedged GPU or driver would; shutdown releases it, so SIGTERM still stops the process.
 
-Usage: python -m tests._hang_run --config FILE --model text_det --after 20 [--stdout]
+Usage: python -m tests.support.hang_run --config FILE --model text_det --after 20 [--stdout]
 """
 
 from __future__ import annotations
@@ -52,15 +52,15 @@ def main() -> int:
     ap.add_argument("--after", type=int, default=5)
     ap.add_argument("--stdout", action="store_true")
     a = ap.parse_args()
-    from edged.signals import SignalFlags
+    from edged.daemon.signals import SignalFlags
 
     signals = SignalFlags().install()
+    from edged.cli.logsetup import setup_logging
     from edged.config import load_config
-    from edged.logsetup import setup_logging
 
     cfg = load_config(a.config, require_cameras=True)
     setup_logging(cfg.logging.level, cfg.logging.json_format)
-    from edged.app import Daemon
+    from edged.daemon.daemon import Daemon
 
     release = threading.Event()
 

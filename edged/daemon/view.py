@@ -1,6 +1,6 @@
 """What the daemon keeps for the people looking at it: event thumbnails, the plotted history, recent events.
 
-Built by the daemon (edged.app) from the config and handed to the result sink (which feeds it on the
+Built by the daemon (edged.daemon.daemon) from the config and handed to the result sink (which feeds it on the
 camera pipeline threads) and to the health server (which reads it on HTTP threads: /history and
 /events/<id>.jpg). It owns the thumbnail worker thread: `start()` after the publisher exists,
 `stop()` after the cameras stopped, so every thumbnail an event already names gets written.
@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from edged.config import Config
-from edged.history import History, RecentEvents
-from edged.metrics import Metrics
+from edged.observability.history import History, RecentEvents
+from edged.observability.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
+from edged.publish.routing import ResultSink
 from edged.publish.thumbnails import Thumbnailer
-from edged.sinks import ResultSink
 
 log = logging.getLogger(__name__)
 

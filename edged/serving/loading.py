@@ -20,21 +20,21 @@ from typing import Any
 
 from edged.capture import make_source
 from edged.capture.worker import CameraCapture
-from edged.chain.chain import RunPolicy, Stage
-from edged.chain.delivery import Delivery
-from edged.chain.dispatch import FrameDispatcher
-from edged.chain.filters import StageFilter
-from edged.chain.flow import CameraFlow
-from edged.chain.motion import MotionGate, hold_tracks
-from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
-from edged.config.models import PreprocessConfig
+from edged.config.schema import PreprocessConfig
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
 from edged.infer.lifecycle import open_engine
 from edged.infer.onnxruntime import model_inputs
-from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
+from edged.observability.metrics import Metrics
+from edged.pipeline.chain import RunPolicy, Stage
+from edged.pipeline.delivery import Delivery
+from edged.pipeline.dispatch import FrameDispatcher
+from edged.pipeline.filters import StageFilter
+from edged.pipeline.flow import CameraFlow
+from edged.pipeline.motion import MotionGate, hold_tracks
+from edged.pipeline.tracker import IouTracker
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
 from edged.serving.shapes import check_model_input

@@ -1,7 +1,7 @@
 """A chain is a list of typed stages: the first runs on the whole frame, each later one on crops of
 detections of an earlier stage; results nest under the detection they were cropped from. This module
 holds what a stage does to one frame's results (filters, tracks, crop choice, nesting); running the
-stages over the model servers is edged.chain.flow.
+stages over the model servers is edged.pipeline.flow.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edged.chain.filters import StageFilter
-from edged.chain.tracker import IouTracker, Track, TrackUpdate
 from edged.models.base import Decoder
+from edged.pipeline.filters import StageFilter
+from edged.pipeline.tracker import IouTracker, Track, TrackUpdate
 from edged.preprocess.spec import upright_quad
 from edged.serving import ModelServer
 from edged.types import Detection, Frame, FrameResult

@@ -4,7 +4,7 @@ The protocol is one datagram of newline-separated KEY=VALUE lines to the AF_UNIX
 NOTIFY_SOCKET (a path, or '@name' for the abstract namespace). Outside systemd the variable is unset and
 every call is a no-op, so the daemon runs the same under a terminal, in tests and under systemd.
 
-The watchdog pings only while the daemon is alive by the checks it is given (edged.health.liveness:
+The watchdog pings only while the daemon is alive by the checks it is given (edged.observability.health.liveness:
 main loop, publisher, model servers and chains): a wedged part must stop the pings so that systemd
 restarts the service. Cameras are not among them: one without frames is reopened in-process.
 """

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edged import __version__
-from edged.config.models import HassConfig
+from edged.config.schema import HassConfig
 from edged.publish.event import iso_utc_ms
 
 log = logging.getLogger(__name__)
@@ -297,12 +297,12 @@ class HassDiscovery:
                 "device": self.device_info(),
                 "origin": {"name": "edged", "sw_version": self.sw_version},
             }
-        if self.commands:  # the commands edged.commands already serves, as HA controls
+        if self.commands:  # the commands edged.daemon.commands already serves, as HA controls
             base = f"{self.prefix}/{camera}"
             out[self._topic("switch", camera, "enabled")] = {
                 **self._entity(camera, "enabled", "enabled"),
                 "command_topic": f"{base}/set/enabled",
-                "state_topic": f"{base}/enabled",  # retained ON/OFF, published by edged.control
+                "state_topic": f"{base}/enabled",  # retained ON/OFF, published by edged.daemon.controller
                 "payload_on": "ON",
                 "payload_off": "OFF",
                 "icon": "mdi:cctv",

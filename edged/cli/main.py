@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edged import EX_CONFIG, __version__
-from edged.logsetup import LEVELS, setup_logging
+from edged.cli.logsetup import LEVELS, setup_logging
 
 log = logging.getLogger("edged")
 
@@ -37,7 +37,7 @@ def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edged.signals import SignalFlags
+    from edged.daemon.signals import SignalFlags
 
     # Before anything slow (config validation, OpenCV/ONNX Runtime imports, model loading): a SIGHUP in
     # start-up is then applied after start instead of killing the process, a SIGTERM stops it after start.
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
-    from edged.app import Daemon, StartupError
+    from edged.daemon.daemon import Daemon, StartupError
 
     daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout, signals=signals)
     try:
@@ -97,7 +97,7 @@ def cmd_install_models(args: argparse.Namespace) -> int:
         )
         return 1
     src_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
-    from edged.progress import Progress
+    from edged.cli.progress import Progress
 
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def cmd_install_models(args: argparse.Namespace) -> int:
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
     if args.scene == "gate":
-        from edged.sample_gate import make_gate_sample
+        from edged.demo.sample_gate import make_gate_sample
 
         out = args.out or "samples/gate.mp4"
         fps = args.fps or 5.0
@@ -130,7 +130,7 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
             Path(out), seconds=args.seconds, fps=fps, seed=11 if args.seed is None else args.seed
         )
     else:
-        from edged.sample import make_sample
+        from edged.demo.sample import make_sample
 
         out = args.out or "samples/plates.mp4"
         truth = make_sample(
@@ -150,11 +150,11 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or "info")
+    from edged.cli.progress import Progress
     from edged.infer import ModelLoadError, choose_backend
     from edged.infer.builder import BuildJob, build_now
     from edged.infer.onnxruntime import cpu_only
-    from edged.progress import Progress
-    from edged.runtime import engine_options
+    from edged.serving.loading import engine_options
 
     for name in args.model or list(cfg.models):
         m = cfg.models.get(name)
@@ -183,7 +183,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edged.doctor import FAIL, render, run_checks
+    from edged.cli.doctor import FAIL, render, run_checks
 
     results = run_checks(args.config)
     table, code = render(results)
