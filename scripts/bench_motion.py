@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from edged.config.schema import CameraConfig, ModelConfig  # noqa: E402
 from edged.observability.metrics import Metrics  # noqa: E402
-from edged.serving.loading import CameraRunner, load_model  # noqa: E402
+from edged.pipeline.runner import CameraRunner  # noqa: E402
+from edged.serving.loading import load_model  # noqa: E402
 from edged.types import FrameResult  # noqa: E402
 from tests.support.sources import read_video, result_texts  # noqa: E402
 

@@ -12,7 +12,8 @@ from edged.config.schema import CameraConfig, ModelConfig
 from edged.demo.sample import make_sample
 from edged.infer.quantize import int8_path, quantize_qdq
 from edged.pipeline.flow import run_frames
-from edged.serving.loading import build_stages, load_model
+from edged.pipeline.runner import build_stages
+from edged.serving.loading import load_model
 from edged.types import Frame
 from tests._paths import need_models
 from tests.support.sources import read_video, result_texts

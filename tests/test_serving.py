@@ -18,9 +18,10 @@ from edged.infer.base import Engine
 from edged.models import get_decoder
 from edged.observability.metrics import Metrics
 from edged.pipeline.dispatch import FrameDispatcher
+from edged.pipeline.runner import CameraRunner
 from edged.pipeline.tracker import IouTracker
 from edged.serving import ModelServer, ServerClosed
-from edged.serving.loading import CameraRunner, load_model
+from edged.serving.loading import load_model
 from edged.types import Frame, FrameResult
 from tests._chain import (
     DELIVERY,

@@ -7,8 +7,8 @@ import logging
 
 from edged.config import Config
 from edged.daemon.commands import Command, CommandQueue, SetEnabled, Snapshot
+from edged.pipeline.runner import CameraRunner
 from edged.publish.mqtt import MqttPublisher
-from edged.serving.loading import CameraRunner
 
 log = logging.getLogger("edged")
 

@@ -31,12 +31,13 @@ from edged.observability.snapshot import render_snapshot
 from edged.observability.telemetry import StatsPublisher, Telemetry, register_gauges
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
+from edged.pipeline.runner import CameraRunner
 from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.routing import ResultSink
 from edged.publish.stdout import StdoutSink
-from edged.serving.loading import CameraRunner, LoadedModel, load_model
+from edged.serving.loading import LoadedModel, load_model
 
 log = logging.getLogger("edged")
 

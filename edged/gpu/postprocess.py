@@ -14,18 +14,18 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor
-from edged.gpu.context import Pipeline, current_pipeline
+from edged.gpu.context import GpuLane, current_pipeline
 
 _pool = BufferPool()
 
 
-def _stream_and_pipe(t: DeviceTensor, pipe: Pipeline | None) -> tuple[Any, Pipeline | None]:
+def _stream_and_pipe(t: DeviceTensor, pipe: GpuLane | None) -> tuple[Any, GpuLane | None]:
     pipe = pipe or current_pipeline()
     stream = t.stream if t.stream is not None else (pipe.stream if pipe is not None else None)
     return stream, pipe
 
 
-def ctc_best(scores: DeviceTensor, pipe: Pipeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ctc_best(scores: DeviceTensor, pipe: GpuLane | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[N, T, C] float32 device scores -> (argmax [N, T] int64, max score [N, T] float32) on the host.
 
     Ties go to the lowest class index, like numpy.argmax.
@@ -46,7 +46,7 @@ def ctc_best(scores: DeviceTensor, pipe: Pipeline | None = None) -> tuple[np.nda
     return best.astype(np.int64), conf
 
 
-def threshold_mask(prob: DeviceTensor, thresh: float, pipe: Pipeline | None = None) -> np.ndarray:
+def threshold_mask(prob: DeviceTensor, thresh: float, pipe: GpuLane | None = None) -> np.ndarray:
     """float32 device map (any shape) -> bool host array of the same shape, prob > thresh."""
     if prob.dtype != np.float32:
         raise ValueError(f"threshold_mask needs float32, got {prob.dtype}")

@@ -1,47 +1,43 @@
-"""Loaded models and camera runners: the parts app.py wires together, built from config.
+"""Loading a configured model: engine + decoder + declared input shapes + a started, warmed `ModelServer`.
 
 A `LoadedModel` is one engine + decoder + preprocessing spec behind its `ModelServer`, the engine's only
-caller, shared by every camera whose chain uses the model. A `CameraRunner` is one camera: its capture
-thread, its chain (a `CameraFlow` over the model servers, no thread of its own) and its sink; the one
-`FrameDispatcher` thread hands each camera's newest frame to its chain (capture -> chain -> sink, as in
-jetson-inference's detectnet.py).
+caller, shared by every camera whose chain uses the model.
+
+Why here, beside the model servers, and not in infer/'s factory: a loaded model *is* its server (the
+loader declares the server's shapes, starts and warms it, and hands it a background-built engine to
+adopt), and the engine is only one of its parts next to the decoder (models/) and the preprocessor
+(gpu/, preprocess/). infer/ stays below all of that and free of config objects: `engine_options` turns
+a model's config into the plain `EngineOptions` that infer/'s one factory (`open_engine`) takes and
+that cross into the engine builder process. This module is the one place where a `ModelConfig` meets
+the backends.
+
+Threads: `load_model` runs on the daemon's main thread (start and reload); it starts the server's
+threads and, where one is needed, the background engine build (edged/infer/builder.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edged.capture import make_source
-from edged.capture.worker import CameraCapture
-from edged.config import CameraConfig, ModelConfig, effective_preprocess
-from edged.config.schema import PreprocessConfig
+from edged.config import ModelConfig, effective_preprocess
+from edged.config.inference import PreprocessConfig
+from edged.gpu import GpuLane, make_preprocessor
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
 from edged.infer.lifecycle import open_engine
 from edged.infer.onnxruntime import model_inputs
 from edged.models.base import Decoder, build_decoder
 from edged.observability.metrics import Metrics
-from edged.pipeline.chain import RunPolicy, Stage
-from edged.pipeline.delivery import Delivery
-from edged.pipeline.dispatch import FrameDispatcher
-from edged.pipeline.filters import StageFilter
-from edged.pipeline.flow import CameraFlow
-from edged.pipeline.motion import MotionGate, hold_tracks
-from edged.pipeline.tracker import IouTracker
-from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
+from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
 from edged.serving.shapes import check_model_input
-from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
-_DROPS = "edged_frames_dropped_total"
 
 
 @dataclass
@@ -54,7 +50,7 @@ class LoadedModel:
     preprocessor: Preprocessor
     shapes: ShapeSet
     server: ModelServer
-    lane: Any = None  # the server's GPU lane (edged.gpu.Pipeline), when it runs on a GPU
+    lane: GpuLane | None = None  # the server's GPU lane, when it runs on a GPU
 
     def close(self) -> None:
         self.server.close()
@@ -78,16 +74,6 @@ def engine_options(m: ModelConfig) -> EngineOptions:
     )
 
 
-def make_preprocessor(device: str, metrics: Metrics | None = None) -> Preprocessor:
-    """The preprocessing implementation for `preprocess.device` (GPU ones when edged.gpu can run)."""
-    if device == "cpu":
-        return CpuPreprocessor()
-    from edged.gpu import make_preprocessor as make_gpu
-
-    pre: Preprocessor = make_gpu(device, metrics=metrics)
-    return pre
-
-
 def load_model(
     name: str,
     m: ModelConfig,
@@ -107,12 +93,10 @@ def load_model(
             labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except OSError as e:
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
-    pre = make_preprocessor(m.preprocess.device, metrics)
-    lane = None
+    pre: Preprocessor = make_preprocessor(m.preprocess.device, metrics)
+    lane: GpuLane | None = None
     options = engine_options(m)
     if pre.name != "cpu":
-        from edged.gpu import Pipeline as GpuLane
-
         lane = GpuLane(f"model-{name}", metrics=metrics)  # the server's own CUDA stream
         options = dataclasses.replace(options, cuda_stream=lane.handle)
     # Shapes are declared from what the model file says, before any engine exists: a TensorRT
@@ -142,8 +126,6 @@ def load_model(
     )
     engine, build = open_engine(name, m.model_file, m.backend, options)
     if lane is None and engine.info.device == "cuda":
-        from edged.gpu import Pipeline as GpuLane
-
         lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
     try:
         decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
@@ -228,13 +210,11 @@ def fit_to_engine(
 
 
 def _swap_lane(
-    name: str, lane: Any, metrics: Metrics | None
+    name: str, lane: GpuLane | None, metrics: Metrics | None
 ) -> Callable[[], AbstractContextManager[Any]] | None:
     """The lane a built engine is warmed on before the swap: its own, so the server's keeps serving."""
     if lane is None:
         return None
-    from edged.gpu import Pipeline as GpuLane
-
     return GpuLane(f"model-{name}-swap", metrics=metrics).active
 
 
@@ -246,184 +226,3 @@ def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float],
         wait.observe(waited_s)
 
     return observe
-
-
-def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[Stage]:
-    stages = []
-    tr = cam.tracking
-    for s in cam.chain:
-        flt = StageFilter(
-            classes=frozenset(s.classes) if s.classes else None,
-            min_score=s.min_score,
-            min_size=s.min_size,
-            roi=tuple(s.roi) if s.roi else None,
-            max_count=s.max_crops if s.on is not None else None,
-        )
-        stages.append(
-            Stage(
-                s.stage_name,
-                models[s.model].server,
-                on=s.on,
-                filter=flt,
-                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score)
-                if tr.enabled and s.on is None
-                else None,
-                policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
-            )
-        )
-    return stages
-
-
-class CameraRunner:
-    """One camera: capture thread -> chain over the model servers -> sink (no thread of its own)."""
-
-    def __init__(
-        self,
-        name: str,
-        cam: CameraConfig,
-        models: Mapping[str, LoadedModel],
-        sink: Callable[[FrameResult], None],
-        metrics: Metrics,
-        dispatcher: FrameDispatcher,
-        delivery: Delivery,
-        base_dir: Path | None = None,
-    ):
-        self.name = name
-        self.config = cam
-        self.metrics = metrics
-        self.dispatcher = dispatcher
-        self.capture = CameraCapture(
-            name,
-            lambda: make_source(
-                cam.source,
-                backend=cam.backend,
-                width=cam.width,
-                height=cam.height,
-                fps=cam.fps,
-                loop=cam.loop,
-                base_dir=base_dir,
-                rtsp_transport=cam.rtsp.transport,
-                rtsp_latency_ms=cam.rtsp.latency_ms,
-            ),
-            fps=cam.fps,
-            loop=cam.loop,
-            realtime=cam.realtime,
-            frame_timeout_s=cam.frame_timeout_s,
-            reconnect_min_s=cam.reconnect.min_s,
-            reconnect_max_s=cam.reconnect.max_s,
-            metrics=metrics,
-        )
-        self.capture.on_frame = dispatcher.wake
-        self._sink = sink
-        self.flow = (
-            CameraFlow(
-                name,
-                build_stages(cam, models),
-                self._record,
-                on_error=self._frame_failed,
-                on_free=dispatcher.wake,
-                lane=delivery.lane(f"camera {name}"),
-            )
-            if cam.chain
-            else None
-        )
-        self.last_result: FrameResult | None = None
-        self.last_frame: Frame | None = None
-        # Motion gating (issue 16): skips the chain on frames where nothing moves.
-        mc = cam.motion
-        self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
-        self._held_seq = -1
-        # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
-        self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
-        self._latency["total"] = metrics.frame_latency.labels(name)
-        self._error_logged: str | None = None
-        self._stopping = False
-
-    def start(self) -> None:
-        if self.flow is not None:
-            self.flow.attach()
-        self.capture.start()
-        self.dispatcher.add(self.name, self.pump)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop capture, let in-flight frames finish (bounded)."""
-        self._stopping = True
-        self.dispatcher.remove(self.name)
-        self.capture.stop()
-        if self.flow is not None:
-            if not self.flow.drain(timeout):
-                log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
-            self.flow.detach()
-
-    def pump(self) -> None:
-        """The dispatcher's call: hand waiting frames to the chain while it has room (never blocks)."""
-        while not self._stopping and (self.flow is None or self.flow.in_flight < self.flow.depth):
-            frame = self.capture.get(timeout_s=0)
-            if frame is None:
-                return
-            self.last_frame = frame
-            if self.flow is None:
-                self._record(FrameResult(frame, [], {}))
-            elif self.motion is not None and not self._motion_runs(frame):  # motion gating (issue 16)
-                self.flow.skip(frame, self._hold_tracks(frame.seq))
-            else:
-                self.flow.offer(frame)
-
-    # --- motion gating (issue 16): the logic lives in edged/chain/motion.py ---
-    def _motion_runs(self, frame: Frame) -> bool:
-        """Ask the gate whether the chain runs on this frame (and count its reason)."""
-        assert self.motion is not None and self.flow is not None
-        tracker = self.flow.stages[0].tracker
-        decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
-        self.metrics.motion_frames.labels(self.name, decision.reason).inc()
-        return decision.run_detector
-
-    def _hold_tracks(self, seq: int) -> Callable[[], None]:
-        """For a skipped frame, run once every older frame has left the chain: the first stage's live
-        tracks are held over it (a parked car keeps its track), then it leaves as an idle result."""
-
-        def hold() -> None:
-            assert self.flow is not None
-            tracker = self.flow.stages[0].tracker
-            if tracker is not None:
-                hold_tracks(tracker.tracks, self._held_seq, seq)
-            self._held_seq = seq
-
-        return hold
-
-    def _record(self, result: FrameResult) -> None:
-        for stage, ms in result.latency_ms.items():
-            self._latency[stage].observe(ms / 1000.0)
-        self.last_result = result
-        self._sink(result)
-
-    def _frame_failed(self, frame: Frame, error: BaseException) -> None:
-        msg = f"{type(error).__name__}: {error}"
-        self.metrics.drops.labels(self.name, "error").inc()
-        if msg != self._error_logged:  # the same failure on every frame is logged once
-            log.error("camera %s: frame %d failed in the chain: %s", self.name, frame.seq, msg)
-            self._error_logged = msg
-
-    def status(self) -> dict[str, Any]:
-        cap = self.capture
-        age = time.monotonic() - cap.last_frame_mono if cap.last_frame_mono else None
-        out: dict[str, Any] = {
-            "state": cap.state,
-            "source_error": cap.last_error,
-            "fps": round(cap.fps_measured, 2),
-            "last_frame_age_s": round(age, 2) if age is not None else None,
-            "frames_processed": self.flow.completed if self.flow else None,
-            "motion": self.motion.status() if self.motion is not None else None,
-            "drops": {
-                reason: int(
-                    self.metrics.registry.get_sample_value(_DROPS, {"camera": self.name, "reason": reason})
-                    or 0
-                )
-                for reason in ("stale", "error")
-            },
-        }
-        if self.last_result is not None:
-            out["latency_ms"] = {k: round(v, 2) for k, v in self.last_result.latency_ms.items()}
-            out["last_seq"] = self.last_result.frame.seq
-            out["detections"] = [d.to_dict() for d in self.last_result.detections]
-        return out
