@@ -32,7 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config.schema import CameraConfig, ModelConfig  # noqa: E402
+from edged.config.cameras import CameraConfig  # noqa: E402
+from edged.config.inference import ModelConfig  # noqa: E402
 from edged.observability.metrics import Metrics  # noqa: E402
 from edged.pipeline.runner import CameraRunner  # noqa: E402
 from edged.serving.loading import load_model  # noqa: E402

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edged.config import load_config  # noqa: E402
-from edged.config.schema import ModelConfig  # noqa: E402
+from edged.config.inference import ModelConfig  # noqa: E402
 from edged.pipeline.flow import run_frames  # noqa: E402
 from edged.pipeline.runner import build_stages  # noqa: E402
 from edged.serving.loading import LoadedModel, load_model  # noqa: E402

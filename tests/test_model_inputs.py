@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edged.config.schema import ModelConfig
+from edged.config.inference import ModelConfig
 from edged.infer import ModelLoadError
 from edged.serving.loading import load_model
 from edged.types import Detection, Frame

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edged.config import ConfigError, load_config
-from edged.config.schema import CameraConfig, ModelConfig
+from edged.config.cameras import CameraConfig
+from edged.config.inference import ModelConfig
 from edged.demo.sample import make_sample
 from edged.infer.quantize import int8_path, quantize_qdq
 from edged.pipeline.flow import run_frames

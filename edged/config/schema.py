@@ -1,5 +1,8 @@
 """The configuration schema: one YAML file on the device, validated by these pydantic models.
 
+This module holds the top level (`Config`) and the daemon-wide sections (device, MQTT, health,
+thumbnails, logging); cameras.py has the cameras and their chains, inference.py the models.
+
 Every model forbids unknown keys (a typo is an error, not a silently ignored setting) and every
 field has a description, which `edged schema` and docs/configuration.md show to users.
 """
@@ -13,38 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from edged.config.base import NAME_RE, EdgedModel
-from edged.config.cameras import (
-    CameraConfig,
-    MotionConfig,
-    ReconnectConfig,
-    RtspConfig,
-    StageConfig,
-    TrackingConfig,
-)
-from edged.config.inference import (
-    BatchingConfig,
-    ModelConfig,
-    OnnxRuntimeConfig,
-    PreprocessConfig,
-    TensorRTConfig,
-)
-
-__all__ = [
-    "NAME_RE",
-    "BatchingConfig",
-    "CameraConfig",
-    "Config",
-    "EdgedModel",
-    "ModelConfig",
-    "MotionConfig",
-    "OnnxRuntimeConfig",
-    "PreprocessConfig",
-    "ReconnectConfig",
-    "RtspConfig",
-    "StageConfig",
-    "TensorRTConfig",
-    "TrackingConfig",
-]
+from edged.config.cameras import CameraConfig
+from edged.config.inference import ModelConfig
 
 
 class DeviceConfig(EdgedModel):
