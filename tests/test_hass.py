@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from edged import __version__
-from edged.config.schema import HassConfig
-from edged.publish.hass import HassDiscovery, event_text, status_page_url
+from edged.publish.event import event_text
+from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
 from tests.support.broker import Message, Mosquitto, Subscriber, running_publisher
 
@@ -120,9 +120,9 @@ def make(
 ) -> HassDiscovery:
     return HassDiscovery(
         pub,
-        HassConfig(enabled=True, state_interval_s=10),
         DEVICE,
         PREFIX,
+        state_interval_s=10,
         status=status,
         state_path=tmp_path / "state" / "hass.json",
         clock=clock,

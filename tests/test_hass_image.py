@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from edged.config.schema import HassConfig, ThumbnailsConfig
+from edged.config.schema import ThumbnailsConfig
 from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.thumbnails import Thumbnailer
@@ -56,7 +56,6 @@ def retained_configs(broker: Mosquitto) -> dict[str, Any]:
 def hass(pub: MqttPublisher, tmp_path: Path, thumbnails: bool) -> HassDiscovery:
     h = HassDiscovery(
         pub,
-        HassConfig(enabled=True),
         DEVICE,
         PREFIX,
         status=lambda: {"cameras": {"gate": {"state": "streaming"}}},

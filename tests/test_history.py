@@ -12,9 +12,10 @@ import pytest
 
 from edged.config.schema import ThumbnailsConfig
 from edged.observability.health.server import HealthServer
-from edged.observability.history import History, RecentEvents
+from edged.observability.history import History
 from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
+from edged.publish.recent import RecentEvents
 from edged.publish.thumbnails import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
 

@@ -14,8 +14,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from edged.observability.metrics import Metrics
-from edged.observability.telemetry import StatsPublisher, Telemetry, parse_nvpmodel_q, register_gauges
+from edged.observability.telemetry import Telemetry, parse_nvpmodel_q
+from edged.observability.telemetry_gauges import register_gauges
 from edged.publish.mqtt import MqttPublisher
+from edged.publish.stats import StatsPublisher
 from tests.support.broker import Mosquitto, Subscriber, running_publisher
 
 

@@ -28,7 +28,8 @@ from edged.observability.health.server import HealthServer
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates, RatesCollector
 from edged.observability.snapshot import render_snapshot
-from edged.observability.telemetry import StatsPublisher, Telemetry, register_gauges
+from edged.observability.telemetry import Telemetry
+from edged.observability.telemetry_gauges import register_gauges
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.runner import CameraRunner
@@ -36,6 +37,7 @@ from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.routing import ResultSink
+from edged.publish.stats import StatsPublisher
 from edged.publish.stdout import StdoutSink
 from edged.serving.loading import LoadedModel, load_model
 
@@ -124,9 +126,10 @@ class Daemon(CommandControl):
             if self.cfg.mqtt.hass.enabled:
                 self.hass = HassDiscovery(
                     self.publisher,
-                    self.cfg.mqtt.hass,
                     self.cfg.device.name,
                     self.cfg.topic_prefix,
+                    discovery_prefix=self.cfg.mqtt.hass.discovery_prefix,
+                    state_interval_s=self.cfg.mqtt.hass.state_interval_s,
                     status=self.status,
                     state_path=self.cfg.state_dir / "hass.json",
                     thumbnails=self.cfg.thumbnails.enabled and self.cfg.thumbnails.publish,

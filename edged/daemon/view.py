@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 from edged.config import Config
-from edged.observability.history import History, RecentEvents
+from edged.observability.history import History
 from edged.observability.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
+from edged.publish.recent import RecentEvents
 from edged.publish.routing import ResultSink
 from edged.publish.thumbnails import Thumbnailer
 

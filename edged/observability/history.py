@@ -1,13 +1,11 @@
-"""What the status page plots and lists: a short in-memory history per camera and the recent events.
+"""What the status page plots: a short in-memory history per camera (its recent events: publish/recent.py).
 
 `History` keeps, per camera, one point per `interval_s` (default 10 s) for `span_s` (default an hour):
 processed frames per second and the p50/p99 of the capture-to-result latency over that interval. The
 open interval is reported too (over the time it has run so far), so the plot has a point from the
 first frame on. Nothing is persisted: a restart starts an empty plot.
 
-`RecentEvents` keeps the last `size` events (time, camera, what was read, the thumbnail's name).
-
-Threading: `record()` and `add()` run on camera pipeline threads (an append under a lock, nothing
+Threading: `record()` runs on camera pipeline threads (an append under a lock, nothing
 else, so the per-frame path stays cheap); `snapshot()` runs on HTTP threads. Intervals are closed
 lazily by whichever call comes next, so there is no thread of its own.
 """
@@ -24,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from edged.publish.hass import event_text
 from edged.types import FrameResult
 
 MAX_SAMPLES = 4096  # latency samples kept per interval (a uniform sample beyond it)
@@ -109,29 +106,3 @@ class History:
                     "p99_ms": [p[3] for p in pts],
                 }
         return {"interval_s": self.interval_s, "span_s": self.interval_s * self.points, "cameras": out}
-
-
-class RecentEvents:
-    def __init__(self, size: int = 50) -> None:
-        self._events: deque[dict[str, Any]] = deque(maxlen=size)
-        self._lock = threading.Lock()
-
-    def add(self, event: dict[str, Any]) -> None:
-        """An event as published (pipeline thread); kept as the few fields the page shows."""
-        dets = event["detections"] if "detections" in event else [event.get("detection") or {}]
-        thumb = event.get("thumbnail")
-        row = {
-            "id": event.get("id"),
-            "type": event.get("type", "frame"),
-            "camera": event.get("camera"),
-            "at": event.get("captured_at"),
-            "text": event_text({"detections": dets}),
-            "thumbnail": f"/events/{thumb}" if thumb else None,
-        }
-        with self._lock:
-            self._events.append(row)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Newest first."""
-        with self._lock:
-            return list(reversed(self._events))

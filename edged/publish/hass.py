@@ -42,79 +42,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edged import __version__
-from edged.config.schema import HassConfig
-from edged.publish.event import iso_utc_ms
+from edged.publish.event import event_text, iso_utc_ms
+from edged.publish.hass_entities import ENTITIES, REMOVED_ENTITIES, image_entity
 
 log = logging.getLogger(__name__)
 
 EVENT_STATE_GAP_S = 1.0  # at most one state message per camera per second from events
-MAX_STATE_LEN = 255  # HA rejects longer sensor states
-
-# Entities of earlier releases, deleted from HA when announcing: key -> component.
-REMOVED_ENTITIES = {"fps": "sensor"}
-
-_FPS = {"unit_of_measurement": "fps", "state_class": "measurement", "suggested_display_precision": 1}
-
-# key -> (component, entity name suffix, extra discovery fields); all read the camera's state topic.
-ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "last_text": (
-        "sensor",
-        "last text",
-        {"value_template": "{{ value_json.last_text }}", "icon": "mdi:text-recognition"},
-    ),
-    "detections": (
-        "sensor",
-        "detections",
-        {
-            "value_template": "{{ value_json.detections }}",
-            "state_class": "total_increasing",
-            "icon": "mdi:counter",
-        },
-    ),
-    "source_fps": (
-        "sensor",
-        "source fps",
-        {"value_template": "{{ value_json.source_fps }}", **_FPS, "icon": "mdi:camera-timer"},
-    ),
-    "processed_fps": (
-        "sensor",
-        "processed fps",
-        {"value_template": "{{ value_json.processed_fps }}", **_FPS, "icon": "mdi:speedometer"},
-    ),
-    "drop_ratio": (
-        "sensor",
-        "dropped",
-        {
-            "value_template": "{{ (value_json.drop_ratio * 100) | round(1) }}",
-            "unit_of_measurement": "%",
-            "state_class": "measurement",
-            "suggested_display_precision": 0,
-            "icon": "mdi:filter-remove",
-        },
-    ),
-    "online": (
-        "binary_sensor",
-        "online",
-        {
-            "value_template": "{{ value_json.online }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "connectivity",
-        },
-    ),
-}
-
-
-def image_entity(camera: str, prefix: str) -> dict[str, Any]:
-    """The camera's image entity: HA subscribes to every label's retained thumbnail topic of the camera
-    (a wildcard is a valid subscribe topic there), so it shows whichever thumbnail came last."""
-    return {
-        "name": f"{camera} last thumbnail",
-        "image_topic": f"{prefix}/{camera}/+/thumbnail",
-        "content_type": "image/jpeg",
-        "icon": "mdi:image-search",
-    }
-
 
 class RawPublisher(Protocol):
     """What HassDiscovery needs of edged.publish.mqtt.MqttPublisher."""
@@ -135,20 +68,6 @@ class _CameraState:
     sent_at: float = field(default=-1e9)
 
 
-def event_text(event: dict[str, Any]) -> str:
-    """What a person wants to read from an event: the recognized texts, else the detection labels."""
-    parts: list[str] = []
-    for det in event.get("detections", []):
-        kids = [k.get("label") for ks in (det.get("children") or {}).values() for k in ks]
-        kids = [k for k in kids if k]
-        if kids:
-            parts.extend(str(k) for k in kids)
-        elif det.get("label"):
-            parts.append(str(det["label"]))
-    text = ", ".join(parts)
-    return text if len(text) <= MAX_STATE_LEN else text[: MAX_STATE_LEN - 1] + "…"
-
-
 def status_page_url(bind: str, port: int, enabled: bool = True) -> str | None:
     """The health server's status page as HA (another host) can reach it; None when it cannot: the
     server is off, bound to loopback only, or on a port picked at start (0)."""
@@ -162,10 +81,11 @@ class HassDiscovery:
     def __init__(
         self,
         publisher: RawPublisher,
-        cfg: HassConfig,
         device: str,
         prefix: str,
         *,
+        discovery_prefix: str = "homeassistant",
+        state_interval_s: float = 10.0,
         status: Callable[[], dict[str, Any]] | None = None,
         state_path: Path | None = None,
         sw_version: str = __version__,
@@ -175,10 +95,10 @@ class HassDiscovery:
         configuration_url: str | None = None,
     ) -> None:
         self.publisher = publisher
-        self.cfg = cfg
         self.device = device
         self.prefix = prefix.rstrip("/")
-        self.discovery_prefix = cfg.discovery_prefix.strip("/")
+        self.discovery_prefix = discovery_prefix.strip("/")  # mqtt.hass.discovery_prefix
+        self.state_interval_s = state_interval_s  # mqtt.hass.state_interval_s
         self.status = status
         self.state_path = state_path
         self.sw_version = sw_version
@@ -220,7 +140,7 @@ class HassDiscovery:
             self._announced = False
             return
         now = self.clock()
-        periodic = now - self._last_periodic >= self.cfg.state_interval_s
+        periodic = now - self._last_periodic >= self.state_interval_s
         if not self._announced:
             if not self._announce():
                 return  # lost the connection midway: retry on the next tick

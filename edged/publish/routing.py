@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from edged.observability.history import History, RecentEvents
+from edged.observability.history import History
 from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
 from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
+from edged.publish.recent import RecentEvents
 from edged.publish.stdout import StdoutSink
 from edged.publish.thumbnails import Thumbnailer
 from edged.publish.tracks import TrackEventBuilder
