@@ -18,7 +18,8 @@ import pytest
 from edged.demo.sample import make_sample
 from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
-from tests.support.broker import Message, Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Message, Subscriber
 
 DEVICE = "dev-a"
 PREFIX = f"edged/{DEVICE}"

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from edged.daemon.commands import MAX_PAYLOAD, CommandError, CommandQueue, SetEnabled, Snapshot, parse_command
 from tests._edged import EdgedProcess, camera, metric, small_sample, stats, up, wait_until, write_config
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 CAMERAS = {"gate", "yard"}
 

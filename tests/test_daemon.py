@@ -17,7 +17,8 @@ import pytest
 
 from edged.demo.sample import make_sample
 from tests._edged import EdgedProcess, http_get, up, wait_until, write_ocr_config
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
 

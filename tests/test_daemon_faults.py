@@ -30,7 +30,8 @@ from tests._edged import (
     write_config,
 )
 from tests._paths import ROOT
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 
 def frames(health: int, cam: str) -> float:

@@ -39,7 +39,8 @@ from tests._edged import (
     write_config,
 )
 from tests._rtsp import RtspServer, rtsp_server_missing
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 DETECTIONS = "edged/test/+/detections"
 

@@ -17,7 +17,8 @@ from edged import __version__
 from edged.publish.event import event_text
 from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
-from tests.support.broker import Message, Mosquitto, Subscriber, running_publisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Message, Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"

@@ -17,7 +17,8 @@ from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.thumbnails import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
-from tests.support.broker import Mosquitto, Subscriber, running_publisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"

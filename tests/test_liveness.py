@@ -10,7 +10,8 @@ from pathlib import Path
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
 from tests._edged import NotifySocket, wait_until
-from tests.support.broker import Mosquitto, running_publisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import running_publisher
 
 
 def thread_check(t: threading.Thread) -> tuple[bool, str]:

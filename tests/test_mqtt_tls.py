@@ -13,7 +13,9 @@ import pytest
 
 from edged.config.schema import MqttConfig, OutboxConfig, TlsConfig
 from edged.publish import MqttPublisher, Outbox
-from tests.support.broker import Mosquitto, PublisherFactory, Subscriber, TlsFiles, make_tls_files
+from tests.support.broker import Mosquitto
+from tests.support.clients import PublisherFactory, Subscriber
+from tests.support.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("cryptography")
 

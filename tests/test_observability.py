@@ -28,7 +28,8 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 
 def scrape(port: int) -> dict[str, Any]:

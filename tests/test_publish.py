@@ -25,7 +25,8 @@ import pytest
 from edged.config.schema import MqttConfig, OutboxConfig
 from edged.publish import EventBuilder, MqttPublisher, Outbox, StdoutSink, event_schema
 from edged.types import Detection, Frame, FrameResult
-from tests.support.broker import Message, Mosquitto, PublisherFactory, Subscriber
+from tests.support.broker import Mosquitto
+from tests.support.clients import Message, PublisherFactory, Subscriber
 
 FAULT_S = float(os.environ.get("EDGED_FAULT_SECONDS", "5"))
 PREFIX = "edged/test-dev"

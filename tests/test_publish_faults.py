@@ -23,7 +23,8 @@ from edged.observability.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from tests._edged import NotifySocket, camera, http_get, small_sample, wait_until, write_config
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 from tests.support.faults import FailingDisk
 
 PREFIX = "edged/test-dev"

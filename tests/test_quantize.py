@@ -11,13 +11,13 @@ from edged.config import ConfigError, load_config
 from edged.config.cameras import CameraConfig
 from edged.config.inference import ModelConfig
 from edged.demo.sample import make_sample
+from edged.demo.truth import read_video, result_texts
 from edged.infer.quantize import int8_path, quantize_qdq
 from edged.pipeline.flow import run_frames
 from edged.pipeline.runner import build_stages
 from edged.serving.loading import load_model
 from edged.types import Frame
 from tests._paths import need_models
-from tests.support.sources import read_video, result_texts
 
 pytest.importorskip("onnx")  # a dev dependency: making int8 models is a build-time step
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edged.demo.sample import SampleScene, make_sample
-from tests.support.sources import read_video
+from edged.demo.truth import read_video
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = (320, 240)

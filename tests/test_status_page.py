@@ -27,7 +27,8 @@ from edged.demo.sample import make_sample
 from edged.publish.event import event_schema
 from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
-from tests.support.broker import Mosquitto, Subscriber, free_port
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACT = ROOT / "artifacts" / "status-page.png"

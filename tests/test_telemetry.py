@@ -18,7 +18,8 @@ from edged.observability.telemetry import Telemetry, parse_nvpmodel_q
 from edged.observability.telemetry_gauges import register_gauges
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.stats import StatsPublisher
-from tests.support.broker import Mosquitto, Subscriber, running_publisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 
 def put(root: Path, rel: str, text: str) -> None:

@@ -19,7 +19,8 @@ from edged.publish.thumbnails import Thumbnailer, quality, topic_label
 from edged.publish.thumbstore import ThumbnailStore
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, Frame, FrameResult
-from tests.support.broker import Mosquitto, Subscriber, running_publisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 
 def plate(text: str = "AB 1234", scale: float = 1.0, blur: int = 0) -> np.ndarray:

@@ -7,7 +7,6 @@ video codecs (`frame_index` reads it back), and switches to make it fail or stal
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edged.capture.base import SourceEnded, SourceError
-from edged.types import FrameResult, PixelFormat
+from edged.types import PixelFormat
 
 INDEX_BITS = 16
 INDEX_STRIP_H = 16  # the index strip is this many rows at the top of the image
@@ -208,35 +207,3 @@ def write_test_video(
     if written == 0:
         raise RuntimeError(f"no frames given for {path}")
     return path
-
-
-def read_video(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
-    """Decode a video file's frames (up to `limit`) as BGR images. Raises RuntimeError if it won't open."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise RuntimeError(f"OpenCV cannot open {path}")
-    frames: list[np.ndarray] = []
-    try:
-        while limit is None or len(frames) < limit:
-            ok, img = cap.read()
-            if not ok:
-                break
-            frames.append(img)
-    finally:
-        cap.release()
-    return frames
-
-
-def result_texts(result: FrameResult) -> list[str]:
-    """Every label the later stages read under a frame's detections, sorted (what an OCR chain read)."""
-    return sorted(k.label for d in result.detections for kids in d.children.values() for k in kids if k.label)
-
-
-def sample_truth(video: str | Path, frames: int) -> list[list[str]]:
-    """The sorted plate texts of each of the first `frames` frames, from the `.json` that make_sample
-    writes beside the video; empty lists when there is none."""
-    truth_file = Path(video).with_suffix(".json")
-    truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
-    return [sorted(p["text"] for p in truth[i]) if i < len(truth) else [] for i in range(frames)]
