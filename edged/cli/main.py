@@ -6,34 +6,17 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from edged import EX_CONFIG, __version__
+from edged.cli.build_engine import cmd_build_engine
+from edged.cli.configfile import DEFAULT_CONFIG, load_or_report
+from edged.cli.install_models import cmd_install_models
 from edged.cli.logsetup import LEVELS, setup_logging
 
 log = logging.getLogger("edged")
-
-DEFAULT_CONFIG = "/etc/edged/edged.yaml"
-
-BUNDLED_MODELS = (
-    "PP-OCRv6_det_small.onnx",
-    "PP-OCRv6_rec_small.onnx",
-    "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
-)
-
-
-def _load(path: str, require_cameras: bool = False):  # type: ignore[no-untyped-def]
-    from edged.config import ConfigError, load_config
-
-    try:
-        return load_config(path, require_cameras=require_cameras)
-    except ConfigError as e:
-        n = len(e.problems)
-        print(f"edged: config {path}: {n} problem{'s' if n > 1 else ''}:\n{e}", file=sys.stderr)
-        return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,7 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Before anything slow (config validation, OpenCV/ONNX Runtime imports, model loading): a SIGHUP in
     # start-up is then applied after start instead of killing the process, a SIGTERM stops it after start.
     signals = SignalFlags().install()
-    cfg = _load(args.config, require_cameras=True)
+    cfg = load_or_report(args.config, require_cameras=True)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
@@ -62,7 +45,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"edged: check-config: two files given ({args.file}, --config {args.config})", file=sys.stderr)
         return 2
     args.config = args.file or args.config or DEFAULT_CONFIG
-    cfg = _load(args.config, require_cameras=True)  # what `run` would accept
+    cfg = load_or_report(args.config, require_cameras=True)  # what `run` would accept
     if cfg is None:
         return EX_CONFIG
     cams = ", ".join(cfg.cameras) or "none"
@@ -79,44 +62,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
         print(json.dumps(event_schema(), indent=2))
     else:
         print(json.dumps(Config.model_json_schema(), indent=2))
-    return 0
-
-
-def cmd_install_models(args: argparse.Namespace) -> int:
-    """Copy the PP-OCR ONNX models out of the installed rapidocr wheel (no download at run time)."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("rapidocr")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        print(
-            "edged: the `rapidocr` package is not installed: pip install --no-deps rapidocr==3.10.0 (it carries the models)",
-            file=sys.stderr,
-        )
-        return 1
-    src_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
-    from edged.cli.progress import Progress
-
-    dest = Path(args.dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    with Progress("install-models", total=len(BUNDLED_MODELS), unit="files", stream=sys.stderr) as progress:
-        for name in BUNDLED_MODELS:
-            src = src_dir / name
-            if not src.is_file():
-                print(
-                    f"edged: {src} is missing from the rapidocr package (rapidocr==3.10.0 ships it)",
-                    file=sys.stderr,
-                )
-                return 1
-            target = dest / name
-            if not (target.is_file() and target.stat().st_size == src.stat().st_size):
-                tmp = target.with_suffix(".part")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, target)  # atomic: a half-copied model is never picked up
-            progress.advance()
-    print(f"models ready in {dest} (PP-OCR, Apache-2.0, from rapidocr)")
     return 0
 
 
@@ -140,45 +85,6 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}: {len(truth)} frames, plates in view in {visible} ({100 * visible / len(truth):.1f} %)"
     )
-    return 0
-
-
-def cmd_build_engine(args: argparse.Namespace) -> int:
-    """Build into the engine cache what the daemon will load: TensorRT plans where TensorRT runs (strict
-    `tensorrt` and `auto` models), else ONNX Runtime's optimized models for CPU sessions."""
-    cfg = _load(args.config)
-    if cfg is None:
-        return EX_CONFIG
-    setup_logging(args.log_level or "info")
-    from edged.cli.progress import Progress
-    from edged.infer import ModelLoadError, choose_backend
-    from edged.infer.builder import BuildJob, build_now
-    from edged.infer.onnxruntime import cpu_only
-    from edged.serving.loading import engine_options
-
-    for name in args.model or list(cfg.models):
-        m = cfg.models.get(name)
-        if m is None:
-            print(f"edged: no model {name!r} in {args.config}", file=sys.stderr)
-            return EX_CONFIG
-        options = engine_options(m)
-        try:
-            backend, _ = choose_backend(m.backend)
-        except ModelLoadError as e:
-            print(f"edged: model {name}: {e}", file=sys.stderr)
-            return 1
-        if backend == "onnxruntime" and not cpu_only(options):
-            print(f"model {name}: nothing to build (ONNX Runtime on CUDA optimizes at load)")
-            continue
-        # A bar on a terminal, plain throttled lines under systemd (journald).
-        with Progress(f"{backend} engine {name}", stream=sys.stderr) as progress:
-            try:
-                path = build_now(BuildJob(name, m.path, backend, options), progress.phase_callback())
-            except ModelLoadError as e:
-                progress.close("failed")
-                print(f"edged: model {name}: {e}", file=sys.stderr)
-                return EX_CONFIG
-        print(f"model {name}: {backend} engine {path}")
     return 0
 
 
