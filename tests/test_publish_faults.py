@@ -3,7 +3,7 @@ a paho callback, a sender thread that keeps failing; and the daemon's readiness,
 watchdog when publishing cannot continue.
 
 Real parts: mosquitto, paho, the outbox on real files, the health server over HTTP, an sd_notify socket.
-Faults are passed in by the test: the FailingDisk file-operations hook (tests/_faults.py), or an Outbox
+Faults are passed in by the test: the FailingDisk file-operations hook (tests/support/faults.py), or an Outbox
 method replaced on the instance with one that raises (a stand-in for a bug, named `injected`).
 """
 

@@ -156,7 +156,7 @@ class CameraRunner:
             else:
                 self.flow.offer(frame)
 
-    # --- motion gating (issue 16): the logic lives in edged/chain/motion.py ---
+    # --- motion gating (issue 16): the logic lives in edged/pipeline/motion.py ---
     def _motion_runs(self, frame: Frame) -> bool:
         """Ask the gate whether the chain runs on this frame (and count its reason)."""
         assert self.motion is not None and self.flow is not None
