@@ -118,5 +118,5 @@ class FrameResult:
     frame: Frame
     detections: list[Detection]
     latency_ms: dict[str, float] = field(default_factory=dict)
-    # The tracker's new/updated/ended tracks for this frame (edged.chain.tracker.TrackUpdate), if tracking.
+    # The tracker's new/updated/ended tracks for this frame (edged.pipeline.tracker.TrackUpdate), if tracking.
     tracks: Any = None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edged.preprocess.spec import Plan, upright_quad
-from edged.runtime import LoadedModel
+from edged.serving.loading import LoadedModel
 from edged.serving.outputs import run_engine
 from edged.serving.shapes import crop_plan, frame_plan
 from edged.types import Frame

@@ -127,7 +127,7 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
     host I/O (how the peer runs). DB box extraction runs on the CPU in both."""
     import cv2
 
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
     from edged.gpu.postprocess import ctc_best
     from edged.infer.base import EngineOptions
     from edged.infer.onnxruntime_cuda import OrtCudaEngine
@@ -148,7 +148,7 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
     eng = {k: OrtCudaEngine(k, models / f, EngineOptions()) for k, f in names.items()}
     dec = {k: build_decoder(f"ppocr_{k}", {}, metadata=eng[k].metadata) for k in names}
     inp = {k: e.inputs[0].name for k, e in eng.items()}
-    pipe = Pipeline("ocr-bench")
+    pipe = GpuLane("ocr-bench")
 
     def texts(idx: np.ndarray, conf: np.ndarray, table: np.ndarray) -> list[str]:
         out = []
@@ -221,7 +221,7 @@ def main() -> None:
     context.init()
     info = context.device_info()
     pre = GpuPreprocessor()
-    pipe = context.Pipeline("bench")
+    pipe = context.GpuLane("bench")
     rng = np.random.default_rng(0)
     base = cv2.resize(
         rng.integers(0, 256, (270, 480, 3), dtype=np.uint8), (1920, 1080), interpolation=cv2.INTER_CUBIC

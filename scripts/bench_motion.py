@@ -32,10 +32,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config.models import CameraConfig, ModelConfig  # noqa: E402
-from edged.metrics import Metrics  # noqa: E402
-from edged.runtime import CameraRunner, load_model  # noqa: E402
-from edged.testing import read_video, result_texts  # noqa: E402
+from edged.config.cameras import CameraConfig  # noqa: E402
+from edged.config.inference import ModelConfig  # noqa: E402
+from edged.demo.truth import read_video, result_texts  # noqa: E402
+from edged.observability.metrics import Metrics  # noqa: E402
+from edged.pipeline.runner import CameraRunner  # noqa: E402
+from edged.serving.loading import load_model  # noqa: E402
 from edged.types import FrameResult  # noqa: E402
 
 DET_SIDE = 480  # detector input: long side 480 (640x480 -> 480x352), the same for edged and RapidOCR

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config.models import OutboxConfig  # noqa: E402
+from edged.config.schema import OutboxConfig  # noqa: E402
 from edged.publish.outbox import Outbox  # noqa: E402
 
 STORES = ["segments/interval", "sqlite-wal/normal", "sqlite-wal-1k/normal", "segments/always", "sqlite-wal/full"]

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import cv2
 import numpy as np
 
-from edged.chain.tracker import IouTracker
-from edged.config.models import ThumbnailsConfig
-from edged.metrics import Metrics
+from edged.config.schema import ThumbnailsConfig
+from edged.observability.metrics import Metrics
+from edged.pipeline.tracker import IouTracker
+from edged.publish.routing import ResultSink
 from edged.publish.thumbnails import Thumbnailer
-from edged.sinks import ResultSink
 from edged.types import Detection, Frame, FrameResult
 
 

@@ -5,7 +5,7 @@
     python scripts/make_sample.py --codec mjpg --out samples/plates.avi   # for OpenCV builds without FFmpeg
     python scripts/make_sample.py --scene gate          # samples/gate.mp4: 10 min of a gate, 5 fps
 
-The rendering lives in edged.sample (make_sample) and edged.sample_gate (make_gate_sample) so the CLI demo and the tests use the same code.
+The rendering lives in edged.demo.sample (make_sample) and edged.demo.sample_gate (make_gate_sample) so the CLI demo and the tests use the same code.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from edged.sample import make_sample
-from edged.sample_gate import make_gate_sample
+from edged.demo.sample import make_sample
+from edged.demo.sample_gate import make_gate_sample
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -10,7 +10,7 @@ chain (det -> rec, configs/edged.yaml's settings) and compared with the truth an
     python scripts/quantize_models.py --eval-only --int8 text_det   # int8 det + float rec vs float
 
 Needs the `onnx` package (a dev dependency); edged itself only loads the resulting .onnx files (with
-`models.<name>.onnxruntime.int8: true`). The int8 files go beside the float ones (edged.quantize.int8_path).
+`models.<name>.onnxruntime.int8: true`). The int8 files go beside the float ones (edged.infer.quantize.int8_path).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.chain.flow import run_frames  # noqa: E402
 from edged.config import load_config  # noqa: E402
+from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
+from edged.infer.quantize import int8_path, quantize_qdq  # noqa: E402
+from edged.pipeline.flow import run_frames  # noqa: E402
+from edged.pipeline.runner import build_stages  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402
-from edged.quantize import int8_path, quantize_qdq  # noqa: E402
-from edged.runtime import LoadedModel, build_stages, load_model  # noqa: E402
-from edged.testing import read_video, result_texts, sample_truth  # noqa: E402
+from edged.serving.loading import LoadedModel, load_model  # noqa: E402
 from edged.types import Frame  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from edged.mqtt_testing import Mosquitto, free_port
+from tests.support.broker import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

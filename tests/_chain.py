@@ -11,11 +11,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edged.chain.chain import Stage
-from edged.chain.delivery import Delivery
-from edged.chain.flow import CameraFlow
 from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
+from edged.pipeline.chain import Stage
+from edged.pipeline.delivery import Delivery
+from edged.pipeline.flow import CameraFlow
 from edged.preprocess import CpuPreprocessor
 from edged.serving import ModelServer, declare_shapes
 from edged.types import Frame, FrameResult

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from edged.sample import make_sample
+from edged.demo.sample import make_sample
 from tests._paths import ROOT, need_models
 
 # Length of each fault (broker down, source gone); EDGED_FAULT_SECONDS=60 for the full-length run.
@@ -153,7 +153,7 @@ class EdgedProcess:
     ) -> None:
         """`wrap`: a command that ends by exec'ing its arguments (e.g. a mount namespace), same pid.
         `module`: run `python -m <module...>` instead of `edged run` (a test entry point that wires a
-        fault into the daemon, e.g. tests._hang_run); `--stdout --config FILE` follow either way."""
+        fault into the daemon, e.g. tests.support.hang_run); `--stdout --config FILE` follow either way."""
         self.config = config
         self.log = config.parent / f"edged{tag}.log"
         self.out = config.parent / f"events{tag}.jsonl"

@@ -1,4 +1,4 @@
-"""Shared fixtures. `mosquitto`: a real broker subprocess on a free port (see edged.mqtt_testing);
+"""Shared fixtures. `mosquitto`: a real broker subprocess on a free port (see tests.support.broker);
 `ocr_engines`: the real PP-OCR detector and recognizer on ONNX Runtime, keyed by model kind."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 
 from edged.infer import create_engine
 from edged.infer.base import Engine
-from edged.mqtt_testing import MOSQUITTO, Mosquitto
 from edged.serving import ModelServer
 from tests._edged import NotifySocket
 from tests._paths import need_models
+from tests.support.broker import MOSQUITTO, Mosquitto
 
 
 def _have_mosquitto() -> bool:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from edged.mqtt_testing import Message, Mosquitto, Subscriber, free_port
-from edged.sample import make_sample
+from edged.demo.sample import make_sample
 from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Message, Subscriber
 
 DEVICE = "dev-a"
 PREFIX = f"edged/{DEVICE}"

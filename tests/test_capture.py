@@ -17,9 +17,9 @@ import pytest
 
 from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_source, redact
 from edged.capture.pacing import Pacer, jittered
-from edged.metrics import Metrics
-from edged.testing import SyntheticSource, frame_index, synthetic_frame, write_test_video
+from edged.observability.metrics import Metrics
 from edged.types import Frame
+from tests.support.sources import SyntheticSource, frame_index, synthetic_frame, write_test_video
 
 
 def sample(metrics: Metrics, name: str, cam: str = "cam", **labels: str) -> float:

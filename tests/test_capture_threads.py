@@ -12,8 +12,8 @@ import pytest
 
 from edged.capture import CameraCapture, make_source
 from edged.capture.watcher import WATCHER, CaptureWatcher
-from edged.metrics import Metrics
-from edged.testing import SyntheticSource, write_test_video
+from edged.observability.metrics import Metrics
+from tests.support.sources import SyntheticSource, write_test_video
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:

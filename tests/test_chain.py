@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.chain.filters import StageFilter, point_in_polygon
 from edged.infer.base import Engine
+from edged.pipeline.filters import StageFilter, point_in_polygon
 from edged.serving import ModelServer
 from edged.types import Detection, FrameResult
 from tests._chain import Camera, SpyEngine, make_stage, serve, spy_of

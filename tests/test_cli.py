@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.cli import build_parser
+from edged.cli.main import build_parser
 from tests._paths import ROOT, need_models
 
 

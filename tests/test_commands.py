@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edged.commands import MAX_PAYLOAD, CommandError, CommandQueue, SetEnabled, Snapshot, parse_command
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.daemon.commands import MAX_PAYLOAD, CommandError, CommandQueue, SetEnabled, Snapshot, parse_command
 from tests._edged import EdgedProcess, camera, metric, small_sample, stats, up, wait_until, write_config
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 CAMERAS = {"gate", "yard"}
 
@@ -75,7 +76,7 @@ def test_queue_refuses_a_flood(caplog: pytest.LogCaptureFixture) -> None:
     refused = [r for r in results if isinstance(r, CommandError)]
     assert refused and all("too many commands" in r.reason for r in refused)
     assert sum(1 for _ in iter(lambda: q.get(0), None)) == 200 - len(refused)
-    with caplog.at_level(logging.WARNING, "edged.commands"):
+    with caplog.at_level(logging.WARNING, "edged.daemon.commands"):
         q.offer("gate\x1b[2J", "enabled", b"x")
     assert "gate\\x1b[2J" in caplog.text  # control characters never reach the log raw
 

@@ -154,7 +154,7 @@ def test_relative_paths_resolve_against_config_dir(tmp_path: Path) -> None:
 
 
 def test_kind_defaults_and_overrides() -> None:
-    from edged.config.models import ModelConfig
+    from edged.config.inference import ModelConfig
 
     m = ModelConfig.model_validate({"path": "x.onnx", "kind": "yolo", "preprocess": {"size": [320, 320]}})
     spec = effective_preprocess(m)

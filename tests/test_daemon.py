@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
-from edged.sample import make_sample
+from edged.demo.sample import make_sample
 from tests._edged import EdgedProcess, http_get, up, wait_until, write_ocr_config
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from edged.config import MqttConfig
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
@@ -31,6 +30,8 @@ from tests._edged import (
     write_config,
 )
 from tests._paths import ROOT
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 
 def frames(health: int, cam: str) -> float:

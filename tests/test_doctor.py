@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edged.mqtt_testing import Mosquitto, free_port
 from tests._paths import ROOT, need_models
+from tests.support.broker import Mosquitto, free_port
 
 ROW = re.compile(r"^(  ok|info|warn|FAIL)  (\S.*?)\s{2,}(\S.*)$")
 

@@ -301,7 +301,7 @@ def build_engine_cli(config: Path, *args: str) -> subprocess.CompletedProcess[st
 
 def test_build_engine_writes_what_the_daemon_loads(model: Path, tmp_path: Path) -> None:
     from edged.config import load_config
-    from edged.runtime import load_model
+    from edged.serving.loading import load_model
 
     config = _config(tmp_path, model)
     done = build_engine_cli(config)
@@ -398,8 +398,8 @@ def test_a_stopped_builder_records_nothing_and_the_next_start_builds(
 def test_a_running_daemon_loads_what_build_engine_wrote(tmp_path: Path) -> None:
     """`edged build-engine`, then `edged run` (real processes): the daemon's startup log names the very
     file build-engine wrote, and the camera's frames come through it."""
-    from edged.mqtt_testing import free_port
     from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
+    from tests.support.broker import free_port
 
     port = free_port()
     config = write_config(tmp_path, {"gate": camera(small_sample(tmp_path), fps=5)}, health_port=port)

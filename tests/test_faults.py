@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
 from edged.publish.outbox import HEADER, Outbox
 from tests._edged import (
     FAULT_S,
@@ -40,6 +39,8 @@ from tests._edged import (
     write_config,
 )
 from tests._rtsp import RtspServer, rtsp_server_missing
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 DETECTIONS = "edged/test/+/detections"
 
@@ -366,8 +367,8 @@ def test_watchdog_pings_stop_when_a_stage_hangs(tmp_path: Path) -> None:
     interval = 0.5  # WATCHDOG_USEC=1 s: edged pings every half of it
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
-    # The hang is injected by the test: edged run through tests/_hang_run.py with the daemon's engine_wrap.
-    proc = EdgedProcess(config, env=env, module=["tests._hang_run", "--model", "text_det", "--after", "20"])
+    # The hang is injected by the test: edged run through tests/support/hang_run.py with the daemon's engine_wrap.
+    proc = EdgedProcess(config, env=env, module=["tests.support.hang_run", "--model", "text_det", "--after", "20"])
     try:
         assert wait_until(lambda: "fault injection: model text_det hangs now" in proc.text(), 60), proc.text()
         t_hang = time.monotonic()

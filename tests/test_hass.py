@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from edged import __version__
-from edged.config.models import HassConfig
-from edged.hass import HassDiscovery, event_text, status_page_url
-from edged.mqtt_testing import Message, Mosquitto, Subscriber, running_publisher
+from edged.publish.event import event_text
+from edged.publish.hass import HassDiscovery, status_page_url
 from edged.publish.mqtt import MqttPublisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Message, Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"
@@ -120,9 +121,9 @@ def make(
 ) -> HassDiscovery:
     return HassDiscovery(
         pub,
-        HassConfig(enabled=True, state_interval_s=10),
         DEVICE,
         PREFIX,
+        state_interval_s=10,
         status=status,
         state_path=tmp_path / "state" / "hass.json",
         clock=clock,

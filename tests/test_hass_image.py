@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from edged.config.models import HassConfig, ThumbnailsConfig
-from edged.hass import HassDiscovery
-from edged.mqtt_testing import Mosquitto, Subscriber, running_publisher
+from edged.config.schema import ThumbnailsConfig
+from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.thumbnails import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 DEVICE = "gate-01"
 PREFIX = f"edged/{DEVICE}"
@@ -56,7 +57,6 @@ def retained_configs(broker: Mosquitto) -> dict[str, Any]:
 def hass(pub: MqttPublisher, tmp_path: Path, thumbnails: bool) -> HassDiscovery:
     h = HassDiscovery(
         pub,
-        HassConfig(enabled=True),
         DEVICE,
         PREFIX,
         status=lambda: {"cameras": {"gate": {"state": "streaming"}}},

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edged.health.server import HealthServer
-from edged.metrics import Metrics
+from edged.observability.health.server import HealthServer
+from edged.observability.metrics import Metrics
 from tests._edged import wait_for
 
 HOST = "127.0.0.1"
@@ -235,7 +235,7 @@ def test_head_has_headers_but_no_body(server: HealthServer) -> None:
 def test_malformed_request_gets_4xx_and_no_traceback(
     server: HealthServer, junk: bytes, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="edged.health")
+    caplog.set_level(logging.DEBUG, logger="edged.observability.health")
     reply = raw(server.port, junk)
     status_line = reply.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.0 4"), reply[:200]
@@ -245,10 +245,10 @@ def test_malformed_request_gets_4xx_and_no_traceback(
 
 
 def test_request_logging_is_debug_only(server: HealthServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="edged.health")
+    caplog.set_level(logging.DEBUG, logger="edged.observability.health")
     request(server.port, "/healthz")
     request(server.port, "/nope")
-    lines = [r for r in caplog.records if r.name == "edged.health.server"]
+    lines = [r for r in caplog.records if r.name == "edged.observability.health.server"]
     assert any('"GET /healthz' in r.getMessage() for r in lines)
     assert all(r.levelno == logging.DEBUG for r in lines)
 

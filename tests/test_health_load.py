@@ -7,8 +7,8 @@ import socket
 import time
 from typing import Any
 
-from edged.health.server import HealthServer
-from edged.metrics import Metrics
+from edged.observability.health.server import HealthServer
+from edged.observability.metrics import Metrics
 from tests._edged import SocketFlood, probe, wait_for
 
 HOST = "127.0.0.1"

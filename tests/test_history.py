@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.config.models import ThumbnailsConfig
-from edged.health.server import HealthServer
-from edged.history import History, RecentEvents
-from edged.metrics import Metrics
+from edged.config.schema import ThumbnailsConfig
+from edged.observability.health.server import HealthServer
+from edged.observability.history import History
+from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
+from edged.publish.recent import RecentEvents
 from edged.publish.thumbnails import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
 

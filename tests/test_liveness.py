@@ -1,4 +1,4 @@
-"""Daemon liveness (edged.health.liveness): named checks over real threads, the main-loop heartbeat, the
+"""Daemon liveness (edged.observability.health.liveness): named checks over real threads, the main-loop heartbeat, the
 MQTT publisher's own check against a real broker, and the watchdog fed by them over a real sd_notify socket."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-from edged.health.liveness import Heartbeat, Liveness
-from edged.health.notify import Notifier, Watchdog
-from edged.mqtt_testing import Mosquitto, running_publisher
+from edged.observability.health.liveness import Heartbeat, Liveness
+from edged.observability.health.notify import Notifier, Watchdog
 from tests._edged import NotifySocket, wait_until
+from tests.support.broker import Mosquitto
+from tests.support.clients import running_publisher
 
 
 def thread_check(t: threading.Thread) -> tuple[bool, str]:

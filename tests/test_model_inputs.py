@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edged.config.models import ModelConfig
+from edged.config.inference import ModelConfig
 from edged.infer import ModelLoadError
-from edged.runtime import load_model
+from edged.serving.loading import load_model
 from edged.types import Detection, Frame
 
 

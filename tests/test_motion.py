@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.chain.motion import MotionGate, MotionResult, hold_tracks, merge_boxes
-from edged.chain.tracker import IouTracker
 from edged.config import ConfigError, load_config
-from edged.sample_gate import GateScene, make_gate_sample
-from edged.testing import read_video
+from edged.demo.sample_gate import GateScene, make_gate_sample
+from edged.demo.truth import read_video
+from edged.pipeline.motion import MotionGate, MotionResult, hold_tracks, merge_boxes
+from edged.pipeline.tracker import IouTracker
 from edged.types import Detection, Frame
 
 SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)  # the short gate scene CI uses: 2 passes, 1 lighting change

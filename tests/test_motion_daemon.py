@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
-from edged.sample_gate import make_gate_sample
+from edged.demo.sample_gate import make_gate_sample
 from tests._edged import EdgedProcess, metric, stats, up, wait_until
 from tests._paths import need_models
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)
 FRAMES = int(SECONDS * FPS)

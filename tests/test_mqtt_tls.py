@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from edged.config.models import MqttConfig, OutboxConfig, TlsConfig
-from edged.mqtt_testing import Mosquitto, PublisherFactory, Subscriber, TlsFiles, make_tls_files
+from edged.config.schema import MqttConfig, OutboxConfig, TlsConfig
 from edged.publish import MqttPublisher, Outbox
+from tests.support.broker import Mosquitto
+from tests.support.clients import PublisherFactory, Subscriber
+from tests.support.tls import TlsFiles, make_tls_files
 
 pytest.importorskip("cryptography")
 
@@ -131,8 +133,8 @@ def test_credential_from_load_credential_never_in_logs_or_stats(tmp_path: Path) 
     import urllib.error
     import urllib.request
 
-    from edged.mqtt_testing import free_port
     from tests._edged import wait_until
+    from tests.support.broker import free_port
 
     secret = "s3cr3t-" + "x" * 12
     creds = tmp_path / "creds"

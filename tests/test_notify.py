@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.health.notify import Notifier, Watchdog, watchdog_interval
+from edged.observability.health.notify import Notifier, Watchdog, watchdog_interval
 
 
 class FakeSystemd:
@@ -107,7 +107,7 @@ def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_socket_fails_softly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     n = Notifier(str(tmp_path / "nobody-listens"))
-    with caplog.at_level(logging.WARNING, logger="edged.health.notify"):
+    with caplog.at_level(logging.WARNING, logger="edged.observability.health.notify"):
         assert n.watchdog() is False
         assert n.watchdog() is False
     assert len([r for r in caplog.records if "sd_notify" in r.getMessage()]) == 1  # said once, not per ping
@@ -175,7 +175,7 @@ def test_watchdog_pings_only_while_progressing(
 ) -> None:
     progress = Progress()
     wd = Watchdog(Notifier(), progress, interval_s=0.05)
-    caplog.set_level(logging.INFO, logger="edged.health.notify")
+    caplog.set_level(logging.INFO, logger="edged.observability.health.notify")
     wd.start()
     try:
         # Progressing: pings arrive.

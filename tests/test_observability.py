@@ -15,9 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
-from edged.rates import CameraRates, RatesCollector
+from edged.observability.metrics import Metrics
+from edged.observability.rates import CameraRates, RatesCollector
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
@@ -29,6 +28,8 @@ from tests._edged import (
     wait_until,
     write_config,
 )
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 
 def scrape(port: int) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.config.models import OutboxConfig
-from edged.metrics import Metrics
+from edged.config.schema import OutboxConfig
+from edged.observability.metrics import Metrics
 from edged.publish.outbox import HEADER, Outbox
 
 

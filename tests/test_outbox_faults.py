@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.config.models import OutboxConfig
-from edged.metrics import Metrics
+from edged.config.schema import OutboxConfig
+from edged.observability.metrics import Metrics
 from edged.publish.outbox import Outbox
 from edged.publish.outbox_format import encode, scan
-from tests._faults import FailingDisk
+from tests.support.faults import FailingDisk
 
 
 def cfg(path: Path, **kw: Any) -> OutboxConfig:

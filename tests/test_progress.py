@@ -1,4 +1,4 @@
-"""edged.progress: a bar on a real pseudo-terminal, throttled plain log lines when stderr is a pipe."""
+"""edged.cli.progress: a bar on a real pseudo-terminal, throttled plain log lines when stderr is a pipe."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from edged.progress import Progress
+from edged.cli.progress import Progress
 from tests._paths import ROOT
 
 # The child reports 200 steps of a 200-step job, then a second job of unknown length.
@@ -21,7 +21,7 @@ CHILD = textwrap.dedent(
     """
     import logging, sys
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from edged.progress import Progress
+    from edged.cli.progress import Progress
     with Progress("extract models", total=200, unit="MiB") as p:
         for i in range(200):
             p.update(i + 1)
@@ -92,7 +92,7 @@ def test_pipe_logs_plain_throttled_lines() -> None:
     lines = [ln for ln in text.splitlines() if "extract models" in ln]
     # start, every 10 % (10..100) and the closing line: a dozen lines, not 200.
     assert 10 <= len(lines) <= 13, lines
-    assert lines[0].startswith("INFO edged.progress: extract models: 0% (1/200 MiB)")
+    assert lines[0].startswith("INFO edged.cli.progress: extract models: 0% (1/200 MiB)")
     assert any("50% (100/200 MiB)" in ln for ln in lines)
     assert "done in" in lines[-1]
     engine = [ln for ln in text.splitlines() if "engine text_det" in ln]
@@ -116,7 +116,7 @@ def test_time_based_lines_without_a_total(caplog: pytest.LogCaptureFixture) -> N
 def test_exception_marks_failure_and_updates_after_close_are_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="edged.progress"):
+    with caplog.at_level(logging.INFO, logger="edged.cli.progress"):
         with pytest.raises(KeyError), Progress("job", total=4, tty=False) as p:
             p.update(2)
             raise KeyError("x")

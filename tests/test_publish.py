@@ -22,10 +22,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edged.config.models import MqttConfig, OutboxConfig
-from edged.mqtt_testing import Message, Mosquitto, PublisherFactory, Subscriber
+from edged.config.schema import MqttConfig, OutboxConfig
 from edged.publish import EventBuilder, MqttPublisher, Outbox, StdoutSink, event_schema
 from edged.types import Detection, Frame, FrameResult
+from tests.support.broker import Mosquitto
+from tests.support.clients import Message, PublisherFactory, Subscriber
 
 FAULT_S = float(os.environ.get("EDGED_FAULT_SECONDS", "5"))
 PREFIX = "edged/test-dev"
@@ -150,8 +151,8 @@ def test_events_arrive_in_order_with_status(mosquitto: Mosquitto, publisher_fact
 def test_last_will_when_the_process_is_killed(mosquitto: Mosquitto, tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import time
-        from edged.config.models import MqttConfig, OutboxConfig
-        from edged.metrics import Metrics
+        from edged.config.schema import MqttConfig, OutboxConfig
+        from edged.observability.metrics import Metrics
         from edged.publish import MqttPublisher, Outbox
         cfg = MqttConfig(host="{mosquitto.host}", port={mosquitto.port},
                          outbox=OutboxConfig(dir="{tmp_path}/ob"))

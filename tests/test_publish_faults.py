@@ -3,7 +3,7 @@ a paho callback, a sender thread that keeps failing; and the daemon's readiness,
 watchdog when publishing cannot continue.
 
 Real parts: mosquitto, paho, the outbox on real files, the health server over HTTP, an sd_notify socket.
-Faults are passed in by the test: the FailingDisk file-operations hook (tests/_faults.py), or an Outbox
+Faults are passed in by the test: the FailingDisk file-operations hook (tests/support/faults.py), or an Outbox
 method replaced on the instance with one that raises (a stand-in for a bug, named `injected`).
 """
 
@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 
-from edged.app import Daemon
 from edged.config import load_config
-from edged.config.models import MqttConfig, OutboxConfig
-from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.config.schema import MqttConfig, OutboxConfig
+from edged.daemon.daemon import Daemon
+from edged.observability.metrics import Metrics
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from tests._edged import NotifySocket, camera, http_get, small_sample, wait_until, write_config
-from tests._faults import FailingDisk
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.faults import FailingDisk
 
 PREFIX = "edged/test-dev"
 

@@ -1,4 +1,4 @@
-"""The int8 detector (edged.quantize, ONNX Runtime static QDQ) made from the real PP-OCR model with
+"""The int8 detector (edged.infer.quantize, ONNX Runtime static QDQ) made from the real PP-OCR model with
 calibration frames from the sample video, selected by `onnxruntime.int8`, reads what the float one reads."""
 
 from __future__ import annotations
@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edged.chain.flow import run_frames
 from edged.config import ConfigError, load_config
-from edged.config.models import CameraConfig, ModelConfig
-from edged.quantize import int8_path, quantize_qdq
-from edged.runtime import build_stages, load_model
-from edged.sample import make_sample
-from edged.testing import read_video, result_texts
+from edged.config.cameras import CameraConfig
+from edged.config.inference import ModelConfig
+from edged.demo.sample import make_sample
+from edged.demo.truth import read_video, result_texts
+from edged.infer.quantize import int8_path, quantize_qdq
+from edged.pipeline.flow import run_frames
+from edged.pipeline.runner import build_stages
+from edged.serving.loading import load_model
 from edged.types import Frame
 from tests._paths import need_models
 

@@ -9,7 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from edged.mqtt_testing import free_port
+from edged.config import Config
+from edged.daemon.supervisor import plan_reload
 from tests._edged import (
     EdgedProcess,
     NotifySocket,
@@ -20,6 +21,57 @@ from tests._edged import (
     wait_until,
     write_config,
 )
+from tests.support.broker import free_port
+
+
+def _config(**changes: Any) -> Config:
+    data: dict[str, Any] = {
+        "models": {
+            "det": {"path": "det.onnx", "kind": "ppocr_det"},
+            "rec": {"path": "rec.onnx", "kind": "ppocr_rec"},
+        },
+        "cameras": {
+            "a": {"source": "file://a.mp4", "chain": [{"model": "det"}]},
+            "b": {"source": "file://b.mp4", "chain": [{"model": "det"}, {"model": "rec", "on": "det"}]},
+            "c": {"source": "file://c.mp4"},
+        },
+    }
+    for path, value in changes.items():  # "cameras__b__fps" -> data["cameras"]["b"]["fps"]
+        *parents, key = path.split("__")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(key)
+        else:
+            node[key] = value
+    return Config.model_validate(data)
+
+
+def test_plan_reload_restarts_what_changed_and_what_uses_it() -> None:
+    old = _config()
+    assert plan_reload(old, _config()) == plan_reload(old, old)
+    same = plan_reload(old, _config())
+    assert not (same.restart or same.changed_models or same.removed_models or same.needs_restart)
+
+    plan = plan_reload(old, _config(cameras__b__fps=2))
+    assert plan.restart == {"b"} and not plan.changed_models and not plan.needs_restart
+
+    # A changed model restarts every camera whose chain uses it, and only those.
+    plan = plan_reload(old, _config(models__rec__decode={"drop_score": 0.7}))
+    assert plan.changed_models == {"rec"} and plan.restart == {"b"}
+
+    # Cameras that come or go are restarted (started / stopped); a model that goes is closed.
+    plan = plan_reload(old, _config(cameras__c=None, cameras__d={"source": "file://d.mp4"}))
+    assert plan.restart == {"c", "d"} and not plan.removed_models
+    plan = plan_reload(
+        old, _config(models__rec=None, cameras__b={"source": "file://b.mp4", "chain": [{"model": "det"}]})
+    )
+    assert plan.removed_models == {"rec"} and plan.restart == {"b"}
+
+    # Device, MQTT and health settings wait for a process restart; the cameras keep running.
+    plan = plan_reload(old, _config(device={"name": "other"}, mqtt={"port": 1884}))
+    assert plan.needs_restart and not plan.restart
 
 
 def start(tmp_path: Path, notify: NotifySocket) -> tuple[EdgedProcess, Path, int]:

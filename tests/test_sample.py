@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.sample import SampleScene, make_sample
-from edged.testing import read_video
+from edged.demo.sample import SampleScene, make_sample
+from edged.demo.truth import read_video
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = (320, 240)

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.chain.dispatch import FrameDispatcher
-from edged.chain.tracker import IouTracker
 from edged.config import load_config
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
-from edged.metrics import Metrics
 from edged.models import get_decoder
-from edged.runtime import CameraRunner, load_model
+from edged.observability.metrics import Metrics
+from edged.pipeline.dispatch import FrameDispatcher
+from edged.pipeline.runner import CameraRunner
+from edged.pipeline.tracker import IouTracker
 from edged.serving import ModelServer, ServerClosed
+from edged.serving.loading import load_model
 from edged.types import Frame, FrameResult
 from tests._chain import (
     DELIVERY,

@@ -31,7 +31,7 @@ def test_setup_env_installs_once_then_skips_until_pyproject_changes(tmp_path: Pa
     venv = repo / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     script = venv / "bin" / "edged"
-    script.write_text(f"#!{venv}/bin/python\nfrom edged.cli import main\nraise SystemExit(main())\n")
+    script.write_text(f"#!{venv}/bin/python\nfrom edged.cli.main import main\nraise SystemExit(main())\n")
     script.chmod(0o755)
     env = {
         **os.environ,

@@ -18,9 +18,9 @@ from edged.capture.jetson import video_source_argv
 from edged.capture.opencv import FFMPEG_ENV, ffmpeg_env
 from edged.capture.worker import jittered
 from edged.config import ConfigError, load_config
-from edged.mqtt_testing import free_port
 from tests._edged import EdgedProcess, camera, small_sample, stats, wait_until, write_config
 from tests._rtsp import RtspServer, rtsp_server_missing
+from tests.support.broker import free_port
 
 
 def images(folder: Path, n: int = 3, suffix: str = ".png") -> list[Path]:

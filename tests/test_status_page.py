@@ -23,11 +23,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edged.mqtt_testing import Mosquitto, Subscriber, free_port
+from edged.demo.sample import make_sample
 from edged.publish.event import event_schema
-from edged.sample import make_sample
 from tests._edged import write_ocr_config
 from tests._paths import ROOT, need_models
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACT = ROOT / "artifacts" / "status-page.png"
@@ -223,10 +224,10 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
 
 
 def test_status_page_shows_device_telemetry(tmp_path: Path) -> None:
-    """The telemetry section (edged.telemetry, from a fake Jetson sysfs tree) as Chromium renders it."""
-    from edged.health.server import HealthServer
-    from edged.metrics import Metrics
-    from edged.telemetry import Telemetry
+    """The telemetry section (edged.observability.telemetry, from a fake Jetson sysfs tree) as Chromium renders it."""
+    from edged.observability.health.server import HealthServer
+    from edged.observability.metrics import Metrics
+    from edged.observability.telemetry import Telemetry
     from tests.test_telemetry import orin_tree
 
     telemetry = Telemetry(orin_tree(tmp_path / "sys"), use_jtop=False, nvpmodel_cmd=None)
@@ -265,8 +266,8 @@ def test_status_page_loading_models_events_and_markup_in_headless_chromium(tmp_p
     import cv2
     import numpy as np
 
-    from edged.health.server import HealthServer
-    from edged.metrics import Metrics
+    from edged.observability.health.server import HealthServer
+    from edged.observability.metrics import Metrics
 
     ok, jpeg = cv2.imencode(".jpg", np.full((40, 120, 3), 230, np.uint8))
     assert ok

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edged.mqtt_testing import free_port
-from edged.testing import sample_truth
+from edged.demo.truth import sample_truth
 from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
+from tests.support.broker import free_port
 
 
 def test_the_built_engine_is_swapped_in_without_losing_reordering_or_repeating_a_frame(

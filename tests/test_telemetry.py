@@ -1,4 +1,4 @@
-"""edged.telemetry against fake Jetson sysfs trees (real directories laid out like JetPack 6 and 4),
+"""edged.observability.telemetry against fake Jetson sysfs trees (real directories laid out like JetPack 6 and 4),
 the non-Jetson path on this machine, prometheus gauges, and the stats topic on a real broker."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from edged.metrics import Metrics
-from edged.mqtt_testing import Mosquitto, Subscriber, running_publisher
+from edged.observability.metrics import Metrics
+from edged.observability.telemetry import Telemetry, parse_nvpmodel_q
+from edged.observability.telemetry_gauges import register_gauges
 from edged.publish.mqtt import MqttPublisher
-from edged.telemetry import StatsPublisher, Telemetry, parse_nvpmodel_q, register_gauges
+from edged.publish.stats import StatsPublisher
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 
 def put(root: Path, rel: str, text: str) -> None:

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edged.chain.tracker import IouTracker
-from edged.config.models import ThumbnailsConfig
-from edged.mqtt_testing import Mosquitto, Subscriber, running_publisher
+from edged.config.schema import ThumbnailsConfig
+from edged.pipeline.tracker import IouTracker
 from edged.publish.event import EventBuilder, event_schema
 from edged.publish.thumbnails import Thumbnailer, quality, topic_label
 from edged.publish.thumbstore import ThumbnailStore
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, Frame, FrameResult
+from tests.support.broker import Mosquitto
+from tests.support.clients import Subscriber, running_publisher
 
 
 def plate(text: str = "AB 1234", scale: float = 1.0, blur: int = 0) -> np.ndarray:

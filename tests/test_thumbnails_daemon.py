@@ -11,10 +11,10 @@ import jsonschema
 import numpy as np
 
 from edged.infer.base import Engine
-from edged.mqtt_testing import free_port
 from edged.publish.event import event_schema
 from tests._chain import Camera, make_stage, reads_by_frame, serve
 from tests._edged import EdgedProcess, http_get, small_sample, wait_until, write_ocr_config
+from tests.support.broker import free_port
 
 
 def test_track_events_name_a_served_thumbnail_of_the_plate(

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.chain.chain import RunPolicy
-from edged.chain.tracker import IouTracker
+from edged.pipeline.chain import RunPolicy
+from edged.pipeline.tracker import IouTracker
 from edged.publish.tracks import TrackEventBuilder
 from edged.serving import ModelServer
 from edged.types import Detection, Frame, FrameResult

@@ -44,7 +44,7 @@ from typing import Any, Literal
 from edged.capture.base import Source, SourceEnded, SourceError, Splittable, redact
 from edged.capture.pacing import Pacer, jittered
 from edged.capture.watcher import WATCHER, CaptureWatcher
-from edged.metrics import Metrics
+from edged.observability.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,18 @@
-"""Configuration: pydantic schema (models.py) and the YAML loader with exact error locations (loader.py)."""
+"""Configuration: data only, nothing here starts anything.
+
+The pydantic schema (schema.py: the top level, device, MQTT, health, thumbnails, logging; cameras.py;
+inference.py: models, preprocessing, batching, backends) and the loader that reads a YAML file into it
+with every problem located at file:line:column (loader.py over yaml_source.py, partial.py, files.py;
+the errors in problems.py). The names below are the package's public ones.
+"""
 
 from __future__ import annotations
 
-from edged.config.loader import ConfigError, Problem, load_config
-from edged.config.models import CameraConfig, Config, ModelConfig, MqttConfig, StageConfig
+from edged.config.cameras import CameraConfig, StageConfig
+from edged.config.inference import ModelConfig
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError, Problem
+from edged.config.schema import Config, MqttConfig
 from edged.preprocess.spec import PreprocessSpec
 
 __all__ = [

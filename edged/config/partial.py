@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edged.config.models import Config
-
-Loc = tuple[str | int, ...]
+from edged.config.files import model_file_problems
+from edged.config.problems import Loc
+from edged.config.schema import Config
 
 
 def _unwrap(ann: Any) -> Any:
@@ -72,8 +72,6 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def raw_problems(data: dict[str, Any], base: Path, check_files: bool) -> list[tuple[Loc, str]]:
     """Unknown `model:` references and missing/unloadable model files, read from raw config data."""
-    from edged.config.loader import model_file_problems  # the loader imports this module
-
     problems: list[tuple[Loc, str]] = []
     models = _mapping(data.get("models"))
     for cam_name, cam in _mapping(data.get("cameras")).items():

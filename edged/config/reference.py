@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edged.config.models import Config
+from edged.config.schema import Config
 
 
 def _type_name(annotation: Any) -> str:

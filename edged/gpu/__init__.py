@@ -10,12 +10,12 @@ import logging
 import threading
 from typing import Any
 
-from edged.gpu.context import Pipeline, current_pipeline, gpu_available, gpu_thread, in_gpu_thread, init
+from edged.gpu.context import GpuLane, current_pipeline, gpu_available, gpu_thread, in_gpu_thread, init
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Pipeline",
+    "GpuLane",
     "current_pipeline",
     "gpu_available",
     "gpu_thread",

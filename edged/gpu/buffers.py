@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.gpu.context import Pipeline, current_pipeline, init
+from edged.gpu.context import GpuLane, current_pipeline, init
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class DeviceTensor:
             cai["stream"] = handle
         return cai
 
-    def to_host(self, out: np.ndarray | None = None, pipeline: Pipeline | None = None) -> np.ndarray:
+    def to_host(self, out: np.ndarray | None = None, pipeline: GpuLane | None = None) -> np.ndarray:
         """Download (waits for the producing stream). Counts the bytes on the pipeline if one is known."""
         cuda = _driver()
         host = out if out is not None else np.empty(self.shape, dtype=self.dtype)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "ctx", "device", "cuda" once initialised
-_local = threading.local()  # .depth (push count in this thread), .pipeline (active Pipeline)
+_local = threading.local()  # .depth (push count in this thread), .pipeline (active GpuLane)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,10 +132,10 @@ def in_gpu_thread(fn: F) -> F:
 
 
 @dataclass
-class Pipeline:
+class GpuLane:
     """One camera's GPU lane: its own stream (so cameras overlap) and its byte counters.
 
-    `metrics` is an edged.metrics.Metrics (or None); counts also accumulate in `h2d` / `d2h` so tests
+    `metrics` is an edged.observability.metrics.Metrics (or None); counts also accumulate in `h2d` / `d2h` so tests
     and benchmarks can read them without prometheus.
     """
 
@@ -180,7 +180,7 @@ class Pipeline:
                 self.stream = None
 
     @contextlib.contextmanager
-    def active(self) -> Iterator[Pipeline]:
+    def active(self) -> Iterator[GpuLane]:
         """Context current + this pipeline visible to engines (`current_pipeline()`) in this thread."""
         with gpu_thread():
             prev = getattr(_local, "pipeline", None)
@@ -191,6 +191,6 @@ class Pipeline:
                 _local.pipeline = prev
 
 
-def current_pipeline() -> Pipeline | None:
-    """The pipeline the calling thread is working for (set by `Pipeline.active()`), if any."""
+def current_pipeline() -> GpuLane | None:
+    """The pipeline the calling thread is working for (set by `GpuLane.active()`), if any."""
     return getattr(_local, "pipeline", None)

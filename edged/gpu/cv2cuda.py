@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edged.gpu.buffers import DeviceTensor
-from edged.gpu.context import Pipeline, current_pipeline
+from edged.gpu.context import GpuLane, current_pipeline
 from edged.gpu.preprocess import DeviceImage, GpuPreprocessor, needs_swap
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
@@ -58,7 +58,7 @@ class Cv2CudaPreprocessor:
         self._streams: dict[int, Any] = {}
         self._mats: dict[Hashable, Any] = {}  # scratch GpuMats, allocated once per shape
 
-    def _stream(self, pipe: Pipeline) -> Any:
+    def _stream(self, pipe: GpuLane) -> Any:
         # cv::cuda::Stream is not thread-safe: one wrapper per pipeline (= per camera thread).
         if pipe.handle not in self._streams:
             self._streams[pipe.handle] = _cv2().cuda.wrapStream(pipe.handle)
@@ -104,7 +104,7 @@ class Cv2CudaPreprocessor:
         plans: Sequence[Plan],
         spec: PreprocessSpec,
         fmt: str,
-        pipe: Pipeline,
+        pipe: GpuLane,
         kind: str,
     ) -> DeviceTensor:
         cv2 = _cv2()

@@ -19,7 +19,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor
-from edged.gpu.context import Pipeline, current_pipeline
+from edged.gpu.context import GpuLane, current_pipeline
 
 _pool = BufferPool()
 
@@ -55,7 +55,7 @@ def quantize_u8_device(prob: DeviceTensor, rows: int | None = None) -> DeviceTen
     return DeviceTensor(int(out), tuple(shape), np.dtype(np.uint8), owner=out, stream=prob.stream)
 
 
-def _on(t: DeviceTensor, pipe: Pipeline | None) -> DeviceTensor:
+def _on(t: DeviceTensor, pipe: GpuLane | None) -> DeviceTensor:
     """`t` with a stream to run on: its own, else the pipeline's."""
     pipe = pipe or current_pipeline()
     if t.stream is None and pipe is not None:
@@ -63,14 +63,14 @@ def _on(t: DeviceTensor, pipe: Pipeline | None) -> DeviceTensor:
     return t
 
 
-def ctc_best(scores: DeviceTensor, pipe: Pipeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ctc_best(scores: DeviceTensor, pipe: GpuLane | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[N, T, C] float32 device scores -> (argmax [N, T] int64, max score [N, T] float32) on the host."""
     idx, val = ctc_best_device(_on(scores, pipe))
     pipe = pipe or current_pipeline()
     return idx.to_host(pipeline=pipe).astype(np.int64), val.to_host(pipeline=pipe)
 
 
-def threshold_mask(prob: DeviceTensor, thresh: float, pipe: Pipeline | None = None) -> np.ndarray:
+def threshold_mask(prob: DeviceTensor, thresh: float, pipe: GpuLane | None = None) -> np.ndarray:
     """float32 device map (any shape) -> bool host array of the same shape, prob > thresh."""
     if prob.dtype != np.float32:
         raise ValueError(f"threshold_mask needs float32, got {prob.dtype}")

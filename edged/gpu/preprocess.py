@@ -20,7 +20,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
-from edged.gpu.context import Pipeline, _driver, current_pipeline, gpu_thread, init
+from edged.gpu.context import GpuLane, _driver, current_pipeline, gpu_thread, init
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
 
@@ -78,7 +78,7 @@ class GpuPreprocessor:
         self.metrics = metrics
         self.pool = pool or BufferPool()
         self._lock = threading.Lock()
-        self._pipes: dict[str, Pipeline] = {}
+        self._pipes: dict[str, GpuLane] = {}
         self._frame_staging: dict[str, PinnedStaging] = {}
         self._param_staging: dict[str, PinnedStaging] = {}
         self._last_items: dict[tuple[str, str, PreprocessSpec], tuple[int, bytes]] = {}
@@ -87,17 +87,17 @@ class GpuPreprocessor:
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
-    def pipeline(self, camera: str) -> Pipeline:
+    def pipeline(self, camera: str) -> GpuLane:
         """The calling thread's active pipeline for this camera, else one this preprocessor owns."""
         pipe = current_pipeline()
         if pipe is not None and pipe.camera == camera:
             return pipe
         with self._lock:
             if camera not in self._pipes:
-                self._pipes[camera] = Pipeline(camera, metrics=self.metrics)
+                self._pipes[camera] = GpuLane(camera, metrics=self.metrics)
             return self._pipes[camera]
 
-    def source(self, frame: Frame, pipe: Pipeline | None = None) -> DeviceImage:
+    def source(self, frame: Frame, pipe: GpuLane | None = None) -> DeviceImage:
         """The frame in device memory: zero-copy for device frames, else one upload per (camera, seq)."""
         if frame.on_device:
             return device_image(frame.image)
@@ -120,7 +120,7 @@ class GpuPreprocessor:
 
     # -- Preprocessor protocol -------------------------------------------------------------------
     def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[DeviceTensor, Plan]:
-        with gpu_thread():  # re-entrant: a no-op inside Pipeline.active()
+        with gpu_thread():  # re-entrant: a no-op inside GpuLane.active()
             pipe = self.pipeline(frame.camera)
             src = self.source(frame, pipe)
             plan = plan_frame(spec, src.width, src.height)
@@ -159,7 +159,7 @@ class GpuPreprocessor:
         plans: Sequence[Plan],
         spec: PreprocessSpec,
         fmt: str,
-        pipe: Pipeline,
+        pipe: GpuLane,
         kind: str,
         items: np.ndarray | None = None,
         rows: int = 0,
@@ -209,9 +209,3 @@ class GpuPreprocessor:
             _driver().memset_d8_async(int(out) + n * row_bytes, 0, (total - n) * row_bytes, pipe.stream)
         return DeviceTensor(int(out), shape, dtype, owner=out, stream=pipe.stream)
 
-
-def make_preprocessor(device: str = "auto", metrics: Any = None) -> Any:
-    """Same as edged.gpu.make_preprocessor (kept here for callers that import from this module)."""
-    from edged.gpu import make_preprocessor as make
-
-    return make(device, metrics)

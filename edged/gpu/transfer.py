@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edged.gpu.buffers import DeviceTensor, _driver
-from edged.gpu.context import Pipeline, gpu_thread
+from edged.gpu.context import GpuLane, gpu_thread
 
 
 class HostBuffers:
@@ -87,7 +87,7 @@ class Download:
 
 
 def download(
-    tensors: Mapping[str, DeviceTensor | np.ndarray], buffers: HostBuffers, lane: Pipeline | None = None
+    tensors: Mapping[str, DeviceTensor | np.ndarray], buffers: HostBuffers, lane: GpuLane | None = None
 ) -> Download:
     """Enqueue the copy of every tensor into pinned host memory on its own stream; returns at once.
     Host arrays among them pass through. Bytes are counted on `lane` (the model server's GPU lane,

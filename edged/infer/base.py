@@ -52,7 +52,7 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """Plain backend options (built from config by app.py; infer/ never reads config objects)."""
+    """Plain backend options (built from config by edged/serving/loading.py; infer/ never reads config objects)."""
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0

@@ -72,9 +72,8 @@ def register(kind: str) -> Callable[[type[Decoder]], type[Decoder]]:
 
 
 def get_decoder(kind: str) -> type[Decoder]:
-    # Importing the package registers every built-in decoder.
-    import edged.models  # noqa: F401
-
+    # The built-in decoders are registered already: importing this module imported its package first
+    # (edged/models/__init__.py), which imports them all.
     try:
         return DECODERS[kind]
     except KeyError:

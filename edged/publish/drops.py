@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edged.metrics import Metrics
+from edged.observability.metrics import Metrics
 
 log = logging.getLogger("edged.publish.outbox")
 

@@ -22,6 +22,7 @@ from edged.types import FrameResult
 
 SCHEMA_ID = "edged.detections/1"
 RUN_ID = uuid.uuid4().hex[:12]
+MAX_TEXT_LEN = 255  # event_text's limit: Home Assistant rejects longer sensor states
 
 
 def iso_utc_ms(t_wall: float) -> str:
@@ -89,3 +90,18 @@ def event_schema(name: str = "event") -> dict[str, Any]:
     text = resources.files("edged.publish").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """What a person wants to read from an event: the recognized texts, else the detection labels
+    (Home Assistant's last-text sensor and the status page's event list show it)."""
+    parts: list[str] = []
+    for det in event.get("detections", []):
+        kids = [k.get("label") for ks in (det.get("children") or {}).values() for k in ks]
+        kids = [k for k in kids if k]
+        if kids:
+            parts.extend(str(k) for k in kids)
+        elif det.get("label"):
+            parts.append(str(det["label"]))
+    text = ", ".join(parts)
+    return text if len(text) <= MAX_TEXT_LEN else text[: MAX_TEXT_LEN - 1] + "…"

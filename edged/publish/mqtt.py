@@ -35,12 +35,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edged.config.models import MqttConfig
-from edged.metrics import Metrics
+from edged.config.schema import MqttConfig
+from edged.observability.metrics import Metrics
 from edged.publish.guards import CallbackGuard, supervise
+from edged.publish.mids import MidBook
+from edged.publish.mqtt_client import ReplayPacer, make_client, use_tls
 from edged.publish.outbox import Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -82,28 +84,9 @@ class MqttPublisher:
         self._started = False
         self._attempts = 0
         self._backlog_end = 0  # records up to this seq are replayed at replay_rate
-        # mid bookkeeping; on_publish runs under paho's message lock, so this lock is never held across
-        # a paho call (that order would deadlock).
-        self._map_lock = threading.Lock()
-        self._inflight: dict[int, int] = {}  # mid -> outbox seq
-        self._raw_mids: set[int] = set()
-        self._early: set[int] = set()  # PUBACKs that beat the caller's bookkeeping of their mid
+        self._inflight = MidBook()  # which PUBACK acknowledges which outbox record
 
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"edged-{device}",
-            clean_session=True,
-            protocol=MQTTProtocolVersion.MQTTv311,
-        )
-        self._client.max_inflight_messages_set(max_inflight)
-        self._client.max_queued_messages_set(0)
-        # paho annotates int but sleeps with floats
-        self._client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
-        self._client.will_set(self.status_topic, "offline", qos=1, retain=True)
-        if cfg.username is not None:
-            self._client.username_pw_set(
-                cfg.username, cfg.password.get_secret_value() if cfg.password else None
-            )
+        self._client = make_client(cfg, device, self.status_topic, max_inflight)
         guard = self._guard.wrap
         self._client.on_pre_connect = guard(self._on_pre_connect)
         self._client.on_connect = guard(self._on_connect)
@@ -160,15 +143,8 @@ class MqttPublisher:
         self._client.loop_start()
 
     def _setup_tls(self) -> bool:
-        tls = self.cfg.tls
         try:
-            self._client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            self._client.tls_insecure_set(tls.insecure)
+            use_tls(self._client, self.cfg.tls)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             self._failed("tls_failed", f"cannot load TLS files: {e}")
             return False
@@ -232,11 +208,7 @@ class MqttPublisher:
         self, topic: str, payload: bytes | str, qos: int, retain: bool
     ) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        with self._map_lock:  # so its on_publish is not taken for an event's
-            if info.mid in self._early:
-                self._early.discard(info.mid)
-            else:
-                self._raw_mids.add(info.mid)
+        self._inflight.sent_untracked(info.mid)  # so its on_publish is not taken for an event's
         return info
 
     def on_command(self, callback: CommandCallback) -> None:
@@ -263,9 +235,7 @@ class MqttPublisher:
 
     def _send_loop(self) -> None:
         cursor = 0  # highest seq handed to paho; paho itself resends what it holds after a reconnect
-        tokens, last = 0.0, time.monotonic()
-        rate = self.cfg.outbox.replay_rate
-        burst = max(1.0, rate / 10)
+        pacer = ReplayPacer(self.cfg.outbox.replay_rate)
         while True:
             with self._cond:
                 while not self._stopping and not (
@@ -289,13 +259,7 @@ class MqttPublisher:
                 continue
             for rec in batch:
                 if rec.seq <= self._backlog_end:
-                    now = time.monotonic()
-                    tokens = min(burst, tokens + (now - last) * rate)
-                    last = now
-                    if tokens < 1:
-                        time.sleep((1 - tokens) / rate)
-                        tokens, last = 1.0, time.monotonic()
-                    tokens -= 1
+                    pacer.wait()
                 if self._stopping or not self.connected:
                     break
                 if not self._send(rec):
@@ -313,13 +277,7 @@ class MqttPublisher:
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("MQTT %s: publish failed: %s", self.broker, mqtt.error_string(info.rc))
             return False
-        with self._map_lock:
-            early = info.mid in self._early
-            if early:
-                self._early.discard(info.mid)
-            else:
-                self._inflight[info.mid] = rec.seq
-        if early:
+        if self._inflight.sent_event(info.mid, rec.seq):  # its PUBACK came already
             self._acked(rec.seq)
         return True
 
@@ -393,15 +351,9 @@ class MqttPublisher:
             )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
-        with self._map_lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                if mid in self._raw_mids:
-                    self._raw_mids.discard(mid)
-                else:
-                    self._early.add(mid)
-                return
-        self._acked(seq)
+        seq = self._inflight.acked(mid)
+        if seq is not None:
+            self._acked(seq)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         cb = self._command_cb

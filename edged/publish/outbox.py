@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from edged.config.models import OutboxConfig
-from edged.metrics import Metrics
+from edged.config.schema import OutboxConfig
+from edged.observability.metrics import Metrics
 from edged.publish.diskio import DiskState, FileOps
 from edged.publish.drops import DropLog
 from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from edged.config.models import OutboxConfig
+from edged.config.schema import OutboxConfig
 from edged.fileio import fsync_dir
 from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
 from edged.publish.outbox_format import SEQ

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edged.config.models import ThumbnailsConfig
+from edged.config.schema import ThumbnailsConfig
 from edged.publish.thumbstore import ThumbnailStore
 from edged.types import Frame, FrameResult
 

@@ -153,7 +153,7 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
     """Frames of different cameras, sizes and channel orders (host and device memory mixed) in one
     launch: every row equals that frame alone through the CPU reference; padding rows are zero."""
     cp = pytest.importorskip("cupy")
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
 
     spec = SPECS["yolo_letterbox"]  # fixed output size, so different source sizes batch together
     images = [textured(481, 637, seed=1), astronaut_bgr(), textured(1080, 1920, seed=3)]
@@ -165,7 +165,7 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
         Frame("south", 3, np.ascontiguousarray(images[1][:, :, ::-1]), fmt="rgb8"),
         Frame("east", 9, device, fmt="bgr8"),
     ]
-    pipe = Pipeline("batcher")
+    pipe = GpuLane("batcher")
     with pipe.active():
         plans = [plan_frame(spec, f.width, f.height) for f in frames]
         tensor = pre.rows(list(zip(frames, plans, strict=True)), spec, rows=4)
@@ -186,7 +186,7 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
 def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
     cp = pytest.importorskip("cupy")
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
 
     image = textured(481, 637, seed=5)
     padded = cp.zeros((481, 640, 3), dtype=cp.uint8)
@@ -194,7 +194,7 @@ def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     view = padded[:, :637]  # strides (1920, 3, 1): pitch > width * 3
     cp.cuda.runtime.deviceSynchronize()
     spec = SPECS["ppocr_det"]
-    pipe = Pipeline("devcam")
+    pipe = GpuLane("devcam")
     with pipe.active():
         tensor, _ = pre.frame(Frame("devcam", 1, view), spec)
         got = tensor.to_host()
@@ -206,12 +206,12 @@ def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
 
 def test_traffic_one_upload_per_frame(pre: Any) -> None:
     """det + two crop batches of one frame: the frame goes up once; only the results come down."""
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
     from edged.gpu.kernels import ITEM_DTYPE
-    from edged.metrics import Metrics
+    from edged.observability.metrics import Metrics
 
     metrics = Metrics()
-    pipe = Pipeline("traffic", metrics=metrics)
+    pipe = GpuLane("traffic", metrics=metrics)
     image = textured(720, 1280, seed=9)
     quads = _quads(720, 1280)
     with pipe.active():
@@ -245,13 +245,13 @@ def test_worker_threads_with_own_pipelines(pre: Any) -> None:
     """Each camera thread pushes the shared primary context and uses its own stream; results match."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
 
     spec = SPECS["yolo_letterbox"]
     images = [textured(480 + 16 * i, 640 + 8 * i, seed=20 + i) for i in range(4)]
 
     def work(i: int) -> float:
-        pipe = Pipeline(f"thread{i}")
+        pipe = GpuLane(f"thread{i}")
         with pipe.active():
             tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec)
             got = tensor.to_host()

@@ -190,10 +190,10 @@ def test_ppocr_chain_gpu_reads_same_as_cpu(
     engines: dict[str, Any], ppocr_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import edged.infer.onnxruntime_cuda as ort_cuda
-    from edged.gpu.context import Pipeline
+    from edged.gpu.context import GpuLane
     from edged.gpu.preprocess import GpuPreprocessor
-    from edged.metrics import Metrics
     from edged.models import build_decoder
+    from edged.observability.metrics import Metrics
     from tests._models import OcrChain
 
     # The reference: CPU preprocessing and ONNX Runtime on the CPU (the backend factory would pick CUDA).
@@ -212,7 +212,7 @@ def test_ppocr_chain_gpu_reads_same_as_cpu(
     for seq, lines in enumerate(IMAGES):
         image = _text_image(lines)
         cpu_texts = [t.label for _, t, _ in cpu_chain.read(image)]
-        pipe = Pipeline("ocr", metrics=metrics)
+        pipe = GpuLane("ocr", metrics=metrics)
         with pipe.active():
             gpu_texts = _gpu_read(engines, pre, decoders, Frame("ocr", seq, image))
         print(

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_models: Path) -> None:
-    from edged.gpu import Pipeline as GpuLane
+    from edged.gpu import GpuLane
     from edged.gpu.preprocess import GpuPreprocessor
     from edged.infer.onnxruntime import OnnxRuntimeEngine
     from edged.infer.onnxruntime_cuda import OrtCudaEngine

@@ -1,0 +1,1 @@
+"""The command line: `edged run | check-config | schema | install-models | make-sample | build-engine | doctor`."""

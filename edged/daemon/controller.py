@@ -1,0 +1,88 @@
+"""Run-time control of the daemon over MQTT: enable/disable a camera, send a snapshot, and the retained
+`<prefix>/<camera>/enabled` states.
+
+A `Controller` is composed into the daemon (edged/daemon/daemon.py) when `mqtt.commands` is on: it
+takes the commands that edged/daemon/commands.py parsed and queued, and acts on them through the
+`Supervisor` (which owns the cameras and the run-time overrides) and the MQTT publisher. Threads: the
+daemon's main loop only (`execute`, `announce`, `reannounce`), never paho's network thread, which only
+queues.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from edged.daemon.commands import Command, SetEnabled, Snapshot
+from edged.daemon.supervisor import Supervisor
+from edged.publish.mqtt import MqttPublisher
+
+log = logging.getLogger("edged")
+
+
+class Controller:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        publisher: MqttPublisher,
+        prefix: str,
+        snapshot: Callable[[str], bytes | None],
+    ) -> None:
+        self.supervisor = supervisor
+        self.publisher = publisher
+        self.prefix = prefix
+        self.snapshot = snapshot  # camera -> its annotated JPEG, or None
+        self._announced = False  # the retained <camera>/enabled states went out on this connection
+
+    def execute(self, command: Command) -> None:
+        name = command.camera
+        if name not in self.supervisor.cfg.cameras:  # removed by a reload since it was queued
+            log.warning("MQTT command for camera %s dropped: no such camera any more", name)
+            return
+        if isinstance(command, SetEnabled):
+            self._set_enabled(name, command.enabled)
+        elif isinstance(command, Snapshot):
+            self._publish_snapshot(name)
+
+    def _set_enabled(self, name: str, enabled: bool) -> None:
+        sup = self.supervisor
+        sup.enabled_override[name] = enabled
+        running = name in sup.cameras
+        if enabled and not running:
+            log.info("command: starting camera %s", name)
+            sup.start_camera(name)
+        elif not enabled and running:
+            log.info("command: stopping camera %s", name)
+            sup.stop_camera(name)
+        else:
+            log.info("command: camera %s is already %s", name, "running" if running else "stopped")
+        self._publish_enabled(name)
+
+    def _publish_snapshot(self, name: str) -> None:
+        jpg = self.snapshot(name)
+        if jpg is None:
+            log.warning("command: no snapshot of camera %s (stopped, or no frame yet)", name)
+            return
+        topic = f"{self.prefix}/{name}/snapshot"
+        if self.publisher.publish_raw(topic, jpg, retain=False, qos=0) is None:
+            log.warning("command: snapshot of camera %s not sent: broker not connected", name)
+            return
+        log.info("command: snapshot of camera %s sent to %s (%d bytes)", name, topic, len(jpg))
+
+    def _publish_enabled(self, name: str) -> None:
+        state = "ON" if name in self.supervisor.cameras else "OFF"
+        self.publisher.publish_raw(f"{self.prefix}/{name}/enabled", state, retain=True, qos=1)
+
+    def announce(self) -> None:
+        """Publish every camera's retained enabled state once per connection (and after a reload)."""
+        if not self.publisher.connected:
+            self._announced = False
+            return
+        if not self._announced:
+            self._announced = True
+            for name in self.supervisor.cfg.cameras:
+                self._publish_enabled(name)
+
+    def reannounce(self) -> None:
+        """Cameras may have come or gone (a reload): republish every enabled state on the next tick."""
+        self._announced = False

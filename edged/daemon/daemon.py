@@ -1,0 +1,286 @@
+"""The daemon: builds every part from the Config, owns threads and signals, talks to systemd.
+
+The one place that wires capture, chain, publish and health together. `Daemon` composes:
+- a `Supervisor` (supervisor.py): the running config, the loaded models and camera runners, reloads;
+- a `Controller` (controller.py) when `mqtt.commands` is on: MQTT commands, run in the main loop;
+- a `StatusReport` (status.py): readiness, status, liveness, the systemd STATUS line;
+- the publisher, Home Assistant discovery, the stats topic, the operator view, the health server and
+  the systemd watchdog.
+
+Threads: `run_forever` is the main loop (main thread): it polls the signal flags (stop, reload), runs
+at most one MQTT command per round and the periodic Home Assistant work. Every part named above runs
+its own threads; this module only starts and stops them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edged import __version__
+from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
+from edged.config import Config, ConfigError, load_config
+from edged.daemon.commands import CommandQueue
+from edged.daemon.controller import Controller
+from edged.daemon.signals import SignalFlags
+from edged.daemon.status import StatusReport
+from edged.daemon.supervisor import Supervisor
+from edged.daemon.view import OperatorView
+from edged.infer.base import Engine
+from edged.observability.environment import opencv_report
+from edged.observability.health.liveness import Heartbeat, Liveness
+from edged.observability.health.notify import Notifier, Watchdog
+from edged.observability.health.server import HealthServer
+from edged.observability.metrics import Metrics
+from edged.observability.rates import CameraRates, RatesCollector
+from edged.observability.snapshot import render_snapshot
+from edged.observability.telemetry import Telemetry
+from edged.observability.telemetry_gauges import register_gauges
+from edged.pipeline.delivery import Delivery
+from edged.pipeline.dispatch import FrameDispatcher
+from edged.publish.hass import HassDiscovery, status_page_url
+from edged.publish.mqtt import MqttPublisher
+from edged.publish.outbox import Outbox
+from edged.publish.routing import ResultSink
+from edged.publish.stats import StatsPublisher
+from edged.publish.stdout import StdoutSink
+
+log = logging.getLogger("edged")
+
+
+# A reload may load models (TensorRT engines are built on first use): the watchdog waits this long for it.
+RELOAD_LIMIT_S = 900.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured (the message names the setting); exit code 78."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Path,
+        *,
+        stdout: bool = False,
+        signals: SignalFlags | None = None,
+        engine_wrap: Callable[[str, Engine], Engine] | None = None,
+    ):
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.sink = ResultSink(
+            cfg.device.name,
+            self.metrics,
+            events_mode=lambda cam: (
+                self.cfg.cameras[cam].tracking.events if cam in self.cfg.cameras else "frames"
+            ),
+            stdout=StdoutSink(sys.stdout) if stdout else None,
+        )
+        self.view = OperatorView(cfg, self.metrics, self.sink)  # thumbnails, history, recent events
+        self.rates = CameraRates()
+        self.supervisor = Supervisor(
+            cfg,
+            config_path,
+            self.metrics,
+            self.sink,
+            FrameDispatcher(),  # hands every camera's frames to its chain (one thread)
+            Delivery(),  # runs the cameras' sinks off the model servers' threads
+            self.rates,
+            engine_wrap=engine_wrap,  # (model name, warmed engine) -> engine: how tests inject faults
+        )
+        self.telemetry = Telemetry()
+        register_gauges(self.telemetry, self.metrics.registry)
+        self.report = StatusReport(self.supervisor, self.rates, self.telemetry)
+        self.metrics.registry.register(RatesCollector(self.report.cameras, lambda: list(self.cfg.cameras)))
+        self.hass: HassDiscovery | None = None
+        self.stats_pub: StatsPublisher | None = None
+        self.publisher: MqttPublisher | None = None
+        self.health: HealthServer | None = None
+        self.notifier = Notifier()
+        self.watchdog: Watchdog | None = None
+        # What the watchdog pings for: the daemon's machinery, never the cameras (see
+        # edged.observability.health.liveness).
+        self.heartbeat = Heartbeat()
+        self.liveness = Liveness()
+        # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
+        self.signals = signals or SignalFlags()
+        self.commands: CommandQueue | None = None
+        self.controller: Controller | None = None
+
+    @property
+    def cfg(self) -> Config:
+        """The running config: the supervisor's (a reload replaces it)."""
+        return self.supervisor.cfg
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
+        )
+        log.info("%s", opencv_report())
+        if self.cfg.mqtt.enabled:
+            self._start_mqtt()
+        self.view.start(self.publisher)
+        self.supervisor.start()
+        if self.cfg.health.enabled:
+            self._start_health()
+        self.report.startup_summary(self.health.port if self.health is not None else None)
+        self.notifier.ready(self.report.one_line())
+        self.liveness.add("main loop", self.heartbeat.check)
+        if self.publisher is not None:
+            self.liveness.add("mqtt publisher", self.publisher.healthy)
+        self.liveness.add("camera chains", self.report.chains_progressing)
+        self.liveness.add("frame dispatcher", self.supervisor.dispatcher.alive)
+        self.liveness.add("capture watcher", CAPTURE_WATCHER.healthy)  # judges every camera's stalls
+        self.liveness.add("model servers", self.report.models_serving)
+        self.heartbeat.beat()
+        self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.report.one_line)
+        self.watchdog.start()
+
+    def _start_mqtt(self) -> None:
+        cfg = self.cfg
+        try:
+            outbox = Outbox(cfg.mqtt.outbox, metrics=self.metrics)
+        except OSError as e:  # nothing may be published without a durable outbox
+            raise StartupError(f"mqtt.outbox.dir {cfg.mqtt.outbox.dir}: {e.strerror or e}") from None
+        self.publisher = MqttPublisher(cfg.mqtt, cfg.device.name, cfg.topic_prefix, outbox, self.metrics)
+        self.report.publisher = self.publisher
+        if cfg.mqtt.commands:
+            self.commands = CommandQueue(cfg.topic_prefix, cfg.cameras)
+            self.publisher.on_command(self.commands.submit)
+            self.controller = Controller(self.supervisor, self.publisher, cfg.topic_prefix, self.snapshot)
+        self.publisher.start()
+        self.sink.publisher = self.publisher
+        if cfg.mqtt.hass.enabled:
+            self.hass = HassDiscovery(
+                self.publisher,
+                cfg.device.name,
+                cfg.topic_prefix,
+                discovery_prefix=cfg.mqtt.hass.discovery_prefix,
+                state_interval_s=cfg.mqtt.hass.state_interval_s,
+                status=self.report.status,
+                state_path=cfg.state_dir / "hass.json",
+                thumbnails=cfg.thumbnails.enabled and cfg.thumbnails.publish,
+                commands=cfg.mqtt.commands,
+                configuration_url=cfg.mqtt.hass.configuration_url
+                or status_page_url(cfg.health.bind, cfg.health.port, cfg.health.enabled),
+            )
+            self.hass.set_cameras(cfg.cameras)
+            self.sink.hass = self.hass
+        self.stats_pub = StatsPublisher(
+            self.publisher,
+            f"{cfg.topic_prefix}/stats",
+            cfg.mqtt.stats_interval_s,
+            self.report.status,
+            self.telemetry,
+        )
+        self.stats_pub.start()
+
+    def _start_health(self) -> None:
+        self.health = HealthServer(
+            self.cfg.health.bind,
+            self.cfg.health.port,
+            self.metrics,
+            status=self.report.status,
+            ready=self.report.ready,
+            snapshot=self.snapshot,
+            history=self.view.snapshot,
+            thumbnail=self.view.thumbnail,
+        )
+        try:
+            self.health.start()
+        except OSError as e:  # the pipeline matters more than the local endpoint: go on without it
+            log.error(
+                "health server not started: %s:%d: %s (another edged running? set health.port)",
+                self.cfg.health.bind,
+                self.cfg.health.port,
+                e.strerror or e,
+            )
+            self.health = None
+
+    def run_forever(self) -> int:
+        """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (one during start-up: after it).
+        Returns the exit code."""
+        self.signals.install()
+        if not self.signals.stop:  # stopped before it started: nothing to start
+            self.start()
+        while not self.signals.stop:
+            self.tick(0.2)
+        self.shutdown()
+        return 0
+
+    def tick(self, wait_s: float) -> None:
+        """One round of the main loop: a pending reload, at most one command, the retained states."""
+        self.heartbeat.beat()
+        command = self.commands.get(wait_s) if self.commands is not None else None
+        if command is None and self.commands is None:
+            time.sleep(wait_s)
+        if self.signals.stop:
+            return
+        if self.signals.take_reload():
+            try:
+                with self.heartbeat.busy("reload", RELOAD_LIMIT_S):
+                    self.reload()
+            except Exception:  # a bug in reload must not end the daemon that still runs the old pipeline
+                log.exception("reload failed; cameras that were not restarted keep running")
+                self.notifier.ready(self.report.one_line())
+        if self.controller is not None:
+            if command is not None:
+                self.controller.execute(command)
+            self.controller.announce()
+        if self.hass is not None:
+            self.hass.tick()
+
+    def shutdown(self, flush_timeout_s: float = 5.0) -> None:
+        log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)
+        self.notifier.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self.supervisor.stop_cameras()
+        self.supervisor.dispatcher.stop()
+        self.supervisor.delivery.close()
+        self.view.stop()
+        if self.stats_pub is not None:
+            self.stats_pub.stop()
+        if self.publisher is not None:
+            self.publisher.stop(flush_timeout_s)
+            self.publisher.outbox.close()  # the publisher does not own the outbox
+        if self.health is not None:
+            self.health.stop()
+        self.supervisor.close_models()
+        log.info("stopped")
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config; on error keep the running one. Restart only what changed (supervisor.py)."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path, require_cameras=True)
+        except ConfigError as e:
+            log.error("reload: config %s rejected, keeping the running one:\n%s", self.config_path, e)
+            self.notifier.ready(self.report.one_line())
+            return
+        self.supervisor.reload(new)
+        if self.hass is not None:
+            self.hass.set_cameras(self.cfg.cameras)
+        if self.commands is not None:
+            self.commands.cameras = self.cfg.cameras
+        if self.controller is not None:
+            self.controller.reannounce()  # cameras may have come or gone: republish every enabled state
+        self.notifier.ready(self.report.one_line())
+
+    # --- what the health server and commands read -------------------------------------------------
+
+    def snapshot(self, camera: str) -> bytes | None:
+        runner = self.supervisor.cameras.get(camera)
+        if runner is None:
+            return None
+        # The frame that has results drawn on it, else the newest raw frame.
+        result = runner.last_result
+        frame = result.frame if result is not None else runner.last_frame
+        return render_snapshot(frame, result) if frame is not None else None

@@ -1,0 +1,164 @@
+"""What the daemon reports about itself: readiness (/readyz), status (/stats, the status page, the MQTT
+stats topic), liveness checks for the watchdog, the one-line systemd STATUS and the startup summary.
+
+`StatusReport` reads the daemon's parts (the supervisor's models and cameras, the publisher, the
+telemetry, the cameras' rates) and never drives them. Its methods are called from the health server's,
+the watchdog's, the stats publisher's and the main loop's threads; they copy the supervisor's dicts
+before iterating.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from edged import __version__
+from edged.daemon.supervisor import Supervisor
+from edged.observability.rates import CameraRates
+from edged.observability.telemetry import Telemetry
+from edged.publish.mqtt import MqttPublisher
+
+log = logging.getLogger("edged")
+
+
+class StatusReport:
+    def __init__(self, supervisor: Supervisor, rates: CameraRates, telemetry: Telemetry) -> None:
+        self.supervisor = supervisor
+        self.rates = rates
+        self.telemetry = telemetry
+        self.publisher: MqttPublisher | None = None  # set once the daemon started it
+        self.started = time.time()
+
+    def cameras(self) -> dict[str, dict[str, Any]]:
+        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.observability.rates)."""
+        return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.supervisor.cameras.items())}
+
+    def models_serving(self) -> tuple[bool, str]:
+        """Liveness: every model server's threads run."""
+        for m in list(self.supervisor.models.values()):
+            ok, why = m.server.healthy()
+            if not ok:
+                return False, why
+        return True, ""
+
+
+    def chains_progressing(self) -> tuple[bool, str]:
+        """Liveness: no chain is stuck on a frame (a wedged model). A camera without frames is not a
+        stall here: its capture reopens it and /readyz names it."""
+        now = time.monotonic()
+        for name, runner in list(self.supervisor.cameras.items()):
+            stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
+            p, frame = runner.flow, runner.last_frame
+            if p is None or p.in_flight == 0:
+                continue
+            # Stuck since its last result, or since the frame it waits to hand in was taken: the last
+            # result may be old only because the camera had no frames for a while (then it is not stuck).
+            since = max(p.last_progress, frame.t_mono_ns / 1e9 if frame is not None else 0.0)
+            if now - since > stall_s:
+                return False, f"camera {name}: chain made no progress for {now - since:.0f} s"
+        return True, ""
+
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        cams = {}
+        reasons = []
+        ok = True
+        for name in self.supervisor.cfg.cameras:
+            cam = self.supervisor.cfg.cameras[name]
+            if not self.supervisor.wanted(name):
+                continue
+            runner = self.supervisor.cameras.get(name)
+            age = (
+                time.monotonic() - runner.capture.last_frame_mono
+                if runner and runner.capture.last_frame_mono
+                else None
+            )
+            cam_ok = runner is not None and (
+                runner.capture.state == "ended" or (age is not None and age <= cam.frame_timeout_s)
+            )
+            cams[name] = {"ok": cam_ok, "state": runner.capture.state if runner else "not started"}
+            if not cam_ok:
+                late = f"no frame for {age:.1f} s" if age is not None else "no frame yet"
+                error = runner.capture.last_error if runner else "not started"
+                reasons.append(f"camera {name}: {late}" + (f" ({error})" if error else ""))
+            ok &= cam_ok
+        models = {n: n in self.supervisor.models for n in self.supervisor.cfg.models}
+        ok &= all(models.values())
+        broker = self.publisher.state if self.publisher else "disabled"
+        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
+        body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
+        if self.publisher is not None:
+            pub_ok, why = self.publisher.healthy()
+            body["ready"] = ok = ok and pub_ok
+            body["publisher"] = {"ok": pub_ok, "reason": why}
+            if not pub_ok:
+                reasons.append(f"publisher: {why}")
+        return ok, body
+
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": __version__,
+            "device": self.supervisor.cfg.device.name,
+            "uptime_s": round(time.time() - self.started, 1),
+            "cameras": self.cameras(),
+            "models": {
+                n: {
+                    "kind": m.config.kind,
+                    "backend": m.engine.info.backend,
+                    "device": m.engine.info.device,
+                    "preprocess": m.preprocessor.name,
+                    **m.server.status(),
+                }
+                for n, m in list(self.supervisor.models.items())
+            },
+        }
+        for n, why in list(self.supervisor.model_errors.items()):
+            if n in self.supervisor.cfg.models and n not in self.supervisor.models:
+                out["models"][n] = {"kind": self.supervisor.cfg.models[n].kind, "state": "failed", "error": why}
+        if self.publisher is not None:
+            ob = self.publisher.outbox
+            out["mqtt"] = {
+                "state": self.publisher.state,
+                "last_error": self.publisher.last_error,
+                "broker": f"{self.supervisor.cfg.mqtt.host}:{self.supervisor.cfg.mqtt.port}",
+                "outbox_events": ob.depth,
+                "outbox_bytes": ob.bytes,
+                "outbox_oldest_age_s": round(ob.oldest_age, 1),
+                "outbox_held_in_memory": ob.held,
+                "outbox_disk_error": ob.disk_error,
+                "outbox_dropped": dict(ob.dropped),
+            }
+            out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
+        out["telemetry"] = self.telemetry.snapshot()
+        return out
+
+
+    def one_line(self) -> str:
+        parts = [
+            f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
+            for n, c in self.cameras().items()
+        ]
+        broker = self.publisher.state if self.publisher else "mqtt off"
+        return f"{len(self.supervisor.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
+
+
+    def startup_summary(self, health_port: int | None) -> None:
+        lines = [f"device {self.supervisor.cfg.device.name}"]
+        for n, m in self.supervisor.models.items():
+            lines.append(
+                f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
+                f"preprocess {m.preprocessor.name}, {m.config.path}"
+            )
+        for n, cam in self.supervisor.cfg.cameras.items():
+            chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
+            state = "running" if n in self.supervisor.cameras else ("disabled" if not cam.enabled else "NOT started")
+            lines.append(f"camera {n}: {cam.source} @ {cam.fps:g} fps: {chain} [{state}]")
+        if self.publisher is not None:
+            lines.append(
+                f"mqtt {self.supervisor.cfg.mqtt.host}:{self.supervisor.cfg.mqtt.port} topics {self.supervisor.cfg.topic_prefix}/<camera>/detections"
+            )
+        if health_port is not None:
+            lines.append(f"health http://{self.supervisor.cfg.health.bind}:{health_port}/ (/healthz /readyz /metrics /stats)")
+        log.info("startup summary:\n  %s", "\n  ".join(lines))

@@ -1,0 +1,1 @@
+"""The demo's sample videos (`edged make-sample`) and their ground truth."""

@@ -1,7 +1,0 @@
-"""Health: the local HTTP server (/healthz, /readyz, /metrics, /stats, /history, snapshots, event thumbnails,
-the status page); systemd notify/watchdog."""
-
-from edged.health.notify import Notifier, Watchdog, watchdog_interval
-from edged.health.server import HealthServer
-
-__all__ = ["HealthServer", "Notifier", "Watchdog", "watchdog_interval"]

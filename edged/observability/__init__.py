@@ -1,0 +1,1 @@
+"""What the daemon tells about itself: metrics, telemetry, rates, history, snapshots, environment, health server."""

@@ -1,0 +1,203 @@
+"""Motion gating: decide per frame whether a camera's first stage (the detector) has to run at all.
+
+Frigate's idea: most frames of a fixed camera show a still scene, and a cheap look at a small grey
+copy of the frame says so. `MotionGate.check(frame)` keeps a running-average background of the frame
+(downscaled to `height` rows, grey, blurred), compares the new frame with it after compensating a
+global brightness change (lighting drift, auto exposure), thresholds the difference, keeps the pixels
+that also differ from the previous frame (a stopped car is still, not moving), ignores masked areas
+(clocks, trees), and turns what is left into motion boxes (contours merged, at least `min_area` frame
+pixels). A change over more than `lighting_ratio` of the frame at once is taken as a lighting
+change: the background is reset and nothing counts as moving, so a cloud does not start a storm of
+detector runs. While nothing moves the detector still runs every `full_frame_every` frames (things
+that arrived unseen are found) and, when tracks are live, every `redetect_every` frames (a parked car
+keeps its track, see `hold_tracks`).
+
+Runs with OpenCV on the CPU. A frame in GPU memory is copied to the host first (whole frame; the
+motion step is not done on the device yet). One gate per camera, called from that camera's loop
+thread only; `status()` may be read from any thread (it copies plain numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edged.pipeline.tracker import Track
+from edged.types import Frame
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels
+REASONS = ("start", "motion", "redetect", "full_frame", "idle", "lighting")
+
+
+@dataclass(frozen=True)
+class MotionResult:
+    """The gate's answer for one frame. `reason` says why the detector runs or not (one of REASONS)."""
+
+    moving: bool
+    boxes: list[Box]
+    run_detector: bool
+    reason: str
+    changed: float  # share of the (unmasked) small frame that differs from the background
+
+
+class MotionGate:
+    def __init__(
+        self,
+        *,
+        height: int = 120,
+        threshold: int = 25,
+        min_area: float = 400.0,
+        background_alpha: float = 0.05,
+        lighting_ratio: float = 0.5,
+        masks: Sequence[Sequence[tuple[float, float]]] = (),
+        full_frame_every: int = 100,
+        redetect_every: int = 10,
+    ) -> None:
+        self.height = height
+        self.threshold = float(threshold)
+        self.min_area = min_area
+        self.alpha = background_alpha
+        self.lighting_ratio = lighting_ratio
+        self.masks = [np.asarray(m, dtype=np.float32) for m in masks]
+        self.full_frame_every = full_frame_every
+        self.redetect_every = redetect_every
+        self._background: np.ndarray | None = None
+        self._prev = np.zeros((0, 0), np.float32)  # the previous small frame
+        self._valid: np.ndarray | None = None  # uint8 255 where motion counts (outside every mask)
+        self._scale = 1.0  # small pixels per frame pixel
+        self._since_run = 0
+        self._warned_device = False
+        self.counts = dict.fromkeys(REASONS, 0)
+        self.last: MotionResult | None = None
+
+    def check(self, frame: Frame, tracking: bool = False) -> MotionResult:
+        """Motion in `frame` and whether the detector should run on it (`tracking`: live tracks exist)."""
+        small = self._small_grey(frame)
+        bg = self._background
+        if bg is None or bg.shape != small.shape:
+            self._reset(small, frame.width)
+            return self._decide(False, [], 0.0, "start", tracking)
+        assert self._valid is not None
+        valid = self._valid > 0
+        # Lighting drift and auto exposure scale the whole scene: compare against the background
+        # brought to the new brightness, and let the background take it over at once.
+        gain = float(np.median(small[valid] / np.maximum(bg[valid], 1.0))) if valid.any() else 1.0
+        if abs(gain - 1.0) > 0.01:
+            bg *= gain
+        over_bg = (cv2.absdiff(small, bg) > self.threshold) & valid
+        changed = float(np.count_nonzero(over_bg)) / max(1, int(np.count_nonzero(valid)))
+        prev, self._prev = self._prev, small
+        if changed > self.lighting_ratio:
+            # Too much at once to be an object: a light switched, a cloud, the camera moved.
+            self._background = small.copy()
+            return self._decide(False, [], changed, "lighting", tracking)
+        # Moving means different from the background *and* from the previous frame: a car that
+        # stopped (still unlike the background) is not motion, nor is the ghost it leaves behind.
+        over = np.where(over_bg & (cv2.absdiff(small, prev) > self.threshold), 255, 0).astype(np.uint8)
+        moving_px: np.ndarray = cv2.dilate(over, np.ones((3, 3), np.uint8), iterations=2)
+        boxes = self._boxes(moving_px)
+        still = np.where(moving_px > 0, 0, 255).astype(np.uint8)
+        # Moving areas blend in slowly (a passing car leaves little ghost behind); still ones, a
+        # parked car included, follow the scene at `alpha`.
+        cv2.accumulateWeighted(small, bg, self.alpha, mask=still)
+        cv2.accumulateWeighted(small, bg, self.alpha * 0.2, mask=255 - still)
+        return self._decide(bool(boxes), boxes, changed, "motion", tracking)
+
+    def status(self) -> dict[str, object]:
+        """For /stats: the gate's state ("idle" while the detector is skipped) and decision counts."""
+        last = self.last
+        return {
+            "state": "off" if last is None else ("idle" if not last.run_detector else last.reason),
+            "boxes": [list(b) for b in last.boxes] if last is not None else [],
+            "frames": dict(self.counts),
+        }
+
+    def _decide(
+        self, moving: bool, boxes: list[Box], changed: float, reason: str, tracking: bool
+    ) -> MotionResult:
+        self._since_run += 1
+        if reason == "start" or moving:
+            run = True
+        elif tracking and self.redetect_every and self._since_run >= self.redetect_every:
+            run, reason = True, "redetect"
+        elif self.full_frame_every and self._since_run >= self.full_frame_every:
+            run, reason = True, "full_frame"
+        else:
+            run = False
+            reason = "lighting" if reason == "lighting" else "idle"
+        if run:
+            self._since_run = 0
+        result = MotionResult(moving, boxes, run, reason, changed)
+        self.counts[reason] += 1
+        self.last = result
+        return result
+
+    def _small_grey(self, frame: Frame) -> np.ndarray:
+        image = frame.image
+        if frame.on_device:
+            from edged.serving.outputs import to_host
+
+            if not self._warned_device:
+                log.info("camera %s: motion gating copies device frames to the host", frame.camera)
+                self._warned_device = True
+            image = to_host(image)
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if frame.fmt == "rgb8" else cv2.COLOR_BGR2GRAY)
+        h, w = image.shape[:2]
+        size = (max(1, round(w * self.height / h)), self.height)
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)  # type: ignore[no-any-return]
+
+    def _reset(self, small: np.ndarray, frame_width: int) -> None:
+        self._background, self._prev = small.copy(), small
+        self._scale = small.shape[1] / frame_width
+        valid = np.full(small.shape, 255, np.uint8)
+        for poly in self.masks:
+            cv2.fillPoly(valid, [np.round(poly * self._scale).astype(np.int32)], 0)
+        self._valid = valid
+
+    def _boxes(self, moving_px: np.ndarray) -> list[Box]:
+        contours, _ = cv2.findContours(moving_px, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        inv = 1.0 / self._scale
+        min_small = self.min_area * self._scale * self._scale
+        boxes = []
+        for c in contours:
+            if cv2.contourArea(c) < min_small:
+                continue
+            x, y, w, h = cv2.boundingRect(c)
+            boxes.append((int(x * inv), int(y * inv), int((x + w) * inv), int((y + h) * inv)))
+        return merge_boxes(boxes)
+
+
+def merge_boxes(boxes: Iterable[Box]) -> list[Box]:
+    """Union overlapping (or touching) boxes until none overlap: one box per moving thing."""
+    out = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(out)
+
+
+def hold_tracks(tracks: Iterable[Track], last_seq: int, seq: int) -> None:
+    """Frame `seq` was skipped because nothing moved: the tracks seen on the last frame the detector
+    (or an earlier hold) saw, `last_seq`, are still where they were, so they do not age over it.
+    Tracks already unseen then keep ageing and end as usual."""
+    for t in tracks:
+        if t.last_seq == last_seq:
+            t.last_seq = seq

@@ -1,0 +1,228 @@
+"""Loading a configured model: engine + decoder + declared input shapes + a started, warmed `ModelServer`.
+
+A `LoadedModel` is one engine + decoder + preprocessing spec behind its `ModelServer`, the engine's only
+caller, shared by every camera whose chain uses the model.
+
+Why here, beside the model servers, and not in infer/'s factory: a loaded model *is* its server (the
+loader declares the server's shapes, starts and warms it, and hands it a background-built engine to
+adopt), and the engine is only one of its parts next to the decoder (models/) and the preprocessor
+(gpu/, preprocess/). infer/ stays below all of that and free of config objects: `engine_options` turns
+a model's config into the plain `EngineOptions` that infer/'s one factory (`open_engine`) takes and
+that cross into the engine builder process. This module is the one place where a `ModelConfig` meets
+the backends.
+
+Threads: `load_model` runs on the daemon's main thread (start and reload); it starts the server's
+threads and, where one is needed, the background engine build (edged/infer/builder.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from edged.config import ModelConfig, effective_preprocess
+from edged.config.inference import PreprocessConfig
+from edged.gpu import GpuLane, make_preprocessor
+from edged.infer import EngineOptions, ModelLoadError
+from edged.infer.base import Engine
+from edged.infer.lifecycle import open_engine
+from edged.infer.onnxruntime import model_inputs
+from edged.models.base import Decoder, build_decoder
+from edged.observability.metrics import Metrics
+from edged.preprocess import Preprocessor, PreprocessSpec
+from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
+from edged.serving.shapes import check_model_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    config: ModelConfig
+    engine: Engine
+    decoder: Decoder
+    spec: PreprocessSpec
+    preprocessor: Preprocessor
+    shapes: ShapeSet
+    server: ModelServer
+    lane: GpuLane | None = None  # the server's GPU lane, when it runs on a GPU
+
+    def close(self) -> None:
+        self.server.close()
+        if self.lane is not None:
+            self.lane.close()
+
+
+def engine_options(m: ModelConfig) -> EngineOptions:
+    return EngineOptions(
+        intra_op_threads=m.onnxruntime.intra_op_threads,
+        inter_op_threads=m.onnxruntime.inter_op_threads,
+        providers=tuple(m.onnxruntime.providers) if m.onnxruntime.providers else None,
+        tf32=m.onnxruntime.tf32,
+        precision=m.tensorrt.precision,
+        workspace_mb=m.tensorrt.workspace_mb,
+        dla_core=m.tensorrt.dla_core,
+        calibration_cache=m.tensorrt.calibration_cache,
+        max_batch=m.tensorrt.max_batch,
+        cache_dir=m.tensorrt.cache_dir,
+        model_kind=m.kind,
+    )
+
+
+def load_model(
+    name: str,
+    m: ModelConfig,
+    metrics: Metrics | None = None,
+    *,
+    source_sizes: Sequence[tuple[int, int]] = (),
+    wrap: Callable[[Engine], Engine] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> LoadedModel:
+    """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
+    `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
+    `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
+    Raises ModelLoadError with a clear message."""
+    labels: list[str] = []
+    if m.labels is not None:
+        try:
+            labels = [ln.strip() for ln in m.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError as e:
+            raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
+    pre: Preprocessor = make_preprocessor(m.preprocess.device, metrics)
+    lane: GpuLane | None = None
+    options = engine_options(m)
+    if pre.name != "cpu":
+        lane = GpuLane(f"model-{name}", metrics=metrics)  # the server's own CUDA stream
+        options = dataclasses.replace(options, cuda_stream=lane.handle)
+    # Shapes are declared from what the model file says, before any engine exists: a TensorRT
+    # profile and the engine-cache key are built from them.
+    model_input = model_inputs(m.model_file)[0]
+    b = m.batching
+    try:
+        spec = fit_to_engine(
+            name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
+        )
+        # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
+        # fixed width takes crops of that width only.
+        dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
+        fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
+        shapes = declare_shapes(
+            spec,
+            max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
+            pad_to_max=b.pad_to_max or fixed_rows > 0,
+            source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
+            widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+        )
+        check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
+    except (ShapeError, ValueError) as e:
+        raise ModelLoadError(str(e)) from None
+    options = dataclasses.replace(
+        options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
+    )
+    engine, build = open_engine(name, m.model_file, m.backend, options)
+    if lane is None and engine.info.device == "cuda":
+        lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
+    try:
+        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+    except ValueError as e:
+        engine.close()
+        if build is not None:
+            build.cancel()
+        raise ModelLoadError(str(e)) from None
+    if metrics is not None:
+        metrics.engine_info.labels(name).info(
+            {
+                "backend": engine.info.backend,
+                "device": engine.info.device,
+                "preprocess": pre.name,
+                "kind": m.kind,
+            }
+        )
+    server = ModelServer(
+        name,
+        engine,
+        decoder,
+        spec,
+        pre,
+        shapes,
+        max_wait_ms=b.max_wait_ms,
+        decode_workers=b.decode_workers,
+        lane=lane.active if lane is not None else None,
+        on_batch=_batch_observer(metrics, name) if metrics else None,
+    )
+    log.info("model %s: warming %s", name, shapes.describe())
+    try:
+        server.start(progress)
+    except Exception as e:
+        server.close()
+        raise ModelLoadError(
+            f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
+        ) from None
+    if wrap is not None:  # after warm-up: a wrapper counts live calls only
+        server.engine = wrap(engine)
+    if build is not None:
+        server.adopt_when_built(build, lane=_swap_lane(name, lane, metrics))
+    return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane)
+
+
+def fit_to_engine(
+    name: str, spec: PreprocessSpec, overrides: PreprocessConfig, shape: tuple[int, ...], dtype: str
+) -> PreprocessSpec:
+    """Take what the model itself declares (fixed input size, NHWC layout, fp16) unless the config
+    says otherwise; a config that contradicts a fixed input is an error, not a failure on every frame."""
+    if len(shape) != 4:
+        return spec
+    changes: dict[str, Any] = {}
+    nchw_like, nhwc_like = shape[1] in (1, 3), shape[3] in (1, 3)
+    layout = overrides.layout or (
+        "nhwc" if nhwc_like and not nchw_like else "nchw" if nchw_like else spec.layout
+    )
+    if layout != spec.layout:
+        changes["layout"] = layout
+    c, h, w = (shape[1], shape[2], shape[3]) if layout == "nchw" else (shape[3], shape[1], shape[2])
+    if c not in (3, -1):
+        raise ModelLoadError(
+            f"models.{name}: the model takes {c}-channel input; edged feeds 3-channel images"
+        )
+    if h > 0 and w > 0 and spec.resize in ("letterbox", "stretch"):
+        if overrides.size is not None and tuple(overrides.size) != (w, h):
+            raise ModelLoadError(
+                f"models.{name}.preprocess.size: {list(overrides.size)} does not match the model's fixed input "
+                f"{w}x{h} (width x height); remove it or set [{w}, {h}]"
+            )
+        if spec.size != (w, h):
+            changes["size"] = (w, h)
+    elif h > 0 and spec.resize == "fixed_height" and spec.size[1] != h:
+        changes["size"] = (spec.size[0] if w <= 0 else w, h)
+    if dtype == "float16" and overrides.dtype is None:
+        changes["dtype"] = "float16"
+    if changes:
+        log.info(
+            "model %s: preprocessing adapted to the model's declared input %s: %s", name, list(shape), changes
+        )
+        spec = dataclasses.replace(spec, **changes)
+    return spec
+
+
+def _swap_lane(
+    name: str, lane: GpuLane | None, metrics: Metrics | None
+) -> Callable[[], AbstractContextManager[Any]] | None:
+    """The lane a built engine is warmed on before the swap: its own, so the server's keeps serving."""
+    if lane is None:
+        return None
+    return GpuLane(f"model-{name}-swap", metrics=metrics).active
+
+
+def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float], None]:
+    rows, wait = metrics.batch_rows.labels(model), metrics.batch_wait.labels(model)
+
+    def observe(n: int, padded: int, waited_s: float) -> None:
+        rows.observe(n)
+        wait.observe(waited_s)
+
+    return observe

@@ -1,0 +1,1 @@
+"""Test support: a real mosquitto broker, synthetic sources, fault injection passed in by tests."""
