@@ -36,6 +36,7 @@ from edged.signals import SignalFlags
 from edged.sinks import ResultSink
 from edged.snapshot import render_snapshot
 from edged.telemetry import StatsPublisher, Telemetry, register_gauges
+from edged.updates import ModelUpdates
 
 log = logging.getLogger("edged")
 
@@ -81,6 +82,7 @@ class Daemon(CommandControl):
         register_gauges(self.telemetry, self.metrics.registry)
         self.rates = CameraRates()
         self.metrics.registry.register(RatesCollector(self.camera_status, lambda: list(self.cfg.cameras)))
+        self.updates = ModelUpdates(self)  # live model updates: SIGHUP file changes, MQTT commands
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
@@ -115,7 +117,7 @@ class Daemon(CommandControl):
                 self.cfg.mqtt, self.cfg.device.name, self.cfg.topic_prefix, outbox, self.metrics
             )
             if self.cfg.mqtt.commands:
-                self.commands = CommandQueue(self.cfg.topic_prefix, self.cfg.cameras)
+                self.commands = CommandQueue(self.cfg.topic_prefix, self.cfg.cameras, self.cfg.models)
                 self.publisher.on_command(self.commands.submit)
             self.publisher.start()
             self.sink.publisher = self.publisher
@@ -254,6 +256,7 @@ class Daemon(CommandControl):
                 self._model_errors[name] = str(e)
                 continue
             self._model_errors.pop(name, None)
+            self.updates.loaded(name)
 
     def _source_sizes(self, model: str) -> list[tuple[int, int]]:
         """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
@@ -315,6 +318,8 @@ class Daemon(CommandControl):
                 "reload: device/mqtt/health changes take effect after a restart (systemctl restart edged)"
             )
         changed_models = {n for n in new.models if n not in old.models or new.models[n] != old.models[n]}
+        # A new file (content) or path, same settings: loaded beside the old one, no restart.
+        changed_models -= self.updates.reload(old, new)
         removed_models = set(old.models) - set(new.models)
         restart = {
             n
@@ -338,6 +343,7 @@ class Daemon(CommandControl):
             self.hass.set_cameras(self.cfg.cameras)
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
+            self.commands.models = self.cfg.models
         self._announced = False  # cameras may have come or gone: republish every enabled state
         self._init_metric_labels()
         self._load_models(changed_models)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from edged.commands import Command, CommandQueue, SetEnabled, Snapshot
+from edged.commands import Command, CommandQueue, ModelCommand, SetEnabled, Snapshot
 from edged.config import Config
 from edged.publish.mqtt import MqttPublisher
 from edged.runtime import CameraRunner
+from edged.updates import ModelUpdates
 
 log = logging.getLogger("edged")
 
@@ -21,6 +22,7 @@ class CommandControl:
     commands: CommandQueue | None
     _enabled_override: dict[str, bool]
     _announced: bool
+    updates: ModelUpdates
 
     def _start_camera(self, name: str) -> None:
         raise NotImplementedError
@@ -29,6 +31,9 @@ class CommandControl:
         raise NotImplementedError
 
     def execute(self, command: Command) -> None:
+        if isinstance(command, ModelCommand):  # live model update (edged.updates)
+            self.updates.execute(command)
+            return
         name = command.camera
         if name not in self.cfg.cameras:  # removed by a reload since it was queued
             log.warning("MQTT command for camera %s dropped: no such camera any more", name)

@@ -31,13 +31,16 @@ from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
+from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine
 from edged.infer.onnxruntime import model_inputs
+from edged.infer.shadow import ShadowTolerance
 from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
 from edged.serving.shapes import check_model_input
+from edged.serving.update import LiveUpdate, OpenVersion, SwitchableDecoder, Version
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -140,18 +143,12 @@ def load_model(
     options = dataclasses.replace(
         options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
     )
-    engine, build = open_engine(name, m.model_file, m.backend, options)
+    open_version = _version_opener(name, m, options, labels)
+    engine, decoder, build = open_version(m.model_file)
     if lane is None and engine.info.device == "cuda":
         from edged.gpu import Pipeline as GpuLane
 
         lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
-    try:
-        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
-    except ValueError as e:
-        engine.close()
-        if build is not None:
-            build.cancel()
-        raise ModelLoadError(str(e)) from None
     if metrics is not None:
         metrics.engine_info.labels(name).info(
             {
@@ -164,7 +161,8 @@ def load_model(
     server = ModelServer(
         name,
         engine,
-        decoder,
+        # Batches of an old and a new engine decode with their own decoders (edged.serving.update).
+        SwitchableDecoder.wrap(decoder) if b.decode_workers == 0 else decoder,
         spec,
         pre,
         shapes,
@@ -183,9 +181,42 @@ def load_model(
         ) from None
     if wrap is not None:  # after warm-up: a wrapper counts live calls only
         server.engine = wrap(engine)
+    swap_lane = _swap_lane(name, lane, metrics)
     if build is not None:
-        server.adopt_when_built(build, lane=_swap_lane(name, lane, metrics))
+        server.adopt_when_built(build, lane=swap_lane)
+    server.updater = LiveUpdate(
+        server,
+        open_version,
+        Version(server.engine, decoder, m.model_file, file_sha256(m.model_file)),
+        model_input,
+        frames=m.update.shadow_frames,
+        tolerance=update_tolerance(m),
+        swap_lane=swap_lane,
+    )
     return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane)
+
+
+def update_tolerance(m: ModelConfig) -> ShadowTolerance:
+    u = m.update
+    return ShadowTolerance(u.min_iou, u.max_score_drift, u.max_disagreeing_frames)
+
+
+def _version_opener(name: str, m: ModelConfig, options: EngineOptions, labels: list[str]) -> OpenVersion:
+    """The one way an engine of this model is made, at load and for a live update's candidate: the
+    same backend, options and declared shapes; a decoder built from the file's own metadata."""
+
+    def open_version(path: Path) -> tuple[Engine, Decoder, Any]:
+        engine, build = open_engine(name, path, m.backend, options)
+        try:
+            decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+        except ValueError as e:
+            engine.close()
+            if build is not None:
+                build.cancel()
+            raise ModelLoadError(str(e)) from None
+        return engine, decoder, build
+
+    return open_version
 
 
 def fit_to_engine(
