@@ -31,6 +31,7 @@ from tests._edged import (
 )
 from tests._paths import need_models
 from tests.test_shadow import v4_recognizer
+from tests.test_status_page import CHROMIUM, chromium, visible_text
 
 FRAMES = 12  # of the looped sample video
 SHADOW = FRAMES  # requests both engines run before deciding: a whole loop, every plate seen
@@ -205,6 +206,11 @@ def test_live_update_shadow_switch_refuse_force_rollback(
         assert upd["active"] == agreeing and upd["last"]["result"] == "refused" and upd["state"] == "idle"
         assert "became" in upd["last"]["reason"] and count("refused") == 1
         assert "WARNING edged.infer.swap: model text_rec: refused rec.onnx@" in proc.text()
+        if CHROMIUM is not None:  # the status page shows it too
+            page = visible_text(
+                chromium(f"http://127.0.0.1:{health}/", rec.parent.parent / "profile", "--dump-dom")
+            )
+            assert "idle; last: refused rec.onnx@" in page and "became" in page, page
 
         # 3. MQTT commands naming files that may not or cannot be loaded: one reply each, nothing changes.
         (rec.parent / "notes.onnx").write_text("not a model")
