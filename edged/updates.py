@@ -127,24 +127,27 @@ class ModelUpdates:
         return live
 
     def execute(self, command: ModelCommand) -> None:
-        """An MQTT update/force/rollback (main loop)."""
+        """An MQTT update/force/rollback (main loop). Never raises: the main loop must go on."""
+        req = UpdateRequest(command.action, Path(command.path) if command.path else None)
         loaded = self.d.models.get(command.model)
-        req = UpdateRequest(command.action, Path(command.path) if command.path else None)  # type: ignore[arg-type]
         if loaded is None or loaded.server.updater is None:
-            reason = "the model is not loaded" + (
-                f": {self.d._model_errors[command.model]}" if command.model in self.d._model_errors else ""
-            )
+            why = self.d._model_errors.get(command.model)
+            reason = "the model is not loaded" + (f": {why}" if why else "")
             log.warning("MQTT command %s for model %s refused: %s", command.action, command.model, reason)
             self._on_event(UpdateEvent(command.model, "rejected", "", "mqtt", reason, path=command.path))
             return
-        if command.action == "rollback":
-            loaded.server.request_update(req)
-            return
-        path, problem = resolve_candidate(command.model, loaded.config, command.path)
-        if path is None:
-            loaded.server.updater.reject(req, problem)
-            return
-        self._request(command.model, UpdateRequest(command.action, path, file_sha256(path), "mqtt"))  # type: ignore[arg-type]
+        updater = loaded.server.updater
+        try:
+            if command.action == "rollback":
+                loaded.server.request_update(UpdateRequest("rollback"))
+                return
+            path, problem = resolve_candidate(command.model, loaded.config, command.path)
+            if path is None:
+                updater.reject(req, problem)
+                return
+            self._request(command.model, UpdateRequest(command.action, path, file_sha256(path), "mqtt"))
+        except Exception as e:  # e.g. the file vanished between the checks
+            updater.reject(req, f"{type(e).__name__}: {e}")
 
     def _request(self, name: str, req: UpdateRequest) -> None:
         server = self.d.models[name].server
@@ -162,7 +165,8 @@ class ModelUpdates:
             metrics.model_updates.labels(ev.model, ev.result).inc()
         loaded = self.d.models.get(ev.model)
         if ev.result in ("switched", "forced", "rolled_back") and loaded is not None:
-            info = loaded.server.engine.info
+            loaded.engine = loaded.server.engine  # what /stats and the startup summary name
+            info = loaded.engine.info
             metrics.engine_info.labels(ev.model).info(
                 {
                     "backend": info.backend,
