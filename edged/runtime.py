@@ -39,8 +39,9 @@ from edged.metrics import Metrics
 from edged.models.base import Decoder, build_decoder
 from edged.preprocess import CpuPreprocessor, Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
+from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.shapes import check_model_input
-from edged.serving.update import LiveUpdate, OpenVersion, SwitchableDecoder, Version
+from edged.serving.update import LiveUpdate, OpenVersion, Version
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)

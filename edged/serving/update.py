@@ -15,9 +15,9 @@ Who does what, and on which thread:
                  ModelSwap.observe per request (a frame, or all crops of one frame). So after the warm-up
                  every call of an engine, and every close of one that has served, is on this thread.
 
-The decode thread keeps decoding in order: a `SwitchableDecoder` is told which batch outputs are the
-first of the new engine, so batches of the old engine are decoded by the old decoder (a recognizer's
-character set comes from its file) and none is lost, repeated or reordered. The shadow work costs the
+The decode thread keeps decoding in order: a `SwitchableDecoder` (edged.serving.live_decoder) is told
+which batch outputs are the first of the new engine, so batches of the old engine are decoded by the old
+decoder (a recognizer's character set comes from its file) and none is lost, repeated or reordered. The shadow work costs the
 batch thread one more preprocessing, engine call and two decodes per batch, for `shadow_frames`
 requests only.
 """
@@ -28,8 +28,7 @@ import copy
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from edged.infer.onnxruntime import model_inputs
 from edged.infer.shadow import ShadowTolerance
 from edged.infer.swap import ModelSwap, SwapEvent
 from edged.models.base import Decoder
-from edged.preprocess.spec import Plan
+from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.shapes import ShapeError, check_model_input
 from edged.types import Detection
 
@@ -92,41 +91,6 @@ class UpdateEvent:
     reason: str = ""
     report: dict[str, Any] | None = None
     path: str = ""
-
-
-class SwitchableDecoder(Decoder):
-    """The server's decoder across live updates (decode thread). `switch_at(outputs, decoder)` (batch
-    thread): from that batch's outputs on, decode with `decoder`. Made per decoder class by `wrap`, so
-    the class attributes the chain reads (per_crop, text_crops, ...) stay those of the model's kind."""
-
-    def __init__(self, decoder: Decoder) -> None:
-        super().__init__(decoder.params, decoder.labels, decoder.metadata)
-        self.current = decoder
-        self._marks: deque[tuple[Mapping[str, np.ndarray], Decoder]] = deque()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def wrap(decoder: Decoder) -> SwitchableDecoder:
-        return _switchable(type(decoder))(decoder)
-
-    def switch_at(self, outputs: Mapping[str, np.ndarray], decoder: Decoder) -> None:
-        with self._lock:
-            self._marks.append((outputs, decoder))
-
-    def decode(self, outputs: Mapping[str, np.ndarray], plans: Sequence[Plan]) -> list[list[Detection]]:
-        with self._lock:
-            if self._marks and self._marks[0][0] is outputs:
-                self.current = self._marks.popleft()[1]
-        return self.current.decode(outputs, plans)
-
-
-_SWITCHABLE: dict[type[Decoder], type[SwitchableDecoder]] = {}
-
-
-def _switchable(cls: type[Decoder]) -> type[SwitchableDecoder]:
-    if cls not in _SWITCHABLE:
-        _SWITCHABLE[cls] = type(f"Switchable{cls.__name__}", (SwitchableDecoder, cls), {})
-    return _SWITCHABLE[cls]
 
 
 @dataclass
