@@ -139,6 +139,34 @@ class BatchingConfig(EdgedModel):
     )
 
 
+class UpdateConfig(EdgedModel):
+    """Live model update (docs/engines.md): a new file for the model is loaded beside the running one and
+    both run on the next requests; the new one takes over only when they agree within these tolerances."""
+
+    shadow_frames: int = Field(
+        20,
+        ge=1,
+        le=10000,
+        description="Requests both engines run before deciding: frames for a first stage, one frame's crops for a later stage.",
+    )
+    min_iou: float = Field(
+        0.5, gt=0, le=1, description="A candidate's box matches a serving box at this IoU or more."
+    )
+    max_score_drift: float = Field(
+        0.05, ge=0, le=1, description="Largest score difference allowed between matched results."
+    )
+    max_disagreeing_frames: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fraction of the compared requests allowed to disagree (missing, extra, relabelled, other read, drifted); 0: none.",
+    )
+    folders: list[Path] = Field(
+        default_factory=list,
+        description="Folders an MQTT update command may name a file in, besides the folder of `path` (relative paths are relative to the config file). Files elsewhere are refused.",
+    )
+
+
 class ModelConfig(EdgedModel):
     path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
     kind: Literal["ppocr_det", "ppocr_cls", "ppocr_rec", "yolo", "ssd", "classifier"] = Field(
@@ -163,6 +191,10 @@ class ModelConfig(EdgedModel):
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="TensorRT settings.")
     batching: BatchingConfig = Field(
         default_factory=BatchingConfig, description="Cross-camera batching of this model's engine calls."
+    )
+    update: UpdateConfig = Field(
+        default_factory=UpdateConfig,
+        description="Live model update: shadow check of a new file before it serves (docs/engines.md).",
     )
 
     @property

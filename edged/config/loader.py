@@ -43,6 +43,7 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         m.labels = rel(m.labels)
         m.tensorrt.cache_dir = rel(m.tensorrt.cache_dir) or m.tensorrt.cache_dir
         m.tensorrt.calibration_cache = rel(m.tensorrt.calibration_cache)
+        m.update.folders = [rel(f) or f for f in m.update.folders]
     for cam in cfg.cameras.values():
         for scheme in ("file://", "dir://"):
             rest = cam.source[len(scheme) :]

@@ -8,6 +8,8 @@ Commands:
 - `set/enabled`  payload ON/OFF/true/false/1/0 (case-insensitive, surrounding whitespace ignored):
   start or stop the camera's runner at run time. Nothing is persisted: a restart follows the config.
 - `set/snapshot` any payload: publish the camera's current annotated JPEG to `<prefix>/<camera>/snapshot`.
+- `<prefix>/<model>/set/update|force|rollback`: a live model update (edged.daemon.updates): the payload of
+  update/force names a file already on the device; rollback takes any payload.
 
 Anything else (unknown camera or command, payload over MAX_PAYLOAD bytes, bad UTF-8, a value that is not
 a boolean) becomes a `CommandError`; the caller logs it as one warning line. Nothing here raises.
@@ -19,6 +21,7 @@ import logging
 import queue
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,15 @@ class Snapshot:
     camera: str
 
 
-Command = SetEnabled | Snapshot
+@dataclass(frozen=True)
+class ModelCommand:
+    model: str
+    action: Literal["update", "force", "rollback"]
+    path: str = ""  # as sent; checked by edged.daemon.updates in the main loop (where it can reply)
+
+
+MODEL_COMMANDS: tuple[Literal["update", "force", "rollback"], ...] = ("update", "force", "rollback")
+Command = SetEnabled | Snapshot | ModelCommand
 
 
 @dataclass(frozen=True)
@@ -57,12 +68,25 @@ def _printable(text: str, limit: int = 80) -> str:
 
 
 def parse_command(
-    camera: str, command: str, payload: bytes, cameras: Collection[str]
+    camera: str, command: str, payload: bytes, cameras: Collection[str], models: Collection[str] = ()
 ) -> Command | CommandError:
-    """The command for a message on <prefix>/<camera>/set/<command>, or why it is refused. Never raises."""
+    """The command for a message on <prefix>/<camera or model>/set/<command>, or why it is refused.
+    Never raises."""
 
     def error(reason: str) -> CommandError:
         return CommandError(camera, command, reason)
+
+    action = next((a for a in MODEL_COMMANDS if a == command), None)
+    if action is not None:
+        if camera not in models:
+            return error(f"unknown model {_printable(camera)!r}")
+        try:
+            text = payload.decode("utf-8").strip() if len(payload) <= MAX_PAYLOAD else None
+        except UnicodeDecodeError:
+            return error("payload is not valid UTF-8")
+        if text is None:
+            return error(f"payload too long ({len(payload)} bytes, at most {MAX_PAYLOAD})")
+        return ModelCommand(camera, action, "" if action == "rollback" else text)
 
     if camera not in cameras:
         return error(f"unknown camera {_printable(camera)!r}")
@@ -86,9 +110,10 @@ def parse_command(
 class CommandQueue:
     """Parses in the caller's (network) thread, queues valid commands for the main loop."""
 
-    def __init__(self, prefix: str, cameras: Collection[str]) -> None:
+    def __init__(self, prefix: str, cameras: Collection[str], models: Collection[str] = ()) -> None:
         self.prefix = prefix
         self.cameras = cameras
+        self.models = models
         self._queue: queue.Queue[Command] = queue.Queue(QUEUE_SIZE)
 
     def topic(self, camera: str, command: str) -> str:
@@ -101,7 +126,7 @@ class CommandQueue:
     def offer(self, camera: str, command: str, payload: bytes) -> Command | CommandError:
         """Parse and queue; one warning log line per refused command. Never raises."""
         try:
-            parsed = parse_command(camera, command, payload, self.cameras)
+            parsed = parse_command(camera, command, payload, self.cameras, self.models)
             if isinstance(parsed, CommandError):
                 log.warning("MQTT command on %s refused: %s", self.topic(camera, command), parsed.reason)
                 return parsed

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from edged.daemon.commands import Command, SetEnabled, Snapshot
+from edged.daemon.commands import Command, ModelCommand, SetEnabled, Snapshot
 from edged.daemon.supervisor import Supervisor
+from edged.daemon.updates import ModelUpdates
 from edged.publish.mqtt import MqttPublisher
 
 log = logging.getLogger("edged")
@@ -27,14 +28,19 @@ class Controller:
         publisher: MqttPublisher,
         prefix: str,
         snapshot: Callable[[str], bytes | None],
+        updates: ModelUpdates,
     ) -> None:
         self.supervisor = supervisor
+        self.updates = updates  # model commands: live update, force, rollback
         self.publisher = publisher
         self.prefix = prefix
         self.snapshot = snapshot  # camera -> its annotated JPEG, or None
         self._announced = False  # the retained <camera>/enabled states went out on this connection
 
     def execute(self, command: Command) -> None:
+        if isinstance(command, ModelCommand):  # live model update (edged.daemon.updates); never raises
+            self.updates.execute(command)
+            return
         name = command.camera
         if name not in self.supervisor.cfg.cameras:  # removed by a reload since it was queued
             log.warning("MQTT command for camera %s dropped: no such camera any more", name)

@@ -28,6 +28,7 @@ from edged.daemon.controller import Controller
 from edged.daemon.signals import SignalFlags
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
+from edged.daemon.updates import ModelUpdates
 from edged.daemon.view import OperatorView
 from edged.infer.base import Engine
 from edged.observability.environment import opencv_report
@@ -91,6 +92,10 @@ class Daemon:
             self.rates,
             engine_wrap=engine_wrap,  # (model name, warmed engine) -> engine: how tests inject faults
         )
+        # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
+        self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
+        self.supervisor.on_model_loaded = self.updates.loaded
+        self.supervisor.live_changes = self.updates.reload
         self.telemetry = Telemetry()
         register_gauges(self.telemetry, self.metrics.registry)
         self.report = StatusReport(self.supervisor, self.rates, self.telemetry)
@@ -150,9 +155,11 @@ class Daemon:
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device.name, cfg.topic_prefix, outbox, self.metrics)
         self.report.publisher = self.publisher
         if cfg.mqtt.commands:
-            self.commands = CommandQueue(cfg.topic_prefix, cfg.cameras)
+            self.commands = CommandQueue(cfg.topic_prefix, cfg.cameras, cfg.models)
             self.publisher.on_command(self.commands.submit)
-            self.controller = Controller(self.supervisor, self.publisher, cfg.topic_prefix, self.snapshot)
+            self.controller = Controller(
+                self.supervisor, self.publisher, cfg.topic_prefix, self.snapshot, self.updates
+            )
         self.publisher.start()
         self.sink.publisher = self.publisher
         if cfg.mqtt.hass.enabled:
@@ -270,6 +277,7 @@ class Daemon:
             self.hass.set_cameras(self.cfg.cameras)
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
+            self.commands.models = self.cfg.models
         if self.controller is not None:
             self.controller.reannounce()  # cameras may have come or gone: republish every enabled state
         self.notifier.ready(self.report.one_line())

@@ -42,10 +42,13 @@ class ReloadPlan:
     needs_restart: bool  # device/mqtt/health changed: only a process restart applies those
 
 
-def plan_reload(old: Config, new: Config) -> ReloadPlan:
+def plan_reload(old: Config, new: Config, live: frozenset[str] = frozenset()) -> ReloadPlan:
     """Models that are new or changed, models that went, and the cameras to restart: those whose config
-    changed, that came or went, or whose chain uses a changed model."""
-    changed = frozenset(n for n in new.models if n not in old.models or new.models[n] != old.models[n])
+    changed, that came or went, or whose chain uses a changed model. `live`: changed models that take
+    their change without a restart (a new file, shadow-checked: edged.daemon.updates)."""
+    changed = frozenset(
+        n for n in new.models if (n not in old.models or new.models[n] != old.models[n]) and n not in live
+    )
     restart = frozenset(
         n
         for n in set(old.cameras) | set(new.cameras)
@@ -87,6 +90,10 @@ class Supervisor:
         self.cameras: dict[str, CameraRunner] = {}
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
+        # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
+        # which changed models take the change live, without a restart.
+        self.on_model_loaded: Callable[[str], None] | None = None
+        self.live_changes: Callable[[Config, Config], set[str]] | None = None
 
     # --- start and stop ----------------------------------------------------------------------
 
@@ -125,6 +132,8 @@ class Supervisor:
                 self.model_errors[name] = str(e)
                 continue
             self.model_errors.pop(name, None)
+            if self.on_model_loaded is not None:
+                self.on_model_loaded(name)
 
     def source_sizes(self, model: str) -> list[tuple[int, int]]:
         """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
@@ -184,7 +193,8 @@ class Supervisor:
         """Run `new` instead of the running config, restarting only what changed. Device, MQTT and health
         settings stay as they are (they need a process restart)."""
         old = self.cfg
-        plan = plan_reload(old, new)
+        live = self.live_changes(old, new) if self.live_changes is not None else set()
+        plan = plan_reload(old, new, frozenset(live))
         if plan.needs_restart:
             log.warning(
                 "reload: device/mqtt/health changes take effect after a restart (systemctl restart edged)"

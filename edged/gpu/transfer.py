@@ -59,7 +59,7 @@ class Download:
         owner: HostBuffers | None = None,
         keep: Any = None,
     ) -> None:
-        self._arrays = arrays
+        self.arrays = arrays
         self._event = event
         self._buffers = buffers or []
         self._owner = owner
@@ -72,7 +72,7 @@ class Download:
             with gpu_thread():  # the caller (a decode thread) may have no CUDA context current
                 event.synchronize()
         self._keep = None
-        return self._arrays
+        return self.arrays
 
     def release(self) -> None:
         """Give the host buffers back (the arrays must not be used any more). After a failed `wait`
@@ -83,7 +83,6 @@ class Download:
             for buf in self._buffers:
                 self._owner.give(buf)
         self._buffers = []
-        self._arrays = {}
 
 
 def download(

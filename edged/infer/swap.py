@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SwapEvent:
     model: str
-    what: str  # shadow_started | switched | forced | refused | rolled_back | rollback_refused
+    what: str  # shadow_started | switched | forced | refused | rolled_back | rollback_refused | failed
     label: str  # the engine the event is about ("v2", a file name, ...)
     report: ShadowReport | None = None
+    reason: str = ""  # why, where there is no report (a failed candidate, nothing to roll back to)
 
 
 class ModelSwap:
@@ -108,7 +109,9 @@ class ModelSwap:
     def rollback(self) -> bool:
         """Back to the previous engine (the current one is closed); False when there is none."""
         if self.previous is None:
-            self._event("rollback_refused", self.active_label, None)
+            self._event(
+                "rollback_refused", self.active_label, None, "there is no previous model to go back to"
+            )
             return False
         left, left_label = self.active, self.active_label
         with self._lock:
@@ -117,6 +120,22 @@ class ModelSwap:
         left.close()
         self._event("rolled_back", left_label, None)
         return True
+
+    def drop_candidate(self, what: str, reason: str) -> None:
+        """Close the candidate without deciding (`what`: failed on a real input, withdrawn by a rollback)."""
+        if self.candidate is None:
+            return
+        left, label = self.candidate, self.candidate_label
+        with self._lock:
+            self.candidate, self.candidate_label, self._check = None, "", None
+        left.close()
+        self._event(what, label, None, reason)
+
+    def adopt(self, engine: Engine) -> None:
+        """The active engine was replaced, same model, by its caller (a background build swapped in, a
+        test's wrapper); the caller closed or still holds the old one."""
+        with self._lock:
+            self.active = engine
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -143,12 +162,13 @@ class ModelSwap:
             stale.close()
         self._event(how, self.active_label, report)
 
-    def _event(self, what: str, label: str, report: ShadowReport | None) -> None:
+    def _event(self, what: str, label: str, report: ShadowReport | None, reason: str = "") -> None:
         if what in self.counts:
             with self._lock:
                 self.counts[what] += 1
-        detail = f": {report.summary()}" if report is not None else ""
-        level = logging.WARNING if what in ("refused", "forced", "rollback_refused") else logging.INFO
+        detail = f": {report.summary()}" if report is not None else f": {reason}" if reason else ""
+        warn = ("refused", "forced", "rollback_refused", "failed")
+        level = logging.WARNING if what in warn else logging.INFO
         log.log(level, "model %s: %s %s%s", self.model, what.replace("_", " "), label, detail)
         if self._on_event is not None:
-            self._on_event(SwapEvent(self.model, what, label, report))
+            self._on_event(SwapEvent(self.model, what, label, report, reason))

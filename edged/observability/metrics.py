@@ -22,6 +22,8 @@ from prometheus_client.registry import Collector
 disable_created_metrics()
 
 DROP_REASONS = ("stale", "error")
+# edged.serving.update.RESULTS (kept here too: metrics imports nothing of the pipeline)
+UPDATE_RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
 OUTBOX_DROP_REASONS = ("bytes", "age", "corrupt")
 # old name -> new name; the old one is served (as a copy) until the next release, then removed.
 DEPRECATED_ALIASES = {
@@ -117,6 +119,12 @@ class Metrics:
             ["camera", "decision"],
             registry=r,
         )
+        self.model_updates = Counter(
+            "edged_model_updates_total",
+            "Live model update steps (shadow_started; switched, forced, refused, rolled_back, failed, rejected)",
+            ["model", "result"],
+            registry=r,
+        )
         self.camera_up = Gauge(
             "edged_camera_up", "1 while the camera delivers frames", ["camera"], registry=r
         )
@@ -148,6 +156,8 @@ class Metrics:
         for model in models:
             self.batch_rows.labels(model)
             self.batch_wait.labels(model)
+            for result in UPDATE_RESULTS:
+                self.model_updates.labels(model, result)
 
 
 class _DeprecatedAliases(Collector):

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edged.config import ModelConfig, effective_preprocess
@@ -29,13 +30,17 @@ from edged.config.inference import PreprocessConfig
 from edged.gpu import GpuLane, make_preprocessor
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
+from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine
 from edged.infer.onnxruntime import model_inputs
+from edged.infer.shadow import ShadowTolerance
 from edged.models.base import Decoder, build_decoder
 from edged.observability.metrics import Metrics
 from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
+from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.shapes import check_model_input
+from edged.serving.update import LiveUpdate, OpenVersion, Version
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class LoadedModel:
     shapes: ShapeSet
     server: ModelServer
     lane: GpuLane | None = None  # the server's GPU lane, when it runs on a GPU
+    updater: LiveUpdate | None = None  # the server's live-update side (edged.serving.update)
 
     def close(self) -> None:
         self.server.close()
@@ -124,16 +130,10 @@ def load_model(
     options = dataclasses.replace(
         options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
     )
-    engine, build = open_engine(name, m.model_file, m.backend, options)
+    open_version = _version_opener(name, m, options, labels)
+    engine, decoder, build = open_version(m.model_file)
     if lane is None and engine.info.device == "cuda":
         lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
-    try:
-        decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
-    except ValueError as e:
-        engine.close()
-        if build is not None:
-            build.cancel()
-        raise ModelLoadError(str(e)) from None
     if metrics is not None:
         metrics.engine_info.labels(name).info(
             {
@@ -146,7 +146,8 @@ def load_model(
     server = ModelServer(
         name,
         engine,
-        decoder,
+        # Batches of an old and a new engine decode with their own decoders (edged.serving.update).
+        SwitchableDecoder.wrap(decoder) if b.decode_workers == 0 else decoder,
         spec,
         pre,
         shapes,
@@ -165,9 +166,42 @@ def load_model(
         ) from None
     if wrap is not None:  # after warm-up: a wrapper counts live calls only
         server.engine = wrap(engine)
+    swap_lane = _swap_lane(name, lane, metrics)
     if build is not None:
-        server.adopt_when_built(build, lane=_swap_lane(name, lane, metrics))
-    return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane)
+        server.adopt_when_built(build, lane=swap_lane)
+    server.updater = updater = LiveUpdate(
+        server,
+        open_version,
+        Version(server.engine, decoder, m.model_file, file_sha256(m.model_file)),
+        model_input,
+        frames=m.update.shadow_frames,
+        tolerance=update_tolerance(m),
+        swap_lane=swap_lane,
+    )
+    return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane, updater)
+
+
+def update_tolerance(m: ModelConfig) -> ShadowTolerance:
+    u = m.update
+    return ShadowTolerance(u.min_iou, u.max_score_drift, u.max_disagreeing_frames)
+
+
+def _version_opener(name: str, m: ModelConfig, options: EngineOptions, labels: list[str]) -> OpenVersion:
+    """The one way an engine of this model is made, at load and for a live update's candidate: the
+    same backend, options and declared shapes; a decoder built from the file's own metadata."""
+
+    def open_version(path: Path) -> tuple[Engine, Decoder, Any]:
+        engine, build = open_engine(name, path, m.backend, options)
+        try:
+            decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
+        except ValueError as e:
+            engine.close()
+            if build is not None:
+                build.cancel()
+            raise ModelLoadError(str(e)) from None
+        return engine, decoder, build
+
+    return open_version
 
 
 def fit_to_engine(

@@ -24,6 +24,10 @@ from edged.models.base import Decoder
 
 
 class Outputs(Protocol):
+    # The dict `wait()` returns (its arrays are filled once the copy has run): an identity that marks
+    # the batch without waiting (edged.serving.live_decoder).
+    arrays: dict[str, np.ndarray]
+
     def wait(self) -> dict[str, np.ndarray]: ...
 
     def release(self) -> None: ...
@@ -33,13 +37,13 @@ class HostOutputs:
     """Outputs that are host arrays already."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self._arrays = arrays
+        self.arrays = arrays
 
     def wait(self) -> dict[str, np.ndarray]:
-        return self._arrays
+        return self.arrays
 
     def release(self) -> None:
-        self._arrays = {}
+        pass
 
 
 def to_host(value: Any) -> np.ndarray:

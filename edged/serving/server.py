@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -48,7 +48,22 @@ log = logging.getLogger(__name__)
 # (rows of detections, one list per row; None on error), error
 Deliver = Callable[[list[list[Detection]] | None, BaseException | None], None]
 State = Literal["loading", "warming", "serving", "failed", "closed"]
-__all__ = ["Deliver", "ModelServer", "ServerClosed"]
+__all__ = ["Deliver", "ModelServer", "ServerClosed", "Updater"]
+
+
+class Updater(Protocol):
+    """What the server calls of its live-update side (edged.serving.update.LiveUpdate), all on the
+    batch thread except `request` and `status` (any thread)."""
+
+    def between_batches(self) -> None: ...
+
+    def after_batch(self, jobs: Sequence[tuple[list[Any], Outputs | None, Any]]) -> None: ...
+
+    def request(self, req: Any) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class _Ticket:
@@ -130,6 +145,10 @@ class ModelServer:
         self.build: Any = None
         self.swaps = 0
         self._next_engine: Engine | None = None
+        self._adopt_lock = threading.Lock()  # a live update may replace `build` while its engine arrives
+        # Live model update (edged.serving.update), set by edged.runtime.load_model; hooked into the
+        # batch loop, so the candidate engine has the batch thread as its one caller too.
+        self.updater: Updater | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -204,7 +223,36 @@ class ModelServer:
             )
             engine.close()
             return
-        self._next_engine = engine
+        with self._adopt_lock:
+            current = self.build is build
+            if current:
+                self._next_engine = engine
+        if not current:  # a live update changed the model meanwhile: this build is of the old one
+            engine.close()
+
+    def replace_build(
+        self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None = None
+    ) -> None:
+        """A live update changed the model (batch thread): the old model's build stops and its engine,
+        if one waits, is dropped; the new model's `build` (or None) is adopted when it is ready."""
+        with self._adopt_lock:
+            old, self.build = self.build, build
+            stale, self._next_engine = self._next_engine, None
+        if stale is not None:
+            stale.close()
+        if old is not None and old is not build:
+            old.cancel()
+            left = old.poll()
+            if left is not None:
+                left.close()
+        if build is not None:
+            self.adopt_when_built(build, lane)
+
+    def request_update(self, request: Any) -> None:
+        """Ask for a live update or rollback (an edged.serving.update.UpdateRequest; any thread)."""
+        if self.updater is None:
+            raise RuntimeError(f"model {self.name}: live update is not set up")
+        self.updater.request(request)
 
     def _swap(self) -> None:
         """On the batch thread, between batches: the warmed engine takes over, the old one closes."""
@@ -232,6 +280,8 @@ class ModelServer:
         if self._pool is not None:
             self._pool.close()
         self.state = "closed"
+        if self.updater is not None:
+            self.updater.close()
         self.engine.close()
         if self._next_engine is not None:
             self._next_engine.close()
@@ -257,6 +307,7 @@ class ModelServer:
             "engine": f"{self.engine.info.backend}/{self.engine.info.device}",
             "swaps": self.swaps,
             **({"build": self.build.status()} if self.build is not None else {}),
+            **({"update": self.updater.status()} if self.updater is not None else {}),
         }
 
     # -- requests --------------------------------------------------------------------------------
@@ -318,7 +369,12 @@ class ModelServer:
                     return
                 if self._next_engine is not None:
                     self._swap()
-                for job in self._run(batch):
+                if self.updater is not None:
+                    self.updater.between_batches()
+                jobs = self._run(batch)
+                if self.updater is not None:  # the shadow check runs the candidate on the same rows
+                    self.updater.after_batch(jobs)
+                for job in jobs:
                     self._decode.put(job)
 
     def _run(self, batch: list[_Row]) -> list[_Job]:
