@@ -245,6 +245,7 @@ class Daemon(CommandControl):
                     self.cfg.models[name],
                     self.metrics,
                     source_sizes=self._source_sizes(name),
+                    regions=self._regions(name),
                     wrap=wrap,
                     progress=self._warm_progress,
                 )
@@ -263,6 +264,13 @@ class Daemon(CommandControl):
                 for c in self.cfg.cameras.values()
                 if c.width and c.height and any(s.model == model for s in c.chain)
             }
+        )
+
+    def _regions(self, model: str) -> bool:
+        """Whether a camera runs the model as its first stage on motion regions (declares their canvases)."""
+        return any(
+            c.motion.enabled and c.motion.region and c.chain and c.chain[0].model == model
+            for c in self.cfg.cameras.values()
         )
 
     @staticmethod

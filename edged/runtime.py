@@ -25,7 +25,7 @@ from edged.chain.delivery import Delivery
 from edged.chain.dispatch import FrameDispatcher
 from edged.chain.filters import StageFilter
 from edged.chain.flow import CameraFlow
-from edged.chain.motion import MotionGate, hold_tracks
+from edged.chain.motion import MotionGate, MotionResult, hold_tracks
 from edged.chain.tracker import IouTracker
 from edged.config import CameraConfig, ModelConfig, effective_preprocess
 from edged.config.models import PreprocessConfig
@@ -94,11 +94,13 @@ def load_model(
     metrics: Metrics | None = None,
     *,
     source_sizes: Sequence[tuple[int, int]] = (),
+    regions: bool = False,
     wrap: Callable[[Engine], Engine] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> LoadedModel:
     """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
     `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
+    `regions`: a camera runs it on motion regions (limit_side detectors declare smaller canvases too).
     `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
     Raises ModelLoadError with a clear message."""
     labels: list[str] = []
@@ -133,6 +135,7 @@ def load_model(
             pad_to_max=b.pad_to_max or fixed_rows > 0,
             source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
             widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+            regions=regions,
         )
         check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
     except (ShapeError, ValueError) as e:
@@ -332,7 +335,6 @@ class CameraRunner:
         # Motion gating (issue 16): skips the chain on frames where nothing moves.
         mc = cam.motion
         self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
-        self._held_seq = -1
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
@@ -364,19 +366,23 @@ class CameraRunner:
             self.last_frame = frame
             if self.flow is None:
                 self._record(FrameResult(frame, [], {}))
-            elif self.motion is not None and not self._motion_runs(frame):  # motion gating (issue 16)
-                self.flow.skip(frame, self._hold_tracks(frame.seq))
-            else:
+            elif self.motion is None:
                 self.flow.offer(frame)
+            else:  # motion gating (issue 16): skip, or run on the whole frame or a region of it
+                decision = self._motion_check(frame)
+                if decision.run_detector:
+                    self.flow.offer(frame, decision.region)
+                else:
+                    self.flow.skip(frame, self._hold_tracks(frame.seq))
 
     # --- motion gating (issue 16): the logic lives in edged/chain/motion.py ---
-    def _motion_runs(self, frame: Frame) -> bool:
-        """Ask the gate whether the chain runs on this frame (and count its reason)."""
+    def _motion_check(self, frame: Frame) -> MotionResult:
+        """Ask the gate whether (and where) the chain runs on this frame, and count its reason."""
         assert self.motion is not None and self.flow is not None
         tracker = self.flow.stages[0].tracker
         decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
         self.metrics.motion_frames.labels(self.name, decision.reason).inc()
-        return decision.run_detector
+        return decision
 
     def _hold_tracks(self, seq: int) -> Callable[[], None]:
         """For a skipped frame, run once every older frame has left the chain: the first stage's live
@@ -386,8 +392,7 @@ class CameraRunner:
             assert self.flow is not None
             tracker = self.flow.stages[0].tracker
             if tracker is not None:
-                hold_tracks(tracker.tracks, self._held_seq, seq)
-            self._held_seq = seq
+                hold_tracks(tracker, seq)
 
         return hold
 

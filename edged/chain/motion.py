@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edged.chain.tracker import Track
+from edged.chain.tracker import IouTracker
 from edged.types import Frame
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class MotionResult:
     run_detector: bool
     reason: str
     changed: float  # share of the (unmasked) small frame that differs from the background
+    # Region mode, motion runs only: where the first stage runs (frame pixels); None = the whole frame.
+    region: Box | None = None
 
 
 class MotionGate:
@@ -58,6 +60,9 @@ class MotionGate:
         masks: Sequence[Sequence[tuple[float, float]]] = (),
         full_frame_every: int = 100,
         redetect_every: int = 10,
+        region: bool = False,
+        region_margin: float = 0.25,
+        region_min: float = 0.25,
     ) -> None:
         self.height = height
         self.threshold = float(threshold)
@@ -67,6 +72,8 @@ class MotionGate:
         self.masks = [np.asarray(m, dtype=np.float32) for m in masks]
         self.full_frame_every = full_frame_every
         self.redetect_every = redetect_every
+        self.region, self.region_margin, self.region_min = region, region_margin, region_min
+        self._frame_size = (0, 0)
         self._background: np.ndarray | None = None
         self._prev = np.zeros((0, 0), np.float32)  # the previous small frame
         self._valid: np.ndarray | None = None  # uint8 255 where motion counts (outside every mask)
@@ -79,6 +86,7 @@ class MotionGate:
     def check(self, frame: Frame, tracking: bool = False) -> MotionResult:
         """Motion in `frame` and whether the detector should run on it (`tracking`: live tracks exist)."""
         small = self._small_grey(frame)
+        self._frame_size = (frame.width, frame.height)
         bg = self._background
         if bg is None or bg.shape != small.shape:
             self._reset(small, frame.width)
@@ -131,9 +139,12 @@ class MotionGate:
         else:
             run = False
             reason = "lighting" if reason == "lighting" else "idle"
+        region = None
         if run:
             self._since_run = 0
-        result = MotionResult(moving, boxes, run, reason, changed)
+            if reason == "motion" and self.region:
+                region = motion_region(boxes, *self._frame_size, self.region_margin, self.region_min)
+        result = MotionResult(moving, boxes, run, reason, changed, region)
         self.counts[reason] += 1
         self.last = result
         return result
@@ -194,10 +205,45 @@ def merge_boxes(boxes: Iterable[Box]) -> list[Box]:
     return sorted(out)
 
 
-def hold_tracks(tracks: Iterable[Track], last_seq: int, seq: int) -> None:
-    """Frame `seq` was skipped because nothing moved: the tracks seen on the last frame the detector
-    (or an earlier hold) saw, `last_seq`, are still where they were, so they do not age over it.
-    Tracks already unseen then keep ageing and end as usual."""
-    for t in tracks:
-        if t.last_seq == last_seq:
+def motion_region(boxes: Sequence[Box], frame_w: int, frame_h: int, margin: float, least: float) -> Box:
+    """One region for the detector: the union of the motion boxes grown on every side by `margin` x its
+    longer side (the plate on a moving car, the context a detector needs), at least `least` of the
+    frame per side (grown about its centre), shifted and clipped into the frame."""
+    x1, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x2, y2 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    grow = margin * max(x2 - x1, y2 - y1)
+    w = min(frame_w, max(x2 - x1 + 2 * grow, least * frame_w))
+    h = min(frame_h, max(y2 - y1 + 2 * grow, least * frame_h))
+    left = min(max(0.0, (x1 + x2 - w) / 2), frame_w - w)
+    top = min(max(0.0, (y1 + y2 - h) / 2), frame_h - h)
+    return int(left), int(top), min(frame_w, int(np.ceil(left + w))), min(frame_h, int(np.ceil(top + h)))
+
+
+def hold_tracks(tracker: IouTracker, seq: int) -> None:
+    """Frame `seq` was skipped because nothing moved: the tracks seen on the latest frame the tracker
+    is up to date with (`tracker.seq`, a detector run or an earlier hold) are still where they were, so
+    they do not age over it. Tracks already unseen then keep ageing and end as usual."""
+    if seq <= tracker.seq:  # a later frame's detections are already in: nothing to carry over
+        return
+    for t in tracker.tracks:
+        if t.last_seq == tracker.seq:
             t.last_seq = seq
+    tracker.seq = seq
+
+
+def hold_outside(tracker: IouTracker, region: Box, seq: int) -> None:
+    """Frame `seq` runs the detector on `region` only (before its tracker update): tracks up to date
+    whose box lies mostly outside it were not looked at, so they are held like on an idle frame (a car
+    parked beside the one driving past keeps its track) instead of ageing towards their end."""
+    if seq <= tracker.seq:
+        return
+    for t in tracker.tracks:
+        if t.last_seq == tracker.seq and _inside_share(t.last.box, region) < 0.5:
+            t.last_seq = seq
+
+
+def _inside_share(box: tuple[float, float, float, float], region: Box) -> float:
+    w = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
+    h = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
+    area = max(1e-9, (box[2] - box[0]) * (box[3] - box[1]))
+    return w * h / area
