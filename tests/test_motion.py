@@ -229,7 +229,7 @@ def test_motion_region_grows_the_boxes_keeps_a_minimum_and_stays_in_the_frame() 
 def test_region_mode_marks_motion_runs_only(
     gate: tuple[GateScene, list[np.ndarray], dict[str, Any]],
 ) -> None:
-    scene, frames, meta = gate
+    _, frames, meta = gate
     results = run_gate(frames, MotionGate(masks=masks_of(meta), full_frame_every=20, region=True))
     assert results[0].reason == "start" and results[0].region is None
     assert {r.reason for r in results if r.region is not None} == {"motion"}

@@ -155,15 +155,24 @@ def test_every_region_plans_into_a_declared_size_at_the_frames_scale(  # type: i
         assert np.allclose([lo, hi], [box[:2], box[2:]], atol=1.0)
         return
     frame = frame_plan(shapes, spec, w, h)
-    px = (w / frame.content[2], h / frame.content[3])  # frame pixels per model pixel
-    # The content covers the region (whole model pixels of the frame's grid: up to one more each side).
-    assert lo[0] <= box[0] + 1e-3 and lo[1] <= box[1] + 1e-3 and hi[0] >= box[2] - 1e-3 and hi[1] >= box[3] - 1e-3
-    assert box[0] - lo[0] <= px[0] + 1e-3 and hi[0] - box[2] <= px[0] + 1e-3
+    # The content covers the region and stays inside the frame's own content.
+    assert (
+        lo[0] <= box[0] + 1e-3
+        and lo[1] <= box[1] + 1e-3
+        and hi[0] >= box[2] - 1e-3
+        and hi[1] >= box[3] - 1e-3
+    )
+    assert cw <= frame.content[2] and ch <= frame.content[3]
+    assert lo[0] >= -1e-3 and lo[1] >= -1e-3 and hi[0] <= w + 1e-3 and hi[1] <= h + 1e-3
     # Same samples as the whole-frame run: the region's pixel (0, 0) is a pixel of the frame's grid.
     shift = np.linalg.solve(frame.h_out_to_src, plan.h_out_to_src)
-    assert np.allclose(shift[:2, :2], np.eye(2), atol=1e-6) and np.allclose(shift[:2, 2], np.round(shift[:2, 2]))
-    # The smallest declared canvas that holds it, never larger than the frame's.
-    assert all(sw * sh >= plan.out_w * plan.out_h for sw, sh in shapes.sizes if sw >= cw and sh >= ch)
+    assert np.allclose(shift[:2, :2], np.eye(2), atol=1e-6) and np.allclose(
+        shift[:2, 2], np.round(shift[:2, 2])
+    )
+    # Small: no declared canvas of less area holds the region with a stride of room to align it.
+    sx, sy = frame.content[2] / w, frame.content[3] / h
+    rw, rh = (box[2] - box[0]) * sx + 2 * spec.multiple, (box[3] - box[1]) * sy + 2 * spec.multiple
+    assert all(a * b >= plan.out_w * plan.out_h for a, b in shapes.sizes if a >= rw and b >= rh)
     assert plan.out_w * plan.out_h <= frame.out_w * frame.out_h
 
 
@@ -176,8 +185,12 @@ def test_regions_declare_smaller_canvases_only_when_asked() -> None:
     assert declare_shapes(YOLO, max_batch=1, regions=True).sizes == (YOLO.size,)  # one size: nothing to add
     # A car-sized region of a 640x480 frame (scale 992/640) runs on a canvas of 1/8 of the frame's area.
     plan = region_plan(regions, DET, 640, 480, (300, 250, 440, 380))
-    assert (plan.out_w, plan.out_h) == (256, 384) and plan.content == (0, 0, 217, 200)
-    assert region_plan(plain, DET, 640, 480, (300, 250, 440, 380)).out_w == 992  # no ladder: the frame's canvas
+    assert (plan.out_w, plan.out_h) == (256, 384) and plan.content == (0, 0, 256, 384)  # filled with frame
+    lo, hi = plan.to_source(np.array([[0, 0], [256, 384]], dtype=np.float64))
+    assert lo[0] <= 300 and lo[1] <= 250 and hi[0] >= 440 and hi[1] >= 380
+    assert (
+        region_plan(plain, DET, 640, 480, (300, 250, 440, 380)).out_w == 992
+    )  # no ladder: the frame's canvas
     with pytest.raises(ValueError, match="empty region"):
         region_plan(regions, DET, 640, 480, (700, 0, 800, 10))
 
@@ -193,7 +206,7 @@ def test_a_region_renders_the_same_pixels_as_the_whole_frame() -> None:
     whole = pre.rows([(frame, whole_plan)], DET)
     plan = region_plan(shapes, DET, 640, 480, (101, 57, 333, 290))
     part = pre.rows([(frame, plan)], DET)
-    x0, y0 = (int(round(v)) for v in np.linalg.solve(whole_plan.h_out_to_src, plan.h_out_to_src)[:2, 2])
+    x0, y0 = (round(float(v)) for v in np.linalg.solve(whole_plan.h_out_to_src, plan.h_out_to_src)[:2, 2])
     _, _, cw, ch = plan.content
     a, _ = DET.scale_bias
     diff = np.abs(part[0, :, :ch, :cw] - whole[0, :, y0 : y0 + ch, x0 : x0 + cw]) / a[0]

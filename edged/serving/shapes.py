@@ -199,8 +199,8 @@ def region_plan(
 ) -> Plan:
     """The plan of a rectangle (x1, y1, x2, y2 frame pixels) of a src_w x src_h frame: sampled at the
     scale the whole frame is planned at (the detector sees the same pixels as in a whole-frame run),
-    content top-left in the smallest declared canvas that holds it. Its homography maps into frame
-    pixels, so detections decode straight into frame coordinates. Modes without a per-frame scale
+    in the smallest declared canvas that holds it, the canvas filled with the frame around it. Its
+    homography maps into frame pixels, so detections decode straight into frame coordinates. Modes without a per-frame scale
     (letterbox, stretch, fixed_height) plan the rectangle as a crop."""
     x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
     x2, y2 = min(src_w, int(box[2])), min(src_h, int(box[3]))
@@ -212,10 +212,20 @@ def region_plan(
     frame = frame_plan(shapes, spec, src_w, src_h)
     fw, fh = frame.content[2], frame.content[3]
     sx, sy = fw / src_w, fh / src_h
-    # Whole output pixels of the frame's own plan, so the region's samples are the frame run's samples.
-    ox1, oy1 = int(np.floor(x1 * sx)), int(np.floor(y1 * sy))
+    # Whole output pixels of the frame's own plan, so the region's samples are the frame run's samples;
+    # the origin on the detector's stride (`multiple`), so its convolutions see the same grid too.
+    m = max(1, spec.multiple)
+    ox1, oy1 = int(np.floor(x1 * sx)) // m * m, int(np.floor(y1 * sy)) // m * m
     ox2, oy2 = min(fw, int(np.ceil(x2 * sx))), min(fh, int(np.ceil(y2 * sy)))
-    w, h = max(1, ox2 - ox1), max(1, oy2 - oy1)
-    cw, ch = next(((cw, ch) for cw, ch in shapes.sizes if cw >= w and ch >= h), (frame.out_w, frame.out_h))
-    # Output pixel (x, y) of the region is output pixel (x + ox1, y + oy1) of the whole-frame plan.
-    return Plan(cw, ch, (0, 0, w, h), _scale_homography(sx, sy, -ox1, -oy1))
+    need_w, need_h = max(1, ox2 - ox1), max(1, oy2 - oy1)
+    cw, ch = next(
+        ((cw, ch) for cw, ch in shapes.sizes if cw >= need_w and ch >= need_h), (frame.out_w, frame.out_h)
+    )
+    # Fill the canvas with the frame around the region rather than padding: the detector sees more
+    # context, and detectors with global pooling (PP-OCR's SE blocks) answer differently next to a
+    # flat pad than inside a picture. Padding remains only where the frame's own plan has it.
+    w, h = min(cw, fw), min(ch, fh)
+    ox = min(max(0, ox1 - (w - need_w) // 2 // m * m), fw - w)
+    oy = min(max(0, oy1 - (h - need_h) // 2 // m * m), fh - h)
+    # Output pixel (x, y) of the region is output pixel (x + ox, y + oy) of the whole-frame plan.
+    return Plan(cw, ch, (0, 0, w, h), _scale_homography(sx, sy, -ox, -oy))
