@@ -12,9 +12,12 @@ detector runs. While nothing moves the detector still runs every `full_frame_eve
 that arrived unseen are found) and, when tracks are live, every `redetect_every` frames (a parked car
 keeps its track, see `hold_tracks`).
 
-Runs with OpenCV on the CPU. A frame in GPU memory is copied to the host first (whole frame; the
-motion step is not done on the device yet). One gate per camera, called from that camera's loop
-thread only; `status()` may be read from any thread (it copies plain numbers).
+Runs with OpenCV on the CPU. For a frame in GPU memory the small grey frame is made on the device
+(edged.gpu.motion: one kernel, only the small frame is downloaded) and the rest runs here on it; with
+no usable GPU the frame is downloaded and shrunk here. With `region` on, a motion run also gets one
+region (the grown union of the motion boxes, `motion_region`) that the first stage runs on instead of
+the whole frame. One gate per camera, called from that camera's loop thread only; `status()` may be
+read from any thread (it copies plain numbers).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edged.chain.tracker import IouTracker
+from edged.gpu.motion import small_size
 from edged.types import Frame
 
 log = logging.getLogger(__name__)
@@ -79,7 +84,8 @@ class MotionGate:
         self._valid: np.ndarray | None = None  # uint8 255 where motion counts (outside every mask)
         self._scale = 1.0  # small pixels per frame pixel
         self._since_run = 0
-        self._warned_device = False
+        self._device: Any = None  # edged.gpu.motion.DeviceGrey once a device frame came and a GPU works
+        self._device_off = ""  # why device frames are downloaded instead (logged once)
         self.counts = dict.fromkeys(REASONS, 0)
         self.last: MotionResult | None = None
 
@@ -150,20 +156,41 @@ class MotionGate:
         return result
 
     def _small_grey(self, frame: Frame) -> np.ndarray:
-        image = frame.image
-        if frame.on_device:
-            from edged.serving.server import to_host
+        small = self._on_device(frame) if frame.on_device else None
+        if small is None:
+            image = frame.image
+            if frame.on_device:
+                from edged.serving.server import to_host
 
-            if not self._warned_device:
-                log.info("camera %s: motion gating copies device frames to the host", frame.camera)
-                self._warned_device = True
-            image = to_host(image)
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if frame.fmt == "rgb8" else cv2.COLOR_BGR2GRAY)
-        h, w = image.shape[:2]
-        size = (max(1, round(w * self.height / h)), self.height)
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                image = to_host(image)
+            small = small_grey(image, frame.fmt, self.height)
         return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)  # type: ignore[no-any-return]
+
+    def _on_device(self, frame: Frame) -> np.ndarray | None:
+        """The small grey frame made on the GPU (None: download the frame and use the CPU path)."""
+        if self._device is None and not self._device_off:
+            from edged.gpu.motion import DeviceGrey, device_grey_unavailable
+
+            reason = device_grey_unavailable()
+            if reason is None:
+                try:
+                    self._device = DeviceGrey(frame.camera)
+                except Exception as e:
+                    reason = f"{type(e).__name__}: {e}"
+            if reason is not None:
+                self._device_off = reason
+                log.info("camera %s: motion gating downloads device frames (%s)", frame.camera, reason)
+        if self._device is None:
+            return None
+        try:
+            small: np.ndarray | None = self._device(frame.image, frame.fmt, self.height)
+        except Exception as e:  # a broken device path must not stop the camera: the CPU path works
+            log.error(
+                "camera %s: motion on the device failed, downloading frames instead: %s", frame.camera, e
+            )
+            self._device, self._device_off = None, str(e)
+            return None
+        return small
 
     def _reset(self, small: np.ndarray, frame_width: int) -> None:
         self._background, self._prev = small.copy(), small
@@ -184,6 +211,22 @@ class MotionGate:
             x, y, w, h = cv2.boundingRect(c)
             boxes.append((int(x * inv), int(y * inv), int((x + w) * inv), int((y + h) * inv)))
         return merge_boxes(boxes)
+
+
+def small_grey(image: np.ndarray, fmt: str, height: int) -> np.ndarray:
+    """The gate's small frame on the CPU (the reference the device kernel matches): grey, then shrunk
+    to `height` rows with INTER_AREA, uint8."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        rgb = fmt == "rgb8"
+        if image.shape[2] == 4:
+            code = cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY
+        else:
+            code = cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code)
+    h, w = image.shape[:2]
+    return cv2.resize(image, small_size(w, h, height), interpolation=cv2.INTER_AREA)  # type: ignore[no-any-return]
 
 
 def merge_boxes(boxes: Iterable[Box]) -> list[Box]:
