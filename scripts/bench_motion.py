@@ -46,16 +46,20 @@ ROI_TOP = 30  # the burned-in clock is text too, but not a plate: the chain look
 
 
 class CountingEngine:
-    """Delegates every call to the real engine and counts the calls."""
+    """Delegates every call to the real engine and counts the calls and the input pixels (rows x H x W:
+    what region mode saves is tensor size, not calls)."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self.calls = 0
+        self.pixels = 0
         self.name, self.inputs, self.outputs = engine.name, engine.inputs, engine.outputs
         self.metadata, self.info = engine.metadata, engine.info
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         self.calls += 1
+        shape = next(iter(inputs.values())).shape
+        self.pixels += shape[0] * (shape[2] * shape[3] if shape[1] in (1, 3) else shape[1] * shape[2])
         return dict(self._engine.infer(inputs))
 
     def close(self) -> None:
@@ -149,6 +153,7 @@ def run_mode(video: Path, meta: dict[str, Any], mode: str) -> dict[str, Any]:
         "results": len(results),
         "det_calls_per_h": counters["text_det"].calls / hours,
         "rec_calls_per_h": counters["text_rec"].calls / hours,
+        "det_mpx_per_h": counters["text_det"].pixels / hours / 1e6,
         "cpu_s_per_h": cpu / hours,
         "wall_s": wall,
         "motion": runner.motion.status()["frames"] if runner.motion is not None else None,
@@ -207,15 +212,17 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(
-        "\n| mode | det calls/h | rec calls/h | CPU s per hour of video | passes read | tracks per read plate | wall s |"
+        "\n| mode | det calls/h | det input Mpx/h | rec calls/h | CPU s per hour of video | passes read "
+        "| tracks per read plate | frames read | wall s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         read = sum(1 for p in r["plates"] if p["frames_read"])
         tracks = sorted({p["tracks"] for p in r["plates"] if p["frames_read"]})
         print(
-            f"| {r['mode']} | {r['det_calls_per_h']:.0f} | {r['rec_calls_per_h']:.0f} | {r['cpu_s_per_h']:.0f} | "
-            f"{read}/{len(r['plates'])} | {tracks if 'tracked' in r['mode'] else '-'} | {r['wall_s']:.0f} |"
+            f"| {r['mode']} | {r['det_calls_per_h']:.0f} | {r['det_mpx_per_h']:.0f} | {r['rec_calls_per_h']:.0f} | "
+            f"{r['cpu_s_per_h']:.0f} | {read}/{len(r['plates'])} | {tracks if 'tracked' in r['mode'] else '-'} | "
+            f"{sum(p['frames_read'] for p in r['plates'])} | {r['wall_s']:.0f} |"
         )
     if a.peer_frames:
         p = peer(a.video, meta, a.peer_start, a.peer_frames)
