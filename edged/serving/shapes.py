@@ -200,8 +200,8 @@ def region_plan(
     """The plan of a rectangle (x1, y1, x2, y2 frame pixels) of a src_w x src_h frame: sampled at the
     scale the whole frame is planned at (the detector sees the same pixels as in a whole-frame run),
     in the smallest declared canvas that holds it, the canvas filled with the frame around it. Its
-    homography maps into frame pixels, so detections decode straight into frame coordinates. Modes without a per-frame scale
-    (letterbox, stretch, fixed_height) plan the rectangle as a crop."""
+    homography maps into frame pixels, so detections decode straight into frame coordinates. Modes
+    without a per-frame scale (letterbox, stretch, fixed_height) plan the rectangle as a crop."""
     x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
     x2, y2 = min(src_w, int(box[2])), min(src_h, int(box[3]))
     if x2 <= x1 or y2 <= y1:
