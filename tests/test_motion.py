@@ -16,7 +16,14 @@ import pytest
 from edged.config import ConfigError, load_config
 from edged.demo.sample_gate import GateScene, make_gate_sample
 from edged.demo.truth import read_video
-from edged.pipeline.motion import MotionGate, MotionResult, hold_tracks, merge_boxes
+from edged.pipeline.motion import (
+    MotionGate,
+    MotionResult,
+    hold_outside,
+    hold_tracks,
+    merge_boxes,
+    motion_region,
+)
 from edged.pipeline.tracker import IouTracker
 from edged.types import Detection, Frame
 
@@ -181,14 +188,64 @@ def test_held_tracks_survive_idle_frames_and_unseen_ones_still_end() -> None:
     parked, gone = Detection("car", 0.9, (10, 10, 60, 40)), Detection("car", 0.9, (300, 10, 350, 40))
     tr.update([parked, gone], 0)
     tr.update([Detection("car", 0.9, (10, 10, 60, 40))], 1)  # `gone` left at frame 1
-    last = 1
     for seq in range(2, 40):  # 38 idle frames: nothing moved
-        hold_tracks(tr.tracks, last, seq)
-        last = seq
+        hold_tracks(tr, seq)
+    hold_tracks(tr, 20)  # a hold that arrives after later frames changes nothing
     again = Detection("car", 0.9, (11, 10, 61, 40))
     upd = tr.update([again], 40)
     assert again.attrs["track_id"] == parked.attrs["track_id"] and upd.new == []
     assert [t.id for t in upd.ended] == [gone.attrs["track_id"]]
+    # Idle frames right after a detector run hold what that run saw (tracker.seq follows updates).
+    hold_tracks(tr, 41)
+    assert [t.last_seq for t in tr.tracks] == [41] and tr.seq == 41
+
+
+def test_tracks_outside_a_region_are_held_and_inside_ones_age() -> None:
+    tr = IouTracker(max_age=3)
+    parked, passing = Detection("car", 0.9, (10, 10, 60, 40)), Detection("car", 0.9, (300, 200, 360, 240))
+    tr.update([parked, passing], 0)
+    region = (250, 150, 640, 480)  # motion around the passing car; the parked one lies outside
+    for seq in range(1, 10):
+        hold_outside(tr, region, seq)
+        upd = tr.update([], seq)
+        if seq == 3:  # the passing car's track was looked at and not found: it ends after max_age
+            assert [t.id for t in upd.ended] == [passing.attrs["track_id"]]
+    assert [t.id for t in tr.tracks] == [parked.attrs["track_id"]] and tr.tracks[0].last_seq == 9
+
+
+def test_motion_region_grows_the_boxes_keeps_a_minimum_and_stays_in_the_frame() -> None:
+    assert motion_region([(300, 200, 340, 220)], 640, 480, 0.5, 0.25) == (240, 150, 400, 270)
+    assert motion_region([(100, 100, 200, 150), (400, 300, 420, 320)], 640, 480, 0.0, 0.1) == (
+        100,
+        100,
+        420,
+        320,
+    )
+    # Grown past the border: shifted back inside, never larger than the frame.
+    assert motion_region([(0, 0, 200, 100)], 640, 480, 0.5, 0.25) == (0, 0, 400, 300)
+    assert motion_region([(0, 0, 600, 400)], 640, 480, 1.0, 0.25) == (0, 0, 640, 480)
+
+
+def test_region_mode_marks_motion_runs_only(
+    gate: tuple[GateScene, list[np.ndarray], dict[str, Any]],
+) -> None:
+    _, frames, meta = gate
+    results = run_gate(frames, MotionGate(masks=masks_of(meta), full_frame_every=20, region=True))
+    assert results[0].reason == "start" and results[0].region is None
+    assert {r.reason for r in results if r.region is not None} == {"motion"}
+    assert all(r.region is None for r in results if r.reason != "motion")
+    motion = [r for r in results if r.reason == "motion"]
+    assert motion and all(r.region is not None for r in motion)
+    for r in motion:
+        assert r.region is not None
+        x1, y1, x2, y2 = r.region
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480 and x2 - x1 >= 160 and y2 - y1 >= 120
+        for b in r.boxes:  # every motion box lies inside its region
+            assert x1 <= b[0] and y1 <= b[1] and b[2] <= x2 and b[3] <= y2
+    assert any(r.reason == "full_frame" for r in results)
+    # Regions are mostly much smaller than the frame (what saves the detector's work).
+    areas = sorted((r.region[2] - r.region[0]) * (r.region[3] - r.region[1]) for r in motion if r.region)
+    assert areas[len(areas) // 2] < 0.6 * 640 * 480, areas
 
 
 def test_merge_boxes_unions_overlaps() -> None:

@@ -1,6 +1,6 @@
 """`edged run` with motion gating on the real gate video (32 s at 5 fps): real PP-OCR models, real
-mosquitto, real HTTP. The gated camera skips most frames yet every pass's plate gets one track with its
-text; an ungated camera on the same file runs the detector on every frame it takes."""
+mosquitto, real HTTP. The gated camera (region mode) skips most frames yet every pass's plate gets one
+track with its text; an ungated camera on the same file runs the detector on every frame it takes."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def gate_config(tmp: Path, video: Path, meta: dict[str, Any], broker: int, healt
                 **common,
                 "fps": FPS,
                 "tracking": {"enabled": True, "events": "tracks"},
-                "motion": {"enabled": True, "masks": list(meta["masks"].values())},
+                # Region mode: the detector runs around the motion (tests/test_motion_region.py
+                # compares it with whole-frame runs); here the daemon's path to it.
+                "motion": {"enabled": True, "masks": list(meta["masks"].values()), "region": True},
             },
             "ungated": {**common, "fps": OFF_FPS},
         },
@@ -103,6 +105,8 @@ def test_gated_camera_reads_every_pass_once_with_a_fraction_of_the_detector_runs
 
         assert wait_until(done, 300), (stats(health), proc.text()[-3000:])
         cams = stats(health)["cameras"]
+        # The detector declared (and warmed) the region canvases: down to a quarter of 480x352 per side.
+        assert "128x96" in stats(health)["models"]["text_det"]["shapes"], stats(health)["models"]
         motion = cams["gate"]["motion"]
         assert motion["state"] == "idle", motion  # the video ends on the empty scene
         assert cams["ungated"]["motion"] is None

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from edged.models import get_decoder
 from edged.preprocess import CpuPreprocessor, plan_frame
-from edged.serving.shapes import ShapeSet, crop_plan, declare_shapes, frame_plan, row_buckets, width_ladder
+from edged.serving.shapes import (
+    ShapeSet,
+    crop_plan,
+    declare_shapes,
+    frame_plan,
+    region_plan,
+    row_buckets,
+    width_ladder,
+)
 from edged.types import Frame
 
 DET = get_decoder("ppocr_det").default_preprocess
@@ -110,3 +118,102 @@ def test_a_padded_frame_reads_like_the_natural_one() -> None:
     b = pre.rows([(frame, padded)], DET)
     assert np.array_equal(b[:, :, :736, :992], a)
     assert np.all(b[:, :, :, 992:] == b[0, 0, 0, -1]) and np.all(b[:, :, 736:] == b[0, 0, -1, 0])  # padding
+
+
+def region_box(w: int, h: int, fx: float, fy: float, fw: float, fh: float) -> tuple[int, int, int, int]:
+    x1, y1 = int(fx * w), int(fy * h)
+    return x1, y1, max(x1 + 1, min(w, x1 + int(fw * w))), max(y1 + 1, min(h, y1 + int(fh * h)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(16, 4096),
+    st.integers(16, 2160),
+    st.floats(0, 0.95),
+    st.floats(0, 0.95),
+    st.floats(0.01, 1),
+    st.floats(0.01, 1),
+    st.sampled_from([DET, YOLO]),
+    st.integers(1, 8),
+    st.booleans(),
+)
+def test_every_region_plans_into_a_declared_size_at_the_frames_scale(  # type: ignore[no-untyped-def]
+    w: int, h: int, fx: float, fy: float, fw: float, fh: float, spec, max_batch: int, regions: bool
+) -> None:
+    """A motion region of any frame lands in a declared size (never a new shape), its content maps back
+    onto the region, and (limit_side) it samples the frame exactly where the whole-frame plan does."""
+    shapes = declare_shapes(
+        spec, max_batch=max_batch, source_sizes=[(1920, 1080), (1280, 720)], regions=regions
+    )
+    box = region_box(w, h, fx, fy, fw, fh)
+    plan = region_plan(shapes, spec, w, h, box)
+    assert (plan.out_w, plan.out_h) in shapes.sizes
+    x, y, cw, ch = plan.content
+    assert x >= 0 and y >= 0 and x + cw <= plan.out_w and y + ch <= plan.out_h
+    lo, hi = plan.to_source(np.array([[x, y], [x + cw, y + ch]], dtype=np.float64))
+    if spec.resize != "limit_side":  # a crop of the region, resized into the model's size
+        assert np.allclose([lo, hi], [box[:2], box[2:]], atol=1.0)
+        return
+    frame = frame_plan(shapes, spec, w, h)
+    # The content covers the region and stays inside the frame's own content.
+    assert (
+        lo[0] <= box[0] + 1e-3
+        and lo[1] <= box[1] + 1e-3
+        and hi[0] >= box[2] - 1e-3
+        and hi[1] >= box[3] - 1e-3
+    )
+    assert cw <= frame.content[2] and ch <= frame.content[3]
+    assert lo[0] >= -1e-3 and lo[1] >= -1e-3 and hi[0] <= w + 1e-3 and hi[1] <= h + 1e-3
+    # Same samples as the whole-frame run: the region's pixel (0, 0) is a pixel of the frame's grid.
+    shift = np.linalg.solve(frame.h_out_to_src, plan.h_out_to_src)
+    assert np.allclose(shift[:2, :2], np.eye(2), atol=1e-6) and np.allclose(
+        shift[:2, 2], np.round(shift[:2, 2])
+    )
+    # Small: no declared canvas of less area holds the region with a stride of room to align it.
+    sx, sy = frame.content[2] / w, frame.content[3] / h
+    rw, rh = (box[2] - box[0]) * sx + 2 * spec.multiple, (box[3] - box[1]) * sy + 2 * spec.multiple
+    assert all(a * b >= plan.out_w * plan.out_h for a, b in shapes.sizes if a >= rw and b >= rh)
+    assert plan.out_w * plan.out_h <= frame.out_w * frame.out_h
+
+
+def test_regions_declare_smaller_canvases_only_when_asked() -> None:
+    plain = declare_shapes(DET, max_batch=1, source_sizes=[(640, 480)])
+    assert plain.sizes == ((992, 736),)
+    regions = declare_shapes(DET, max_batch=1, source_sizes=[(640, 480)], regions=True)
+    assert len(regions.sizes) == 16 and regions.sizes[-1] == (992, 736) and regions.sizes[0] == (256, 192)
+    assert all(w % 32 == 0 and h % 32 == 0 for w, h in regions.sizes)
+    assert declare_shapes(YOLO, max_batch=1, regions=True).sizes == (YOLO.size,)  # one size: nothing to add
+    # A car-sized region of a 640x480 frame (scale 992/640) runs on a canvas of 1/8 of the frame's area.
+    plan = region_plan(regions, DET, 640, 480, (300, 250, 440, 380))
+    assert (plan.out_w, plan.out_h) == (256, 384) and plan.content == (0, 0, 256, 384)  # filled with frame
+    lo, hi = plan.to_source(np.array([[0, 0], [256, 384]], dtype=np.float64))
+    assert lo[0] <= 300 and lo[1] <= 250 and hi[0] >= 440 and hi[1] >= 380
+    assert (
+        region_plan(plain, DET, 640, 480, (300, 250, 440, 380)).out_w == 992
+    )  # no ladder: the frame's canvas
+    with pytest.raises(ValueError, match="empty region"):
+        region_plan(regions, DET, 640, 480, (700, 0, 800, 10))
+
+
+def test_a_region_renders_the_same_pixels_as_the_whole_frame() -> None:
+    """The CPU preprocessing of a region is the matching part of the whole frame's input tensor."""
+    shapes = declare_shapes(DET, max_batch=1, source_sizes=[(640, 480)], regions=True)
+    rng = np.random.default_rng(5)
+    img = cv2_blur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    frame = Frame("cam", 0, img)
+    pre = CpuPreprocessor()
+    whole_plan = frame_plan(shapes, DET, 640, 480)
+    whole = pre.rows([(frame, whole_plan)], DET)
+    plan = region_plan(shapes, DET, 640, 480, (101, 57, 333, 290))
+    part = pre.rows([(frame, plan)], DET)
+    x0, y0 = (round(float(v)) for v in np.linalg.solve(whole_plan.h_out_to_src, plan.h_out_to_src)[:2, 2])
+    _, _, cw, ch = plan.content
+    a, _ = DET.scale_bias
+    diff = np.abs(part[0, :, :ch, :cw] - whole[0, :, y0 : y0 + ch, x0 : x0 + cw]) / a[0]
+    assert diff.max() <= 2.0 and diff.mean() < 0.3  # cv2.resize vs warpPerspective rounding
+
+
+def cv2_blur(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(img, (7, 7), 0)  # type: ignore[no-any-return]

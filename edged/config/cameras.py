@@ -113,6 +113,23 @@ class MotionConfig(EdgedModel):
         description="With tracking, while nothing moves but tracks are live: run the chain every this many frames; the tracks are kept in between (0: only full_frame_every).",
     )
 
+    region: bool = Field(
+        False,
+        description="When something moves, run the first stage on one region around the motion boxes instead of the whole frame (detections still come back in frame pixels). The start, full_frame and redetect runs stay whole-frame.",
+    )
+    region_margin: float = Field(
+        0.25,
+        ge=0,
+        le=4,
+        description="Region mode: the union of the motion boxes grows on every side by this share of its longer side (context around a moving car or plate).",
+    )
+    region_min: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Region mode: least width and height of the region as a share of the frame's (a detector needs context; tiny regions save nothing).",
+    )
+
     @field_validator("masks")
     @classmethod
     def _polygons(cls, v: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:

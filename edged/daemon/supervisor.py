@@ -123,6 +123,7 @@ class Supervisor:
                     self.cfg.models[name],
                     self.metrics,
                     source_sizes=self.source_sizes(name),
+                    regions=self.regions(name),
                     wrap=wrap,
                     progress=self._warm_progress,
                 )
@@ -143,6 +144,13 @@ class Supervisor:
                 for c in self.cfg.cameras.values()
                 if c.width and c.height and any(s.model == model for s in c.chain)
             }
+        )
+
+    def regions(self, model: str) -> bool:
+        """Whether a camera runs the model as its first stage on motion regions (declares their canvases)."""
+        return any(
+            c.motion.enabled and c.motion.region and c.chain and c.chain[0].model == model
+            for c in self.cfg.cameras.values()
         )
 
     @staticmethod

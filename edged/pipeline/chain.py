@@ -14,6 +14,7 @@ import numpy as np
 
 from edged.models.base import Decoder
 from edged.pipeline.filters import StageFilter
+from edged.pipeline.motion import Box, hold_outside
 from edged.pipeline.tracker import IouTracker, Track, TrackUpdate
 from edged.preprocess.spec import upright_quad
 from edged.serving import ModelServer
@@ -66,10 +67,12 @@ class Stage:
 
 
 class StageState:
-    """What the stages of one frame have produced so far (flat per stage; nesting lives in the tree)."""
+    """What the stages of one frame have produced so far (flat per stage; nesting lives in the tree).
+    `region`: the first stage runs on this rectangle of the frame only (motion gating), else the whole."""
 
-    def __init__(self, frame: Frame):
+    def __init__(self, frame: Frame, region: Box | None = None):
         self.frame = frame
+        self.region = region
         self.by_stage: dict[str, list[Detection]] = {}
         self.top: list[Detection] = []
         self.latency_ms: dict[str, float] = {}
@@ -83,6 +86,8 @@ def accept_primary(stage: Stage, state: StageState, found: list[Detection]) -> N
     state.top = kept
     state.by_stage[stage.name] = kept
     if stage.tracker is not None:
+        if state.region is not None:  # tracks outside the region were not looked at: not unseen
+            hold_outside(stage.tracker, state.region, state.frame.seq)
         state.tracker = stage.tracker
         state.tracks = stage.tracker.update(kept, state.frame.seq)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from edged.pipeline.chain import Stage, StageState, accept_primary, attach_results, crop_parents, finish
 from edged.pipeline.delivery import SerialLane
+from edged.pipeline.motion import Box
 from edged.types import Detection, Frame, FrameResult
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,14 @@ log = logging.getLogger(__name__)
 class _InFlight:
     __slots__ = ("done", "error", "on_turn", "skipped", "state")
 
-    def __init__(self, frame: Frame, on_turn: Callable[[], None] | None = None, skipped: bool = False) -> None:
-        self.state = StageState(frame)
+    def __init__(
+        self,
+        frame: Frame,
+        on_turn: Callable[[], None] | None = None,
+        skipped: bool = False,
+        region: Box | None = None,
+    ) -> None:
+        self.state = StageState(frame, region)
         self.done = False
         self.error: BaseException | None = None
         self.on_turn = on_turn  # run when every older frame has left (a skipped frame's track hold)
@@ -84,12 +91,13 @@ class CameraFlow:
                 server.detach(self.name)
             self._attached = False
 
-    def offer(self, frame: Frame) -> bool:
-        """Start a frame through the chain; False (nothing done) while `depth` frames are in flight."""
+    def offer(self, frame: Frame, region: Box | None = None) -> bool:
+        """Start a frame through the chain; False (nothing done) while `depth` frames are in flight.
+        `region` (motion gating): the first stage runs on that rectangle only; results in frame pixels."""
         with self._lock:
             if len(self._pending) + self._sinking >= self.depth:
                 return False
-            item = _InFlight(frame)
+            item = _InFlight(frame, region=region)
             self._pending.append(item)
         self._step(item, 0)
         return True
@@ -124,7 +132,10 @@ class CameraFlow:
                 primary = functools.partial(
                     self._stage_done, item, index, t0, lambda rows: accept_primary(stage, state, rows[0])
                 )
-                stage.server.submit_frame(state.frame, primary)
+                if state.region is not None:
+                    stage.server.submit_region(state.frame, state.region, primary)
+                else:
+                    stage.server.submit_frame(state.frame, primary)
                 return
             parents, quads = crop_parents(stage, state)
             if not parents:

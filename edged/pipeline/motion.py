@@ -12,9 +12,12 @@ detector runs. While nothing moves the detector still runs every `full_frame_eve
 that arrived unseen are found) and, when tracks are live, every `redetect_every` frames (a parked car
 keeps its track, see `hold_tracks`).
 
-Runs with OpenCV on the CPU. A frame in GPU memory is copied to the host first (whole frame; the
-motion step is not done on the device yet). One gate per camera, called from that camera's loop
-thread only; `status()` may be read from any thread (it copies plain numbers).
+Runs with OpenCV on the CPU. For a frame in GPU memory the small grey frame is made on the device
+(edged.gpu.motion: one kernel, only the small frame is downloaded) and the rest runs here on it; with
+no usable GPU the frame is downloaded and shrunk here. With `region` on, a motion run also gets one
+region (the grown union of the motion boxes, `motion_region`) that the first stage runs on instead of
+the whole frame. One gate per camera, called from that camera's loop thread only; `status()` may be
+read from any thread (it copies plain numbers).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-from edged.pipeline.tracker import Track
+from edged.gpu.motion import small_size
+from edged.pipeline.tracker import IouTracker
 from edged.types import Frame
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,8 @@ class MotionResult:
     run_detector: bool
     reason: str
     changed: float  # share of the (unmasked) small frame that differs from the background
+    # Region mode, motion runs only: where the first stage runs (frame pixels); None = the whole frame.
+    region: Box | None = None
 
 
 class MotionGate:
@@ -58,6 +65,9 @@ class MotionGate:
         masks: Sequence[Sequence[tuple[float, float]]] = (),
         full_frame_every: int = 100,
         redetect_every: int = 10,
+        region: bool = False,
+        region_margin: float = 0.25,
+        region_min: float = 0.25,
     ) -> None:
         self.height = height
         self.threshold = float(threshold)
@@ -67,18 +77,22 @@ class MotionGate:
         self.masks = [np.asarray(m, dtype=np.float32) for m in masks]
         self.full_frame_every = full_frame_every
         self.redetect_every = redetect_every
+        self.region, self.region_margin, self.region_min = region, region_margin, region_min
+        self._frame_size = (0, 0)
         self._background: np.ndarray | None = None
         self._prev = np.zeros((0, 0), np.float32)  # the previous small frame
         self._valid: np.ndarray | None = None  # uint8 255 where motion counts (outside every mask)
         self._scale = 1.0  # small pixels per frame pixel
         self._since_run = 0
-        self._warned_device = False
+        self._device: Any = None  # edged.gpu.motion.DeviceGrey once a device frame came and a GPU works
+        self._device_off = ""  # why device frames are downloaded instead (logged once)
         self.counts = dict.fromkeys(REASONS, 0)
         self.last: MotionResult | None = None
 
     def check(self, frame: Frame, tracking: bool = False) -> MotionResult:
         """Motion in `frame` and whether the detector should run on it (`tracking`: live tracks exist)."""
         small = self._small_grey(frame)
+        self._frame_size = (frame.width, frame.height)
         bg = self._background
         if bg is None or bg.shape != small.shape:
             self._reset(small, frame.width)
@@ -131,28 +145,52 @@ class MotionGate:
         else:
             run = False
             reason = "lighting" if reason == "lighting" else "idle"
+        region = None
         if run:
             self._since_run = 0
-        result = MotionResult(moving, boxes, run, reason, changed)
+            if reason == "motion" and self.region:
+                region = motion_region(boxes, *self._frame_size, self.region_margin, self.region_min)
+        result = MotionResult(moving, boxes, run, reason, changed, region)
         self.counts[reason] += 1
         self.last = result
         return result
 
     def _small_grey(self, frame: Frame) -> np.ndarray:
-        image = frame.image
-        if frame.on_device:
-            from edged.serving.outputs import to_host
+        small = self._on_device(frame) if frame.on_device else None
+        if small is None:
+            image = frame.image
+            if frame.on_device:
+                from edged.serving.outputs import to_host
 
-            if not self._warned_device:
-                log.info("camera %s: motion gating copies device frames to the host", frame.camera)
-                self._warned_device = True
-            image = to_host(image)
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if frame.fmt == "rgb8" else cv2.COLOR_BGR2GRAY)
-        h, w = image.shape[:2]
-        size = (max(1, round(w * self.height / h)), self.height)
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                image = to_host(image)
+            small = small_grey(image, frame.fmt, self.height)
         return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)  # type: ignore[no-any-return]
+
+    def _on_device(self, frame: Frame) -> np.ndarray | None:
+        """The small grey frame made on the GPU (None: download the frame and use the CPU path)."""
+        if self._device is None and not self._device_off:
+            from edged.gpu.motion import DeviceGrey, device_grey_unavailable
+
+            reason = device_grey_unavailable()
+            if reason is None:
+                try:
+                    self._device = DeviceGrey(frame.camera)
+                except Exception as e:
+                    reason = f"{type(e).__name__}: {e}"
+            if reason is not None:
+                self._device_off = reason
+                log.info("camera %s: motion gating downloads device frames (%s)", frame.camera, reason)
+        if self._device is None:
+            return None
+        try:
+            small: np.ndarray | None = self._device(frame.image, frame.fmt, self.height)
+        except Exception as e:  # a broken device path must not stop the camera: the CPU path works
+            log.error(
+                "camera %s: motion on the device failed, downloading frames instead: %s", frame.camera, e
+            )
+            self._device, self._device_off = None, str(e)
+            return None
+        return small
 
     def _reset(self, small: np.ndarray, frame_width: int) -> None:
         self._background, self._prev = small.copy(), small
@@ -175,6 +213,22 @@ class MotionGate:
         return merge_boxes(boxes)
 
 
+def small_grey(image: np.ndarray, fmt: str, height: int) -> np.ndarray:
+    """The gate's small frame on the CPU (the reference the device kernel matches): grey, then shrunk
+    to `height` rows with INTER_AREA, uint8."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        rgb = fmt == "rgb8"
+        if image.shape[2] == 4:
+            code = cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY
+        else:
+            code = cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code)
+    h, w = image.shape[:2]
+    return cv2.resize(image, small_size(w, h, height), interpolation=cv2.INTER_AREA)  # type: ignore[no-any-return]
+
+
 def merge_boxes(boxes: Iterable[Box]) -> list[Box]:
     """Union overlapping (or touching) boxes until none overlap: one box per moving thing."""
     out = list(boxes)
@@ -194,10 +248,45 @@ def merge_boxes(boxes: Iterable[Box]) -> list[Box]:
     return sorted(out)
 
 
-def hold_tracks(tracks: Iterable[Track], last_seq: int, seq: int) -> None:
-    """Frame `seq` was skipped because nothing moved: the tracks seen on the last frame the detector
-    (or an earlier hold) saw, `last_seq`, are still where they were, so they do not age over it.
-    Tracks already unseen then keep ageing and end as usual."""
-    for t in tracks:
-        if t.last_seq == last_seq:
+def motion_region(boxes: Sequence[Box], frame_w: int, frame_h: int, margin: float, least: float) -> Box:
+    """One region for the detector: the union of the motion boxes grown on every side by `margin` x its
+    longer side (the plate on a moving car, the context a detector needs), at least `least` of the
+    frame per side (grown about its centre), shifted and clipped into the frame."""
+    x1, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x2, y2 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    grow = margin * max(x2 - x1, y2 - y1)
+    w = min(frame_w, max(x2 - x1 + 2 * grow, least * frame_w))
+    h = min(frame_h, max(y2 - y1 + 2 * grow, least * frame_h))
+    left = min(max(0.0, (x1 + x2 - w) / 2), frame_w - w)
+    top = min(max(0.0, (y1 + y2 - h) / 2), frame_h - h)
+    return int(left), int(top), min(frame_w, int(np.ceil(left + w))), min(frame_h, int(np.ceil(top + h)))
+
+
+def hold_tracks(tracker: IouTracker, seq: int) -> None:
+    """Frame `seq` was skipped because nothing moved: the tracks seen on the latest frame the tracker
+    is up to date with (`tracker.seq`, a detector run or an earlier hold) are still where they were, so
+    they do not age over it. Tracks already unseen then keep ageing and end as usual."""
+    if seq <= tracker.seq:  # a later frame's detections are already in: nothing to carry over
+        return
+    for t in tracker.tracks:
+        if t.last_seq == tracker.seq:
             t.last_seq = seq
+    tracker.seq = seq
+
+
+def hold_outside(tracker: IouTracker, region: Box, seq: int) -> None:
+    """Frame `seq` runs the detector on `region` only (before its tracker update): tracks up to date
+    whose box lies mostly outside it were not looked at, so they are held like on an idle frame (a car
+    parked beside the one driving past keeps its track) instead of ageing towards their end."""
+    if seq <= tracker.seq:
+        return
+    for t in tracker.tracks:
+        if t.last_seq == tracker.seq and _inside_share(t.last.box, region) < 0.5:
+            t.last_seq = seq
+
+
+def _inside_share(box: tuple[float, float, float, float], region: Box) -> float:
+    w = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
+    h = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
+    area = max(1e-9, (box[2] - box[0]) * (box[3] - box[1]))
+    return w * h / area

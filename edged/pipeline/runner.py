@@ -26,7 +26,7 @@ from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.filters import StageFilter
 from edged.pipeline.flow import CameraFlow
-from edged.pipeline.motion import MotionGate, hold_tracks
+from edged.pipeline.motion import MotionGate, MotionResult, hold_tracks
 from edged.pipeline.tracker import IouTracker
 from edged.serving.loading import LoadedModel
 from edged.types import Frame, FrameResult
@@ -118,7 +118,6 @@ class CameraRunner:
         # Motion gating (issue 16): skips the chain on frames where nothing moves.
         mc = cam.motion
         self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
-        self._held_seq = -1
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
@@ -151,19 +150,23 @@ class CameraRunner:
             self.last_frame = frame
             if self.flow is None:
                 self._record(FrameResult(frame, [], {}))
-            elif self.motion is not None and not self._motion_runs(frame):  # motion gating (issue 16)
-                self.flow.skip(frame, self._hold_tracks(frame.seq))
-            else:
+            elif self.motion is None:
                 self.flow.offer(frame)
+            else:  # motion gating (issue 16): skip, or run on the whole frame or a region of it
+                decision = self._motion_check(frame)
+                if decision.run_detector:
+                    self.flow.offer(frame, decision.region)
+                else:
+                    self.flow.skip(frame, self._hold_tracks(frame.seq))
 
     # --- motion gating (issue 16): the logic lives in edged/pipeline/motion.py ---
-    def _motion_runs(self, frame: Frame) -> bool:
-        """Ask the gate whether the chain runs on this frame (and count its reason)."""
+    def _motion_check(self, frame: Frame) -> MotionResult:
+        """Ask the gate whether (and where) the chain runs on this frame, and count its reason."""
         assert self.motion is not None and self.flow is not None
         tracker = self.flow.stages[0].tracker
         decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
         self.metrics.motion_frames.labels(self.name, decision.reason).inc()
-        return decision.run_detector
+        return decision
 
     def _hold_tracks(self, seq: int) -> Callable[[], None]:
         """For a skipped frame, run once every older frame has left the chain: the first stage's live
@@ -173,8 +176,7 @@ class CameraRunner:
             assert self.flow is not None
             tracker = self.flow.stages[0].tracker
             if tracker is not None:
-                hold_tracks(tracker.tracks, self._held_seq, seq)
-            self._held_seq = seq
+                hold_tracks(tracker, seq)
 
         return hold
 

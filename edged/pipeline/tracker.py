@@ -58,6 +58,7 @@ class IouTracker:
         self.high_score = high_score
         self.tracks: list[Track] = []
         self._next_id = 1
+        self.seq = -1  # the latest frame the tracks are up to date with (an update or a hold)
 
     def update(self, detections: Sequence[Detection], seq: int) -> TrackUpdate:
         unmatched_tracks = list(self.tracks)
@@ -81,6 +82,7 @@ class IouTracker:
             new.append(track)
         ended = [t for t in unmatched_tracks if seq - t.last_seq >= self.max_age]
         self.tracks = [t for t in self.tracks if t not in ended] + new
+        self.seq = max(self.seq, seq)
         return TrackUpdate(new, updated, ended)
 
     def _associate(

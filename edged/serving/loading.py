@@ -86,11 +86,13 @@ def load_model(
     metrics: Metrics | None = None,
     *,
     source_sizes: Sequence[tuple[int, int]] = (),
+    regions: bool = False,
     wrap: Callable[[Engine], Engine] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> LoadedModel:
     """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
     `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
+    `regions`: a camera runs it on motion regions (limit_side detectors declare smaller canvases too).
     `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
     Raises ModelLoadError with a clear message."""
     labels: list[str] = []
@@ -123,6 +125,7 @@ def load_model(
             pad_to_max=b.pad_to_max or fixed_rows > 0,
             source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
             widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+            regions=regions,
         )
         check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
     except (ShapeError, ValueError) as e:

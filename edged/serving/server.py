@@ -40,7 +40,7 @@ from edged.preprocess.spec import Plan, _scale_homography
 from edged.serving.decodepool import DecodePool
 from edged.serving.outputs import Outputs, run_engine
 from edged.serving.queue import BatchQueue, ServerClosed
-from edged.serving.shapes import ShapeSet, crop_plan, frame_plan
+from edged.serving.shapes import ShapeSet, crop_plan, frame_plan, region_plan
 from edged.types import Detection, Frame
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class ModelServer:
         self.swaps = 0
         self._next_engine: Engine | None = None
         self._adopt_lock = threading.Lock()  # a live update may replace `build` while its engine arrives
-        # Live model update (edged.serving.update), set by edged.runtime.load_model; hooked into the
+        # Live model update (edged.serving.update), set by edged.serving.loading.load_model; hooked into the
         # batch loop, so the candidate engine has the batch thread as its one caller too.
         self.updater: Updater | None = None
 
@@ -333,6 +333,12 @@ class ModelServer:
     def submit_crops(self, frame: Frame, quads: Sequence[np.ndarray], deliver: Deliver) -> None:
         """One row per crop (4x2 source corners); `deliver(rows, None)` in the order of `quads`."""
         self._put(frame, [crop_plan(self.shapes, self.spec, q) for q in quads], deliver)
+
+    def submit_region(self, frame: Frame, box: tuple[int, int, int, int], deliver: Deliver) -> None:
+        """A rectangle of the frame (x1, y1, x2, y2; motion gating) as one row at the whole frame's scale,
+        in a declared canvas; `deliver([detections], None)` in frame pixels."""
+        h, w, _ = frame.shape
+        self._put(frame, [region_plan(self.shapes, self.spec, w, h, box)], deliver)
 
     def _put(self, frame: Frame, plans: list[Plan], deliver: Deliver) -> None:
         if self.state != "serving":

@@ -12,6 +12,12 @@ into a finite `ShapeSet` (row buckets x output sizes), and every request is plan
   fixed_height          a ladder of crop widths up to the spec's max width; each crop is padded on the
                         right to the smallest width that holds it.
 
+Regions (motion gating, edged.pipeline.motion): a detector may run on a rectangle of the frame instead of
+the whole frame. `region_plan` samples it at the whole frame's scale (so text reads as in a whole-frame
+run) and places it top-left in the smallest declared canvas that holds it. `declare_shapes(regions=True)`
+adds, for limit_side detectors, a ladder of smaller canvases (REGION_STEPS of each frame canvas per
+side) so a region costs less than the frame; without them a region pads into the frame's canvas.
+
 A row's shape depends only on its own source (never on which other cameras' rows share its batch), so a
 batched camera reads exactly what an unbatched one reads. The same set gives the warm-up list, the
 TensorRT optimization profiles and the engine-cache key.
@@ -38,6 +44,9 @@ from edged.preprocess.spec import (
 DEFAULT_SOURCE_SIZES: tuple[tuple[int, int], ...] = ((1920, 1080), (1280, 720), (640, 480))
 # Crop widths as multiples of the line height (PP-OCR: 48 px high crops, 320..2048 wide).
 WIDTH_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.4)
+# Region canvases per side, as shares of a frame canvas (limit_side detectors with regions on): with
+# the frame itself, 4 x 4 canvases per source size, so a region pays at most ~1.8x its own area.
+REGION_STEPS = (0.25, 0.5, 0.75)
 
 
 class ShapeError(ValueError):
@@ -94,14 +103,18 @@ def declare_shapes(
     pad_to_max: bool = False,
     source_sizes: Iterable[tuple[int, int]] = (),
     widths: Sequence[int] = (),
+    regions: bool = False,
 ) -> ShapeSet:
-    """The shapes a model server declares for this spec (see the module docstring)."""
+    """The shapes a model server declares for this spec (see the module docstring). `regions`: some
+    camera runs this model on motion regions (limit_side: smaller canvases are declared for them)."""
     rows = row_buckets(max(1, max_batch), pad_to_max)
     if spec.resize in ("letterbox", "stretch"):
         sizes: set[tuple[int, int]] = {spec.size}
     elif spec.resize == "limit_side":
         srcs = list(source_sizes) or list(DEFAULT_SOURCE_SIZES)
         sizes = {limit_side_size(spec, w, h) for w, h in srcs}
+        if regions:
+            sizes |= {c for size in sizes for c in region_canvases(spec, *size)}
     else:  # fixed_height
         max_w, h = spec.size
         ws = sorted({int(w) for w in widths}) if widths else list(width_ladder(spec))
@@ -109,6 +122,17 @@ def declare_shapes(
             ws.append(max_w)  # every crop must fit somewhere: the max width closes the ladder
         sizes = {(w, h) for w in ws if w <= max_w}
     return ShapeSet(rows, tuple(sorted(sizes, key=lambda s: (s[0] * s[1], s))))
+
+
+def region_canvases(spec: PreprocessSpec, canvas_w: int, canvas_h: int) -> set[tuple[int, int]]:
+    """The smaller canvases declared for regions of frames planned into a canvas_w x canvas_h canvas:
+    REGION_STEPS of each side (and the full side), rounded up to the detector's multiple."""
+    m = max(1, spec.multiple)
+
+    def side(full: int) -> list[int]:
+        return sorted({min(full, -(-int(full * f) // m) * m) for f in REGION_STEPS} | {full})
+
+    return {(w, h) for w in side(canvas_w) for h in side(canvas_h)}
 
 
 def check_model_input(shapes: ShapeSet, spec: PreprocessSpec, model_shape: Sequence[int], where: str) -> None:
@@ -168,3 +192,40 @@ def _fit_canvas(
     else:  # a crop's homography maps its content rectangle to the quad: pre-scale into it
         hmat = crop.h_out_to_src @ _scale_homography(nw / w, nh / h, 0, 0)
     return Plan(cw, ch, (0, 0, nw, nh), hmat)
+
+
+def region_plan(
+    shapes: ShapeSet, spec: PreprocessSpec, src_w: int, src_h: int, box: tuple[int, int, int, int]
+) -> Plan:
+    """The plan of a rectangle (x1, y1, x2, y2 frame pixels) of a src_w x src_h frame: sampled at the
+    scale the whole frame is planned at (the detector sees the same pixels as in a whole-frame run),
+    in the smallest declared canvas that holds it, the canvas filled with the frame around it. Its
+    homography maps into frame pixels, so detections decode straight into frame coordinates. Modes
+    without a per-frame scale (letterbox, stretch, fixed_height) plan the rectangle as a crop."""
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(src_w, int(box[2])), min(src_h, int(box[3]))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"empty region {box} of a {src_w}x{src_h} frame")
+    if spec.resize != "limit_side":
+        quad = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float32)
+        return crop_plan(shapes, spec, quad)
+    frame = frame_plan(shapes, spec, src_w, src_h)
+    fw, fh = frame.content[2], frame.content[3]
+    sx, sy = fw / src_w, fh / src_h
+    # Whole output pixels of the frame's own plan, so the region's samples are the frame run's samples;
+    # the origin on the detector's stride (`multiple`), so its convolutions see the same grid too.
+    m = max(1, spec.multiple)
+    ox1, oy1 = int(np.floor(x1 * sx)) // m * m, int(np.floor(y1 * sy)) // m * m
+    ox2, oy2 = min(fw, int(np.ceil(x2 * sx))), min(fh, int(np.ceil(y2 * sy)))
+    need_w, need_h = max(1, ox2 - ox1), max(1, oy2 - oy1)
+    cw, ch = next(
+        ((cw, ch) for cw, ch in shapes.sizes if cw >= need_w and ch >= need_h), (frame.out_w, frame.out_h)
+    )
+    # Fill the canvas with the frame around the region rather than padding: the detector sees more
+    # context, and detectors with global pooling (PP-OCR's SE blocks) answer differently next to a
+    # flat pad than inside a picture. Padding remains only where the frame's own plan has it.
+    w, h = min(cw, fw), min(ch, fh)
+    ox = min(max(0, ox1 - (w - need_w) // 2 // m * m), fw - w)
+    oy = min(max(0, oy1 - (h - need_h) // 2 // m * m), fh - h)
+    # Output pixel (x, y) of the region is output pixel (x + ox, y + oy) of the whole-frame plan.
+    return Plan(cw, ch, (0, 0, w, h), _scale_homography(sx, sy, -ox, -oy))
