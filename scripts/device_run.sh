@@ -6,6 +6,7 @@
 # (STAGE_ONLY=1, any step: stage only, run nothing). Then, on the same warm machine:
 #   chain  the CPU-vs-GPU path comparison on identical frames, and (PEER=1, carry .whlpeer: RapidOCR's
 #          wheels) the whole-chain benchmark vs the peer;
+#   tests  the GPU tests only;
 #   run    the user-level benchmark (scripts/bench_run.py): `edged run` on CAMS cameras of a 1080p sample
 #          for CHAINS (det, ocr), beside the engines-only rate in the same run.
 set -uo pipefail
@@ -41,6 +42,7 @@ case $step in
   2) timeout 240 python3 scripts/bench_gpu.py --models /nonexistent 2>&1 | tee "$OUT/bench_kernel.log" ;;
   5) $T tests/gpu 2>&1 | tee "$OUT/tests.log"
      timeout 300 python3 scripts/bench_gpu.py --models /tmp/models --out "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" ;;
+  tests) $T tests/gpu 2>&1 | tee "$OUT/tests.log" ;;
   chain)  # CPU vs GPU path on identical frames; with PEER=1 (carry .whlpeer) the whole chain vs RapidOCR-CUDA
     python3 scripts/make_sample.py --out samples/plates.avi --codec mjpg --frames 60 >/dev/null || exit 5
     timeout 120 python3 scripts/compare_paths.py --config configs/examples/gpu.yaml --video samples/plates.avi \
