@@ -34,11 +34,9 @@ class HostBuffers:
 
     def take(self, nbytes: int) -> np.ndarray:
         with self._lock:
-            fits = [b for b in self._free if b.nbytes >= nbytes]
-            if fits:
-                buf = min(fits, key=lambda b: b.nbytes)
-                self._free.remove(buf)
-                return buf
+            fits = [i for i, b in enumerate(self._free) if b.nbytes >= nbytes]
+            if fits:  # by index: list.remove would compare arrays element-wise
+                return self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
         # Rounded up (4 KiB, or 1 MiB past 1 MiB) so batches of a few rows more still fit.
         step = 1 << 20 if nbytes > 1 << 20 else 1 << 12
         return _driver().pagelocked_empty(-(-max(nbytes, 1) // step) * step, np.uint8)
