@@ -83,7 +83,9 @@ def _decode_rows(
     return _decoder.decode(outputs, plans)
 
 
-def _started() -> int:
+def _started(sample: tuple[Mapping[str, np.ndarray], Sequence[Plan]] | None = None) -> int:
+    if sample is not None and _decoder is not None:
+        _decoder.decode(*sample)  # imports (cv2) and lookup tables now, not on a live batch
     time.sleep(0.2)  # busy long enough that every warm-up task needs a worker of its own
     return os.getpid()
 
@@ -108,10 +110,10 @@ class DecodePool:
         )
         self._shm: shared_memory.SharedMemory | None = None
 
-    def start(self) -> None:
+    def start(self, sample: tuple[Mapping[str, np.ndarray], Sequence[Plan]] | None = None) -> None:
         """Start every worker now (spawning one takes a second or two: better at load than on the
-        first live batches)."""
-        for f in [self._pool.submit(_started) for _ in range(self.workers)]:
+        first live batches); each decodes `sample` (outputs, plans) once if given, to warm up."""
+        for f in [self._pool.submit(_started, sample) for _ in range(self.workers)]:
             f.result()
 
     def _block(self, nbytes: int) -> shared_memory.SharedMemory:
