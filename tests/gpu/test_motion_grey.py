@@ -27,8 +27,9 @@ SIZES = {"native": None, "1080p": (1920, 1080), "odd": (1001, 563), "w637": (637
 
 @pytest.fixture(scope="module")
 def gate_frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    path = tmp_path_factory.mktemp("gate") / "gate.mp4"
-    make_gate_sample(path, seconds=40.0, fps=5.0, gap_s=(6.0, 9.0))
+    # MJPEG: the GPU machine's OpenCV with CUDA has no FFmpeg, so it writes no mp4 (found there).
+    path = tmp_path_factory.mktemp("gate") / "gate.avi"
+    make_gate_sample(path, seconds=40.0, fps=5.0, gap_s=(6.0, 9.0), codec="mjpg")
     return read_video(path)
 
 
