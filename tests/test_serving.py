@@ -15,12 +15,13 @@ import pytest
 from edged.config import load_config
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
-from edged.models import get_decoder
+from edged.models import build_decoder, get_decoder
 from edged.observability.metrics import Metrics
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.runner import CameraRunner
 from edged.pipeline.tracker import IouTracker
-from edged.serving import ModelServer, ServerClosed
+from edged.preprocess import CpuPreprocessor
+from edged.serving import ModelServer, ServerClosed, declare_shapes
 from edged.serving.loading import load_model
 from edged.types import Frame, FrameResult
 from tests._chain import (
@@ -285,3 +286,28 @@ def test_shapes_the_model_cannot_take_are_one_clear_load_error(tmp_path: Path) -
         ModelLoadError, match=r"models\.line\.batching: declared input \[1, 3, 32, 100\].*must be 200"
     ):
         load_model("line", model_config(widths=[100, 200]))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("decode_workers", [0, 2])
+def test_outputs_the_decoder_cannot_read_fail_the_load_not_every_frame(
+    ocr_engines: dict[str, Engine], decode_workers: int
+) -> None:
+    """Decoding is warmed at load on one row of real warm-up outputs (in every decode worker when there
+    are some), so a model whose outputs do not fit its kind fails there, once, with the reason."""
+    spec = get_decoder("classifier").default_preprocess
+    shapes = declare_shapes(spec, max_batch=1, pad_to_max=False, source_sizes=(), widths=())
+    decoder = build_decoder("classifier", {})
+    server = ModelServer(  # the text detector's [N, 1, H, W] map is no [N, classes] score vector
+        "wrong",
+        SpyEngine(ocr_engines["ppocr_det"]),  # closing the server must not close the shared engine
+        decoder,
+        spec,
+        CpuPreprocessor(),
+        shapes,
+        decode_workers=decode_workers,
+    )
+    try:
+        with pytest.raises(RuntimeError, match="the classifier decoder cannot decode its outputs"):
+            server.start()
+    finally:
+        server.close()

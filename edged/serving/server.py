@@ -157,15 +157,16 @@ class ModelServer:
         self.state = "warming"
         with self._context():
             sample = self.warm_up(progress)
-        # Decoding warmed too (imports, lookup tables), in this process and in every decode worker: cold,
+        # Decoding warmed too (imports, lookup tables), in every decode worker or else in this process: cold,
         # each worker's first batch took ~0.3 s on an H200 machine (the 1-camera run's p99).
-        if sample is not None:
-            try:
+        # (Not both: decoding in this process would start OpenCV's own thread pool here for nothing.)
+        try:
+            if self._pool is not None:
+                self._pool.start(sample)
+            elif sample is not None:
                 self.decoder.decode(*sample)
-            except Exception as e:  # the model's outputs do not fit its kind: say so at load, not per frame
-                raise RuntimeError(f"the {self.decoder.kind} decoder cannot decode its outputs: {e}") from e
-        if self._pool is not None:
-            self._pool.start(sample)
+        except Exception as e:  # the model's outputs do not fit its kind: say so at load, not per frame
+            raise RuntimeError(f"the {self.decoder.kind} decoder cannot decode its outputs: {e}") from e
         self._threads = [
             threading.Thread(
                 target=self._guard, args=(self._batch_loop,), name=f"model-{self.name}", daemon=True
