@@ -34,7 +34,7 @@ from edged.config import Config, ModelConfig
 from edged.daemon.commands import ModelCommand
 from edged.infer.engine_cache import file_sha256
 from edged.serving.loading import update_tolerance
-from edged.serving.update import RESULTS, UpdateEvent, UpdateRequest
+from edged.serving.versions import RESULTS, UpdateEvent, UpdateRequest
 
 if TYPE_CHECKING:
     from edged.daemon.supervisor import Supervisor

@@ -40,7 +40,8 @@ from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
 from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.shapes import check_model_input
-from edged.serving.update import LiveUpdate, OpenVersion, Version
+from edged.serving.update import LiveUpdate
+from edged.serving.versions import OpenVersion, Version
 
 log = logging.getLogger(__name__)
 

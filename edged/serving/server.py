@@ -28,8 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,68 +37,16 @@ from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.preprocess.spec import Plan, _scale_homography
 from edged.serving.decodepool import DecodePool
-from edged.serving.outputs import Outputs, run_engine
+from edged.serving.outputs import run_engine
 from edged.serving.queue import BatchQueue, ServerClosed
+from edged.serving.requests import Deliver, Job, Row, Ticket, Updater
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan, region_plan
 from edged.types import Detection, Frame
 
 log = logging.getLogger(__name__)
 
-# (rows of detections, one list per row; None on error), error
-Deliver = Callable[[list[list[Detection]] | None, BaseException | None], None]
 State = Literal["loading", "warming", "serving", "failed", "closed"]
 __all__ = ["Deliver", "ModelServer", "ServerClosed", "Updater"]
-
-
-class Updater(Protocol):
-    """What the server calls of its live-update side (edged.serving.update.LiveUpdate), all on the
-    batch thread except `request` and `status` (any thread)."""
-
-    def between_batches(self) -> None: ...
-
-    def after_batch(self, jobs: Sequence[tuple[list[Any], Outputs | None, Any]]) -> None: ...
-
-    def request(self, req: Any) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    def close(self) -> None: ...
-
-
-class _Ticket:
-    """One request (a frame, or the crops of one frame): delivered once all its rows are back."""
-
-    def __init__(self, rows: int, deliver: Deliver, camera: str) -> None:
-        self.results: list[list[Detection]] = [[] for _ in range(rows)]
-        self.remaining = rows
-        self.error: BaseException | None = None
-        self.deliver = deliver
-        self.camera = camera
-        self._lock = threading.Lock()
-
-    def fill(self, index: int, found: list[Detection] | None, error: BaseException | None) -> bool:
-        """Record one row; True when that was the last one."""
-        with self._lock:
-            if error is not None:
-                self.error = self.error or error
-            elif found is not None:
-                self.results[index] = found
-            self.remaining -= 1
-            return self.remaining == 0
-
-
-@dataclass
-class _Row:
-    frame: Frame
-    plan: Plan
-    ticket: _Ticket
-    index: int
-    key: tuple[int, int]
-    t_enqueued: float = field(default_factory=time.perf_counter)
-
-
-# (rows, outputs on their way to the host or None, error or None)
-_Job = tuple[list[_Row], Outputs | None, BaseException | None]
 
 
 class ModelServer:
@@ -132,8 +79,8 @@ class ModelServer:
         self.padded = 0
         self._clients: dict[str, int] = {}
         self._clients_lock = threading.Lock()
-        self._queue: BatchQueue[_Row] = BatchQueue()
-        self._decode: queue.Queue[_Job | None] = queue.Queue(2)
+        self._queue: BatchQueue[Row] = BatchQueue()
+        self._decode: queue.Queue[Job | None] = queue.Queue(2)
         self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
         self._host_buffers: Any = None  # page-locked download buffers, when the engine runs on a GPU
         if lane is not None:
@@ -356,12 +303,12 @@ class ModelServer:
     def _put(self, frame: Frame, plans: list[Plan], deliver: Deliver) -> None:
         if self.state != "serving":
             raise ServerClosed(f"model {self.name} is {self.state}")
-        ticket = _Ticket(len(plans), deliver, frame.camera)
+        ticket = Ticket(len(plans), deliver, frame.camera)
         now = time.perf_counter()
-        rows = [_Row(frame, p, ticket, i, (p.out_w, p.out_h), now) for i, p in enumerate(plans)]
+        rows = [Row(frame, p, ticket, i, (p.out_w, p.out_h), now) for i, p in enumerate(plans)]
         self._queue.put_many(rows)
 
-    def _expect_more(self, batch: list[_Row]) -> bool:
+    def _expect_more(self, batch: list[Row]) -> bool:
         """Wait for more only while some attached camera has nothing in this batch yet."""
         with self._clients_lock:
             clients = len(self._clients)
@@ -396,7 +343,7 @@ class ModelServer:
                 for job in jobs:
                     self._decode.put(job)
 
-    def _run(self, batch: list[_Row]) -> list[_Job]:
+    def _run(self, batch: list[Row]) -> list[Job]:
         """One engine call for the batch; on failure, each request alone so a bad one fails alone."""
         n = len(batch)
         padded = self.shapes.rows_for(n)
@@ -409,7 +356,7 @@ class ModelServer:
             tickets = list(dict.fromkeys(id(r.ticket) for r in batch))
             if len(tickets) == 1:
                 return [(batch, None, e)]
-            jobs: list[_Job] = []
+            jobs: list[Job] = []
             for t in tickets:
                 jobs.extend(self._run([r for r in batch if id(r.ticket) == t]))
             return jobs
@@ -437,7 +384,7 @@ class ModelServer:
                 if r.ticket.fill(r.index, None if error else found[i], error):
                     self._deliver(r.ticket)
 
-    def _deliver(self, ticket: _Ticket) -> None:
+    def _deliver(self, ticket: Ticket) -> None:
         try:
             ticket.deliver(None if ticket.error else ticket.results, ticket.error)
         except Exception:  # one camera's continuation must not stop the model for the others

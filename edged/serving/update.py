@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from edged.models.base import Decoder
 from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.outputs import Outputs, to_host
 from edged.serving.shapes import ShapeError, check_model_input
+from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequest, Version
 from edged.types import Detection
 
 if TYPE_CHECKING:
@@ -51,47 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What the metric and the MQTT replies count (edged_model_updates_total{result}).
-RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
 _DECISIVE = frozenset(RESULTS) - {"shadow_started"}
 _MAX_PARTIAL = 256  # requests whose rows are still being gathered; older ones are forgotten
-
-# (file) -> (engine, its decoder, the started background build of a better engine or None)
-OpenVersion = Callable[[Path], tuple[Engine, Decoder, Any]]
-
-
-@dataclass
-class Version:
-    """One model file's engine and decoder, as the server runs it."""
-
-    engine: Engine
-    decoder: Decoder
-    path: Path
-    sha256: str
-    build: Any = None  # edged.infer.builder.BackgroundBuild of its better engine, until it is adopted
-
-    @property
-    def label(self) -> str:
-        return f"{self.path.name}@{self.sha256[:12]}"
-
-
-@dataclass(frozen=True)
-class UpdateRequest:
-    action: Literal["update", "force", "rollback"]
-    path: Path | None = None
-    sha256: str = ""
-    trigger: str = "mqtt"  # mqtt | sighup
-
-
-@dataclass(frozen=True)
-class UpdateEvent:
-    model: str
-    result: str  # one of RESULTS
-    label: str
-    trigger: str
-    reason: str = ""
-    report: dict[str, Any] | None = None
-    path: str = ""
 
 
 @dataclass
