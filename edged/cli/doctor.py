@@ -238,20 +238,15 @@ def check_broker(mqtt_cfg: Any) -> Check:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from edged.publish.mqtt_client import use_tls
+
     where = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edged-doctor-{os.getpid()}")
     if mqtt_cfg.username is not None:
         pw = mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None
         client.username_pw_set(mqtt_cfg.username, pw)
-    tls = mqtt_cfg.tls
-    if tls.enabled:
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        client.tls_insecure_set(tls.insecure)
+    if mqtt_cfg.tls.enabled:
+        use_tls(client, mqtt_cfg.tls)
     done = threading.Event()
     result: dict[str, Any] = {}
 
@@ -288,7 +283,7 @@ def check_broker(mqtt_cfg: Any) -> Check:
             f"{where}: refused: {rc.getName()}",
             f"check mqtt.username/password; {outbox_note}",
         )
-    return Check("broker", OK, f"{where}: MQTT connect accepted" + (" (TLS)" if tls.enabled else ""))
+    return Check("broker", OK, f"{where}: MQTT connect accepted" + (" (TLS)" if mqtt_cfg.tls.enabled else ""))
 
 
 def check_state_dir(path: str = "/var/lib/edged") -> Check:
