@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -311,3 +312,34 @@ def test_outputs_the_decoder_cannot_read_fail_the_load_not_every_frame(
             server.start()
     finally:
         server.close()
+
+
+def test_a_batch_runs_as_whole_row_buckets_when_padding_would_waste_more(
+    ocr_engines: dict[str, Engine],
+) -> None:
+    """9 cameras' frames at once, row buckets 1/2/4/8/16: 8 run now and 1 right after, instead of one
+    call padded with 7 zero rows; every camera still gets its own frame's boxes."""
+    spy = SpyEngine(ocr_engines["ppocr_det"])
+    det = serve("ppocr_det", spy, max_batch=16, max_wait_ms=500)
+    got: dict[str, list[Any]] = {}
+    done = threading.Event()
+    cams = [f"cam{i}" for i in range(9)]
+    for cam in cams:
+        det.attach(cam)
+
+    def deliver(cam: str):  # type: ignore[no-untyped-def]
+        def take(rows: list | None, err: BaseException | None) -> None:
+            got[cam] = rows[0] if rows else [err]
+            if len(got) == len(cams):
+                done.set()
+
+        return take
+
+    try:
+        for i, cam in enumerate(cams):
+            det.submit_frame(Frame(cam, 0, text_frame("AB", i)), deliver(cam))
+        assert done.wait(60)
+    finally:
+        det.close()
+    assert spy.calls == [8, 1] and det.padded == 0
+    assert all(len(boxes) == 1 and boxes[0].label == "text" for boxes in got.values()), got

@@ -217,3 +217,11 @@ def cv2_blur(img: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(img, (7, 7), 0)  # type: ignore[no-any-return]
+
+
+def test_rows_to_take_runs_whole_buckets_when_padding_wastes_more() -> None:
+    ladder = ShapeSet((1, 2, 4, 8, 16), ((640, 480),))
+    # (waiting rows, run now): below the next bucket by less than the padding -> the bucket below
+    want = {1: 1, 2: 2, 3: 3, 5: 4, 6: 6, 9: 8, 10: 8, 11: 8, 12: 12, 13: 13, 16: 16}
+    assert {n: ladder.rows_to_take(n) for n in want} == want
+    assert ShapeSet((16,), ((640, 480),)).rows_to_take(9) == 9  # pad_to_max: one bucket, always padded

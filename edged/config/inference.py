@@ -112,7 +112,7 @@ class BatchingConfig(EdgedModel):
         4,
         ge=1,
         le=256,
-        description="Most rows (frames or crops, of any cameras) in one engine call. Row counts are rounded up to powers of two (1, 2, 4, ...) so the model sees a few fixed shapes.",
+        description="Most rows (frames or crops, of any cameras) in one engine call. Row counts are rounded up to powers of two (1, 2, 4, ...) so the model sees a few fixed shapes (or down, the rest leading the next call, when rounding up would pad more rows than it leaves).",
     )
     max_wait_ms: float = Field(
         2.0,

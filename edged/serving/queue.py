@@ -46,6 +46,12 @@ class BatchQueue(Generic[Q]):
             self._items.extend(items)
             self._cond.notify_all()
 
+    def put_back(self, items: list[Q]) -> None:
+        """Return items a batch did not keep to the front, in their order: they are still the oldest."""
+        with self._cond:
+            self._items.extendleft(reversed(items))
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self.closed = True

@@ -333,6 +333,10 @@ class ModelServer:
                 if batch is None:
                     self._decode.put(None)
                     return
+                keep = self.shapes.rows_to_take(len(batch))
+                if keep < len(batch):  # the rest lead the next batch instead of padding this one
+                    self._queue.put_back(batch[keep:])
+                    batch = batch[:keep]
                 if self._next_engine is not None:
                     self._swap()
                 if self.updater is not None:

@@ -64,6 +64,13 @@ class ShapeSet:
     def max_rows(self) -> int:
         return self.rows[-1]
 
+    def rows_to_take(self, n: int) -> int:
+        """How many of n waiting rows to run now: all of them, padded up to their row bucket, unless
+        the bucket below wastes less (9 rows: run 8 now and 1 with the next batch, rather than 7 zero
+        rows; 16 cameras on an H200 had most batches between 9 and 16 rows)."""
+        below = max((r for r in self.rows if r <= n), default=n)
+        return below if n - below < self.rows_for(n) - n else n
+
     def rows_for(self, n: int) -> int:
         """The row bucket a batch of n rows runs as (zero rows fill the gap)."""
         if n > self.max_rows:
