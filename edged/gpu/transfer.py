@@ -52,32 +52,30 @@ class Download:
     def __init__(
         self,
         arrays: dict[str, np.ndarray],
-        event: Any = None,
-        buffers: list[np.ndarray] | None = None,
-        owner: HostBuffers | None = None,
-        keep: Any = None,
+        event: Any,
+        buffers: list[np.ndarray],
+        owner: HostBuffers,
+        keep: Any,
     ) -> None:
         self.arrays = arrays
-        self._event = event
-        self._buffers = buffers or []
+        self._event = event  # None once the copies are known to have run
+        self._buffers = buffers
         self._owner = owner
         self._keep = keep  # the device tensors: alive until their copy has run
 
     def wait(self) -> dict[str, np.ndarray]:
         """Block until the copies have run (a CUDA event wait: other Python threads run meanwhile)."""
-        event, self._event = self._event, None
-        if event is not None:
+        if self._event is not None:
             with gpu_thread():  # the caller (a decode thread) may have no CUDA context current
-                event.synchronize()
+                self._event.synchronize()
+            self._event = None
         self._keep = None
         return self.arrays
 
     def release(self) -> None:
         """Give the host buffers back (the arrays must not be used any more). After a failed `wait`
         the buffers are not reused: a copy into them might still run."""
-        if self._event is not None:
-            self._buffers = []
-        if self._owner is not None:
+        if self._event is None:
             for buf in self._buffers:
                 self._owner.give(buf)
         self._buffers = []

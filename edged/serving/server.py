@@ -142,9 +142,9 @@ class ModelServer:
             tensor = self.preprocessor.rows([(blank, plan)], self.spec, n)
             # The live path: reductions compiled and page-locked buffers allocated here, not live.
             out = run_engine(engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers)
+            host = out.wait()
             if sample is None:
-                sample = ({k: np.array(v[:1]) for k, v in out.wait().items()}, [plan])
-            out.wait()
+                sample = ({k: np.array(v[:1]) for k, v in host.items()}, [plan])
             out.release()
             self.warmed = i
             if progress is not None:
