@@ -137,6 +137,24 @@ def test_model_file_checks(tmp_path: Path) -> None:
     assert any("models.c.labels: labels file not found" in s for s in got), got
 
 
+def test_conv_algo_search_reaches_the_engine_options(tmp_path: Path) -> None:
+    from edged.serving.loading import engine_options
+
+    need_models()
+    det = MODELS_DIR / "PP-OCRv6_det_small.onnx"
+    p = write(
+        tmp_path,
+        f"models:\n  d: {{path: {det}, kind: ppocr_det, onnxruntime: {{conv_algo_search: exhaustive}}}}\n"
+        f"  e: {{path: {det}, kind: ppocr_det}}\n",
+    )
+    cfg = load_config(p)
+    assert engine_options(cfg.models["d"]).conv_algo_search == "exhaustive"
+    assert engine_options(cfg.models["e"]).conv_algo_search == "heuristic"
+    bad = write(tmp_path, f"models:\n  d: {{path: {det}, kind: ppocr_det, onnxruntime: {{conv_algo_search: fast}}}}\n")
+    got = problems(bad)
+    assert len(got) == 1 and "models.d.onnxruntime.conv_algo_search" in got[0] and f"{bad}:2:" in got[0], got
+
+
 def test_decoder_params_are_validated_with_location(tmp_path: Path) -> None:
     p = write(
         tmp_path, "models:\n  d:\n    path: m.onnx\n    kind: yolo\n    decode: {conf_thresh: 2, bogus: 1}\n"

@@ -58,6 +58,7 @@ class EngineOptions:
     inter_op_threads: int = 0
     providers: tuple[str, ...] | None = None
     tf32: bool = True  # ONNX Runtime CUDA EP `use_tf32`
+    conv_algo_search: str = "heuristic"  # ONNX Runtime CUDA EP `cudnn_conv_algo_search`
     precision: str = "fp16"
     workspace_mb: int = 1024
     dla_core: int | None = None

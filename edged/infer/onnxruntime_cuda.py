@@ -113,7 +113,8 @@ class OrtCudaEngine:
             "has_user_compute_stream": "1",
             "user_compute_stream": str(self.stream_handle),
             "do_copy_in_default_stream": "1",
-            "cudnn_conv_algo_search": "HEURISTIC",  # EXHAUSTIVE re-searches per new input shape
+            # EXHAUSTIVE searches once per input shape: one session per declared shape, warmed at load.
+            "cudnn_conv_algo_search": options.conv_algo_search.upper(),
             "use_tf32": "1" if options.tf32 else "0",
         }
         so = ort.SessionOptions()
