@@ -67,11 +67,15 @@ def run_engine(
     infer_device = getattr(engine, "infer_device", None)
     if buffers is None or infer_device is None:
         return HostOutputs({k: to_host(v)[:rows] for k, v in engine.infer(inputs).items()})
+    from edged.gpu.buffers import on_lane
     from edged.gpu.context import current_pipeline
     from edged.gpu.transfer import download
 
+    lane = current_pipeline()
     device = infer_device(inputs)
+    if lane is not None:
+        device = on_lane(device, lane)
     reduced = decoder.reduce_on_device(device, rows)
     if reduced is None:
         reduced = {k: v.first(rows) for k, v in device.items()}
-    return download(reduced, buffers, current_pipeline())
+    return download(reduced, buffers, lane)
