@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.gpu.context import GpuLane, current_pipeline, init
+from edged.gpu.context import GpuLane, init
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class DeviceTensor:
             cai["stream"] = handle
         return cai
 
-    def to_host(self, out: np.ndarray | None = None, pipeline: GpuLane | None = None) -> np.ndarray:
-        """Download (waits for the producing stream). Counts the bytes on the pipeline if one is known."""
+    def to_host(self, out: np.ndarray | None = None, lane: GpuLane | None = None) -> np.ndarray:
+        """Download (waits for the producing stream). Counts the bytes on `lane` when one is given."""
         cuda = _driver()
         host = out if out is not None else np.empty(self.shape, dtype=self.dtype)
         if self.stream is not None:
@@ -72,9 +72,8 @@ class DeviceTensor:
             self.stream.synchronize()
         else:
             cuda.memcpy_dtoh(host, self.ptr)
-        pipe = pipeline or current_pipeline()
-        if pipe is not None:
-            pipe.count_d2h(host.nbytes)
+        if lane is not None:
+            lane.count_d2h(host.nbytes)
         return host
 
 

@@ -233,7 +233,7 @@ class OrtCudaEngine:
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run; outputs downloaded to host numpy arrays (bytes counted on the lane)."""
-        return {name: t.to_host(pipeline=self.lane) for name, t in self.infer_device(inputs).items()}
+        return {name: t.to_host(lane=self.lane) for name, t in self.infer_device(inputs).items()}
 
     def close(self) -> None:
         self._sessions.clear()

@@ -153,7 +153,7 @@ class TensorRTEngine:
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         outs, _ = self._run(inputs)
-        return {k: v.to_host(pipeline=self.lane) for k, v in outs.items()}
+        return {k: v.to_host(lane=self.lane) for k, v in outs.items()}
 
     def close(self) -> None:
         self.pool.free()

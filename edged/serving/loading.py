@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,7 @@ def load_model(
         shapes,
         max_wait_ms=b.max_wait_ms,
         decode_workers=b.decode_workers,
-        lane=lane.active if lane is not None else None,
+        lane=lane,
         on_batch=_batch_observer(metrics, name) if metrics else None,
     )
     log.info("model %s: warming %s", name, shapes.describe())
@@ -248,13 +247,13 @@ def fit_to_engine(
     return spec
 
 
-def _swap_lane(
-    name: str, lane: GpuLane | None, metrics: Metrics | None
-) -> Callable[[], AbstractContextManager[Any]] | None:
-    """The lane a built engine is warmed on before the swap: its own, so the server's keeps serving."""
+def _swap_lane(name: str, lane: GpuLane | None, metrics: Metrics | None) -> GpuLane | None:
+    """The lane a built engine or a live update's candidate is warmed on before the swap, beside the
+    serving one: its preprocessing, reductions and downloads (the engine itself runs on the stream it
+    was given, the server's). A lane of its own, so the warm-up never writes the serving lane's buffers."""
     if lane is None:
         return None
-    return GpuLane(f"model-{name}-swap", metrics=metrics).active
+    return GpuLane(f"model-{name}-swap", metrics=metrics)
 
 
 def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float], None]:

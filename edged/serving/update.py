@@ -6,9 +6,9 @@ Who does what, and on which thread:
   any thread     `request` (the daemon's main loop: SIGHUP reload, MQTT command) records what to do;
                  `check_file` reads only what never changes (declared shapes, input name); `status`.
   loader thread  one per request (`update-<model>`): creates the candidate through the model's own
-                 engine factory (the same options and declared shapes as the running engine) and warms
-                 it on every declared shape under the swap lane, as `ModelServer.adopt_when_built` does
-                 for a built engine. It never runs a real request.
+                 engine factory (the same options, declared shapes and GPU lane as the running engine)
+                 and warms it on every declared shape, its preprocessing and downloads on the swap lane,
+                 as `ModelServer.adopt_when_built` does for a built engine. It never runs a real request.
   batch thread   `between_batches` installs a loaded candidate (ModelSwap.propose) or rolls back;
                  `after_batch` runs the candidate on the rows the active engine just ran (preprocessed
                  again into the same shape), decodes both with private decoder copies, and feeds
@@ -29,7 +29,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequ
 from edged.types import Detection
 
 if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
     from edged.serving.server import ModelServer
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class LiveUpdate:
         *,
         frames: int = 20,
         tolerance: ShadowTolerance | None = None,
-        swap_lane: Callable[[], AbstractContextManager[Any]] | None = None,
+        swap_lane: GpuLane | None = None,
         on_event: Callable[[UpdateEvent], None] | None = None,
     ) -> None:
         self.server = server
@@ -203,8 +203,7 @@ class LiveUpdate:
             )
             return
         try:
-            with self._lane() if self._lane is not None else nullcontext():
-                self.server.warm_up(engine=engine)
+            self.server.warm_up(engine=engine, lane=self._lane)
         except Exception as e:
             self._discard(version)
             self._fail(req, generation, f"{req.path} failed while warming up: {type(e).__name__}: {e}")
@@ -268,9 +267,12 @@ class LiveUpdate:
         n, plans = len(rows), [r.plan for r in rows]
         try:
             tensor = server.preprocessor.rows(
-                [(r.frame, r.plan) for r in rows], server.spec, server.shapes.rows_for(n)
+                [(r.frame, r.plan) for r in rows], server.spec, server.shapes.rows_for(n), server.lane
             )
-            theirs = {k: to_host(v)[:n] for k, v in candidate.infer({server.input_name: tensor}).items()}
+            theirs = {
+                k: to_host(v, server.lane)[:n]
+                for k, v in candidate.infer({server.input_name: tensor}).items()
+            }
             served = self._shadow_decoders[0].decode(outputs, plans)
             found = self._shadow_decoders[1].decode(theirs, plans)
         except Exception as e:  # the candidate must never cost a served frame
