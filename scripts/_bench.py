@@ -20,27 +20,31 @@ from edged.types import Frame
 
 
 @contextlib.contextmanager
-def lane(model: LoadedModel) -> Iterator[None]:
-    """The model server's own GPU lane (stream), when it has one, so the engines run as the daemon's do."""
+def gpu_context(model: LoadedModel) -> Iterator[None]:
+    """The CUDA context current in this thread while a model with a GPU lane runs, as the model
+    server's batch thread holds it."""
     if model.lane is None:
         yield
         return
-    with model.lane.active():
+    from edged.gpu.context import gpu_thread
+
+    with gpu_thread():
         yield
 
 
 def _timed_call(model: LoadedModel, items: list[tuple[Frame, Plan]]) -> tuple[float, dict[str, np.ndarray]]:
-    """One engine call as the model server makes it (outputs reduced on the device where the decoder
+    """One engine call as the model server makes it (preprocessing, reductions and downloads on the
+    server's own GPU lane, where its engine runs too; outputs reduced on the device where the decoder
     can, downloaded into page-locked memory), timed from the engine call to the host outputs."""
     rows = model.shapes.rows_for(len(items))
-    tensor = model.preprocessor.rows(items, model.spec, rows)
+    tensor = model.preprocessor.rows(items, model.spec, rows, model.lane)
     name = model.engine.inputs[0].name
     sync = getattr(tensor, "stream", None)
     if sync is not None:
         sync.synchronize()  # preprocessing finished before the clock starts
     buffers = _buffers(model)
     t0 = time.perf_counter()
-    out = run_engine(model.engine, model.decoder, {name: tensor}, len(items), buffers)
+    out = run_engine(model.engine, model.decoder, {name: tensor}, len(items), buffers, model.lane)
     host = out.wait()
     seconds = time.perf_counter() - t0
     kept = {k: np.array(v) for k, v in host.items()}  # the buffers are reused after release
@@ -68,7 +72,7 @@ def engines_only(
     total = 0.0
     crops: dict[tuple[int, int], list[tuple[Frame, Plan]]] = defaultdict(list)
     det_calls = rec_calls = 0
-    with lane(det):
+    with gpu_context(det):
         for start in range(0, len(frames), det_rows):
             chunk = [Frame("bench", start + i, img) for i, img in enumerate(frames[start : start + det_rows])]
             plans = [frame_plan(det.shapes, det.spec, f.width, f.height) for f in chunk]
@@ -82,7 +86,7 @@ def engines_only(
                     p = crop_plan(rec.shapes, rec.spec, upright_quad(d.quad()))
                     crops[(p.out_w, p.out_h)].append((frame, p))
     if rec is not None:
-        with lane(rec):
+        with gpu_context(rec):
             for items in crops.values():
                 step = rec.shapes.max_rows
                 for start in range(0, len(items), step):

@@ -127,7 +127,7 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
     host I/O (how the peer runs). DB box extraction runs on the CPU in both."""
     import cv2
 
-    from edged.gpu.context import GpuLane
+    from edged.gpu.context import GpuLane, gpu_thread
     from edged.gpu.postprocess import ctc_best
     from edged.infer.base import EngineOptions
     from edged.infer.onnxruntime_cuda import OrtCudaEngine
@@ -145,10 +145,11 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
         "cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
         "rec": "PP-OCRv6_rec_small.onnx",
     }
-    eng = {k: OrtCudaEngine(k, models / f, EngineOptions()) for k, f in names.items()}
+    pipe = GpuLane("ocr-bench")
+    # The engines run on the chain's lane, as a model server's engine runs on the server's.
+    eng = {k: OrtCudaEngine(k, models / f, EngineOptions(), pipe) for k, f in names.items()}
     dec = {k: build_decoder(f"ppocr_{k}", {}, metadata=eng[k].metadata) for k in names}
     inp = {k: e.inputs[0].name for k, e in eng.items()}
-    pipe = GpuLane("ocr-bench")
 
     def texts(idx: np.ndarray, conf: np.ndarray, table: np.ndarray) -> list[str]:
         out = []
@@ -161,15 +162,15 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
 
     def gpu_frame(seq: int) -> list[str]:
         f = Frame("ocr-bench", seq, img)
-        x, plan = pre.frame(f, dec["det"].default_preprocess)
+        x, plan = pre.frame(f, dec["det"].default_preprocess, pipe)
         boxes = dec["det"].decode(eng["det"].infer({inp["det"]: x}), [plan])[0]
         quads = [upright_quad(d.quad()) for d in boxes]
-        xc, pc = pre.crops(f, quads, dec["cls"].default_preprocess)
+        xc, pc = pre.crops(f, quads, dec["cls"].default_preprocess, pipe)
         ang = [r[0].attrs["angle"] for r in dec["cls"].decode(eng["cls"].infer({inp["cls"]: xc}), pc)]
         quads = [upright_quad(q, rotate_tall=False, flip=a == 180) for q, a in zip(quads, ang, strict=True)]
-        xr, _ = pre.crops(f, quads, dec["rec"].default_preprocess)
+        xr, _ = pre.crops(f, quads, dec["rec"].default_preprocess, pipe)
         scores = next(iter(eng["rec"].infer_device({inp["rec"]: xr}).values()))
-        idx, conf = ctc_best(scores)
+        idx, conf = ctc_best(scores, pipe)
         return texts(idx, conf, dec["rec"].table(scores.shape[2]))
 
     def cpu_pre_frame() -> list[str]:
@@ -188,7 +189,7 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
         seq[0] += 1  # a new frame each time: the upload is part of the measurement
         return gpu_frame(seq[0])
 
-    with pipe.active():
+    with gpu_thread():
         got = gpu_step()
         h2d0, d2h0 = pipe.h2d, pipe.d2h
         gpu_step()
@@ -258,23 +259,23 @@ def main() -> None:
         "| kernel GB/s (src+dst) | % of D2D | upload+kernel ms (host frame) | cv2.cuda ms | cv2.cuda / kernel |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    with pipe.active():
+    with context.gpu_thread():
         for name, spec in SPECS.items():
             t_cpu = cpu_time(lambda spec=spec: cpu_opencv(frame_host, spec))
             t_ref = cpu_time(lambda spec=spec: preprocess_frame(frame_host, spec), n=10)
             f_dev = Frame("bench", 0, dev_frame)
-            t_k = gpu_time(lambda spec=spec, f=f_dev: pre.frame(f, spec), pipe.stream)
-            out, _plan = pre.frame(f_dev, spec)
+            t_k = gpu_time(lambda spec=spec, f=f_dev: pre.frame(f, spec, pipe), pipe.stream)
+            out, _plan = pre.frame(f_dev, spec, pipe)
             nbytes = frame_host.nbytes + out.nbytes
             gbs = nbytes / (t_k * 1e-3) / 1e9
 
             def host_path(spec: PreprocessSpec = spec, seq: list[int] = [1]) -> None:  # noqa: B006
                 seq[0] += 1  # a new frame each call: forces the upload
-                pre.frame(Frame("bench", seq[0], frame_host), spec)
+                pre.frame(Frame("bench", seq[0], frame_host), spec, pipe)
 
             t_up = cpu_time(lambda hp=host_path: (hp(), pipe.synchronize()), n=50)
             if cvpre is not None:
-                t_cv = gpu_time(lambda spec=spec, f=f_dev: cvpre.frame(f, spec), pipe.stream, n=200)
+                t_cv = gpu_time(lambda spec=spec, f=f_dev: cvpre.frame(f, spec, pipe), pipe.stream, n=200)
                 cv_cols = f"{t_cv:.3f} | {t_cv / t_k:.1f}x"
             else:
                 cv_cols = "n/a | n/a"

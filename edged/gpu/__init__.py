@@ -10,13 +10,12 @@ import logging
 import threading
 from typing import Any
 
-from edged.gpu.context import GpuLane, current_pipeline, gpu_available, gpu_thread, in_gpu_thread, init
+from edged.gpu.context import GpuLane, gpu_available, gpu_thread, in_gpu_thread, init
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "GpuLane",
-    "current_pipeline",
     "gpu_available",
     "gpu_thread",
     "in_gpu_thread",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edged.gpu.context import GpuLane, current_pipeline, init
+from edged.gpu.context import GpuLane, init
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class DeviceTensor:
             cai["stream"] = handle
         return cai
 
-    def to_host(self, out: np.ndarray | None = None, pipeline: GpuLane | None = None) -> np.ndarray:
-        """Download (waits for the producing stream). Counts the bytes on the pipeline if one is known."""
+    def to_host(self, out: np.ndarray | None = None, lane: GpuLane | None = None) -> np.ndarray:
+        """Download (waits for the producing stream). Counts the bytes on `lane` when one is given."""
         cuda = _driver()
         host = out if out is not None else np.empty(self.shape, dtype=self.dtype)
         if self.stream is not None:
@@ -72,10 +72,36 @@ class DeviceTensor:
             self.stream.synchronize()
         else:
             cuda.memcpy_dtoh(host, self.ptr)
-        pipe = pipeline or current_pipeline()
-        if pipe is not None:
-            pipe.count_d2h(host.nbytes)
+        if lane is not None:
+            lane.count_d2h(host.nbytes)
         return host
+
+
+def on_lane(tensors: Mapping[str, Any], lane: GpuLane) -> dict[str, Any]:
+    """`tensors` (an engine's outputs) to be read in the order of `lane`'s stream. A device tensor made
+    on another stream is waited for by the lane's stream (an event: no host wait) and carries the lane's
+    stream from then on, so what reads it (reductions into buffers kept per stream, the download) runs
+    on the lane. Outputs already on the lane, and anything else, pass as they are.
+
+    A model server's engine runs on the server's lane: nothing to do. An engine warmed beside the
+    serving one (a built engine, a live update's candidate) runs on the server's stream too, while its
+    warm-up reads the outputs on the swap lane, from another thread: without this its reductions would
+    write into the serving stream's buffers (edged.gpu.postprocess keeps one per stream)."""
+    out: dict[str, Any] = {}
+    waited: dict[int, Any] = {}  # producer handle -> its event (kept until the waits are enqueued)
+    for name, t in tensors.items():
+        producer = t.stream if isinstance(t, DeviceTensor) else None
+        if producer is None or int(producer.handle) == lane.handle:
+            out[name] = t
+            continue
+        if int(producer.handle) not in waited:
+            cuda = _driver()
+            event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+            event.record(producer)
+            lane.stream.wait_for_event(event)
+            waited[int(producer.handle)] = event
+        out[name] = DeviceTensor(t.ptr, t.shape, t.dtype, owner=t.owner, stream=lane.stream)
+    return out
 
 
 def cuda_array_info(obj: Any) -> tuple[int, tuple[int, ...], np.dtype[Any], tuple[int, ...] | None]:

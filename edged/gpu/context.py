@@ -1,10 +1,13 @@
-"""The one CUDA context of the process, and the per-camera pipeline (stream + traffic counters).
+"""The one CUDA context of the process, and `GpuLane` (a CUDA stream + traffic counters).
 
 Why one owner: TensorRT, ONNX Runtime, CuPy, torch and OpenCV all use the device's *primary* context
 (the CUDA runtime's). pycuda must retain that same context (`pycuda.autoprimaryctx` semantics) or
 device pointers and streams from one library are "invalid resource handles" in another
 (NVIDIA/TensorRT#3028). A context is current per thread, so every worker thread that launches GPU work
 enters `gpu_thread()` (push on entry, pop on exit).
+
+A lane is never implied by the thread: whoever runs GPU work on a lane is given it as an argument (a
+model server hands its own to its engine at construction, and to its preprocessing and downloads).
 
 pycuda is imported lazily (typed as `Any`) so that `import edged.gpu` works on machines without it.
 """
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "ctx", "device", "cuda" once initialised
-_local = threading.local()  # .depth (push count in this thread), .pipeline (active GpuLane)
+_local = threading.local()  # .depth (push count in this thread)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,7 +136,9 @@ def in_gpu_thread(fn: F) -> F:
 
 @dataclass
 class GpuLane:
-    """One camera's GPU lane: its own stream (so cameras overlap) and its byte counters.
+    """A GPU lane: its own stream (so lanes overlap) and its byte counters. A model server owns one
+    (`model-<name>`); a preprocessor used on its own keeps one per camera. Passed as an argument to
+    what runs on it; using it does not make the CUDA context current (that is `gpu_thread()`).
 
     `metrics` is an edged.observability.metrics.Metrics (or None); counts also accumulate in `h2d` / `d2h` so tests
     and benchmarks can read them without prometheus.
@@ -178,19 +183,3 @@ class GpuLane:
             with gpu_thread():
                 self.stream.synchronize()
                 self.stream = None
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[GpuLane]:
-        """Context current + this pipeline visible to engines (`current_pipeline()`) in this thread."""
-        with gpu_thread():
-            prev = getattr(_local, "pipeline", None)
-            _local.pipeline = self
-            try:
-                yield self
-            finally:
-                _local.pipeline = prev
-
-
-def current_pipeline() -> GpuLane | None:
-    """The pipeline the calling thread is working for (set by `GpuLane.active()`), if any."""
-    return getattr(_local, "pipeline", None)

@@ -1,7 +1,8 @@
 """The cv2.cuda implementation of the Preprocessor protocol (`preprocess.device: cv2cuda`).
 
 It reads the same device frame as the kernel path (shares a GpuPreprocessor's upload cache), wraps it
-with `createGpuMatFromCudaMemory` (no copy), runs on the camera's stream through `cv2.cuda.wrapStream`,
+with `createGpuMatFromCudaMemory` (no copy), runs on the caller's lane's stream (else the kernel
+preprocessor's own lane for the camera) through `cv2.cuda.wrapStream`,
 and writes into the same pooled engine-input buffers: warpAffine (affine plans) or warpPerspective (quads),
 split into planes, then `convertTo(x*a+b)` per channel straight into each output plane, so the channel
 swap is only a choice of plane. Several launches per image (the fused kernel does one per batch), and the
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edged.gpu.buffers import DeviceTensor
-from edged.gpu.context import GpuLane, current_pipeline
+from edged.gpu.context import GpuLane
 from edged.gpu.preprocess import DeviceImage, GpuPreprocessor, needs_swap
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
@@ -59,7 +60,7 @@ class Cv2CudaPreprocessor:
         self._mats: dict[Hashable, Any] = {}  # scratch GpuMats, allocated once per shape
 
     def _stream(self, pipe: GpuLane) -> Any:
-        # cv::cuda::Stream is not thread-safe: one wrapper per pipeline (= per camera thread).
+        # cv::cuda::Stream is not thread-safe: one wrapper per lane.
         if pipe.handle not in self._streams:
             self._streams[pipe.handle] = _cv2().cuda.wrapStream(pipe.handle)
         return self._streams[pipe.handle]
@@ -71,30 +72,42 @@ class Cv2CudaPreprocessor:
             self._mats[key] = mat
         return mat
 
-    def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[DeviceTensor, Plan]:
-        pipe = self.base.pipeline(frame.camera)
+    def frame(
+        self, frame: Frame, spec: PreprocessSpec, lane: GpuLane | None = None
+    ) -> tuple[DeviceTensor, Plan]:
+        pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)
         plan = plan_frame(spec, src.width, src.height)
         return self._render(src, [plan], spec, frame.fmt, pipe, "frame"), plan
 
-    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> DeviceTensor:
+    def rows(
+        self,
+        items: Sequence[tuple[Frame, Plan]],
+        spec: PreprocessSpec,
+        rows: int = 0,
+        lane: GpuLane | None = None,
+    ) -> DeviceTensor:
         """Rows of one source image (a camera's crops) go through cv2.cuda; rows of several images take
         the fused kernel: cv2.cuda has no call that reads several sources at once, and a launch per
         image is what batching is meant to avoid."""
         frame = items[0][0]
         if rows > len(items) or any(f is not frame for f, _ in items):
-            return self.base.rows(items, spec, rows)
-        pipe = current_pipeline() or self.base.pipeline(frame.camera)
+            return self.base.rows(items, spec, rows, lane)
+        pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)
         return self._render(src, [p for _, p in items], spec, frame.fmt, pipe, "rows")
 
     def crops(
-        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+        self,
+        frame: Frame,
+        quads: Sequence[np.ndarray],
+        spec: PreprocessSpec,
+        lane: GpuLane | None = None,
     ) -> tuple[DeviceTensor, list[Plan]]:
         plans = plan_crops(spec, quads)
         if not plans:
-            return self.base.crops(frame, quads, spec)
-        pipe = self.base.pipeline(frame.camera)
+            return self.base.crops(frame, quads, spec, lane)
+        pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)
         return self._render(src, plans, spec, frame.fmt, pipe, "crops"), plans
 

@@ -6,7 +6,8 @@ Device level (what a model server runs between the engine and the download; noth
                       crop), which is all greedy CTC decoding needs;
   `quantize_u8_device` a probability map in [0, 1] -> bytes round(p * 255) (4x fewer bytes; a threshold
                       t on p is the threshold t * 255 on the bytes).
-Host level (download included, for tests and benchmarks): `ctc_best`, `threshold_mask`.
+Host level (download included, for tests and benchmarks): `ctc_best`, `threshold_mask`; given a lane,
+they run on its stream when the input has none, and count the download on it.
 
 Results land in buffers owned by this module, one per (stream, name): they are written and read in
 the order of their stream, so the next batch's kernel on that stream cannot overwrite a result before
@@ -19,7 +20,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor
-from edged.gpu.context import GpuLane, current_pipeline
+from edged.gpu.context import GpuLane
 
 _pool = BufferPool()
 
@@ -55,32 +56,30 @@ def quantize_u8_device(prob: DeviceTensor, rows: int | None = None) -> DeviceTen
     return DeviceTensor(int(out), tuple(shape), np.dtype(np.uint8), owner=out, stream=prob.stream)
 
 
-def _on(t: DeviceTensor, pipe: GpuLane | None) -> DeviceTensor:
-    """`t` with a stream to run on: its own, else the pipeline's."""
-    pipe = pipe or current_pipeline()
-    if t.stream is None and pipe is not None:
-        return DeviceTensor(t.ptr, t.shape, t.dtype, owner=t.owner, stream=pipe.stream)
+def _on(t: DeviceTensor, lane: GpuLane | None) -> DeviceTensor:
+    """`t` with a stream to run on: its own, else the lane's."""
+    if t.stream is None and lane is not None:
+        return DeviceTensor(t.ptr, t.shape, t.dtype, owner=t.owner, stream=lane.stream)
     return t
 
 
-def ctc_best(scores: DeviceTensor, pipe: GpuLane | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ctc_best(scores: DeviceTensor, lane: GpuLane | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[N, T, C] float32 device scores -> (argmax [N, T] int64, max score [N, T] float32) on the host."""
-    idx, val = ctc_best_device(_on(scores, pipe))
-    pipe = pipe or current_pipeline()
-    return idx.to_host(pipeline=pipe).astype(np.int64), val.to_host(pipeline=pipe)
+    idx, val = ctc_best_device(_on(scores, lane))
+    return idx.to_host(lane=lane).astype(np.int64), val.to_host(lane=lane)
 
 
-def threshold_mask(prob: DeviceTensor, thresh: float, pipe: GpuLane | None = None) -> np.ndarray:
+def threshold_mask(prob: DeviceTensor, thresh: float, lane: GpuLane | None = None) -> np.ndarray:
     """float32 device map (any shape) -> bool host array of the same shape, prob > thresh."""
     if prob.dtype != np.float32:
         raise ValueError(f"threshold_mask needs float32, got {prob.dtype}")
-    prob = _on(prob, pipe)
+    prob = _on(prob, lane)
     n = int(np.prod(prob.shape))
     words = (n + 31) // 32
     bits = _pool.get(_key(prob, "mask"), words * 4)
     kernels.launch_threshold_bits(prob.ptr, n, thresh, int(bits), prob.stream)
     packed = DeviceTensor(int(bits), (words,), np.dtype(np.uint32), owner=bits, stream=prob.stream).to_host(
-        pipeline=pipe or current_pipeline()
+        lane=lane
     )
     flat = np.unpackbits(packed.view(np.uint8), bitorder="little")[:n]
     return flat.astype(bool).reshape(prob.shape)

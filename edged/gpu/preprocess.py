@@ -1,10 +1,14 @@
 """`GpuPreprocessor`: the Preprocessor protocol on the fused CUDA kernel.
 
-Per frame: a host frame is uploaded once (pinned staging, async on the camera's stream) and the device
+Per frame: a host frame is uploaded once (pinned staging, async on the caller's lane) and the device
 copy is cached by (camera, seq), so the detector and every crop batch of that frame reuse it; a device
 frame (jetson-utils cudaImage, CuPy, torch: anything with `__cuda_array_interface__`) is read in place.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
-`DeviceTensor`. The tensor stays valid until the next call for the same (camera, spec, kind).
+`DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
+
+Lanes: every call takes the caller's `GpuLane` (a model server passes its own): the upload and the
+kernel run on its stream, the bytes are counted on it. Without one (tests, benchmarks, calibration:
+the preprocessor used on its own) a call runs on a lane this preprocessor keeps per camera.
 
 Device frames must be complete when passed in (cudaImage carries no stream: the capture side syncs).
 """
@@ -20,7 +24,7 @@ import numpy as np
 
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
-from edged.gpu.context import GpuLane, _driver, current_pipeline, gpu_thread, init
+from edged.gpu.context import GpuLane, _driver, gpu_thread, init
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 from edged.types import Frame
 
@@ -87,21 +91,23 @@ class GpuPreprocessor:
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
-    def pipeline(self, camera: str) -> GpuLane:
-        """The calling thread's active pipeline for this camera, else one this preprocessor owns."""
-        pipe = current_pipeline()
-        if pipe is not None and pipe.camera == camera:
-            return pipe
+    def own_lane(self, camera: str) -> GpuLane:
+        """The lane this preprocessor keeps for `camera`: for calls that come without one."""
         with self._lock:
             if camera not in self._pipes:
                 self._pipes[camera] = GpuLane(camera, metrics=self.metrics)
             return self._pipes[camera]
 
-    def source(self, frame: Frame, pipe: GpuLane | None = None) -> DeviceImage:
-        """The frame in device memory: zero-copy for device frames, else one upload per (camera, seq)."""
+    def lane_for(self, lane: GpuLane | None, camera: str) -> GpuLane:
+        """The caller's lane, else this preprocessor's own for `camera`."""
+        return lane if lane is not None else self.own_lane(camera)
+
+    def source(self, frame: Frame, lane: GpuLane | None = None) -> DeviceImage:
+        """The frame in device memory: zero-copy for device frames, else one upload per (camera, seq),
+        on `lane` (None: this preprocessor's own lane for the camera)."""
         if frame.on_device:
             return device_image(frame.image)
-        pipe = pipe or self.pipeline(frame.camera)
+        pipe = self.lane_for(lane, frame.camera)
         slot = (frame.camera, frame.seq % 2)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
@@ -119,17 +125,23 @@ class GpuPreprocessor:
         return img
 
     # -- Preprocessor protocol -------------------------------------------------------------------
-    def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[DeviceTensor, Plan]:
-        with gpu_thread():  # re-entrant: a no-op inside GpuLane.active()
-            pipe = self.pipeline(frame.camera)
+    def frame(
+        self, frame: Frame, spec: PreprocessSpec, lane: GpuLane | None = None
+    ) -> tuple[DeviceTensor, Plan]:
+        with gpu_thread():  # re-entrant: a no-op in a thread that holds the context already
+            pipe = self.lane_for(lane, frame.camera)
             src = self.source(frame, pipe)
             plan = plan_frame(spec, src.width, src.height)
             return self.render(src, [plan], spec, frame.fmt, pipe, kind="frame"), plan
 
     def crops(
-        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+        self,
+        frame: Frame,
+        quads: Sequence[np.ndarray],
+        spec: PreprocessSpec,
+        lane: GpuLane | None = None,
     ) -> tuple[DeviceTensor, list[Plan]]:
-        pipe = self.pipeline(frame.camera)
+        pipe = self.lane_for(lane, frame.camera)
         plans = plan_crops(spec, quads)
         if not plans:
             return DeviceTensor(0, spec.batch_shape(0), np.dtype(spec.dtype), stream=pipe.stream), []
@@ -137,12 +149,18 @@ class GpuPreprocessor:
             src = self.source(frame, pipe)
             return self.render(src, plans, spec, frame.fmt, pipe, kind="crops"), plans
 
-    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> DeviceTensor:
+    def rows(
+        self,
+        items: Sequence[tuple[Frame, Plan]],
+        spec: PreprocessSpec,
+        rows: int = 0,
+        lane: GpuLane | None = None,
+    ) -> DeviceTensor:
         """A model server's batch: each (frame, plan) into its row of one tensor, in one launch (every
         kernel item names its own source image); rows after the items (padding to the row bucket) are
-        zeroed. Runs on the calling thread's lane (the model server's stream)."""
+        zeroed. Runs on `lane` (the model server's; None: this preprocessor's own lane "batch")."""
         with gpu_thread():
-            pipe = current_pipeline() or self.pipeline("batch")
+            pipe = self.lane_for(lane, "batch")
             srcs = [self.source(f, pipe) for f, _ in items]
             plans = [p for _, p in items]
             table = items_for(plans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edged.infer import onnxruntime as _ort  # noqa: F401  (registers the backend)
 from edged.infer import onnxruntime_cuda as _ort_cuda  # noqa: F401  (onnxruntime: CUDA + IO binding with a GPU context)
@@ -17,6 +18,9 @@ from edged.infer.base import (
     ModelLoadError,
     TensorSpec,
 )
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,15 @@ def choose_backend(requested: str) -> tuple[str, str]:
 
 
 def create_engine(
-    name: str, path: Path, backend: str = "auto", options: EngineOptions | None = None
+    name: str,
+    path: Path,
+    backend: str = "auto",
+    options: EngineOptions | None = None,
+    lane: GpuLane | None = None,
 ) -> Engine:
+    """An engine of `backend`; `lane`: its caller's GPU lane (see `EngineFactory`)."""
     chosen, why = choose_backend(backend)
-    engine = BACKENDS[chosen](name, path, options or EngineOptions())
+    engine = BACKENDS[chosen](name, path, options or EngineOptions(), lane=lane)
     detail = f"; {engine.info.detail}" if engine.info.detail else ""
     log.info("model %s: backend %s on %s (%s%s)", name, chosen, engine.info.device, why, detail)
     return engine

@@ -11,7 +11,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,9 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """Plain backend options (built from config by edged/serving/loading.py; infer/ never reads config objects)."""
+    """Plain backend options (built from config by edged/serving/loading.py; infer/ never reads config objects).
+    Plain data: they cross into the engine builder process. The GPU lane an engine runs on is not an
+    option but an argument of the factory (`EngineFactory`)."""
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
@@ -65,8 +70,6 @@ class EngineOptions:
     calibration_cache: Path | None = None
     max_batch: int = 16
     cache_dir: Path = Path("/var/cache/edged/engines")
-    # Device-side execution: a raw cudaStream_t handle to enqueue on (0 = none / host execution).
-    cuda_stream: int = 0
     # The decoder kind (`ppocr_rec`, ...): picks TensorRT's default H/W ranges when no shapes are declared.
     model_kind: str = ""
     # Input shapes the model server will run ({input name: shape} each); TensorRT builds its profile
@@ -74,7 +77,17 @@ class EngineOptions:
     shapes: tuple[dict[str, tuple[int, ...]], ...] = ()
 
 
-EngineFactory = Callable[[str, Path, EngineOptions], Engine]
+class EngineFactory(Protocol):
+    """Makes a backend's engine. `lane`: the edged.gpu GpuLane of the engine's one caller (its model
+    server): a GPU engine runs on the lane's stream, ordered after the caller's preprocessing on it,
+    and counts the bytes it moves on the lane; None: a GPU engine makes a stream of its own and counts
+    nothing. Host engines ignore it."""
+
+    def __call__(
+        self, name: str, path: Path, options: EngineOptions, lane: GpuLane | None = None
+    ) -> Engine: ...
+
+
 BACKENDS: dict[str, EngineFactory] = {}
 # Why `auto` chose a backend, for the startup summary.
 AVAILABILITY: dict[str, Callable[[], str | None]] = {}

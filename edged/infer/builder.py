@@ -8,7 +8,8 @@ Processes and threads: `BackgroundBuild.start()` spawns one builder process (spa
 daemon has threads) and one watcher thread in the daemon. The builder reports over a pipe (key, phases,
 result); a crash, OOM or SIGKILL of the builder only ends that process, and the watcher turns its exit
 status into a failed state with the reason. When the build succeeds the watcher loads the engine (so
-the model server never blocks on it) and `poll()` hands it over exactly once, to be swapped in between
+the model server never blocks on it; on the server's GPU lane, which stays in this process: only the
+job crosses) and `poll()` hands it over exactly once, to be swapped in between
 batches by the model server that owns the engine. `status()` (any thread) is the state for /stats,
 /metrics and the status page: queued -> building (phase, step/total) -> ready | failed (reason).
 
@@ -29,10 +30,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
 from edged.infer.engine_cache import EngineCache, EngineKey
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +101,14 @@ def build_now(job: BuildJob, progress: PhaseCallback | None = None) -> Path:
         raise
 
 
-def load_engine(job: BuildJob, path: Path) -> Engine:
-    """The engine a finished build made, loaded through the backend's own load path."""
+def load_engine(job: BuildJob, path: Path, lane: GpuLane | None = None) -> Engine:
+    """The engine a finished build made, loaded through the backend's own load path; `lane`: the GPU
+    lane of the server it will serve (a TensorRT engine runs on it; ONNX Runtime's optimized model is
+    a host engine)."""
     if job.builder == "tensorrt":
         from edged.infer.tensorrt import TensorRTEngine
 
-        return TensorRTEngine(job.name, path, job.options)
+        return TensorRTEngine(job.name, path, job.options, lane)
     from edged.infer.onnxruntime import OnnxRuntimeEngine
 
     engine = OnnxRuntimeEngine(job.name, job.model, job.options)  # finds `path` in the cache
@@ -180,17 +186,20 @@ def _exit_reason(code: int | None) -> str:
 
 
 class BackgroundBuild:
-    """One engine build in a separate process; see the module docstring for threads and states."""
+    """One engine build in a separate process; see the module docstring for threads and states.
+    `lane`: the GPU lane the built engine is loaded onto (its model server's; see `load_engine`)."""
 
     def __init__(
         self,
         job: BuildJob,
         *,
+        lane: GpuLane | None = None,
         prepare_fn: Callable[[BuildJob], Build] = prepare,
-        loader: Callable[[BuildJob, Path], Engine] = load_engine,
+        loader: Callable[[BuildJob, Path, GpuLane | None], Engine] = load_engine,
         on_change: Callable[[BuildStatus], None] | None = None,
     ) -> None:
         self.job = job
+        self._lane = lane
         self._prepare = prepare_fn  # tests pass a module-level wrapper (it must pickle)
         self._loader = loader
         self._on_change = on_change
@@ -305,7 +314,7 @@ class BackgroundBuild:
 
     def _finish_ready(self, path: Path, cached: bool) -> None:
         try:
-            engine = self._loader(self.job, path)
+            engine = self._loader(self.job, path, self._lane)
         except Exception as e:  # a built engine that does not load is a failed build, said once
             self._finish_failed(f"the built engine {path} does not load: {e}", previous=False)
             return

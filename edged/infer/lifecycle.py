@@ -22,11 +22,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edged.infer import choose_backend, create_engine
-from edged.infer.base import Engine, EngineOptions
+from edged.infer.base import Engine, EngineOptions, ModelLoadError
 from edged.infer.builder import BackgroundBuild, BuildJob
 from edged.infer.onnxruntime import cpu_only
+from edged.infer.onnxruntime_cuda import cuda_engine_reason
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +47,27 @@ def cache_unwritable(cache_dir: Path) -> str | None:
     return None
 
 
+def runs_on_gpu(backend: str, options: EngineOptions) -> bool:
+    """Whether an engine `open_engine` makes for `backend` (the one serving now, or the one built in
+    the background) runs on the GPU. Asked before any exists: an engine is given its server's GPU lane
+    at construction, so the lane is made first."""
+    try:
+        chosen, _ = choose_backend(backend)
+    except ModelLoadError:
+        return False  # open_engine raises it, with the reason
+    return chosen == "tensorrt" or cuda_engine_reason(options) is None
+
+
 def open_engine(
-    name: str, path: Path, backend: str, options: EngineOptions
+    name: str, path: Path, backend: str, options: EngineOptions, lane: GpuLane | None = None
 ) -> tuple[Engine, BackgroundBuild | None]:
-    """(engine serving now, the started build of its replacement or None). Raises ModelLoadError."""
+    """(engine serving now, the started build of its replacement or None). Raises ModelLoadError.
+    `lane`: the model server's GPU lane, given to both engines (the built one when it is loaded)."""
     if backend == "tensorrt":
-        return create_engine(name, path, "tensorrt", options), None
+        return create_engine(name, path, "tensorrt", options, lane), None
     chosen, _ = choose_backend(backend)
     builder = "tensorrt" if chosen == "tensorrt" else "onnxruntime"
-    engine = create_engine(name, path, "onnxruntime", options)
+    engine = create_engine(name, path, "onnxruntime", options, lane)
     if builder == "onnxruntime" and (not cpu_only(options) or engine.info.detail):
         return engine, None  # CUDA sessions optimize at load; a cached optimized model is loaded already
     reason = cache_unwritable(options.cache_dir)
@@ -62,4 +79,4 @@ def open_engine(
             reason,
         )
         return engine, None
-    return engine, BackgroundBuild(BuildJob(name, path, builder, options)).start()
+    return engine, BackgroundBuild(BuildJob(name, path, builder, options), lane=lane).start()

@@ -13,12 +13,15 @@ import logging
 import platform
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
 from edged.infer.engine_cache import EngineCache, EngineKey, engine_key
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -177,4 +180,10 @@ class OnnxRuntimeEngine:
         self.session = None  # type: ignore[assignment]
 
 
-register_backend("onnxruntime", OnnxRuntimeEngine, unavailable_reason)
+def create(name: str, path: Path, options: EngineOptions, lane: GpuLane | None = None) -> OnnxRuntimeEngine:
+    """The backend factory: host memory in and out, so no GPU lane (where pycuda drives a GPU,
+    edged.infer.onnxruntime_cuda registers its own factory, which passes the lane to its engine)."""
+    return OnnxRuntimeEngine(name, path, options)
+
+
+register_backend("onnxruntime", create, unavailable_reason)

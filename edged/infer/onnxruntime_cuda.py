@@ -12,10 +12,13 @@ measured as 77 % of the GIL-holding samples of a 16-camera run on an H200).
 returns once the work is enqueued on our stream, so the caller can prepare the next batch meanwhile.
 Anything that reads the outputs must run on the same stream or wait for it (the DeviceTensors carry it).
 
-The session runs on a stream we own (CUDA EP option `user_compute_stream`); an input produced on
-another stream (the camera pipeline's) is ordered with an event wait, not a host sync. ORT's own copies
-stay on the default stream (`do_copy_in_default_stream=1`, ORT's recommended, race-free setting); with
-IO binding on device there are no copies on the hot path except the final download.
+The session runs on one stream (CUDA EP option `user_compute_stream`): its model server's GPU lane's,
+given at construction (the server's preprocessing is on that stream too, so the engine is ordered after
+it without a wait), else a stream the engine makes for itself. An input produced on another stream is
+ordered with an event wait, not a host sync. ORT's own copies stay on the default stream
+(`do_copy_in_default_stream=1`, ORT's recommended, race-free setting); with IO binding on device there
+are no copies on the hot path except the final download. Host inputs (uploaded by ORT) and `infer`'s
+downloads are counted on the lane.
 
 One session per input shape: the CUDA EP keeps the cuDNN state of one input shape per Conv node and
 rebuilds it whenever the shape changes (measured on an H200 with the PP-OCR detector at 1920x1088:
@@ -36,12 +39,15 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edged.infer import onnxruntime as _host
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, register_backend
+
+if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +97,13 @@ def cuda_unavailable_reason() -> str | None:
 
 
 class OrtCudaEngine:
-    """One InferenceSession on the CUDA EP. `infer` accepts DeviceTensor/device arrays or numpy."""
+    """One InferenceSession on the CUDA EP. `infer` accepts DeviceTensor/device arrays or numpy.
 
-    def __init__(self, name: str, path: Path, options: EngineOptions) -> None:
+    `lane`: the GPU lane of the engine's one caller (its model server): the session runs on its stream
+    and the bytes the engine moves are counted on it. None: a stream of the engine's own, nothing counted.
+    """
+
+    def __init__(self, name: str, path: Path, options: EngineOptions, lane: GpuLane | None = None) -> None:
         from edged.gpu import context
 
         ort = _ort()
@@ -101,9 +111,12 @@ class OrtCudaEngine:
         self.name = name
         self.device_id = int(context.device_info()["ordinal"])
         self._cuda = context._driver()
-        if options.cuda_stream:
+        self.lane = lane
+        if lane is not None:
+            # The lane's stream is read from the lane at each use, not kept here (a lane releases its
+            # stream on close, while the context is current).
             self._stream: Any = None
-            self.stream_handle = int(options.cuda_stream)
+            self.stream_handle = lane.handle
         else:
             self._stream = self._cuda.Stream()
             self.stream_handle = int(self._stream.handle)
@@ -170,11 +183,9 @@ class OrtCudaEngine:
 
     def _bind(self, inputs: Mapping[str, Any]) -> Any:
         from edged.gpu.buffers import cuda_array_info
-        from edged.gpu.context import current_pipeline
 
         session = self._session_for(inputs)
         io = session.io_binding()
-        pipe = current_pipeline()
         for name, value in inputs.items():
             if not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
                 ptr, shape, dtype, strides = cuda_array_info(value)
@@ -185,8 +196,8 @@ class OrtCudaEngine:
             else:
                 arr = np.ascontiguousarray(value, dtype=self._input_dtypes.get(name))
                 io.bind_cpu_input(name, arr)
-                if pipe is not None:
-                    pipe.count_h2d(arr.nbytes)
+                if self.lane is not None:
+                    self.lane.count_h2d(arr.nbytes)
         for name in self._output_names:
             io.bind_output(name, "cuda", self.device_id)
         return session, io
@@ -196,20 +207,11 @@ class OrtCudaEngine:
         if producer is None or int(producer.handle) == self.stream_handle:
             return
         self._event.record(producer)
-        if self._stream is not None:
-            self._stream.wait_for_event(self._event)
-        else:  # a foreign raw stream handle: pycuda cannot enqueue a wait on it, so wait on the host
-            self._event.synchronize()
+        self._stream_object().wait_for_event(self._event)
 
     def _stream_object(self) -> Any:
-        """The pycuda Stream our work is enqueued on (ours, or the active lane's when we were given its
-        handle); None when only a raw handle is known (consumers then wait on the host)."""
-        if self._stream is not None:
-            return self._stream
-        from edged.gpu.context import current_pipeline
-
-        pipe = current_pipeline()
-        return pipe.stream if pipe is not None and pipe.handle == self.stream_handle else None
+        """The pycuda Stream our work is enqueued on: the lane's, or our own."""
+        return self.lane.stream if self.lane is not None else self._stream
 
     def infer_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run without waiting for the GPU; outputs stay on the device as DeviceTensors produced on our
@@ -218,7 +220,7 @@ class OrtCudaEngine:
 
         session, io = self._bind(inputs)
         stream = self._stream_object()
-        session.run_with_iobinding(io, self._no_sync if stream is not None else None)
+        session.run_with_iobinding(io, self._no_sync)
         return {
             name: DeviceTensor(
                 int(val.data_ptr()),
@@ -231,23 +233,26 @@ class OrtCudaEngine:
         }
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run; outputs downloaded to host numpy arrays (bytes counted on the active lane)."""
-        from edged.gpu.context import current_pipeline
-
-        pipe = current_pipeline()
-        return {name: t.to_host(pipeline=pipe) for name, t in self.infer_device(inputs).items()}
+        """Run; outputs downloaded to host numpy arrays (bytes counted on the lane)."""
+        return {name: t.to_host(lane=self.lane) for name, t in self.infer_device(inputs).items()}
 
     def close(self) -> None:
         self._sessions.clear()
         self.session = None
 
 
-def create(name: str, path: Path, options: EngineOptions) -> Any:
-    """The `onnxruntime` backend: CUDA + IO binding when a GPU context is active, else host memory."""
+def cuda_engine_reason(options: EngineOptions) -> str | None:
+    """None when `create` makes an OrtCudaEngine for these options, else why it makes a host engine."""
     wants_cuda = options.providers is None or "CUDAExecutionProvider" in options.providers
-    reason = cuda_unavailable_reason() if wants_cuda else "CPU providers configured"
+    return cuda_unavailable_reason() if wants_cuda else "CPU providers configured"
+
+
+def create(name: str, path: Path, options: EngineOptions, lane: GpuLane | None = None) -> Any:
+    """The `onnxruntime` backend: CUDA + IO binding (on `lane`) when a GPU context can run, else host
+    memory (no lane)."""
+    reason = cuda_engine_reason(options)
     if reason is None:
-        return OrtCudaEngine(name, path, options)
+        return OrtCudaEngine(name, path, options, lane)
     log.debug("model %s: ONNX Runtime on host memory (%s)", name, reason)
     return _host.OnnxRuntimeEngine(name, path, options)
 

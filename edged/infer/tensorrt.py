@@ -5,7 +5,8 @@ test machine has no TensorRT either). It is written against the TensorRT 10 Pyth
 with `tensorrt-stubs` 10.13; treat it as untested until `pytest -m gpu tests/gpu/test_tensorrt.py` runs
 on a Jetson. Inference: one execution context per engine, set_input_shape + set_tensor_address for
 every I/O tensor (pooled device buffers, or the caller's device tensors), execute_async_v3 on the
-camera pipeline's stream. A cached plan that fails to deserialize (other TRT/GPU) is rebuilt. Given an
+stream of the GPU lane the engine was given at construction (its model server's), else on a stream of
+its own. A cached plan that fails to deserialize (other TRT/GPU) is rebuilt. Given an
 .onnx path, the engine comes from the engine cache, built synchronously when missing: the strict
 `backend: tensorrt` meaning (no fallback); background builds go through edged/infer/builder.py.
 """
@@ -31,6 +32,8 @@ from edged.infer.tensorrt_build import (  # re-exported for callers that know on
 if TYPE_CHECKING:
     import tensorrt as trt
 
+    from edged.gpu.context import GpuLane
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DYNAMIC_HW", "TensorRTBuild", "TensorRTEngine", "build_engine", "unavailable_reason"]
@@ -52,9 +55,13 @@ _NP_TYPES = {
 
 
 class TensorRTEngine:
-    """One deserialized engine + one execution context; I/O through pooled device buffers."""
+    """One deserialized engine + one execution context; I/O through pooled device buffers.
 
-    def __init__(self, name: str, path: Path, options: EngineOptions) -> None:
+    `lane`: the GPU lane of the engine's one caller (its model server): it runs on the lane's stream and
+    counts the bytes it moves there. None: a stream of its own, nothing counted.
+    """
+
+    def __init__(self, name: str, path: Path, options: EngineOptions, lane: GpuLane | None = None) -> None:
         import tensorrt as trt_mod
 
         from edged.gpu import context
@@ -86,7 +93,9 @@ class TensorRTEngine:
         self.info = EngineInfo(
             backend="tensorrt", device=device, detail=f"{engine_path.name} ({options.precision})"
         )
-        self._stream = context._driver().Stream() if not options.cuda_stream else None
+        self.lane = lane
+        # Our own stream only without a lane; the lane's is read from the lane at each call.
+        self._stream: Any = context._driver().Stream() if lane is None else None
         self._event = context._driver().Event()
 
     def _spec(self, name: str) -> TensorSpec:
@@ -98,30 +107,24 @@ class TensorRTEngine:
         )
 
     def _stream_handle(self) -> tuple[Any, int]:
-        from edged.gpu.context import current_pipeline
-
-        pipe = current_pipeline()
-        if pipe is not None:  # run on the camera's stream: ordered after its preprocessing, no sync
-            return pipe.stream, pipe.handle
-        if self._stream is not None:
-            return self._stream, int(self._stream.handle)
-        return None, int(self.options.cuda_stream)
+        if self.lane is not None:  # the server's stream: ordered after its preprocessing, no sync
+            return self.lane.stream, self.lane.handle
+        return self._stream, int(self._stream.handle)
 
     def _run(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
         from edged.gpu.buffers import DeviceTensor, cuda_array_info
-        from edged.gpu.context import _driver, current_pipeline
+        from edged.gpu.context import _driver
 
         cuda = _driver()
         stream, handle = self._stream_handle()
-        pipe = current_pipeline()
         for spec in self.inputs:
             value = inputs[spec.name]
             if isinstance(value, np.ndarray) or not hasattr(value, "__cuda_array_interface__"):
                 arr = np.ascontiguousarray(value, dtype=spec.dtype)
                 buf = self.pool.get(("in", spec.name), arr.nbytes)
                 cuda.memcpy_htod_async(int(buf), arr, stream)
-                if pipe is not None:
-                    pipe.count_h2d(arr.nbytes)
+                if self.lane is not None:
+                    self.lane.count_h2d(arr.nbytes)
                 ptr, shape = int(buf), arr.shape
             else:
                 ptr, shape, _, _ = cuda_array_info(value)
@@ -150,7 +153,7 @@ class TensorRTEngine:
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         outs, _ = self._run(inputs)
-        return {k: v.to_host() for k, v in outs.items()}
+        return {k: v.to_host(lane=self.lane) for k, v in outs.items()}
 
     def close(self) -> None:
         self.pool.free()

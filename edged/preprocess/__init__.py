@@ -16,36 +16,44 @@ __all__ = ["CpuPreprocessor", "Plan", "PreprocessSpec", "Preprocessor", "plan_cr
 
 
 class Preprocessor(Protocol):
-    """Turns a frame (or crops of it) into a model input tensor, host or device memory."""
+    """Turns a frame (or crops of it) into a model input tensor, host or device memory.
+
+    `lane`: the caller's GPU lane (an edged.gpu GpuLane; a model server passes its own): a GPU
+    implementation runs on its stream and counts the bytes it moves there, and without one uses a lane
+    of its own per camera. The CPU implementation takes and ignores it."""
 
     name: str
 
-    def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[Any, Plan]: ...
+    def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[Any, Plan]: ...
 
     def crops(
-        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec, lane: Any = None
     ) -> tuple[Any, list[Plan]]: ...
 
-    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> Any:
+    def rows(
+        self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0, lane: Any = None
+    ) -> Any:
         """Any frames' regions (whole frames or crops, of any cameras; all plans of one output size)
         as the rows of one tensor, zero rows after them up to `rows` (a model server's batch)."""
         ...
 
 
 class CpuPreprocessor:
-    """The reference implementation on host memory (OpenCV)."""
+    """The reference implementation on host memory (OpenCV); it has no use for a GPU lane."""
 
     name = "cpu"
 
-    def frame(self, frame: Frame, spec: PreprocessSpec) -> tuple[np.ndarray, Plan]:
+    def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[np.ndarray, Plan]:
         return preprocess_frame(_host(frame), spec, frame.fmt)
 
     def crops(
-        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec, lane: Any = None
     ) -> tuple[np.ndarray, list[Plan]]:
         return preprocess_crops(_host(frame), quads, spec, frame.fmt)
 
-    def rows(self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0) -> np.ndarray:
+    def rows(
+        self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0, lane: Any = None
+    ) -> np.ndarray:
         return render_rows([(_host(f), p, f.fmt) for f, p in items], spec, rows)
 
 

@@ -20,18 +20,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edged.config import ModelConfig, effective_preprocess
 from edged.config.inference import PreprocessConfig
-from edged.gpu import GpuLane, make_preprocessor
+from edged.gpu import GpuLane, gpu_available, make_preprocessor
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine
 from edged.infer.engine_cache import file_sha256
-from edged.infer.lifecycle import open_engine
+from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.shadow import ShadowTolerance
 from edged.models.base import Decoder, build_decoder
@@ -104,11 +103,11 @@ def load_model(
         except OSError as e:
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
     pre: Preprocessor = make_preprocessor(m.preprocess.device, metrics)
-    lane: GpuLane | None = None
     options = engine_options(m)
-    if pre.name != "cpu":
-        lane = GpuLane(f"model-{name}", metrics=metrics)  # the server's own CUDA stream
-        options = dataclasses.replace(options, cuda_stream=lane.handle)
+    lane: GpuLane | None = None
+    if pre.name != "cpu" or (gpu_available() is None and runs_on_gpu(m.backend, options)):
+        # The server's own CUDA stream and byte counters, made first: its engines are given it.
+        lane = GpuLane(f"model-{name}", metrics=metrics)
     # Shapes are declared from what the model file says, before any engine exists: a TensorRT
     # profile and the engine-cache key are built from them.
     model_input = model_inputs(m.model_file)[0]
@@ -135,10 +134,8 @@ def load_model(
     options = dataclasses.replace(
         options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
     )
-    open_version = _version_opener(name, m, options, labels)
+    open_version = _version_opener(name, m, options, labels, lane)
     engine, decoder, build = open_version(m.model_file)
-    if lane is None and engine.info.device == "cuda":
-        lane = GpuLane(f"model-{name}", metrics=metrics)  # counts the engine's host<->device bytes
     if metrics is not None:
         metrics.engine_info.labels(name).info(
             {
@@ -158,7 +155,7 @@ def load_model(
         shapes,
         max_wait_ms=b.max_wait_ms,
         decode_workers=b.decode_workers,
-        lane=lane.active if lane is not None else None,
+        lane=lane,
         on_batch=_batch_observer(metrics, name) if metrics else None,
     )
     log.info("model %s: warming %s", name, shapes.describe())
@@ -191,12 +188,15 @@ def update_tolerance(m: ModelConfig) -> ShadowTolerance:
     return ShadowTolerance(u.min_iou, u.max_score_drift, u.max_disagreeing_frames)
 
 
-def _version_opener(name: str, m: ModelConfig, options: EngineOptions, labels: list[str]) -> OpenVersion:
+def _version_opener(
+    name: str, m: ModelConfig, options: EngineOptions, labels: list[str], lane: GpuLane | None
+) -> OpenVersion:
     """The one way an engine of this model is made, at load and for a live update's candidate: the
-    same backend, options and declared shapes; a decoder built from the file's own metadata."""
+    same backend, options, declared shapes and GPU lane (the server's: every engine it runs is on its
+    stream); a decoder built from the file's own metadata."""
 
     def open_version(path: Path) -> tuple[Engine, Decoder, Any]:
-        engine, build = open_engine(name, path, m.backend, options)
+        engine, build = open_engine(name, path, m.backend, options, lane)
         try:
             decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
         except ValueError as e:
@@ -248,13 +248,13 @@ def fit_to_engine(
     return spec
 
 
-def _swap_lane(
-    name: str, lane: GpuLane | None, metrics: Metrics | None
-) -> Callable[[], AbstractContextManager[Any]] | None:
-    """The lane a built engine is warmed on before the swap: its own, so the server's keeps serving."""
+def _swap_lane(name: str, lane: GpuLane | None, metrics: Metrics | None) -> GpuLane | None:
+    """The lane a built engine or a live update's candidate is warmed on before the swap, beside the
+    serving one: its preprocessing, reductions and downloads (the engine itself runs on the stream it
+    was given, the server's). A lane of its own, so the warm-up never writes the serving lane's buffers."""
     if lane is None:
         return None
-    return GpuLane(f"model-{name}-swap", metrics=metrics).active
+    return GpuLane(f"model-{name}-swap", metrics=metrics)
 
 
 def _batch_observer(metrics: Metrics, model: str) -> Callable[[int, int, float], None]:

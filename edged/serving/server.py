@@ -7,9 +7,10 @@ Threads (two per model, whatever the number of cameras):
                  plans every row into the model's declared shapes (edged.serving.shapes), preprocesses
                  the rows in one call (one kernel launch on the GPU), pads to the row bucket, runs the
                  engine once, reduces its outputs on the device where the decoder can, and starts
-                 their download (edged.serving.outputs) without waiting for it; it runs inside the
-                 server's GPU lane (its own CUDA stream), so engines need no locks: they have exactly
-                 one caller;
+                 their download (edged.serving.outputs) without waiting for it; on a GPU it holds the
+                 CUDA context and passes the server's lane (its own CUDA stream, given to its engine
+                 at construction too) to the preprocessing and the download, so all of a batch runs
+                 in the order of one stream; engines need no locks: they have exactly one caller;
   decode thread  waits for batch k's download and decodes it while batch k+1 is on the engine (or
                  spreads it over `decode_workers` processes), then hands every request its rows back
                  through its callback.
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edged.gpu.context import GpuLane, gpu_thread
 from edged.infer.base import Engine
 from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec
@@ -61,7 +63,7 @@ class ModelServer:
         *,
         max_wait_ms: float = 2.0,
         decode_workers: int = 0,
-        lane: Callable[[], AbstractContextManager[Any]] | None = None,
+        lane: GpuLane | None = None,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.name = name
@@ -69,7 +71,7 @@ class ModelServer:
         self.shapes = shapes
         self.input_name = engine.inputs[0].name
         self.max_wait_s = max_wait_ms / 1000.0
-        self.lane = lane  # entered by the batch thread for its lifetime (GPU context + this model's stream)
+        self.lane = lane  # the server's GPU lane (its stream, its byte counters); None on the CPU
         self.on_batch = on_batch  # (rows, padded rows, seconds the oldest waited) for metrics
         self.state: State = "loading"
         self.failure = ""
@@ -102,8 +104,7 @@ class ModelServer:
     def start(self, progress: Callable[[str, int, int], None] | None = None) -> ModelServer:
         """Warm every declared shape, then serve. Raises what the engine raises on a shape it cannot run."""
         self.state = "warming"
-        with self._context():
-            sample = self.warm_up(progress)
+        sample = self.warm_up(progress)
         # Decoding warmed too (imports, lookup tables), in every decode worker or else in this process: cold,
         # each worker's first batch took ~0.3 s on an H200 machine (the 1-camera run's p99).
         # (Not both: decoding in this process would start OpenCV's own thread pool here for nothing.)
@@ -128,32 +129,36 @@ class ModelServer:
         return self
 
     def warm_up(
-        self, progress: Callable[[str, int, int], None] | None = None, engine: Engine | None = None
+        self,
+        progress: Callable[[str, int, int], None] | None = None,
+        engine: Engine | None = None,
+        lane: GpuLane | None = None,
     ) -> tuple[dict[str, np.ndarray], list[Plan]] | None:
         """Run every declared input shape once through the real preprocessing and engine, so no shape
         is first seen live (a GPU backend's re-plan stalls every camera behind it). Returns one row of
-        real outputs with its plan, to warm the decoders with."""
+        real outputs with its plan, to warm the decoders with. `engine`: another than the serving one;
+        `lane`: the lane its preprocessing and downloads run on (None: the server's)."""
         engine = engine or self.engine
+        lane = lane if lane is not None else self.lane
         sample: tuple[dict[str, np.ndarray], list[Plan]] | None = None
         blank = Frame("warm-up", 0, np.zeros((64, 64, 3), np.uint8))
         shapes = [(n, size) for size in self.shapes.sizes for n in self.shapes.rows]
-        for i, (n, (w, h)) in enumerate(shapes, 1):
-            plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
-            tensor = self.preprocessor.rows([(blank, plan)], self.spec, n)
-            # The live path: reductions compiled and page-locked buffers allocated here, not live.
-            out = run_engine(engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers)
-            host = out.wait()
-            if sample is None:
-                sample = ({k: np.array(v[:1]) for k, v in host.items()}, [plan])
-            out.release()
-            self.warmed = i
-            if progress is not None:
-                progress(self.name, i, len(shapes))
+        with gpu_thread() if lane is not None else nullcontext():
+            for i, (n, (w, h)) in enumerate(shapes, 1):
+                plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
+                tensor = self.preprocessor.rows([(blank, plan)], self.spec, n, lane)
+                # The live path: reductions compiled and page-locked buffers allocated here, not live.
+                out = run_engine(engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers, lane)
+                host = out.wait()
+                if sample is None:
+                    sample = ({k: np.array(v[:1]) for k, v in host.items()}, [plan])
+                out.release()
+                self.warmed = i
+                if progress is not None:
+                    progress(self.name, i, len(shapes))
         return sample
 
-    def adopt_when_built(
-        self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None = None
-    ) -> None:
+    def adopt_when_built(self, build: Any, lane: GpuLane | None = None) -> None:
         """Serve on until `build` (an edged.infer.builder.BackgroundBuild) has an engine, warm it on every
         declared shape beside the serving one (on `lane`, not the server's), then swap it in between two
         batches: no request is lost, repeated or reordered, none waits for the warm-up."""
@@ -165,7 +170,7 @@ class ModelServer:
             daemon=True,
         ).start()
 
-    def _adopt(self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None) -> None:
+    def _adopt(self, build: Any, lane: GpuLane | None) -> None:
         build.wait()
         engine = build.poll()
         if engine is None or self.state != "serving":  # failed (its status says why) or shutting down
@@ -173,8 +178,7 @@ class ModelServer:
                 engine.close()
             return
         try:
-            with lane() if lane is not None else nullcontext():
-                self.warm_up(engine=engine)
+            self.warm_up(engine=engine, lane=lane)
         except Exception as e:
             log.error(
                 "model %s: the built engine failed while warming up, keeping the current one: %s",
@@ -190,9 +194,7 @@ class ModelServer:
         if not current:  # a live update changed the model meanwhile: this build is of the old one
             engine.close()
 
-    def replace_build(
-        self, build: Any, lane: Callable[[], AbstractContextManager[Any]] | None = None
-    ) -> None:
+    def replace_build(self, build: Any, lane: GpuLane | None = None) -> None:
         """A live update changed the model (batch thread): the old model's build stops and its engine,
         if one waits, is dropped; the new model's `build` (or None) is adopted when it is ready."""
         with self._adopt_lock:
@@ -317,7 +319,8 @@ class ModelServer:
     # -- threads ---------------------------------------------------------------------------------
 
     def _context(self) -> AbstractContextManager[Any]:
-        return self.lane() if self.lane is not None else nullcontext()
+        """The CUDA context current in this thread, when the server runs on a GPU."""
+        return gpu_thread() if self.lane is not None else nullcontext()
 
     def _guard(self, loop: Callable[[], None]) -> None:
         try:
@@ -354,8 +357,10 @@ class ModelServer:
         if self.on_batch is not None:
             self.on_batch(n, padded, time.perf_counter() - batch[0].t_enqueued)
         try:
-            tensor = self.preprocessor.rows([(r.frame, r.plan) for r in batch], self.spec, padded)
-            outputs = run_engine(self.engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers)
+            tensor = self.preprocessor.rows([(r.frame, r.plan) for r in batch], self.spec, padded, self.lane)
+            outputs = run_engine(
+                self.engine, self.decoder, {self.input_name: tensor}, n, self._host_buffers, self.lane
+            )
         except Exception as e:
             tickets = list(dict.fromkeys(id(r.ticket) for r in batch))
             if len(tickets) == 1:

@@ -6,14 +6,15 @@ Who does what, and on which thread:
   any thread     `request` (the daemon's main loop: SIGHUP reload, MQTT command) records what to do;
                  `check_file` reads only what never changes (declared shapes, input name); `status`.
   loader thread  one per request (`update-<model>`): creates the candidate through the model's own
-                 engine factory (the same options and declared shapes as the running engine) and warms
-                 it on every declared shape under the swap lane, as `ModelServer.adopt_when_built` does
-                 for a built engine. It never runs a real request.
+                 engine factory (the same options, declared shapes and GPU lane as the running engine)
+                 and warms it on every declared shape, its preprocessing and downloads on the swap lane,
+                 as `ModelServer.adopt_when_built` does for a built engine. It never runs a real request.
   batch thread   `between_batches` installs a loaded candidate (ModelSwap.propose) or rolls back;
                  `after_batch` runs the candidate on the rows the active engine just ran (preprocessed
                  again into the same shape), decodes both with private decoder copies, and feeds
-                 ModelSwap.observe per request (a frame, or all crops of one frame). So after the warm-up
-                 every call of an engine, and every close of one that has served, is on this thread.
+                 ModelSwap.observe per request (a frame, or all crops of one frame): the shadow run
+                 (edged.serving.shadow_run). So after the warm-up every call of an engine, and every
+                 close of one that has served, is on this thread.
 
 The decode thread keeps decoding in order: a `SwitchableDecoder` (edged.serving.live_decoder) is told
 which batch outputs are the first of the new engine, so batches of the old engine are decoded by the old
@@ -24,17 +25,12 @@ requests only.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from edged.infer.base import Engine, ModelLoadError, TensorSpec
 from edged.infer.onnxruntime import model_inputs
@@ -42,26 +38,18 @@ from edged.infer.shadow import ShadowTolerance
 from edged.infer.swap import ModelSwap, SwapEvent
 from edged.models.base import Decoder
 from edged.serving.live_decoder import SwitchableDecoder
-from edged.serving.outputs import Outputs, to_host
+from edged.serving.outputs import Outputs
+from edged.serving.shadow_run import ShadowRun
 from edged.serving.shapes import ShapeError, check_model_input
 from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequest, Version
-from edged.types import Detection
 
 if TYPE_CHECKING:
+    from edged.gpu.context import GpuLane
     from edged.serving.server import ModelServer
 
 log = logging.getLogger(__name__)
 
 _DECISIVE = frozenset(RESULTS) - {"shadow_started"}
-_MAX_PARTIAL = 256  # requests whose rows are still being gathered; older ones are forgotten
-
-
-@dataclass
-class _Partial:
-    """One request's rows compared so far (its crops may run in several batches)."""
-
-    ticket: Any
-    rows: dict[int, tuple[list[Detection], list[Detection]]] = field(default_factory=dict)
 
 
 class LiveUpdate:
@@ -76,7 +64,7 @@ class LiveUpdate:
         *,
         frames: int = 20,
         tolerance: ShadowTolerance | None = None,
-        swap_lane: Callable[[], AbstractContextManager[Any]] | None = None,
+        swap_lane: GpuLane | None = None,
         on_event: Callable[[UpdateEvent], None] | None = None,
     ) -> None:
         self.server = server
@@ -96,8 +84,7 @@ class LiveUpdate:
         self._input = model_input  # what the declared shapes were made for
         self._decoder_now = version.decoder  # what the batches run from now on are decoded with
         self._decoder_next: Decoder | None = None  # ... once the next batch's outputs are marked
-        self._shadow_decoders: tuple[Decoder, Decoder] | None = None
-        self._partial: dict[int, _Partial] = {}
+        self._shadow: ShadowRun | None = None  # the candidate's shadow run, while there is a candidate
         self._trigger = ""
         self._lock = threading.Lock()  # guards what other threads hand over or read
         self._generation = 0
@@ -203,8 +190,7 @@ class LiveUpdate:
             )
             return
         try:
-            with self._lane() if self._lane is not None else nullcontext():
-                self.server.warm_up(engine=engine)
+            self.server.warm_up(engine=engine, lane=self._lane)
         except Exception as e:
             self._discard(version)
             self._fail(req, generation, f"{req.path} failed while warming up: {type(e).__name__}: {e}")
@@ -255,54 +241,20 @@ class LiveUpdate:
                 self._decoder_next = None
         if self.swap.candidate is None:
             return
+        assert self._shadow is not None  # made with the candidate (`_install`)
         for rows, outputs, _error in jobs:
             # While shadowing, the batch thread waits for the served batch's download (the decode
             # thread gets the job only after this returns).
-            if outputs is not None and self._shadow(rows, outputs.wait()):
-                return
-
-    def _shadow(self, rows: list[Any], outputs: dict[str, np.ndarray]) -> bool:
-        """Run the candidate on the rows the active engine ran; True once the check has decided."""
-        server, candidate = self.server, self.swap.candidate
-        assert candidate is not None and self._shadow_decoders is not None
-        n, plans = len(rows), [r.plan for r in rows]
-        try:
-            tensor = server.preprocessor.rows(
-                [(r.frame, r.plan) for r in rows], server.spec, server.shapes.rows_for(n)
-            )
-            theirs = {k: to_host(v)[:n] for k, v in candidate.infer({server.input_name: tensor}).items()}
-            served = self._shadow_decoders[0].decode(outputs, plans)
-            found = self._shadow_decoders[1].decode(theirs, plans)
-        except Exception as e:  # the candidate must never cost a served frame
-            self.swap.drop_candidate("failed", f"failed on a real input: {type(e).__name__}: {e}")
-            self._after_decision()
-            return True
-        for row, a, b in zip(rows, served, found, strict=True):
-            part = self._partial.setdefault(id(row.ticket), _Partial(row.ticket))
-            part.rows[row.index] = (a, b)
-            if len(part.rows) < len(row.ticket.results):
-                continue
-            del self._partial[id(row.ticket)]
-            order = sorted(part.rows)
-            report = self.swap.observe(
-                f"{row.ticket.camera}:{row.frame.seq}",
-                [d for i in order for d in part.rows[i][0]],
-                [d for i in order for d in part.rows[i][1]],
-            )
-            if report is not None:
+            if outputs is not None and self._shadow.run(rows, outputs.wait()):
                 self._after_decision()
-                return True
-        while len(self._partial) > _MAX_PARTIAL:  # rows that ran before the check began never complete
-            del self._partial[next(iter(self._partial))]
-        return False
+                return
 
     def _install(self, version: Version, req: UpdateRequest) -> None:
         replaced = self.swap.candidate
         self._versions.append(version)
         self._trigger = req.trigger
-        self._partial.clear()
         served = self._version(self.swap.active).decoder
-        self._shadow_decoders = (copy.deepcopy(served), copy.deepcopy(version.decoder))
+        self._shadow = ShadowRun(self.server, self.swap, served, version.decoder)
         self.swap.propose(version.engine, version.label, force=req.action == "force")
         if replaced is not None:
             log.info("model %s: the candidate before it was closed", self.name)
@@ -340,8 +292,7 @@ class LiveUpdate:
             if now.decoder is not self._decoder_now:
                 self._decoder_now = self._decoder_next = now.decoder
         if self.swap.candidate is None:
-            self._shadow_decoders = None
-            self._partial.clear()
+            self._shadow = None
         reachable = [e for e in (active, self.swap.candidate, self.swap.previous) if e is not None]
         for v in [v for v in self._versions if not any(v.engine is e for e in reachable)]:
             self._versions.remove(v)  # ModelSwap closed its engine

@@ -153,7 +153,7 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
     """Frames of different cameras, sizes and channel orders (host and device memory mixed) in one
     launch: every row equals that frame alone through the CPU reference; padding rows are zero."""
     cp = pytest.importorskip("cupy")
-    from edged.gpu.context import GpuLane
+    from edged.gpu.context import GpuLane, gpu_thread
 
     spec = SPECS["yolo_letterbox"]  # fixed output size, so different source sizes batch together
     images = [textured(481, 637, seed=1), astronaut_bgr(), textured(1080, 1920, seed=3)]
@@ -166,10 +166,10 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
         Frame("east", 9, device, fmt="bgr8"),
     ]
     pipe = GpuLane("batcher")
-    with pipe.active():
+    with gpu_thread():
         plans = [plan_frame(spec, f.width, f.height) for f in frames]
-        tensor = pre.rows(list(zip(frames, plans, strict=True)), spec, rows=4)
-        got = tensor.to_host()
+        tensor = pre.rows(list(zip(frames, plans, strict=True)), spec, rows=4, lane=pipe)
+        got = tensor.to_host(lane=pipe)
     assert got.shape[0] == 4 and len(plans) == 3
     for i, (frame, fmt) in enumerate(zip(frames, fmts, strict=True)):
         host = frame.image if isinstance(frame.image, np.ndarray) else images[i]
@@ -186,7 +186,7 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
 def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
     cp = pytest.importorskip("cupy")
-    from edged.gpu.context import GpuLane
+    from edged.gpu.context import GpuLane, gpu_thread
 
     image = textured(481, 637, seed=5)
     padded = cp.zeros((481, 640, 3), dtype=cp.uint8)
@@ -195,9 +195,9 @@ def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     cp.cuda.runtime.deviceSynchronize()
     spec = SPECS["ppocr_det"]
     pipe = GpuLane("devcam")
-    with pipe.active():
-        tensor, _ = pre.frame(Frame("devcam", 1, view), spec)
-        got = tensor.to_host()
+    with gpu_thread():
+        tensor, _ = pre.frame(Frame("devcam", 1, view), spec, lane=pipe)
+        got = tensor.to_host(lane=pipe)
     ref, _ = preprocess_frame(image, spec)
     assert level_diff(got, ref, spec).max() <= 1.0
     assert pipe.h2d == ITEM_DTYPE.itemsize  # the kernel parameters only; the frame stayed in place
@@ -206,7 +206,7 @@ def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
 
 def test_traffic_one_upload_per_frame(pre: Any) -> None:
     """det + two crop batches of one frame: the frame goes up once; only the results come down."""
-    from edged.gpu.context import GpuLane
+    from edged.gpu.context import GpuLane, gpu_thread
     from edged.gpu.kernels import ITEM_DTYPE
     from edged.observability.metrics import Metrics
 
@@ -214,10 +214,10 @@ def test_traffic_one_upload_per_frame(pre: Any) -> None:
     pipe = GpuLane("traffic", metrics=metrics)
     image = textured(720, 1280, seed=9)
     quads = _quads(720, 1280)
-    with pipe.active():
-        _det, _ = pre.frame(Frame("traffic", 42, image), SPECS["ppocr_det"])
-        _rec, _ = pre.crops(Frame("traffic", 42, image), quads, SPECS["fixed_height"])
-        _cls, _ = pre.crops(Frame("traffic", 42, image), quads[:2], SPECS["fixed_height"])
+    with gpu_thread():
+        _det, _ = pre.frame(Frame("traffic", 42, image), SPECS["ppocr_det"], lane=pipe)
+        _rec, _ = pre.crops(Frame("traffic", 42, image), quads, SPECS["fixed_height"], lane=pipe)
+        _cls, _ = pre.crops(Frame("traffic", 42, image), quads[:2], SPECS["fixed_height"], lane=pipe)
         pipe.synchronize()
     params = ITEM_DTYPE.itemsize * (1 + len(quads) + 2)
     assert pipe.h2d == image.nbytes + params
@@ -225,8 +225,8 @@ def test_traffic_one_upload_per_frame(pre: Any) -> None:
     got = metrics.registry.get_sample_value("edged_gpu_h2d_bytes_total", {"camera": "traffic"})
     assert got == image.nbytes + params
     # The next frame is uploaded again (cache keyed by camera and seq).
-    with pipe.active():
-        pre.frame(Frame("traffic", 43, image), SPECS["ppocr_det"])
+    with gpu_thread():
+        pre.frame(Frame("traffic", 43, image), SPECS["ppocr_det"], lane=pipe)
     assert pipe.h2d == 2 * image.nbytes + params  # same plan: the kernel parameters are not re-sent
 
 
@@ -245,16 +245,16 @@ def test_worker_threads_with_own_pipelines(pre: Any) -> None:
     """Each camera thread pushes the shared primary context and uses its own stream; results match."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edged.gpu.context import GpuLane
+    from edged.gpu.context import GpuLane, gpu_thread
 
     spec = SPECS["yolo_letterbox"]
     images = [textured(480 + 16 * i, 640 + 8 * i, seed=20 + i) for i in range(4)]
 
     def work(i: int) -> float:
         pipe = GpuLane(f"thread{i}")
-        with pipe.active():
-            tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec)
-            got = tensor.to_host()
+        with gpu_thread():
+            tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec, lane=pipe)
+            got = tensor.to_host(lane=pipe)
         pipe.close()
         ref, _ = preprocess_frame(images[i], spec)
         return float(level_diff(got, ref, spec).max())

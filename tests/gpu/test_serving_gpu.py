@@ -27,11 +27,11 @@ def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_mod
     gpu = {
         k: serve(
             kind,
-            OrtCudaEngine(k, ppocr_models / path, EngineOptions(cuda_stream=lanes[k].handle)),
+            OrtCudaEngine(k, ppocr_models / path, EngineOptions(), lanes[k]),
             max_wait_ms=300,
             pad_to_max=k == "det",
             preprocessor=pre,
-            lane=lanes[k].active,
+            lane=lanes[k],
             source_sizes=[(640, 480)],
         )
         for k, kind, path in (("det", "ppocr_det", DET), ("rec", "ppocr_rec", REC))
