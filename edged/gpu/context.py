@@ -147,14 +147,19 @@ class GpuLane:
     camera: str
     stream: Any = None  # pycuda.driver.Stream
     metrics: Any = None
+    # Frame uploads go on a second stream (the copy engine), so batch k+1's frames cross the bus while
+    # batch k computes on `stream`; whoever reads an upload makes `stream` wait on its event.
+    copy_stream: Any = None
     h2d: int = 0
     d2h: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.stream is None:
-            with gpu_thread():  # a stream belongs to the context current in the creating thread
+        with gpu_thread():  # a stream belongs to the context current in the creating thread
+            if self.stream is None:
                 self.stream = _driver().Stream()
+            if self.copy_stream is None:
+                self.copy_stream = _driver().Stream()
 
     @property
     def handle(self) -> int:
@@ -181,5 +186,6 @@ class GpuLane:
         thread without the context leaks and makes pycuda warn)."""
         if self.stream is not None:
             with gpu_thread():
+                self.copy_stream.synchronize()
                 self.stream.synchronize()
-                self.stream = None
+                self.stream = self.copy_stream = None

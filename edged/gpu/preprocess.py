@@ -89,6 +89,10 @@ class GpuPreprocessor:
         # (camera, slot) -> (seq, id(image), image). Two slots per camera so a pipeline that overlaps
         # frame N's crops with frame N+1's detection never overwrites the frame it still reads.
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
+        # (camera, slot) -> an event recorded after the slot's last upload (on the uploading lane's copy
+        # stream). A slot is rewritten only once its previous frame has left the camera's flow (at most
+        # two frames in flight: edged.pipeline.flow), i.e. after every kernel that read it has finished.
+        self._uploaded: dict[tuple[str, int], Any] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
     def own_lane(self, camera: str) -> GpuLane:
@@ -111,6 +115,7 @@ class GpuPreprocessor:
         slot = (frame.camera, frame.seq % 2)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
+            pipe.stream.wait_for_event(self._uploaded[slot])  # uploaded on another lane: may be in flight
             return cached[2]
         host = np.ascontiguousarray(frame.image)
         if host.dtype != np.uint8:
@@ -119,7 +124,13 @@ class GpuPreprocessor:
         c = 1 if host.ndim == 2 else int(host.shape[2])
         buf = self.pool.get((frame.camera, "frame", slot[1]), host.nbytes)
         staging = self._frame_staging.setdefault(frame.camera, PinnedStaging())
-        pipe.count_h2d(staging.upload(host, int(buf), pipe.stream))
+        pipe.count_h2d(staging.upload(host, int(buf), pipe.copy_stream))
+        done = self._uploaded.get(slot)
+        if done is None:
+            cuda = _driver()
+            done = self._uploaded[slot] = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+        done.record(pipe.copy_stream)
+        pipe.stream.wait_for_event(done)  # the kernels on the lane's stream start after the upload
         img = DeviceImage(int(buf), w, h, w * c, c, owner=buf)
         self._cache[slot] = (frame.seq, id(frame.image), img)
         return img

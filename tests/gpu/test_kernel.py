@@ -183,6 +183,33 @@ def test_cross_camera_batch_one_launch_matches_each_frame(pre: Any) -> None:
     assert pipe.h2d == images[0].nbytes + images[1].nbytes + 3 * ITEM_DTYPE.itemsize
 
 
+def test_kernel_waits_for_its_frames_upload_on_the_copy_stream(pre: Any) -> None:
+    """Frames go up on the lane's copy stream (so they overlap the previous batch's compute) and the
+    kernel on the lane's stream waits for them: with the copy stream held up by ~2 GB of device copies,
+    the second frame into a slot is still read new, not the frame before it (same slot, seq 1 then 3)."""
+    import pycuda.driver as cuda
+
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    spec = SPECS["yolo_letterbox"]
+    first, second = textured(1080, 1920, seed=21), textured(1080, 1920, seed=22)
+    pipe = GpuLane("overlap")
+    with gpu_thread():
+        plan = plan_frame(spec, 1920, 1080)
+        pre.rows([(Frame("overlap", 1, first), plan)], spec, lane=pipe).to_host(lane=pipe)
+        pipe.synchronize()
+        a, b = cuda.mem_alloc(1 << 28), cuda.mem_alloc(1 << 28)
+        for _ in range(8):  # 8 x 256 MB ahead of the upload on the copy stream
+            cuda.memcpy_dtod_async(b, a, 1 << 28, pipe.copy_stream)
+        got = pre.rows([(Frame("overlap", 3, second), plan)], spec, lane=pipe).to_host(lane=pipe)
+        pipe.copy_stream.synchronize()
+    ref, _ = preprocess_frame(second, spec)
+    stale, _ = preprocess_frame(first, spec)
+    assert level_diff(got, ref, spec).max() <= 1.0
+    assert level_diff(got, stale, spec).max() > 10.0  # the two frames differ: the check can fail
+    assert pipe.h2d >= first.nbytes + second.nbytes
+
+
 def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
     """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
     cp = pytest.importorskip("cupy")
