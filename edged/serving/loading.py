@@ -108,79 +108,84 @@ def load_model(
     if pre.name != "cpu" or (gpu_available() is None and runs_on_gpu(m.backend, options)):
         # The server's own CUDA stream and byte counters, made first: its engines are given it.
         lane = GpuLane(f"model-{name}", metrics=metrics)
-    # Shapes are declared from what the model file says, before any engine exists: a TensorRT
-    # profile and the engine-cache key are built from them.
-    model_input = model_inputs(m.model_file)[0]
-    b = m.batching
     try:
-        spec = fit_to_engine(
-            name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
+        # Shapes are declared from what the model file says, before any engine exists: a TensorRT
+        # profile and the engine-cache key are built from them.
+        model_input = model_inputs(m.model_file)[0]
+        b = m.batching
+        try:
+            spec = fit_to_engine(
+                name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
+            )
+            # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
+            # fixed width takes crops of that width only.
+            dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
+            fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
+            shapes = declare_shapes(
+                spec,
+                max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
+                pad_to_max=b.pad_to_max or fixed_rows > 0,
+                source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
+                widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+                regions=regions,
+            )
+            check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
+        except (ShapeError, ValueError) as e:
+            raise ModelLoadError(str(e)) from None
+        options = dataclasses.replace(
+            options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
         )
-        # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
-        # fixed width takes crops of that width only.
-        dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
-        fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
-        shapes = declare_shapes(
+        open_version = _version_opener(name, m, options, labels, lane)
+        engine, decoder, build = open_version(m.model_file)
+        if metrics is not None:
+            metrics.engine_info.labels(name).info(
+                {
+                    "backend": engine.info.backend,
+                    "device": engine.info.device,
+                    "preprocess": pre.name,
+                    "kind": m.kind,
+                }
+            )
+        server = ModelServer(
+            name,
+            engine,
+            # Batches of an old and a new engine decode with their own decoders (edged.serving.update).
+            SwitchableDecoder.wrap(decoder) if b.decode_workers == 0 else decoder,
             spec,
-            max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
-            pad_to_max=b.pad_to_max or fixed_rows > 0,
-            source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
-            widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
-            regions=regions,
+            pre,
+            shapes,
+            max_wait_ms=b.max_wait_ms,
+            decode_workers=b.decode_workers,
+            lane=lane,
+            on_batch=_batch_observer(metrics, name) if metrics else None,
         )
-        check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
-    except (ShapeError, ValueError) as e:
-        raise ModelLoadError(str(e)) from None
-    options = dataclasses.replace(
-        options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
-    )
-    open_version = _version_opener(name, m, options, labels, lane)
-    engine, decoder, build = open_version(m.model_file)
-    if metrics is not None:
-        metrics.engine_info.labels(name).info(
-            {
-                "backend": engine.info.backend,
-                "device": engine.info.device,
-                "preprocess": pre.name,
-                "kind": m.kind,
-            }
+        log.info("model %s: warming %s", name, shapes.describe())
+        try:
+            server.start(progress)
+        except Exception as e:
+            server.close()
+            raise ModelLoadError(
+                f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
+            ) from None
+        if wrap is not None:  # after warm-up: a wrapper counts live calls only
+            server.engine = wrap(engine)
+        swap_lane = _swap_lane(name, lane, metrics)
+        if build is not None:
+            server.adopt_when_built(build, lane=swap_lane)
+        server.updater = updater = LiveUpdate(
+            server,
+            open_version,
+            Version(server.engine, decoder, m.model_file, file_sha256(m.model_file)),
+            model_input,
+            frames=m.update.shadow_frames,
+            tolerance=update_tolerance(m),
+            swap_lane=swap_lane,
         )
-    server = ModelServer(
-        name,
-        engine,
-        # Batches of an old and a new engine decode with their own decoders (edged.serving.update).
-        SwitchableDecoder.wrap(decoder) if b.decode_workers == 0 else decoder,
-        spec,
-        pre,
-        shapes,
-        max_wait_ms=b.max_wait_ms,
-        decode_workers=b.decode_workers,
-        lane=lane,
-        on_batch=_batch_observer(metrics, name) if metrics else None,
-    )
-    log.info("model %s: warming %s", name, shapes.describe())
-    try:
-        server.start(progress)
-    except Exception as e:
-        server.close()
-        raise ModelLoadError(
-            f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
-        ) from None
-    if wrap is not None:  # after warm-up: a wrapper counts live calls only
-        server.engine = wrap(engine)
-    swap_lane = _swap_lane(name, lane, metrics)
-    if build is not None:
-        server.adopt_when_built(build, lane=swap_lane)
-    server.updater = updater = LiveUpdate(
-        server,
-        open_version,
-        Version(server.engine, decoder, m.model_file, file_sha256(m.model_file)),
-        model_input,
-        frames=m.update.shadow_frames,
-        tolerance=update_tolerance(m),
-        swap_lane=swap_lane,
-    )
-    return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane, updater)
+        return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane, updater)
+    except BaseException:
+        if lane is not None:  # a model that failed to load leaves no stream behind
+            lane.close()
+        raise
 
 
 def update_tolerance(m: ModelConfig) -> ShadowTolerance:

@@ -354,6 +354,8 @@ class LiveUpdate:
         for v in self._versions:
             if v.build is not None and v.build is not self.server.build:
                 _drop_build(v.build)
+        if self._lane is not None:
+            self._lane.close()
 
     @staticmethod
     def _discard(version: Version) -> None:
