@@ -164,7 +164,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
                 raise RuntimeError("the daemon never became ready:\n" + "".join(log[-30:]))
         said = time.monotonic()
         while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.25)
+            time.sleep(poll_wait(samples, expect))
             try:
                 done, ended = frames_done(port)
             except OSError as e:
@@ -181,7 +181,8 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
             threads = max(threads, threads_of(proc.pid))
             if ended and done >= expect:
                 break
-            if ended and len(samples) > 8 and samples[-8][1] == done:
+            now = time.monotonic()
+            if ended and samples[0][0] < now - 2 and all(n == done for t, n in samples if t >= now - 2):
                 break  # every capture ended and nothing moved for 2 s: frames were dropped or failed
         if spies:
             with contextlib.suppress(OSError):
@@ -208,6 +209,21 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
         "threads": threads,
         "log": log,
     }
+
+
+def poll_wait(samples: list[tuple[float, float]], expect: int) -> float:
+    """Seconds until the next look at the frame count: 0.25 s, or 10 ms while the count is within
+    ~0.6 s of half or all of the expected frames, the points the rates are timed at. (Polling only
+    every 0.25 s put up to a quarter second of error on a 2.5 s one-camera run: +-10 % on the whole
+    run, +-20 % on its second half.)"""
+    if len(samples) < 2:
+        return 0.05
+    (t0, n0), (t1, n1) = samples[-2], samples[-1]
+    per_s = (n1 - n0) / max(t1 - t0, 1e-9)
+    for target in (expect / 2, expect):
+        if n1 < target and (per_s <= 0 or (target - n1) / per_s < 0.6):
+            return 0.01
+    return 0.25
 
 
 def rate(samples: list[tuple[float, float]], lo: float, hi: float) -> float:

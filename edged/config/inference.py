@@ -91,8 +91,8 @@ class OnnxRuntimeConfig(EdgedModel):
         "heuristic (cuDNN's guess) or exhaustive (times every algorithm once per declared input shape, "
         "each in its own session, while the shapes are warmed at load: a slower start, then the fastest "
         "kernels; measured +7 % for the PP-OCR detector at 1080p on "
-        "an H200 engines-only, slightly slower for the recognizer, and a slower first half of a 1-camera "
-        "`edged run`, so not the default: docs/benchmarks.md).",
+        "an H200 engines-only, slightly slower for the recognizer; not measured in `edged run` yet: "
+        "docs/benchmarks.md).",
     )
 
 
