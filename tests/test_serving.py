@@ -343,3 +343,54 @@ def test_a_batch_runs_as_whole_row_buckets_when_padding_would_waste_more(
         det.close()
     assert spy.calls == [8, 1] and det.padded == 0
     assert all(len(boxes) == 1 and boxes[0].label == "text" for boxes in got.values()), got
+
+
+def test_warm_ups_beside_the_serving_engine_run_one_at_a_time(tmp_path: Path) -> None:
+    """A finished build and a live update's candidate are warmed from two threads on one swap lane
+    (its pooled buffers): the server runs them one after the other, never interleaved."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, 32, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)], "line", [x], [y]
+    )
+    path = tmp_path / "line.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = {
+        "path": str(path),
+        "kind": "classifier",
+        "preprocess": {"resize": "fixed_height", "size": [64, 32]},
+        "batching": {"max_batch": 4},
+    }
+    cfg_file = tmp_path / "edged.yaml"
+    cfg_file.write_text(json.dumps({"mqtt": {"enabled": False}, "models": {"line": model}, "cameras": {}}))
+    lm = load_model("line", load_config(cfg_file, env={}).models["line"])
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    class Overlap(SpyEngine):
+        def infer(self, inputs: Any) -> dict[str, Any]:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.02)  # long enough for the other thread's call to land inside this one
+            try:
+                return super().infer(inputs)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    try:
+        engines = [Overlap(lm.engine), Overlap(lm.engine)]
+        threads = [threading.Thread(target=lm.server.warm_up, kwargs={"engine": e}) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        declared = len(lm.shapes.rows) * len(lm.shapes.sizes)
+        assert [len(e.calls) for e in engines] == [declared, declared]  # both warmed every shape
+        assert most[0] == 1
+    finally:
+        lm.close()
