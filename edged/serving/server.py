@@ -95,7 +95,7 @@ class ModelServer:
         self.swaps = 0
         self._next_engine: Engine | None = None
         self._adopt_lock = threading.Lock()  # a live update may replace `build` while its engine arrives
-        self._warm_lock = threading.Lock()  # builds and updates warm on one swap lane: one at a time
+        self.warm_lock = threading.Lock()  # builds and updates warm on one swap lane: one at a time
         # Live model update (edged.serving.update), set by edged.serving.loading.load_model; hooked into the
         # batch loop, so the candidate engine has the batch thread as its one caller too.
         self.updater: Updater | None = None
@@ -144,7 +144,7 @@ class ModelServer:
         sample: tuple[dict[str, np.ndarray], list[Plan]] | None = None
         blank = Frame("warm-up", 0, np.zeros((64, 64, 3), np.uint8))
         shapes = [(n, size) for size in self.shapes.sizes for n in self.shapes.rows]
-        with self._warm_lock, gpu_thread() if lane is not None else nullcontext():
+        with self.warm_lock, gpu_thread() if lane is not None else nullcontext():
             for i, (n, (w, h)) in enumerate(shapes, 1):
                 plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
                 tensor = self.preprocessor.rows([(blank, plan)], self.spec, n, lane)
@@ -189,10 +189,10 @@ class ModelServer:
             engine.close()
             return
         with self._adopt_lock:
-            current = self.build is build
+            current = self.build is build and self.state == "serving"
             if current:
                 self._next_engine = engine
-        if not current:  # a live update changed the model meanwhile: this build is of the old one
+        if not current:  # a live update changed the model meanwhile, or the server closed
             engine.close()
 
     def replace_build(self, build: Any, lane: GpuLane | None = None) -> None:

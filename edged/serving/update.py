@@ -355,7 +355,8 @@ class LiveUpdate:
             if v.build is not None and v.build is not self.server.build:
                 _drop_build(v.build)
         if self._lane is not None:
-            self._lane.close()
+            with self.server.warm_lock:  # a build's warm-up may still be running on it
+                self._lane.close()
 
     @staticmethod
     def _discard(version: Version) -> None:
