@@ -28,7 +28,7 @@ from edged.config import ModelConfig, effective_preprocess
 from edged.config.inference import PreprocessConfig
 from edged.gpu import GpuLane, gpu_available, make_preprocessor
 from edged.infer import EngineOptions, ModelLoadError
-from edged.infer.base import Engine
+from edged.infer.base import Engine, TensorSpec
 from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
@@ -104,34 +104,13 @@ def load_model(
             raise ModelLoadError(f"models.{name}.labels: cannot read {m.labels}: {e.strerror}") from None
     pre: Preprocessor = make_preprocessor(m.preprocess.device, metrics)
     options = engine_options(m)
+    model_input, spec, shapes = _declared(name, m, source_sizes, regions)
     lane: GpuLane | None = None
     if pre.name != "cpu" or (gpu_available() is None and runs_on_gpu(m.backend, options)):
         # The server's own CUDA stream and byte counters, made first: its engines are given it.
         lane = GpuLane(f"model-{name}", metrics=metrics)
     try:
-        # Shapes are declared from what the model file says, before any engine exists: a TensorRT
-        # profile and the engine-cache key are built from them.
-        model_input = model_inputs(m.model_file)[0]
         b = m.batching
-        try:
-            spec = fit_to_engine(
-                name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
-            )
-            # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
-            # fixed width takes crops of that width only.
-            dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
-            fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
-            shapes = declare_shapes(
-                spec,
-                max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
-                pad_to_max=b.pad_to_max or fixed_rows > 0,
-                source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
-                widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
-                regions=regions,
-            )
-            check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
-        except (ShapeError, ValueError) as e:
-            raise ModelLoadError(str(e)) from None
         options = dataclasses.replace(
             options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
         )
@@ -186,6 +165,34 @@ def load_model(
         if lane is not None:  # a model that failed to load leaves no stream behind
             lane.close()
         raise
+
+
+def _declared(
+    name: str, m: ModelConfig, source_sizes: Sequence[tuple[int, int]], regions: bool
+) -> tuple[TensorSpec, PreprocessSpec, ShapeSet]:
+    """The model's input, its preprocessing fitted to it, and its declared input shapes. Shapes come
+    from what the model file says, before any engine exists: a TensorRT profile and the engine-cache
+    key are built from them. Raises ModelLoadError."""
+    model_input = model_inputs(m.model_file)[0]
+    b = m.batching
+    try:
+        spec = fit_to_engine(name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype)
+        # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
+        # fixed width takes crops of that width only.
+        dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)
+        fixed_rows, fixed_w = dims[0], dims[3] if spec.layout == "nchw" else dims[2]
+        shapes = declare_shapes(
+            spec,
+            max_batch=fixed_rows if fixed_rows > 0 else b.max_batch,
+            pad_to_max=b.pad_to_max or fixed_rows > 0,
+            source_sizes=[(int(w), int(h)) for w, h in b.source_sizes] or list(source_sizes),
+            widths=b.widths or ([fixed_w] if fixed_w > 0 else []),
+            regions=regions,
+        )
+        check_model_input(shapes, spec, model_input.shape, f"models.{name}.batching")
+    except (ShapeError, ValueError) as e:
+        raise ModelLoadError(str(e)) from None
+    return model_input, spec, shapes
 
 
 def update_tolerance(m: ModelConfig) -> ShadowTolerance:
