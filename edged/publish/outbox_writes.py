@@ -36,7 +36,11 @@ class SegmentWrites:
     _next_seq: int
 
     def _new_segment(self) -> Segment:
-        seg = Segment(self.dir / f"{self._next_seq:020d}.seg", self._next_seq)
+        # Named by the next seq, but never by one in use: held records written in one go can fill two
+        # segments before the next seq moves, and a directory from an older run may already hold it.
+        # Appending to a file believed new misplaces records; deleting it then deletes the old one's.
+        first = max(self._next_seq, self._segments[-1].first_seq + 1 if self._segments else 0)
+        seg = Segment(self.dir / f"{first:020d}.seg", first)
         seg.wfd = self.ops.open_append(seg.path)
         if self.cfg.fsync != "never":
             with contextlib.suppress(OSError):  # only the file's name is at stake, and only at a power cut
