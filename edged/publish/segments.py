@@ -22,7 +22,7 @@ log = logging.getLogger("edged.publish.outbox")
 @dataclass
 class Segment:
     path: Path
-    first_seq: int
+    first_seq: int  # the number in its name: the next seq when it was started, not always its first record
     size: int = 0
     ack_size: int = 0
     live: set[int] = field(default_factory=set)
