@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
 from edged.publish.outbox import Outbox
-from edged.publish.outbox_format import encode, scan
+from edged.publish.outbox_format import OutboxRecord, encode, scan
 from tests.support.faults import FailingDisk
 
 
@@ -208,6 +208,43 @@ def test_outbox_opened_on_a_full_disk_holds_events_until_space_returns(tmp_path:
     assert box.held == 0
     box.close()
     assert ids(Outbox(cfg(tmp_path))) == list(range(6))
+
+
+def test_held_events_that_fill_several_segments_at_once_are_all_kept(tmp_path: Path) -> None:
+    # Found by the property test below: held records written in one go rotated twice before the next
+    # seq moved, so two segments got one name; the second opened the first's file and deleting it (empty
+    # at close) deleted the first's records.
+    disk = FailingDisk()
+    box = Outbox(cfg(tmp_path), ops=disk, segment_bytes=1, retry_s=0)  # a new segment after every record
+    box.append("t", event(0))
+    disk.full_after(0)
+    for i in range(1, 5):
+        box.append("t", event(i))
+    assert box.held == 4
+    disk.full_after(None)
+    box.close()  # writes the four held records: four segments
+    assert len(list(tmp_path.glob("*.seg"))) == 5
+    box = Outbox(cfg(tmp_path))
+    assert ids(box) == list(range(5))
+    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+    box.close()
+
+
+def test_a_new_segment_never_reuses_the_name_of_one_left_on_disk(tmp_path: Path) -> None:
+    # A directory from a run with the naming bug above: segment "5" holds records 1-4, so the next seq
+    # after the load is 5 too. The new segment must not append to that file.
+    recs = [encode(OutboxRecord(s, f"dev:cam:run:{s}", "cam", "t", time.time(), event(s))) for s in range(1, 5)]
+    (tmp_path / f"{5:020d}.seg").write_bytes(b"".join(recs))
+    box = Outbox(cfg(tmp_path))
+    assert box.last_seq == 4
+    box.append("t", event(5))
+    assert ids(box) == [1, 2, 3, 4, 5]
+    box.close()
+    assert len(list(tmp_path.glob("*.seg"))) == 2
+    box = Outbox(cfg(tmp_path))
+    assert ids(box) == [1, 2, 3, 4, 5]
+    assert box.dropped["corrupt"] == 0
+    box.close()
 
 
 fault_ops = st.lists(

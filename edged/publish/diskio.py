@@ -1,11 +1,12 @@
 """The outbox's file operations, as one object so a test can pass in one that fails.
 
-`FileOps` is what the outbox calls for every write-side operation; the default does plain os calls.
-Tests subclass it to fail with ENOSPC/EIO or write short at chosen byte offsets: the fault is always
-passed in by the caller, never read from the environment. `append_all` is the one place that turns a
-failed or short append back into "nothing happened" by truncating to the size before it, so the file and
-the caller's bookkeeping agree at every byte. `DiskState` tracks a stretch of refused writes. The outbox
-calls all of it under its own lock.
+`FileOps` is what the outbox's SegmentFiles calls for every write-side operation; the default does
+plain os calls. Tests subclass it to fail with ENOSPC/EIO or write short at chosen byte offsets: the
+fault is always passed in by the caller, never read from the environment. `append_all` is the one place
+that turns a failed or short append back into "nothing happened" by truncating to the size before it, so
+the file and the caller's bookkeeping agree at every byte. `DiskState` tracks a stretch of refused
+writes: the Outbox owns it and decides from it when to try again, SegmentFiles reports failures to it.
+All of it is called under the Outbox's lock, except the fdatasync of duplicated fds at a flush.
 """
 
 from __future__ import annotations

@@ -1,30 +1,40 @@
 """Crash-safe disk outbox: events wait here until the broker acknowledges them (store and forward).
 
 On disk, in OutboxConfig.dir (record format in outbox_format):
-- `<first seq>.seg` segments, append-only. Every open starts a new segment, so a torn tail left by a
-  crash is never appended to; a segment is sealed and a new one started once it reaches `segment_bytes`.
-- `<first seq>.ack` beside each segment: 8-byte sequence numbers of records that are done (delivered,
-  or deliberately dropped and counted). A record listed there is never replayed. A segment whose records
+- `<n>.seg` segments, append-only, named by the next seq when started (or one past the newest name, so
+  names never repeat and sort in the order the segments were started). Every open starts a new segment,
+  so a torn tail left by a crash is never appended to; a segment is sealed and a new one started once it
+  reaches `segment_bytes`.
+- `<n>.ack` beside each segment: 8-byte sequence numbers of records that are done (delivered, or
+  deliberately dropped and counted). A record listed there is never replayed. A segment whose records
   are all done is deleted with its ack log.
 
 Disk errors (ENOSPC, EIO, short writes) never reach the caller nor desynchronise the bookkeeping (the
-file writes are in outbox_writes, the fault hook and cut-back in diskio): a
-failed append is cut back to the size before it (diskio.append_all), or if that fails too the segment is
-sealed. The event keeps its seq and is held in memory (still pending, still sent) up to max_memory_bytes,
-then written once the disk takes writes again (tried every retry_s, by the outbox-io thread or an append);
-past the bound the oldest held events are dropped (disk_full). Acks the disk refuses are kept and retried
-the same way (a lost ack only means a duplicate). A record is done only when delivered or dropped and
-counted by reason (disk_full, size_cap, age_cap, corrupt), logged once per burst (drops.DropLog). On open,
-corrupt and torn records are skipped and counted; the scan resynchronises on the next magic.
+files are SegmentFiles', the fault hook and cut-back in diskio): a failed append is cut back to the size
+before it (diskio.append_all), or if that fails too the segment is sealed. The event keeps its seq and
+is held in memory (still pending, still sent) up to max_memory_bytes, then written once the disk takes
+writes again (tried every retry_s, by the outbox-io thread or an append); past the bound the oldest held
+events are dropped (disk_full). Acks the disk refuses are kept and retried the same way (a lost ack only
+means a duplicate). A record is done only when delivered or dropped and counted by reason (disk_full,
+size_cap, age_cap, corrupt), logged once per burst (drops.DropLog). On open, corrupt and torn records
+are skipped and counted; the scan resynchronises on the next magic.
 
 fsync (OutboxConfig.fsync), i.e. what survives a power cut (a process crash loses nothing written, since
 writes go straight to the kernel): always = fdatasync per append; interval = the outbox-io thread
-fdatasyncs segments and ack logs every fsync_interval_s; never = the OS decides. Ack logs are synced by that thread and at
-close only: a lost ack means an event is sent twice, which QoS 1 consumers handle by `id`.
+fdatasyncs segments and ack logs every fsync_interval_s; never = the OS decides. Ack logs are synced by
+that thread and at close only: a lost ack means an event is sent twice, which QoS 1 consumers handle by
+`id`.
 
 Caps: beyond max_bytes on disk whole oldest segments are dropped (size_cap); events older than max_age_s
 are dropped (age_cap), on the monotonic clock for events of this run (a Jetson without RTC battery can
 step its wall clock by years at NTP sync).
+
+Who owns what: the Outbox owns the pending entries (seq order), the records held in memory and their
+bytes, the sequence numbers, the DiskState (is the disk refusing writes, when to try again), the caps and
+drop counts, its lock and the outbox-io thread. It holds one SegmentFiles (segment_files), which owns
+the segment files: the segment list, the active segment, every fd and the bytes on disk; the Outbox
+tells it what to write and passes in what it needs (the held entry, the next seq for a new segment's
+name). Refused writes are reported by SegmentFiles to the Outbox's DiskState.
 
 Threading: every public method takes one lock; the outbox-io thread (fsync every fsync_interval_s with
 `interval`, retries of refused writes) syncs duplicated fds outside it.
@@ -32,9 +42,7 @@ Threading: every public method takes one lock; the outbox-io thread (fsync every
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -46,15 +54,15 @@ from edged.observability.metrics import Metrics
 from edged.publish.diskio import DiskState, FileOps
 from edged.publish.drops import DropLog
 from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan
-from edged.publish.outbox_writes import SegmentWrites
-from edged.publish.segments import Entry, Segment, load
+from edged.publish.segment_files import SegmentFiles
+from edged.publish.segments import Entry, load
 
 __all__ = ["HEADER", "MAGIC", "FileOps", "Outbox", "OutboxRecord"]
 
 log = logging.getLogger(__name__)
 
 
-class Outbox(SegmentWrites):
+class Outbox:
     def __init__(
         self,
         cfg: OutboxConfig,
@@ -68,30 +76,27 @@ class Outbox(SegmentWrites):
         self.dir = Path(cfg.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = metrics
-        self.ops = ops or FileOps()
-        self.segment_bytes = segment_bytes or max(16 * 1024, min(cfg.max_bytes // 16, 4 * 1024 * 1024))
         self._lock = threading.RLock()
-        self._segments: list[Segment] = []
-        self._pending: dict[int, Entry] = {}  # insertion order == seq order
-        self._bytes = 0
         self._held_bytes = 0
-        self._held: dict[int, Entry] = {}  # seq order
-        self._next_seq = 1
-        self._dirty = False
+        self._held: dict[int, Entry] = {}  # seq order; each also in _pending
         self._closed = False
         self._disk = DiskState(str(self.dir), cfg.max_memory_bytes, retry_s)
         self._read_error: str | None = None
         self.drops = DropLog(str(self.dir), metrics)
-        self._load()
-        try:
-            self._active = self._new_segment()
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-                raise  # e.g. permissions: a setup error the daemon reports at start
-            # A full disk at start is weather, not configuration: start holding events in memory; the
-            # first write that goes through makes the segment.
-            self._active = Segment(self.dir / f"{self._next_seq:020d}.seg", self._next_seq)
-            self._disk.failed(f"cannot start a segment: {e.strerror or e}")
+        loaded = load(self.dir)
+        self._pending: dict[int, Entry] = loaded.pending  # insertion order == seq order
+        self._next_seq = loaded.next_seq
+        self.drops.add("corrupt", loaded.corrupt, len(self._pending))
+        self._files = SegmentFiles(
+            self.dir,
+            ops=ops or FileOps(),
+            fsync=cfg.fsync,
+            segment_bytes=segment_bytes or max(16 * 1024, min(cfg.max_bytes // 16, 4 * 1024 * 1024)),
+            disk=self._disk,
+            segments=loaded.segments,
+            size=loaded.bytes,
+            next_seq=self._next_seq,
+        )
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
         self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
@@ -104,17 +109,6 @@ class Outbox(SegmentWrites):
             log.info(
                 "outbox %s: %d unacknowledged events to replay (%d bytes)", self.dir, self.depth, self.bytes
             )
-
-    # -- loading -------------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        loaded = load(self.dir)
-        self._segments, self._pending = loaded.segments, loaded.pending
-        self._next_seq, self._bytes = loaded.next_seq, loaded.bytes
-        self.drops.add("corrupt", loaded.corrupt, len(self._pending))
-        for seg in list(self._segments):
-            if not seg.live:
-                self._delete(seg)
 
     @staticmethod
     def _scan(data: bytes) -> tuple[list[tuple[int, float, int, int]], int]:
@@ -187,7 +181,7 @@ class Outbox(SegmentWrites):
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return self._files.size
 
     @property
     def held(self) -> int:
@@ -223,19 +217,10 @@ class Outbox(SegmentWrites):
             if self._closed:
                 return
             self._retry()
-            fds = [os.dup(self._active.wfd)] if self._dirty and self._active.wfd >= 0 else []
-            self._dirty = False
-            for seg in self._segments:
-                if seg.ack_dirty and seg.ack_fd >= 0:
-                    fds.append(os.dup(seg.ack_fd))
-                    seg.ack_dirty = False
+            fds = self._files.unsynced()
             self.drops.tick()
         # Outside the lock: an SD card fsync can take tens of ms and appends must not wait for it.
-        for fd in fds:
-            try:
-                self.ops.fdatasync(fd)
-            finally:
-                os.close(fd)
+        self._files.sync(fds)
 
     def close(self) -> None:
         self._stop.set()
@@ -256,11 +241,7 @@ class Outbox(SegmentWrites):
                     "outbox %s: %d event(s) held in memory could not be written before exit (%s)",
                     self.dir, len(self._held), self._disk.error,
                 )
-            for seg in list(self._segments):
-                if not seg.live:
-                    self._delete(seg)
-                else:
-                    seg.close_fds()
+            self._files.close()
             self.drops.close()
 
     def __enter__(self) -> Outbox:
@@ -299,11 +280,12 @@ class Outbox(SegmentWrites):
         if self._disk.due(force) and (self._disk.error is not None or self._held):
             was = self._disk.begin()
             if was is not None:
-                for seg in self._segments:
-                    if seg.unwritten_acks and seg.ack_fd != -2:
-                        self._write_acks(seg)
-            while self._held and self._disk.attempt_ok:
-                self._write_held(next(iter(self._held.values())))
+                self._files.write_refused_acks()
+            while self._held and self._disk.attempt_ok:  # a refused write ends the attempt
+                entry = next(iter(self._held.values()))
+                if self._files.append(entry, self._next_seq):
+                    del self._held[entry.seq]
+                    self._held_bytes -= entry.length
             self._disk.end(was)
         self._disk.settled()
         self._drop_over_memory()
@@ -317,49 +299,32 @@ class Outbox(SegmentWrites):
         self.drops.add("disk_full", n, len(self._pending))
 
     def _read(self, entry: Entry) -> OutboxRecord | None:
-        if entry.held is not None:
-            return decode(entry.held, entry.seq)
-        seg = entry.seg
-        assert seg is not None
-        if seg.fd < 0:
-            seg.fd = os.open(seg.path, os.O_RDONLY)
-        return decode(os.pread(seg.fd, entry.length, entry.offset), entry.seq)
+        data = entry.held if entry.held is not None else self._files.read(entry)
+        return decode(data, entry.seq)
 
     def _done(self, seq: int) -> bool:
         entry = self._pending.pop(seq, None)
         if entry is None:
             return False
-        seg = entry.seg
-        if seg is None:  # held in memory: nothing on disk to mark
+        if entry.seg is None:  # held in memory: nothing on disk to mark
             del self._held[seq]
             self._held_bytes -= entry.length
-            return True
-        seg.live.discard(seq)
-        if not seg.live and seg is not self._active:
-            self._delete(seg)  # nothing left to replay: no need to record the ack
         else:
-            seg.unwritten_acks.append(seq)
-            if self._disk.error is None:
-                self._write_acks(seg)
+            self._files.ack(entry.seg, seq)
         return True
 
     def _enforce_caps(self) -> None:
         self._expire()
-        if self._bytes <= self.cfg.max_bytes:
+        if self._files.size <= self.cfg.max_bytes:
             return
         dropped = 0
-        while self._bytes > self.cfg.max_bytes and self._pending:
-            oldest = self._segments[0]
-            if oldest is self._active:
-                self._rotate()  # only the active segment is left and it alone is over the cap
-                if oldest is self._active:
-                    break  # no new segment could be made: the disk refuses, nothing to free here
-                continue
-            for seq in oldest.live:
+        while self._files.size > self.cfg.max_bytes and self._pending:
+            gone = self._files.drop_oldest(self._next_seq)  # whole segments, oldest first
+            if gone is None:
+                break  # the active segment alone is over the cap and no new one could be made
+            for seq in gone:
                 self._pending.pop(seq, None)
-            dropped += len(oldest.live)
-            oldest.live.clear()
-            self._delete(oldest)
+            dropped += len(gone)
         self.drops.add("size_cap", dropped, len(self._pending))
 
     def _expire(self) -> None:

@@ -1,8 +1,9 @@
 """The outbox's in-memory view of its directory: segments, pending entries, and loading them at open.
 
-Data only, owned by one Outbox and touched under its lock. `load` reads a directory left by an earlier
-run (or a crash): ack logs cut to whole entries, segments scanned (torn and corrupt stretches counted,
-never fatal), records listed in an ack log skipped.
+Data only, touched under one Outbox's lock: its SegmentFiles owns the Segments, the Outbox the Entries
+(an Entry points into its Segment; a Segment's `live` holds the seqs of its pending Entries). `load`
+reads a directory left by an earlier run (or a crash): ack logs cut to whole entries, segments scanned
+(torn and corrupt stretches counted, never fatal), records listed in an ack log skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger("edged.publish.outbox")
 @dataclass
 class Segment:
     path: Path
-    first_seq: int
+    first_seq: int  # the number in its name: the next seq when it was started, not always its first record
     size: int = 0
     ack_size: int = 0
     live: set[int] = field(default_factory=set)

@@ -1,0 +1,243 @@
+"""The outbox's segment files: the segments on disk, the one that takes appends, and every fd on them.
+
+`SegmentFiles` is the write side of one Outbox, held by it (composition, not a mixin). It owns:
+- the segment list (oldest first, names strictly ascending) and the active segment;
+- every file descriptor on them (append, read, ack log), opened, sealed and closed here only;
+- `size`, the bytes the segments and ack logs take on disk, kept in step with the files at every byte.
+It turns records and acks into bytes in files: `append` a held record to the active segment (sealing it
+at `segment_bytes` and starting the next), `ack` a record (its ack log, or deleting its segment when
+nothing in it is left to replay), `drop_oldest` for the size cap, `unsynced`/`sync` for fdatasync.
+
+A refused write (ENOSPC, EIO, a short write: diskio cuts it back or says the file is torn, then the file
+is sealed) never raises: it is reported to the DiskState passed in, which the Outbox owns and consults to
+decide when to try again; acks the disk refused stay in their Segment until `write_refused_acks`.
+
+The Outbox keeps what is not files: pending entries, records held in memory, sequence numbers (passed
+in as `next_seq` where a new segment needs a name), caps and drop counts. A Segment's `live` set is the
+link between the two: the seqs of pending entries in that segment, emptied through `ack`/`drop_oldest`.
+
+Threading: every method is called under the Outbox's lock, except `sync`, which only fdatasyncs the
+duplicated fds `unsynced` handed out (so a slow SD-card sync never holds the lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from edged.fileio import fsync_dir
+from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
+from edged.publish.outbox_format import SEQ
+from edged.publish.segments import Entry, Segment
+
+log = logging.getLogger("edged.publish.outbox")
+
+
+class SegmentFiles:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ops: FileOps,
+        fsync: Literal["always", "interval", "never"],
+        segment_bytes: int,
+        disk: DiskState,
+        segments: list[Segment],
+        size: int,
+        next_seq: int,
+    ) -> None:
+        """Take over the segments `load` found (`size`: their bytes on disk), delete those with nothing
+        left to replay, and start this run's first segment (a run never appends to a torn tail)."""
+        self.dir = directory
+        self.ops = ops
+        self.fsync = fsync  # OutboxConfig.fsync
+        self.segment_bytes = segment_bytes
+        self._size = size
+        self._disk = disk  # the Outbox's: refused writes are reported to it
+        self._segments = segments
+        self._dirty = False  # the active segment was written since the last `unsynced`
+        for seg in list(segments):
+            if not seg.live:
+                self._delete(seg)
+        try:
+            self._active = self._new_segment(next_seq)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                raise  # e.g. permissions: a setup error the daemon reports at start
+            # A full disk at start is weather, not configuration: the Outbox holds events in memory; the
+            # first write that goes through makes the segment (a sealed placeholder until then).
+            self._active = Segment(self.dir / f"{next_seq:020d}.seg", next_seq)
+            self._disk.failed(f"cannot start a segment: {e.strerror or e}")
+
+    # -- what the Outbox calls -----------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Bytes the segments and ack logs take on disk."""
+        return self._size
+
+    def append(self, entry: Entry, next_seq: int) -> bool:
+        """Write a held record to the active segment (starting one if it is sealed) and point `entry`
+        at it. False if the disk refused it (reported to the DiskState): the record is still held."""
+        assert entry.held is not None
+        seg = self._active
+        if seg.wfd < 0:
+            try:
+                self._active = seg = self._new_segment(next_seq)
+            except OSError as e:
+                self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
+                return False
+        try:
+            append_all(self.ops, seg.wfd, entry.held, seg.size, sync=self.fsync == "always")
+        except TornWrite as e:
+            # The tail is a partial record the load will skip as torn; append nothing more to it.
+            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
+            os.close(seg.wfd)
+            seg.wfd = -1
+            return False
+        except OSError as e:
+            self._disk.failed(f"{seg.path.name}: {e.strerror or e}")
+            return False
+        if self.fsync != "always":
+            self._dirty = True
+        entry.seg, entry.offset, entry.held = seg, seg.size, None
+        seg.size += entry.length
+        self._size += entry.length
+        seg.live.add(entry.seq)
+        if seg.size >= self.segment_bytes:
+            self._rotate(next_seq)
+        return True
+
+    def read(self, entry: Entry) -> bytes:
+        """The bytes of a record on disk (entry.seg is set). Raises OSError (EIO): the caller retries."""
+        seg = entry.seg
+        assert seg is not None
+        if seg.fd < 0:
+            seg.fd = os.open(seg.path, os.O_RDONLY)
+        return os.pread(seg.fd, entry.length, entry.offset)
+
+    def ack(self, seg: Segment, seq: int) -> None:
+        """Record `seq` of `seg` as done (delivered or dropped): delete the segment once nothing in it is
+        left to replay, else append to its ack log (while the disk refuses: at `write_refused_acks`)."""
+        seg.live.discard(seq)
+        if not seg.live and seg is not self._active:
+            self._delete(seg)  # nothing left to replay: no need to record the ack
+        else:
+            seg.unwritten_acks.append(seq)
+            if self._disk.error is None:
+                self._write_acks(seg)
+
+    def write_refused_acks(self) -> None:
+        """Try again the acks the disk refused (not those of an ack log that ends in a partial entry)."""
+        for seg in self._segments:
+            if seg.unwritten_acks and seg.ack_fd != -2:
+                self._write_acks(seg)
+
+    def drop_oldest(self, next_seq: int) -> set[int] | None:
+        """For the size cap: delete the oldest segment and return the seqs still live in it (the Outbox
+        drops them). When the active segment is the only one it is sealed first and nothing is returned
+        yet; None if that fails (the disk refuses a new file): nothing can be freed now."""
+        oldest = self._segments[0]
+        if oldest is self._active:
+            self._rotate(next_seq)
+            return None if oldest is self._active else set()
+        live = set(oldest.live)
+        oldest.live.clear()
+        self._delete(oldest)
+        return live
+
+    def unsynced(self) -> list[int]:
+        """Duplicates of the fds written since the last call (the active segment, ack logs), for `sync`
+        outside the lock; the caller owns them."""
+        fds = [os.dup(self._active.wfd)] if self._dirty and self._active.wfd >= 0 else []
+        self._dirty = False
+        for seg in self._segments:
+            if seg.ack_dirty and seg.ack_fd >= 0:
+                fds.append(os.dup(seg.ack_fd))
+                seg.ack_dirty = False
+        return fds
+
+    def sync(self, fds: list[int]) -> None:
+        """fdatasync and close fds from `unsynced`; called without the Outbox's lock. Raises OSError."""
+        for fd in fds:
+            try:
+                self.ops.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Delete segments with nothing left to replay and close every fd of the others."""
+        for seg in list(self._segments):
+            if not seg.live:
+                self._delete(seg)
+            else:
+                seg.close_fds()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _new_segment(self, next_seq: int) -> Segment:
+        # Named by the next seq, but never by one in use: held records written in one go can fill two
+        # segments before the next seq moves, and a directory from an older run may already hold it.
+        # Appending to a file believed new misplaces records; deleting it then deletes the old one's.
+        first = max(next_seq, self._segments[-1].first_seq + 1 if self._segments else 0)
+        seg = Segment(self.dir / f"{first:020d}.seg", first)
+        seg.wfd = self.ops.open_append(seg.path)
+        if self.fsync != "never":
+            with contextlib.suppress(OSError):  # only the file's name is at stake, and only at a power cut
+                fsync_dir(self.dir)
+        self._segments.append(seg)
+        return seg
+
+    def _rotate(self, next_seq: int) -> None:
+        """Seal the active segment and start a new one; keeps the old one if no new file can be made."""
+        old = self._active
+        try:
+            self._active = self._new_segment(next_seq)
+        except OSError as e:
+            self._disk.failed(f"cannot start a new segment: {e.strerror or e}")
+            return
+        if self.fsync != "never":
+            with contextlib.suppress(OSError):  # the interval thread or a restart's scan covers it
+                self.ops.fdatasync(old.wfd)
+        os.close(old.wfd)
+        old.wfd = -1
+        if not old.live:
+            self._delete(old)
+
+    def _delete(self, seg: Segment) -> None:
+        seg.close_fds()
+        try:
+            seg.path.unlink(missing_ok=True)  # segment first: an orphan ack log is harmless, the reverse replays
+            seg.ack_path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("outbox: cannot delete %s: %s", seg.path, e.strerror or e)
+        self._size -= seg.size + seg.ack_size
+        self._segments.remove(seg)
+
+    def _write_acks(self, seg: Segment) -> None:
+        """Append seg.unwritten_acks to its ack log; on a disk error keep them for the next attempt."""
+        if not seg.unwritten_acks:
+            return
+        data = b"".join(SEQ.pack(s) for s in seg.unwritten_acks)
+        try:
+            if seg.ack_fd < 0:
+                seg.ack_fd = self.ops.open_append(seg.ack_path)
+            append_all(self.ops, seg.ack_fd, data, seg.ack_size)
+        except TornWrite as e:
+            # A partial entry is left: a restart's load cuts it off (whole 8-byte entries only); stop
+            # appending here, so later entries are not misaligned. Acks of this segment stay in memory.
+            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
+            os.close(seg.ack_fd)
+            seg.ack_fd = -2  # never reopened in this run
+            return
+        except OSError as e:
+            self._disk.failed(f"ack log {seg.ack_path.name}: {e.strerror or e}")
+            return
+        seg.ack_size += len(data)
+        self._size += len(data)
+        seg.ack_dirty = True
+        seg.unwritten_acks.clear()
