@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,24 @@ def test_failed_fdatasync_undoes_the_append(tmp_path: Path) -> None:
     box.close()
     assert on_disk_bad(tmp_path) == 0
     assert ids(Outbox(cfg(tmp_path))) == [0, 1, 2]
+
+
+def test_a_failed_interval_fsync_closes_every_fd_it_was_given(tmp_path: Path) -> None:
+    """The interval flush syncs duplicates of the active segment's and the ack log's fds outside the
+    lock: when fdatasync fails, every one is still closed (none leak), and the error is raised once."""
+    disk = FailingDisk()
+    box = Outbox(cfg(tmp_path, fsync="interval", fsync_interval_s=3600), ops=disk, retry_s=0)
+    for i in range(3):
+        box.append("t", event(i))
+    assert box.ack(box.pending(1)[0].seq)  # the ack log has unsynced writes too
+    before = len(os.listdir("/proc/self/fd"))
+    disk.sync_fails = True
+    with pytest.raises(OSError, match="Input/output error"):
+        box.flush()
+    assert len(os.listdir("/proc/self/fd")) == before  # both duplicates were closed
+    disk.sync_fails = False
+    box.close()
+    assert ids(Outbox(cfg(tmp_path))) == [1, 2]
 
 
 def test_memory_hold_is_bounded_and_drops_are_counted_once_per_burst(

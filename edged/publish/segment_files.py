@@ -162,12 +162,18 @@ class SegmentFiles:
         return fds
 
     def sync(self, fds: list[int]) -> None:
-        """fdatasync and close fds from `unsynced`; called without the Outbox's lock. Raises OSError."""
+        """fdatasync and close fds from `unsynced`; called without the Outbox's lock. Every fd is tried
+        and closed; the first failure is raised after (OSError)."""
+        failed: OSError | None = None
         for fd in fds:
             try:
                 self.ops.fdatasync(fd)
+            except OSError as e:
+                failed = failed or e
             finally:
                 os.close(fd)
+        if failed is not None:
+            raise failed
 
     def close(self) -> None:
         """Delete segments with nothing left to replay and close every fd of the others."""
