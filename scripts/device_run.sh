@@ -8,7 +8,9 @@
 #          wheels) the whole-chain benchmark vs the peer;
 #   tests  the GPU tests only;
 #   run    the user-level benchmark (scripts/bench_run.py): `edged run` on CAMS cameras of a 1080p sample
-#          for CHAINS (det, ocr), beside the engines-only rate in the same run.
+#          for CHAINS (det, ocr), beside the engines-only rate in the same run. LIMIT (s) bounds each chain's
+#          whole list of camera counts: on the H200 ocr at "1 4 16" took ~300 s and 64 cameras ~150 s more
+#          (start-up ~40 s each), so run 64 in its own call (CAMS=64 LIMIT=300).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
