@@ -68,7 +68,10 @@ class Download:
         if self._event is not None:
             with gpu_thread():  # the caller (a decode thread) may have no CUDA context current
                 self._event.synchronize()
-            self._event = None
+                # Dropped while the context is current: pycuda cannot destroy an event (or free memory)
+                # from a thread without it, so it would leak one event per batch, with a warning.
+                self._event = None
+                self._keep = None
         self._keep = None
         return self.arrays
 
