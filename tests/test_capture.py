@@ -19,7 +19,13 @@ from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_
 from edged.capture.pacing import Pacer, jittered
 from edged.observability.metrics import Metrics
 from edged.types import Frame
-from tests.support.sources import SyntheticSource, frame_index, synthetic_frame, write_test_video
+from tests.support.sources import (
+    LiveSources,
+    SyntheticSource,
+    frame_index,
+    synthetic_frame,
+    write_test_video,
+)
 
 
 def sample(metrics: Metrics, name: str, cam: str = "cam", **labels: str) -> float:
@@ -386,12 +392,8 @@ def test_file_removed_then_restored_resumes(
 def test_stalled_source_is_abandoned_and_reopened(
     blocking: bool, metrics: Metrics, cams: list[CameraCapture]
 ) -> None:
-    made: list[SyntheticSource] = []
-
-    def factory() -> SyntheticSource:
-        made.append(SyntheticSource(live=True, fps=200, paced=True, width=64, height=48, text=False))
-        return made[-1]
-
+    factory = LiveSources(fps=200)
+    made = factory.made
     cam = CameraCapture("cam", factory, fps=50, frame_timeout_s=0.3, reconnect_min_s=0.05, metrics=metrics)
     cams.append(cam.start())
     assert cam.get(2.0) is not None

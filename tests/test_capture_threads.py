@@ -13,7 +13,7 @@ import pytest
 from edged.capture import CameraCapture, make_source
 from edged.capture.watcher import WATCHER, CaptureWatcher
 from edged.observability.metrics import Metrics
-from tests.support.sources import SyntheticSource, write_test_video
+from tests.support.sources import LiveSources, SyntheticSource, write_test_video
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -48,12 +48,8 @@ def test_n_cameras_run_on_n_threads_and_one_watcher_which_reopens_a_stalled_one(
             name, lambda: make_source(str(video)), fps=10, loop=True, frame_timeout_s=2.0, metrics=metrics
         )
         cams.append(cam.start())
-    made: list[SyntheticSource] = []
-
-    def live() -> SyntheticSource:
-        made.append(SyntheticSource(live=True, fps=100, paced=True, width=64, height=48, text=False))
-        return made[-1]
-
+    live = LiveSources(fps=100)
+    made = live.made
     dark = CameraCapture("thr-dark", live, fps=10, frame_timeout_s=0.3, reconnect_min_s=0.05, metrics=metrics)
     cams.append(dark.start())
     names = [*files, "thr-dark"]

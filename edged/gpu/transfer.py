@@ -70,8 +70,7 @@ class Download:
                 self._event.synchronize()
                 # Dropped while the context is current: pycuda cannot destroy an event (or free memory)
                 # from a thread without it, so it would leak one event per batch, with a warning.
-                self._event = None
-                self._keep = None
+                self._event = self._keep = None
         self._keep = None
         return self.arrays
 

@@ -171,6 +171,19 @@ class SyntheticSource:
         self.is_open = False
 
 
+
+class LiveSources:
+    """A camera's source factory for reconnect tests: every open makes a new small live, paced
+    SyntheticSource and keeps it in `made`, so a test can stall the first and watch the reopen."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.made: list[SyntheticSource] = []
+
+    def __call__(self) -> SyntheticSource:
+        self.made.append(SyntheticSource(live=True, fps=self.fps, paced=True, width=64, height=48, text=False))
+        return self.made[-1]
+
 def write_test_video(
     path: str | Path,
     frames: int | Iterable[np.ndarray],
