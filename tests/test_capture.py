@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_
 from edged.capture.pacing import Pacer, jittered
 from edged.observability.metrics import Metrics
 from edged.types import Frame
+from tests._edged import wait_until
 from tests.support.sources import (
     LiveSources,
     SyntheticSource,
@@ -33,13 +35,7 @@ def sample(metrics: Metrics, name: str, cam: str = "cam", **labels: str) -> floa
     return float(value or 0.0)
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+wait_for = functools.partial(wait_until, timeout=5.0, step=0.01)
 
 
 def drain(cam: CameraCapture, timeout_s: float = 5.0) -> list[Frame]:

@@ -3,9 +3,10 @@ its lifetime and its liveness check. Real video files through OpenCV, real threa
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +14,10 @@ import pytest
 from edged.capture import CameraCapture, make_source
 from edged.capture.watcher import WATCHER, CaptureWatcher
 from edged.observability.metrics import Metrics
+from tests._edged import wait_until
 from tests.support.sources import LiveSources, SyntheticSource, write_test_video
 
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+wait_for = functools.partial(wait_until, timeout=5.0, step=0.01)
 
 
 def thread_names() -> list[str]:
@@ -84,7 +79,7 @@ def test_n_cameras_run_on_n_threads_and_one_watcher_which_reopens_a_stalled_one(
         consume()
         return len(made) >= 2 and dark.state == "streaming"
 
-    assert wait_for(reopened, 5.0)
+    assert wait_for(reopened)
     assert "no frame for 0.3 s (stalled, reader left)" in (dark.last_error or "")
     assert metrics.registry.get_sample_value("edged_source_errors_total", {"camera": "thr-dark"}) == 1
     # The stuck thread is still in read() and owns its source; the camera runs on its replacement.
