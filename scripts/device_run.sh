@@ -63,10 +63,14 @@ case $step in
     [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
       --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5
     for chain in ${CHAINS:-det ocr}; do
-      timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config configs/examples/gpu.yaml \
+      timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
         --video samples/plates-1080.avi --cameras ${CAMS:-1 4 16} --chain "$chain" --json "$OUT/run.json" \
         "${prof[@]}" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
     done
     [ -n "${PROFILE:-}" ] && (cd /tmp/edged-bench && tar czf "$OUT/prof.tgz" prof-* metrics-* ./*.log) ;;
+  explore)  # EXPLORE=script (carried with its folder): an exploration, not a product figure
+    [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
+      --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5
+    timeout "${LIMIT:-280}" python3 "$EXPLORE" samples/plates-1080.avi 2>&1 | grep -v "plugin EP" | tee "$OUT/explore.log" ;;
   *) echo "part staged" ;;
 esac

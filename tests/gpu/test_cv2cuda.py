@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.preprocess.cpu import preprocess_crops, preprocess_frame
-from edged.preprocess.spec import PreprocessSpec
+from edged.preprocess.cpu import preprocess_crops, preprocess_frame, render_rows
+from edged.preprocess.spec import PreprocessSpec, plan_crops
 from edged.types import Frame
 from tests.gpu._helpers import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr
 from tests.gpu.test_kernel import SPECS as KERNEL_SPECS
@@ -67,3 +67,30 @@ def test_cv2cuda_crops_close_to_reference(cvpre: Any) -> None:
     p99 = float(np.percentile(d, 99))
     print(f"cv2cuda crops: mean {d.mean():.3f} levels, p99 {p99:.3f}, max {d.max():.1f}")
     assert d.mean() <= 1.5 and p99 <= 12.0
+
+
+def test_cv2cuda_rows_of_one_frame_and_of_several(cvpre: Any) -> None:
+    """`rows()` with one camera's crops goes through cv2.cuda; rows of two frames (and padding rows)
+    take the fused kernel. Both against the CPU reference's render_rows, with the zero padding row."""
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    spec = KERNEL_SPECS["fixed_height"]
+    image = np.ascontiguousarray(np.concatenate([astronaut_bgr(), astronaut_bgr()], axis=1))
+    other = np.ascontiguousarray(astronaut_bgr()[::-1])
+    quads = _quads(*image.shape[:2])
+    plans = plan_crops(spec, quads)
+    first, second = Frame("cv", 5, image), Frame("cv2", 6, other)
+    one = [(first, p) for p in plans]
+    two = [(first, plans[0]), (second, plan_crops(spec, _quads(*other.shape[:2]))[1])]
+    lane = GpuLane("rows")
+    with gpu_thread():
+        got_one = cvpre.rows(one, spec, lane=lane).to_host(lane=lane)
+        got_two = cvpre.rows(two, spec, rows=3, lane=lane).to_host(lane=lane)
+    for label, got, items in (("one frame", got_one, one), ("two frames", got_two, two)):
+        ref = render_rows([(f.image, p, f.fmt) for f, p in items], spec, rows=got.shape[0])
+        d = level_diff(got[: len(items)], ref[: len(items)], spec)
+        p99 = float(np.percentile(d, 99))
+        print(f"cv2cuda rows ({label}): mean {d.mean():.3f} levels, p99 {p99:.3f}, max {d.max():.1f}")
+        assert d.mean() <= 1.5 and p99 <= 12.0
+    assert got_one.shape[0] == len(plans)
+    assert got_two.shape[0] == 3 and not got_two[2].any()  # the padding row
