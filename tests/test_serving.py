@@ -138,6 +138,30 @@ def test_a_frame_the_server_cannot_take_fails_alone_and_a_closed_server_refuses(
         det.submit_frame(Frame("gate", 2, text_frame("OK", 2)), lambda rows, err: None)
 
 
+class StagingFails(CpuPreprocessor):
+    """A preprocessor whose ahead-of-time staging fails (as a GPU one would with no page-locked
+    memory left); its real work (CPU preprocessing) is untouched."""
+
+    def stage(self, frame: Frame) -> None:
+        raise MemoryError("no page-locked memory left")
+
+
+def test_a_frame_that_cannot_be_staged_is_still_read_and_the_failure_logged_once(
+    ocr_engines: dict[str, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    det = serve("ppocr_det", ocr_engines["ppocr_det"], preprocessor=StagingFails())
+    rec = serve("ppocr_rec", ocr_engines["ppocr_rec"])
+    cam = det_rec_cameras(det, rec, ["gate"])["gate"]
+    try:
+        got = cam.run([text_frame("OK", 0), text_frame("OK", 1)])
+    finally:
+        det.close()
+        rec.close()
+    assert reads_by_frame(got) == [(0, ["OK0"]), (1, ["OK1"])] and cam.failed == []
+    warned = [r for r in caplog.records if "staging a frame failed" in r.getMessage()]
+    assert len(warned) == 1 and "no page-locked memory left" in warned[0].getMessage()
+
+
 def test_close_serves_what_is_queued_first(ocr_engines: dict[str, Engine]) -> None:
     det = serve("ppocr_det", ocr_engines["ppocr_det"], max_batch=1)
     answers: list[tuple[int, str | None]] = []

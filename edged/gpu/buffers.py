@@ -156,11 +156,18 @@ class BufferPool:
 
 class PinnedStaging:
     """A page-locked host buffer for async uploads, with an event so it is never overwritten while a
-    previous copy from it may still be pending on its stream."""
+    previous copy from it may still be pending on its stream.
+
+    Two halves so the host copy can run on another thread than the upload: `fill` copies into the
+    buffer and remembers a tag (a frame's identity), `send` starts the async copy to the device. The
+    lock makes fill and send of one buffer atomic against each other; `upload` is both in one call."""
 
     def __init__(self, nbytes: int = 0) -> None:
         self._buf: np.ndarray | None = None
         self._event: Any = None
+        self._filled = 0  # bytes of the last fill
+        self.tag: Hashable | None = None
+        self.lock = threading.Lock()
         if nbytes:
             self._ensure(nbytes)
 
@@ -176,17 +183,30 @@ class PinnedStaging:
         if self._event is not None:
             self._event.synchronize()
 
+    def fill(self, host: np.ndarray, tag: Hashable | None = None) -> None:
+        """Copy `host` into the buffer (after any pending copy from it has finished). Needs the CUDA
+        context current (the event and a first allocation do)."""
+        src = np.ascontiguousarray(host)
+        with self.lock:
+            buf = self._ensure(src.nbytes)
+            self.wait()
+            np.copyto(buf[: src.nbytes], src.reshape(-1).view(np.uint8))
+            self._filled, self.tag = src.nbytes, tag
+
+    def send(self, dst_ptr: int, stream: Any, tag: Hashable | None = None) -> int:
+        """Start the copy of the last fill to `dst_ptr` on `stream`; with a tag, only if the last fill
+        carried it (returns 0 otherwise). Returns the byte count."""
+        with self.lock:
+            if self._buf is None or (tag is not None and tag != self.tag):
+                return 0
+            cuda = _driver()
+            cuda.memcpy_htod_async(dst_ptr, self._buf[: self._filled], stream)
+            if self._event is None:
+                self._event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+            self._event.record(stream)
+            return self._filled
+
     def upload(self, host: np.ndarray, dst_ptr: int, stream: Any) -> int:
         """host -> pinned -> device (async on `stream`). Returns the byte count."""
-        src = np.ascontiguousarray(host)
-        n = src.nbytes
-        buf = self._ensure(n)
-        self.wait()
-        staged = buf[:n]
-        np.copyto(staged, src.reshape(-1).view(np.uint8))
-        cuda = _driver()
-        cuda.memcpy_htod_async(dst_ptr, staged, stream)
-        if self._event is None:
-            self._event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
-        self._event.record(stream)
-        return n
+        self.fill(host)
+        return self.send(dst_ptr, stream)

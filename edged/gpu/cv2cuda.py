@@ -72,6 +72,9 @@ class Cv2CudaPreprocessor:
             self._mats[key] = mat
         return mat
 
+    def stage(self, frame: Frame) -> None:
+        self.base.stage(frame)
+
     def frame(
         self, frame: Frame, spec: PreprocessSpec, lane: GpuLane | None = None
     ) -> tuple[DeviceTensor, Plan]:

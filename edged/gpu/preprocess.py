@@ -83,7 +83,7 @@ class GpuPreprocessor:
         self.pool = pool or BufferPool()
         self._lock = threading.Lock()
         self._pipes: dict[str, GpuLane] = {}
-        self._frame_staging: dict[str, PinnedStaging] = {}
+        self._frame_staging: dict[tuple[str, int], PinnedStaging] = {}  # per (camera, slot)
         self._param_staging: dict[str, PinnedStaging] = {}
         self._last_items: dict[tuple[str, str, PreprocessSpec], tuple[int, bytes]] = {}
         # (camera, slot) -> (seq, id(image), image). Two slots per camera so a pipeline that overlaps
@@ -117,14 +117,16 @@ class GpuPreprocessor:
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
             pipe.stream.wait_for_event(self._uploaded[slot])  # uploaded on another lane: may be in flight
             return cached[2]
-        host = np.ascontiguousarray(frame.image)
-        if host.dtype != np.uint8:
-            raise TypeError(f"camera {frame.camera}: frames must be uint8, got {host.dtype}")
-        h, w = host.shape[:2]
-        c = 1 if host.ndim == 2 else int(host.shape[2])
-        buf = self.pool.get((frame.camera, "frame", slot[1]), host.nbytes)
-        staging = self._frame_staging.setdefault(frame.camera, PinnedStaging())
-        pipe.count_h2d(staging.upload(host, int(buf), pipe.copy_stream))
+        h, w = frame.image.shape[:2]
+        c = 1 if frame.image.ndim == 2 else int(frame.image.shape[2])
+        buf = self.pool.get((frame.camera, "frame", slot[1]), h * w * c)
+        staging = self._slot_staging(slot)
+        tag = (frame.seq, id(frame.image))
+        sent = staging.send(int(buf), pipe.copy_stream, tag)  # staged ahead by the submitting thread
+        if not sent:
+            staging.fill(self._host(frame), tag)
+            sent = staging.send(int(buf), pipe.copy_stream, tag)
+        pipe.count_h2d(sent)
         done = self._uploaded.get(slot)
         if done is None:
             cuda = _driver()
@@ -134,6 +136,28 @@ class GpuPreprocessor:
         img = DeviceImage(int(buf), w, h, w * c, c, owner=buf)
         self._cache[slot] = (frame.seq, id(frame.image), img)
         return img
+
+    def stage(self, frame: Frame) -> None:
+        """Copy a host frame into its slot's page-locked buffer now, on the calling thread (a camera's,
+        when a model server takes the frame), so the server's thread only starts the upload. Host
+        copies of many cameras then run in parallel instead of one after another on the server."""
+        if frame.on_device or frame.image.dtype != np.uint8:
+            return  # device frames need no upload; a bad frame fails in source(), on its own request
+        staging, tag = self._slot_staging((frame.camera, frame.seq % 2)), (frame.seq, id(frame.image))
+        if staging.tag != tag:  # crops of a frame the detector already took: staged once
+            with gpu_thread():
+                staging.fill(frame.image, tag)
+
+    def _slot_staging(self, slot: tuple[str, int]) -> PinnedStaging:
+        with self._lock:
+            return self._frame_staging.setdefault(slot, PinnedStaging())
+
+    @staticmethod
+    def _host(frame: Frame) -> np.ndarray:
+        host = np.ascontiguousarray(frame.image)
+        if host.dtype != np.uint8:
+            raise TypeError(f"camera {frame.camera}: frames must be uint8, got {host.dtype}")
+        return host
 
     # -- Preprocessor protocol -------------------------------------------------------------------
     def frame(
@@ -237,4 +261,3 @@ class GpuPreprocessor:
         if total > n:
             _driver().memset_d8_async(int(out) + n * row_bytes, 0, (total - n) * row_bytes, pipe.stream)
         return DeviceTensor(int(out), shape, dtype, owner=out, stream=pipe.stream)
-

@@ -24,6 +24,11 @@ class Preprocessor(Protocol):
 
     name: str
 
+    def stage(self, frame: Frame) -> None:
+        """Work for `frame` that can run ahead, on the submitting thread (a GPU implementation copies a
+        host frame into page-locked memory there); nothing on the CPU."""
+        ...
+
     def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[Any, Plan]: ...
 
     def crops(
@@ -42,6 +47,9 @@ class CpuPreprocessor:
     """The reference implementation on host memory (OpenCV); it has no use for a GPU lane."""
 
     name = "cpu"
+
+    def stage(self, frame: Frame) -> None:
+        pass
 
     def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[np.ndarray, Plan]:
         return preprocess_frame(_host(frame), spec, frame.fmt)

@@ -75,6 +75,7 @@ class ModelServer:
         self.on_batch = on_batch  # (rows, padded rows, seconds the oldest waited) for metrics
         self.state: State = "loading"
         self.failure = ""
+        self._stage_failed = False  # logged once: staging is only a speed-up
         self.warmed = 0
         self.batches = 0
         self.rows = 0
@@ -306,10 +307,21 @@ class ModelServer:
     def _put(self, frame: Frame, plans: list[Plan], deliver: Deliver) -> None:
         if self.state != "serving":
             raise ServerClosed(f"model {self.name} is {self.state}")
+        self._stage(frame)
         ticket = Ticket(len(plans), deliver, frame.camera)
         now = time.perf_counter()
         rows = [Row(frame, p, ticket, i, (p.out_w, p.out_h), now) for i, p in enumerate(plans)]
         self._queue.put_many(rows)
+
+    def _stage(self, frame: Frame) -> None:
+        # The frame's host-side upload work, on the submitting camera's thread. Only a speed-up: if it
+        # fails, the server's thread uploads the frame itself, and a real fault fails that request.
+        try:
+            self.preprocessor.stage(frame)
+        except Exception as e:
+            if not self._stage_failed:
+                self._stage_failed = True
+                log.warning("model %s: staging a frame failed (%s); uploads stay on its thread", self.name, e)
 
     def _expect_more(self, batch: list[Row]) -> bool:
         """Wait for more only while some attached camera has nothing in this batch yet."""

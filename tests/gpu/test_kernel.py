@@ -299,3 +299,33 @@ def test_make_preprocessor_picks_kernel(gpu: Any) -> None:
     assert isinstance(make_preprocessor("auto"), GpuPreprocessor)
     assert make_preprocessor("kernel") is make_preprocessor("auto")  # one shared instance (upload cache)
     assert isinstance(make_preprocessor("cpu"), CpuPreprocessor)
+
+
+def test_frames_staged_on_a_camera_thread_upload_what_was_staged(pre: Any) -> None:
+    """`stage()` copies a host frame into its slot's page-locked buffer on the calling thread (as a
+    camera thread does when it submits); the server's thread then only starts the upload. Proof that
+    the staged copy is what goes up: the host image is blanked after staging and still reads as itself.
+    The next frame into the same slot (staged over the first) and a frame nobody staged also read right."""
+    import threading
+
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    spec = SPECS["yolo_letterbox"]
+    images = [textured(720, 1280, seed=31 + i) for i in range(3)]
+    refs = [preprocess_frame(img, spec)[0] for img in images]
+    frames = [Frame("staged", seq, img.copy()) for seq, img in zip((0, 2, 4), images, strict=True)]
+    pipe = GpuLane("staged")
+    plan = plan_frame(spec, 1280, 720)
+    got = []
+    for i, frame in enumerate(frames):
+        if i < 2:  # the third is not staged: the server's thread copies it itself
+            t = threading.Thread(target=pre.stage, args=(frame,))
+            t.start()
+            t.join()
+            frame.image[:] = 0  # what was staged must go up, not what the host array holds now
+        with gpu_thread():
+            got.append(pre.rows([(frame, plan)], spec, lane=pipe).to_host(lane=pipe))
+    for i, ref in enumerate(refs):
+        assert level_diff(got[i], ref, spec).max() <= 1.0, f"frame {i} did not read as itself"
+    assert level_diff(got[1], refs[0], spec).max() > 10.0  # the frames differ: the check can fail
+    assert pipe.h2d >= sum(img.nbytes for img in images)
