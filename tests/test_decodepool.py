@@ -17,7 +17,7 @@ import pytest
 from edged.infer.base import Engine
 from edged.models import build_decoder, get_decoder
 from edged.preprocess import CpuPreprocessor, plan_frame
-from edged.serving.decodepool import DecodePool
+from edged.serving.decodepool import DEPTH, DecodePool, rows_per_task
 from edged.types import Frame
 from tests._chain import text_frame
 
@@ -54,6 +54,35 @@ def test_workers_decode_exactly_what_one_thread_does(batch: tuple) -> None:
         pool.close()
 
 
+def test_two_batches_in_the_workers_at_once_come_back_in_order(batch: tuple) -> None:
+    """submit() returns at once: a second batch goes out (into the other shared block) before the first
+    is collected, and each comes back as in-thread decoding gives it; on_done fires once per batch."""
+    outputs, plans = batch
+    decoder = build_decoder("ppocr_det", {})
+    second = {k: np.ascontiguousarray(v[::-1]) for k, v in outputs.items()}  # other rows, other order
+    want = [boxes(decoder.decode(outputs, plans)), boxes(decoder.decode(second, plans[::-1]))]
+    assert want[0] != want[1]
+    pool = DecodePool(decoder, workers=2)
+    done: list[int] = []
+    try:
+        for _ in range(2):  # both shared blocks reused
+            assert DEPTH == 2
+            first = pool.submit(outputs, plans, lambda: done.append(1))
+            other = pool.submit(second, plans[::-1], lambda: done.append(2))
+            assert [boxes(first.result()), boxes(other.result())] == want
+        assert sorted(done) == [1, 1, 2, 2] and pool.broken is None
+    finally:
+        pool.close()
+
+
+def test_a_task_holds_enough_rows_to_pay_for_its_hand_off() -> None:
+    full_hd_map = 1088 * 1920  # bytes of one 1080p detector map reduced to bytes on the GPU
+    assert rows_per_task(16, 8, full_hd_map) == 2  # every worker busy
+    assert rows_per_task(16, 8, 320 * 240 * 4) == 4  # small float maps: fewer, bigger tasks
+    assert rows_per_task(3, 8, 64) == 3  # tiny outputs: one task
+    assert rows_per_task(1, 8, 0) == 1
+
+
 def test_a_killed_worker_falls_back_to_in_thread_decoding(
     batch: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -79,14 +108,14 @@ def test_a_killed_worker_falls_back_to_in_thread_decoding(
 CHILD = """
 import os, signal, sys, time
 import numpy as np
-from edged.serving.decodepool import DecodePool
+from edged.serving.decodepool import DEPTH, DecodePool, rows_per_task
 from edged.models import build_decoder
 from edged.preprocess.spec import PreprocessSpec, plan_frame
 
 if __name__ == "__main__":
     pool = DecodePool(build_decoder("ppocr_det", {}), workers=2)
     plans = [plan_frame(PreprocessSpec(resize="stretch", size=(64, 32)), 64, 32)] * 8
-    pool.decode({"x": np.zeros((8, 1, 32, 64), np.float32)}, plans)  # starts the workers
+    pool.start()  # every worker now
     print(" ".join(str(p) for p in pool._pool._processes), flush=True)
     sys.stdin.readline()  # the test signals the workers, then lets us decode again
     found = pool.decode({"x": np.zeros((8, 1, 32, 64), np.float32)}, plans)

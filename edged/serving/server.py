@@ -12,8 +12,8 @@ Threads (two per model, whatever the number of cameras):
                  at construction too) to the preprocessing and the download, so all of a batch runs
                  in the order of one stream; engines need no locks: they have exactly one caller;
   decode thread  waits for batch k's download and decodes it while batch k+1 is on the engine (or
-                 spreads it over `decode_workers` processes), then hands every request its rows back
-                 through its callback.
+                 spreads it over `decode_workers` processes, two batches at once), then hands every
+                 request its rows back through its callback, in batch order (edged.serving.decoding).
 
 Callbacks run on the decode thread and must be light (a camera's filter, tracker, the next stage's
 submit, the sink). A batch that fails is retried request by request, so a request that breaks the
@@ -24,7 +24,6 @@ batching across cameras cannot change what a camera reads.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,12 +37,12 @@ from edged.infer.base import Engine
 from edged.models.base import Decoder
 from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.preprocess.spec import Plan, _scale_homography
-from edged.serving.decodepool import DecodePool
+from edged.serving.decoding import Decoding
 from edged.serving.outputs import run_engine
 from edged.serving.queue import BatchQueue, ServerClosed
 from edged.serving.requests import Deliver, Job, Row, Ticket, Updater
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan, region_plan
-from edged.types import Detection, Frame
+from edged.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ class ModelServer:
         self._clients: dict[str, int] = {}
         self._clients_lock = threading.Lock()
         self._queue: BatchQueue[Row] = BatchQueue()
-        self._decode: queue.Queue[Job | None] = queue.Queue(2)
-        self._pool = DecodePool(decoder, decode_workers) if decode_workers > 0 else None
+        self._decoding = Decoding(name, decoder, decode_workers)
         self._host_buffers: Any = None  # page-locked download buffers, when the engine runs on a GPU
         if lane is not None:
             from edged.gpu.transfer import HostBuffers
@@ -107,22 +105,13 @@ class ModelServer:
         """Warm every declared shape, then serve. Raises what the engine raises on a shape it cannot run."""
         self.state = "warming"
         sample = self.warm_up(progress)
-        # Decoding warmed too (imports, lookup tables), in every decode worker or else in this process: cold,
-        # each worker's first batch took ~0.3 s on an H200 machine (the 1-camera run's p99).
-        # (Not both: decoding in this process would start OpenCV's own thread pool here for nothing.)
-        try:
-            if self._pool is not None:
-                self._pool.start(sample)
-            elif sample is not None:
-                self.decoder.decode(*sample)
-        except Exception as e:  # the model's outputs do not fit its kind: say so at load, not per frame
-            raise RuntimeError(f"the {self.decoder.kind} decoder cannot decode its outputs: {e}") from e
+        self._decoding.warm(sample)
         self._threads = [
             threading.Thread(
                 target=self._guard, args=(self._batch_loop,), name=f"model-{self.name}", daemon=True
             ),
             threading.Thread(
-                target=self._guard, args=(self._decode_loop,), name=f"model-{self.name}-decode", daemon=True
+                target=self._guard, args=(self._decoding.loop,), name=f"model-{self.name}-decode", daemon=True
             ),
         ]
         for t in self._threads:
@@ -241,8 +230,7 @@ class ModelServer:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self._pool is not None:
-            self._pool.close()
+        self._decoding.close()
         self.state = "closed"
         if self.updater is not None:
             self.updater.close()
@@ -267,7 +255,7 @@ class ModelServer:
             "batches": self.batches,
             "rows": self.rows,
             "padded_rows": self.padded,
-            "decode_workers": self._pool.workers if self._pool is not None else 0,
+            "decode_workers": self._decoding.workers,
             "engine": f"{self.engine.info.backend}/{self.engine.info.device}",
             "swaps": self.swaps,
             **({"build": self.build.status()} if self.build is not None else {}),
@@ -347,7 +335,7 @@ class ModelServer:
             while True:
                 batch = self._queue.take(self.shapes.max_rows, self.max_wait_s, self._expect_more)
                 if batch is None:
-                    self._decode.put(None)
+                    self._decoding.put(None)
                     return
                 keep = self.shapes.rows_to_take(len(batch))
                 if keep < len(batch):  # the rest lead the next batch instead of padding this one
@@ -361,7 +349,7 @@ class ModelServer:
                 if self.updater is not None:  # the shadow check runs the candidate on the same rows
                     self.updater.after_batch(jobs)
                 for job in jobs:
-                    self._decode.put(job)
+                    self._decoding.put(job)
 
     def _run(self, batch: list[Row]) -> list[Job]:
         """One engine call for the batch; on failure, each request alone so a bad one fails alone."""
@@ -386,28 +374,3 @@ class ModelServer:
         self.rows += n
         self.padded += padded - n
         return [(batch, outputs, None)]
-
-    def _decode_loop(self) -> None:
-        decode = self._pool.decode if self._pool is not None else self.decoder.decode
-        while True:
-            job = self._decode.get()
-            if job is None:
-                return
-            batch, outputs, error = job
-            found: list[list[Detection]] = []
-            if outputs is not None:
-                try:  # waits for this batch's download only (the GIL is free meanwhile)
-                    found = decode(outputs.wait(), [r.plan for r in batch])
-                except Exception as e:
-                    error = e
-                finally:
-                    outputs.release()
-            for i, r in enumerate(batch):
-                if r.ticket.fill(r.index, None if error else found[i], error):
-                    self._deliver(r.ticket)
-
-    def _deliver(self, ticket: Ticket) -> None:
-        try:
-            ticket.deliver(None if ticket.error else ticket.results, ticket.error)
-        except Exception:  # one camera's continuation must not stop the model for the others
-            log.exception("model %s: handing results back to camera %s failed", self.name, ticket.camera)
