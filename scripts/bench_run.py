@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,20 @@ from edged.serving.loading import load_model  # noqa: E402
 
 
 def write_config(
-    base: Path, video: Path, size: tuple[int, int], cameras: int, chain: str, port: int, out: Path
+    base: Path,
+    video: Path,
+    size: tuple[int, int],
+    cameras: int,
+    chain: str,
+    port: int,
+    out: Path,
+    fp16: Sequence[str] = (),
 ) -> Path:
     raw = yaml.safe_load(base.read_text())
     models = {}
     for name, m in raw["models"].items():
+        if name in fp16:
+            m.setdefault("onnxruntime", {})["fp16"] = True
         p = Path(m["path"])
         m["path"] = str(p if p.is_absolute() else (base.parent / p).resolve())
         # What a user with known cameras declares: the detector's input size for their resolution only.
@@ -285,6 +295,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=540)
     ap.add_argument("--out", default="/tmp/edged-bench")
     ap.add_argument("--json", help="append the results here (one JSON object per camera count)")
+    ap.add_argument("--fp16", nargs="*", default=[], help="models of --config to run as their fp16 version")
     ap.add_argument(
         "--profile",
         type=float,
@@ -303,7 +314,7 @@ def main() -> int:
     )
     rows = []
     for n in a.cameras:
-        cfg_path = write_config(Path(a.config), video, (w, h), n, a.chain, a.port, out)
+        cfg_path = write_config(Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16)
         run = run_daemon(cfg_path, a.port, n * len(images), a.timeout, a.profile if n >= 16 else 0.0)
         row = summarize(run, n, len(images), truth)
         # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).
@@ -320,6 +331,7 @@ def main() -> int:
         row["vs_engines_only"] = round(row["run_fps"] / row["engines_only_fps"], 3)
         row["engine_detail"] = {**detail, "det_rows": det_rows}
         row["machine"] = {"cpus": os.cpu_count(), "video": f"{video.name} {w}x{h} x{len(images)}"}
+        row["fp16"] = list(a.fp16)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:
