@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edged.config.inference import MODEL_VERSIONS
+
 
 def model_file_problems(path: Path, labels: Path | None) -> list[tuple[str, str]]:
     """('path'|'labels', reason) when a model or labels file is missing, unreadable or not ONNX."""
     out: list[tuple[str, str]] = []
     if not path.exists():
-        how = (
-            "make it with scripts/quantize_models.py, or set onnxruntime.int8: false"
-            if path.name.endswith(".int8.onnx")
-            else "run `edged install-models` for the bundled models"
-        )
-        out.append(("path", f"model file not found: {path} ({how})"))
+        out.append(("path", f"model file not found: {path} ({_how_to_make(path)})"))
     elif not path.is_file():
         out.append(("path", f"not a file: {path}"))
     else:
@@ -40,6 +37,13 @@ def model_file_problems(path: Path, labels: Path | None) -> list[tuple[str, str]
     if labels is not None and not labels.is_file():
         out.append(("labels", f"labels file not found: {labels}"))
     return out
+
+
+def _how_to_make(path: Path) -> str:
+    for switch, (suffix, command) in MODEL_VERSIONS.items():
+        if path.name.endswith(suffix):
+            return f"make it with {command}, or set onnxruntime.{switch}: false"
+    return "run `edged install-models` for the bundled models"
 
 
 def _looks_like_onnx(head: bytes) -> bool:

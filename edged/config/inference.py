@@ -6,10 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.config.base import EdgedModel
 from edged.preprocess.spec import PreprocessSpec
+
+# The versions of a model that scripts/quantize_models.py writes beside it (edged.infer.quantize, which
+# names the same suffixes), by the onnxruntime switch that loads them: (file name suffix, the command
+# that makes the file).
+MODEL_VERSIONS: dict[str, tuple[str, str]] = {
+    "int8": (".int8.onnx", "scripts/quantize_models.py"),
+    "fp16": (".fp16.onnx", "scripts/quantize_models.py --fp16"),
+}
 
 
 class PreprocessConfig(EdgedModel):
@@ -80,6 +88,16 @@ class OnnxRuntimeConfig(EdgedModel):
         False,
         description="Load the int8 version of the model (static QDQ, `<name>.int8.onnx` beside `path`, made by scripts/quantize_models.py) instead of `path`: faster on CPUs. Measured for the PP-OCR detector (same strings on the sample, docs/benchmarks.md); the recognizer's int8 version misread a plate, so it is not used.",
     )
+    fp16: bool = Field(
+        False,
+        description="Load the fp16 version of the model (`<name>.fp16.onnx` beside `path`, made by "
+        "`scripts/quantize_models.py --fp16`) instead of `path`: for ONNX Runtime's CUDA provider only (on "
+        "a CPU it runs, slower than fp32; TensorRT has its own `tensorrt.precision`). Inputs and outputs "
+        "stay float32, so preprocessing is unchanged; spatial means stay float32 (in fp16 they overflow "
+        "at 1080p: NaN). Measured for the PP-OCR detector on an H200 (2026-11-30): 271 vs 208 engine "
+        "calls/s at 1 row of 1088x1920; `edged run` (16 1080p cameras, OCR chain) 233 vs 193 frames/s, every "
+        "plate read as with fp32 (docs/benchmarks.md).",
+    )
     tf32: bool = Field(
         True,
         description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
@@ -94,6 +112,15 @@ class OnnxRuntimeConfig(EdgedModel):
         "an H200 engines-only, slightly slower for the recognizer; not measured in `edged run` yet: "
         "docs/benchmarks.md).",
     )
+
+    @model_validator(mode="after")
+    def _one_version(self) -> OnnxRuntimeConfig:
+        if self.int8 and self.fp16:
+            raise ValueError(
+                "int8 and fp16 are both true: a model loads one version of its file (int8 for CPUs, fp16 "
+                "for the CUDA provider); set one of them to false"
+            )
+        return self
 
 
 class TensorRTConfig(EdgedModel):
@@ -208,5 +235,8 @@ class ModelConfig(EdgedModel):
 
     @property
     def model_file(self) -> Path:
-        """The file the engine loads: `path`, or its int8 version with onnxruntime.int8."""
-        return self.path.with_name(self.path.stem + ".int8.onnx") if self.onnxruntime.int8 else self.path
+        """The file the engine loads: `path`, or its int8 or fp16 version (onnxruntime.int8, .fp16)."""
+        for switch, (suffix, _) in MODEL_VERSIONS.items():
+            if getattr(self.onnxruntime, switch):
+                return self.path.with_name(self.path.stem + suffix)
+        return self.path

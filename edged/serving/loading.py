@@ -116,6 +116,17 @@ def load_model(
         )
         open_version = _version_opener(name, m, options, labels, lane)
         engine, decoder, build = open_version(m.model_file)
+        if m.onnxruntime.fp16 and "CUDAExecutionProvider" not in engine.info.providers:
+            # Not an error: it runs (the CPU provider upcasts float16), only slower than the float32 model.
+            log.warning(
+                "model %s: onnxruntime.fp16 is meant for ONNX Runtime's CUDA provider, but %s runs on %s "
+                "(%s), where it gains nothing (on a CPU it is slower than the float32 model); set "
+                "onnxruntime.fp16: false",
+                name,
+                m.model_file.name,
+                engine.info.device,
+                ", ".join(engine.info.providers) or engine.info.backend,
+            )
         if metrics is not None:
             metrics.engine_info.labels(name).info(
                 {
