@@ -282,6 +282,7 @@ def test_worker_threads_with_own_pipelines(pre: Any) -> None:
         with gpu_thread():
             tensor, _ = pre.frame(Frame(f"thread{i}", 0, images[i]), spec, lane=pipe)
             got = tensor.to_host(lane=pipe)
+            del tensor  # it holds the lane's stream: released here, where the context is current
         pipe.close()
         ref, _ = preprocess_frame(images[i], spec)
         return float(level_diff(got, ref, spec).max())
