@@ -322,3 +322,37 @@ def test_batch_mismatch_and_unknown_param_are_errors() -> None:
         dec.decode({"o": np.zeros((2, 2), np.float32)}, _crop_plans(dec.default_preprocess, 1))
     with pytest.raises(ValueError, match="conf_treshold"):
         build_decoder("yolo", {"conf_treshold": 0.5})
+
+
+@pytest.mark.parametrize("thresh", [0.3, 76 / 255, 77 / 255, 0.0, 1.0])
+def test_byte_map_threshold_is_numpys_compare(thresh: float) -> None:
+    """OpenCV thresholds bytes at floor(thresh): the same pixels as `prob > thresh`, at and between
+    integer levels; with and without the 2x2 dilation."""
+    from edged.models.db import db_bitmap
+
+    prob = np.random.default_rng(3).integers(0, 256, (97, 131), dtype=np.uint8)
+    for dilate in (False, True):
+        want = (prob > thresh * 255).astype(np.uint8)
+        if dilate:
+            want = cv2.dilate(want, np.ones((2, 2), np.uint8))
+        assert np.array_equal(db_bitmap(prob, thresh * 255, dilate), want)
+
+
+def test_specks_are_not_boxes_and_a_real_region_still_is() -> None:
+    """Single-pixel and line contours are skipped before their rectangles are measured; a text-sized
+    region among them is found as before."""
+    from edged.models.db import db_bitmap, db_boxes
+
+    prob = np.zeros((200, 300), np.uint8)
+    prob[::7, ::9] = 255  # specks: one-pixel contours
+    prob[50, 100:160] = 255  # a one-pixel line
+    prob[120:140, 40:200] = 230  # a text line
+    bitmap = db_bitmap(prob, 0.3 * 255, use_dilation=False)
+    quads, scores = db_boxes(
+        prob, bitmap, box_thresh=0.5, unclip_ratio=1.6, max_candidates=1000, min_size=3, score_mode="fast",
+        unit=255.0,
+    )  # fmt: skip
+    assert len(quads) == 1 and scores[0] > 0.8
+    x0, y0 = quads[0].min(axis=0)
+    x1, y1 = quads[0].max(axis=0)
+    assert x0 < 40 < 200 < x1 and y0 < 120 < 140 < y1

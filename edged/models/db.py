@@ -23,7 +23,12 @@ def _cv2() -> Any:
 
 def db_bitmap(prob: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray:
     """HxW probability map (float, or bytes with `thresh` scaled to match) -> HxW uint8 {0, 1} mask."""
-    mask = (prob > thresh).astype(np.uint8)
+    if prob.dtype == np.uint8:
+        # OpenCV compares bytes with floor(thresh), the same as `prob > thresh` for integers, ~20x faster
+        # than numpy's compare + cast on a 1080p map (the GPU path's byte maps, one per camera frame).
+        mask = _cv2().threshold(np.ascontiguousarray(prob), thresh, 1, _cv2().THRESH_BINARY)[1]
+    else:
+        mask = (prob > thresh).astype(np.uint8)
     if use_dilation:
         mask = _cv2().dilate(mask, np.ones((2, 2), dtype=np.uint8))
     return mask
@@ -103,10 +108,13 @@ def db_boxes(
     side < min_size + 2. `unit`: what probability 1 is in `prob` (255 for a byte map).
     """
     cv2 = _cv2()
-    contours, _ = cv2.findContours(bitmap * 255, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2:]
+    # Any non-zero pixel is foreground to findContours (rapidocr's `bitmap * 255` changes nothing).
+    contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2:]
     quads: list[np.ndarray] = []
     scores: list[float] = []
     for contour in contours[:max_candidates]:
+        if len(contour) < 3 and min_size > 0:
+            continue  # a point or a line: its rectangle's short side is 0 (most contours of a noisy map)
         rect = cv2.minAreaRect(contour)
         if min(rect[1]) < min_size:
             continue
