@@ -2,8 +2,8 @@
 
 Per frame: a host frame is uploaded once (pinned staging, async on the caller's lane; the copy into
 page-locked memory runs ahead on the submitting camera's thread, `stage`: two page-locked buffers per
-camera, one per frame slot) and the device
-copy is cached by (camera, seq), so the detector and every crop batch of that frame reuse it; a device
+camera, one per frame slot) and the device copy is cached by (camera, seq), so the detector and every
+crop batch of that frame reuse it; a device
 frame (jetson-utils cudaImage, CuPy, torch: anything with `__cuda_array_interface__`) is read in place.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
 `DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
