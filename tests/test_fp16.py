@@ -14,20 +14,16 @@ import numpy as np
 import pytest
 
 from edged.config import ConfigError, load_config
-from edged.config.cameras import CameraConfig
 from edged.config.inference import ModelConfig
 from edged.demo.sample import make_sample
-from edged.demo.truth import read_video, result_texts
+from edged.demo.truth import read_video
 from edged.infer import create_engine
 from edged.infer.quantize import FP16_KEEP_FP32, convert_fp16, fp16_path
-from edged.pipeline.flow import run_frames
-from edged.pipeline.runner import build_stages
 from edged.serving.loading import load_model
 from edged.types import Frame
 from tests._paths import need_models
+from tests._versions import DET, reads_per_detector
 
-DET = {"kind": "ppocr_det", "preprocess": {"limit_side": 480, "limit_type": "max"}}
-CHAIN = [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}]
 FLOAT = "PP-OCRv6_det_small.onnx"
 
 
@@ -96,19 +92,8 @@ def test_fp16_detector_reads_the_same_plates_as_the_float_one(
     assert float(np.abs(prob[1] - prob[0]).max()) < 0.02  # 0.005 measured; the CPU provider upcasts
     assert float(np.mean((prob[1] > 0.3) != (prob[0] > 0.3))) < 1e-3  # the decoder's bitmap threshold
 
-    rec = load_model(
-        "text_rec",
-        ModelConfig.model_validate({"path": models / "PP-OCRv6_rec_small.onnx", "kind": "ppocr_rec"}),
-    )
-    cam = CameraConfig.model_validate({"source": "file://x", "chain": CHAIN})
-    checked = list(range(1, 24, 3))
-    reads = []
-    for d in (float_det, half_det):
-        stages = build_stages(cam, {"text_det": d, "text_rec": rec})
-        results, failed = run_frames("t", stages, (Frame("t", i, frames[i]) for i in checked))
-        assert not failed
-        reads.append([result_texts(r) for r in results])
-    for lm in (float_det, half_det, rec):
+    reads = reads_per_detector([float_det, half_det], models, frames, list(range(1, 24, 3)))
+    for lm in (float_det, half_det):
         lm.close()
     assert sum(1 for r in reads[0] if r) >= 6  # the float chain reads plates on these frames
     assert reads[1] == reads[0]

@@ -8,21 +8,17 @@ from pathlib import Path
 import pytest
 
 from edged.config import ConfigError, load_config
-from edged.config.cameras import CameraConfig
 from edged.config.inference import ModelConfig
 from edged.demo.sample import make_sample
-from edged.demo.truth import read_video, result_texts
+from edged.demo.truth import read_video
 from edged.infer.quantize import int8_path, quantize_qdq
-from edged.pipeline.flow import run_frames
-from edged.pipeline.runner import build_stages
 from edged.serving.loading import load_model
 from edged.types import Frame
 from tests._paths import need_models
+from tests._versions import DET, reads_per_detector
 
 pytest.importorskip("onnx")  # a dev dependency: making int8 models is a build-time step
 
-DET = {"kind": "ppocr_det", "preprocess": {"limit_side": 480, "limit_type": "max"}}
-CHAIN = [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}]
 
 
 def test_int8_detector_reads_the_same_plates_as_the_float_one(tmp_path: Path) -> None:
@@ -37,21 +33,11 @@ def test_int8_detector_reads_the_same_plates_as_the_float_one(tmp_path: Path) ->
     quantize_qdq(det, int8_path(det), float_det.engine.inputs[0].name, calib)
     assert int8_path(det).stat().st_size < 0.5 * (models / "PP-OCRv6_det_small.onnx").stat().st_size
 
-    rec = load_model(
-        "text_rec",
-        ModelConfig.model_validate({"path": models / "PP-OCRv6_rec_small.onnx", "kind": "ppocr_rec"}),
-    )
     int8_cfg = ModelConfig.model_validate({"path": det, **DET, "onnxruntime": {"int8": True}})
     assert int8_cfg.model_file == tmp_path / "det.int8.onnx"
     int8_det = load_model("text_det", int8_cfg)
-    cam = CameraConfig.model_validate({"source": "file://x", "chain": CHAIN})
     checked = [i for i in range(1, 40, 4)]  # frames the calibration did not see
-    reads = []
-    for d in (float_det, int8_det):
-        stages = build_stages(cam, {"text_det": d, "text_rec": rec})
-        results, failed = run_frames("t", stages, (Frame("t", i, frames[i]) for i in checked))
-        assert not failed
-        reads.append([result_texts(r) for r in results])
+    reads = reads_per_detector([float_det, int8_det], models, frames, checked)
     assert sum(1 for r in reads[0] if r) >= 8  # the float chain reads plates on these frames
     assert reads[1] == reads[0]
 
