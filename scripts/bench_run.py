@@ -165,6 +165,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
     for t in readers:
         t.start()
     samples: list[tuple[float, float]] = []  # (time, frames done)
+    cpu: list[tuple[float, int, int]] = []  # (time, busy, total jiffies of the host)
     threads = 0
     spies: list[subprocess.Popen[bytes]] = []
     deadline = t_spawn + timeout_s
@@ -186,6 +187,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
                 print(f"  {done:.0f}/{expect} frames, ended={ended}", file=sys.stderr, flush=True)
                 said = time.monotonic()
             samples.append((time.monotonic(), done))
+            cpu.append((time.monotonic(), *cpu_jiffies()))
             if profile_s and not spies and done >= expect / 4:
                 spies = profile(proc.pid, profile_s, cfg.parent / f"prof-{cfg.stem}")
             threads = max(threads, threads_of(proc.pid))
@@ -215,6 +217,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
         "t_spawn": t_spawn,
         "t_ready": t_ready[0],
         "samples": samples,
+        "cpu": cpu,
         "events": events,
         "threads": threads,
         "log": log,
@@ -234,6 +237,21 @@ def poll_wait(samples: list[tuple[float, float]], expect: int) -> float:
         if n1 < target and (per_s <= 0 or (target - n1) / per_s < 0.6):
             return 0.01
     return 0.25
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole host since boot, from /proc/stat (idle and iowait are not busy)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(cpu: list[tuple[float, int, int]], t0: float, t1: float) -> float | None:
+    """The share of the host's CPU time that was busy between t0 and t1 (the samples nearest inside)."""
+    inside = [c for c in cpu if t0 <= c[0] <= t1]
+    if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+        return None
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
 
 
 def rate(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
@@ -258,6 +276,8 @@ def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[s
             for k in kids
             if k["label"]
         )
+    half = next((t for t, n in samples if n >= total / 2), t_last)
+    host_busy = busy_share(run.get("cpu", []), half, t_last)
     with_text = [i for i in range(frames) if truth[i]]
     exact = sum(reads.get((f"cam{c:02d}", i), []) == truth[i] for c in range(cameras) for i in with_text)
     same_as_first = sum(
@@ -282,6 +302,8 @@ def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[s
         "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
         "latency_p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 1) if lat else None,
         "threads": run["threads"],
+        # Whether the host's CPUs were the limit: their busy share over the steady (second) half.
+        "host_cpu_busy": host_busy if host_busy is None else round(host_busy, 3),
     }
 
 
@@ -339,14 +361,14 @@ def main() -> int:
                 f.write(json.dumps({**row, "chain": a.chain}) + "\n")
     one = next((r for r in rows if r["cameras"] == 1), None)
     print(
-        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads |"
+        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads | host CPU busy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['cameras']} | {r['startup_s']} | {r['run_fps']} | {r['steady_fps']} | {r['engines_only_fps']} | "
             f"{r['vs_engines_only']} | {r['exact_reads']}/{r['reads_possible']} | "
-            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} |"
+            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} | {r['host_cpu_busy']} |"
         )
     if one is not None:
         for r in rows:

@@ -31,3 +31,22 @@ def test_polls_finely_only_near_the_timed_points() -> None:
     assert poll_wait([(0.0, 120), (0.25, 145)], expect) == 0.25  # half passed, 0.95 s before the end
     assert poll_wait([(0.0, 170), (0.25, 195)], expect) == 0.01  # 0.45 s before the end
     assert poll_wait([(0.0, 230), (0.25, 240)], expect) == 0.25  # done: nothing left to time
+
+
+def test_host_cpu_busy_share_sees_a_busy_core() -> None:
+    """The 'host CPU busy' column: /proc/stat's busy share between two samples. One core spinning for
+    half a second shows as at least most of one core's share; the arithmetic on given samples is exact."""
+    import os
+    import time
+
+    mod = bench_run()
+    t0 = time.monotonic()
+    start = (t0, *mod.cpu_jiffies())
+    while time.monotonic() - t0 < 0.5:
+        pass
+    end = (time.monotonic(), *mod.cpu_jiffies())
+    assert 0 <= start[1] <= start[2] and end[2] > start[2]
+    share = mod.busy_share([start, end], start[0], end[0])
+    assert share is not None and 0.8 / (os.cpu_count() or 1) <= share <= 1.0
+    assert mod.busy_share([(0.0, 100, 1000), (1.0, 400, 1600), (2.0, 999, 9999)], 0.0, 1.5) == 0.5
+    assert mod.busy_share([(0.0, 100, 1000)], 0.0, 1.0) is None  # one sample: no interval
