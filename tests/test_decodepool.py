@@ -75,6 +75,29 @@ def test_two_batches_in_the_workers_at_once_come_back_in_order(batch: tuple) -> 
         pool.close()
 
 
+def test_two_batches_in_flight_when_the_workers_die_are_both_decoded(
+    batch: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers killed with two batches submitted: whichever way the pool reports it (at submit, or on
+    a batch's tasks), each batch is decoded in this thread from its own shared block, in order."""
+    outputs, plans = batch
+    decoder = build_decoder("ppocr_det", {})
+    want = boxes(decoder.decode(outputs, plans))
+    pool = DecodePool(decoder, workers=2)
+    try:
+        pool.start()
+        for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        with caplog.at_level(logging.ERROR):
+            first = pool.submit(outputs, plans)
+            second = pool.submit({k: v[:4] for k, v in outputs.items()}, plans[:4])
+            assert boxes(first.result()) == want and boxes(second.result()) == want[:4]
+        assert pool.broken is not None
+        assert sum("decode workers failed" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        pool.close()
+
+
 def test_a_task_holds_enough_rows_to_pay_for_its_hand_off() -> None:
     full_hd_map = 1088 * 1920  # bytes of one 1080p detector map reduced to bytes on the GPU
     assert rows_per_task(16, 8, full_hd_map) == 2  # every worker busy
