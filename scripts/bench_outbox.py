@@ -35,7 +35,13 @@ sys.path.insert(0, str(ROOT))
 from edged.config.schema import OutboxConfig  # noqa: E402
 from edged.publish.outbox import Outbox  # noqa: E402
 
-STORES = ["segments/interval", "sqlite-wal/normal", "sqlite-wal-1k/normal", "segments/always", "sqlite-wal/full"]
+STORES = [
+    "segments/interval",
+    "sqlite-wal/normal",
+    "sqlite-wal-1k/normal",
+    "segments/always",
+    "sqlite-wal/full",
+]
 RATE = 16 * 15  # 16 cameras at 15 fps, one event per frame (the worst case: every frame has detections)
 WINDOW = 100  # acks trail appends by the publisher's max_inflight
 
@@ -91,13 +97,27 @@ def open_store(kind: str, directory: Path) -> Store:
 def event(i: int) -> dict[str, Any]:
     """An event the size of a real one: a plate with its text, a car, a person (about 700 bytes)."""
     dets = [
-        {"label": label, "score": 0.91, "box": [412.5, 233.0, 530.25, 268.5], "class_id": k, "track_id": i % 97,
-         "children": {"text_rec": [{"label": "AB123CD", "score": 0.88, "box": [1.0, 2.0, 117.0, 34.0]}]}}
+        {
+            "label": label,
+            "score": 0.91,
+            "box": [412.5, 233.0, 530.25, 268.5],
+            "class_id": k,
+            "track_id": i % 97,
+            "children": {"text_rec": [{"label": "AB123CD", "score": 0.88, "box": [1.0, 2.0, 117.0, 34.0]}]},
+        }
         for k, label in enumerate(("plate", "car", "person"))
     ]
-    return {"schema": 1, "id": f"gate-01:cam{i % 16}:r1:{i}", "device": "gate-01", "camera": f"cam{i % 16}",
-            "seq": i, "ts": time.time(), "frame": {"width": 1920, "height": 1080}, "detections": dets,
-            "latency_ms": {"text_det": 4.1, "text_rec": 2.2}}
+    return {
+        "schema": 1,
+        "id": f"gate-01:cam{i % 16}:r1:{i}",
+        "device": "gate-01",
+        "camera": f"cam{i % 16}",
+        "seq": i,
+        "ts": time.time(),
+        "frame": {"width": 1920, "height": 1080},
+        "detections": dets,
+        "latency_ms": {"text_det": 4.1, "text_rec": 2.2},
+    }
 
 
 def write_bytes() -> int:
@@ -153,7 +173,8 @@ def worker(kind: str, what: str, directory: Path, n: int) -> dict[str, Any]:
 def child(kind: str, what: str, directory: Path, n: int) -> dict[str, Any]:
     r = subprocess.run(
         [sys.executable, __file__, "--worker", kind, what, str(directory), str(n)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if what == "kill":
         assert r.returncode == -signal.SIGKILL, r.stderr

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-env.sh
 . .venv/bin/activate
-echo "== ruff";  ruff check edged tests scripts
+echo "== ruff";  ruff check edged tests scripts && ruff format --check edged tests scripts
 echo "== mypy";  mypy
 echo "== mypy (TensorRT code against tensorrt-stubs)"; ./scripts/typecheck-tensorrt.sh
 echo "== pytest"; python -m pytest -q "$@"

@@ -266,7 +266,9 @@ def test_worker_fps_takes_every_third_frame(video: Path, metrics: Metrics, cams:
     assert [f.seq for f in frames] == list(range(10))
 
 
-def test_worker_decodes_only_the_frames_it_takes(video: Path, metrics: Metrics, cams: list[CameraCapture]) -> None:
+def test_worker_decodes_only_the_frames_it_takes(
+    video: Path, metrics: Metrics, cams: list[CameraCapture]
+) -> None:
     from edged.capture.opencv import OpenCVSource
 
     calls = {"grab": 0, "retrieve": 0}

@@ -150,7 +150,9 @@ def test_conv_algo_search_reaches_the_engine_options(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert engine_options(cfg.models["d"]).conv_algo_search == "exhaustive"
     assert engine_options(cfg.models["e"]).conv_algo_search == "heuristic"
-    bad = write(tmp_path, f"models:\n  d: {{path: {det}, kind: ppocr_det, onnxruntime: {{conv_algo_search: fast}}}}\n")
+    bad = write(
+        tmp_path, f"models:\n  d: {{path: {det}, kind: ppocr_det, onnxruntime: {{conv_algo_search: fast}}}}\n"
+    )
     got = problems(bad)
     assert len(got) == 1 and "models.d.onnxruntime.conv_algo_search" in got[0] and f"{bad}:2:" in got[0], got
 

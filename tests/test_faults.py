@@ -368,7 +368,9 @@ def test_watchdog_pings_stop_when_a_stage_hangs(tmp_path: Path) -> None:
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
     # The hang is injected by the test: edged run through tests/support/hang_run.py with the daemon's engine_wrap.
-    proc = EdgedProcess(config, env=env, module=["tests.support.hang_run", "--model", "text_det", "--after", "20"])
+    proc = EdgedProcess(
+        config, env=env, module=["tests.support.hang_run", "--model", "text_det", "--after", "20"]
+    )
     try:
         assert wait_until(lambda: "fault injection: model text_det hangs now" in proc.text(), 60), proc.text()
         t_hang = time.monotonic()

@@ -99,7 +99,9 @@ def imports(package_dir: Path) -> tuple[dict[str, Path], list[Import]]:
                     names = [f"{prefix}.{a.name}" for a in node.names]  # a submodule, or a name in prefix
             for name in names:
                 top = name.split(".")[0]
-                target = name if top == "tests" else _nearest(name, known) if top == package_dir.name else None
+                target = (
+                    name if top == "tests" else _nearest(name, known) if top == package_dir.name else None
+                )
                 if target is not None and target != module:
                     found.append(Import(module, target, path, node.lineno))
     return known, sorted(set(found), key=lambda i: (i.module, i.line, i.target))
@@ -227,7 +229,9 @@ def test_edged_imports_point_down_the_layers() -> None:
 def test_every_folder_has_a_level_and_every_level_a_folder() -> None:
     folders = {p.name for p in (ROOT / "edged").iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     listed = {part for parts in LAYERS for part in parts} - {"base"}
-    assert folders == listed, f"folders without a level: {folders - listed}; levels without a folder: {listed - folders}"
+    assert folders == listed, (
+        f"folders without a level: {folders - listed}; levels without a folder: {listed - folders}"
+    )
 
 
 def test_readme_shows_the_same_layer_order() -> None:
@@ -288,10 +292,22 @@ def test_checker_reports_upward_sideways_forbidden_and_test_imports(tmp_path: Pa
     )
     problems = check(pkg)
     text = "\n".join(problems)
-    assert "edged/gpu/lane.py:5: edged.gpu.lane imports edged.cli.util: gpu (level 7) may not import cli (level 1)" in text
-    assert "edged/publish/sink.py:1: edged.publish.sink imports edged.pipeline.flow: publish and pipeline are siblings" in text
-    assert "edged/publish/sink.py:2: edged.publish.sink imports edged.infer.base: publish may not import infer" in text
-    assert "edged/infer/base.py:1: edged.infer.base imports tests.support.broker: the package never imports test code" in text
+    assert (
+        "edged/gpu/lane.py:5: edged.gpu.lane imports edged.cli.util: gpu (level 7) may not import cli (level 1)"
+        in text
+    )
+    assert (
+        "edged/publish/sink.py:1: edged.publish.sink imports edged.pipeline.flow: publish and pipeline are siblings"
+        in text
+    )
+    assert (
+        "edged/publish/sink.py:2: edged.publish.sink imports edged.infer.base: publish may not import infer"
+        in text
+    )
+    assert (
+        "edged/infer/base.py:1: edged.infer.base imports tests.support.broker: the package never imports test code"
+        in text
+    )
     assert len(problems) == 4, text
 
 
@@ -308,6 +324,8 @@ def test_checker_reports_cycles_and_unknown_parts(tmp_path: Path) -> None:
     )
     problems = check(pkg)
     text = "\n".join(problems)
-    assert "edged/gpu/a.py:1, edged/gpu/b.py:3: import cycle edged.gpu.a -> edged.gpu.b -> edged.gpu.a" in text
+    assert (
+        "edged/gpu/a.py:1, edged/gpu/b.py:3: import cycle edged.gpu.a -> edged.gpu.b -> edged.gpu.a" in text
+    )
     assert "edged/extras: part 'extras' is not in the layer order" in text
     assert len(problems) == 2, text

@@ -252,7 +252,9 @@ def test_held_events_that_fill_several_segments_at_once_are_all_kept(tmp_path: P
 def test_a_new_segment_never_reuses_the_name_of_one_left_on_disk(tmp_path: Path) -> None:
     # A directory from a run with the naming bug above: segment "5" holds records 1-4, so the next seq
     # after the load is 5 too. The new segment must not append to that file.
-    recs = [encode(OutboxRecord(s, f"dev:cam:run:{s}", "cam", "t", time.time(), event(s))) for s in range(1, 5)]
+    recs = [
+        encode(OutboxRecord(s, f"dev:cam:run:{s}", "cam", "t", time.time(), event(s))) for s in range(1, 5)
+    ]
     (tmp_path / f"{5:020d}.seg").write_bytes(b"".join(recs))
     box = Outbox(cfg(tmp_path))
     assert box.last_seq == 4

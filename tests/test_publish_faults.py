@@ -173,8 +173,10 @@ def test_daemon_readiness_stats_and_watchdog_when_publishing_cannot_continue(
         time.sleep(2.5)  # five ping intervals
         pings = [t for t, line in notify.lines() if line == "WATCHDOG=1"]
         assert pings and max(pings) < t_unready, "the watchdog kept pinging while publishing was dead"
-        print(f"\n[publisher death] unready {t_unready - t_fault:.1f} s after the fault; last ping "
-              f"{max(pings) - t_fault:+.1f} s; silent since")
+        print(
+            f"\n[publisher death] unready {t_unready - t_fault:.1f} s after the fault; last ping "
+            f"{max(pings) - t_fault:+.1f} s; silent since"
+        )
     finally:
         daemon.shutdown(flush_timeout_s=0.5)
         notify.close()

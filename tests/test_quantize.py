@@ -20,7 +20,6 @@ from tests._versions import DET, reads_per_detector
 pytest.importorskip("onnx")  # a dev dependency: making int8 models is a build-time step
 
 
-
 def test_int8_detector_reads_the_same_plates_as_the_float_one(tmp_path: Path) -> None:
     models = need_models()
     det = tmp_path / "det.onnx"

@@ -42,7 +42,6 @@ class StatusReport:
                 return False, why
         return True, ""
 
-
     def chains_progressing(self) -> tuple[bool, str]:
         """Liveness: no chain is stuck on a frame (a wedged model). A camera without frames is not a
         stall here: its capture reopens it and /readyz names it."""
@@ -58,7 +57,6 @@ class StatusReport:
             if now - since > stall_s:
                 return False, f"camera {name}: chain made no progress for {now - since:.0f} s"
         return True, ""
-
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         cams = {}
@@ -96,7 +94,6 @@ class StatusReport:
                 reasons.append(f"publisher: {why}")
         return ok, body
 
-
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "version": __version__,
@@ -116,7 +113,11 @@ class StatusReport:
         }
         for n, why in list(self.supervisor.model_errors.items()):
             if n in self.supervisor.cfg.models and n not in self.supervisor.models:
-                out["models"][n] = {"kind": self.supervisor.cfg.models[n].kind, "state": "failed", "error": why}
+                out["models"][n] = {
+                    "kind": self.supervisor.cfg.models[n].kind,
+                    "state": "failed",
+                    "error": why,
+                }
         if self.publisher is not None:
             ob = self.publisher.outbox
             out["mqtt"] = {
@@ -134,7 +135,6 @@ class StatusReport:
         out["telemetry"] = self.telemetry.snapshot()
         return out
 
-
     def one_line(self) -> str:
         parts = [
             f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
@@ -142,7 +142,6 @@ class StatusReport:
         ]
         broker = self.publisher.state if self.publisher else "mqtt off"
         return f"{len(self.supervisor.cameras)} camera(s) {' '.join(parts)}; broker {broker}"
-
 
     def startup_summary(self, health_port: int | None) -> None:
         lines = [f"device {self.supervisor.cfg.device.name}"]
@@ -153,12 +152,18 @@ class StatusReport:
             )
         for n, cam in self.supervisor.cfg.cameras.items():
             chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
-            state = "running" if n in self.supervisor.cameras else ("disabled" if not cam.enabled else "NOT started")
+            state = (
+                "running"
+                if n in self.supervisor.cameras
+                else ("disabled" if not cam.enabled else "NOT started")
+            )
             lines.append(f"camera {n}: {cam.source} @ {cam.fps:g} fps: {chain} [{state}]")
         if self.publisher is not None:
             lines.append(
                 f"mqtt {self.supervisor.cfg.mqtt.host}:{self.supervisor.cfg.mqtt.port} topics {self.supervisor.cfg.topic_prefix}/<camera>/detections"
             )
         if health_port is not None:
-            lines.append(f"health http://{self.supervisor.cfg.health.bind}:{health_port}/ (/healthz /readyz /metrics /stats)")
+            lines.append(
+                f"health http://{self.supervisor.cfg.health.bind}:{health_port}/ (/healthz /readyz /metrics /stats)"
+            )
         log.info("startup summary:\n  %s", "\n  ".join(lines))

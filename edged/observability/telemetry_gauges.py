@@ -73,4 +73,3 @@ def register_gauges(telemetry: Telemetry, registry: CollectorRegistry) -> Collec
     collector = _TelemetryCollector(telemetry)
     registry.register(collector)
     return collector
-

@@ -62,7 +62,9 @@ def append_all(ops: FileOps, fd: int, data: bytes, size: int, *, sync: bool = Fa
             try:
                 ops.truncate(fd, size)
             except OSError as cut:
-                raise TornWrite(e.errno, f"{e.strerror or e}; cutting back failed: {cut.strerror or cut}") from e
+                raise TornWrite(
+                    e.errno, f"{e.strerror or e}; cutting back failed: {cut.strerror or cut}"
+                ) from e
         raise
 
 
@@ -87,7 +89,10 @@ class DiskState:
         if not self._failing:
             log.error(
                 "outbox %s: write failed (%s); holding events in memory (up to %d bytes) until the disk "
-                "takes writes again", self.where, why, self.hold_bytes,
+                "takes writes again",
+                self.where,
+                why,
+                self.hold_bytes,
             )
         self.error = self._last = why
         self._failing = True

@@ -67,7 +67,11 @@ class DropLog:
             log.warning(
                 "outbox %s: %d event(s) dropped, reason %s (%s); %d left; further drops for this reason "
                 "are summed up in one line per burst",
-                self.where, n, reason, REASONS[reason], left,
+                self.where,
+                n,
+                reason,
+                REASONS[reason],
+                left,
             )
             return
         burst.last_drop = now
@@ -93,7 +97,11 @@ class DropLog:
         if burst.unreported:
             log.warning(
                 "outbox %s: %d more event(s) dropped, reason %s, in the last %.0f s (%d in this burst%s)",
-                self.where, burst.unreported, reason, now - burst.last_report, burst.total,
+                self.where,
+                burst.unreported,
+                reason,
+                now - burst.last_report,
+                burst.total,
                 ", which has ended" if ended else "",
             )
         burst.unreported = 0

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 EVENT_STATE_GAP_S = 1.0  # at most one state message per camera per second from events
 
+
 class RawPublisher(Protocol):
     """What HassDiscovery needs of edged.publish.mqtt.MqttPublisher."""
 

@@ -123,7 +123,9 @@ class MqttPublisher:
             return False, "paho's MQTT network thread has ended"
         notes = [self._state if self.last_error is None else f"{self._state}: {self.last_error}"]
         if self.outbox.disk_error is not None:
-            notes.append(f"outbox disk error ({self.outbox.disk_error}), {self.outbox.held} events held in memory")
+            notes.append(
+                f"outbox disk error ({self.outbox.disk_error}), {self.outbox.held} events held in memory"
+            )
         if self._guard.last_error is not None:
             notes.append(f"last callback error: {self._guard.last_error}")
         return True, "; ".join(notes)

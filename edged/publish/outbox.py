@@ -239,7 +239,9 @@ class Outbox:
             if self._held:
                 log.error(
                     "outbox %s: %d event(s) held in memory could not be written before exit (%s)",
-                    self.dir, len(self._held), self._disk.error,
+                    self.dir,
+                    len(self._held),
+                    self._disk.error,
                 )
             self._files.close()
             self.drops.close()

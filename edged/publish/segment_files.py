@@ -217,7 +217,9 @@ class SegmentFiles:
     def _delete(self, seg: Segment) -> None:
         seg.close_fds()
         try:
-            seg.path.unlink(missing_ok=True)  # segment first: an orphan ack log is harmless, the reverse replays
+            seg.path.unlink(
+                missing_ok=True
+            )  # segment first: an orphan ack log is harmless, the reverse replays
             seg.ack_path.unlink(missing_ok=True)
         except OSError as e:
             log.warning("outbox: cannot delete %s: %s", seg.path, e.strerror or e)

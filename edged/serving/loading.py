@@ -187,7 +187,9 @@ def _declared(
     model_input = model_inputs(m.model_file)[0]
     b = m.batching
     try:
-        spec = fit_to_engine(name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype)
+        spec = fit_to_engine(
+            name, effective_preprocess(m), m.preprocess, model_input.shape, model_input.dtype
+        )
         # A model exported with a fixed batch of N takes exactly N rows per call; one exported with a
         # fixed width takes crops of that width only.
         dims = model_input.shape if len(model_input.shape) == 4 else (-1, -1, -1, -1)

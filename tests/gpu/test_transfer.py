@@ -20,7 +20,9 @@ def _root(x: Any) -> int:
     return id(x)
 
 
-def test_download_waits_on_another_thread_and_reuses_buffers(gpu: Any, recwarn: pytest.WarningsRecorder) -> None:
+def test_download_waits_on_another_thread_and_reuses_buffers(
+    gpu: Any, recwarn: pytest.WarningsRecorder
+) -> None:
     """A download waited for on another thread (no CUDA context of its own, as a server's decode
     thread) gives the right arrays, leaves nothing pycuda could not clean up (it warns and leaks an
     event dropped outside the context), and its pinned buffers are reused."""

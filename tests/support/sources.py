@@ -171,7 +171,6 @@ class SyntheticSource:
         self.is_open = False
 
 
-
 class LiveSources:
     """A camera's source factory for reconnect tests: every open makes a new small live, paced
     SyntheticSource and keeps it in `made`, so a test can stall the first and watch the reopen."""
@@ -181,8 +180,11 @@ class LiveSources:
         self.made: list[SyntheticSource] = []
 
     def __call__(self) -> SyntheticSource:
-        self.made.append(SyntheticSource(live=True, fps=self.fps, paced=True, width=64, height=48, text=False))
+        self.made.append(
+            SyntheticSource(live=True, fps=self.fps, paced=True, width=64, height=48, text=False)
+        )
         return self.made[-1]
+
 
 def write_test_video(
     path: str | Path,
