@@ -7,6 +7,8 @@ missing fp16 file with the command that makes it."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +120,39 @@ def test_int8_with_fp16_is_one_located_config_error(tmp_path: Path) -> None:
     ]
 
 
-def test_fp16_switch_without_the_fp16_file_is_a_located_config_error(tmp_path: Path) -> None:
+def test_fp16_switch_without_the_fp16_file_is_a_located_error_and_its_command_fixes_it(
+    tmp_path: Path,
+) -> None:
+    """The error names the command that makes the file; running that command (the real CLI, in a
+    subprocess) makes the config load."""
+    pytest.importorskip("onnx")
     cfg = _config(tmp_path, "fp16: true")
     with pytest.raises(ConfigError) as e:
         load_config(cfg)
     text = str(e.value)
     assert "models.text_det.path: model file not found" in text and "det.fp16.onnx" in text, text
-    assert "(make it with scripts/quantize_models.py --fp16, or set onnxruntime.fp16: false)" in text, text
+    command = f"edged make-fp16 {tmp_path / 'det.onnx'}"
+    assert f"(make it with {command}, or set onnxruntime.fp16: false)" in text, text
     assert len(e.value.problems) == 1, text
+    run = [sys.executable, "-m", *command.split()]
+    made = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"{tmp_path / 'det.fp16.onnx'}: written") and made.stderr == ""
+    assert load_config(cfg).models["text_det"].model_file == tmp_path / "det.fp16.onnx"
+    again = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "exists, kept" in again.stdout
+
+
+def test_make_fp16_of_a_file_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "camera.onnx"
+    bad.write_text("not a model")
+    made = subprocess.run(
+        [sys.executable, "-m", "edged", "make-fp16", str(bad), str(tmp_path / "missing.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = made.stderr.strip().splitlines()
+    assert made.returncode == 1 and len(lines) == 2, made.stderr
+    assert "is not an ONNX model" in lines[0] and "model file not found" in lines[1]
+    assert "Traceback" not in made.stderr and not (tmp_path / "camera.fp16.onnx").exists()

@@ -1,4 +1,5 @@
-"""Command line: edged run | check-config | schema | install-models | make-sample | build-engine | doctor."""
+"""Command line: edged run | check-config | schema | install-models | make-fp16 | make-sample | build-engine |
+doctor."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from edged.cli.build_engine import cmd_build_engine
 from edged.cli.configfile import DEFAULT_CONFIG, load_or_report
 from edged.cli.install_models import cmd_install_models
 from edged.cli.logsetup import LEVELS, setup_logging
+from edged.cli.make_fp16 import cmd_make_fp16
 
 log = logging.getLogger("edged")
 
@@ -198,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dest", default="models", metavar="DIR", help="folder to copy the models into")
     _config_option(m, None, "ignored (accepted so every command takes --config)")
     m.set_defaults(func=cmd_install_models)
+
+    f = _sub(
+        sub,
+        "make-fp16",
+        "write the fp16 version of ONNX models (for onnxruntime.fp16)",
+        "Writes <stem>.fp16.onnx beside each model: float16 weights and activations for ONNX Runtime's\n"
+        "CUDA provider, spatial means and float32 inputs/outputs kept. Needs the `onnx` package.",
+    )
+    f.add_argument("models", nargs="+", metavar="MODEL", help="an ONNX model file")
+    f.add_argument("--force", action="store_true", help="make it again when the fp16 file exists")
+    _config_option(f, None, "ignored (accepted so every command takes --config)")
+    f.set_defaults(func=cmd_make_fp16)
 
     g = _sub(
         sub,

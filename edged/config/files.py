@@ -42,7 +42,8 @@ def model_file_problems(path: Path, labels: Path | None) -> list[tuple[str, str]
 def _how_to_make(path: Path) -> str:
     for switch, (suffix, command) in MODEL_VERSIONS.items():
         if path.name.endswith(suffix):
-            return f"make it with {command}, or set onnxruntime.{switch}: false"
+            source = path.with_name(path.name[: -len(suffix)] + ".onnx")
+            return f"make it with {command.format(source=source)}, or set onnxruntime.{switch}: false"
     return "run `edged install-models` for the bundled models"
 
 

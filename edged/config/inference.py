@@ -11,12 +11,12 @@ from pydantic import Field, field_validator, model_validator
 from edged.config.base import EdgedModel
 from edged.preprocess.spec import PreprocessSpec
 
-# The versions of a model that scripts/quantize_models.py writes beside it (edged.infer.quantize, which
-# names the same suffixes), by the onnxruntime switch that loads them: (file name suffix, the command
-# that makes the file).
+# The versions of a model written beside it (edged.infer.quantize names the same suffixes), by the
+# onnxruntime switch that loads them: (file name suffix, the command that makes the file; {source} is
+# the model's own file).
 MODEL_VERSIONS: dict[str, tuple[str, str]] = {
     "int8": (".int8.onnx", "scripts/quantize_models.py"),
-    "fp16": (".fp16.onnx", "scripts/quantize_models.py --fp16"),
+    "fp16": (".fp16.onnx", "edged make-fp16 {source}"),
 }
 
 
@@ -91,7 +91,7 @@ class OnnxRuntimeConfig(EdgedModel):
     fp16: bool = Field(
         False,
         description="Load the fp16 version of the model (`<name>.fp16.onnx` beside `path`, made by "
-        "`scripts/quantize_models.py --fp16`) instead of `path`: for ONNX Runtime's CUDA provider only (on "
+        "`edged make-fp16 <path>`) instead of `path`: for ONNX Runtime's CUDA provider only (on "
         "a CPU it runs, slower than fp32; TensorRT has its own `tensorrt.precision`). Inputs and outputs "
         "stay float32, so preprocessing is unchanged; spatial means stay float32 (in fp16 they overflow "
         "at 1080p: NaN). Measured for the PP-OCR detector on an H200 (2026-11-30): 271 vs 208 engine "

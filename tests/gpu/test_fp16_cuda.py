@@ -3,7 +3,7 @@ no NaN (everything in fp16 gave NaN in every pixel at 1088x1920: its spatial mea
 decoder's bitmap as with the fp32 model, at 1 and 4 rows; loaded through edged with `onnxruntime.fp16`
 it runs on the CUDA provider without the CPU warning.
 
-The fp16 file is made beforehand (`python scripts/quantize_models.py --fp16` needs the `onnx` package,
+The fp16 file is made beforehand (`edged make-fp16 <model>` needs the `onnx` package,
 which the GPU machine lacks) and put beside the float model in the models folder; without it, or without
 a working CUDA provider, every test here skips.
 """
@@ -30,7 +30,7 @@ THRESH = 0.3  # the ppocr_det decoder's default bitmap threshold
 def fp16_file(ppocr_models: Path) -> Path:
     path = ppocr_models / DET_FP16
     if not path.is_file():
-        pytest.skip(f"{path} not found: make it with scripts/quantize_models.py --fp16 and copy it there")
+        pytest.skip(f"{path} not found: make it with `edged make-fp16` and copy it there")
     return path
 
 
