@@ -73,6 +73,7 @@ def test_every_command_takes_config_and_has_help_for_every_option() -> None:
         "check-config",
         "schema",
         "install-models",
+        "make-fp16",
         "make-sample",
         "build-engine",
         "doctor",
