@@ -166,6 +166,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
         t.start()
     samples: list[tuple[float, float]] = []  # (time, frames done)
     cpu: list[tuple[float, int, int]] = []  # (time, busy, total jiffies of the host)
+    tree: list[tuple[float, float, float]] = []  # (time, CPU s of the daemon, of its worker processes)
     threads = 0
     spies: list[subprocess.Popen[bytes]] = []
     deadline = t_spawn + timeout_s
@@ -191,6 +192,8 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
             if profile_s and not spies and done >= expect / 4:
                 spies = profile(proc.pid, profile_s, cfg.parent / f"prof-{cfg.stem}")
             threads = max(threads, threads_of(proc.pid))
+            with contextlib.suppress(OSError):
+                tree.append((time.monotonic(), *tree_cpu(proc.pid)))
             if ended and done >= expect:
                 break
             now = time.monotonic()
@@ -218,6 +221,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
         "t_ready": t_ready[0],
         "samples": samples,
         "cpu": cpu,
+        "tree": tree,
         "events": events,
         "threads": threads,
         "log": log,
@@ -246,12 +250,47 @@ def cpu_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of process `pid` (all its threads) and of its live child
+    processes (the decode workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    own = seconds(Path(f"/proc/{pid}/stat").read_text())
+    children = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid
+                    children += seconds(stat)
+    return own, children
+
+
 def busy_share(cpu: list[tuple[float, int, int]], t0: float, t1: float) -> float | None:
     """The share of the host's CPU time that was busy between t0 and t1 (the samples nearest inside)."""
     inside = [c for c in cpu if t0 <= c[0] <= t1]
     if len(inside) < 2 or inside[-1][2] == inside[0][2]:
         return None
     return (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+
+
+def cpu_per_frame(
+    tree: list[tuple[float, float, float]], samples: list[tuple[float, float]], t0: float, t1: float
+) -> dict[str, float | None]:
+    """Milliseconds of CPU per frame between t0 and t1: the daemon's process, its worker processes."""
+    inside = [c for c in tree if t0 <= c[0] <= t1]
+    counted = [n for t, n in samples if t0 <= t <= t1]
+    if len(inside) < 2 or len(counted) < 2 or counted[-1] == counted[0]:
+        return {"cpu_ms_per_frame_daemon": None, "cpu_ms_per_frame_workers": None}
+    frames = counted[-1] - counted[0]
+    return {
+        "cpu_ms_per_frame_daemon": round((inside[-1][1] - inside[0][1]) * 1000 / frames, 2),
+        "cpu_ms_per_frame_workers": round((inside[-1][2] - inside[0][2]) * 1000 / frames, 2),
+    }
 
 
 def rate(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
@@ -302,8 +341,10 @@ def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[s
         "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
         "latency_p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 1) if lat else None,
         "threads": run["threads"],
-        # Whether the host's CPUs were the limit: their busy share over the steady (second) half.
+        # Whether the host's CPUs were the limit: their busy share over the steady (second) half; and
+        # what the daemon's own process and its worker processes spent per frame over that half.
         "host_cpu_busy": host_busy if host_busy is None else round(host_busy, 3),
+        **cpu_per_frame(run.get("tree", []), samples, half, t_last),
     }
 
 
@@ -361,14 +402,15 @@ def main() -> int:
                 f.write(json.dumps({**row, "chain": a.chain}) + "\n")
     one = next((r for r in rows if r["cameras"] == 1), None)
     print(
-        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads | host CPU busy |"
+        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads | host CPU busy | CPU ms/frame daemon / workers |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['cameras']} | {r['startup_s']} | {r['run_fps']} | {r['steady_fps']} | {r['engines_only_fps']} | "
             f"{r['vs_engines_only']} | {r['exact_reads']}/{r['reads_possible']} | "
-            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} | {r['host_cpu_busy']} |"
+            f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} | {r['host_cpu_busy']} | "
+            f"{r['cpu_ms_per_frame_daemon']} / {r['cpu_ms_per_frame_workers']} |"
         )
     if one is not None:
         for r in rows:

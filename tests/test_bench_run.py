@@ -50,3 +50,39 @@ def test_host_cpu_busy_share_sees_a_busy_core() -> None:
     assert share is not None and 0.8 / (os.cpu_count() or 1) <= share <= 1.0
     assert mod.busy_share([(0.0, 100, 1000), (1.0, 400, 1600), (2.0, 999, 9999)], 0.0, 1.5) == 0.5
     assert mod.busy_share([(0.0, 100, 1000)], 0.0, 1.0) is None  # one sample: no interval
+
+
+def test_cpu_of_the_daemon_and_of_its_worker_processes_is_counted_apart() -> None:
+    """A real process that spins, then starts a spinning child and waits: /proc shows the parent's
+    CPU as its own and the child's as its workers'."""
+    import subprocess
+    import time
+
+    mod = bench_run()
+    code = (
+        "import subprocess, sys, time\n"
+        "t = time.time()\n"
+        "while time.time() - t < 0.4: pass\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "print('spinning', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "c.kill()\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout is not None and p.stdin is not None
+    try:
+        assert p.stdout.readline() == "spinning\n"
+        own0, kids0 = mod.tree_cpu(p.pid)
+        time.sleep(0.8)
+        own1, kids1 = mod.tree_cpu(p.pid)
+    finally:
+        p.stdin.write("\n")
+        p.stdin.flush()
+        p.wait(10)
+    assert own0 >= 0.3  # the parent's own spin
+    assert kids1 - kids0 >= 0.3  # the child spun while the parent waited
+    assert own1 - own0 < 0.15
+    per_frame = mod.cpu_per_frame([(1.0, 2.0, 5.0), (2.0, 2.5, 6.0)], [(1.0, 100), (2.0, 200)], 0.5, 2.5)
+    assert per_frame == {"cpu_ms_per_frame_daemon": 5.0, "cpu_ms_per_frame_workers": 10.0}
