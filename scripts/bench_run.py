@@ -8,7 +8,9 @@ fast as the chain takes them), starts the daemon, and reads from outside what a 
               from the first to the last frame result; steady state = the same over the second half;
   reads       events on stdout against the video's ground truth (make_sample's .json), frame by frame;
   latency     capture -> event (the events' latency_ms.total), p50 / p99;
-  threads     the daemon's thread count (/proc/<pid>/status), the most seen while it ran.
+  threads     the daemon's thread count (/proc/<pid>/status), the most seen while it ran;
+  CPU         over the steady half: the host's busy share (/proc/stat; near 1: the CPUs are the limit),
+              and CPU ms per frame of the daemon's process and of its decode-worker processes.
 Then, after the daemon exited, the engines alone (scripts/_bench.py) on the same frames at the shapes the
 servers use: the detector in batches of min(N, max_batch) frames, the recognizer on every crop.
 
