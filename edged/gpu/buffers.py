@@ -158,9 +158,9 @@ class PinnedStaging:
     """A page-locked host buffer for async uploads, with an event so it is never overwritten while a
     previous copy from it may still be pending on its stream.
 
-    Two halves so the host copy can run on another thread than the upload: `fill` copies into the
-    buffer and remembers a tag (a frame's identity), `send` starts the async copy to the device. The
-    lock makes fill and send of one buffer atomic against each other; `upload` is both in one call."""
+    The host copy can run ahead on another thread: `fill` copies into the buffer and remembers a tag (a
+    frame's identity); `upload` then starts the async copy to the device, copying the host array first
+    only if the last fill did not carry its tag. One lock makes the two atomic against each other."""
 
     def __init__(self, nbytes: int = 0) -> None:
         self._buf: np.ndarray | None = None
@@ -186,27 +186,27 @@ class PinnedStaging:
     def fill(self, host: np.ndarray, tag: Hashable | None = None) -> None:
         """Copy `host` into the buffer (after any pending copy from it has finished). Needs the CUDA
         context current (the event and a first allocation do)."""
-        src = np.ascontiguousarray(host)
         with self.lock:
-            buf = self._ensure(src.nbytes)
-            self.wait()
-            np.copyto(buf[: src.nbytes], src.reshape(-1).view(np.uint8))
-            self._filled, self.tag = src.nbytes, tag
+            self._fill(host, tag)
 
-    def send(self, dst_ptr: int, stream: Any, tag: Hashable | None = None) -> int:
-        """Start the copy of the last fill to `dst_ptr` on `stream`; with a tag, only if the last fill
-        carried it (returns 0 otherwise). Returns the byte count."""
+    def _fill(self, host: np.ndarray, tag: Hashable | None) -> np.ndarray:
+        src = np.ascontiguousarray(host)
+        buf = self._ensure(src.nbytes)
+        self.wait()
+        np.copyto(buf[: src.nbytes], src.reshape(-1).view(np.uint8))
+        self._filled, self.tag = src.nbytes, tag
+        return buf
+
+    def upload(self, host: np.ndarray, dst_ptr: int, stream: Any, tag: Hashable | None = None) -> int:
+        """host -> pinned -> device (async on `stream`); with a tag the last fill carried, the staged
+        copy goes up as it is. Returns the byte count."""
         with self.lock:
-            if self._buf is None or (tag is not None and tag != self.tag):
-                return 0
+            buf = self._buf
+            if buf is None or tag is None or tag != self.tag:
+                buf = self._fill(host, tag)
             cuda = _driver()
-            cuda.memcpy_htod_async(dst_ptr, self._buf[: self._filled], stream)
+            cuda.memcpy_htod_async(dst_ptr, buf[: self._filled], stream)
             if self._event is None:
                 self._event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
             self._event.record(stream)
             return self._filled
-
-    def upload(self, host: np.ndarray, dst_ptr: int, stream: Any) -> int:
-        """host -> pinned -> device (async on `stream`). Returns the byte count."""
-        self.fill(host)
-        return self.send(dst_ptr, stream)

@@ -122,13 +122,8 @@ class GpuPreprocessor:
         h, w = frame.image.shape[:2]
         c = 1 if frame.image.ndim == 2 else int(frame.image.shape[2])
         buf = self.pool.get((frame.camera, "frame", slot[1]), h * w * c)
-        staging = self._slot_staging(slot)
-        tag = (frame.seq, id(frame.image))
-        sent = staging.send(int(buf), pipe.copy_stream, tag)  # staged ahead by the submitting thread
-        if not sent:
-            staging.fill(self._host(frame), tag)
-            sent = staging.send(int(buf), pipe.copy_stream, tag)
-        pipe.count_h2d(sent)
+        tag = (frame.seq, id(frame.image))  # staged ahead by the submitting thread, usually (`stage`)
+        pipe.count_h2d(self._slot_staging(slot).upload(self._host(frame), int(buf), pipe.copy_stream, tag))
         done = self._uploaded.get(slot)
         if done is None:
             cuda = _driver()

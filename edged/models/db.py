@@ -26,7 +26,8 @@ def db_bitmap(prob: np.ndarray, thresh: float, use_dilation: bool) -> np.ndarray
     if prob.dtype == np.uint8:
         # OpenCV compares bytes with floor(thresh), the same as `prob > thresh` for integers, ~20x faster
         # than numpy's compare + cast on a 1080p map (the GPU path's byte maps, one per camera frame).
-        mask = _cv2().threshold(np.ascontiguousarray(prob), thresh, 1, _cv2().THRESH_BINARY)[1]
+        cv2 = _cv2()
+        mask = cv2.threshold(np.ascontiguousarray(prob), thresh, 1, cv2.THRESH_BINARY)[1]
     else:
         mask = (prob > thresh).astype(np.uint8)
     if use_dilation:
