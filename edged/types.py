@@ -36,6 +36,10 @@ class Frame:
     fmt: PixelFormat = "bgr8"
     t_mono_ns: int = field(default_factory=time.monotonic_ns)
     t_wall: float = field(default_factory=time.time)
+    # Which of its camera's frame buffers (device copy, page-locked staging) this frame may use: given by
+    # the camera's flow (edged.pipeline.flow), which knows when the frame that used it before has left.
+    # None: a frame used outside a flow (tests, benchmarks); the preprocessor then uses `seq % 2`.
+    slot: int | None = None
 
     @property
     def on_device(self) -> bool:

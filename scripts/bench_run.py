@@ -57,6 +57,7 @@ def write_config(
     port: int,
     out: Path,
     fp16: Sequence[str] = (),
+    in_flight: int | None = None,
 ) -> Path:
     raw = yaml.safe_load(base.read_text())
     models = {}
@@ -86,6 +87,7 @@ def write_config(
                 "realtime": False,
                 "fps": 1000,
                 "chain": stages,
+                **({"frames_in_flight": in_flight} if in_flight else {}),
             }
             for i in range(cameras)
         },
@@ -362,6 +364,9 @@ def main() -> int:
     ap.add_argument("--json", help="append the results here (one JSON object per camera count)")
     ap.add_argument("--fp16", nargs="*", default=[], help="models of --config to run as their fp16 version")
     ap.add_argument(
+        "--frames-in-flight", type=int, help="every camera's frames_in_flight (default: the config's default)"
+    )
+    ap.add_argument(
         "--profile",
         type=float,
         default=0.0,
@@ -379,7 +384,9 @@ def main() -> int:
     )
     rows = []
     for n in a.cameras:
-        cfg_path = write_config(Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16)
+        cfg_path = write_config(
+            Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16, a.frames_in_flight
+        )
         run = run_daemon(cfg_path, a.port, n * len(images), a.timeout, a.profile if n >= 16 else 0.0)
         row = summarize(run, n, len(images), truth)
         # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).
@@ -397,6 +404,7 @@ def main() -> int:
         row["engine_detail"] = {**detail, "det_rows": det_rows}
         row["machine"] = {"cpus": os.cpu_count(), "video": f"{video.name} {w}x{h} x{len(images)}"}
         row["fp16"] = list(a.fp16)
+        row["frames_in_flight"] = cfg.cameras["cam00"].frames_in_flight
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:

@@ -8,8 +8,9 @@
 #          wheels) the whole-chain benchmark vs the peer;
 #   tests  the GPU tests only;
 #   run    the user-level benchmark (scripts/bench_run.py): `edged run` on CAMS cameras of a 1080p sample
-#          (FP16="text_det": that model as its fp16 version, models/<stem>.fp16.onnx staged beforehand)
-#          for CHAINS (det, ocr), beside the engines-only rate in the same run. LIMIT (s) bounds each chain's
+#          (FP16="text_det": that model as its fp16 version, models/<stem>.fp16.onnx staged beforehand;
+#          INFLIGHT=N: every camera's frames_in_flight) for CHAINS (det, ocr), beside the engines-only rate
+#          in the same run. LIMIT (s) bounds each chain's
 #          whole list of camera counts: on the H200 ocr at "1 4 16" took ~300 s and 64 cameras ~150 s more
 #          (start-up ~40 s each), so run 64 in its own call (CAMS=64 LIMIT=300).
 set -uo pipefail
@@ -66,6 +67,7 @@ case $step in
     for chain in ${CHAINS:-det ocr}; do
       timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
         --video samples/plates-1080.avi --cameras ${CAMS:-1 4 16} --chain "$chain" --json "$OUT/run.json" ${FP16:+--fp16 $FP16} \
+        ${INFLIGHT:+--frames-in-flight $INFLIGHT} \
         "${prof[@]}" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
     done
     [ -n "${PROFILE:-}" ] && (cd /tmp/edged-bench && tar czf "$OUT/prof.tgz" prof-* metrics-* ./*.log) ;;

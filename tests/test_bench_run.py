@@ -86,3 +86,19 @@ def test_cpu_of_the_daemon_and_of_its_worker_processes_is_counted_apart() -> Non
     assert own1 - own0 < 0.15
     per_frame = mod.cpu_per_frame([(1.0, 2.0, 5.0), (2.0, 2.5, 6.0)], [(1.0, 100), (2.0, 200)], 0.5, 2.5)
     assert per_frame == {"cpu_ms_per_frame_daemon": 5.0, "cpu_ms_per_frame_workers": 10.0}
+
+
+def test_written_configs_load_and_carry_the_requested_frames_in_flight(tmp_path: Path) -> None:
+    from edged.config import load_config
+
+    mod = bench_run()
+    base = ROOT / "configs/examples/gpu.yaml"
+    video = tmp_path / "v.avi"
+    video.write_bytes(b"")  # the config only names it
+    for in_flight, want in ((None, 2), (4, 4)):
+        path = mod.write_config(
+            base, video, (1920, 1080), 3, "ocr", 18089, tmp_path, ("text_det",), in_flight
+        )
+        cfg = load_config(path, env={}, check_files=False)
+        assert [c.frames_in_flight for c in cfg.cameras.values()] == [want] * 3
+        assert [len(c.chain) for c in cfg.cameras.values()] == [2] * 3

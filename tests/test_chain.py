@@ -105,6 +105,49 @@ def test_results_leave_in_capture_order_when_a_later_frame_needs_no_second_stage
     assert [bool(texts(r)) for r in got] == [True, False, True, False]
 
 
+def test_frames_in_flight_never_share_a_buffer_slot(servers: dict[str, ModelServer]) -> None:
+    """The GPU preprocessor keeps a frame's device copy in its `Frame.slot`, so two frames in flight must
+    never hold the same slot, whatever the capture side dropped: here every other frame is dropped
+    (seq 0, 2, 4, ...: one parity, which is where the slots once came from) and 3 frames are in flight.
+    A slot is given again only after the sink of the frame that held it has returned."""
+    import threading
+    import time
+
+    from edged.types import Frame
+
+    depth = 3
+    cam = Camera(
+        "slots", [make_stage("det", servers["det"]), make_stage("rec", servers["rec"], on="det")], depth
+    )
+    sink_end: dict[int, float] = {}
+    accepted: dict[int, float] = {}
+    room = threading.Event()
+    cam.flow.on_free = room.set
+
+    def sink(result: FrameResult) -> None:
+        assert result.frame.slot is not None
+        cam.results.append(result)
+        sink_end[result.frame.seq] = time.perf_counter()
+
+    cam.flow.sink = sink
+    for seq in range(0, 24, 2):
+        frame = Frame("slots", seq, plate_image())
+        while not cam.flow.offer(frame):
+            room.wait(0.05)
+            room.clear()
+        accepted[seq] = time.perf_counter()
+    assert cam.flow.drain(120)
+    slots = [(r.frame.seq, r.frame.slot) for r in cam.results]  # in the order frames were taken
+    assert [seq for seq, _ in slots] == list(range(0, 24, 2))
+    assert {slot for _, slot in slots} == set(range(depth))
+    for k, (seq, slot) in enumerate(slots):
+        previous = [s for s, sl in slots[:k] if sl == slot]
+        if previous:  # the slot's last holder had left before this frame was taken
+            assert sink_end[previous[-1]] < accepted[seq], f"frame {seq} took slot {slot} while in use"
+    assert all(texts(r) == [t for t, _ in LINES] for r in cam.results)
+    cam.close()
+
+
 def test_point_in_polygon() -> None:
     square = ((0, 0), (10, 0), (10, 10), (0, 10))
     assert point_in_polygon(5, 5, square)

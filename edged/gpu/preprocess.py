@@ -1,9 +1,11 @@
 """`GpuPreprocessor`: the Preprocessor protocol on the fused CUDA kernel.
 
 Per frame: a host frame is uploaded once (pinned staging, async on the caller's lane; the copy into
-page-locked memory runs ahead on the submitting camera's thread, `stage`: two page-locked buffers per
-camera, one per frame slot) and the device copy is cached by (camera, seq), so the detector and every
-crop batch of that frame reuse it; a device
+page-locked memory runs ahead on the thread that submits the frame, `stage`) into its slot's device
+buffer, and the device copy is cached by (camera, slot), so the detector and every crop batch of that
+frame reuse it. A slot is one device buffer and one page-locked buffer of a camera; the camera's flow
+gives each frame in flight its own (`Frame.slot`), so a frame is never overwritten while a later stage
+still reads it; a device
 frame (jetson-utils cudaImage, CuPy, torch: anything with `__cuda_array_interface__`) is read in place.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
 `DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
@@ -69,6 +71,12 @@ def items_for(plans: Sequence[Plan]) -> np.ndarray:
     return items
 
 
+def _slot(frame: Frame) -> tuple[str, int]:
+    """The frame's buffer slot: the one its camera's flow gave it; outside a flow (tests, benchmarks,
+    calibration: one frame at a time) two slots by parity, so the previous frame stays readable."""
+    return frame.camera, frame.slot if frame.slot is not None else frame.seq % 2
+
+
 def needs_swap(spec: PreprocessSpec, fmt: str) -> bool:
     return (spec.color == "rgb") != (fmt == "rgb8")
 
@@ -88,12 +96,11 @@ class GpuPreprocessor:
         self._frame_staging: dict[tuple[str, int], PinnedStaging] = {}  # per (camera, slot)
         self._param_staging: dict[str, PinnedStaging] = {}
         self._last_items: dict[tuple[str, str, PreprocessSpec], tuple[int, bytes]] = {}
-        # (camera, slot) -> (seq, id(image), image). Two slots per camera so a pipeline that overlaps
-        # frame N's crops with frame N+1's detection never overwrites the frame it still reads.
+        # (camera, slot) -> (seq, id(image), image): the frame that slot's device buffer holds.
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
         # (camera, slot) -> an event recorded after the slot's last upload (on the uploading lane's copy
-        # stream). A slot is rewritten only once its previous frame has left the camera's flow (at most
-        # two frames in flight: edged.pipeline.flow), i.e. after every kernel that read it has finished.
+        # stream). A slot is rewritten only once its previous frame has left the camera's flow
+        # (edged.pipeline.flow), i.e. after every kernel that read it has finished.
         self._uploaded: dict[tuple[str, int], Any] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -114,7 +121,7 @@ class GpuPreprocessor:
         if frame.on_device:
             return device_image(frame.image)
         pipe = self.lane_for(lane, frame.camera)
-        slot = (frame.camera, frame.seq % 2)
+        slot = _slot(frame)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
             pipe.stream.wait_for_event(self._uploaded[slot])  # uploaded on another lane: may be in flight
@@ -140,7 +147,7 @@ class GpuPreprocessor:
         copies of many cameras then run in parallel instead of one after another on the server."""
         if frame.on_device or frame.image.dtype != np.uint8:
             return  # device frames need no upload; a bad frame fails in source(), on its own request
-        staging, tag = self._slot_staging((frame.camera, frame.seq % 2)), (frame.seq, id(frame.image))
+        staging, tag = self._slot_staging(_slot(frame)), (frame.seq, id(frame.image))
         if staging.tag != tag:  # crops of a frame the detector already took: staged once
             with gpu_thread():
                 staging.fill(frame.image, tag)

@@ -7,13 +7,16 @@ a model server's decode thread, so threads scale with models, not cameras.
 
 At most `depth` frames of a camera are in flight, sink included (`offer` refuses more: the capture side
 then keeps only the newest frame), so frame N+1's detection overlaps frame N's recognition and no
-backlog builds. Results leave in capture order: a frame that needs no later stage waits for an older
-one that does. The sink runs on the camera's delivery lane (edged.pipeline.delivery), not on the server
-thread that finished the frame.
+backlog builds. Each frame taken gets the next of `depth` buffer slots (`Frame.slot`, used by the GPU
+preprocessor for the frame's device copy): frames leave in order, so a slot's previous frame has left
+before the slot is given again, whatever frames the capture side dropped in between. Results leave in
+capture order: a frame that needs no later stage waits for an older one that does. The sink runs on the
+camera's delivery lane (edged.pipeline.delivery), not on the server thread that finished the frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -71,6 +74,7 @@ class CameraFlow:
         self.last_progress = time.monotonic()
         self._pending: deque[_InFlight] = deque()
         self._sinking = 0  # finished frames handed to the lane whose sink has not run yet
+        self._next_slot = 0
         self._lock = threading.Lock()  # guards _pending/_sinking and keeps results in order
         self._attached = False
 
@@ -97,7 +101,8 @@ class CameraFlow:
         with self._lock:
             if len(self._pending) + self._sinking >= self.depth:
                 return False
-            item = _InFlight(frame, region=region)
+            item = _InFlight(dataclasses.replace(frame, slot=self._next_slot), region=region)
+            self._next_slot = (self._next_slot + 1) % self.depth
             self._pending.append(item)
         self._step(item, 0)
         return True

@@ -109,6 +109,7 @@ class CameraRunner:
                 on_error=self._frame_failed,
                 on_free=dispatcher.wake,
                 lane=delivery.lane(f"camera {name}"),
+                depth=cam.frames_in_flight,
             )
             if cam.chain
             else None

@@ -330,3 +330,36 @@ def test_frames_staged_on_a_camera_thread_upload_what_was_staged(pre: Any) -> No
         assert level_diff(got[i], ref, spec).max() <= 1.0, f"frame {i} did not read as itself"
     assert level_diff(got[1], refs[0], spec).max() > 10.0  # the frames differ: the check can fail
     assert pipe.h2d >= sum(img.nbytes for img in images)
+
+
+def test_frames_in_flight_keep_their_own_slots_across_lanes(pre: Any) -> None:
+    """Two frames of one camera in flight whose seqs have the same parity (the capture dropped the one
+    between): the detector's lane reads the newer frame while the recognizer's lane still crops the
+    older one. Each keeps the slot its flow gave it (`Frame.slot`), so the crops of the older frame do
+    not re-upload it over the newer one before the detector's kernel (held up behind ~2 GB of device
+    copies on its stream) has read it. With slots by seq parity both frames shared one device buffer."""
+    import pycuda.driver as cuda
+
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    det_spec, rec_spec = SPECS["yolo_letterbox"], SPECS["fixed_height"]
+    older_img, newer_img = textured(720, 1280, seed=41), textured(720, 1280, seed=42)
+    older, newer = Frame("lanes", 4, older_img, slot=0), Frame("lanes", 6, newer_img, slot=1)
+    quads = _quads(720, 1280)
+    det_lane, rec_lane = GpuLane("lanes-det"), GpuLane("lanes-rec")
+    plan = plan_frame(det_spec, 1280, 720)
+    with gpu_thread():
+        pre.rows([(older, plan)], det_spec, lane=det_lane).to_host(lane=det_lane)  # older's detection: done
+        a, b = cuda.mem_alloc(1 << 28), cuda.mem_alloc(1 << 28)
+        for _ in range(8):  # the detector's stream is busy: newer's kernel waits behind these
+            cuda.memcpy_dtod_async(b, a, 1 << 28, det_lane.stream)
+        pending = pre.rows([(newer, plan)], det_spec, lane=det_lane)
+        crops, _ = pre.crops(older, quads, rec_spec, lane=rec_lane)  # older's crops, meanwhile
+        got_crops = crops.to_host(lane=rec_lane)
+        got_det = pending.to_host(lane=det_lane)
+    ref_det, stale_det = preprocess_frame(newer_img, det_spec)[0], preprocess_frame(older_img, det_spec)[0]
+    assert level_diff(got_det, ref_det, det_spec).max() <= 1.0, "the detector read another frame"
+    assert level_diff(got_det, stale_det, det_spec).max() > 10.0  # the frames differ: the check can fail
+    ref_crops, _ = preprocess_crops(older_img, quads, rec_spec)
+    d = level_diff(got_crops, ref_crops, rec_spec)
+    assert d.max() <= 6.0 and np.percentile(d, 99) <= 2.5, "the crops read another frame"
