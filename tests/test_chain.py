@@ -109,7 +109,8 @@ def test_frames_in_flight_never_share_a_buffer_slot(servers: dict[str, ModelServ
     """The GPU preprocessor keeps a frame's device copy in its `Frame.slot`, so two frames in flight must
     never hold the same slot, whatever the capture side dropped: here every other frame is dropped
     (seq 0, 2, 4, ...: one parity, which is where the slots once came from) and 3 frames are in flight.
-    A slot is given again only after the sink of the frame that held it has returned."""
+    A slot is given again only after the sink of the frame that held it has returned; a camera whose
+    chain keeps up uses one slot."""
     import threading
     import time
 
@@ -145,6 +146,9 @@ def test_frames_in_flight_never_share_a_buffer_slot(servers: dict[str, ModelServ
         if previous:  # the slot's last holder had left before this frame was taken
             assert sink_end[previous[-1]] < accepted[seq], f"frame {seq} took slot {slot} while in use"
     assert all(texts(r) == [t for t, _ in LINES] for r in cam.results)
+    # One frame at a time (a chain that keeps up with its camera): one slot, so one frame buffer.
+    alone = [cam.run([plate_image()], first_seq=100 + 2 * i)[0] for i in range(3)]
+    assert [r.frame.slot for r in alone] == [0, 0, 0]
     cam.close()
 
 

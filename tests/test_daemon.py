@@ -78,6 +78,8 @@ def test_daemon_reads_the_sample_and_stops_cleanly(
             return bool(cam.get("state") == "ended" and cam.get("frames_processed") == FRAMES)
 
         assert wait_until(camera_done, 240), proc.text()
+        cam = json.loads(http_get(health, "/stats")[1])["cameras"]["gate"]
+        assert cam["frames_in_flight"] == "0/2"  # all left; 2 at most: the models run on the CPU here
         status, body = http_get(health, "/metrics")
         assert status == 200 and f'edged_frames_total{{camera="gate"}} {FRAMES}.0'.encode() in body, (
             body.decode()[:600]

@@ -98,6 +98,20 @@ def test_two_batches_in_flight_when_the_workers_die_are_both_decoded(
         pool.close()
 
 
+def test_workers_run_opencv_on_one_thread() -> None:
+    """The workers are the parallelism: OpenCV's own thread pool stays off in each (its threads spin
+    between calls, on every core, in every worker)."""
+    import cv2
+
+    pool = DecodePool(build_decoder("ppocr_det", {}), workers=2)
+    try:
+        pool.start()
+        seen = {pool._pool.submit(cv2.getNumThreads).result() for _ in range(4)}  # type: ignore[attr-defined]
+    finally:
+        pool.close()
+    assert seen == {1}
+
+
 def test_a_task_holds_enough_rows_to_pay_for_its_hand_off() -> None:
     full_hd_map = 1088 * 1920  # bytes of one 1080p detector map reduced to bytes on the GPU
     assert rows_per_task(16, 8, full_hd_map) == 2  # every worker busy

@@ -13,8 +13,8 @@ calls follow the API read from jetson-utils sources (fae4b42; see the team notes
 
 Frames are `cudaImage`s in device memory. They live in a ring of `numBuffers` buffers that the
 decoder reuses: a frame is overwritten after about numBuffers further captures. The worker hands
-over only the latest frame and the pipeline uses it before the next few captures; a stage that must
-keep it longer (e.g. a snapshot, a queued crop) copies it first (the GPU stage does).
+over only the latest frame; the GPU preprocessor copies it on the device into the frame's own slot
+when its first model takes it (edged.gpu.preprocess), so later stages crop that copy, not the ring.
 """
 
 from __future__ import annotations

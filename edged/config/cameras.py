@@ -180,14 +180,14 @@ class CameraConfig(EdgedModel):
         True,
         description="Files play at their own frame rate (like a camera); false reads them as fast as the chain runs.",
     )
-    frames_in_flight: int = Field(
-        2,
+    frames_in_flight: int | None = Field(
+        None,
         ge=1,
         le=8,
-        description="Frames of this camera in its chain at once (capture to the last stage's result). 2 overlaps "
-        "one frame's detection with the previous frame's later stages; more keeps a busy GPU fed when many "
-        "cameras share it, at the cost of latency and one more frame buffer in device and page-locked memory "
-        "each. While the chain is full the capture side keeps only the newest frame.",
+        description="Frames of this camera in its chain at once (capture to the last stage's result); unset: 4 when "
+        "the chain's first model runs on a GPU, 2 on the CPU. More keeps a GPU that many cameras share busy, "
+        "at the cost of latency and, while that many are in flight, one more frame buffer each (device and "
+        "page-locked memory: 6.2 MB at 1080p). While the chain is full the capture keeps only the newest frame.",
     )
     width: int | None = Field(None, gt=0, description="Requested capture width (cameras that support it).")
     height: int | None = Field(None, gt=0, description="Requested capture height.")

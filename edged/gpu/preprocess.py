@@ -3,10 +3,12 @@
 Per frame: a host frame is uploaded once (pinned staging, async on the caller's lane; the copy into
 page-locked memory runs ahead on the thread that submits the frame, `stage`) into its slot's device
 buffer, and the device copy is cached by (camera, slot), so the detector and every crop batch of that
-frame reuse it. A slot is one device buffer and one page-locked buffer of a camera; the camera's flow
-gives each frame in flight its own (`Frame.slot`), so a frame is never overwritten while a later stage
-still reads it; a device
-frame (jetson-utils cudaImage, CuPy, torch: anything with `__cuda_array_interface__`) is read in place.
+frame reuse it. A device frame (jetson-utils cudaImage, CuPy, torch: anything with
+`__cuda_array_interface__`) crosses no bus: it is copied once on the device into its slot, because a
+capture's buffers form a ring it reuses a few frames later (jetson-utils `videoSource`), while a frame
+in flight may still be cropped. A slot is one device buffer (and, for host frames, one page-locked
+buffer) of a camera; the camera's flow gives each frame in flight its own (`Frame.slot`), so a frame is
+never overwritten while a later stage still reads it.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
 `DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
 
@@ -77,6 +79,17 @@ def _slot(frame: Frame) -> tuple[str, int]:
     return frame.camera, frame.slot if frame.slot is not None else frame.seq % 2
 
 
+def _copy_on_device(src: DeviceImage, dst_ptr: int, stream: Any) -> None:
+    """Copy a (possibly pitched) device image into a packed buffer, async on `stream`."""
+    copy = _driver().Memcpy2D()
+    copy.set_src_device(src.ptr)
+    copy.src_pitch = src.pitch
+    copy.set_dst_device(dst_ptr)
+    copy.dst_pitch = copy.width_in_bytes = src.width * src.channels
+    copy.height = src.height
+    copy(stream)
+
+
 def needs_swap(spec: PreprocessSpec, fmt: str) -> bool:
     return (spec.color == "rgb") != (fmt == "rgb8")
 
@@ -116,27 +129,31 @@ class GpuPreprocessor:
         return lane if lane is not None else self.own_lane(camera)
 
     def source(self, frame: Frame, lane: GpuLane | None = None) -> DeviceImage:
-        """The frame in device memory: zero-copy for device frames, else one upload per (camera, seq),
-        on `lane` (None: this preprocessor's own lane for the camera)."""
-        if frame.on_device:
-            return device_image(frame.image)
+        """The frame in its slot's device buffer, on `lane` (None: this preprocessor's own lane for the
+        camera): a host frame is uploaded once per (camera, seq); a device frame is copied once on the
+        device, because it lives in its capture's ring of buffers (jetson-utils `videoSource`), which
+        the capture reuses a few frames later while this frame may still be cropped."""
         pipe = self.lane_for(lane, frame.camera)
         slot = _slot(frame)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
-            pipe.stream.wait_for_event(self._uploaded[slot])  # uploaded on another lane: may be in flight
+            pipe.stream.wait_for_event(self._uploaded[slot])  # copied on another lane: may be in flight
             return cached[2]
-        h, w = frame.image.shape[:2]
-        c = 1 if frame.image.ndim == 2 else int(frame.image.shape[2])
+        on_device = device_image(frame.image) if frame.on_device else None  # checked before allocating
+        h, w, c = frame.shape
         buf = self.pool.get((frame.camera, "frame", slot[1]), h * w * c)
-        tag = (frame.seq, id(frame.image))  # staged ahead by the submitting thread, usually (`stage`)
-        pipe.count_h2d(self._slot_staging(slot).upload(self._host(frame), int(buf), pipe.copy_stream, tag))
+        if on_device is not None:
+            _copy_on_device(on_device, int(buf), pipe.copy_stream)
+        else:
+            tag = (frame.seq, id(frame.image))  # staged ahead by the submitting thread, usually (`stage`)
+            host = self._host(frame)
+            pipe.count_h2d(self._slot_staging(slot).upload(host, int(buf), pipe.copy_stream, tag))
         done = self._uploaded.get(slot)
         if done is None:
             cuda = _driver()
             done = self._uploaded[slot] = cuda.Event(cuda.event_flags.DISABLE_TIMING)
         done.record(pipe.copy_stream)
-        pipe.stream.wait_for_event(done)  # the kernels on the lane's stream start after the upload
+        pipe.stream.wait_for_event(done)  # the kernels on the lane's stream start after the copy
         img = DeviceImage(int(buf), w, h, w * c, c, owner=buf)
         self._cache[slot] = (frame.seq, id(frame.image), img)
         return img

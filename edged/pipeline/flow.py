@@ -7,9 +7,10 @@ a model server's decode thread, so threads scale with models, not cameras.
 
 At most `depth` frames of a camera are in flight, sink included (`offer` refuses more: the capture side
 then keeps only the newest frame), so frame N+1's detection overlaps frame N's recognition and no
-backlog builds. Each frame taken gets the next of `depth` buffer slots (`Frame.slot`, used by the GPU
-preprocessor for the frame's device copy): frames leave in order, so a slot's previous frame has left
-before the slot is given again, whatever frames the capture side dropped in between. Results leave in
+backlog builds. Each frame taken gets the lowest of `depth` buffer slots no frame in flight holds
+(`Frame.slot`: where the GPU preprocessor keeps the frame's device copy), whatever frames the capture
+side dropped in between; a slot is free again once its frame's sink has returned. So a camera whose
+chain keeps up uses one slot (one frame buffer), and only a busy one grows to `depth`. Results leave in
 capture order: a frame that needs no later stage waits for an older one that does. The sink runs on the
 camera's delivery lane (edged.pipeline.delivery), not on the server thread that finished the frame.
 """
@@ -74,7 +75,7 @@ class CameraFlow:
         self.last_progress = time.monotonic()
         self._pending: deque[_InFlight] = deque()
         self._sinking = 0  # finished frames handed to the lane whose sink has not run yet
-        self._next_slot = 0
+        self._busy_slots: set[int] = set()
         self._lock = threading.Lock()  # guards _pending/_sinking and keeps results in order
         self._attached = False
 
@@ -101,8 +102,9 @@ class CameraFlow:
         with self._lock:
             if len(self._pending) + self._sinking >= self.depth:
                 return False
-            item = _InFlight(dataclasses.replace(frame, slot=self._next_slot), region=region)
-            self._next_slot = (self._next_slot + 1) % self.depth
+            slot = min(set(range(self.depth)) - self._busy_slots)  # skipped frames hold none: one is free
+            self._busy_slots.add(slot)
+            item = _InFlight(dataclasses.replace(frame, slot=slot), region=region)
             self._pending.append(item)
         self._step(item, 0)
         return True
@@ -190,6 +192,7 @@ class CameraFlow:
                         head.error = head.error or e
                 if self.lane is None:
                     self._finish(head)
+                    self._release(head)
                     continue
                 self._sinking += 1  # submitted under the lock: the lane sees frames in capture order
                 self.lane.submit(functools.partial(self._finish, head, sinking=True))
@@ -211,9 +214,15 @@ class CameraFlow:
             if sinking:
                 with self._lock:
                     self._sinking -= 1
+                    self._release(item)
                 self.last_progress = time.monotonic()
                 if self.on_free is not None:
                     self.on_free()
+
+    def _release(self, item: _InFlight) -> None:
+        """The frame has left (its sink returned): its buffer slot may be given again. Under the lock."""
+        if not item.skipped and item.state.frame.slot is not None:
+            self._busy_slots.discard(item.state.frame.slot)
 
     def _failed(self, frame: Frame, error: BaseException) -> None:
         if self.on_error is not None:

@@ -60,6 +60,20 @@ def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[S
     return stages
 
 
+# Frames in flight per camera when the config leaves it open. On a GPU, 4 keeps a shared GPU fed (H200,
+# same lease, 16 cameras: 1.19x the rate of 2 on the detector, 1.25x on the OCR chain; docs/benchmarks.md
+# run H). On the CPU the engine is the limit: more frames in flight would only add latency.
+IN_FLIGHT_GPU, IN_FLIGHT_CPU = 4, 2
+
+
+def frames_in_flight(cam: CameraConfig, stages: list[Stage]) -> int:
+    """The camera's `frames_in_flight`, else by where its first model runs."""
+    if cam.frames_in_flight is not None:
+        return cam.frames_in_flight
+    on_gpu = bool(stages) and stages[0].server.lane is not None
+    return IN_FLIGHT_GPU if on_gpu else IN_FLIGHT_CPU
+
+
 class CameraRunner:
     """One camera: capture thread -> chain over the model servers -> sink (no thread of its own)."""
 
@@ -101,15 +115,16 @@ class CameraRunner:
         )
         self.capture.on_frame = dispatcher.wake
         self._sink = sink
+        stages = build_stages(cam, models)
         self.flow = (
             CameraFlow(
                 name,
-                build_stages(cam, models),
+                stages,
                 self._record,
                 on_error=self._frame_failed,
                 on_free=dispatcher.wake,
                 lane=delivery.lane(f"camera {name}"),
-                depth=cam.frames_in_flight,
+                depth=frames_in_flight(cam, stages),
             )
             if cam.chain
             else None
@@ -204,6 +219,7 @@ class CameraRunner:
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.flow.completed if self.flow else None,
+            "frames_in_flight": f"{self.flow.in_flight}/{self.flow.depth}" if self.flow else None,
             "motion": self.motion.status() if self.motion is not None else None,
             # Own counts, not the registry's: a lookup there walks every collector (16 cameras made
             # /stats the third-biggest GIL holder of a 16-camera run on an H200).

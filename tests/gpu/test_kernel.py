@@ -211,7 +211,8 @@ def test_kernel_waits_for_its_frames_upload_on_the_copy_stream(pre: Any) -> None
 
 
 def test_device_frame_zero_copy_and_pitch(pre: Any) -> None:
-    """A device frame (CuPy, with a padded row pitch) is read in place: no frame upload, same result."""
+    """A device frame (CuPy, with a padded row pitch) crosses no bus (copied on the device into its
+    slot): no frame upload, same result."""
     cp = pytest.importorskip("cupy")
     from edged.gpu.context import GpuLane, gpu_thread
 
@@ -363,3 +364,26 @@ def test_frames_in_flight_keep_their_own_slots_across_lanes(pre: Any) -> None:
     ref_crops, _ = preprocess_crops(older_img, quads, rec_spec)
     d = level_diff(got_crops, ref_crops, rec_spec)
     assert d.max() <= 6.0 and np.percentile(d, 99) <= 2.5, "the crops read another frame"
+
+
+def test_device_frame_is_copied_out_of_the_capture_ring(pre: Any) -> None:
+    """A device frame lives in its capture's ring of buffers (jetson-utils `videoSource`), reused a few
+    captures later while the frame may still be in flight: here the buffer is overwritten after the
+    detector took the frame, and the recognizer's crops of the frame still read the frame as taken."""
+    cp = pytest.importorskip("cupy")
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    taken, later = textured(720, 1280, seed=51), textured(720, 1280, seed=52)
+    ring = cp.asarray(taken)
+    cp.cuda.runtime.deviceSynchronize()
+    frame, quads, spec = Frame("ring", 7, ring, slot=0), _quads(720, 1280), SPECS["fixed_height"]
+    pipe = GpuLane("ring")
+    with gpu_thread():
+        pre.frame(frame, SPECS["yolo_letterbox"], lane=pipe)[0].to_host(lane=pipe)
+        ring[...] = cp.asarray(later)  # the capture reuses its buffer for a newer frame
+        cp.cuda.runtime.deviceSynchronize()
+        got = pre.crops(frame, quads, spec, lane=pipe)[0].to_host(lane=pipe)
+    ref, stale = preprocess_crops(taken, quads, spec)[0], preprocess_crops(later, quads, spec)[0]
+    d = level_diff(got, ref, spec)
+    assert d.max() <= 6.0 and np.percentile(d, 99) <= 2.5, "the crops read the reused buffer"
+    assert level_diff(got, stale, spec).max() > 10.0  # the two frames differ: the check can fail
