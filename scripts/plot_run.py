@@ -2,6 +2,7 @@
 against the number of cameras; one pair of lines per chain.
 
 Usage: python scripts/plot_run.py docs/run-h200.png docs/data/run-det-h200.jsonl docs/data/run-ocr-h200.jsonl
+A source may pick rows of a file that holds several: `FILE#CHAIN#PRECISION`, e.g. `run-h-h200.jsonl#det#fp32`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ def main(dst: str, sources: list[str]) -> int:
     fig, (ax_fps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for src in sources:
+        path, *pick = src.split("#")
         rows = sorted(
-            (json.loads(x) for x in Path(src).read_text().splitlines() if x.strip()),
+            (json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()),
             key=lambda r: r["cameras"],
         )
-        chain = rows[0].get("chain") or Path(src).stem.split("-")[1]
+        if pick:
+            rows = [r for r in rows if r.get("chain") == pick[0]]
+        if len(pick) > 1:
+            rows = [r for r in rows if ("fp16" if r.get("fp16") else "fp32") == pick[1]]
+        assert rows, f"no rows in {src}"
+        chain = rows[0].get("chain") or Path(path).stem.split("-")[1]
         cams = [r["cameras"] for r in rows]
         c = next(colors)
         ax_fps.plot(
