@@ -7,6 +7,7 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,8 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
     assert lm.server.warmed == len(lm.shapes.input_shapes(lm.spec))  # every declared shape ran at load
     got: dict[str, list[int]] = {"a": [], "b": []}
     dispatcher = FrameDispatcher()
+    forgotten: list[tuple[str, int]] = []  # (camera, its frames in flight then)
+    lm.server.preprocessor = ForgetRecorder(lambda c: forgotten.append((c, by_name[c].flow.in_flight)))
     runners = [
         CameraRunner(
             c,
@@ -261,6 +264,7 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
         )
         for c in cams
     ]
+    by_name = {r.name: r for r in runners}
     for r in runners:
         r.start()
     deadline = time.monotonic() + 60
@@ -275,6 +279,18 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
     assert metrics.registry.get_sample_value("edged_batch_rows_sum", {"model": "det"}) == 12
     threads = {t.name for t in threading.enumerate()}
     assert not any(n.startswith(("a-", "b-")) for n in threads)  # no per-camera chain threads
+    assert forgotten == [("a", 0), ("b", 0)]  # each stopped camera's buffers freed once, after it drained
+
+
+class ForgetRecorder(CpuPreprocessor):
+    """CPU preprocessing that reports `forget` calls (a GPU preprocessor frees a camera's frame buffers
+    there; the GPU test is tests/gpu/test_kernel.py::test_forget_frees_a_stopped_cameras_frame_buffers)."""
+
+    def __init__(self, on_forget: Callable[[str], None]) -> None:
+        self.on_forget = on_forget
+
+    def forget(self, camera: str) -> None:
+        self.on_forget(camera)
 
 
 def test_shapes_the_model_cannot_take_are_one_clear_load_error(tmp_path: Path) -> None:

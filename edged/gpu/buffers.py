@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,18 @@ class BufferPool:
             self.allocated_bytes += size
             return alloc
 
+    def release(self, which: Callable[[Hashable], bool]) -> int:
+        """Free the buffers whose key `which` accepts (their users are gone); returns the bytes freed."""
+        with self._lock:
+            keys = [k for k in self._bufs if which(k)]
+            freed = 0
+            for k in keys:
+                alloc, size = self._bufs.pop(k)
+                alloc.free()
+                freed += size
+            self.allocated_bytes -= freed
+            return freed
+
     def free(self) -> None:
         with self._lock:
             for alloc, _ in self._bufs.values():
@@ -182,6 +194,12 @@ class PinnedStaging:
     def wait(self) -> None:
         if self._event is not None:
             self._event.synchronize()
+
+    def close(self) -> None:
+        """Let the page-locked memory go, after any copy from it has finished."""
+        with self.lock:
+            self.wait()
+            self._buf, self._event, self.tag = None, None, None
 
     def fill(self, host: np.ndarray, tag: Hashable | None = None) -> None:
         """Copy `host` into the buffer (after any pending copy from it has finished). Needs the CUDA

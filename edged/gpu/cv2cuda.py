@@ -75,6 +75,9 @@ class Cv2CudaPreprocessor:
     def stage(self, frame: Frame) -> None:
         self.base.stage(frame)
 
+    def forget(self, camera: str) -> None:
+        self.base.forget(camera)
+
     def frame(
         self, frame: Frame, spec: PreprocessSpec, lane: GpuLane | None = None
     ) -> tuple[DeviceTensor, Plan]:

@@ -169,6 +169,20 @@ class GpuPreprocessor:
             with gpu_thread():
                 staging.fill(frame.image, tag)
 
+    def forget(self, camera: str) -> None:
+        """Free the camera's frame slots (device buffers, page-locked buffers, events) and its own lane:
+        a removed or renamed camera must not keep them for the daemon's lifetime. Call it only once
+        every frame of the camera has left its flow (no kernel or copy still reads a slot)."""
+        with self._lock:
+            staging = [self._frame_staging.pop(k) for k in list(self._frame_staging) if k[0] == camera]
+            for table in (self._cache, self._uploaded):
+                for k in [k for k in table if k[0] == camera]:
+                    del table[k]
+            self._pipes.pop(camera, None)
+        for st in staging:
+            st.close()
+        self.pool.release(lambda key: isinstance(key, tuple) and key[:2] == (camera, "frame"))
+
     def _slot_staging(self, slot: tuple[str, int]) -> PinnedStaging:
         with self._lock:
             return self._frame_staging.setdefault(slot, PinnedStaging())

@@ -153,9 +153,24 @@ class CameraRunner:
         self.dispatcher.remove(self.name)
         self.capture.stop()
         if self.flow is not None:
-            if not self.flow.drain(timeout):
+            drained = self.flow.drain(timeout)
+            if not drained:
                 log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
             self.flow.detach()
+            if (
+                drained
+            ):  # a frame still in flight reads its buffer: those are kept (a small leak, logged above)
+                self._forget_buffers()
+
+    def _forget_buffers(self) -> None:
+        """The camera's frame buffers in its models' preprocessors (on a GPU: device and page-locked
+        memory) go with it, so removing, renaming or restarting cameras does not pile them up."""
+        assert self.flow is not None
+        for pre in {id(s.server.preprocessor): s.server.preprocessor for s in self.flow.stages}.values():
+            try:
+                pre.forget(self.name)
+            except Exception as e:  # freeing is housekeeping: never fail a stop or a reload over it
+                log.warning("camera %s: freeing its frame buffers failed: %s", self.name, e)
 
     def pump(self) -> None:
         """The dispatcher's call: hand waiting frames to the chain while it has room (never blocks)."""

@@ -29,6 +29,11 @@ class Preprocessor(Protocol):
         host frame into page-locked memory there); nothing on the CPU."""
         ...
 
+    def forget(self, camera: str) -> None:
+        """Free what is held for `camera` (a GPU implementation: its frame buffers in device and
+        page-locked memory), once it has stopped and every frame of it has left; nothing on the CPU."""
+        ...
+
     def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[Any, Plan]: ...
 
     def crops(
@@ -49,6 +54,9 @@ class CpuPreprocessor:
     name = "cpu"
 
     def stage(self, frame: Frame) -> None:
+        pass
+
+    def forget(self, camera: str) -> None:
         pass
 
     def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[np.ndarray, Plan]:

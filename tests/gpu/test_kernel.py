@@ -387,3 +387,35 @@ def test_device_frame_is_copied_out_of_the_capture_ring(pre: Any) -> None:
     d = level_diff(got, ref, spec)
     assert d.max() <= 6.0 and np.percentile(d, 99) <= 2.5, "the crops read the reused buffer"
     assert level_diff(got, stale, spec).max() > 10.0  # the two frames differ: the check can fail
+
+
+def test_forget_frees_a_stopped_cameras_frame_buffers(pre: Any) -> None:
+    """A stopped camera's frame slots are freed (`forget`, called once its flow has drained): the pool
+    shrinks by its two frame buffers; another camera's slot is untouched (read again from its cache
+    after the freed memory was handed out anew); the camera can come back under its name and read."""
+    from edged.gpu.context import GpuLane, gpu_thread
+
+    spec = SPECS["yolo_letterbox"]
+    gone, back, stays = (textured(720, 1280, seed=s) for s in (61, 62, 63))
+    lane, plan = GpuLane("forget"), plan_frame(spec, 1280, 720)
+
+    def read(frame: Frame) -> np.ndarray:
+        return np.asarray(pre.rows([(frame, plan)], spec, lane=lane).to_host(lane=lane))
+
+    kept = Frame("stays", 0, stays, slot=0)
+    with gpu_thread():
+        for slot in (0, 1):
+            frame = Frame("gone", slot, gone, slot=slot)
+            pre.stage(frame)
+            read(frame)
+        read(kept)
+        before = pre.pool.allocated_bytes
+        pre.forget("gone")
+        freed = before - pre.pool.allocated_bytes
+        left = [k for k in pre._frame_staging if k[0] == "gone"]
+        got_back = read(Frame("gone", 9, back, slot=0))
+        got_kept = read(kept)
+    assert freed >= 2 * gone.nbytes and left == []
+    assert level_diff(got_back, preprocess_frame(back, spec)[0], spec).max() <= 1.0
+    assert level_diff(got_kept, preprocess_frame(stays, spec)[0], spec).max() <= 1.0
+    assert level_diff(got_kept, preprocess_frame(back, spec)[0], spec).max() > 10.0  # the check can fail
