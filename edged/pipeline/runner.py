@@ -12,6 +12,7 @@ Threads: `pump()` runs on the dispatcher thread; results reach the sink on the d
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -140,6 +141,7 @@ class CameraRunner:
         self._error_logged: str | None = None
         self.failed_frames = 0  # frames that failed in the chain (edged_frames_dropped_total{reason="error"})
         self._stopping = False
+        self._pump_lock = threading.Lock()  # a stop waits for a pump under way (see stop)
 
     def start(self) -> None:
         if self.flow is not None:
@@ -150,6 +152,8 @@ class CameraRunner:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop capture, let in-flight frames finish (bounded)."""
         self._stopping = True
+        with self._pump_lock:  # a pump under way ends here: no frame enters the flow after this
+            pass
         self.dispatcher.remove(self.name)
         self.capture.stop()
         if self.flow is not None:
@@ -157,9 +161,7 @@ class CameraRunner:
             if not drained:
                 log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
             self.flow.detach()
-            if (
-                drained
-            ):  # a frame still in flight reads its buffer: those are kept (a small leak, logged above)
+            if drained:  # a frame still in flight reads its buffers: then they are kept (a small leak)
                 self._forget_buffers()
 
     def _forget_buffers(self) -> None:
@@ -174,6 +176,10 @@ class CameraRunner:
 
     def pump(self) -> None:
         """The dispatcher's call: hand waiting frames to the chain while it has room (never blocks)."""
+        with self._pump_lock:
+            self._pump()
+
+    def _pump(self) -> None:
         while not self._stopping and (self.flow is None or self.flow.in_flight < self.flow.depth):
             frame = self.capture.get(timeout_s=0)
             if frame is None:
