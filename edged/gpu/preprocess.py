@@ -179,9 +179,10 @@ class GpuPreprocessor:
                 for k in [k for k in table if k[0] == camera]:
                     del table[k]
             self._pipes.pop(camera, None)
-        for st in staging:
-            st.close()
-        self.pool.release(lambda key: isinstance(key, tuple) and key[:2] == (camera, "frame"))
+        with gpu_thread():  # called from a stopping camera's thread, which holds no CUDA context
+            for st in staging:
+                st.close()
+            self.pool.release(lambda key: isinstance(key, tuple) and key[:2] == (camera, "frame"))
 
     def _slot_staging(self, slot: tuple[str, int]) -> PinnedStaging:
         with self._lock:

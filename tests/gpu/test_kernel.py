@@ -409,10 +409,11 @@ def test_forget_frees_a_stopped_cameras_frame_buffers(pre: Any) -> None:
             pre.stage(frame)
             read(frame)
         read(kept)
-        before = pre.pool.allocated_bytes
-        pre.forget("gone")
-        freed = before - pre.pool.allocated_bytes
-        left = [k for k in pre._frame_staging if k[0] == "gone"]
+    before = pre.pool.allocated_bytes
+    pre.forget("gone")  # as a stopping camera calls it: from a thread with no CUDA context current
+    freed = before - pre.pool.allocated_bytes
+    left = [k for k in pre._frame_staging if k[0] == "gone"]
+    with gpu_thread():
         got_back = read(Frame("gone", 9, back, slot=0))
         got_kept = read(kept)
     assert freed >= 2 * gone.nbytes and left == []
