@@ -15,7 +15,7 @@ Then, after the daemon exited, the engines alone (scripts/_bench.py) on the same
 servers use: the detector in batches of min(N, max_batch) frames, the recognizer on every crop.
 
 Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video samples/plates-1080.avi \
-           --cameras 1 4 16 [--chain ocr|det] [--json out.json]
+           --cameras 1 4 16 [--chain ocr|det] [--json out.json] [--fp16 MODEL] [--frames-in-flight N]
 """
 
 from __future__ import annotations
