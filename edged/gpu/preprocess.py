@@ -140,7 +140,7 @@ class GpuPreprocessor:
             pipe.stream.wait_for_event(self._uploaded[slot])  # copied on another lane: may be in flight
             return cached[2]
         on_device = device_image(frame.image) if frame.on_device else None  # checked before allocating
-        h, w, c = frame.shape
+        h, w, c = (on_device.height, on_device.width, on_device.channels) if on_device else frame.shape
         buf = self.pool.get((frame.camera, "frame", slot[1]), h * w * c)
         if on_device is not None:
             _copy_on_device(on_device, int(buf), pipe.copy_stream)
@@ -159,9 +159,9 @@ class GpuPreprocessor:
         return img
 
     def stage(self, frame: Frame) -> None:
-        """Copy a host frame into its slot's page-locked buffer now, on the calling thread (a camera's,
-        when a model server takes the frame), so the server's thread only starts the upload. Host
-        copies of many cameras then run in parallel instead of one after another on the server."""
+        """Copy a host frame into its slot's page-locked buffer now, on the calling thread (the frame
+        dispatcher's, when the first model server takes the frame), so the server's batch thread only
+        starts the upload: the copies run beside the engine's batches instead of between them."""
         if frame.on_device or frame.image.dtype != np.uint8:
             return  # device frames need no upload; a bad frame fails in source(), on its own request
         staging, tag = self._slot_staging(_slot(frame)), (frame.seq, id(frame.image))
@@ -179,7 +179,7 @@ class GpuPreprocessor:
                 for k in [k for k in table if k[0] == camera]:
                     del table[k]
             self._pipes.pop(camera, None)
-        with gpu_thread():  # called from a stopping camera's thread, which holds no CUDA context
+        with gpu_thread():  # called by whoever stops the camera (a reload, a command): no CUDA context there
             for st in staging:
                 st.close()
             self.pool.release(lambda key: isinstance(key, tuple) and key[:2] == (camera, "frame"))

@@ -302,7 +302,7 @@ class ModelServer:
         self._queue.put_many(rows)
 
     def _stage(self, frame: Frame) -> None:
-        # The frame's host-side upload work, on the submitting camera's thread. Only a speed-up: if it
+        # The frame's host-side upload work, on the submitting thread (the dispatcher). Only a speed-up: if it
         # fails, the server's thread uploads the frame itself, and a real fault fails that request.
         try:
             self.preprocessor.stage(frame)
