@@ -21,7 +21,7 @@ from edged.capture.decode import DecodeChoice
 from edged.capture.nvdec import UseJpeg
 from edged.config import ConfigError, load_config
 from edged.demo.sample import make_sample
-from edged.preprocess.nv12 import default_matrix, nv12_to_rgb, rgb_to_nv12, split_nv12, yuv_coefficients
+from edged.preprocess.nv12 import nv12_to_rgb, rgb_to_nv12, split_nv12, yuv_coefficients
 from edged.types import Frame, host_fmt
 
 
@@ -166,14 +166,22 @@ def test_nv12_round_trip(matrix: str, full: bool) -> None:
     )
 
 
-def test_defaults_and_formats() -> None:
-    assert [default_matrix(h) for h in (480, 576, 720, 1080, 2160)] == [
-        "bt601",
-        "bt601",
-        "bt709",
-        "bt709",
-        "bt2020",
-    ]
+def test_stream_colour_and_formats() -> None:
+    from edged.capture.nvdec import colour
+
+    class Demuxer:  # PyNvVideoCodec's demuxer answers with enums; their names are what is read
+        def __init__(self, space: str, rng: str) -> None:
+            self.space, self.rng = space, rng
+
+        def ColorSpace(self) -> str:
+            return self.space
+
+        def ColorRange(self) -> str:
+            return self.rng
+
+    assert colour(Demuxer("ColorSpace.BT_709", "ColorRange.JPEG")) == ("bt709", True)
+    assert colour(Demuxer("ColorSpace.UNSPEC", "ColorRange.UDEF")) == ("bt601", False)  # as FFmpeg
+    assert colour(Demuxer("ColorSpace.BT_601", "ColorRange.MPEG")) == ("bt601", False)
     assert (host_fmt("nv12"), host_fmt("rgb8"), host_fmt("bgr8")) == ("rgb8", "rgb8", "bgr8")
     with pytest.raises(ValueError, match="unknown YUV matrix"):
         yuv_coefficients("bt999", False)

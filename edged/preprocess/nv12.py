@@ -2,7 +2,8 @@
 
 NV12 is a full-resolution luma plane Y (height x width bytes) followed by one half-resolution plane of
 interleaved chroma (U, V: height/2 rows of width bytes). Which RGB a (Y, U, V) triple means depends on
-the stream's matrix (BT.601 for SD, BT.709 for HD, BT.2020 for UHD) and range (limited: Y in 16..235,
+the stream's matrix (BT.601, BT.709, BT.2020; a stream that does not say is converted as BT.601,
+as FFmpeg does) and range (limited: Y in 16..235,
 chroma 16..240, what cameras send; full: 0..255, as JPEG). `yuv_coefficients` turns those two into the
 6 numbers the fused CUDA kernel applies (edged.gpu.kernels), and `nv12_to_rgb` is the CPU reference it
 is tested against: each pixel takes the chroma of its 2x2 block (nearest, as OpenCV's
@@ -26,14 +27,6 @@ KR_KB: dict[str, tuple[float, float]] = {
     "bt709": (0.2126, 0.0722),
     "bt2020": (0.2627, 0.0593),
 }
-
-
-def default_matrix(height: int) -> Matrix:
-    """The matrix to assume when a stream does not say: BT.601 below 720 rows, BT.709 up to 1080p,
-    BT.2020 above (what FFmpeg and most players assume)."""
-    if height < 720:
-        return "bt601"
-    return "bt709" if height <= 1088 else "bt2020"
 
 
 def yuv_coefficients(matrix: str, full_range: bool) -> tuple[float, float, float, float, float, float]:
