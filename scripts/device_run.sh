@@ -14,7 +14,8 @@
 #              the engines-only rate; FP16=text_det, INFLIGHT=N as before;
 #   capacity   scripts/bench_capacity.py: real-time capacity, CAMS cameras (default "8 16") at the video's
 #              rate for SECONDS (default 30), DECODE side by side;
-#   chain      scripts/compare_paths.py (CPU vs GPU path on identical frames).
+#   chain      scripts/compare_paths.py (CPU vs GPU path on identical frames);
+#   explore    EXPLORE=script VIDEO: an exploration script (e.g. scripts/explore_fp16.py), not a product figure.
 # Results go to $OUT (the tool brings back at most 8 files).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -67,5 +68,7 @@ case $step in
   chain)
     timeout 200 python3 scripts/compare_paths.py --config configs/examples/gpu.yaml --video "$VIDEO" --frames 60 \
       2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/compare.log" ;;
+  explore)  # EXPLORE=script (carried in .carry): an exploration, not a product figure
+    timeout "${LIMIT:-540}" python3 "$EXPLORE" "$VIDEO" 2>&1 | grep -v "plugin EP" | tee "$OUT/explore.log" ;;
   *) echo "unknown step $step"; exit 2 ;;
 esac
