@@ -174,8 +174,9 @@ class LoggingConfig(EdgedModel):
     )
     json_format: bool = Field(
         False,
-        description="Log JSON lines (ISO 8601 UTC times) instead of text. Under systemd each line starts "
-        "with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
+        description="Log JSON lines instead of text: `timestamp` (RFC 3339 UTC), `level`, `logger`, `message`, "
+        "`thread`, `exception` and structured fields such as `camera` (docs/operations.md). Under systemd "
+        "each line starts with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
     )
 
     @field_validator("level", mode="before")

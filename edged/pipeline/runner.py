@@ -159,7 +159,12 @@ class CameraRunner:
         if self.flow is not None:
             drained = self.flow.drain(timeout)
             if not drained:
-                log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
+                log.warning(
+                    "camera %s: in-flight frames did not finish within %.0f s",
+                    self.name,
+                    timeout,
+                    extra={"camera": self.name},
+                )
             self.flow.detach()
             if drained:  # a frame still in flight reads its buffers: then they are kept (a small leak)
                 self._forget_buffers()
@@ -228,7 +233,13 @@ class CameraRunner:
         self.failed_frames += 1
         self.metrics.drops.labels(self.name, "error").inc()
         if msg != self._error_logged:  # the same failure on every frame is logged once
-            log.error("camera %s: frame %d failed in the chain: %s", self.name, frame.seq, msg)
+            log.error(
+                "camera %s: frame %d failed in the chain: %s",
+                self.name,
+                frame.seq,
+                msg,
+                extra={"camera": self.name},  # a structured field of the JSON log line
+            )
             self._error_logged = msg
 
     def status(self) -> dict[str, Any]:
