@@ -77,6 +77,7 @@ def test_every_command_takes_config_and_has_help_for_every_option() -> None:
         "make-sample",
         "build-engine",
         "doctor",
+        "predict",
     }
     for name, p in sub.choices.items():
         assert p.description and len(p.description) > 40, name

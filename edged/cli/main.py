@@ -1,5 +1,5 @@
 """Command line: edged run | check-config | schema | install-models | make-fp16 | make-sample | build-engine |
-doctor."""
+doctor | predict."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from edged.cli.configfile import DEFAULT_CONFIG, STDIN, STDIN_NAME, load_or_repo
 from edged.cli.install_models import cmd_install_models
 from edged.cli.logsetup import LEVELS, setup_logging
 from edged.cli.make_fp16 import cmd_make_fp16
+from edged.cli.predict import add_parser as add_predict
 
 log = logging.getLogger("edged")
 
@@ -258,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(d, None, "also check this config, its outbox folder and its broker")
     d.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     d.set_defaults(func=cmd_doctor)
+
+    add_predict(sub, _sub, _config_option)
     return p
 
 

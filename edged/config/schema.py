@@ -10,13 +10,14 @@ field has a description, which `edged schema` and docs/configuration.md show to 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
 from edged.config.base import NAME_RE, EdgedModel
-from edged.config.cameras import CameraConfig
+from edged.config.cameras import CameraConfig, StageConfig
 from edged.config.inference import ModelConfig
 
 
@@ -158,6 +159,30 @@ class ThumbnailsConfig(EdgedModel):
     )
 
 
+class PredictConfig(EdgedModel):
+    enabled: bool = Field(
+        False,
+        description="Serve POST /predict: pictures through a camera's chain (or one in the request), "
+        "answered with the events the camera would publish (docs/predict.md).",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body; a larger one is refused (413)."
+    )
+    max_pixels: int = Field(
+        3840 * 2160,
+        ge=1,
+        description="Most pixels (width x height) of one picture, read from its header before it is "
+        "decoded; a larger one is refused (413).",
+    )
+    max_images: int = Field(8, ge=1, le=64, description="Most pictures in one request (413 beyond).")
+    max_in_flight: int = Field(
+        2, ge=1, le=32, description="Requests running at once; one more is refused at once (429)."
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="A request whose results are not back within this is answered 504."
+    )
+
+
 class HealthConfig(EdgedModel):
     enabled: bool = Field(
         True, description="Serve /healthz, /readyz, /metrics, /stats and snapshots over HTTP."
@@ -166,6 +191,9 @@ class HealthConfig(EdgedModel):
         "127.0.0.1", description="Address the health server listens on (keep it local unless firewalled)."
     )
     port: int = Field(8089, ge=0, le=65535, description="Port of the health server (0 picks a free port).")
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig, description="POST /predict on this server (off by default)."
+    )
 
 
 class LoggingConfig(EdgedModel):
@@ -226,21 +254,29 @@ def reference_problems(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-references pydantic cannot see field by field: (key path, reason) for each problem."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for cam_name, cam in cfg.cameras.items():
-        seen: set[str] = set()
-        for i, stage in enumerate(cam.chain):
-            at: tuple[str | int, ...] = ("cameras", cam_name, "chain", i)
-            if stage.model not in cfg.models:
-                known = ", ".join(sorted(cfg.models)) or "none defined"
-                problems.append(((*at, "model"), f"unknown model {stage.model!r} (models: {known})"))
-            if stage.stage_name in seen:
-                problems.append(
-                    ((*at, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`")
-                )
-            if stage.on is not None and stage.on not in seen:
-                problems.append(((*at, "on"), f"{stage.on!r} is not an earlier stage of this chain"))
-            if stage.on is None and i > 0:
-                problems.append(
-                    (at, "only the first stage runs on the whole frame; set `on:` to an earlier stage")
-                )
-            seen.add(stage.stage_name)
+        problems += chain_problems(cam.chain, cfg.models, ("cameras", cam_name, "chain"))
+    return problems
+
+
+def chain_problems(
+    chain: list[StageConfig], models: Collection[str], at: tuple[str | int, ...] = ("chain",)
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A chain's references (its models, its stages' `on`): (key path under `at`, reason) per problem.
+    A camera's chain in the config, or one sent to POST /predict."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for i, stage in enumerate(chain):
+        where: tuple[str | int, ...] = (*at, i)
+        if stage.model not in models:
+            known = ", ".join(sorted(models)) or "none defined"
+            problems.append(((*where, "model"), f"unknown model {stage.model!r} (models: {known})"))
+        if stage.stage_name in seen:
+            problems.append(((*where, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`"))
+        if stage.on is not None and stage.on not in seen:
+            problems.append(((*where, "on"), f"{stage.on!r} is not an earlier stage of this chain"))
+        if stage.on is None and i > 0:
+            problems.append(
+                (where, "only the first stage runs on the whole frame; set `on:` to an earlier stage")
+            )
+        seen.add(stage.stage_name)
     return problems

@@ -25,6 +25,7 @@ from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
 from edged.config import Config, ConfigError, load_config
 from edged.daemon.commands import CommandQueue
 from edged.daemon.controller import Controller
+from edged.daemon.predict import PredictApi
 from edged.daemon.signals import SignalFlags
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
@@ -32,6 +33,7 @@ from edged.daemon.updates import ModelUpdates
 from edged.daemon.view import OperatorView
 from edged.infer.base import Engine
 from edged.observability.environment import opencv_report
+from edged.observability.health.http_io import BodyRoute
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
 from edged.observability.health.server import HealthServer
@@ -114,6 +116,7 @@ class Daemon:
         self.signals = signals or SignalFlags()
         self.commands: CommandQueue | None = None
         self.controller: Controller | None = None
+        self.predict: PredictApi | None = None  # POST /predict (health.predict.enabled)
 
     @property
     def cfg(self) -> Config:
@@ -188,6 +191,9 @@ class Daemon:
         self.stats_pub.start()
 
     def _start_health(self) -> None:
+        pc = self.cfg.health.predict
+        if pc.enabled:  # the cameras' model servers answer it: pictures in, the cameras' events out
+            self.predict = PredictApi(pc, self.supervisor, self.cfg.device.name, lambda: self.publisher)
         self.health = HealthServer(
             self.cfg.health.bind,
             self.cfg.health.port,
@@ -197,6 +203,8 @@ class Daemon:
             snapshot=self.snapshot,
             history=self.view.snapshot,
             thumbnail=self.view.thumbnail,
+            predict=self.predict.handle if self.predict is not None else None,
+            predict_route=BodyRoute(pc.max_body_bytes, pc.max_in_flight, reply_timeout_s=pc.timeout_s + 5),
         )
         try:
             self.health.start()
