@@ -3,7 +3,8 @@
 One HA device per edged host (identifiers `edged_<device>`, so it cannot collide with another MQTT
 device of the same name; `configuration_url` links the status page when it is reachable) and these
 entities per camera, all fed by one retained JSON state message per camera, `<prefix>/<camera>/state`,
-which is also every sensor's `json_attributes_topic` (so its other fields show as attributes):
+which is also every sensor's `json_attributes_topic` (so its fields show as attributes; `state`, a name
+HA reserves, as `camera_state`, through `json_attributes_template`):
 
     {"online": "ON", "state": "streaming", "source_fps": 14.9, "processed_fps": 2.2,
      "drop_ratio": 0.852, "detections": 12, "last_text": "KA 1234",
@@ -12,7 +13,8 @@ which is also every sensor's `json_attributes_topic` (so its other fields show a
 Entities (docs/mqtt.md has the table): sensors `last_text`, `detections` (objects: a read text is not
 a second object), `source_fps`, `processed_fps`, `drop_ratio` (shown in %), binary_sensor `online`;
 with `mqtt.commands` also a switch (`enabled`, on the existing set/enabled command and the retained
-`<camera>/enabled` state) and a button (`snapshot`, on set/snapshot). The `fps` sensor of earlier
+`<camera>/enabled` state), a button (`snapshot`, on set/snapshot) and an image entity (`snapshot`)
+showing the JPEG the button gets published on `<camera>/snapshot`. The `fps` sensor of earlier
 releases (the source rate, easily misread as the processing rate) is deleted from HA on announce.
 With `thumbnails.publish`, an image entity `<camera> last thumbnail` shows the JPEGs on
 `<prefix>/<camera>/+/thumbnail`.
@@ -43,7 +45,13 @@ from typing import Any, Protocol
 
 from edged import __version__
 from edged.publish.event import event_text, iso_utc_ms
-from edged.publish.hass_entities import ENTITIES, REMOVED_ENTITIES, image_entity
+from edged.publish.hass_entities import (
+    ATTRIBUTES_TEMPLATE,
+    ENTITIES,
+    REMOVED_ENTITIES,
+    image_entity,
+    snapshot_entity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +214,7 @@ class HassDiscovery:
                 **self._entity(camera, key, suffix),
                 "state_topic": state,
                 "json_attributes_topic": state,
+                "json_attributes_template": ATTRIBUTES_TEMPLATE,  # `state` arrives as `camera_state`
                 **extra,
             }
         if self.thumbnails:
@@ -234,6 +243,11 @@ class HassDiscovery:
                 "payload_press": "PRESS",
                 "icon": "mdi:camera",
             }
+            # The JPEG the button asks for, shown in HA (the image entity reads <camera>/snapshot).
+            out[self._topic("image", camera, "snapshot")] = {
+                **self._entity(camera, "snapshot_image", "last snapshot"),
+                **snapshot_entity(camera, self.prefix),
+            }
         return out
 
     def image_config_topic(self, camera: str) -> str:
@@ -241,7 +255,11 @@ class HassDiscovery:
 
     def _all_topics(self, camera: str) -> list[str]:
         """Every discovery topic edged may have used for `camera` (for clearing)."""
-        extra = [self._topic("switch", camera, "enabled"), self._topic("button", camera, "snapshot")]
+        extra = [
+            self._topic("switch", camera, "enabled"),
+            self._topic("button", camera, "snapshot"),
+            self._topic("image", camera, "snapshot"),
+        ]
         return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera)]))
 
     def _removed_topics(self, camera: str) -> list[str]:
