@@ -114,6 +114,20 @@ class MqttConfig(EdgedModel):
         1, description="QoS of detection messages; 1 gives at-least-once delivery through the outbox."
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT protocol version. 5: retained per-camera states carry a message expiry "
+        "(state_expiry_s), so none outlives a crashed edged; 3.1.1 for brokers without MQTT 5: they "
+        "stay until overwritten, and only <prefix>/status (the last will) says edged is gone (docs/mqtt.md).",
+    )
+    state_expiry_s: int = Field(
+        30,
+        ge=0,
+        le=86400,
+        description="With protocol 5: the broker deletes the retained <prefix>/<camera>/state and "
+        "<prefix>/<camera>/enabled this long after edged last refreshed them (a crash, a SIGKILL, a power "
+        "cut); edged refreshes them every third of it. 0: no expiry.",
+    )
     reconnect_min_s: float = Field(
         1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s."
     )
@@ -129,6 +143,16 @@ class MqttConfig(EdgedModel):
     hass: HassConfig = Field(
         default_factory=HassConfig, description="Home Assistant MQTT discovery (opt-in)."
     )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v  # YAML `5` is a number
+
+    @property
+    def expiry_s(self) -> int | None:
+        """The message expiry of the retained per-camera states, or None (3.1.1, or switched off)."""
+        return self.state_expiry_s if self.protocol == "5" and self.state_expiry_s > 0 else None
 
 
 class ThumbnailsConfig(EdgedModel):

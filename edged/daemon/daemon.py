@@ -161,7 +161,12 @@ class Daemon:
             self.commands = CommandQueue(cfg.topic_prefix, cfg.cameras, cfg.models)
             self.publisher.on_command(self.commands.submit)
             self.controller = Controller(
-                self.supervisor, self.publisher, cfg.topic_prefix, self.snapshot, self.updates
+                self.supervisor,
+                self.publisher,
+                cfg.topic_prefix,
+                self.snapshot,
+                self.updates,
+                expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
             )
         self.publisher.start()
         self.sink.publisher = self.publisher
@@ -178,6 +183,7 @@ class Daemon:
                 commands=cfg.mqtt.commands,
                 configuration_url=cfg.mqtt.hass.configuration_url
                 or status_page_url(cfg.health.bind, cfg.health.port, cfg.health.enabled),
+                expiry_s=cfg.mqtt.expiry_s,
             )
             self.hass.set_cameras(cfg.cameras)
             self.sink.hass = self.hass
@@ -262,6 +268,11 @@ class Daemon:
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:
+            # Retained per-camera states say what runs now: nothing will, so they go before "offline".
+            if self.hass is not None:
+                self.hass.clear_states()
+            if self.controller is not None:
+                self.controller.clear()
             self.publisher.stop(flush_timeout_s)
             self.publisher.outbox.close()  # the publisher does not own the outbox
         if self.health is not None:

@@ -25,7 +25,9 @@ so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/
 
 Everything goes out from `tick()`, which the daemon's main loop calls a few times a second: it announces
 on every (re)connection (a broker without persistence forgets retained messages), publishes a camera's
-state at most once a second after an event and every `state_interval_s` otherwise. `on_event()` runs on
+state at most once a second after an event and every `state_interval_s` otherwise. With MQTT 5 each
+state carries a message expiry (`expiry_s`) and is refreshed every third of it, so after a crash the
+broker drops it within `expiry_s`; a clean stop deletes it at once (`clear_states`). `on_event()` runs on
 the camera's pipeline thread and only records, so no frame ever waits on the broker. When a camera
 leaves the config (reload, or between runs: the announced set is kept in `state_path`) its retained
 configs and state are cleared with empty retained messages, which is how HA is told to delete entities.
@@ -64,7 +66,14 @@ class RawPublisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def publish_raw(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0) -> Any: ...
+    def publish_raw(
+        self,
+        topic: str,
+        payload: bytes | str,
+        retain: bool = False,
+        qos: int = 0,
+        expiry_s: int | None = None,
+    ) -> Any: ...
 
 
 @dataclass
@@ -102,6 +111,7 @@ class HassDiscovery:
         thumbnails: bool = False,
         commands: bool = False,
         configuration_url: str | None = None,
+        expiry_s: int | None = None,
     ) -> None:
         self.publisher = publisher
         self.device = device
@@ -115,6 +125,10 @@ class HassDiscovery:
         self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
         self.commands = commands  # offer the enabled switch and snapshot button (mqtt.commands)
         self.configuration_url = configuration_url
+        # MQTT 5 message expiry of the retained states (mqtt.state_expiry_s): refreshed every third of it,
+        # so a state outlives a crashed edged by at most that long.
+        self.expiry_s = expiry_s
+        self.refresh_s = min(state_interval_s, expiry_s / 3) if expiry_s else state_interval_s
         self.availability_topic = f"{self.prefix}/status"
         self._lock = threading.Lock()
         self._cameras: dict[str, _CameraState] = {}
@@ -149,7 +163,7 @@ class HassDiscovery:
             self._announced = False
             return
         now = self.clock()
-        periodic = now - self._last_periodic >= self.state_interval_s
+        periodic = now - self._last_periodic >= self.refresh_s
         if not self._announced:
             if not self._announce():
                 return  # lost the connection midway: retry on the next tick
@@ -173,6 +187,14 @@ class HassDiscovery:
         """Remove every entity of this device from HA (e.g. when hass is switched off for good)."""
         self.set_cameras([])
         self.tick()
+
+    def clear_states(self) -> None:
+        """On a clean stop: delete the retained states (an empty retained message), so none claims a
+        camera streams while edged is down; the entities stay, unavailable through <prefix>/status."""
+        with self._lock:
+            names = list(self._cameras)
+        for name in names:
+            self._send(self.state_topic(name), b"")
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -328,15 +350,15 @@ class HassDiscovery:
 
     def _publish_state(self, camera: str, cam_status: dict[str, Any], now: float) -> None:
         body = json.dumps(self.state(camera, cam_status), separators=(",", ":"))
-        if self._send(self.state_topic(camera), body):
+        if self._send(self.state_topic(camera), body, self.expiry_s):
             with self._lock:
                 st = self._cameras.get(camera)
                 if st is not None:
                     st.dirty = False
                     st.sent_at = now
 
-    def _send(self, topic: str, payload: bytes | str) -> bool:
-        return self.publisher.publish_raw(topic, payload, retain=True, qos=1) is not None
+    def _send(self, topic: str, payload: bytes | str, expiry_s: int | None = None) -> bool:
+        return self.publisher.publish_raw(topic, payload, retain=True, qos=1, expiry_s=expiry_s) is not None
 
     # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
 
