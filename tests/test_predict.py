@@ -380,3 +380,5 @@ def test_cameras_run_on_and_memory_stays_flat_over_1000_requests(daemon: Daemon)
     assert live1["frames_processed"] > live0["frames_processed"]
     status, body = http_get(daemon.port, "/readyz")
     assert status == 200, body
+    counts = stats(daemon.port)["predict"]
+    assert counts["in_flight"] == 0 and counts["max_in_flight"] == 1 and counts["answers"]["200"] >= 1100

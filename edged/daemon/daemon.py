@@ -200,6 +200,7 @@ class Daemon:
         pc = self.cfg.health.predict
         if pc.enabled:  # the cameras' model servers answer it: pictures in, the cameras' events out
             self.predict = PredictApi(pc, self.supervisor, self.cfg.device.name, lambda: self.publisher)
+            self.report.predict = self.predict.status
         self.health = HealthServer(
             self.cfg.health.bind,
             self.cfg.health.port,

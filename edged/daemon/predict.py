@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -59,11 +61,23 @@ class PredictApi:
         self.publisher = publisher
         self.predictor = Predictor(cfg.max_in_flight, cfg.timeout_s)
         self.run_id = f"{RUN_ID}-predict"  # event ids apart from the cameras' own
+        self._codes: Counter[int] = Counter()
+        self._lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
-        return self.predictor.status()
+        """For /stats: requests in the chain now, and every answer so far by HTTP status (those the
+        health server refused before reading the body, 413 and 429 there, are not counted here)."""
+        with self._lock:
+            codes = {str(k): v for k, v in sorted(self._codes.items())}
+        return {**self.predictor.status(), "answers": codes}
 
     def handle(self, query: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        code, answer = self._handle(query, content_type, body)
+        with self._lock:
+            self._codes[code] += 1
+        return code, answer
+
+    def _handle(self, query: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
         t0 = time.perf_counter()
         try:
             req = parse_request(query, content_type, body, self.cfg.max_images)

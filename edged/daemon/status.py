@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edged import __version__
@@ -28,6 +29,7 @@ class StatusReport:
         self.rates = rates
         self.telemetry = telemetry
         self.publisher: MqttPublisher | None = None  # set once the daemon started it
+        self.predict: Callable[[], dict[str, Any]] | None = None  # POST /predict's counters, when on
         self.started = time.time()
 
     def cameras(self) -> dict[str, dict[str, Any]]:
@@ -158,6 +160,8 @@ class StatusReport:
                 "outbox_dropped": dict(ob.dropped),
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
+        if self.predict is not None:
+            out["predict"] = self.predict()
         out["telemetry"] = self.telemetry.snapshot()
         return out
 
