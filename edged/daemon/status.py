@@ -16,6 +16,7 @@ from typing import Any
 
 from edged import __version__
 from edged.daemon.supervisor import Supervisor
+from edged.observability import threads
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
 from edged.publish.mqtt import MqttPublisher
@@ -163,6 +164,7 @@ class StatusReport:
         if self.predict is not None:
             out["predict"] = self.predict()
         out["telemetry"] = self.telemetry.snapshot()
+        out["threads"] = threads.table()
         return out
 
     def one_line(self) -> str:
