@@ -164,8 +164,8 @@ def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple
 
 
 def frame_text(text: str, seq: int) -> str:
-    """What `text_frame(text, seq)` shows: the text and seq + 1 (never 0: PP-OCR's reading of a Hershey
-    "0" after letters as "O" or "0" flips with the machine's float kernels, e.g. AVX-512 vs AVX2)."""
+    """What `text_frame(text, seq)` shows: the text and seq + 1, never a 0: PP-OCR reads a Hershey "0" after
+    letters as "0" on some machines and as "O" (p = 0.97) on others, with the same packages."""
     if not 0 <= seq < 9:
         raise ValueError("text frames number 0..8 (one digit 1-9)")
     return f"{text}{seq + 1}"
