@@ -7,8 +7,8 @@ get them.
   (edged.gpu.kernels): no RGB frame is ever made for the models.
 - `DeviceRgb`: an interleaved uint8 RGB picture in device memory the frame owns (nvImageCodec's output).
 - `FrameMemory`: where a decoder copies each frame it hands over, out of its own surfaces (NVDEC reuses
-  them on later decodes): a pycuda memory pool, so a frame's buffer returns to the pool when the last
-  reference to the frame goes, and steady state allocates nothing from the driver.
+  them on later decodes): buffers pooled by size, so a frame's buffer returns to the pool when the last
+  reference to the frame goes (from any thread: no CUDA call), and steady state allocates nothing.
 
 Both frame types say `owned = True`: their memory lives as long as the Frame object, so the preprocessor
 reads them in place instead of copying them out of a capture ring (as it must for jetson-utils
@@ -44,22 +44,55 @@ def _host_stream() -> Any:
 
 
 class FrameMemory:
-    """Device buffers for decoded frames, pooled (pycuda DeviceMemoryPool): freed to the pool when the
-    frame holding one is garbage, reused by the next frame of the same size."""
+    """Device buffers for decoded frames, pooled by size: a frame's buffer comes back to the pool when the
+    last reference to the frame goes, on whatever thread that happens (the return is plain Python: no
+    CUDA call, so a delivery or HTTP thread without the context can drop a frame); steady state
+    allocates nothing from the driver. `close` frees the pooled buffers (frames still alive keep theirs)."""
 
     def __init__(self) -> None:
         init()
-        from pycuda.tools import DeviceMemoryPool
+        self._free: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
 
-        self._pool = DeviceMemoryPool()
+    def allocate(self, nbytes: int) -> _Lease:
+        nbytes = int(nbytes)
+        with self._lock:
+            spare = self._free.get(nbytes)
+            alloc = spare.pop() if spare else None
+        if alloc is None:
+            with gpu_thread():
+                alloc = _driver().mem_alloc(nbytes)
+        return _Lease(self, alloc, nbytes)
 
-    def allocate(self, nbytes: int) -> Any:
-        return self._pool.allocate(int(nbytes))
+    def _give_back(self, alloc: Any, nbytes: int) -> None:
+        with self._lock:
+            if not self._closed:
+                self._free.setdefault(nbytes, []).append(alloc)
+                return
+        alloc.free()  # after close: pycuda frees it in the context it was made in
 
     def close(self) -> None:
-        """Give the pooled (unused) blocks back to the driver; frames still alive keep theirs."""
+        with self._lock:
+            self._closed = True
+            spare = [a for allocs in self._free.values() for a in allocs]
+            self._free.clear()
         with gpu_thread():
-            self._pool.stop_holding()
+            for a in spare:
+                a.free()
+
+
+class _Lease:
+    """One pooled buffer held by one frame; returned to its pool when the frame is garbage."""
+
+    def __init__(self, pool: FrameMemory, alloc: Any, nbytes: int) -> None:
+        self._pool, self._alloc, self.nbytes = pool, alloc, nbytes
+
+    def __int__(self) -> int:
+        return int(self._alloc)
+
+    def __del__(self) -> None:
+        self._pool._give_back(self._alloc, self.nbytes)
 
 
 def copy_plane(
