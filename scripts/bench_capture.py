@@ -80,10 +80,19 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--json")
     a = ap.parse_args()
+    if any(d != "cpu" for d in a.decode):
+        from edged.gpu.context import gpu_available, init
+
+        if gpu_available() is None:
+            init()  # in the main thread, as the daemon does (the context then outlives the capture threads)
     rows = []
     for n in a.cameras:
         for d in a.decode:
-            row = run(a.video, n, d, a.timeout)
+            try:
+                row = run(a.video, n, d, a.timeout)
+            except Exception as e:
+                print(f"{n} cameras, decode {d}: {type(e).__name__}: {e}", flush=True)
+                continue
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.json:
