@@ -91,6 +91,7 @@ class Daemon:
             Delivery(),  # runs the cameras' sinks off the model servers' threads
             self.rates,
             engine_wrap=engine_wrap,  # (model name, warmed engine) -> engine: how tests inject faults
+            should_stop=lambda: self.signals.stop,  # a SIGTERM during start-up stops the loading
         )
         # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
         self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
@@ -131,6 +132,8 @@ class Daemon:
             self._start_mqtt()
         self.view.start(self.publisher)
         self.supervisor.start()
+        if self.signals.stop:  # asked to stop while the models loaded: no READY=1, no watchdog
+            return
         if self.cfg.health.enabled:
             self._start_health()
         self.report.startup_summary(self.health.port if self.health is not None else None)

@@ -27,6 +27,7 @@ from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.runner import CameraRunner
 from edged.serving.loading import LoadedModel, load_model
+from edged.serving.warmup import WarmUpCancelled
 from edged.types import FrameResult
 
 log = logging.getLogger("edged")
@@ -75,6 +76,7 @@ class Supervisor:
         rates: CameraRates,
         *,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -85,6 +87,8 @@ class Supervisor:
         self.rates = rates
         # (model name, warmed engine) -> the engine its server calls; how tests inject engine faults.
         self.engine_wrap = engine_wrap
+        # A stop was asked for (SIGTERM): loading stops between two warm-up shapes, nothing more starts.
+        self.should_stop = should_stop
         self.models: dict[str, LoadedModel] = {}
         self.model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
         self.cameras: dict[str, CameraRunner] = {}
@@ -102,6 +106,8 @@ class Supervisor:
         self.init_metric_labels()
         self.load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
+            if self.should_stop():
+                return
             self.start_camera(name)
 
     def stop_cameras(self) -> None:
@@ -114,6 +120,9 @@ class Supervisor:
 
     def load_models(self, names: set[str]) -> None:
         for name in sorted(names):
+            if self.should_stop():
+                log.info("stop requested: model %s and the rest are not loaded", name)
+                return
             wrap = None
             if self.engine_wrap is not None:
                 wrap = lambda e, n=name: self.engine_wrap(n, e)  # type: ignore[misc]  # noqa: E731
@@ -126,7 +135,11 @@ class Supervisor:
                     regions=self.regions(name),
                     wrap=wrap,
                     progress=self._warm_progress,
+                    cancel=self.should_stop,
                 )
+            except WarmUpCancelled:
+                log.info("stop requested: model %s stopped warming up", name)
+                return
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
                 log.error("model %s: %s", name, e)

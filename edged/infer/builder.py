@@ -248,12 +248,22 @@ class BackgroundBuild:
             self._thread.join(timeout)
         return self._thread is not None and not self._thread.is_alive()
 
-    def cancel(self) -> None:
-        """Stop the builder (daemon shutdown); its partial file is never published, nothing is recorded."""
-        self._cancelled = True
+    def cancel(self, timeout: float = 30.0) -> None:
+        """Stop the builder (daemon shutdown, a model that changed): its partial file is never published,
+        nothing is recorded, and an engine it already loaded is closed here, never left to the
+        interpreter's exit (an ONNX Runtime or TensorRT object destroyed then aborts the process).
+        Waits for the watcher thread, which may be loading the built engine (bounded by `timeout`)."""
+        with self._lock:
+            self._cancelled = True
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
-        self.wait(10)
+        if not self.wait(timeout) and self._thread is not None:
+            log.warning(
+                "model %s: the engine build's watcher did not stop within %.0f s", self.job.name, timeout
+            )
+        left = self.poll()
+        if left is not None:
+            left.close()
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -319,7 +329,13 @@ class BackgroundBuild:
             self._finish_failed(f"the built engine {path} does not load: {e}", previous=False)
             return
         with self._lock:
-            self._engine = engine
+            cancelled = self._cancelled
+            if not cancelled:
+                self._engine = engine
+        if cancelled:  # cancelled while it loaded: nobody will adopt it
+            engine.close()
+            self._update(state="failed", reason="stopped before it was adopted", finished_at=time.time())
+            return
         self._update(state="ready", path=str(path), cached=cached, finished_at=time.time())
         log.info("model %s: %s engine ready (%s)", self.job.name, self.job.builder, path.name)
 

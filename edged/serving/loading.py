@@ -41,6 +41,7 @@ from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.shapes import check_model_input
 from edged.serving.update import LiveUpdate
 from edged.serving.versions import OpenVersion, Version
+from edged.serving.warmup import WarmUpCancelled
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,14 @@ def load_model(
     regions: bool = False,
     wrap: Callable[[Engine], Engine] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> LoadedModel:
     """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
     `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
     `regions`: a camera runs it on motion regions (limit_side detectors declare smaller canvases too).
     `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
-    Raises ModelLoadError with a clear message."""
+    `cancel()`: asked between warm-up shapes; true stops the load (WarmUpCancelled), leaving nothing
+    running: no server thread, no engine, no build. Raises ModelLoadError with a clear message."""
     labels: list[str] = []
     if m.labels is not None:
         try:
@@ -151,9 +154,13 @@ def load_model(
         )
         log.info("model %s: warming %s", name, shapes.describe())
         try:
-            server.start(progress)
-        except Exception as e:
+            server.start(progress, cancel)
+        except BaseException as e:
             server.close()
+            if build is not None:  # the better engine of a model that did not load is not wanted
+                build.cancel()
+            if not isinstance(e, Exception) or isinstance(e, WarmUpCancelled):
+                raise
             raise ModelLoadError(
                 f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
             ) from None

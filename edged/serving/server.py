@@ -42,12 +42,13 @@ from edged.serving.outputs import run_engine
 from edged.serving.queue import BatchQueue, ServerClosed
 from edged.serving.requests import Deliver, Job, Row, Ticket, Updater
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan, region_plan
+from edged.serving.warmup import WarmUpCancelled
 from edged.types import Frame
 
 log = logging.getLogger(__name__)
 
 State = Literal["loading", "warming", "serving", "failed", "closed"]
-__all__ = ["Deliver", "ModelServer", "ServerClosed", "Updater"]
+__all__ = ["Deliver", "ModelServer", "ServerClosed", "Updater", "WarmUpCancelled"]
 
 
 class ModelServer:
@@ -95,16 +96,23 @@ class ModelServer:
         self._next_engine: Engine | None = None
         self._adopt_lock = threading.Lock()  # a live update may replace `build` while its engine arrives
         self.warm_lock = threading.Lock()  # builds and updates warm on one swap lane: one at a time
+        self._closing = threading.Event()  # close() began: warm-ups beside the serving engine stop
+        self._adopters: list[threading.Thread] = []  # `swap-<model>` threads, joined by close()
         # Live model update (edged.serving.update), set by edged.serving.loading.load_model; hooked into the
         # batch loop, so the candidate engine has the batch thread as its one caller too.
         self.updater: Updater | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, progress: Callable[[str, int, int], None] | None = None) -> ModelServer:
-        """Warm every declared shape, then serve. Raises what the engine raises on a shape it cannot run."""
+    def start(
+        self,
+        progress: Callable[[str, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> ModelServer:
+        """Warm every declared shape, then serve. Raises what the engine raises on a shape it cannot run,
+        WarmUpCancelled when `cancel()` turns true between two shapes (a stop during start-up)."""
         self.state = "warming"
-        sample = self.warm_up(progress)
+        sample = self.warm_up(progress, cancel=cancel)
         self._decoding.warm(sample)
         self._threads = [
             threading.Thread(
@@ -124,11 +132,13 @@ class ModelServer:
         progress: Callable[[str, int, int], None] | None = None,
         engine: Engine | None = None,
         lane: GpuLane | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[Plan]] | None:
         """Run every declared input shape once through the real preprocessing and engine, so no shape
         is first seen live (a GPU backend's re-plan stalls every camera behind it). Returns one row of
         real outputs with its plan, to warm the decoders with. `engine`: another than the serving one;
-        `lane`: the lane its preprocessing and downloads run on (None: the server's)."""
+        `lane`: the lane its preprocessing and downloads run on (None: the server's). `cancel()`: asked
+        before each shape; true raises WarmUpCancelled (a stop waits for one shape, not all)."""
         engine = engine or self.engine
         lane = lane if lane is not None else self.lane
         sample: tuple[dict[str, np.ndarray], list[Plan]] | None = None
@@ -136,6 +146,8 @@ class ModelServer:
         shapes = [(n, size) for size in self.shapes.sizes for n in self.shapes.rows]
         with self.warm_lock, gpu_thread() if lane is not None else nullcontext():
             for i, (n, (w, h)) in enumerate(shapes, 1):
+                if cancel is not None and cancel():
+                    raise WarmUpCancelled(f"model {self.name}: warm-up stopped at shape {i}/{len(shapes)}")
                 plan = Plan(w, h, (0, 0, w, h), _scale_homography(w / 64, h / 64, 0, 0))
                 tensor = self.preprocessor.rows([(blank, plan)], self.spec, n, lane)
                 # The live path: reductions compiled and page-locked buffers allocated here, not live.
@@ -154,22 +166,29 @@ class ModelServer:
         declared shape beside the serving one (on `lane`, not the server's), then swap it in between two
         batches: no request is lost, repeated or reordered, none waits for the warm-up."""
         self.build = build
-        threading.Thread(
+        adopter = threading.Thread(
             target=self._guard,
             args=(lambda: self._adopt(build, lane),),
             name=f"swap-{self.name}",
             daemon=True,
-        ).start()
+        )
+        self._adopters = [t for t in self._adopters if t.is_alive()] + [adopter]
+        adopter.start()
 
     def _adopt(self, build: Any, lane: GpuLane | None) -> None:
-        build.wait()
+        while not build.wait(0.2):  # a build may take minutes; close() must not wait for it
+            if self._closing.is_set():
+                return  # close() cancels the build, which closes an engine it loaded meanwhile
         engine = build.poll()
-        if engine is None or self.state != "serving":  # failed (its status says why) or shutting down
-            if engine is not None:
+        if engine is None or self.state != "serving" or self._closing.is_set():
+            if engine is not None:  # failed (its status says why) or shutting down
                 engine.close()
             return
         try:
-            self.warm_up(engine=engine, lane=lane)
+            self.warm_up(engine=engine, lane=lane, cancel=self._closing.is_set)
+        except WarmUpCancelled:
+            engine.close()
+            return
         except Exception as e:
             log.error(
                 "model %s: the built engine failed while warming up, keeping the current one: %s",
@@ -179,7 +198,7 @@ class ModelServer:
             engine.close()
             return
         with self._adopt_lock:
-            current = self.build is build and self.state == "serving"
+            current = self.build is build and self.state == "serving" and not self._closing.is_set()
             if current:
                 self._next_engine = engine
         if not current:  # a live update changed the model meanwhile, or the server closed
@@ -223,11 +242,16 @@ class ModelServer:
         old.close()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Serve what is queued, then stop both threads and the engine."""
+        """Serve what is queued, then stop both threads and every engine: the serving one, a built one
+        being warmed or waiting to be swapped in (its warm-up stops at the next shape), the build's.
+        When it returns, no thread of this server runs an engine (the interpreter may exit)."""
+        self._closing.set()
         if self.build is not None:
             self.build.cancel()
         self._queue.close()
         deadline = time.monotonic() + timeout
+        for t in self._adopters:
+            t.join(max(0.0, deadline - time.monotonic()))
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._decoding.close()
@@ -235,8 +259,10 @@ class ModelServer:
         if self.updater is not None:
             self.updater.close()
         self.engine.close()
-        if self._next_engine is not None:
-            self._next_engine.close()
+        with self._adopt_lock:
+            left, self._next_engine = self._next_engine, None
+        if left is not None:
+            left.close()
 
     def healthy(self) -> tuple[bool, str]:
         """For liveness: both threads run (or the server was closed on purpose)."""

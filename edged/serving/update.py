@@ -42,6 +42,7 @@ from edged.serving.outputs import Outputs
 from edged.serving.shadow_run import ShadowRun
 from edged.serving.shapes import ShapeError, check_model_input
 from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequest, Version
+from edged.serving.warmup import WarmUpCancelled
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -92,6 +93,7 @@ class LiveUpdate:
         self._loaded: tuple[Version, UpdateRequest] | None = None
         self._rollback: UpdateRequest | None = None
         self._closed = False
+        self._loaders: list[threading.Thread] = []  # `update-<model>` threads, joined by close()
         self.last: dict[str, Any] | None = None
 
     # -- any thread ------------------------------------------------------------------------------
@@ -142,9 +144,12 @@ class LiveUpdate:
             req.trigger,
             ", forced" if req.action == "force" else "",
         )
-        threading.Thread(
+        loader = threading.Thread(
             target=self._load, args=(req, generation), name=f"update-{self.name}", daemon=True
-        ).start()
+        )
+        with self._lock:
+            self._loaders = [t for t in self._loaders if t.is_alive()] + [loader]
+        loader.start()
 
     def reject(self, req: UpdateRequest, reason: str) -> None:
         """A request refused before anything was loaded (the daemon's checks of the file)."""
@@ -190,7 +195,10 @@ class LiveUpdate:
             )
             return
         try:
-            self.server.warm_up(engine=engine, lane=self._lane)
+            self.server.warm_up(engine=engine, lane=self._lane, cancel=lambda: self._stale(generation))
+        except WarmUpCancelled:  # a newer request or shutdown: nothing to report
+            self._discard(version)
+            return
         except Exception as e:
             self._discard(version)
             self._fail(req, generation, f"{req.path} failed while warming up: {type(e).__name__}: {e}")
@@ -209,6 +217,10 @@ class LiveUpdate:
             engine.info.backend,
             engine.info.device,
         )
+
+    def _stale(self, generation: int) -> bool:
+        with self._lock:
+            return generation != self._generation or self._closed
 
     def _fail(self, req: UpdateRequest, generation: int, reason: str) -> None:
         with self._lock:
@@ -342,9 +354,16 @@ class LiveUpdate:
 
     # -- shutdown (after the server's threads stopped) -------------------------------------------
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """After the server's threads stopped: stop the loaders (a warm-up stops at its next shape;
+        opening an engine is waited for) and close every engine and build only this side holds."""
         with self._lock:
             self._closed = True
+            loaders = list(self._loaders)
+        deadline = time.monotonic() + timeout
+        for t in loaders:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
             loaded, self._loaded = self._loaded, None
         if loaded is not None:
             self._discard(loaded[0])
