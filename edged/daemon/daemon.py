@@ -145,6 +145,7 @@ class Daemon:
         self.liveness.add("frame dispatcher", self.supervisor.dispatcher.alive)
         self.liveness.add("capture watcher", CAPTURE_WATCHER.healthy)  # judges every camera's stalls
         self.liveness.add("model servers", self.report.models_serving)
+        self.liveness.add("model loading", self.report.models_loaded)  # only where a restart may help
         self.heartbeat.beat()
         self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.report.one_line)
         self.watchdog.start()

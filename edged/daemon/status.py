@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from edged import __version__
-from edged.daemon.supervisor import Supervisor
+from edged.daemon.supervisor import RESTART_HELPS, RESTART_WONT_HELP, Supervisor, failed_models
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
 from edged.publish.mqtt import MqttPublisher
@@ -33,6 +33,10 @@ class StatusReport:
     def cameras(self) -> dict[str, dict[str, Any]]:
         """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.observability.rates)."""
         return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.supervisor.cameras.items())}
+
+    def models_loaded(self) -> tuple[bool, str]:
+        """Liveness: no model failed to load for a cause a restart may clear (GPU memory, CUDA)."""
+        return failed_models(self.supervisor)
 
     def models_serving(self) -> tuple[bool, str]:
         """Liveness: every model server's threads run."""
@@ -84,7 +88,17 @@ class StatusReport:
         models = {n: n in self.supervisor.models for n in self.supervisor.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
-        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
+        for n, loaded in models.items():
+            if loaded:
+                continue
+            why = self.supervisor.model_errors.get(n)
+            if why is None:
+                reasons.append(f"model {n}: not loaded")
+                continue
+            hint = (
+                RESTART_HELPS if n in self.supervisor.restart_may_help else RESTART_WONT_HELP.format(name=n)
+            )
+            reasons.append(f"model {n}: not loaded: {why}. {hint}")
         body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
         if self.publisher is not None:
             pub_ok, why = self.publisher.healthy()
@@ -117,6 +131,7 @@ class StatusReport:
                     "kind": self.supervisor.cfg.models[n].kind,
                     "state": "failed",
                     "error": why,
+                    "restart_may_help": n in self.supervisor.restart_may_help,
                 }
         if self.publisher is not None:
             ob = self.publisher.outbox

@@ -64,6 +64,26 @@ def plan_reload(old: Config, new: Config, live: frozenset[str] = frozenset()) ->
     )
 
 
+# What an operator reads about a model that did not load (log, /readyz), by whether a restart may help.
+RESTART_HELPS = (
+    "The cause is the machine's state, so a restart may help: the watchdog stops, and systemd restarts edged"
+)
+RESTART_WONT_HELP = (
+    "A restart will not help: fix models.{name} (replace the file, or correct its settings), then "
+    "`systemctl reload edged` (SIGHUP) loads it; its cameras start then"
+)
+
+
+def failed_models(sup: Supervisor) -> tuple[bool, str]:
+    """Liveness: no configured model failed to load for a cause a restart may clear."""
+    for name in sorted(sup.restart_may_help & set(sup.cfg.models) - set(sup.models)):
+        return (
+            False,
+            f"model {name} could not be loaded ({sup.model_errors.get(name, '')}); a restart may help",
+        )
+    return True, ""
+
+
 class Supervisor:
     def __init__(
         self,
@@ -91,6 +111,9 @@ class Supervisor:
         self.should_stop = should_stop
         self.models: dict[str, LoadedModel] = {}
         self.model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
+        # Of those, the ones whose cause is the machine's state (GPU memory, a CUDA error): a restart of
+        # the process may load them, so liveness fails for them (the watchdog stops, systemd restarts).
+        self.restart_may_help: set[str] = set()
         self.cameras: dict[str, CameraRunner] = {}
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
@@ -142,10 +165,16 @@ class Supervisor:
                 return
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
-                log.error("model %s: %s", name, e)
                 self.model_errors[name] = str(e)
+                if e.transient:
+                    self.restart_may_help.add(name)
+                    log.error("model %s: %s. %s", name, e, RESTART_HELPS)
+                else:
+                    self.restart_may_help.discard(name)
+                    log.error("model %s: %s. %s", name, e, RESTART_WONT_HELP.format(name=name))
                 continue
             self.model_errors.pop(name, None)
+            self.restart_may_help.discard(name)
             if self.on_model_loaded is not None:
                 self.on_model_loaded(name)
 
@@ -230,12 +259,22 @@ class Supervisor:
             old_model = self.models.pop(n, None)
             if old_model is not None:
                 old_model.close()
+        for n in plan.removed_models:
+            self.model_errors.pop(n, None)
+            self.restart_may_help.discard(n)
+        # A model that failed to load is tried again even with the same config (its file was replaced).
+        retry = {n for n in self.model_errors if n in new.models and n not in self.models}
         self.cfg = new.model_copy(update={"mqtt": old.mqtt, "health": old.health, "device": old.device})
         self.init_metric_labels()
-        self.load_models(set(plan.changed_models))
+        self.load_models(set(plan.changed_models) | retry)
         for n in sorted(plan.restart):
             if n in new.cameras:
                 log.info("reload: starting camera %s", n)
+                self.start_camera(n)
+        for n in sorted(set(new.cameras) - set(self.cameras) - plan.restart):
+            # Cameras that waited for a model that now loaded.
+            if self.wanted(n) and {s.model for s in new.cameras[n].chain} <= set(self.models):
+                log.info("reload: starting camera %s (its models loaded)", n)
                 self.start_camera(n)
         log.info(
             "reload: done (%d camera(s) restarted, %d model(s) reloaded)",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
-from edged.infer.engine_cache import EngineCache, EngineKey
+from edged.infer.engine_cache import EngineCache, EngineKey, quarantine
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -58,6 +58,10 @@ class Build(Protocol):
 
     def produce(self, dest: Path, progress: PhaseCallback | None = None) -> None: ...
 
+    def check(self, path: Path) -> str | None:
+        """Why the cached engine at `path` does not load, or None (its checksum already matched)."""
+        ...
+
 
 class OrtOptimizeBuild:
     """ONNX Runtime offline optimization of one model for this CPU (shape-independent)."""
@@ -77,6 +81,11 @@ class OrtOptimizeBuild:
         if progress is not None:
             progress("optimize", 1, 1)
 
+    def check(self, path: Path) -> str | None:
+        from edged.infer.onnxruntime import load_problem
+
+        return load_problem(path)
+
 
 def prepare(job: BuildJob) -> Build:
     """The build for `job` with its cache key (TensorRT parses the model here)."""
@@ -90,15 +99,32 @@ def prepare(job: BuildJob) -> Build:
 
 
 def build_now(job: BuildJob, progress: PhaseCallback | None = None) -> Path:
-    """Build (or find) the engine in this process: `edged build-engine`. Ignores a recorded failure
-    (the operator asked), records a new one."""
+    """Build (or find) the engine in this process. Ignores a recorded failure (the operator asked),
+    records a new one."""
+    return verify_and_build(job, progress)[0]
+
+
+def verify_and_build(job: BuildJob, progress: PhaseCallback | None = None) -> tuple[Path, str]:
+    """`edged build-engine`: (the engine file, what was done). A cached entry is verified (checksum, then
+    a load by its backend): "verified"; a damaged one is quarantined and built again: "repaired (why)";
+    a missing one is built: "built". Raises ModelLoadError (recorded as the key's failure)."""
     build = prepare(job)
     cache = EngineCache(job.options.cache_dir)
+    entry = cache.path(build.key)
+    present = entry.is_file()
+    damage = cache.damage(entry) if present else None
     try:
-        return cache.build(build.key, lambda dest: build.produce(dest, progress))
+        if present and damage is None:
+            found = cache.find(build.key)
+            damage = build.check(found) if found is not None else "it vanished while being verified"
+            if damage is None and found is not None:
+                return found, "verified"
+            quarantine(entry, damage or "")
+        path = cache.build(build.key, lambda dest: build.produce(dest, progress))
     except ModelLoadError as e:
         cache.record_failure(build.key, str(e))
         raise
+    return path, (f"repaired ({damage})" if present else "built")
 
 
 def load_engine(job: BuildJob, path: Path, lane: GpuLane | None = None) -> Engine:
@@ -209,12 +235,19 @@ class BackgroundBuild:
         self._proc: Any = None
         self._thread: threading.Thread | None = None
         self._cancelled = False
+        self._rebuilt = False  # a cached entry failed to load and was built again (once)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> BackgroundBuild:
+        self._update(started_at=time.time())
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        """The builder process and its watcher thread (again, once, after a cached entry failed to load)."""
         ctx = multiprocessing.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(
@@ -223,14 +256,12 @@ class BackgroundBuild:
             name=f"edged-build-{self.job.name}",
             daemon=True,
         )
-        self._update(started_at=time.time())
         self._proc.start()
         sender.close()  # the child's end: EOF here once the builder exits, however it exits
         self._thread = threading.Thread(
             target=self._watch, args=(receiver,), name=f"build-{self.job.name}", daemon=True
         )
         self._thread.start()
-        return self
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -244,9 +275,16 @@ class BackgroundBuild:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the build ended (ready or failed) and a built engine is loaded; False on timeout."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is not None and not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            thread = self._thread
+            if thread is None:
+                return False
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+            if thread is self._thread:  # not replaced by a rebuild's watcher meanwhile
+                return True
 
     def cancel(self, timeout: float = 30.0) -> None:
         """Stop the builder (daemon shutdown, a model that changed): its partial file is never published,
@@ -318,16 +356,24 @@ class BackgroundBuild:
                 EngineCache(self.job.options.cache_dir).record_failure(key, reason)
             result = ("failed", reason, False)
         if result[0] == "ready":
-            self._finish_ready(Path(result[1]), cached=result[2])
+            loaded = self._finish_ready(Path(result[1]), cached=result[2])
+            if not loaded and not self._rebuilt and not self._cancelled:
+                # A cached entry that does not load was quarantined: build it again, once.
+                self._rebuilt = True
+                self._spawn()
         else:
             self._finish_failed(result[1], previous=result[2])
 
-    def _finish_ready(self, path: Path, cached: bool) -> None:
+    def _finish_ready(self, path: Path, cached: bool) -> bool:
+        """Load the engine; False when a cached entry did not load (quarantined: the caller rebuilds)."""
         try:
             engine = self._loader(self.job, path, self._lane)
         except Exception as e:  # a built engine that does not load is a failed build, said once
+            if cached and not self._rebuilt and path.exists():
+                quarantine(path, f"it does not load: {e}")
+                return False
             self._finish_failed(f"the built engine {path} does not load: {e}", previous=False)
-            return
+            return True
         with self._lock:
             cancelled = self._cancelled
             if not cancelled:
@@ -335,9 +381,10 @@ class BackgroundBuild:
         if cancelled:  # cancelled while it loaded: nobody will adopt it
             engine.close()
             self._update(state="failed", reason="stopped before it was adopted", finished_at=time.time())
-            return
+            return True
         self._update(state="ready", path=str(path), cached=cached, finished_at=time.time())
         log.info("model %s: %s engine ready (%s)", self.job.name, self.job.builder, path.name)
+        return True
 
     def _finish_failed(self, reason: str, previous: bool) -> None:
         self._update(state="failed", reason=reason, cached=previous, finished_at=time.time())

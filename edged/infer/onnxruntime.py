@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
-from edged.infer.engine_cache import EngineCache, EngineKey, engine_key
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key, quarantine
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -102,6 +102,20 @@ def optimize(model: Path, dest: Path) -> None:
         raise ModelLoadError(f"{model}: ONNX Runtime wrote no optimized model to {dest}")
 
 
+def load_problem(path: Path) -> str | None:
+    """Why ONNX Runtime's CPU provider cannot load the model at `path` (no graph passes run), or None."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        return f"ONNX Runtime cannot load it: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
+    return None
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
@@ -133,7 +147,7 @@ class OnnxRuntimeEngine:
         self.name = name
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = Path(path)  # some callers pass str
+        path = model = Path(path)  # some callers pass str
         optimized = cached_optimized(path, options)
         if optimized is not None:
             # Already optimized offline for this CPU and ORT version: loading skips the graph passes.
@@ -154,9 +168,19 @@ class OnnxRuntimeEngine:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises several private exception types for bad files
-            raise ModelLoadError(
-                f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}"
-            ) from None
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if optimized is None:
+                raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {why}") from None
+            # A cached copy that passed its checksum yet does not load: moved aside like a damaged
+            # one; the shipped model serves and the caller's background build writes a new copy.
+            quarantine(optimized, f"ONNX Runtime cannot load it: {why}")
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            optimized, path = None, Path(model)
+            try:
+                self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            except Exception as e2:
+                why = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+                raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {why}") from None
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta()

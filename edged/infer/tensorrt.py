@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
+from edged.infer.engine_cache import quarantine
 from edged.infer.tensorrt_build import (  # re-exported for callers that know only the backend module
     DYNAMIC_HW,
     TensorRTBuild,
@@ -74,10 +75,8 @@ class TensorRTEngine:
         runtime = trt_mod.Runtime(trt_logger())
         engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None and engine_path != path:
-            log.warning(
-                "%s: cached engine does not deserialize (other TensorRT/GPU?); rebuilding", engine_path
-            )
-            engine_path.unlink(missing_ok=True)
+            # Moved aside with one WARNING (edged.infer.engine_cache), then built again.
+            quarantine(engine_path, "TensorRT cannot deserialize it (other TensorRT/GPU, or damaged)")
             engine = runtime.deserialize_cuda_engine(build_engine(path, options).read_bytes())
         if engine is None:
             raise ModelLoadError(f"{engine_path}: TensorRT cannot deserialize it")

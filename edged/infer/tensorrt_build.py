@@ -230,6 +230,15 @@ class TensorRTBuild:
     def _calibration_path(self) -> Path:
         return self.options.calibration_cache or self.model.with_suffix(".calib")
 
+    def check(self, path: Path) -> str | None:
+        """Why the cached plan at `path` does not deserialize here, or None (`edged build-engine`)."""
+        import tensorrt as trt_mod
+
+        runtime = trt_mod.Runtime(trt_logger())
+        if runtime.deserialize_cuda_engine(path.read_bytes()) is None:
+            return "TensorRT cannot deserialize it"
+        return None
+
     def produce(self, dest: Path, progress: Progress | None = None) -> None:
         """Build the serialized plan into `dest` (the cache's temporary file)."""
         import tensorrt as trt_mod

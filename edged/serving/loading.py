@@ -164,8 +164,14 @@ def load_model(
             raise ModelLoadError(
                 f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
             ) from None
-        if wrap is not None:  # after warm-up: a wrapper counts live calls only
-            server.engine = wrap(engine)
+        if wrap is not None:  # after warm-up: a wrapper counts live calls only (or fails the load)
+            try:
+                server.engine = wrap(engine)
+            except BaseException:
+                server.close()
+                if build is not None:
+                    build.cancel()
+                raise
         swap_lane = _swap_lane(name, lane, metrics)
         if build is not None:
             server.adopt_when_built(build, lane=swap_lane)
