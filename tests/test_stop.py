@@ -53,6 +53,9 @@ def cold_start_config(tmp: Path) -> Path:
                 "path": str(models / "PP-OCRv6_rec_small.onnx"),
                 "kind": "ppocr_rec",
                 "onnxruntime": one_thread,
+                # Every declared shape warmed, also on the CPU (as on a GPU backend): the warm-ups of the
+                # served engine (between batches) and of the built one are under way at the signals.
+                "batching": {"warm_up": "all", "widths": [320, 640]},  # + 2048: 9 shapes
                 "tensorrt": {"cache_dir": str(tmp / "engines")},
             },
         },

@@ -15,12 +15,13 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "/etc/edged/edged.yaml"
 
 
-def load_or_report(path: str, require_cameras: bool = False) -> Config | None:
-    """The config, or None after printing every problem (the command then exits 78, EX_CONFIG)."""
+def load_or_report(path: str, require_cameras: bool = False, check_files: bool = True) -> Config | None:
+    """The config, or None after printing every problem (the command then exits 78, EX_CONFIG).
+    `check_files=False`: the schema and references only (no model file is opened)."""
     from edged.config import ConfigError, load_config
 
     try:
-        return load_config(path, require_cameras=require_cameras)
+        return load_config(path, require_cameras=require_cameras, check_files=check_files)
     except ConfigError as e:
         n = len(e.problems)
         print(f"edged: config {path}: {n} problem{'s' if n > 1 else ''}:\n{e}", file=sys.stderr)

@@ -169,6 +169,10 @@ class BatchingConfig(EdgedModel):
         default_factory=list,
         description="limit_side models (PP-OCR detector): camera resolutions [width, height] to declare input sizes for; frames of other sizes are padded into the smallest declared size that holds them, or scaled into the largest. Default: the chain's cameras' configured width/height, else 1920x1080, 1280x720 and 640x480.",
     )
+    warm_up: Literal["auto", "all"] = Field(
+        "auto",
+        description="Which declared shapes are warmed (run once before a batch may use them). auto: every one on backends that pay for a new shape (GPU: ONNX Runtime's CUDA provider, TensorRT), one call on ONNX Runtime's CPU provider, whose first call of a new shape costs what later calls cost (docs/benchmarks.md). all: every one on any backend. Either way the model serves after the first: the smallest row count at the largest size, which every request fits (padded, or split into one-row calls); the rest are warmed between batches, and a request is planned only into warm shapes.",
+    )
     widths: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=list,
         description="fixed_height models (text recognizers): the crop widths declared; a crop is padded on the right to the smallest that holds it. Default: a ladder about 25 % apart from the minimum to the maximum width.",

@@ -34,7 +34,7 @@ from edged.infer.base import Engine
 from edged.observability.environment import opencv_report
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
-from edged.observability.health.server import HealthServer
+from edged.observability.health.server import HealthServer, start_early
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates, RatesCollector
 from edged.observability.snapshot import render_snapshot
@@ -69,9 +69,13 @@ class Daemon:
         stdout: bool = False,
         signals: SignalFlags | None = None,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
+        metrics: Metrics | None = None,
+        health: HealthServer | None = None,
     ):
+        """`health` (with the `metrics` it serves): a health server already answering "starting"
+        (`edged run` starts it before this module is even imported); None: start() starts one first."""
         self.config_path = config_path
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.sink = ResultSink(
             cfg.device.name,
             self.metrics,
@@ -104,7 +108,7 @@ class Daemon:
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
-        self.health: HealthServer | None = None
+        self.health = health
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
         # What the watchdog pings for: the daemon's machinery, never the cameras (see
@@ -124,9 +128,12 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Health first (alive, not ready, with the warm-up's progress), then MQTT, the models (each
+        serving after its first warm shape, edged.serving.warmup) and the cameras; READY=1 then."""
         log.info(
             "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
         )
+        self._start_health()
         log.info("%s", opencv_report())
         if self.cfg.mqtt.enabled:
             self._start_mqtt()
@@ -134,8 +141,6 @@ class Daemon:
         self.supervisor.start()
         if self.signals.stop:  # asked to stop while the models loaded: no READY=1, no watchdog
             return
-        if self.cfg.health.enabled:
-            self._start_health()
         self.report.startup_summary(self.health.port if self.health is not None else None)
         self.notifier.ready(self.report.one_line())
         self.liveness.add("main loop", self.heartbeat.check)
@@ -192,26 +197,19 @@ class Daemon:
         self.stats_pub.start()
 
     def _start_health(self) -> None:
-        self.health = HealthServer(
-            self.cfg.health.bind,
-            self.cfg.health.port,
-            self.metrics,
-            status=self.report.status,
-            ready=self.report.ready,
-            snapshot=self.snapshot,
-            history=self.view.snapshot,
-            thumbnail=self.view.thumbnail,
-        )
-        try:
-            self.health.start()
-        except OSError as e:  # the pipeline matters more than the local endpoint: go on without it
-            log.error(
-                "health server not started: %s:%d: %s (another edged running? set health.port)",
-                self.cfg.health.bind,
-                self.cfg.health.port,
-                e.strerror or e,
+        if self.health is None and self.cfg.health.enabled:
+            h = self.cfg.health
+            self.health = start_early(
+                h.bind, h.port, self.metrics, device=self.cfg.device.name, version=__version__
             )
-            self.health = None
+        if self.health is not None:
+            self.health.attach(
+                status=self.report.status,
+                ready=self.report.ready,
+                snapshot=self.snapshot,
+                history=self.view.snapshot,
+                thumbnail=self.view.thumbnail,
+            )
 
     def run_forever(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (one during start-up: after it).

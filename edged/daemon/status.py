@@ -88,10 +88,14 @@ class StatusReport:
         models = {n: n in self.supervisor.models for n in self.supervisor.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
+        loading = dict(self.supervisor.loading)
         for n, loaded in models.items():
             if loaded:
                 continue
             why = self.supervisor.model_errors.get(n)
+            if n in loading:
+                reasons.append(f"model {n}: {_loading_text(loading[n])}")
+                continue
             if why is None:
                 reasons.append(f"model {n}: not loaded")
                 continue
@@ -100,6 +104,10 @@ class StatusReport:
             )
             reasons.append(f"model {n}: not loaded: {why}. {hint}")
         body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
+        # Shapes still warmed between batches (ready meanwhile: batches use the warm ones).
+        body["warming"] = {
+            n: m.server.plan.progress() for n, m in list(self.supervisor.models.items()) if m.server.warming
+        }
         if self.publisher is not None:
             pub_ok, why = self.publisher.healthy()
             body["ready"] = ok = ok and pub_ok
@@ -125,6 +133,16 @@ class StatusReport:
                 for n, m in list(self.supervisor.models.items())
             },
         }
+        for n, entry in dict(self.supervisor.loading).items():
+            if n in self.supervisor.cfg.models and n not in self.supervisor.models:
+                out["models"][n] = {
+                    "kind": self.supervisor.cfg.models[n].kind,
+                    "state": "loading",
+                    "detail": _loading_text(entry),
+                    "warm": {"done": entry["done"], "total": entry["total"], "finished": False},
+                }
+        if self.supervisor.loading:
+            out["state"] = "starting"
         for n, why in list(self.supervisor.model_errors.items()):
             if n in self.supervisor.cfg.models and n not in self.supervisor.models:
                 out["models"][n] = {
@@ -182,3 +200,10 @@ class StatusReport:
                 f"health http://{self.supervisor.cfg.health.bind}:{health_port}/ (/healthz /readyz /metrics /stats)"
             )
         log.info("startup summary:\n  %s", "\n  ".join(lines))
+
+
+def _loading_text(entry: dict[str, Any]) -> str:
+    """ "warming 0/27 shapes" / "opening its engine", for a model being loaded."""
+    if entry.get("state") == "warming" and entry.get("total"):
+        return f"warming {entry['done']}/{entry['total']} shapes"
+    return "loading (opening its engine)"

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edged.config import Config
 from edged.infer import ModelLoadError
@@ -115,6 +116,9 @@ class Supervisor:
         # the process may load them, so liveness fails for them (the watchdog stops, systemd restarts).
         self.restart_may_help: set[str] = set()
         self.cameras: dict[str, CameraRunner] = {}
+        # Models being loaded now (start-up, reload): name -> {"state", "done", "total"}, for /readyz,
+        # /stats and the status page while the health server already answers.
+        self.loading: dict[str, dict[str, Any]] = {}
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
         # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
@@ -134,6 +138,8 @@ class Supervisor:
             self.start_camera(name)
 
     def stop_cameras(self) -> None:
+        for m in self.models.values():  # their last frames must not wait behind warm-ups
+            m.server.stop_warming()
         for runner in self.cameras.values():
             runner.stop()
 
@@ -146,6 +152,7 @@ class Supervisor:
             if self.should_stop():
                 log.info("stop requested: model %s and the rest are not loaded", name)
                 return
+            self.loading[name] = {"state": "loading", "done": 0, "total": None}
             wrap = None
             if self.engine_wrap is not None:
                 wrap = lambda e, n=name: self.engine_wrap(n, e)  # type: ignore[misc]  # noqa: E731
@@ -160,11 +167,14 @@ class Supervisor:
                     progress=self._warm_progress,
                     cancel=self.should_stop,
                 )
+                self.loading.pop(name, None)
             except WarmUpCancelled:
+                self.loading.pop(name, None)
                 log.info("stop requested: model %s stopped warming up", name)
                 return
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
+                self.loading.pop(name, None)
                 self.model_errors[name] = str(e)
                 if e.transient:
                     self.restart_may_help.add(name)
@@ -195,9 +205,12 @@ class Supervisor:
             for c in self.cfg.cameras.values()
         )
 
-    @staticmethod
-    def _warm_progress(model: str, done: int, total: int) -> None:
-        if done == total or done % 8 == 0:
+    def _warm_progress(self, model: str, done: int, total: int) -> None:
+        """A model server warmed one more shape (at load, or later between batches)."""
+        entry = self.loading.get(model)
+        if entry is not None:
+            entry.update(state="warming", done=done, total=total)
+        if done and (done == total or done % 8 == 0):
             log.info("model %s: warmed %d/%d input shapes", model, done, total)
 
     def wanted(self, name: str) -> bool:

@@ -61,6 +61,10 @@ class EngineInfo:
     device: str  # "cpu" | "cuda" | "dla0" ...
     providers: list[str] = field(default_factory=list)
     detail: str = ""
+    # Whether the engine's first call of a new input shape is slow (GPU backends re-plan: the model
+    # server warms every declared shape before a batch uses it). ONNX Runtime on the CPU: False
+    # (measured: its first call of a new shape costs what later ones cost, docs/benchmarks.md).
+    shape_warmup: bool = True
 
 
 class Engine(Protocol):

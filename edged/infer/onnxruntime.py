@@ -191,6 +191,7 @@ class OnnxRuntimeEngine:
             device="cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu",
             providers=list(used),
             detail=f"optimized model {optimized}" if optimized is not None else "",
+            shape_warmup=bool(used) and used[0] != "CPUExecutionProvider",
         )
         self.path = path
         self._output_names = [o.name for o in self.outputs]

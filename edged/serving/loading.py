@@ -151,8 +151,16 @@ def load_model(
             decode_workers=b.decode_workers,
             lane=lane,
             on_batch=_batch_observer(metrics, name) if metrics else None,
+            warm_every_shape=b.warm_up == "all",
         )
-        log.info("model %s: warming %s", name, shapes.describe())
+        log.info(
+            "model %s: warming %s (%s)",
+            name,
+            shapes.describe(),
+            "each before a batch uses it; serving after the first"
+            if server.needs_every_shape(engine)
+            else f"one call: {engine.info.backend} on the {engine.info.device} pays nothing for a new shape",
+        )
         try:
             server.start(progress, cancel)
         except BaseException as e:

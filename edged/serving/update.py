@@ -195,7 +195,12 @@ class LiveUpdate:
             )
             return
         try:
-            self.server.warm_up(engine=engine, lane=self._lane, cancel=lambda: self._stale(generation))
+            self.server.warm_up(
+                engine=engine,
+                lane=self._lane,
+                cancel=lambda: self._stale(generation),
+                steps=self.server.warm_steps(engine),
+            )
         except WarmUpCancelled:  # a newer request or shutdown: nothing to report
             self._discard(version)
             return
@@ -236,9 +241,11 @@ class LiveUpdate:
         self._follow_server()
         with self._lock:
             rollback, self._rollback = self._rollback, None
-            loaded, self._loaded = self._loaded, None
+            # Not while the serving engine still warms its declared shapes: it may become `previous`
+            # (a rollback target), which must be warm on all of them.
+            loaded = None if self.server.warming else self._loaded
             if loaded is not None:
-                self._loading = None
+                self._loaded = self._loading = None
         if rollback is not None:
             self._roll_back(rollback)
         if loaded is not None:
@@ -299,6 +306,7 @@ class LiveUpdate:
         if self.server.engine is not active:
             left, now = self._version(self.server.engine), self._version(active)
             self.server.engine = active
+            self.server.all_warm()  # candidates and previous engines are warm on every declared shape
             left.build = None  # ModelServer.replace_build stops it: the left model's build must not swap in
             self.server.replace_build(now.build, self._lane)
             if now.decoder is not self._decoder_now:
