@@ -109,7 +109,7 @@ def test_truncated_empty_and_garbage_entries_are_quarantined_served_and_rebuilt(
     health = free_port()
     config = ocr_config(tmp_path, health)
     out = build_engine(config)
-    assert out.count(": built") == 3, out
+    assert out.count(" (built): ") == 3, out
     entries = damage(tmp_path)
     assert not any(intact(p) for p in entries.values())
 
@@ -148,7 +148,7 @@ def test_truncated_empty_and_garbage_entries_are_quarantined_served_and_rebuilt(
     print(f"\n[damaged cache] cameras ran {running_s:.1f} s after spawn; the 3 entries were rebuilt")
 
     # The rebuilt cache is good: build-engine verifies it without building.
-    assert build_engine(config).count(": verified") == 3
+    assert build_engine(config).count(" (verified): ") == 3
 
 
 def test_build_engine_repairs_damage_and_entries_that_do_not_load(tmp_path: Path) -> None:
@@ -162,10 +162,10 @@ def test_build_engine_repairs_damage_and_entries_that_do_not_load(tmp_path: Path
     meta["file"] = {"size": rec.stat().st_size, "sha256": file_sha256(rec)}
     rec.with_suffix(".json").write_text(json.dumps(meta))
     out = build_engine(config)
-    assert out.count(": repaired (") == 3, out
+    assert out.count(" (repaired: ") == 3, out
     assert "does not load" in out or "cannot load" in out, out
     assert all(intact(p) for p in entries.values())
-    assert build_engine(config).count(": verified") == 3
+    assert build_engine(config).count(" (verified): ") == 3
 
 
 def watchdog_pings(notify: NotifySocket, since: float) -> list[float]:

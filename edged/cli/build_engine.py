@@ -54,5 +54,5 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
                 progress.close("failed")
                 print(f"edged: model {name}: {e}", file=sys.stderr)
                 return EX_CONFIG
-        print(f"model {name}: {backend} engine {path}: {done}")
+        print(f"model {name} ({done}): {backend} engine {path}")
     return 0

@@ -106,7 +106,7 @@ def build_now(job: BuildJob, progress: PhaseCallback | None = None) -> Path:
 
 def verify_and_build(job: BuildJob, progress: PhaseCallback | None = None) -> tuple[Path, str]:
     """`edged build-engine`: (the engine file, what was done). A cached entry is verified (checksum, then
-    a load by its backend): "verified"; a damaged one is quarantined and built again: "repaired (why)";
+    a load by its backend): "verified"; a damaged one is quarantined and built again: "repaired: why";
     a missing one is built: "built". Raises ModelLoadError (recorded as the key's failure)."""
     build = prepare(job)
     cache = EngineCache(job.options.cache_dir)
@@ -124,7 +124,7 @@ def verify_and_build(job: BuildJob, progress: PhaseCallback | None = None) -> tu
     except ModelLoadError as e:
         cache.record_failure(build.key, str(e))
         raise
-    return path, (f"repaired ({damage})" if present else "built")
+    return path, (f"repaired: {damage}" if present else "built")
 
 
 def load_engine(job: BuildJob, path: Path, lane: GpuLane | None = None) -> Engine:
