@@ -123,6 +123,17 @@ def test_health_answers_first_ready_after_one_shape_per_model_rest_warmed_live(
     finally:
         proc.kill()
     assert "Traceback" not in proc.text()
+    # The camera's real size was learnt from its frames: the next start declares only it.
+    learnt = json.loads((tmp_path / "state" / "source_sizes.json").read_text())
+    assert learnt["gate"]["width"] == 320 and learnt["gate"]["height"] == 240, learnt
+    again = EdgedProcess(config, tag="-2")
+    try:
+        assert wait_until(lambda: get(health, "/readyz")[0] == 200, 60), again.text()
+        shapes = get(health, "/stats")[1]["models"]["text_det"]["shapes"]
+        assert shapes == "rows [1, 2, 4] x sizes [320x256] = 3 shapes", shapes  # was 2 default sizes
+        assert again.stop() == 0
+    finally:
+        again.kill()
     print(
         f"\n[start-up] /healthz {t_health:.2f} s after spawn, READY=1 {ready[0] - t0:.1f} s, /readyz 200 "
         f"{t_ready:.1f} s, all 9 recognizer shapes warm {t_warm:.1f} s (shared 2-core machine)"

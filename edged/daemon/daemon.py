@@ -26,6 +26,7 @@ from edged.config import Config, ConfigError, load_config
 from edged.daemon.commands import CommandQueue
 from edged.daemon.controller import Controller
 from edged.daemon.signals import SignalFlags
+from edged.daemon.sizes import LearntSizes
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
 from edged.daemon.updates import ModelUpdates
@@ -96,6 +97,7 @@ class Daemon:
             self.rates,
             engine_wrap=engine_wrap,  # (model name, warmed engine) -> engine: how tests inject faults
             should_stop=lambda: self.signals.stop,  # a SIGTERM during start-up stops the loading
+            learnt=LearntSizes(cfg.state_dir / "source_sizes.json"),  # camera sizes of earlier runs
         )
         # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
         self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
@@ -243,6 +245,7 @@ class Daemon:
             self.controller.announce()
         if self.hass is not None:
             self.hass.tick()
+        self.supervisor.learn_sizes()
 
     def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)

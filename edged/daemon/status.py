@@ -15,6 +15,8 @@ from typing import Any
 
 from edged import __version__
 from edged.daemon.supervisor import RESTART_HELPS, RESTART_WONT_HELP, Supervisor, failed_models
+from edged.gpu.context import device_memory_used_mb
+from edged.observability.memory import peak_rss_mb, process_rss_mb
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
 from edged.publish.mqtt import MqttPublisher
@@ -129,6 +131,7 @@ class StatusReport:
                     "device": m.engine.info.device,
                     "preprocess": m.preprocessor.name,
                     **m.server.status(),
+                    "memory": self.supervisor.model_memory.get(n),
                 }
                 for n, m in list(self.supervisor.models.items())
             },
@@ -165,6 +168,7 @@ class StatusReport:
                 "outbox_dropped": dict(ob.dropped),
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
+        out["process"] = process_memory()
         out["telemetry"] = self.telemetry.snapshot()
         return out
 
@@ -179,10 +183,23 @@ class StatusReport:
     def startup_summary(self, health_port: int | None) -> None:
         lines = [f"device {self.supervisor.cfg.device.name}"]
         for n, m in self.supervisor.models.items():
+            mem = self.supervisor.model_memory.get(n) or {}
+            took = ", ".join(
+                f"{label} {v:+.0f} MB"
+                for label, v in (
+                    ("host", mem.get("host_mb_at_load")),
+                    ("device", mem.get("device_mb_at_load")),
+                )
+                if v is not None
+            )
             lines.append(
                 f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
-                f"preprocess {m.preprocessor.name}, {m.config.path}"
+                f"preprocess {m.preprocessor.name}, {m.config.path}" + (f"; at load {took}" if took else "")
             )
+        proc = process_memory()
+        if proc["rss_mb"] is not None:
+            dev = f", GPU memory in use {proc['device_used_mb']:.0f} MB" if proc["device_used_mb"] else ""
+            lines.append(f"memory: {proc['rss_mb']:.0f} MB resident (VmRSS){dev}")
         for n, cam in self.supervisor.cfg.cameras.items():
             chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
             state = (
@@ -207,3 +224,13 @@ def _loading_text(entry: dict[str, Any]) -> str:
     if entry.get("state") == "warming" and entry.get("total"):
         return f"warming {entry['done']}/{entry['total']} shapes"
     return "loading (opening its engine)"
+
+
+def process_memory() -> dict[str, float | None]:
+    """The process's resident memory now and at its peak, and the GPU's memory in use (all processes)."""
+    rss, peak, dev = process_rss_mb(), peak_rss_mb(), device_memory_used_mb()
+    return {
+        "rss_mb": round(rss, 1) if rss is not None else None,
+        "peak_rss_mb": round(peak, 1) if peak is not None else None,
+        "device_used_mb": round(dev, 1) if dev is not None else None,
+    }

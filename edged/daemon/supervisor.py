@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from edged.config import Config
+from edged.daemon.sizes import LearntSizes
+from edged.gpu.context import device_memory_used_mb
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
+from edged.observability.memory import process_rss_mb
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates
 from edged.pipeline.delivery import Delivery
@@ -75,6 +78,19 @@ RESTART_WONT_HELP = (
 )
 
 
+def _memory_at_load(on_gpu: bool, rss0: float | None, dev0: float | None) -> dict[str, float | None]:
+    """What the process's RSS (and the GPU's memory in use) grew by while one model loaded."""
+    rss1 = process_rss_mb()
+    out: dict[str, float | None] = {
+        "host_mb_at_load": round(rss1 - rss0, 1) if rss0 is not None and rss1 is not None else None
+    }
+    if on_gpu:
+        dev1 = device_memory_used_mb()
+        # The first GPU model's figure includes the CUDA context (none existed before it).
+        out["device_mb_at_load"] = round(dev1 - (dev0 or 0.0), 1) if dev1 is not None else None
+    return out
+
+
 def failed_models(sup: Supervisor) -> tuple[bool, str]:
     """Liveness: no configured model failed to load for a cause a restart may clear."""
     for name in sorted(sup.restart_may_help & set(sup.cfg.models) - set(sup.models)):
@@ -98,6 +114,7 @@ class Supervisor:
         *,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        learnt: LearntSizes | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -110,6 +127,9 @@ class Supervisor:
         self.engine_wrap = engine_wrap
         # A stop was asked for (SIGTERM): loading stops between two warm-up shapes, nothing more starts.
         self.should_stop = should_stop
+        # Camera resolutions seen in earlier runs (declared shapes); `_sized`: cameras recorded this run.
+        self.learnt = learnt
+        self._sized: set[str] = set()
         self.models: dict[str, LoadedModel] = {}
         self.model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
         # Of those, the ones whose cause is the machine's state (GPU memory, a CUDA error): a restart of
@@ -119,6 +139,8 @@ class Supervisor:
         # Models being loaded now (start-up, reload): name -> {"state", "done", "total"}, for /readyz,
         # /stats and the status page while the health server already answers.
         self.loading: dict[str, dict[str, Any]] = {}
+        # What each model took when it loaded (edged.observability.memory): host RSS, device memory.
+        self.model_memory: dict[str, dict[str, float | None]] = {}
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
         # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
@@ -156,6 +178,8 @@ class Supervisor:
             wrap = None
             if self.engine_wrap is not None:
                 wrap = lambda e, n=name: self.engine_wrap(n, e)  # type: ignore[misc]  # noqa: E731
+            rss0 = process_rss_mb()
+            dev0 = device_memory_used_mb()
             try:
                 self.models[name] = load_model(
                     name,
@@ -185,18 +209,33 @@ class Supervisor:
                 continue
             self.model_errors.pop(name, None)
             self.restart_may_help.discard(name)
+            self.model_memory[name] = _memory_at_load(self.models[name].lane is not None, rss0, dev0)
             if self.on_model_loaded is not None:
                 self.on_model_loaded(name)
 
     def source_sizes(self, model: str) -> list[tuple[int, int]]:
-        """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
-        return sorted(
-            {
-                (c.width, c.height)
-                for c in self.cfg.cameras.values()
-                if c.width and c.height and any(s.model == model for s in c.chain)
-            }
-        )
+        """Resolutions of the cameras whose chains use the model (its declared input sizes): configured,
+        else learnt from an earlier run's frames (edged.daemon.sizes); none known: the defaults."""
+        sizes = set()
+        for name, c in self.cfg.cameras.items():
+            if not any(s.model == model for s in c.chain):
+                continue
+            if c.width and c.height:
+                sizes.add((c.width, c.height))
+            elif self.learnt is not None and (seen := self.learnt.size_for(name, c.source)) is not None:
+                sizes.add(seen)
+        return sorted(sizes)
+
+    def learn_sizes(self) -> None:
+        """(main loop) Record each running camera's frame size, for the next start's declared shapes."""
+        if self.learnt is None:
+            return
+        for name, runner in list(self.cameras.items()):
+            frame = runner.last_frame
+            if frame is not None and name not in self._sized:
+                h, w = frame.shape[:2]
+                self.learnt.observe(name, runner.config.source, int(w), int(h))
+                self._sized.add(name)
 
     def regions(self, model: str) -> bool:
         """Whether a camera runs the model as its first stage on motion regions (declares their canvases)."""
@@ -242,6 +281,7 @@ class Supervisor:
         self.cameras[name] = runner
 
     def stop_camera(self, name: str) -> None:
+        self._sized.discard(name)  # its source may change: look at its size again
         runner = self.cameras.pop(name, None)
         if runner is not None:
             runner.stop()
