@@ -120,13 +120,13 @@ class Notify:
         self.sock.close()
 
 
-def one_run(config: Path, port: int, run_s: float, tmp: Path) -> dict[str, Any]:
+def one_run(config: Path, port: int, run_s: float, tmp: Path, tree: Path = ROOT) -> dict[str, Any]:
     notify = Notify(Path(tempfile.mkdtemp(prefix="edn-")))
     log = (tmp / "edged.log").open("wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "edged", "run", "--config", str(config)],
-        cwd=ROOT,
+        cwd=tree,  # `python -m edged` imports the edged of this tree
         stdout=subprocess.DEVNULL,
         stderr=log,
         env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
@@ -173,6 +173,11 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--mqtt", action="store_true", help="keep the config's MQTT section")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--tree",
+        default=str(ROOT),
+        help="the source tree whose edged runs (e.g. an older commit: git archive REV | tar -x -C DIR)",
+    )
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edged-startup-"))
     try:
@@ -180,7 +185,7 @@ def main() -> int:
         if a.cache == "warm":
             subprocess.run(
                 [sys.executable, "-m", "edged", "build-engine", "--config", str(config)],
-                cwd=ROOT,
+                cwd=a.tree,
                 check=True,
                 capture_output=True,
             )
@@ -188,7 +193,7 @@ def main() -> int:
         for i in range(a.runs):
             if a.cache == "cold":
                 shutil.rmtree(cache, ignore_errors=True)
-            r = one_run(config, port, a.run_s, tmp)
+            r = one_run(config, port, a.run_s, tmp, Path(a.tree))
             runs.append(r)
             if not a.json:
                 print(f"run {i + 1}: {json.dumps(r)}", flush=True)

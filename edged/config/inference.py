@@ -98,6 +98,10 @@ class OnnxRuntimeConfig(EdgedModel):
         "calls/s at 1 row of 1088x1920; `edged run` (16 1080p cameras, OCR chain) 233 vs 193 frames/s, every "
         "plate read as with fp32 (docs/benchmarks.md).",
     )
+    cpu_memory: Literal["shrink", "arena", "no_arena"] = Field(
+        "shrink",
+        description="How ONNX Runtime's CPU provider holds memory for activations. shrink: its arena gives the chunks a call no longer uses back after every call, without pre-planned memory patterns (the demo config: 2.0 GB resident -> under 0.5 GB). arena: ONNX Runtime's default, the arena grows to the largest input shape run and keeps it. no_arena: plain allocations per tensor. Measured side by side in docs/benchmarks.md (Memory). Not used by the CUDA provider.",
+    )
     tf32: bool = Field(
         True,
         description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "

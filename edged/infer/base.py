@@ -92,6 +92,9 @@ class EngineOptions:
     providers: tuple[str, ...] | None = None
     tf32: bool = True  # ONNX Runtime CUDA EP `use_tf32`
     conv_algo_search: str = "heuristic"  # ONNX Runtime CUDA EP `cudnn_conv_algo_search`
+    # ONNX Runtime's CPU provider memory: "shrink" (arena given back after every run, no memory
+    # patterns), "arena" (ORT's default: grows to the largest shape run, kept), "no_arena".
+    cpu_memory: str = "shrink"
     precision: str = "fp16"
     workspace_mb: int = 1024
     dla_core: int | None = None

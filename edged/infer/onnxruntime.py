@@ -116,6 +116,24 @@ def load_problem(path: Path) -> str | None:
     return None
 
 
+def _cpu_memory(so: Any, mode: str) -> Any:
+    """Session and run options for the CPU provider's memory `mode` (EngineOptions.cpu_memory; measured
+    in docs/benchmarks.md "Memory"): the RunOptions every call passes, or None."""
+    import onnxruntime as ort
+
+    if mode == "arena":
+        return None
+    so.enable_mem_pattern = False  # one pre-planned block per input shape, kept: not with many shapes
+    if mode == "no_arena":
+        so.enable_cpu_mem_arena = False
+        return None
+    ro = ort.RunOptions()
+    # The arena's chunks not in use go back after each run: it no longer keeps the largest shape's
+    # activations (the detector at 4 x 1920x1088 is gigabytes) for the process's lifetime.
+    ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return ro
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
@@ -159,6 +177,9 @@ class OnnxRuntimeEngine:
             so.inter_op_num_threads = options.inter_op_threads
         so.log_severity_level = 3  # warnings from ORT's graph passes are noise for operators
         providers: list[Any] = list(options.providers) if options.providers else default_providers()
+        self._run_options: Any = None
+        if providers[:1] == ["CPUExecutionProvider"]:
+            self._run_options = _cpu_memory(so, options.cpu_memory)
         providers = [
             ("CUDAExecutionProvider", {"use_tf32": "1" if options.tf32 else "0"})
             if p == "CUDAExecutionProvider"
@@ -198,7 +219,7 @@ class OnnxRuntimeEngine:
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
-        results = self.session.run(self._output_names, feeds)
+        results = self.session.run(self._output_names, feeds, self._run_options)
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:

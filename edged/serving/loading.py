@@ -72,6 +72,7 @@ def engine_options(m: ModelConfig) -> EngineOptions:
         providers=tuple(m.onnxruntime.providers) if m.onnxruntime.providers else None,
         tf32=m.onnxruntime.tf32,
         conv_algo_search=m.onnxruntime.conv_algo_search,
+        cpu_memory=m.onnxruntime.cpu_memory,
         precision=m.tensorrt.precision,
         workspace_mb=m.tensorrt.workspace_mb,
         dla_core=m.tensorrt.dla_core,
