@@ -177,7 +177,9 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
         assert "updated " in text, "the page must refresh by itself"
         assert 'href="/metrics"' in dom and 'href="/stats"' in dom
         # Models: which engine runs each.
-        assert "text_det ppocr_det onnxruntime on cpu cpu serving" in text, text  # its model server's state
+        assert "text_det ppocr_det onnxruntime on cpu, fp32 cpu serving" in text, (
+            text
+        )  # its model server's state
         # The plot: the processed-fps and latency lines drawn from /history.
         for series in ("c-fps", "c-p50", "c-p99"):
             d = re.search(rf'<path class="{series}" d="([^"]*)"', dom)
@@ -474,7 +476,7 @@ def test_status_page_shows_the_warm_up_progress(tmp_path: Path) -> None:
         assert not stats["models"]["text_det"]["warm"]["finished"], stats
         text = visible_text(chromium(f"http://127.0.0.1:{health}/", tmp_path / "p1", "--dump-dom"))
         assert "Ready; warming the other input shapes" in text, text
-        m = re.search(r"text_det ppocr_det onnxruntime on cpu cpu serving warming (\d+)/9 shapes", text)
+        m = re.search(r"text_det ppocr_det onnxruntime on cpu, fp32 cpu serving warming (\d+)/9 shapes", text)
         assert m and 1 <= int(m.group(1)) < 9, text
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -117,6 +117,11 @@ class OnnxRuntimeConfig(EdgedModel):
         "docs/benchmarks.md).",
     )
 
+    cuda_graph: bool = Field(
+        False,
+        description="CUDA provider: run each declared input shape as a CUDA graph (ONNX Runtime's enable_cuda_graph; inputs copied into fixed device buffers, the graph captured on the shape's first calls, during warm-up, and replayed): less launch overhead per call. Every node of the model must run on the CUDA provider. Not measured yet (docs/gpu.md says how); off by default.",
+    )
+
     @model_validator(mode="after")
     def _one_version(self) -> OnnxRuntimeConfig:
         if self.int8 and self.fp16:
@@ -138,6 +143,10 @@ class TensorRTConfig(EdgedModel):
     calibration_cache: Path | None = Field(None, description="INT8 calibration cache file.")
     max_batch: int = Field(
         16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
+    )
+    cuda_graph: bool = Field(
+        False,
+        description="Capture execute_async_v3 as a CUDA graph per declared input shape (fixed I/O buffers) and replay it. Not executed yet (no TensorRT in development): off by default.",
     )
     cache_dir: Path = Field(
         Path("/var/cache/edged/engines"),
@@ -229,6 +238,10 @@ class ModelConfig(EdgedModel):
     decode: dict[str, Any] = Field(
         default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md)."
     )
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto",
+        description="Numeric precision, a build product (docs/engines.md, Precision): the model serves in fp32 at once and the lower-precision engine is made in the background, shadow-checked against the serving one on the same requests and swapped in only when they agree (else fp32 stays, with the reason in the log, /stats and the status page). auto: fp16 on a GPU (ONNX Runtime's CUDA provider: the fp16 version built by the engine builder, numerically fragile ops kept fp32; TensorRT: its fp16 flag), fp32 on a CPU (fp16 runs slower there). fp16 / int8: that precision where it applies (int8: the `<name>.int8.onnx` beside `path` from scripts/quantize_models.py for ONNX Runtime, tensorrt.calibration_cache for TensorRT). fp32: no lower precision.",
+    )
     onnxruntime: OnnxRuntimeConfig = Field(
         default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
     )
@@ -240,6 +253,27 @@ class ModelConfig(EdgedModel):
         default_factory=UpdateConfig,
         description="Live model update: shadow check of a new file before it serves (docs/engines.md).",
     )
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> ModelConfig:
+        switch = "fp16" if self.onnxruntime.fp16 else "int8" if self.onnxruntime.int8 else None
+        if switch is not None and self.precision not in ("auto", switch):
+            raise ValueError(
+                f"precision: {self.precision} and onnxruntime.{switch}: true both choose the model's precision; "
+                f"use precision (built and shadow-checked) or onnxruntime.{switch} (that file loaded as it is)"
+            )
+        trt = self.tensorrt
+        if "precision" in trt.model_fields_set and self.precision not in ("auto", trt.precision):
+            raise ValueError(
+                f"precision: {self.precision} and tensorrt.precision: {trt.precision} disagree; "
+                "set precision only (it sets TensorRT's too)"
+            )
+        return self
+
+    @property
+    def trt_precision(self) -> str:
+        """TensorRT's build precision: `precision` when set, else `tensorrt.precision` (default fp16)."""
+        return self.tensorrt.precision if self.precision == "auto" else self.precision
 
     @property
     def model_file(self) -> Path:

@@ -95,6 +95,10 @@ class EngineOptions:
     # ONNX Runtime's CPU provider memory: "shrink" (arena given back after every run, no memory
     # patterns), "arena" (ORT's default: grows to the largest shape run, kept), "no_arena".
     cpu_memory: str = "shrink"
+    # CUDA graphs per declared input shape: ONNX Runtime's CUDA provider (`enable_cuda_graph` on fixed
+    # buffers) and TensorRT (capture of execute_async_v3). GPU only; off until A/B'd on a GPU.
+    cuda_graph: bool = False
+    trt_cuda_graph: bool = False
     precision: str = "fp16"
     workspace_mb: int = 1024
     dla_core: int | None = None

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
-from edged.infer.engine_cache import EngineCache, EngineKey, quarantine
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key, quarantine
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -49,8 +49,16 @@ class BuildJob:
 
     name: str  # the configured model name, for messages
     model: Path  # the ONNX file
-    builder: str  # "tensorrt" | "onnxruntime"
+    builder: str  # "tensorrt" | "onnxruntime" | FP16_BUILDER
     options: EngineOptions = field(default_factory=EngineOptions)
+    # Load the built engine in the watcher (for `poll`); False: only the file is wanted (the fp16
+    # version goes through a live update's shadow check, which opens it itself).
+    load: bool = True
+
+
+# The fp16 version of an ONNX model for ONNX Runtime's CUDA provider (edged.infer.quantize.convert_fp16).
+# Not prefixed "onnxruntime": the cache treats entries whose name starts with the builder as its own.
+FP16_BUILDER = "ort-fp16"
 
 
 class Build(Protocol):
@@ -87,6 +95,61 @@ class OrtOptimizeBuild:
         return load_problem(path)
 
 
+class OrtFp16Build:
+    """The fp16 version of a model (float16 weights and activations, the fragile operators of
+    FP16_KEEP_FP32 in fp32, float32 inputs and outputs), for ONNX Runtime's CUDA provider. Needs the
+    `onnx` package in the builder process; without it the build fails with that reason."""
+
+    def __init__(self, job: BuildJob) -> None:
+        import onnxruntime as ort
+
+        from edged.infer.quantize import FP16_KEEP_FP32
+
+        self.model = job.model
+        self.key = engine_key(
+            job.model,
+            builder=FP16_BUILDER,
+            builder_version=f"onnxruntime {ort.__version__}; fp32 kept: {','.join(FP16_KEEP_FP32)}",
+            device="any",
+            dla_core=None,
+            precision="fp16",
+            calibration_cache=None,
+            shapes=[],
+            suffix=".onnx",
+        )
+
+    def produce(self, dest: Path, progress: PhaseCallback | None = None) -> None:
+        import importlib.util
+
+        from edged.infer.quantize import convert_fp16
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ModelLoadError(
+                f"{self.model}: making its fp16 version needs the `onnx` package (pip install onnx)"
+            )
+        if progress is not None:
+            progress("fp16", 0, 1)
+        work = dest.with_name(dest.name + ".fp16")  # convert_fp16 writes beside its target, then renames
+        try:
+            convert_fp16(self.model, work)
+            work.replace(dest)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # the converter's own errors name the model, once
+            raise ModelLoadError(
+                f"{self.model}: cannot make its fp16 version: {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            work.unlink(missing_ok=True)
+        if progress is not None:
+            progress("fp16", 1, 1)
+
+    def check(self, path: Path) -> str | None:
+        from edged.infer.onnxruntime import load_problem
+
+        return load_problem(path)
+
+
 def prepare(job: BuildJob) -> Build:
     """The build for `job` with its cache key (TensorRT parses the model here)."""
     if job.builder == "tensorrt":
@@ -95,6 +158,8 @@ def prepare(job: BuildJob) -> Build:
         return TensorRTBuild(job.model, job.options)
     if job.builder == "onnxruntime":
         return OrtOptimizeBuild(job)
+    if job.builder == FP16_BUILDER:
+        return OrtFp16Build(job)
     raise ModelLoadError(f"model {job.name}: no engine builder {job.builder!r}")
 
 
@@ -366,6 +431,10 @@ class BackgroundBuild:
 
     def _finish_ready(self, path: Path, cached: bool) -> bool:
         """Load the engine; False when a cached entry did not load (quarantined: the caller rebuilds)."""
+        if not self.job.load:  # the file is the product (status().path)
+            self._update(state="ready", path=str(path), cached=cached, finished_at=time.time())
+            log.info("model %s: %s build ready (%s)", self.job.name, self.job.builder, path.name)
+            return True
         try:
             engine = self._loader(self.job, path, self._lane)
         except Exception as e:  # a built engine that does not load is a failed build, said once

@@ -99,6 +99,7 @@ def engine_key(
     shapes: Shapes,
     suffix: str,
     model_sha256: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> EngineKey:
     """The cache key of the engine `builder` makes from `model` for this device and settings.
 
@@ -118,6 +119,8 @@ def engine_key(
         # Lists, not tuples: the same value before and after a JSON round trip (the .json sidecar).
         "shapes": [{k: [int(d) for d in v] for k, v in sorted(s.items())} for s in shapes],
     }
+    if extra:  # other build settings (TensorRT's optimization level); absent keeps older keys valid
+        inputs["extra"] = dict(sorted(extra.items()))
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return EngineKey(model.stem, builder, suffix, digest, inputs, str(model.resolve()))
 

@@ -225,6 +225,8 @@ class TensorRTBuild:
             calibration_cache=self._calibration_path() if options.precision == "int8" else None,
             shapes=shapes,
             suffix=".engine",
+            # conv_algo_search: exhaustive maps onto TensorRT's most thorough tactic search.
+            extra={"optimization_level": 5} if options.conv_algo_search == "exhaustive" else None,
         )
 
     def _calibration_path(self) -> Path:
@@ -246,6 +248,8 @@ class TensorRTBuild:
         model, options, builder = self.model, self.options, self.builder
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        if options.conv_algo_search == "exhaustive":  # the default level is 3; 5 tries every tactic
+            config.builder_optimization_level = 5
         if options.precision in ("fp16", "int8"):
             if hasattr(trt_mod.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
                 config.set_flag(trt_mod.BuilderFlag.FP16)

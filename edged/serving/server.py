@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -236,27 +237,41 @@ class ModelServer:
         if self.plan.finished:
             log.info("model %s: every declared shape is warm (%s)", self.name, self.usable.describe())
 
-    def adopt_when_built(self, build: Any, lane: GpuLane | None = None) -> None:
+    def adopt_when_built(self, build: Any, lane: GpuLane | None = None, shadow: bool = False) -> None:
         """Serve on until `build` (an edged.infer.builder.BackgroundBuild) has an engine, warm it on every
         declared shape beside the serving one (on `lane`, not the server's), then swap it in between two
-        batches: no request is lost, repeated or reordered, none waits for the warm-up."""
+        batches: no request is lost, repeated or reordered, none waits for the warm-up. `shadow`: the
+        engine computes differently (lower precision): it goes through the live update's shadow check
+        instead (edged.serving.update.LiveUpdate.propose_engine) and serves only if it agrees."""
         self.build = build
         adopter = threading.Thread(
             target=self._guard,
-            args=(lambda: self._adopt(build, lane),),
+            args=(lambda: self._adopt(build, lane, shadow),),
             name=f"swap-{self.name}",
             daemon=True,
         )
         self._adopters = [t for t in self._adopters if t.is_alive()] + [adopter]
         adopter.start()
 
-    def _adopt(self, build: Any, lane: GpuLane | None) -> None:
+    def _adopt(self, build: Any, lane: GpuLane | None, shadow: bool = False) -> None:
         while not build.wait(0.2):  # a build may take minutes; close() must not wait for it
             if self._closing.is_set():
                 return  # close() cancels the build, which closes an engine it loaded meanwhile
         engine = build.poll()
         if engine is None or self.state != "serving" or self._closing.is_set():
             if engine is not None:  # failed (its status says why) or shutting down
+                engine.close()
+            if engine is None and shadow and self.updater is not None and self.updater.precision:
+                self.updater.precision.record("failed", build.status().get("reason", ""))
+            return
+        if shadow and self.updater is not None:
+            with self._adopt_lock:
+                current = self.build is build
+                if current:
+                    self.build = None  # the update side owns it now
+            if current:
+                self.updater.propose_engine(engine, Path(build.status()["path"]))
+            else:
                 engine.close()
             return
         try:
@@ -387,6 +402,11 @@ class ModelServer:
             "swaps": self.swaps,
             **({"build": self.build.status()} if self.build is not None else {}),
             **({"update": self.updater.status()} if self.updater is not None else {}),
+            **(
+                {"precision": self.updater.precision.as_dict()}
+                if self.updater is not None and self.updater.precision is not None
+                else {}
+            ),
         }
 
     # -- requests --------------------------------------------------------------------------------

@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged.infer.base import Engine, ModelLoadError, TensorSpec
+from edged.infer.engine_cache import file_sha256
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.shadow import ShadowTolerance
 from edged.infer.swap import ModelSwap, SwapEvent
 from edged.models.base import Decoder
 from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.outputs import Outputs
+from edged.serving.precision import PrecisionState
 from edged.serving.shadow_run import ShadowRun
 from edged.serving.shapes import ShapeError, check_model_input
 from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequest, Version
@@ -67,9 +69,13 @@ class LiveUpdate:
         tolerance: ShadowTolerance | None = None,
         swap_lane: GpuLane | None = None,
         on_event: Callable[[UpdateEvent], None] | None = None,
+        precision: PrecisionState | None = None,
     ) -> None:
+        """`precision`: the model's lower-precision candidate, if any (edged.serving.precision): its
+        update events (trigger "precision") are recorded there too."""
         self.server = server
         self.name = server.name
+        self.precision = precision
         self.on_event = on_event
         self._open = open_version
         self._lane = swap_lane
@@ -144,8 +150,22 @@ class LiveUpdate:
             req.trigger,
             ", forced" if req.action == "force" else "",
         )
+        self._start_loader(req, generation, None)
+
+    def propose_engine(self, engine: Engine, path: Path, trigger: str = "precision") -> None:
+        """An engine already made and loaded (a background build in lower precision, e.g. a TensorRT
+        plan with FP16) as a candidate, like a new file: warmed on a loader thread, shadow-checked
+        against the serving engine, switched in only when they agree (else closed)."""
+        req = UpdateRequest("update", path, file_sha256(path), trigger)
+        with self._lock:
+            self._generation += 1
+            generation, self._loading = self._generation, req
+        log.info("model %s: %s beside the running engine (%s)", self.name, path.name, trigger)
+        self._start_loader(req, generation, (engine, self._decoder_now, None))
+
+    def _start_loader(self, req: UpdateRequest, generation: int, opened: Any) -> None:
         loader = threading.Thread(
-            target=self._load, args=(req, generation), name=f"update-{self.name}", daemon=True
+            target=self._load, args=(req, generation, opened), name=f"update-{self.name}", daemon=True
         )
         with self._lock:
             self._loaders = [t for t in self._loaders if t.is_alive()] + [loader]
@@ -174,10 +194,10 @@ class LiveUpdate:
 
     # -- loader thread ---------------------------------------------------------------------------
 
-    def _load(self, req: UpdateRequest, generation: int) -> None:
+    def _load(self, req: UpdateRequest, generation: int, opened: Any = None) -> None:
         assert req.path is not None
         try:
-            engine, decoder, build = self._open(req.path)
+            engine, decoder, build = opened if opened is not None else self._open(req.path)
         except Exception as e:
             self._fail(req, generation, f"cannot load {req.path}: {e}")
             return
@@ -346,6 +366,8 @@ class LiveUpdate:
         report: dict[str, Any] | None = None,
         path: str = "",
     ) -> None:
+        if trigger == "precision" and self.precision is not None:
+            self.precision.record(result, reason)
         if result in _DECISIVE:
             self.last = {
                 "result": result,
@@ -371,6 +393,8 @@ class LiveUpdate:
         deadline = time.monotonic() + timeout
         for t in loaders:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.precision is not None and self.precision.build is not None:
+            _drop_build(self.precision.build)  # the fp16 version's build, if it still runs
         with self._lock:
             loaded, self._loaded = self._loaded, None
         if loaded is not None:
