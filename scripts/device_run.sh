@@ -67,10 +67,24 @@ case $step in
     for chain in ${CHAINS:-det ocr}; do
       timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
         --video samples/plates-1080.avi --cameras ${CAMS:-1 4 16} --chain "$chain" --json "$OUT/run.json" ${FP16:+--fp16 $FP16} \
-        ${INFLIGHT:+--frames-in-flight $INFLIGHT} \
+        ${INFLIGHT:+--frames-in-flight $INFLIGHT} ${SETS:+$(for kv in $SETS; do printf -- '--set %s ' "$kv"; done)} \
         "${prof[@]}" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
     done
     [ -n "${PROFILE:-}" ] && (cd /tmp/edged-bench && tar czf "$OUT/prof.tgz" prof-* metrics-* ./*.log) ;;
+  detsizes)  # the detector input size table (issue 28.3): reads and frames/s of the OCR chain on the 1080p
+             # sample at 1920x1088, 1280x736 and 960x544, and with motion regions on the gate sample
+    [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
+      --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5
+    for side in 1920 1280 960; do
+      timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
+        --video samples/plates-1080.avi --cameras ${CAMS:-1 8} --chain ocr --det-limit-side "$side" \
+        --json "$OUT/detsizes.json" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/detsizes.log"
+    done
+    [ -f samples/gate-1080.avi ] || python3 scripts/make_sample.py --scene gate --seconds 60 --out samples/gate-1080.avi \
+      --codec mjpg --size 1920x1080 >/dev/null || exit 5
+    timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
+      --video samples/gate-1080.avi --cameras ${CAMS:-1 8} --chain ocr --motion-region \
+      --json "$OUT/detsizes.json" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/detsizes.log" ;;
   explore)  # EXPLORE=script (carried with its folder): an exploration, not a product figure
     [ -f samples/plates-1080.avi ] || python3 scripts/make_sample.py --out samples/plates-1080.avi --codec mjpg \
       --size 1920x1080 --frames "${FRAMES:-240}" >/dev/null || exit 5

@@ -43,6 +43,10 @@ def test_precision_selection(tmp_path: Path) -> None:
     p = plan("auto", device="cuda", tmp=tmp_path)
     assert (p.serving, p.target, p.source) == ("fp32", "fp16", "build")
     assert plan("fp32", device="cuda", tmp=tmp_path).target is None
+    made = tmp_path / "det.fp16.onnx"  # made by `edged make-fp16` elsewhere: used instead of a build
+    made.write_bytes(b"x")
+    p = plan("auto", device="cuda", fp16_file=made, tmp=tmp_path)
+    assert (p.target, p.source, p.path) == ("fp16", "file", made)
     # TensorRT beside ONNX Runtime: its own build's flags, shadow-checked unless fp32.
     p = plan("auto", device="cuda", background_build=True, tmp=tmp_path)
     assert (p.target, p.source) == ("fp16", "tensorrt")

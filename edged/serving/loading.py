@@ -33,7 +33,7 @@ from edged.infer.builder import FP16_BUILDER, BackgroundBuild, BuildJob, BuildSt
 from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
-from edged.infer.quantize import int8_path
+from edged.infer.quantize import fp16_path, int8_path
 from edged.infer.shadow import ShadowTolerance
 from edged.models.base import Decoder, build_decoder
 from edged.observability.metrics import Metrics
@@ -195,6 +195,7 @@ def load_model(
                 device=engine.info.device,
                 switch="fp16" if m.onnxruntime.fp16 else "int8" if m.onnxruntime.int8 else None,
                 int8_file=int8_path(m.path),
+                fp16_file=fp16_path(m.path),
                 trt_precision=m.trt_precision,
                 background_build=trt_build,
             )

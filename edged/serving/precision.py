@@ -6,7 +6,8 @@ version directly). `plan_precision` then says what to reach and how:
 
   ONNX Runtime, CUDA provider   auto/fp16: the fp16 version, made by the engine builder (edged.infer.
                                 builder, builder `ort-fp16`: float16 weights and activations, the fragile
-                                ops of edged.infer.quantize.FP16_KEEP_FP32 kept in fp32) into the cache;
+                                ops of edged.infer.quantize.FP16_KEEP_FP32 kept in fp32) into the cache,
+                                or the `<name>.fp16.onnx` beside the model (`edged make-fp16`) if there;
                                 int8: the `<name>.int8.onnx` beside the model, if there is one.
   ONNX Runtime, CPU provider    auto/fp32: nothing (fp16 runs slower on CPUs); int8: the `.int8.onnx`
                                 file if there is one; fp16: nothing, with the reason.
@@ -46,11 +47,13 @@ def plan_precision(
     switch: str | None,
     int8_file: Path,
     trt_precision: str,
+    fp16_file: Path | None = None,
     background_build: bool,
 ) -> PrecisionPlan:
     """What `configured` means for an engine of `backend` on `device` ("cpu" | "cuda" | "dla0"...).
-    `switch`: onnxruntime.fp16/int8 loaded a version directly; `int8_file`: where the int8 version would
-    be; `trt_precision`: TensorRT's build precision; `background_build`: a TensorRT engine builds now
+    `switch`: onnxruntime.fp16/int8 loaded a version directly; `int8_file` / `fp16_file`: where the int8
+    and fp16 versions would be beside the model (an fp16 file there, made by `edged make-fp16` on another
+    machine, is used instead of building one: the builder needs the `onnx` package); `trt_precision`: TensorRT's build precision; `background_build`: a TensorRT engine builds now
     beside the ONNX Runtime one (backend auto)."""
     if switch is not None:
         return PrecisionPlan(
@@ -96,6 +99,15 @@ def plan_precision(
         why = "fp16 runs slower than fp32 on ONNX Runtime's CPU provider"
         return PrecisionPlan(
             configured, "fp32", None, "", f"{why}: fp32 serves" if configured == "fp16" else why
+        )
+    if fp16_file is not None and fp16_file.is_file():
+        return PrecisionPlan(
+            configured,
+            "fp32",
+            "fp16",
+            "file",
+            f"{fp16_file.name} is shadow-checked against fp32 before it serves",
+            fp16_file,
         )
     return PrecisionPlan(
         configured,
