@@ -20,7 +20,11 @@ servers use: the detector in batches of min(N, max_batch) frames, the recognizer
 
 Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video samples/plates-1080.mp4 \
            --cameras 1 4 16 [--decode cpu gpu] [--chain ocr|det] [--json out.json] [--fp16 MODEL] \
-           [--frames-in-flight N]
+           [--frames-in-flight N] [--det-limit-side 1920|1280|960] [--motion-region] \
+           [--set precision=fp32 --set KEY=VALUE ...]
+
+The detector input size table (docs/benchmarks.md, issue 28 item 3) is three runs on the 1080p video,
+--det-limit-side 1920, 1280 and 960: `bash scripts/device_run.sh detsizes` runs them in one lease.
 """
 
 from __future__ import annotations
@@ -65,12 +69,25 @@ def write_config(
     in_flight: int | None = None,
     decode: str = "auto",
     realtime: bool = False,
+    det_limit: int | None = None,
+    motion_region: bool = False,
+    model_extra: dict[str, Any] | None = None,
 ) -> Path:
     raw = yaml.safe_load(base.read_text())
     models = {}
-    for name, m in raw["models"].items():
+    for i, (name, m) in enumerate(raw["models"].items()):
         if name in fp16:
             m.setdefault("onnxruntime", {})["fp16"] = True
+        for key, value in (
+            model_extra or {}
+        ).items():  # e.g. {"precision": "fp32"}, {"onnxruntime.cuda_graph": True}
+            node = m
+            *parents, last = key.split(".")
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[last] = value
+        if i == 0 and det_limit:  # the detector's input size: its longer side, e.g. 1920 -> 1920x1088
+            m.setdefault("preprocess", {}).update({"limit_side": det_limit, "limit_type": "max"})
         p = Path(m["path"])
         m["path"] = str(p if p.is_absolute() else (base.parent / p).resolve())
         # What a user with known cameras declares: the detector's input size for their resolution only.
@@ -99,6 +116,7 @@ def write_config(
                 "decode": decode,
                 "chain": stages,
                 **({"frames_in_flight": in_flight} if in_flight else {}),
+                **({"motion": {"enabled": True, "region": True}} if motion_region else {}),
             }
             for i in range(cameras)
         },
@@ -447,6 +465,20 @@ def main() -> int:
         help="each camera count once per decode mode, side by side (cpu gpu: OpenCV vs NVDEC/nvJPEG)",
     )
     ap.add_argument(
+        "--det-limit-side",
+        type=int,
+        help="the detector's input size by its longer side (1920: 1920x1088, 1280: 1280x736, 960: 960x544 "
+        "for 1080p): one row of the detector input size table (issue 28, item 3)",
+    )
+    ap.add_argument("--motion-region", action="store_true", help="every camera with motion gating on regions")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of every model (dotted, YAML value), e.g. precision=fp32, onnxruntime.cuda_graph=true",
+    )
+    ap.add_argument(
         "--profile",
         type=float,
         default=0.0,
@@ -464,8 +496,21 @@ def main() -> int:
     )
     rows = []
     for n, decode in [(n, d) for n in a.cameras for d in a.decode]:
+        extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
         cfg_path = write_config(
-            Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16, a.frames_in_flight, decode
+            Path(a.config),
+            video,
+            (w, h),
+            n,
+            a.chain,
+            a.port,
+            out,
+            a.fp16,
+            a.frames_in_flight,
+            decode,
+            det_limit=a.det_limit_side,
+            motion_region=a.motion_region,
+            model_extra=extra,
         )
         run = run_daemon(cfg_path, a.port, n * len(images), a.timeout, a.profile if n >= 16 else 0.0)
         row = summarize(run, n, len(images), truth)
@@ -485,6 +530,10 @@ def main() -> int:
         row["engine_detail"] = {**detail, "det_rows": det_rows}
         row["machine"] = {"cpus": os.cpu_count(), "video": f"{video.name} {w}x{h} x{len(images)}"}
         row["fp16"] = list(a.fp16)
+        row["det_limit_side"] = a.det_limit_side
+        row["motion_region"] = a.motion_region
+        row["set"] = list(a.set)
+        row["det_shapes"] = det.shapes.describe()
         row["frames_in_flight"] = cfg.cameras["cam00"].frames_in_flight
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -15,6 +15,7 @@
 #   capacity   scripts/bench_capacity.py: real-time capacity, CAMS cameras (default "8 16") at the video's
 #              rate for SECONDS (default 30), DECODE side by side;
 #   chain      scripts/compare_paths.py (CPU vs GPU path on identical frames);
+#   detsizes   the detector input size table (bench_run --det-limit-side 1920/1280/960);
 #   explore    EXPLORE=script VIDEO: an exploration script (e.g. scripts/explore_fp16.py), not a product figure.
 # Results go to $OUT (the tool brings back at most 8 files).
 set -uo pipefail
@@ -57,7 +58,8 @@ case $step in
     for chain in ${CHAINS:-ocr}; do
       timeout "${LIMIT:-540}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
         --video "$VIDEO" --cameras ${CAMS:-1 16} --decode ${DECODE:-cpu gpu} --chain "$chain" --json "$OUT/run.json" \
-        ${FP16:+--fp16 $FP16} ${INFLIGHT:+--frames-in-flight $INFLIGHT} 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
+        ${FP16:+--fp16 $FP16} ${INFLIGHT:+--frames-in-flight $INFLIGHT} \
+        ${SETS:+$(for kv in $SETS; do printf -- '--set %s ' "$kv"; done)} 2>&1 | grep -v "plugin EP" | tee -a "$OUT/run-$chain.log"
     done
     (cd /tmp/edged-bench && tar czf "$OUT/logs.tgz" ./*.log) ;;
   capacity)
@@ -68,6 +70,13 @@ case $step in
   chain)
     timeout 200 python3 scripts/compare_paths.py --config configs/examples/gpu.yaml --video "$VIDEO" --frames 60 \
       2>&1 | grep -v -e "plugin EP" -e '^\[' | tee "$OUT/compare.log" ;;
+  detsizes)  # the detector input size table (issue 28.3): reads and frames/s of the OCR chain at detector
+             # sides 1920, 1280 and 960 on the 1080p sample
+    for side in 1920 1280 960; do
+      timeout "${LIMIT:-280}" python3 scripts/bench_run.py --config "${CONFIG:-configs/examples/gpu.yaml}" \
+        --video "$VIDEO" --cameras ${CAMS:-1 8} --chain ocr --det-limit-side "$side" \
+        --json "$OUT/detsizes.json" 2>&1 | grep -v "plugin EP" | tee -a "$OUT/detsizes.log"
+    done ;;
   explore)  # EXPLORE=script (carried in .carry): an exploration, not a product figure
     timeout "${LIMIT:-540}" python3 "$EXPLORE" "$VIDEO" 2>&1 | grep -v "plugin EP" | tee "$OUT/explore.log" ;;
   *) echo "unknown step $step"; exit 2 ;;

@@ -236,10 +236,15 @@ def metric(port: int, name: str, labels: str = "") -> float | None:
 
 
 def up(port: int) -> bool:
+    """The daemon has started: /healthz answers (it does from the first second) and /stats no longer
+    says "starting" (models loaded, cameras started)."""
     try:
-        return http_get(port, "/healthz")[0] == 200
+        if http_get(port, "/healthz")[0] != 200:
+            return False
+        status, body = http_get(port, "/stats")
     except OSError:
         return False
+    return status == 200 and json.loads(body).get("state") != "starting"
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, step: float = 0.2) -> bool:

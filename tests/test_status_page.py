@@ -177,7 +177,9 @@ def test_status_page_in_headless_chromium(tmp_path: Path, mosquitto: Mosquitto) 
         assert "updated " in text, "the page must refresh by itself"
         assert 'href="/metrics"' in dom and 'href="/stats"' in dom
         # Models: which engine runs each.
-        assert "text_det ppocr_det onnxruntime on cpu cpu serving" in text, text  # its model server's state
+        assert "text_det ppocr_det onnxruntime on cpu, fp32 cpu serving" in text, (
+            text
+        )  # its model server's state
         # The plot: the processed-fps and latency lines drawn from /history.
         for series in ("c-fps", "c-p50", "c-p99"):
             d = re.search(rf'<path class="{series}" d="([^"]*)"', dom)
@@ -420,3 +422,76 @@ def test_a_model_that_failed_to_load_is_shown_with_its_reason(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
     assert rc == 0, log.read_text(errors="replace")[-3000:]
+
+
+def test_status_page_shows_the_warm_up_progress(tmp_path: Path) -> None:
+    """What the page shows while edged starts: "Starting" from the health server `edged run` starts
+    before anything else, then each model's warm-up progress while the daemon already serves."""
+    from edged.observability.health.server import start_early
+    from edged.observability.metrics import Metrics
+
+    early = start_early("127.0.0.1", 0, Metrics(), device="gate-02", version="test")
+    assert early is not None
+    try:
+        text = visible_text(chromium(f"http://127.0.0.1:{early.port}/", tmp_path / "p0", "--dump-dom"))
+    finally:
+        early.stop()
+    assert "edged — gate-02" in text and "Starting: loading models" in text, text
+
+    models = need_models()
+    video = tmp_path / "plates.mp4"
+    make_sample(video, frames=6, size=(320, 240), fps=5)
+    health = free_port()
+    cfg = {
+        "device": {"name": "gate-02"},
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": {"enabled": False},
+        "health": {"port": health},
+        "models": {
+            # Every declared detector shape staged (as on a GPU): 9 shapes up to 4 x 1920x1088 on one
+            # thread take tens of seconds here, so the page is read while they warm.
+            "text_det": {
+                "path": str(models / "PP-OCRv6_det_small.onnx"),
+                "kind": "ppocr_det",
+                "onnxruntime": {"intra_op_threads": 1, "inter_op_threads": 1},
+                "batching": {"warm_up": "all"},
+                "tensorrt": {"cache_dir": str(tmp_path / "engines")},
+            }
+        },
+        "cameras": {
+            "gate": {
+                "source": f"file://{video}",
+                "loop": True,
+                "fps": 2,
+                "chain": [{"model": "text_det", "min_score": 0.5}],
+            }
+        },
+    }
+    config = tmp_path / "edged.yaml"
+    config.write_text(json.dumps(cfg))
+    log = tmp_path / "edged.log"
+    with log.open("wb") as log_f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edged", "run", "--config", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log_f,
+        )
+    try:
+        stats = wait_stats(
+            health, lambda s: s.get("models", {}).get("text_det", {}).get("state") == "serving", 90, log
+        )
+        assert not stats["models"]["text_det"]["warm"]["finished"], stats
+        text = visible_text(chromium(f"http://127.0.0.1:{health}/", tmp_path / "p1", "--dump-dom"))
+        assert "Ready; warming the other input shapes" in text, text
+        m = re.search(r"text_det ppocr_det onnxruntime on cpu, fp32 cpu serving warming (\d+)/9 shapes", text)
+        assert m and 1 <= int(m.group(1)) < 9, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    assert rc == 0, log.read_text(errors="replace")[-3000:]
+    assert "Traceback" not in log.read_text(errors="replace")

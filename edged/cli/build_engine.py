@@ -1,7 +1,9 @@
 """`edged build-engine`: build the configured models' engines into the engine cache, ahead of `run`.
 
 TensorRT plans where TensorRT runs (strict `tensorrt` and `auto` models), else ONNX Runtime's optimized
-models for CPU sessions, under the key the daemon looks up (docs/engines.md). Progress is a bar on a
+models for CPU sessions, under the key the daemon looks up (docs/engines.md). An entry already there is
+verified (its recorded size and SHA-256, then a load) and, when damaged, moved to the cache's
+quarantine/ and built again. Progress is a bar on a
 terminal and throttled lines under systemd (progress.py). Runs in the CLI's main thread.
 """
 
@@ -24,7 +26,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "info")
     from edged.cli.progress import Progress
     from edged.infer import ModelLoadError, choose_backend
-    from edged.infer.builder import BuildJob, build_now
+    from edged.infer.builder import BuildJob, verify_and_build
     from edged.infer.onnxruntime import cpu_only
     from edged.serving.loading import engine_options
 
@@ -45,10 +47,12 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
         # A bar on a terminal, plain throttled lines under systemd (journald).
         with Progress(f"{backend} engine {name}", stream=sys.stderr) as progress:
             try:
-                path = build_now(BuildJob(name, m.path, backend, options), progress.phase_callback())
+                path, done = verify_and_build(
+                    BuildJob(name, m.model_file, backend, options), progress.phase_callback()
+                )
             except ModelLoadError as e:
                 progress.close("failed")
                 print(f"edged: model {name}: {e}", file=sys.stderr)
                 return EX_CONFIG
-        print(f"model {name}: {backend} engine {path}")
+        print(f"model {name} ({done}): {backend} engine {path}")
     return 0

@@ -29,13 +29,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Before anything slow (config validation, OpenCV/ONNX Runtime imports, model loading): a SIGHUP in
     # start-up is then applied after start instead of killing the process, a SIGTERM stops it after start.
     signals = SignalFlags().install()
-    cfg = load_or_report(args.config, require_cameras=True)
+    # The schema first (model files are opened below): the health server starts before the slow part,
+    # so /healthz answers within a second of the spawn and /readyz says "starting", then the warm-up's
+    # progress (edged.daemon.status).
+    cfg = load_or_report(args.config, require_cameras=True, check_files=False)
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
+    from edged.observability.health.server import start_early
+    from edged.observability.metrics import Metrics
+
+    metrics = Metrics()
+    health = None
+    if cfg.health.enabled:
+        h = cfg.health
+        from edged.observability.health.http_io import BodyRoute
+
+        pc = h.predict  # POST /predict's body limits are fixed when the server binds (the same as Daemon's)
+        route = (
+            BodyRoute(pc.max_body_bytes, pc.max_in_flight, reply_timeout_s=pc.timeout_s + 5)
+            if pc.enabled
+            else None
+        )
+        health = start_early(
+            h.bind, h.port, metrics, device=cfg.device.name, version=__version__, predict_route=route
+        )
+    checked = load_or_report(args.config, require_cameras=True)  # and now every file it names
+    if checked is None:
+        if health is not None:
+            health.stop()
+        return EX_CONFIG
+    cfg = checked
     from edged.daemon.daemon import Daemon, StartupError
 
-    daemon = Daemon(cfg, Path(args.config).resolve(), stdout=args.stdout, signals=signals)
+    daemon = Daemon(
+        cfg,
+        Path(args.config).resolve(),
+        stdout=args.stdout,
+        signals=signals,
+        metrics=metrics,
+        health=health,
+    )
     try:
         return daemon.run_forever()
     except StartupError as e:

@@ -98,6 +98,10 @@ class OnnxRuntimeConfig(EdgedModel):
         "calls/s at 1 row of 1088x1920; `edged run` (16 1080p cameras, OCR chain) 233 vs 193 frames/s, every "
         "plate read as with fp32 (docs/benchmarks.md).",
     )
+    cpu_memory: Literal["shrink", "arena", "no_arena"] = Field(
+        "shrink",
+        description="How ONNX Runtime's CPU provider holds memory for activations. shrink: its arena gives the chunks a call no longer uses back after every call, without pre-planned memory patterns (the demo config: 2.0 GB resident -> under 0.5 GB). arena: ONNX Runtime's default, the arena grows to the largest input shape run and keeps it. no_arena: plain allocations per tensor. Measured side by side in docs/benchmarks.md (Memory). Not used by the CUDA provider.",
+    )
     tf32: bool = Field(
         True,
         description="Let the CUDA provider run fp32 convolutions and matmuls as TF32 on Ampere and newer "
@@ -111,6 +115,11 @@ class OnnxRuntimeConfig(EdgedModel):
         "kernels; measured +7 % for the PP-OCR detector at 1080p on "
         "an H200 engines-only, slightly slower for the recognizer; not measured in `edged run` yet: "
         "docs/benchmarks.md).",
+    )
+
+    cuda_graph: bool = Field(
+        False,
+        description="CUDA provider: run each declared input shape as a CUDA graph (ONNX Runtime's enable_cuda_graph; inputs copied into fixed device buffers, the graph captured on the shape's first calls, during warm-up, and replayed): less launch overhead per call. Every node of the model must run on the CUDA provider. Not measured yet (docs/gpu.md says how); off by default.",
     )
 
     @model_validator(mode="after")
@@ -134,6 +143,10 @@ class TensorRTConfig(EdgedModel):
     calibration_cache: Path | None = Field(None, description="INT8 calibration cache file.")
     max_batch: int = Field(
         16, ge=1, description="Largest batch in the optimization profile (secondary stages)."
+    )
+    cuda_graph: bool = Field(
+        False,
+        description="Capture execute_async_v3 as a CUDA graph per declared input shape (fixed I/O buffers) and replay it. Not executed yet (no TensorRT in development): off by default.",
     )
     cache_dir: Path = Field(
         Path("/var/cache/edged/engines"),
@@ -168,6 +181,10 @@ class BatchingConfig(EdgedModel):
     source_sizes: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         default_factory=list,
         description="limit_side models (PP-OCR detector): camera resolutions [width, height] to declare input sizes for; frames of other sizes are padded into the smallest declared size that holds them, or scaled into the largest. Default: the chain's cameras' configured width/height, else 1920x1080, 1280x720 and 640x480.",
+    )
+    warm_up: Literal["auto", "all"] = Field(
+        "auto",
+        description="Which declared shapes are warmed (run once before a batch may use them). auto: every one on backends that pay for a new shape (GPU: ONNX Runtime's CUDA provider, TensorRT), one call on ONNX Runtime's CPU provider, whose first call of a new shape costs what later calls cost (docs/benchmarks.md). all: every one on any backend. Either way the model serves after the first: the smallest row count at the largest size, which every request fits (padded, or split into one-row calls); the rest are warmed between batches, and a request is planned only into warm shapes.",
     )
     widths: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=list,
@@ -221,6 +238,10 @@ class ModelConfig(EdgedModel):
     decode: dict[str, Any] = Field(
         default_factory=dict, description="Decoder parameters of the model kind (see docs/configuration.md)."
     )
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto",
+        description="Numeric precision, a build product (docs/engines.md, Precision): the model serves in fp32 at once and the lower-precision engine is made in the background, shadow-checked against the serving one on the same requests and swapped in only when they agree (else fp32 stays, with the reason in the log, /stats and the status page). auto: fp16 on a GPU (ONNX Runtime's CUDA provider: the fp16 version built by the engine builder, numerically fragile ops kept fp32; TensorRT: its fp16 flag), fp32 on a CPU (fp16 runs slower there). fp16 / int8: that precision where it applies (int8: the `<name>.int8.onnx` beside `path` from scripts/quantize_models.py for ONNX Runtime, tensorrt.calibration_cache for TensorRT). fp32: no lower precision.",
+    )
     onnxruntime: OnnxRuntimeConfig = Field(
         default_factory=OnnxRuntimeConfig, description="ONNX Runtime settings."
     )
@@ -232,6 +253,27 @@ class ModelConfig(EdgedModel):
         default_factory=UpdateConfig,
         description="Live model update: shadow check of a new file before it serves (docs/engines.md).",
     )
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> ModelConfig:
+        switch = "fp16" if self.onnxruntime.fp16 else "int8" if self.onnxruntime.int8 else None
+        if switch is not None and self.precision not in ("auto", switch):
+            raise ValueError(
+                f"precision: {self.precision} and onnxruntime.{switch}: true both choose the model's precision; "
+                f"use precision (built and shadow-checked) or onnxruntime.{switch} (that file loaded as it is)"
+            )
+        trt = self.tensorrt
+        if "precision" in trt.model_fields_set and self.precision not in ("auto", trt.precision):
+            raise ValueError(
+                f"precision: {self.precision} and tensorrt.precision: {trt.precision} disagree; "
+                "set precision only (it sets TensorRT's too)"
+            )
+        return self
+
+    @property
+    def trt_precision(self) -> str:
+        """TensorRT's build precision: `precision` when set, else `tensorrt.precision` (default fp16)."""
+        return self.tensorrt.precision if self.precision == "auto" else self.precision
 
     @property
     def model_file(self) -> Path:

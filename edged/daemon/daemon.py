@@ -23,10 +23,12 @@ from pathlib import Path
 from edged import __version__
 from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
 from edged.config import Config, ConfigError, load_config
+from edged.config.schema import HealthConfig
 from edged.daemon.commands import CommandQueue
 from edged.daemon.controller import Controller
 from edged.daemon.predict import PredictApi
 from edged.daemon.signals import SignalFlags
+from edged.daemon.sizes import LearntSizes
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
 from edged.daemon.updates import ModelUpdates
@@ -37,7 +39,7 @@ from edged.observability.environment import opencv_report
 from edged.observability.health.http_io import BodyRoute
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
-from edged.observability.health.server import HealthServer
+from edged.observability.health.server import HealthServer, start_early
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates, RatesCollector
 from edged.observability.snapshot import render_snapshot
@@ -59,6 +61,16 @@ log = logging.getLogger("edged")
 RELOAD_LIMIT_S = 900.0
 
 
+def predict_route(health: HealthConfig) -> BodyRoute | None:
+    """POST /predict's body limits from the config (None: the endpoint is off, no body is read)."""
+    pc = health.predict
+    return (
+        BodyRoute(pc.max_body_bytes, pc.max_in_flight, reply_timeout_s=pc.timeout_s + 5)
+        if pc.enabled
+        else None
+    )
+
+
 class StartupError(Exception):
     """The daemon cannot start as configured (the message names the setting); exit code 78."""
 
@@ -72,10 +84,14 @@ class Daemon:
         stdout: bool = False,
         signals: SignalFlags | None = None,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
+        metrics: Metrics | None = None,
+        health: HealthServer | None = None,
     ):
+        """`health` (with the `metrics` it serves): a health server already answering "starting"
+        (`edged run` starts it before this module is even imported); None: start() starts one first."""
         threads.install()  # the OS sees every thread's role name from here on (top -H, /stats)
         self.config_path = config_path
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.sink = ResultSink(
             cfg.device.name,
             self.metrics,
@@ -95,6 +111,8 @@ class Daemon:
             Delivery(),  # runs the cameras' sinks off the model servers' threads
             self.rates,
             engine_wrap=engine_wrap,  # (model name, warmed engine) -> engine: how tests inject faults
+            should_stop=lambda: self.signals.stop,  # a SIGTERM during start-up stops the loading
+            learnt=LearntSizes(cfg.state_dir / "source_sizes.json"),  # camera sizes of earlier runs
         )
         # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
         self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
@@ -107,7 +125,7 @@ class Daemon:
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
-        self.health: HealthServer | None = None
+        self.health = health
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
         # What the watchdog pings for: the daemon's machinery, never the cameras (see
@@ -128,16 +146,19 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Health first (alive, not ready, with the warm-up's progress), then MQTT, the models (each
+        serving after its first warm shape, edged.serving.warmup) and the cameras; READY=1 then."""
         log.info(
             "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
         )
+        self._start_health()
         log.info("%s", opencv_report())
         if self.cfg.mqtt.enabled:
             self._start_mqtt()
         self.view.start(self.publisher)
         self.supervisor.start()
-        if self.cfg.health.enabled:
-            self._start_health()
+        if self.signals.stop:  # asked to stop while the models loaded: no READY=1, no watchdog
+            return
         self.report.startup_summary(self.health.port if self.health is not None else None)
         self.notifier.ready(self.report.one_line())
         self.liveness.add("main loop", self.heartbeat.check)
@@ -147,6 +168,7 @@ class Daemon:
         self.liveness.add("frame dispatcher", self.supervisor.dispatcher.alive)
         self.liveness.add("capture watcher", CAPTURE_WATCHER.healthy)  # judges every camera's stalls
         self.liveness.add("model servers", self.report.models_serving)
+        self.liveness.add("model loading", self.report.models_loaded)  # only where a restart may help
         self.heartbeat.beat()
         self.watchdog = Watchdog(self.notifier, self.liveness, summary=self.report.one_line)
         self.watchdog.start()
@@ -203,28 +225,25 @@ class Daemon:
         if pc.enabled:  # the cameras' model servers answer it: pictures in, the cameras' events out
             self.predict = PredictApi(pc, self.supervisor, self.cfg.device.name, lambda: self.publisher)
             self.report.predict = self.predict.status
-        self.health = HealthServer(
-            self.cfg.health.bind,
-            self.cfg.health.port,
-            self.metrics,
-            status=self.report.status,
-            ready=self.report.ready,
-            snapshot=self.snapshot,
-            history=self.view.snapshot,
-            thumbnail=self.view.thumbnail,
-            predict=self.predict.handle if self.predict is not None else None,
-            predict_route=BodyRoute(pc.max_body_bytes, pc.max_in_flight, reply_timeout_s=pc.timeout_s + 5),
-        )
-        try:
-            self.health.start()
-        except OSError as e:  # the pipeline matters more than the local endpoint: go on without it
-            log.error(
-                "health server not started: %s:%d: %s (another edged running? set health.port)",
-                self.cfg.health.bind,
-                self.cfg.health.port,
-                e.strerror or e,
+        if self.health is None and self.cfg.health.enabled:
+            h = self.cfg.health
+            self.health = start_early(
+                h.bind,
+                h.port,
+                self.metrics,
+                device=self.cfg.device.name,
+                version=__version__,
+                predict_route=predict_route(h),
             )
-            self.health = None
+        if self.health is not None:
+            self.health.attach(
+                status=self.report.status,
+                ready=self.report.ready,
+                snapshot=self.snapshot,
+                history=self.view.snapshot,
+                thumbnail=self.view.thumbnail,
+                predict=self.predict.handle if self.predict is not None else None,
+            )
 
     def run_forever(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads the config (one during start-up: after it).
@@ -258,6 +277,7 @@ class Daemon:
             self.controller.announce()
         if self.hass is not None:
             self.hass.tick()
+        self.supervisor.learn_sizes()
 
     def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         log.info("stopping: finishing in-flight frames, flushing the outbox (up to %.0f s)", flush_timeout_s)

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from edged import __version__
-from edged.daemon.supervisor import Supervisor
+from edged.daemon.supervisor import RESTART_HELPS, RESTART_WONT_HELP, Supervisor, failed_models
+from edged.gpu.context import device_memory_used_mb
 from edged.observability import threads
+from edged.observability.memory import peak_rss_mb, process_rss_mb
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
 from edged.publish.mqtt import MqttPublisher
@@ -60,6 +62,10 @@ class StatusReport:
             missing = sorted({s.model for s in cam.chain} - set(self.supervisor.models))
             out["source_error"] = f"model(s) not loaded: {', '.join(missing)}" if missing else "not started"
         return out
+
+    def models_loaded(self) -> tuple[bool, str]:
+        """Liveness: no model failed to load for a cause a restart may clear (GPU memory, CUDA)."""
+        return failed_models(self.supervisor)
 
     def models_serving(self) -> tuple[bool, str]:
         """Liveness: every model server's threads run."""
@@ -113,8 +119,26 @@ class StatusReport:
         models = {n: n in self.supervisor.models for n in self.supervisor.cfg.models}
         ok &= all(models.values())
         broker = self.publisher.state if self.publisher else "disabled"
-        reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
+        loading = dict(self.supervisor.loading)
+        for n, loaded in models.items():
+            if loaded:
+                continue
+            why = self.supervisor.model_errors.get(n)
+            if n in loading:
+                reasons.append(f"model {n}: {_loading_text(loading[n])}")
+                continue
+            if why is None:
+                reasons.append(f"model {n}: not loaded")
+                continue
+            hint = (
+                RESTART_HELPS if n in self.supervisor.restart_may_help else RESTART_WONT_HELP.format(name=n)
+            )
+            reasons.append(f"model {n}: not loaded: {why}. {hint}")
         body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
+        # Shapes still warmed between batches (ready meanwhile: batches use the warm ones).
+        body["warming"] = {
+            n: m.server.plan.progress() for n, m in list(self.supervisor.models.items()) if m.server.warming
+        }
         if self.publisher is not None:
             pub_ok, why = self.publisher.healthy()
             body["ready"] = ok = ok and pub_ok
@@ -136,16 +160,28 @@ class StatusReport:
                     "device": m.engine.info.device,
                     "preprocess": m.preprocessor.name,
                     **m.server.status(),
+                    "memory": self.supervisor.model_memory.get(n),
                 }
                 for n, m in list(self.supervisor.models.items())
             },
         }
+        for n, entry in dict(self.supervisor.loading).items():
+            if n in self.supervisor.cfg.models and n not in self.supervisor.models:
+                out["models"][n] = {
+                    "kind": self.supervisor.cfg.models[n].kind,
+                    "state": "loading",
+                    "detail": _loading_text(entry),
+                    "warm": {"done": entry["done"], "total": entry["total"], "finished": False},
+                }
+        if self.supervisor.loading:
+            out["state"] = "starting"
         for n, why in list(self.supervisor.model_errors.items()):
             if n in self.supervisor.cfg.models and n not in self.supervisor.models:
                 out["models"][n] = {
                     "kind": self.supervisor.cfg.models[n].kind,
                     "state": "failed",
                     "error": why,
+                    "restart_may_help": n in self.supervisor.restart_may_help,
                 }
         if self.publisher is not None:
             ob = self.publisher.outbox
@@ -163,6 +199,7 @@ class StatusReport:
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
         if self.predict is not None:
             out["predict"] = self.predict()
+        out["process"] = process_memory()
         out["telemetry"] = self.telemetry.snapshot()
         out["threads"] = threads.table()
         return out
@@ -180,10 +217,23 @@ class StatusReport:
     def startup_summary(self, health_port: int | None) -> None:
         lines = [f"device {self.supervisor.cfg.device.name}"]
         for n, m in self.supervisor.models.items():
+            mem = self.supervisor.model_memory.get(n) or {}
+            took = ", ".join(
+                f"{label} {v:+.0f} MB"
+                for label, v in (
+                    ("host", mem.get("host_mb_at_load")),
+                    ("device", mem.get("device_mb_at_load")),
+                )
+                if v is not None
+            )
             lines.append(
                 f"model {n}: {m.config.kind} on {m.engine.info.backend}/{m.engine.info.device}, "
-                f"preprocess {m.preprocessor.name}, {m.config.path}"
+                f"preprocess {m.preprocessor.name}, {m.config.path}" + (f"; at load {took}" if took else "")
             )
+        proc = process_memory()
+        if proc["rss_mb"] is not None:
+            dev = f", GPU memory in use {proc['device_used_mb']:.0f} MB" if proc["device_used_mb"] else ""
+            lines.append(f"memory: {proc['rss_mb']:.0f} MB resident (VmRSS){dev}")
         for n, cam in self.supervisor.cfg.cameras.items():
             chain = " -> ".join(s.stage_name for s in cam.chain) or "(no models)"
             state = (
@@ -201,3 +251,20 @@ class StatusReport:
                 f"health http://{self.supervisor.cfg.health.bind}:{health_port}/ (/healthz /readyz /metrics /stats)"
             )
         log.info("startup summary:\n  %s", "\n  ".join(lines))
+
+
+def _loading_text(entry: dict[str, Any]) -> str:
+    """ "warming 0/27 shapes" / "opening its engine", for a model being loaded."""
+    if entry.get("state") == "warming" and entry.get("total"):
+        return f"warming {entry['done']}/{entry['total']} shapes"
+    return "loading (opening its engine)"
+
+
+def process_memory() -> dict[str, float | None]:
+    """The process's resident memory now and at its peak, and the GPU's memory in use (all processes)."""
+    rss, peak, dev = process_rss_mb(), peak_rss_mb(), device_memory_used_mb()
+    return {
+        "rss_mb": round(rss, 1) if rss is not None else None,
+        "peak_rss_mb": round(peak, 1) if peak is not None else None,
+        "device_used_mb": round(dev, 1) if dev is not None else None,
+    }

@@ -17,16 +17,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edged.config import Config
+from edged.daemon.sizes import LearntSizes
+from edged.gpu.context import device_memory_used_mb
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
+from edged.observability.memory import process_rss_mb
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.runner import CameraRunner
 from edged.serving.loading import LoadedModel, load_model
+from edged.serving.warmup import WarmUpCancelled
 from edged.types import FrameResult
 
 log = logging.getLogger("edged")
@@ -63,6 +68,39 @@ def plan_reload(old: Config, new: Config, live: frozenset[str] = frozenset()) ->
     )
 
 
+# What an operator reads about a model that did not load (log, /readyz), by whether a restart may help.
+RESTART_HELPS = (
+    "The cause is the machine's state, so a restart may help: the watchdog stops, and systemd restarts edged"
+)
+RESTART_WONT_HELP = (
+    "A restart will not help: fix models.{name} (replace the file, or correct its settings), then "
+    "`systemctl reload edged` (SIGHUP) loads it; its cameras start then"
+)
+
+
+def _memory_at_load(on_gpu: bool, rss0: float | None, dev0: float | None) -> dict[str, float | None]:
+    """What the process's RSS (and the GPU's memory in use) grew by while one model loaded."""
+    rss1 = process_rss_mb()
+    out: dict[str, float | None] = {
+        "host_mb_at_load": round(rss1 - rss0, 1) if rss0 is not None and rss1 is not None else None
+    }
+    if on_gpu:
+        dev1 = device_memory_used_mb()
+        # The first GPU model's figure includes the CUDA context (none existed before it).
+        out["device_mb_at_load"] = round(dev1 - (dev0 or 0.0), 1) if dev1 is not None else None
+    return out
+
+
+def failed_models(sup: Supervisor) -> tuple[bool, str]:
+    """Liveness: no configured model failed to load for a cause a restart may clear."""
+    for name in sorted(sup.restart_may_help & set(sup.cfg.models) - set(sup.models)):
+        return (
+            False,
+            f"model {name} could not be loaded ({sup.model_errors.get(name, '')}); a restart may help",
+        )
+    return True, ""
+
+
 class Supervisor:
     def __init__(
         self,
@@ -75,6 +113,8 @@ class Supervisor:
         rates: CameraRates,
         *,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        learnt: LearntSizes | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -85,9 +125,22 @@ class Supervisor:
         self.rates = rates
         # (model name, warmed engine) -> the engine its server calls; how tests inject engine faults.
         self.engine_wrap = engine_wrap
+        # A stop was asked for (SIGTERM): loading stops between two warm-up shapes, nothing more starts.
+        self.should_stop = should_stop
+        # Camera resolutions seen in earlier runs (declared shapes); `_sized`: cameras recorded this run.
+        self.learnt = learnt
+        self._sized: set[str] = set()
         self.models: dict[str, LoadedModel] = {}
         self.model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
+        # Of those, the ones whose cause is the machine's state (GPU memory, a CUDA error): a restart of
+        # the process may load them, so liveness fails for them (the watchdog stops, systemd restarts).
+        self.restart_may_help: set[str] = set()
         self.cameras: dict[str, CameraRunner] = {}
+        # Models being loaded now (start-up, reload): name -> {"state", "done", "total"}, for /readyz,
+        # /stats and the status page while the health server already answers.
+        self.loading: dict[str, dict[str, Any]] = {}
+        # What each model took when it loaded (edged.observability.memory): host RSS, device memory.
+        self.model_memory: dict[str, dict[str, float | None]] = {}
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
         # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
@@ -102,9 +155,13 @@ class Supervisor:
         self.init_metric_labels()
         self.load_models(set(self.cfg.models))
         for name in self.cfg.cameras:
+            if self.should_stop():
+                return
             self.start_camera(name)
 
     def stop_cameras(self) -> None:
+        for m in self.models.values():  # their last frames must not wait behind warm-ups
+            m.server.stop_warming()
         for runner in self.cameras.values():
             runner.stop()
 
@@ -114,9 +171,15 @@ class Supervisor:
 
     def load_models(self, names: set[str]) -> None:
         for name in sorted(names):
+            if self.should_stop():
+                log.info("stop requested: model %s and the rest are not loaded", name)
+                return
+            self.loading[name] = {"state": "loading", "done": 0, "total": None}
             wrap = None
             if self.engine_wrap is not None:
                 wrap = lambda e, n=name: self.engine_wrap(n, e)  # type: ignore[misc]  # noqa: E731
+            rss0 = process_rss_mb()
+            dev0 = device_memory_used_mb()
             try:
                 self.models[name] = load_model(
                     name,
@@ -126,25 +189,53 @@ class Supervisor:
                     regions=self.regions(name),
                     wrap=wrap,
                     progress=self._warm_progress,
+                    cancel=self.should_stop,
                 )
+                self.loading.pop(name, None)
+            except WarmUpCancelled:
+                self.loading.pop(name, None)
+                log.info("stop requested: model %s stopped warming up", name)
+                return
             except ModelLoadError as e:
                 # Cameras using it cannot run; others go on. check-config catches this before deploys.
-                log.error("model %s: %s", name, e)
+                self.loading.pop(name, None)
                 self.model_errors[name] = str(e)
+                if e.transient:
+                    self.restart_may_help.add(name)
+                    log.error("model %s: %s. %s", name, e, RESTART_HELPS)
+                else:
+                    self.restart_may_help.discard(name)
+                    log.error("model %s: %s. %s", name, e, RESTART_WONT_HELP.format(name=name))
                 continue
             self.model_errors.pop(name, None)
+            self.restart_may_help.discard(name)
+            self.model_memory[name] = _memory_at_load(self.models[name].lane is not None, rss0, dev0)
             if self.on_model_loaded is not None:
                 self.on_model_loaded(name)
 
     def source_sizes(self, model: str) -> list[tuple[int, int]]:
-        """Configured resolutions of the cameras whose chains use the model (its declared input sizes)."""
-        return sorted(
-            {
-                (c.width, c.height)
-                for c in self.cfg.cameras.values()
-                if c.width and c.height and any(s.model == model for s in c.chain)
-            }
-        )
+        """Resolutions of the cameras whose chains use the model (its declared input sizes): configured,
+        else learnt from an earlier run's frames (edged.daemon.sizes); none known: the defaults."""
+        sizes = set()
+        for name, c in self.cfg.cameras.items():
+            if not any(s.model == model for s in c.chain):
+                continue
+            if c.width and c.height:
+                sizes.add((c.width, c.height))
+            elif self.learnt is not None and (seen := self.learnt.size_for(name, c.source)) is not None:
+                sizes.add(seen)
+        return sorted(sizes)
+
+    def learn_sizes(self) -> None:
+        """(main loop) Record each running camera's frame size, for the next start's declared shapes."""
+        if self.learnt is None:
+            return
+        for name, runner in list(self.cameras.items()):
+            frame = runner.last_frame
+            if frame is not None and name not in self._sized:
+                h, w = frame.shape[:2]
+                self.learnt.observe(name, runner.config.source, int(w), int(h))
+                self._sized.add(name)
 
     def regions(self, model: str) -> bool:
         """Whether a camera runs the model as its first stage on motion regions (declares their canvases)."""
@@ -153,9 +244,12 @@ class Supervisor:
             for c in self.cfg.cameras.values()
         )
 
-    @staticmethod
-    def _warm_progress(model: str, done: int, total: int) -> None:
-        if done == total or done % 8 == 0:
+    def _warm_progress(self, model: str, done: int, total: int) -> None:
+        """A model server warmed one more shape (at load, or later between batches)."""
+        entry = self.loading.get(model)
+        if entry is not None:
+            entry.update(state="warming", done=done, total=total)
+        if done and (done == total or done % 8 == 0):
             log.info("model %s: warmed %d/%d input shapes", model, done, total)
 
     def wanted(self, name: str) -> bool:
@@ -192,6 +286,7 @@ class Supervisor:
         self.cameras[name] = runner
 
     def stop_camera(self, name: str) -> None:
+        self._sized.discard(name)  # its source may change: look at its size again
         runner = self.cameras.pop(name, None)
         if runner is not None:
             runner.stop()
@@ -222,12 +317,22 @@ class Supervisor:
             old_model = self.models.pop(n, None)
             if old_model is not None:
                 old_model.close()
+        for n in plan.removed_models:
+            self.model_errors.pop(n, None)
+            self.restart_may_help.discard(n)
+        # A model that failed to load is tried again even with the same config (its file was replaced).
+        retry = {n for n in self.model_errors if n in new.models and n not in self.models}
         self.cfg = new.model_copy(update={"mqtt": old.mqtt, "health": old.health, "device": old.device})
         self.init_metric_labels()
-        self.load_models(set(plan.changed_models))
+        self.load_models(set(plan.changed_models) | retry)
         for n in sorted(plan.restart):
             if n in new.cameras:
                 log.info("reload: starting camera %s", n)
+                self.start_camera(n)
+        for n in sorted(set(new.cameras) - set(self.cameras) - plan.restart):
+            # Cameras that waited for a model that now loaded.
+            if self.wanted(n) and {s.model for s in new.cameras[n].chain} <= set(self.models):
+                log.info("reload: starting camera %s (its models loaded)", n)
                 self.start_camera(n)
         log.info(
             "reload: done (%d camera(s) restarted, %d model(s) reloaded)",

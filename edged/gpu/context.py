@@ -189,3 +189,13 @@ class GpuLane:
                 self.copy_stream.synchronize()
                 self.stream.synchronize()
                 self.stream = self.copy_stream = None
+
+
+def device_memory_used_mb() -> float | None:
+    """Device memory in use on the GPU, by every process (MiB), or None while no context exists here (a
+    CPU-only run). On a Jetson it is the shared system memory the GPU allocator holds."""
+    if not initialized():
+        return None
+    with gpu_thread():
+        free, total = _driver().mem_get_info()
+    return (int(total) - int(free)) / 2**20

@@ -8,6 +8,7 @@ already where it needs to be.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,30 @@ log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
-    """A model file could not be loaded (missing, not ONNX, unsupported); the message says why."""
+    """A model file could not be loaded (missing, not ONNX, unsupported); the message says why.
+
+    `transient`: the cause is the machine's state, not the file or its settings (GPU or host memory
+    exhausted, a CUDA/driver error), so a restart of the process may load it; by default it is judged
+    from the message (`transient_cause`)."""
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient_cause(message) if transient is None else transient
+
+
+# Failures of the machine, not of the model: out of (device or host) memory, CUDA/cuDNN/cuBLAS/driver
+# errors. A restart may help these; a bad file or setting (everything else) it never does.
+_TRANSIENT = re.compile(
+    r"out of memory|bad_alloc|failed to allocate|cudaErrorMemoryAllocation|CUDA (?:failure|error)|"
+    r"cudaError|CUDNN_STATUS_(?:ALLOC_FAILED|INTERNAL_ERROR|EXECUTION_FAILED)|CUBLAS_STATUS_"
+    r"(?:ALLOC_FAILED|INTERNAL_ERROR|EXECUTION_FAILED)|CUDA driver|device-side assert",
+    re.IGNORECASE,
+)
+
+
+def transient_cause(message: str) -> bool:
+    """Whether a load failure's message names a machine state a restart may clear (see ModelLoadError)."""
+    return bool(_TRANSIENT.search(message))
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,10 @@ class EngineInfo:
     device: str  # "cpu" | "cuda" | "dla0" ...
     providers: list[str] = field(default_factory=list)
     detail: str = ""
+    # Whether the engine's first call of a new input shape is slow (GPU backends re-plan: the model
+    # server warms every declared shape before a batch uses it). ONNX Runtime on the CPU: False
+    # (measured: its first call of a new shape costs what later ones cost, docs/benchmarks.md).
+    shape_warmup: bool = True
 
 
 class Engine(Protocol):
@@ -64,6 +92,13 @@ class EngineOptions:
     providers: tuple[str, ...] | None = None
     tf32: bool = True  # ONNX Runtime CUDA EP `use_tf32`
     conv_algo_search: str = "heuristic"  # ONNX Runtime CUDA EP `cudnn_conv_algo_search`
+    # ONNX Runtime's CPU provider memory: "shrink" (arena given back after every run, no memory
+    # patterns), "arena" (ORT's default: grows to the largest shape run, kept), "no_arena".
+    cpu_memory: str = "shrink"
+    # CUDA graphs per declared input shape: ONNX Runtime's CUDA provider (`enable_cuda_graph` on fixed
+    # buffers) and TensorRT (capture of execute_async_v3). GPU only; off until A/B'd on a GPU.
+    cuda_graph: bool = False
+    trt_cuda_graph: bool = False
     precision: str = "fp16"
     workspace_mb: int = 1024
     dla_core: int | None = None

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
-from edged.infer.engine_cache import EngineCache, EngineKey
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key, quarantine
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -49,14 +49,26 @@ class BuildJob:
 
     name: str  # the configured model name, for messages
     model: Path  # the ONNX file
-    builder: str  # "tensorrt" | "onnxruntime"
+    builder: str  # "tensorrt" | "onnxruntime" | FP16_BUILDER
     options: EngineOptions = field(default_factory=EngineOptions)
+    # Load the built engine in the watcher (for `poll`); False: only the file is wanted (the fp16
+    # version goes through a live update's shadow check, which opens it itself).
+    load: bool = True
+
+
+# The fp16 version of an ONNX model for ONNX Runtime's CUDA provider (edged.infer.quantize.convert_fp16).
+# Not prefixed "onnxruntime": the cache treats entries whose name starts with the builder as its own.
+FP16_BUILDER = "ort-fp16"
 
 
 class Build(Protocol):
     key: EngineKey
 
     def produce(self, dest: Path, progress: PhaseCallback | None = None) -> None: ...
+
+    def check(self, path: Path) -> str | None:
+        """Why the cached engine at `path` does not load, or None (its checksum already matched)."""
+        ...
 
 
 class OrtOptimizeBuild:
@@ -77,6 +89,66 @@ class OrtOptimizeBuild:
         if progress is not None:
             progress("optimize", 1, 1)
 
+    def check(self, path: Path) -> str | None:
+        from edged.infer.onnxruntime import load_problem
+
+        return load_problem(path)
+
+
+class OrtFp16Build:
+    """The fp16 version of a model (float16 weights and activations, the fragile operators of
+    FP16_KEEP_FP32 in fp32, float32 inputs and outputs), for ONNX Runtime's CUDA provider. Needs the
+    `onnx` package in the builder process; without it the build fails with that reason."""
+
+    def __init__(self, job: BuildJob) -> None:
+        import onnxruntime as ort
+
+        from edged.infer.quantize import FP16_KEEP_FP32
+
+        self.model = job.model
+        self.key = engine_key(
+            job.model,
+            builder=FP16_BUILDER,
+            builder_version=f"onnxruntime {ort.__version__}; fp32 kept: {','.join(FP16_KEEP_FP32)}",
+            device="any",
+            dla_core=None,
+            precision="fp16",
+            calibration_cache=None,
+            shapes=[],
+            suffix=".onnx",
+        )
+
+    def produce(self, dest: Path, progress: PhaseCallback | None = None) -> None:
+        import importlib.util
+
+        from edged.infer.quantize import convert_fp16
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ModelLoadError(
+                f"{self.model}: making its fp16 version needs the `onnx` package (pip install onnx)"
+            )
+        if progress is not None:
+            progress("fp16", 0, 1)
+        work = dest.with_name(dest.name + ".fp16")  # convert_fp16 writes beside its target, then renames
+        try:
+            convert_fp16(self.model, work)
+            work.replace(dest)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # the converter's own errors name the model, once
+            raise ModelLoadError(
+                f"{self.model}: cannot make its fp16 version: {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            work.unlink(missing_ok=True)
+        if progress is not None:
+            progress("fp16", 1, 1)
+
+    def check(self, path: Path) -> str | None:
+        from edged.infer.onnxruntime import load_problem
+
+        return load_problem(path)
+
 
 def prepare(job: BuildJob) -> Build:
     """The build for `job` with its cache key (TensorRT parses the model here)."""
@@ -86,19 +158,38 @@ def prepare(job: BuildJob) -> Build:
         return TensorRTBuild(job.model, job.options)
     if job.builder == "onnxruntime":
         return OrtOptimizeBuild(job)
+    if job.builder == FP16_BUILDER:
+        return OrtFp16Build(job)
     raise ModelLoadError(f"model {job.name}: no engine builder {job.builder!r}")
 
 
 def build_now(job: BuildJob, progress: PhaseCallback | None = None) -> Path:
-    """Build (or find) the engine in this process: `edged build-engine`. Ignores a recorded failure
-    (the operator asked), records a new one."""
+    """Build (or find) the engine in this process. Ignores a recorded failure (the operator asked),
+    records a new one."""
+    return verify_and_build(job, progress)[0]
+
+
+def verify_and_build(job: BuildJob, progress: PhaseCallback | None = None) -> tuple[Path, str]:
+    """`edged build-engine`: (the engine file, what was done). A cached entry is verified (checksum, then
+    a load by its backend): "verified"; a damaged one is quarantined and built again: "repaired: why";
+    a missing one is built: "built". Raises ModelLoadError (recorded as the key's failure)."""
     build = prepare(job)
     cache = EngineCache(job.options.cache_dir)
+    entry = cache.path(build.key)
+    present = entry.is_file()
+    damage = cache.damage(entry) if present else None
     try:
-        return cache.build(build.key, lambda dest: build.produce(dest, progress))
+        if present and damage is None:
+            found = cache.find(build.key)
+            damage = build.check(found) if found is not None else "it vanished while being verified"
+            if damage is None and found is not None:
+                return found, "verified"
+            quarantine(entry, damage or "")
+        path = cache.build(build.key, lambda dest: build.produce(dest, progress))
     except ModelLoadError as e:
         cache.record_failure(build.key, str(e))
         raise
+    return path, (f"repaired: {damage}" if present else "built")
 
 
 def load_engine(job: BuildJob, path: Path, lane: GpuLane | None = None) -> Engine:
@@ -209,12 +300,19 @@ class BackgroundBuild:
         self._proc: Any = None
         self._thread: threading.Thread | None = None
         self._cancelled = False
+        self._rebuilt = False  # a cached entry failed to load and was built again (once)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> BackgroundBuild:
+        self._update(started_at=time.time())
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        """The builder process and its watcher thread (again, once, after a cached entry failed to load)."""
         ctx = multiprocessing.get_context("spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(
@@ -223,14 +321,12 @@ class BackgroundBuild:
             name=f"edged-build-{self.job.name}",
             daemon=True,
         )
-        self._update(started_at=time.time())
         self._proc.start()
         sender.close()  # the child's end: EOF here once the builder exits, however it exits
         self._thread = threading.Thread(
             target=self._watch, args=(receiver,), name=f"build-{self.job.name}", daemon=True
         )
         self._thread.start()
-        return self
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -244,16 +340,33 @@ class BackgroundBuild:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the build ended (ready or failed) and a built engine is loaded; False on timeout."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is not None and not self._thread.is_alive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            thread = self._thread
+            if thread is None:
+                return False
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+            if thread is self._thread:  # not replaced by a rebuild's watcher meanwhile
+                return True
 
-    def cancel(self) -> None:
-        """Stop the builder (daemon shutdown); its partial file is never published, nothing is recorded."""
-        self._cancelled = True
+    def cancel(self, timeout: float = 30.0) -> None:
+        """Stop the builder (daemon shutdown, a model that changed): its partial file is never published,
+        nothing is recorded, and an engine it already loaded is closed here, never left to the
+        interpreter's exit (an ONNX Runtime or TensorRT object destroyed then aborts the process).
+        Waits for the watcher thread, which may be loading the built engine (bounded by `timeout`)."""
+        with self._lock:
+            self._cancelled = True
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
-        self.wait(10)
+        if not self.wait(timeout) and self._thread is not None:
+            log.warning(
+                "model %s: the engine build's watcher did not stop within %.0f s", self.job.name, timeout
+            )
+        left = self.poll()
+        if left is not None:
+            left.close()
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -308,20 +421,39 @@ class BackgroundBuild:
                 EngineCache(self.job.options.cache_dir).record_failure(key, reason)
             result = ("failed", reason, False)
         if result[0] == "ready":
-            self._finish_ready(Path(result[1]), cached=result[2])
+            loaded = self._finish_ready(Path(result[1]), cached=result[2])
+            if not loaded and not self._rebuilt and not self._cancelled:
+                # A cached entry that does not load was quarantined: build it again, once.
+                self._rebuilt = True
+                self._spawn()
         else:
             self._finish_failed(result[1], previous=result[2])
 
-    def _finish_ready(self, path: Path, cached: bool) -> None:
+    def _finish_ready(self, path: Path, cached: bool) -> bool:
+        """Load the engine; False when a cached entry did not load (quarantined: the caller rebuilds)."""
+        if not self.job.load:  # the file is the product (status().path)
+            self._update(state="ready", path=str(path), cached=cached, finished_at=time.time())
+            log.info("model %s: %s build ready (%s)", self.job.name, self.job.builder, path.name)
+            return True
         try:
             engine = self._loader(self.job, path, self._lane)
         except Exception as e:  # a built engine that does not load is a failed build, said once
+            if cached and not self._rebuilt and path.exists():
+                quarantine(path, f"it does not load: {e}")
+                return False
             self._finish_failed(f"the built engine {path} does not load: {e}", previous=False)
-            return
+            return True
         with self._lock:
-            self._engine = engine
+            cancelled = self._cancelled
+            if not cancelled:
+                self._engine = engine
+        if cancelled:  # cancelled while it loaded: nobody will adopt it
+            engine.close()
+            self._update(state="failed", reason="stopped before it was adopted", finished_at=time.time())
+            return True
         self._update(state="ready", path=str(path), cached=cached, finished_at=time.time())
         log.info("model %s: %s engine ready (%s)", self.job.name, self.job.builder, path.name)
+        return True
 
     def _finish_failed(self, reason: str, previous: bool) -> None:
         self._update(state="failed", reason=reason, cached=previous, finished_at=time.time())

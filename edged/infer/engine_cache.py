@@ -9,10 +9,19 @@ half engine under a real name, only a `.tmp` that the next build of that model r
 Layout (docs/engines.md):
 
     <cache_dir>/<model stem>/<builder>-<key>.<ext>     the engine (ext: engine | onnx)
-    <cache_dir>/<model stem>/<builder>-<key>.json      the model file, what the key was made of, build time
+    <cache_dir>/<model stem>/<builder>-<key>.json      the model file, what the key was made of, build
+                                                       time, the engine file's size and SHA-256
     <cache_dir>/<model stem>/<builder>-<key>.failed    why the last build of this key failed (no retry)
     <cache_dir>/<model stem>/<builder>.lock            the build lock
+    <cache_dir>/<model stem>/quarantine/               damaged entries moved aside (the latest of each
+                                                       name, with a .why file), for a post-mortem
     <cache_dir>/timing.cache                           TensorRT's timing cache (shared)
+
+Entries are verified before use (`find`): the file's size and SHA-256 must be the ones recorded when it
+was published. SD cards and power cuts truncate, empty or overwrite files; a damaged entry, or one that
+its backend then fails to load (`quarantine`, called by the loader), is moved to `quarantine/` with one
+WARNING, so the caller serves the shipped model and the next build writes a good entry. An entry from
+before the checksums (no size in its record) is used unverified: its load is the check.
 
 `engine_key` is the only key function: `edged build-engine`, the daemon's load path and the background
 builder all call it, so what one writes the others find. The key covers everything that makes a built
@@ -35,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edged.fileio import atomic_write
+from edged.fileio import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,7 @@ def engine_key(
     shapes: Shapes,
     suffix: str,
     model_sha256: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> EngineKey:
     """The cache key of the engine `builder` makes from `model` for this device and settings.
 
@@ -109,6 +119,8 @@ def engine_key(
         # Lists, not tuples: the same value before and after a JSON round trip (the .json sidecar).
         "shapes": [{k: [int(d) for d in v] for k, v in sorted(s.items())} for s in shapes],
     }
+    if extra:  # other build settings (TensorRT's optimization level); absent keeps older keys valid
+        inputs["extra"] = dict(sorted(extra.items()))
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return EngineKey(model.stem, builder, suffix, digest, inputs, str(model.resolve()))
 
@@ -123,8 +135,38 @@ class EngineCache:
         return self.root / key.model / f"{key.stem}{key.suffix}"
 
     def find(self, key: EngineKey) -> Path | None:
+        """The entry for `key` when it is there and intact; a damaged one is quarantined (None)."""
         p = self.path(key)
-        return p if p.is_file() else None
+        if not p.is_file():
+            return None
+        problem = self.damage(p)
+        if problem is not None:
+            quarantine(p, problem)
+            return None
+        return p
+
+    @staticmethod
+    def damage(path: Path) -> str | None:
+        """Why the engine file at `path` is not what was published there (size, SHA-256), or None. An
+        entry without a record of its size (written before they were recorded) is not judged here."""
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+            recorded = meta.get("file") or {}
+        except FileNotFoundError:
+            return "its record (.json) is missing"
+        except (OSError, ValueError) as e:
+            return f"its record (.json) is unreadable ({e})"
+        if not isinstance(recorded, dict) or "size" not in recorded:
+            return None
+        try:
+            size = path.stat().st_size
+            if size != recorded["size"]:
+                return f"{size} bytes where {recorded['size']} were published (truncated or overwritten)"
+            if file_sha256(path) != recorded.get("sha256"):
+                return "its content is not what was published (SHA-256 differs)"
+        except OSError as e:
+            return f"unreadable: {e.strerror or e}"
+        return None
 
     def failure(self, key: EngineKey) -> str | None:
         """Why the last build of exactly this key failed, or None; a changed key starts clean."""
@@ -218,17 +260,21 @@ class EngineCache:
                 produce(tmp)
                 with tmp.open("rb+") as f:
                     os.fsync(f.fileno())
+                meta = {
+                    "source": key.source,
+                    "inputs": dict(key.inputs),
+                    "built_at": time.time(),
+                    "build_s": round(time.monotonic() - t0, 3),
+                    # What `find` verifies before every use.
+                    "file": {"size": tmp.stat().st_size, "sha256": file_sha256(tmp)},
+                }
+                # The record first, then the engine: a reader never sees an engine without its record.
+                atomic_write(dest.with_suffix(".json"), json.dumps(meta, indent=1).encode())
                 os.replace(tmp, dest)
+                fsync_dir(dest.parent)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            meta = {
-                "source": key.source,
-                "inputs": dict(key.inputs),
-                "built_at": time.time(),
-                "build_s": round(time.monotonic() - t0, 3),
-            }
-            atomic_write(dest.with_suffix(".json"), json.dumps(meta, indent=1).encode())
             self.clear_failure(key)
             self.prune(key)
         return dest
@@ -245,3 +291,33 @@ class EngineCache:
         if removed:
             log.info("engine %s: pruned %d old %s cache file(s)", keep.model, len(removed), keep.builder)
         return removed
+
+
+def quarantine(path: Path, reason: str) -> Path | None:
+    """Move a damaged engine file (and its record) out of the cache into `quarantine/` beside it, with
+    one WARNING and a `.why` file; the next build of its key writes a good entry. Returns where it went
+    (None when another process moved or removed it first)."""
+    dest = path.parent / "quarantine" / path.name
+    try:
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(path, dest)
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # an unwritable cache: at least stop using the entry
+        log.warning("engine cache: %s is damaged (%s) and cannot be moved aside: %s", path, reason, e)
+        path.unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(OSError):
+        os.replace(path.with_suffix(".json"), dest.with_suffix(".json"))
+    with contextlib.suppress(OSError):
+        atomic_write(
+            dest.with_name(dest.name + ".why"), json.dumps({"reason": reason, "at": time.time()}).encode()
+        )
+    log.warning(
+        "engine cache: %s is damaged (%s); moved to %s. The shipped model serves meanwhile and the engine "
+        "is rebuilt",
+        path,
+        reason,
+        dest,
+    )
+    return dest

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
-from edged.infer.engine_cache import EngineCache, EngineKey, engine_key
+from edged.infer.engine_cache import EngineCache, EngineKey, engine_key, quarantine
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -102,6 +102,38 @@ def optimize(model: Path, dest: Path) -> None:
         raise ModelLoadError(f"{model}: ONNX Runtime wrote no optimized model to {dest}")
 
 
+def load_problem(path: Path) -> str | None:
+    """Why ONNX Runtime's CPU provider cannot load the model at `path` (no graph passes run), or None."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        return f"ONNX Runtime cannot load it: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
+    return None
+
+
+def _cpu_memory(so: Any, mode: str) -> Any:
+    """Session and run options for the CPU provider's memory `mode` (EngineOptions.cpu_memory; measured
+    in docs/benchmarks.md "Memory"): the RunOptions every call passes, or None."""
+    import onnxruntime as ort
+
+    if mode == "arena":
+        return None
+    so.enable_mem_pattern = False  # one pre-planned block per input shape, kept: not with many shapes
+    if mode == "no_arena":
+        so.enable_cpu_mem_arena = False
+        return None
+    ro = ort.RunOptions()
+    # The arena's chunks not in use go back after each run: it no longer keeps the largest shape's
+    # activations (the detector at 4 x 1920x1088 is gigabytes) for the process's lifetime.
+    ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return ro
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
@@ -133,7 +165,7 @@ class OnnxRuntimeEngine:
         self.name = name
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = Path(path)  # some callers pass str
+        path = model = Path(path)  # some callers pass str
         optimized = cached_optimized(path, options)
         if optimized is not None:
             # Already optimized offline for this CPU and ORT version: loading skips the graph passes.
@@ -145,6 +177,9 @@ class OnnxRuntimeEngine:
             so.inter_op_num_threads = options.inter_op_threads
         so.log_severity_level = 3  # warnings from ORT's graph passes are noise for operators
         providers: list[Any] = list(options.providers) if options.providers else default_providers()
+        self._run_options: Any = None
+        if providers[:1] == ["CPUExecutionProvider"]:
+            self._run_options = _cpu_memory(so, options.cpu_memory)
         providers = [
             ("CUDAExecutionProvider", {"use_tf32": "1" if options.tf32 else "0"})
             if p == "CUDAExecutionProvider"
@@ -154,9 +189,19 @@ class OnnxRuntimeEngine:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises several private exception types for bad files
-            raise ModelLoadError(
-                f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}"
-            ) from None
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if optimized is None:
+                raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {why}") from None
+            # A cached copy that passed its checksum yet does not load: moved aside like a damaged
+            # one; the shipped model serves and the caller's background build writes a new copy.
+            quarantine(optimized, f"ONNX Runtime cannot load it: {why}")
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            optimized, path = None, Path(model)
+            try:
+                self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            except Exception as e2:
+                why = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+                raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {why}") from None
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta()
@@ -167,13 +212,14 @@ class OnnxRuntimeEngine:
             device="cuda" if used and used[0] == "CUDAExecutionProvider" else "cpu",
             providers=list(used),
             detail=f"optimized model {optimized}" if optimized is not None else "",
+            shape_warmup=bool(used) and used[0] != "CPUExecutionProvider",
         )
         self.path = path
         self._output_names = [o.name for o in self.outputs]
 
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
-        results = self.session.run(self._output_names, feeds)
+        results = self.session.run(self._output_names, feeds, self._run_options)
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:

@@ -130,6 +130,11 @@ class OrtCudaEngine:
             "cudnn_conv_algo_search": options.conv_algo_search.upper(),
             "use_tf32": "1" if options.tf32 else "0",
         }
+        # CUDA graphs (ORT `enable_cuda_graph`): each shape's session replays its captured graph; its
+        # inputs and outputs must stay at the same device addresses, so they live in fixed buffers
+        # (`_Graphed`). The plain session of the shape only finds its output shapes.
+        self.cuda_graph = options.cuda_graph
+        graph_opts = {**cuda_opts, "enable_cuda_graph": "1"}
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
@@ -138,11 +143,12 @@ class OrtCudaEngine:
         so.intra_op_num_threads = options.intra_op_threads or 1
         so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._open = lambda: ort.InferenceSession(
+        self._open = lambda graph=False: ort.InferenceSession(
             str(path),
             sess_options=so,
-            providers=[("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"],
+            providers=[("CUDAExecutionProvider", graph_opts if graph else cuda_opts), "CPUExecutionProvider"],
         )
+        self._graphed: dict[tuple[tuple[int, ...], ...], _Graphed] = {}
         try:
             self.session = self._open()
         except Exception as e:
@@ -158,7 +164,10 @@ class OrtCudaEngine:
         self.outputs = [_host._spec(o) for o in self.session.get_outputs()]
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map or {})
         self.info = EngineInfo(
-            backend="onnxruntime", device="cuda", providers=list(used), detail="IO binding on device buffers"
+            backend="onnxruntime",
+            device="cuda",
+            providers=list(used),
+            detail="IO binding on device buffers" + (", CUDA graphs per shape" if self.cuda_graph else ""),
         )
         self._input_dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
         self._no_sync = ort.RunOptions()
@@ -218,6 +227,8 @@ class OrtCudaEngine:
         stream (each keeps its OrtValue, hence its memory, alive)."""
         from edged.gpu.buffers import DeviceTensor
 
+        if self.cuda_graph:
+            return self._graph_run(inputs)
         session, io = self._bind(inputs)
         stream = self._stream_object()
         session.run_with_iobinding(io, self._no_sync)
@@ -236,9 +247,94 @@ class OrtCudaEngine:
         """Run; outputs downloaded to host numpy arrays (bytes counted on the lane)."""
         return {name: t.to_host(lane=self.lane) for name, t in self.infer_device(inputs).items()}
 
+    def _graph_run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """One call through the shape's CUDA-graph session: the inputs are copied into its fixed input
+        buffers on our stream, the graph runs (captured by ORT on the session's first runs, replayed
+        after), the outputs are views of its fixed output buffers. The next call of the same shape
+        overwrites them; it is enqueued on the same stream after whatever reads them (the model
+        server's reductions and downloads), so stream order keeps them intact until read."""
+        from edged.gpu.buffers import DeviceTensor, cuda_array_info
+
+        key = self._shape_key(inputs)
+        graphed = self._graphed.get(key)
+        if graphed is None:
+            graphed = self._graphed[key] = self._make_graphed(inputs)
+        stream = self._stream_object()
+        for name, value in inputs.items():
+            dest = graphed.inputs[name]
+            if not isinstance(value, np.ndarray) and hasattr(value, "__cuda_array_interface__"):
+                ptr, shape, dtype, _strides = cuda_array_info(value)
+                self._order_after(getattr(value, "stream", None))
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                self._cuda.memcpy_dtod_async(int(dest.data_ptr()), ptr, nbytes, stream)
+            else:
+                arr = np.ascontiguousarray(value, dtype=self._input_dtypes.get(name))
+                dest.update_inplace(arr)  # a synchronous copy from host memory
+                if self.lane is not None:
+                    self.lane.count_h2d(arr.nbytes)
+        graphed.session.run_with_iobinding(graphed.io, self._no_sync)
+        return {
+            name: DeviceTensor(
+                int(val.data_ptr()),
+                tuple(val.shape()),
+                np.dtype(_host._ORT_TYPES.get(val.data_type(), "float32")),
+                owner=val,
+                stream=stream,
+            )
+            for name, val in graphed.outputs.items()
+        }
+
+    @staticmethod
+    def _shape_key(inputs: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
+        return tuple(
+            tuple(
+                int(d)
+                for d in (v.shape if isinstance(v, np.ndarray) else v.__cuda_array_interface__["shape"])
+            )
+            for v in inputs.values()
+        )
+
+    def _make_graphed(self, inputs: Mapping[str, Any]) -> _Graphed:
+        """A CUDA-graph session for this input shape: its output shapes from one run of the plain
+        session, fixed input and output buffers bound once."""
+        ort = _ort()
+        session, io = self._bind(inputs)  # the plain session of this shape: output shapes
+        session.run_with_iobinding(io)
+        shapes = {n: tuple(v.shape()) for n, v in zip(self._output_names, io.get_outputs(), strict=True)}
+        types = {o.name: np.dtype(o.dtype) for o in self.outputs}
+        try:
+            graph_session = self._open(True)
+        except Exception as e:
+            raise ModelLoadError(
+                f"model {self.name}: ONNX Runtime cannot run it as a CUDA graph (every node must run on "
+                f"the CUDA provider; set onnxruntime.cuda_graph: false): {str(e).strip().splitlines()[0]}"
+            ) from None
+        graph_io = graph_session.io_binding()
+        ins, outs = {}, {}
+        for name, shape in zip(inputs, self._shape_key(inputs), strict=True):
+            ins[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(shape), self._input_dtypes.get(name, np.dtype(np.float32)), "cuda", self.device_id
+            )
+            graph_io.bind_ortvalue_input(name, ins[name])
+        for name in self._output_names:
+            outs[name] = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(shapes[name]), types[name], "cuda", self.device_id
+            )
+            graph_io.bind_ortvalue_output(name, outs[name])
+        log.debug("model %s: CUDA graph session for input shape %s", self.name, self._shape_key(inputs))
+        return _Graphed(graph_session, graph_io, ins, outs)
+
     def close(self) -> None:
+        self._graphed.clear()
         self._sessions.clear()
         self.session = None
+
+
+class _Graphed:
+    """One input shape's CUDA-graph session with its fixed, bound input and output buffers."""
+
+    def __init__(self, session: Any, io: Any, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        self.session, self.io, self.inputs, self.outputs = session, io, inputs, outputs
 
 
 def cuda_engine_reason(options: EngineOptions) -> str | None:

@@ -225,10 +225,21 @@ class TensorRTBuild:
             calibration_cache=self._calibration_path() if options.precision == "int8" else None,
             shapes=shapes,
             suffix=".engine",
+            # conv_algo_search: exhaustive maps onto TensorRT's most thorough tactic search.
+            extra={"optimization_level": 5} if options.conv_algo_search == "exhaustive" else None,
         )
 
     def _calibration_path(self) -> Path:
         return self.options.calibration_cache or self.model.with_suffix(".calib")
+
+    def check(self, path: Path) -> str | None:
+        """Why the cached plan at `path` does not deserialize here, or None (`edged build-engine`)."""
+        import tensorrt as trt_mod
+
+        runtime = trt_mod.Runtime(trt_logger())
+        if runtime.deserialize_cuda_engine(path.read_bytes()) is None:
+            return "TensorRT cannot deserialize it"
+        return None
 
     def produce(self, dest: Path, progress: Progress | None = None) -> None:
         """Build the serialized plan into `dest` (the cache's temporary file)."""
@@ -237,6 +248,8 @@ class TensorRTBuild:
         model, options, builder = self.model, self.options, self.builder
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        if options.conv_algo_search == "exhaustive":  # the default level is 3; 5 tries every tactic
+            config.builder_optimization_level = 5
         if options.precision in ("fp16", "int8"):
             if hasattr(trt_mod.BuilderFlag, "FP16") and builder.platform_has_fast_fp16:
                 config.set_flag(trt_mod.BuilderFlag.FP16)

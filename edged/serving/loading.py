@@ -29,18 +29,22 @@ from edged.config.inference import PreprocessConfig
 from edged.gpu import GpuLane, gpu_available, make_preprocessor
 from edged.infer import EngineOptions, ModelLoadError
 from edged.infer.base import Engine, TensorSpec
+from edged.infer.builder import FP16_BUILDER, BackgroundBuild, BuildJob, BuildStatus
 from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
+from edged.infer.quantize import fp16_path, int8_path
 from edged.infer.shadow import ShadowTolerance
 from edged.models.base import Decoder, build_decoder
 from edged.observability.metrics import Metrics
 from edged.preprocess import Preprocessor, PreprocessSpec
 from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
 from edged.serving.live_decoder import SwitchableDecoder
+from edged.serving.precision import PrecisionState, plan_precision
 from edged.serving.shapes import check_model_input
 from edged.serving.update import LiveUpdate
-from edged.serving.versions import OpenVersion, Version
+from edged.serving.versions import OpenVersion, UpdateRequest, Version
+from edged.serving.warmup import WarmUpCancelled
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,10 @@ def engine_options(m: ModelConfig) -> EngineOptions:
         providers=tuple(m.onnxruntime.providers) if m.onnxruntime.providers else None,
         tf32=m.onnxruntime.tf32,
         conv_algo_search=m.onnxruntime.conv_algo_search,
-        precision=m.tensorrt.precision,
+        cpu_memory=m.onnxruntime.cpu_memory,
+        cuda_graph=m.onnxruntime.cuda_graph,
+        trt_cuda_graph=m.tensorrt.cuda_graph,
+        precision=m.trt_precision,
         workspace_mb=m.tensorrt.workspace_mb,
         dla_core=m.tensorrt.dla_core,
         calibration_cache=m.tensorrt.calibration_cache,
@@ -90,12 +97,14 @@ def load_model(
     regions: bool = False,
     wrap: Callable[[Engine], Engine] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> LoadedModel:
     """Engine + decoder + declared shapes + a started (warmed) model server for one configured model.
     `source_sizes`: resolutions of the cameras that use it (limit_side detectors declare those).
     `regions`: a camera runs it on motion regions (limit_side detectors declare smaller canvases too).
     `wrap`: wraps the engine once warmed, before live requests (tests inject faults this way).
-    Raises ModelLoadError with a clear message."""
+    `cancel()`: asked between warm-up shapes; true stops the load (WarmUpCancelled), leaving nothing
+    running: no server thread, no engine, no build. Raises ModelLoadError with a clear message."""
     labels: list[str] = []
     if m.labels is not None:
         try:
@@ -148,20 +157,54 @@ def load_model(
             decode_workers=b.decode_workers,
             lane=lane,
             on_batch=_batch_observer(metrics, name) if metrics else None,
+            warm_every_shape=b.warm_up == "all",
         )
-        log.info("model %s: warming %s", name, shapes.describe())
+        log.info(
+            "model %s: warming %s (%s)",
+            name,
+            shapes.describe(),
+            "each before a batch uses it; serving after the first"
+            if server.needs_every_shape(engine)
+            else f"one call: {engine.info.backend} on the {engine.info.device} pays nothing for a new shape",
+        )
         try:
-            server.start(progress)
-        except Exception as e:
+            server.start(progress, cancel)
+        except BaseException as e:
             server.close()
+            if build is not None:  # the better engine of a model that did not load is not wanted
+                build.cancel()
+            if not isinstance(e, Exception) or isinstance(e, WarmUpCancelled):
+                raise
             raise ModelLoadError(
                 f"models.{name}: the engine failed on a declared input shape while warming up: {e}"
             ) from None
-        if wrap is not None:  # after warm-up: a wrapper counts live calls only
-            server.engine = wrap(engine)
+        if wrap is not None:  # after warm-up: a wrapper counts live calls only (or fails the load)
+            try:
+                server.engine = wrap(engine)
+            except BaseException:
+                server.close()
+                if build is not None:
+                    build.cancel()
+                raise
         swap_lane = _swap_lane(name, lane, metrics)
+        trt_build = build is not None and build.job.builder == "tensorrt"
+        precision = PrecisionState(
+            plan_precision(
+                m.precision,
+                backend=engine.info.backend,
+                device=engine.info.device,
+                switch="fp16" if m.onnxruntime.fp16 else "int8" if m.onnxruntime.int8 else None,
+                int8_file=int8_path(m.path),
+                fp16_file=fp16_path(m.path),
+                trt_precision=m.trt_precision,
+                background_build=trt_build,
+            )
+        )
+        log.info("model %s: precision %s: %s", name, m.precision, precision.plan.reason)
         if build is not None:
-            server.adopt_when_built(build, lane=swap_lane)
+            # A lower-precision TensorRT plan is shadow-checked before it serves; an fp32 one (or ONNX
+            # Runtime's optimized copy: the same arithmetic) is swapped in directly.
+            server.adopt_when_built(build, lane=swap_lane, shadow=precision.plan.source == "tensorrt")
         server.updater = updater = LiveUpdate(
             server,
             open_version,
@@ -170,12 +213,45 @@ def load_model(
             frames=m.update.shadow_frames,
             tolerance=update_tolerance(m),
             swap_lane=swap_lane,
+            precision=precision,
         )
+        _reach_precision(name, m, options, server, precision)
         return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane, updater)
     except BaseException:
         if lane is not None:  # a model that failed to load leaves no stream behind
             lane.close()
         raise
+
+
+def _reach_precision(
+    name: str, m: ModelConfig, options: EngineOptions, server: ModelServer, state: PrecisionState
+) -> None:
+    """Start what brings the model to its planned precision (edged.serving.precision): the int8 file's
+    shadow check, or the fp16 version's background build, whose file then gets one. A TensorRT plan
+    is handled by the server's adoption of its build."""
+    plan, updater = state.plan, server.updater
+    assert updater is not None
+    if plan.source == "file" and plan.path is not None:
+        problem = updater.check_file(plan.path)
+        if problem is not None:
+            state.record("failed", f"{plan.path.name}: {problem}")
+            log.warning("model %s: precision %s not reached: %s", name, plan.target, state.detail)
+            return
+        server.request_update(UpdateRequest("update", plan.path, file_sha256(plan.path), "precision"))
+    elif plan.source == "build":
+        asked: list[bool] = []
+
+        def built(status: BuildStatus) -> None:  # the build's watcher thread
+            if status.state == "ready" and not asked:
+                asked.append(True)
+                path = Path(status.path)
+                server.request_update(UpdateRequest("update", path, file_sha256(path), "precision"))
+            elif status.state == "failed" and not asked:
+                asked.append(True)
+                state.record("failed", status.reason)
+
+        job = BuildJob(name, m.model_file, FP16_BUILDER, options, load=False)
+        state.build = BackgroundBuild(job, on_change=built).start()
 
 
 def _declared(

@@ -58,14 +58,21 @@ class BatchQueue(Generic[Q]):
             self._cond.notify_all()
 
     def take(
-        self, max_rows: int, max_wait_s: float, expect_more: Callable[[list[Q]], bool] | None = None
+        self,
+        max_rows: int,
+        max_wait_s: float,
+        expect_more: Callable[[list[Q]], bool] | None = None,
+        *,
+        block: bool = True,
     ) -> list[Q] | None:
         """The next batch, or None once closed and empty. `expect_more(batch)`: whether anyone could
-        still add to it (False: do not wait)."""
+        still add to it (False: do not wait). `block=False`: an empty list at once when nothing waits."""
         with self._cond:
             while not self._items:
                 if self.closed:
                     return None
+                if not block:
+                    return []
                 self._cond.wait()
             head = self._items.popleft()
             batch = [head]

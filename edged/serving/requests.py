@@ -24,6 +24,8 @@ class Updater(Protocol):
     """What the server calls of its live-update side (edged.serving.update.LiveUpdate), all on the
     batch thread except `request` and `status` (any thread)."""
 
+    precision: Any  # the model's lower-precision candidate (edged.serving.precision.PrecisionState) or None
+
     def between_batches(self) -> None: ...
 
     def after_batch(self, jobs: Sequence[tuple[list[Any], Outputs | None, Any]]) -> None: ...
@@ -33,6 +35,10 @@ class Updater(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+    def propose_engine(self, engine: Any, path: Any, trigger: str = "precision") -> None: ...
+
+    def check_file(self, path: Any) -> str | None: ...
 
 
 class Ticket:

@@ -33,15 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edged.infer.base import Engine, ModelLoadError, TensorSpec
+from edged.infer.engine_cache import file_sha256
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.shadow import ShadowTolerance
 from edged.infer.swap import ModelSwap, SwapEvent
 from edged.models.base import Decoder
 from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.outputs import Outputs
+from edged.serving.precision import PrecisionState
 from edged.serving.shadow_run import ShadowRun
 from edged.serving.shapes import ShapeError, check_model_input
 from edged.serving.versions import RESULTS, OpenVersion, UpdateEvent, UpdateRequest, Version
+from edged.serving.warmup import WarmUpCancelled
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -66,9 +69,13 @@ class LiveUpdate:
         tolerance: ShadowTolerance | None = None,
         swap_lane: GpuLane | None = None,
         on_event: Callable[[UpdateEvent], None] | None = None,
+        precision: PrecisionState | None = None,
     ) -> None:
+        """`precision`: the model's lower-precision candidate, if any (edged.serving.precision): its
+        update events (trigger "precision") are recorded there too."""
         self.server = server
         self.name = server.name
+        self.precision = precision
         self.on_event = on_event
         self._open = open_version
         self._lane = swap_lane
@@ -92,6 +99,7 @@ class LiveUpdate:
         self._loaded: tuple[Version, UpdateRequest] | None = None
         self._rollback: UpdateRequest | None = None
         self._closed = False
+        self._loaders: list[threading.Thread] = []  # `update-<model>` threads, joined by close()
         self.last: dict[str, Any] | None = None
 
     # -- any thread ------------------------------------------------------------------------------
@@ -142,9 +150,26 @@ class LiveUpdate:
             req.trigger,
             ", forced" if req.action == "force" else "",
         )
-        threading.Thread(
-            target=self._load, args=(req, generation), name=f"update-{self.name}", daemon=True
-        ).start()
+        self._start_loader(req, generation, None)
+
+    def propose_engine(self, engine: Engine, path: Path, trigger: str = "precision") -> None:
+        """An engine already made and loaded (a background build in lower precision, e.g. a TensorRT
+        plan with FP16) as a candidate, like a new file: warmed on a loader thread, shadow-checked
+        against the serving engine, switched in only when they agree (else closed)."""
+        req = UpdateRequest("update", path, file_sha256(path), trigger)
+        with self._lock:
+            self._generation += 1
+            generation, self._loading = self._generation, req
+        log.info("model %s: %s beside the running engine (%s)", self.name, path.name, trigger)
+        self._start_loader(req, generation, (engine, self._decoder_now, None))
+
+    def _start_loader(self, req: UpdateRequest, generation: int, opened: Any) -> None:
+        loader = threading.Thread(
+            target=self._load, args=(req, generation, opened), name=f"update-{self.name}", daemon=True
+        )
+        with self._lock:
+            self._loaders = [t for t in self._loaders if t.is_alive()] + [loader]
+        loader.start()
 
     def reject(self, req: UpdateRequest, reason: str) -> None:
         """A request refused before anything was loaded (the daemon's checks of the file)."""
@@ -169,10 +194,10 @@ class LiveUpdate:
 
     # -- loader thread ---------------------------------------------------------------------------
 
-    def _load(self, req: UpdateRequest, generation: int) -> None:
+    def _load(self, req: UpdateRequest, generation: int, opened: Any = None) -> None:
         assert req.path is not None
         try:
-            engine, decoder, build = self._open(req.path)
+            engine, decoder, build = opened if opened is not None else self._open(req.path)
         except Exception as e:
             self._fail(req, generation, f"cannot load {req.path}: {e}")
             return
@@ -190,7 +215,15 @@ class LiveUpdate:
             )
             return
         try:
-            self.server.warm_up(engine=engine, lane=self._lane)
+            self.server.warm_up(
+                engine=engine,
+                lane=self._lane,
+                cancel=lambda: self._stale(generation),
+                steps=self.server.warm_steps(engine),
+            )
+        except WarmUpCancelled:  # a newer request or shutdown: nothing to report
+            self._discard(version)
+            return
         except Exception as e:
             self._discard(version)
             self._fail(req, generation, f"{req.path} failed while warming up: {type(e).__name__}: {e}")
@@ -210,6 +243,10 @@ class LiveUpdate:
             engine.info.device,
         )
 
+    def _stale(self, generation: int) -> bool:
+        with self._lock:
+            return generation != self._generation or self._closed
+
     def _fail(self, req: UpdateRequest, generation: int, reason: str) -> None:
         with self._lock:
             if generation == self._generation:
@@ -224,9 +261,11 @@ class LiveUpdate:
         self._follow_server()
         with self._lock:
             rollback, self._rollback = self._rollback, None
-            loaded, self._loaded = self._loaded, None
+            # Not while the serving engine still warms its declared shapes: it may become `previous`
+            # (a rollback target), which must be warm on all of them.
+            loaded = None if self.server.warming else self._loaded
             if loaded is not None:
-                self._loading = None
+                self._loaded = self._loading = None
         if rollback is not None:
             self._roll_back(rollback)
         if loaded is not None:
@@ -287,6 +326,7 @@ class LiveUpdate:
         if self.server.engine is not active:
             left, now = self._version(self.server.engine), self._version(active)
             self.server.engine = active
+            self.server.all_warm()  # candidates and previous engines are warm on every declared shape
             left.build = None  # ModelServer.replace_build stops it: the left model's build must not swap in
             self.server.replace_build(now.build, self._lane)
             if now.decoder is not self._decoder_now:
@@ -326,6 +366,8 @@ class LiveUpdate:
         report: dict[str, Any] | None = None,
         path: str = "",
     ) -> None:
+        if trigger == "precision" and self.precision is not None:
+            self.precision.record(result, reason)
         if result in _DECISIVE:
             self.last = {
                 "result": result,
@@ -342,9 +384,18 @@ class LiveUpdate:
 
     # -- shutdown (after the server's threads stopped) -------------------------------------------
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """After the server's threads stopped: stop the loaders (a warm-up stops at its next shape;
+        opening an engine is waited for) and close every engine and build only this side holds."""
         with self._lock:
             self._closed = True
+            loaders = list(self._loaders)
+        deadline = time.monotonic() + timeout
+        for t in loaders:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.precision is not None and self.precision.build is not None:
+            _drop_build(self.precision.build)  # the fp16 version's build, if it still runs
+        with self._lock:
             loaded, self._loaded = self._loaded, None
         if loaded is not None:
             self._discard(loaded[0])

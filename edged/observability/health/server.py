@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -227,9 +228,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+class Starting:
+    """What the health server answers before the daemon's parts exist (`edged run` starts it right
+    after reading the config, before the slow imports and the models): alive, not ready, starting."""
+
+    def __init__(self, device: str, version: str) -> None:
+        self.device, self.version = device, version
+        self.t0 = time.time()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "device": self.device,
+            "uptime_s": round(time.time() - self.t0, 1),
+            "state": "starting",
+            "cameras": {},
+            "models": {},
+        }
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return False, {"ready": False, "reasons": ["starting: loading edged"], "cameras": {}, "models": {}}
+
+    @staticmethod
+    def snapshot(camera: str) -> bytes | None:
+        return None
+
+
 class HealthServer:
     """The health HTTP server on its own event-loop thread (edged.observability.health.http_io); `start()` binds, `stop()`
-    closes."""
+    closes. Without `status`/`ready`/`snapshot` it answers as `Starting` until `attach` gives the daemon's."""
 
     def __init__(
         self,
@@ -237,31 +264,53 @@ class HealthServer:
         port: int,
         metrics: Metrics,
         *,
-        status: StatusFn,
-        ready: ReadyFn,
-        snapshot: SnapshotFn,
+        status: StatusFn | None = None,
+        ready: ReadyFn | None = None,
+        snapshot: SnapshotFn | None = None,
         history: HistoryFn | None = None,
         thumbnail: ThumbnailFn | None = None,
         predict: PredictFn | None = None,
         predict_route: BodyRoute | None = None,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
+        starting: Starting | None = None,
     ) -> None:
         self.bind = bind
         self.metrics = metrics
-        self.status_fn = status
-        self.ready_fn = ready
-        self.snapshot_fn = snapshot
+        early = starting or Starting("", "")
+        self.status_fn: StatusFn = status or early.status
+        self.ready_fn: ReadyFn = ready or early.ready
+        self.snapshot_fn: SnapshotFn = snapshot or early.snapshot
         self.history_fn = history
         self.thumbnail_fn = thumbnail
         self.predict_fn = predict
-        self.predict_route = predict_route or BodyRoute(max_bytes=8 * 1024 * 1024, max_in_flight=2)
+        # The body route of POST /predict (read within its limits), fixed when the server starts: None
+        # with no predict handler and no route means the endpoint is off and no body is ever read.
+        self.predict_route = predict_route or (
+            BodyRoute(max_bytes=8 * 1024 * 1024, max_in_flight=2) if predict is not None else None
+        )
         self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port
         self._max_connections = max_connections
         self._front: HttpFront | None = None
         self._port = port
+
+    def attach(
+        self,
+        *,
+        status: StatusFn,
+        ready: ReadyFn,
+        snapshot: SnapshotFn,
+        history: HistoryFn | None = None,
+        thumbnail: ThumbnailFn | None = None,
+        predict: PredictFn | None = None,
+    ) -> None:
+        """Serve the daemon's state from now on (a server started early, before the daemon existed).
+        Each route reads its callable once per request: a request sees either the old or the new one.
+        POST /predict answers 404 until `predict` comes (its body route is set at start, from config)."""
+        self.history_fn, self.thumbnail_fn, self.predict_fn = history, thumbnail, predict
+        self.snapshot_fn, self.status_fn, self.ready_fn = snapshot, status, ready
 
     @property
     def port(self) -> int:
@@ -293,7 +342,7 @@ class HealthServer:
             read_timeout_s=self.request_timeout_s,
             max_head_bytes=MAX_HEAD_BYTES,
             max_connections=self._max_connections,
-            bodies={PREDICT_PATH: self.predict_route} if self.predict_fn is not None else None,
+            bodies={PREDICT_PATH: self.predict_route} if self.predict_route is not None else None,
         )
         self._front.start()
         log.info("health server listening on http://%s:%d/", self.bind, self.port)
@@ -302,3 +351,31 @@ class HealthServer:
         front, self._front = self._front, None
         if front is not None:
             front.stop()
+
+
+def start_early(
+    bind: str,
+    port: int,
+    metrics: Metrics,
+    *,
+    device: str,
+    version: str,
+    predict_route: BodyRoute | None = None,
+) -> HealthServer | None:
+    """A health server answering `Starting` from now on (`attach` hands it the daemon's state later),
+    or None when the address cannot be bound (logged: the pipeline matters more than the endpoint).
+    `predict_route`: POST /predict's body limits when the config turns it on."""
+    server = HealthServer(
+        bind, port, metrics, starting=Starting(device, version), predict_route=predict_route
+    )
+    try:
+        server.start()
+    except OSError as e:
+        log.error(
+            "health server not started: %s:%d: %s (another edged running? set health.port)",
+            bind,
+            port,
+            e.strerror or e,
+        )
+        return None
+    return server
