@@ -87,7 +87,7 @@ class StatusReport:
         reasons += [f"model {n}: not loaded" for n, loaded in models.items() if not loaded]
         body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
         if self.publisher is not None:
-            pub_ok, why = self.publisher.healthy()
+            pub_ok, why = self.publisher.ready()
             body["ready"] = ok = ok and pub_ok
             body["publisher"] = {"ok": pub_ok, "reason": why}
             if not pub_ok:
@@ -119,17 +119,11 @@ class StatusReport:
                     "error": why,
                 }
         if self.publisher is not None:
-            ob = self.publisher.outbox
             out["mqtt"] = {
                 "state": self.publisher.state,
                 "last_error": self.publisher.last_error,
                 "broker": f"{self.supervisor.cfg.mqtt.host}:{self.supervisor.cfg.mqtt.port}",
-                "outbox_events": ob.depth,
-                "outbox_bytes": ob.bytes,
-                "outbox_oldest_age_s": round(ob.oldest_age, 1),
-                "outbox_held_in_memory": ob.held,
-                "outbox_disk_error": ob.disk_error,
-                "outbox_dropped": dict(ob.dropped),
+                **self.publisher.outbox.status(),  # outbox_events, outbox_bytes, ... (Outbox.status)
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
         out["telemetry"] = self.telemetry.snapshot()

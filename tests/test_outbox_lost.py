@@ -1,0 +1,185 @@
+"""The outbox when its files are removed or replaced under it (a cleanup script, a tmpfiles rule, an
+operator's `rm -rf`), and what its byte counts mean.
+
+Real files in tmp_path, real unlink/rename/rmtree; every scenario ends by reopening the directory with
+a new Outbox, as the next start would, and checking which events it would still send.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.config.schema import OutboxConfig
+from edged.observability.metrics import Metrics
+from edged.publish.outbox import Outbox
+from edged.publish.outbox_format import encode
+
+
+def cfg(path: Path, **kw: Any) -> OutboxConfig:
+    return OutboxConfig(dir=path, fsync=kw.pop("fsync", "never"), **kw)
+
+
+def event(i: int) -> dict[str, Any]:
+    return {"id": f"dev:cam:run:{i}", "camera": "cam", "seq": i, "detections": [{"label": "x" * 200}]}
+
+
+def ids(box: Outbox) -> list[int]:
+    return [int(r.id.rsplit(":", 1)[1]) for r in box.pending(10_000)]
+
+
+def reopened(directory: Path) -> list[int]:
+    box = Outbox(cfg(directory))
+    try:
+        return ids(box)
+    finally:
+        box.close()
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("how", ["rmtree", "rmtree_mkdir", "segments_unlinked"])
+def test_removed_directory_or_segments_lose_nothing(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Several sealed segments and the active one are removed; the outbox notices at the next append,
+    says so in one ERROR, recreates the directory and writes every pending record to it again."""
+    d = tmp_path / "ob"
+    box = Outbox(cfg(d), segment_bytes=4096)
+    for i in range(40):
+        box.append("t", event(i))
+    for rec in box.pending(5):
+        box.ack(rec.seq)  # 0..4 delivered: they must not come back
+    assert len(list(d.glob("*.seg"))) >= 4
+    if how == "segments_unlinked":
+        for p in d.glob("*.seg"):
+            p.unlink()
+    else:
+        shutil.rmtree(d)
+        if how == "rmtree_mkdir":
+            d.mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edged.publish.outbox"):
+        box.append("t", event(40))
+        assert box.lost is None  # recreated at once: the directory could be made
+        assert (
+            box.status()["outbox_losses"] == 1 and "removed or replaced" in box.status()["outbox_last_loss"]
+        )
+        for i in range(41, 50):
+            box.append("t", event(i))
+        assert ids(box) == list(range(5, 50))
+        box.close()
+    assert len(errors(caplog)) == 1, errors(caplog)
+    assert "by something other than edged" in errors(caplog)[0]
+    assert reopened(d) == list(range(5, 50))
+
+
+def test_directory_replaced_by_a_file_holds_events_until_it_can_be_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = tmp_path / "ob"
+    box = Outbox(cfg(d, max_memory_bytes=64 * 1024), segment_bytes=4096, retry_s=0.05)
+    for i in range(10):
+        box.append("t", event(i))
+    shutil.rmtree(d)
+    d.write_text("not a directory")
+    with caplog.at_level(logging.WARNING, logger="edged.publish.outbox"):
+        for i in range(10, 20):
+            box.append("t", event(i))
+        ok, why = box.health()
+        assert not ok and box.lost and "removed or replaced" in why, why
+        st = box.status()
+        assert st["outbox_lost"] and st["outbox_held_in_memory"] == 10, st
+        assert "cannot recreate the directory" in (st["outbox_disk_error"] or ""), st
+        assert ids(box) == list(range(20))  # still sent meanwhile: orphans read through their fds
+        d.unlink()
+        time.sleep(0.1)
+        box.append("t", event(20))
+        assert box.lost is None and box.held == 0 and box.health() == (True, "")
+        box.close()
+    assert len(errors(caplog)) == 1, errors(caplog)
+    assert reopened(d) == list(range(21))
+
+
+def test_memory_bound_while_the_directory_is_gone_drops_oldest_held_and_counts(tmp_path: Path) -> None:
+    d = tmp_path / "ob"
+    metrics = Metrics()
+    box = Outbox(cfg(d, max_memory_bytes=4096), metrics, retry_s=60)
+    box.append("t", event(0))
+    shutil.rmtree(d)
+    d.write_text("x")
+    for i in range(1, 40):
+        box.append("t", event(i))
+    dropped = box.dropped["disk_full"]
+    assert dropped > 0 and box.held * 300 < 4096 + 300
+    assert metrics.registry.get_sample_value("edged_outbox_dropped_total", {"reason": "disk_full"}) == dropped
+    got = ids(box)
+    assert got[0] == 0 and got == [0, *range(1 + dropped, 40)]  # the orphaned record stays, oldest held go
+    box.close()
+
+
+def test_one_removed_sealed_segment_is_noticed_by_the_io_thread(tmp_path: Path) -> None:
+    d = tmp_path / "ob"
+    box = Outbox(cfg(d), segment_bytes=4096, retry_s=0.05)
+    for i in range(30):
+        box.append("t", event(i))
+    oldest = sorted(d.glob("*.seg"))[0]
+    oldest.unlink()
+    deadline = time.monotonic() + 5
+    while box.status()["outbox_losses"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert box.status()["outbox_losses"] == 1
+    assert box.lost is None and ids(box) == list(range(30))
+    box.close()
+    assert reopened(d) == list(range(30))
+
+
+def test_replaced_active_segment_is_not_appended_to(tmp_path: Path) -> None:
+    """Someone copies a file over the active segment: edged's records go on to a new one and are all
+    kept; the stranger's file is left alone (its bytes count as corrupt at the next open)."""
+    d = tmp_path / "ob"
+    box = Outbox(cfg(d))
+    for i in range(5):
+        box.append("t", event(i))
+    (active,) = d.glob("*.seg")
+    other = tmp_path / "other"
+    other.write_bytes(b"garbage" * 10)
+    other.rename(active)
+    for i in range(5, 10):
+        box.append("t", event(i))
+    assert active.read_bytes() == b"garbage" * 10
+    box.close()
+    assert reopened(d) == list(range(10))
+
+
+def test_bytes_are_what_is_unacknowledged_and_drained_segments_leave_the_disk(tmp_path: Path) -> None:
+    d = tmp_path / "ob"
+    metrics = Metrics()
+    box = Outbox(cfg(d), metrics, segment_bytes=8192, retry_s=0.05)
+    for i in range(50):
+        box.append("t", event(i))
+    recs = box.pending(100)
+    assert box.bytes == sum(len(encode(r)) for r in recs)
+    for rec in recs[:30]:
+        box.ack(rec.seq)
+    assert box.bytes == sum(len(encode(r)) for r in recs[30:])
+    assert box.disk_bytes > box.bytes  # acked records of the active segment, ack logs
+    assert metrics.registry.get_sample_value("edged_outbox_bytes") == box.bytes
+    for rec in recs[30:]:
+        box.ack(rec.seq)
+    assert box.bytes == 0 and box.depth == 0
+    deadline = time.monotonic() + 5  # the io thread empties the active segment within a tick
+    while box.disk_bytes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert box.disk_bytes == 0 and metrics.registry.get_sample_value("edged_outbox_disk_bytes") == 0
+    assert sum(p.stat().st_size for p in d.iterdir()) == 0
+    box.append("t", event(50))  # and the emptied segment takes appends again
+    box.close()
+    assert reopened(d) == [50]
