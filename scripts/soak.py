@@ -244,7 +244,7 @@ def main() -> int:
         got = counter.delivered()
         row.update(produced=len(made), delivered=len(got & set(made)), lost=len(set(made) - got))
         frames = row.get("frames", last_frames)
-        row["fps"] = round((frames - last_frames) / max(1e-9, now - last_t), 2)
+        row["fps"] = round((frames - last_frames) / (now - last_t), 2) if now - last_t > 1 else 0.0
         last_frames, last_t = frames, now
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")

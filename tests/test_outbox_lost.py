@@ -7,16 +7,20 @@ a new Outbox, as the next start would, and checking which events it would still 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edged.config.schema import OutboxConfig
-from edged.observability.metrics import Metrics
+from edged.observability.health.server import HealthServer
+from edged.observability.metrics import OUTBOX_DROP_REASONS, Metrics
 from edged.publish.outbox import Outbox
 from edged.publish.outbox_format import encode
 
@@ -183,3 +187,80 @@ def test_bytes_are_what_is_unacknowledged_and_drained_segments_leave_the_disk(tm
     box.append("t", event(50))  # and the emptied segment takes appends again
     box.close()
     assert reopened(d) == [50]
+
+
+def scrape_drops(port: int) -> dict[str, float]:
+    """edged_outbox_dropped_total by reason, read from /metrics over HTTP (a real scrape)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        families = text_string_to_metric_families(r.read().decode())
+    out = {}
+    for family in families:
+        if family.name == "edged_outbox_dropped":
+            assert all(reason in family.documentation for reason in OUTBOX_DROP_REASONS), family.documentation
+            out = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+    return out
+
+
+def scrape_stats(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        return dict(json.loads(r.read())["mqtt"]["outbox_dropped"])
+
+
+def test_drop_reasons_and_counts_agree_in_metrics_stats_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drops of every reason, each made for real (a corrupted record, a directory that cannot be
+    made with no memory to hold, the size cap, the age cap): /metrics and /stats, scraped over HTTP from
+    the health server, name the same reasons with the same counts, zero before any drop; each drop's
+    log line names its reason."""
+    d = tmp_path / "ob"
+    metrics = Metrics()
+    box = Outbox(
+        cfg(d, max_bytes=20_000, max_age_s=1.0, max_memory_bytes=0), metrics, segment_bytes=4096, retry_s=0.05
+    )
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        metrics,
+        status=lambda: {"mqtt": box.status()},
+        ready=lambda: (True, {}),
+        snapshot=lambda cam: None,
+    )
+    server.start()
+    try:
+        zero = dict.fromkeys(OUTBOX_DROP_REASONS, 0)
+        assert scrape_drops(server.port) == zero and scrape_stats(server.port) == zero
+        with caplog.at_level(logging.WARNING, logger="edged.publish.outbox"):
+            # corrupt: a byte of a sealed segment's first record flipped in place (same file, same inode)
+            for i in range(20):
+                box.append("t", event(i))
+            first = sorted(d.glob("*.seg"))[0]
+            with first.open("r+b") as f:
+                f.seek(40)
+                byte = f.read(1)
+                f.seek(40)
+                f.write(bytes([byte[0] ^ 0xFF]))
+            assert ids(box)[0] == 1
+            # disk_full: the directory replaced by a file, no memory to hold events in
+            shutil.rmtree(d)
+            d.write_text("x")
+            for i in range(20, 23):
+                box.append("t", event(i))
+            d.unlink()
+            time.sleep(0.1)  # the next append recreates the directory
+            # size_cap: 20 kB of events at once
+            for i in range(23, 120):
+                box.append("t", event(i))
+            # age_cap: what is left grows older than max_age_s
+            time.sleep(1.1)
+            box.append("t", event(120))
+        want = {r: box.dropped[r] for r in OUTBOX_DROP_REASONS}
+        assert all(want[r] > 0 for r in OUTBOX_DROP_REASONS), want
+        assert scrape_drops(server.port) == want
+        assert scrape_stats(server.port) == want
+        logged = " ".join(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
+        for reason, why in OUTBOX_DROP_REASONS.items():
+            assert f"reason {reason} ({why})" in logged, (reason, logged)
+    finally:
+        server.stop()
+        box.close()
