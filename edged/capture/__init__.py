@@ -1,6 +1,6 @@
 """Capture: turn a source URI into a `Source`, and run it in a `CameraCapture` thread per camera.
 
-make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
+make_source("file://samples/plates.mp4", base_dir=config_dir)   # FFmpeg via PyAV (jetson-utils on a Jetson)
 make_source("samples/frames/*.jpg")                              # bare paths, folders/ and globs too
 cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
 frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
@@ -13,13 +13,15 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from edged.capture import jetson
+from edged.capture import ffmpeg, jetson
 from edged.capture.base import Source, SourceEnded, SourceError, redact
+from edged.capture.ffmpeg import FFmpegSource
 from edged.capture.opencv import STREAM_SCHEMES, ImageFolderSource, OpenCVSource, split_uri
 from edged.capture.worker import CameraCapture
 
 __all__ = [
     "CameraCapture",
+    "FFmpegSource",
     "ImageFolderSource",
     "OpenCVSource",
     "Source",
@@ -45,7 +47,7 @@ def is_image_sequence(path: str) -> bool:
 
 
 def ffmpeg_options(transport: Transport, latency_ms: int | None) -> dict[str, str]:
-    """FFmpeg RTSP demuxer options for one camera (see OpenCVSource)."""
+    """FFmpeg RTSP demuxer options for one camera (see FFmpegSource, OpenCVSource)."""
     opts: dict[str, str] = {}
     if transport != "auto":
         opts["rtsp_transport"] = transport
@@ -83,7 +85,10 @@ def make_source(
 ) -> Source:
     """Build (not open) the Source for a URI.
 
-    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV.
+    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file; else video files
+    and network streams are decoded by FFmpeg through PyAV (every frame at its real size: see
+    edged.capture.ffmpeg for why not OpenCV) and V4L2 cameras and image folders are read by OpenCV;
+    `opencv` takes OpenCV for everything (also where PyAV is not installed).
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
     loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
     open and read of network streams; `rtsp_transport` and `rtsp_latency_ms` apply to rtsp:// only.
@@ -125,6 +130,15 @@ def make_source(
         )
     if scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path)):
         return ImageFolderSource(uri, path=path)
+    options = ffmpeg_options(rtsp_transport, rtsp_latency_ms) if scheme in ("rtsp", "rtsps") else None
+    if (scheme == "file" or scheme in STREAM_SCHEMES) and backend == "auto" and ffmpeg.available() is None:
+        return FFmpegSource(
+            uri,
+            target=path if scheme == "file" and path is not None else uri,
+            live=scheme != "file",
+            timeout_s=timeout_s,
+            ffmpeg_options=options,
+        )
     if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
         return OpenCVSource(
             uri,
@@ -133,9 +147,7 @@ def make_source(
             height=height,
             fps=fps,
             timeout_ms=int(timeout_s * 1000),
-            ffmpeg_options=ffmpeg_options(rtsp_transport, rtsp_latency_ms)
-            if scheme in ("rtsp", "rtsps")
-            else None,
+            ffmpeg_options=options,
         )
     raise SourceError(
         f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
