@@ -2,6 +2,7 @@
 
 make_source("file://samples/plates.mp4", base_dir=config_dir)   # FFmpeg via PyAV (jetson-utils on a Jetson)
 make_source("samples/frames/*.jpg")                              # bare paths, folders/ and globs too
+make_source("rtsp://cam/stream", decode="auto")                  # NVDEC where it works, else the CPU
 cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
 frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
 """
@@ -10,17 +11,20 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from edged.capture import ffmpeg, jetson
 from edged.capture.base import Source, SourceEnded, SourceError, redact
+from edged.capture.decode import Decode, DecodeChoice, gpu_candidates
 from edged.capture.ffmpeg import FFmpegSource
 from edged.capture.opencv import STREAM_SCHEMES, ImageFolderSource, OpenCVSource, split_uri
 from edged.capture.worker import CameraCapture
 
 __all__ = [
     "CameraCapture",
+    "DecodeChoice",
     "FFmpegSource",
     "ImageFolderSource",
     "OpenCVSource",
@@ -82,13 +86,16 @@ def make_source(
     base_dir: Path | None = None,
     rtsp_transport: Transport = "auto",
     rtsp_latency_ms: int | None = None,
+    decode: Decode = "cpu",
 ) -> Source:
     """Build (not open) the Source for a URI.
 
-    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file; else video files
-    and network streams are decoded by FFmpeg through PyAV (every frame at its real size: see
-    edged.capture.ffmpeg for why not OpenCV) and V4L2 cameras and image folders are read by OpenCV;
-    `opencv` takes OpenCV for everything (also where PyAV is not installed).
+    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file; else the CPU
+    decodes video files and network streams with FFmpeg through PyAV (every frame at its real size, also
+    when the resolution changes: edged.capture.ffmpeg says why not OpenCV) and reads V4L2 cameras and
+    image folders with OpenCV; `opencv` takes OpenCV for everything (also where PyAV is missing). With
+    decode: auto or gpu, files, streams and JPEG folders go to the GPU's decoders
+    (edged.capture.decode), the CPU source being the fallback.
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
     loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
     open and read of network streams; `rtsp_transport` and `rtsp_latency_ms` apply to rtsp:// only.
@@ -128,19 +135,20 @@ def make_source(
             loop=loop,
             latency_ms=rtsp_latency_ms if scheme == "rtsp" else None,
         )
-    if scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path)):
-        return ImageFolderSource(uri, path=path)
+    folder = scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path))
     options = ffmpeg_options(rtsp_transport, rtsp_latency_ms) if scheme in ("rtsp", "rtsps") else None
-    if (scheme == "file" or scheme in STREAM_SCHEMES) and backend == "auto" and ffmpeg.available() is None:
-        return FFmpegSource(
+    if folder:
+        cpu: Callable[[], Source] = lambda: ImageFolderSource(uri, path=path)  # noqa: E731
+    elif (scheme == "file" or scheme in STREAM_SCHEMES) and backend == "auto" and ffmpeg.available() is None:
+        cpu = lambda: FFmpegSource(  # noqa: E731
             uri,
             target=path if scheme == "file" and path is not None else uri,
             live=scheme != "file",
             timeout_s=timeout_s,
             ffmpeg_options=options,
         )
-    if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
-        return OpenCVSource(
+    elif scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
+        cpu = lambda: OpenCVSource(  # noqa: E731
             uri,
             path=path,
             width=width,
@@ -149,6 +157,31 @@ def make_source(
             timeout_ms=int(timeout_s * 1000),
             ffmpeg_options=options,
         )
-    raise SourceError(
-        f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+    else:
+        raise SourceError(
+            f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+        )
+    if decode == "cpu":
+        return cpu()
+    if scheme == "v4l2":
+        if decode == "gpu":
+            raise SourceError(
+                f"{redact(uri)}: decode: gpu takes files, streams and JPEG folders; V4L2 cameras decode on the CPU"
+            )
+        return cpu()
+    live = scheme in STREAM_SCHEMES
+    if live and (rtsp_transport != "auto" or rtsp_latency_ms is not None) and uri not in _warned_transport:
+        _warned_transport.add(uri)
+        log.warning(
+            "%s: rtsp.transport and rtsp.latency_ms apply only when OpenCV decodes it (decode: cpu), not NVDEC",
+            redact(uri),
+        )
+    target = path if path is not None else uri
+    return DecodeChoice(
+        uri,
+        decode,
+        gpu_candidates(uri, target, folder=folder, live=live),
+        cpu if decode == "auto" else None,
+        folder=folder,
+        live=live,
     )

@@ -48,6 +48,7 @@ class FFmpegSource:
     """A file or stream decoded by FFmpeg through PyAV, behind the Source protocol (BGR numpy frames)."""
 
     fmt: PixelFormat = "bgr8"
+    decoder = "ffmpeg"  # what /stats decode.decoder says (edged.capture.decode)
 
     def __init__(
         self,
