@@ -98,3 +98,12 @@ def test_events_report_the_real_frame_size_on_both_parts(tmp_path: Path) -> None
     print(f"\nevents: {Counter(frames)}")
     assert "resolution changed from 640x480 to 1280x720" in proc.text()
     assert "Traceback" not in proc.text()
+
+
+def test_operator_ffmpeg_options_are_read_from_the_opencv_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edged.capture.ffmpeg import operator_options
+
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;udp|stimeout;5000000")
+    assert operator_options() == {"rtsp_transport": "udp", "stimeout": "5000000"}
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+    assert operator_options() == {}

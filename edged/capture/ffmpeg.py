@@ -11,7 +11,8 @@ own size, so a 640x480 file that turns 1280x720 yields 1280x720 frames from that
 servers plan every frame by its own size (edged.serving.shapes), so nothing else has to know.
 
 Per-camera FFmpeg options (RTSP transport, jitter buffer) go to `av.open(options=...)` for that
-open only, and `timeout_s` becomes FFmpeg's open and read timeouts (its interrupt callback) for
+open only, merged over the operator's process-wide OPENCV_FFMPEG_CAPTURE_OPTIONS (`key;value|...`, the
+variable OpenCV reads: one setting for both CPU paths), and `timeout_s` becomes FFmpeg's open and read timeouts (its interrupt callback) for
 network streams, so a dead server ends `read` with an error instead of blocking.
 
 Decoding: `grab` decodes the next frame and keeps it, `retrieve` converts it to BGR (the worker
@@ -22,6 +23,7 @@ as players do, instead of ending the stream. One thread opens, reads and closes 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +44,12 @@ def available() -> str | None:
     except ImportError as exc:  # pragma: no cover - depends on the install
         return f"PyAV is not installed ({exc})"
     return None
+
+
+def operator_options() -> dict[str, str]:
+    """FFmpeg options the operator set for every camera in OPENCV_FFMPEG_CAPTURE_OPTIONS."""
+    raw = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    return dict(item.split(";", 1) for item in raw.split("|") if ";" in item)
 
 
 class FFmpegSource:
@@ -80,7 +88,7 @@ class FFmpegSource:
         try:
             container = av.open(
                 self.target,
-                options=self.ffmpeg_options,
+                options={**operator_options(), **self.ffmpeg_options},
                 timeout=(self.timeout_s, self.timeout_s) if self.live else None,
             )
         except (av.FFmpegError, OSError) as e:
