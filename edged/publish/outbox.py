@@ -29,14 +29,13 @@ Caps: beyond max_bytes on disk whole oldest segments are dropped (size_cap); eve
 are dropped (age_cap), on the monotonic clock for events of this run (a Jetson without RTC battery can
 step its wall clock by years at NTP sync).
 
-The directory or a segment removed or replaced under the running outbox (a cleanup script, a tmpfiles
-rule, an operator): every append checks the directory and the active segment, the outbox-io thread
-every segment about once a second (their (st_dev, st_ino) against those they were opened with). On a
-loss: one ERROR; the segments that are gone become orphans, still read (and sent) through the fds the
-outbox holds open; new events are held in memory (up to max_memory_bytes, then disk_full drops); the
-directory is recreated (at once, then every retry_s while that fails) and the orphans' records and
-the held events are written to it. `lost` says why until then (/readyz is 503 meanwhile: events are
-not durable), `status()` carries it to /stats.
+The directory or a segment removed or replaced under the running outbox (outbox_loss.Losses): every
+append checks the directory and the active segment, the outbox-io thread every segment about once a
+second. On a loss: one ERROR; the segments that are gone become orphans, still read (and sent) through
+the fds the outbox holds open; new events are held in memory (up to max_memory_bytes, then disk_full
+drops); the directory is recreated (at once, then every retry_s while that fails) and the orphans'
+records and the held events are written to it. `lost` says why until then (/readyz is 503 meanwhile:
+events are not durable), `status()` carries it to /stats.
 
 Bytes: `bytes` is what the unacknowledged events take (on disk or held in memory: what an alert on a
 backlog wants); `disk_bytes` what the files take in the directory. Segments whose records are all done
@@ -67,6 +66,7 @@ from edged.observability.metrics import Metrics
 from edged.publish.diskio import DiskState, FileOps
 from edged.publish.drops import DropLog
 from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan
+from edged.publish.outbox_loss import Losses
 from edged.publish.segment_files import SegmentFiles
 from edged.publish.segments import Entry, load
 
@@ -91,9 +91,6 @@ class Outbox:
         self.metrics = metrics
         self._lock = threading.RLock()
         self._held_bytes = 0
-        self._lost: str | None = None  # why the directory or a segment is gone, until it is recreated
-        self._losses = 0
-        self._last_loss: str | None = None
         self._held: dict[int, Entry] = {}  # seq order; each also in _pending
         self._closed = False
         self._disk = DiskState(str(self.dir), cfg.max_memory_bytes, retry_s)
@@ -114,6 +111,7 @@ class Outbox:
             size=loaded.bytes,
             next_seq=self._next_seq,
         )
+        self._losses = Losses(str(self.dir), self._files, self._disk, cfg.max_memory_bytes)
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
         self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
@@ -154,7 +152,7 @@ class Outbox:
             self._pending_bytes += len(data)
             self._held[seq] = entry
             self._held_bytes += len(data)
-            self._check(every=False)
+            self._losses.check(every=False)
             self._retry()
             self._enforce_caps()
             self.drops.tick()
@@ -230,13 +228,13 @@ class Outbox:
     @property
     def lost(self) -> str | None:
         """Why the directory or a segment is gone (removed or replaced) and not yet recreated, else None."""
-        return self._lost
+        return self._losses.lost
 
     def health(self) -> tuple[bool, str]:
         """Whether accepted events are durable now (False while `lost`), and what is wrong or degraded."""
-        if self._lost is not None:
+        if self._losses.lost is not None:
             return False, (
-                f"outbox {self.dir}: {self._lost}; {self.held} event(s) held in memory until it is "
+                f"outbox {self.dir}: {self._losses.lost}; {self.held} event(s) held in memory until it is "
                 f"recreated ({self._disk.error})"
             )
         if not self._flusher.is_alive() and not self._closed:
@@ -255,9 +253,9 @@ class Outbox:
                 "outbox_oldest_age_s": round(self.oldest_age, 1),
                 "outbox_held_in_memory": self.held,
                 "outbox_disk_error": self._disk.error,
-                "outbox_lost": self._lost,
-                "outbox_losses": self._losses,
-                "outbox_last_loss": self._last_loss,
+                "outbox_lost": self._losses.lost,
+                "outbox_losses": self._losses.count,
+                "outbox_last_loss": self._losses.last,
                 "outbox_dropped": dict(self.dropped),
             }
 
@@ -276,7 +274,7 @@ class Outbox:
         with self._lock:
             if self._closed:
                 return
-            self._check(every=True)
+            self._losses.check(every=True)
             self._retry()
             self._files.reset_drained()
             fds = self._files.unsynced()
@@ -290,7 +288,7 @@ class Outbox:
         with self._lock:
             if self._closed:
                 return
-            self._check(every=True)
+            self._losses.check(every=True)
             self._retry(force=True)
         if self.cfg.fsync != "never":
             try:
@@ -332,7 +330,7 @@ class Outbox:
                 else:
                     with self._lock:
                         if not self._closed:
-                            self._check(every=True)
+                            self._losses.check(every=True)
                             self._retry()
                             self._files.reset_drained()
                             self.drops.tick()
@@ -348,8 +346,8 @@ class Outbox:
         again at most every retry_s (or now, with force)."""
         if self._disk.due(force) and (self._disk.error is not None or self._held or self._files.orphans):
             was = self._disk.begin()
-            if self._lost is not None or self._files.orphans:
-                self._recover()
+            if self._losses.lost is not None or self._files.orphans:
+                self._losses.recover(self._pending.values(), self._next_seq, len(self._held))
             if was is not None and self._disk.attempt_ok:
                 self._files.write_refused_acks()
             while self._held and self._disk.attempt_ok:  # a refused write ends the attempt
@@ -360,64 +358,6 @@ class Outbox:
             self._disk.end(was)
         self._disk.settled()
         self._drop_over_memory()
-
-    def _check(self, every: bool) -> None:
-        """Notice a directory or segment removed or replaced under us (see the module docstring)."""
-        if self._lost is not None:
-            return  # noticed already: _recover is on it
-        found = self._files.check(every)
-        if found is None:
-            return
-        if not every:  # one loss usually takes more than the active segment: one ERROR for all of it
-            found = self._files.check(True) or found
-        why, segments = found
-        kept = sum(len(seg.live) for seg in segments)
-        self._files.orphan(segments)
-        self._losses += 1
-        self._last_loss = f"{why} (noticed at {time.strftime('%Y-%m-%dT%H:%M:%S%z')})"
-        if self._lost is None:
-            log.error(
-                "outbox %s: %s by something other than edged; its %d unacknowledged event(s) are kept "
-                "(edged holds the files open) and new events are held in memory (up to %d bytes) until "
-                "they are written to the recreated directory",
-                self.dir,
-                why,
-                kept,
-                self.cfg.max_memory_bytes,
-            )
-        self._lost = why
-        self._disk.lost(why)
-
-    def _recover(self) -> None:
-        """Recreate the directory and write the orphans' records to it (held ones follow in _retry)."""
-        try:
-            made = self._files.recreate_dir()
-        except OSError as e:
-            self._disk.failed(f"cannot recreate the directory: {e.strerror or e}")
-            return
-        moved = 0
-        for entry in [e for e in self._pending.values() if e.seg is not None and e.seg.orphan]:
-            old = entry.seg
-            assert old is not None
-            try:
-                entry.held = self._files.read(entry)
-            except OSError as e:  # EIO: tried again with the next attempt
-                self._disk.failed(f"cannot read back {old.path.name}: {e.strerror or e}")
-                break
-            if not self._files.append(entry, self._next_seq):  # points the entry at its new segment
-                entry.held = None
-                break
-            self._files.ack(old, entry.seq)  # done in the orphan; its fds close with its last record
-            moved += 1
-        if self._lost is not None and not self._files.orphans and self._disk.attempt_ok:
-            log.warning(
-                "outbox %s: %s the directory; %d event(s) written to it again, %d held in memory follow",
-                self.dir,
-                "recreated" if made else "writing to",
-                moved,
-                len(self._held),
-            )
-            self._lost = None
 
     def _drop_over_memory(self) -> None:
         n = 0
