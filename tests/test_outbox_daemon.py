@@ -90,6 +90,10 @@ def test_outbox_directory_removed_under_a_running_daemon_loses_nothing(
         produced = proc.events()
         assert sub.wait_for(lambda m: delivered_all(sub, produced), 30), proc.text()
         f = figures("outbox directory removed", produced, sub)
+        print(
+            f"{len(undelivered)} undelivered events in the directory when it was removed, all back on disk "
+            f"at once; {lost['outbox_held_in_memory']} held in memory while a file was in its place"
+        )
         assert f["produced"] >= 20
         assert stats_dropped_none(proc.text())
     finally:

@@ -264,3 +264,14 @@ def test_drop_reasons_and_counts_agree_in_metrics_stats_and_logs(
     finally:
         server.stop()
         box.close()
+
+
+def test_a_dead_outbox_io_thread_is_not_healthy(tmp_path: Path) -> None:
+    """The outbox-io thread (fsync, retries, loss checks) is supervised through the publisher's health."""
+    box = Outbox(cfg(tmp_path / "ob"))
+    assert box.health() == (True, "")
+    box._stop.set()  # what ends the thread at close; here the outbox stays open without it
+    box._flusher.join()
+    ok, why = box.health()
+    assert not ok and "outbox-io thread has ended" in why
+    box.close()
