@@ -97,10 +97,9 @@ class FFmpegSource:
             container.close()
             raise SourceError(f"{name}: no video stream in it")
         stream = container.streams.video[0]
-        if not self.live:
-            stream.thread_type = (
-                "AUTO"  # frame threads: throughput; live streams keep slice threads (latency)
-            )
+        # Frame and slice threads, as OpenCV's FFmpeg backend decodes (a few frames of decoder delay; a
+        # camera's H.264 seldom has slices, so slice threads alone would decode on one core).
+        stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if isinstance(rate, Fraction) and rate > 0 else 0.0
         self.nominal_fps = fps if 0.0 < fps <= 1000.0 else None
