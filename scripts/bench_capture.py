@@ -1,74 +1,108 @@
-"""CPU decoding of a video file: OpenCV's FFmpeg backend against FFmpeg through PyAV (edged's default CPU
-source for files and streams), side by side in one run, as the capture thread uses them (grab every
-frame, convert every --take-th to BGR).
+"""Capture alone: what decoding costs the host, CPU (FFmpeg via PyAV) against GPU (NVDEC / nvJPEG), on N cameras of one
+video, side by side in one run. No models: the part of a frame's host CPU that GPU decoding removes.
 
-Prints per source: frames, wall ms per frame and the process's CPU ms per frame (user + system, all
-threads: FFmpeg decodes on threads of its own), and the ratio. Each source reads the whole file
---repeat times; the first pass is a warm-up and not counted.
+Each camera is the daemon's own `CameraCapture` (edged.capture) over `make_source(video, decode=...)`,
+read as fast as a consumer thread takes its frames (realtime off, nothing dropped); the consumer drops
+each frame (a GPU frame's memory returns to its pool). Reported per (cameras, decode): frames/s over all
+cameras, and the process's CPU ms per frame (user + system, every thread, from the wall-clock window).
 
-Usage: python scripts/bench_capture.py --video samples/plates.mp4 [--take 1] [--repeat 3]
+Usage: python scripts/bench_capture.py --video samples/plates-1080.mp4 --cameras 1 16 --decode cpu gpu
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import resource
+import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from edged.capture.base import Source, SourceEnded
-from edged.capture.ffmpeg import FFmpegSource
-from edged.capture.opencv import OpenCVSource
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edged.capture import CameraCapture, make_source
 
 
-def one_pass(make: Callable[[], Source], take: int) -> int:
-    src = make()
-    src.open()
-    n = 0
-    try:
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run(video: str, cameras: int, decode: str, timeout_s: float) -> dict[str, object]:
+    caps = [
+        CameraCapture(f"cam{i:02d}", lambda: make_source(video, decode=decode), fps=1000, realtime=False)  # type: ignore[arg-type]
+        for i in range(cameras)
+    ]
+    counts = [0] * cameras
+    decoders: set[str] = set()
+
+    def consume(i: int) -> None:
+        cap = caps[i]
         while True:
-            src.grab(1.0)  # type: ignore[attr-defined]
-            if n % take == 0:
-                src.retrieve()  # type: ignore[attr-defined]
-            n += 1
-    except SourceEnded:
-        return n
-    finally:
-        src.close()
+            frame = cap.get(timeout_s=2.0)
+            if frame is None:
+                if cap.state in ("ended", "stopped"):
+                    return
+                continue
+            counts[i] += 1
+            decoders.add(str(cap.decoding.get("decoder")))
 
-
-def measure(make: Callable[[], Source], take: int, repeat: int) -> tuple[int, float, float]:
-    one_pass(make, take)  # warm-up: page cache, codec init
-    frames, wall, cpu = 0, 0.0, 0.0
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), sum(os.times()[:2])
-        frames += one_pass(make, take)
-        wall += time.perf_counter() - t0
-        cpu += sum(os.times()[:2]) - c0
-    return frames, 1000 * wall / frames, 1000 * cpu / frames
+    t0, c0 = time.monotonic(), cpu_s()
+    for cap in caps:
+        cap.start()
+    threads = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(cameras)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+    t1, c1 = time.monotonic(), cpu_s()
+    notes = {str(c.decoding.get("note")) for c in caps if c.decoding.get("note")}
+    for cap in caps:
+        cap.stop()
+    frames = sum(counts)
+    return {
+        "cameras": cameras,
+        "decode": decode,
+        "decoder": sorted(decoders),
+        "frames": frames,
+        "fps": round(frames / (t1 - t0), 1),
+        "cpu_ms_per_frame": round((c1 - c0) * 1000 / max(frames, 1), 3),
+        "notes": sorted(notes),
+    }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--video", type=Path, default=Path("samples/plates.mp4"))
-    ap.add_argument("--take", type=int, default=1, help="convert every N-th frame (the camera's fps share)")
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    path = str(args.video.resolve())
-    sources: dict[str, Callable[[], Source]] = {
-        "opencv": lambda: OpenCVSource(f"file://{path}", path=path),
-        "pyav": lambda: FFmpegSource(f"file://{path}", target=path, live=False),
-    }
-    results = {name: measure(make, args.take, args.repeat) for name, make in sources.items()}
-    print(f"{args.video} (every {args.take}. frame converted), {args.repeat} passes after a warm-up")
-    print(f"{'source':<8} {'frames':>7} {'wall ms/frame':>14} {'CPU ms/frame':>13}")
-    for name, (frames, wall_ms, cpu_ms) in results.items():
-        print(f"{name:<8} {frames:>7} {wall_ms:>14.2f} {cpu_ms:>13.2f}")
-    (_, w0, c0), (_, w1, c1) = results["opencv"], results["pyav"]
-    print(f"pyav / opencv: wall {w1 / w0:.2f}x, CPU {c1 / c0:.2f}x")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--decode", nargs="+", choices=("cpu", "gpu", "auto"), default=["cpu", "gpu"])
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    rows = []
+    for n in a.cameras:
+        for d in a.decode:
+            row = run(a.video, n, d, a.timeout)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if a.json:
+                with open(a.json, "a") as f:
+                    f.write(json.dumps({**row, "video": Path(a.video).name}) + "\n")
+    print("\n| cameras | decode | decoder | frames/s | host CPU ms/frame |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['cameras']} | {r['decode']} | {', '.join(r['decoder'])} | {r['fps']} | {r['cpu_ms_per_frame']} |"
+        )
+    for n in a.cameras:
+        by = {r["decode"]: r for r in rows if r["cameras"] == n}
+        if "cpu" in by and "gpu" in by and by["gpu"]["cpu_ms_per_frame"]:
+            print(
+                f"{n} cameras: GPU decode {by['gpu']['fps'] / max(by['cpu']['fps'], 1e-9):.2f}x the frames/s, "
+                f"{by['cpu']['cpu_ms_per_frame'] / by['gpu']['cpu_ms_per_frame']:.2f}x less host CPU per frame"
+            )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
