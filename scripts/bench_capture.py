@@ -1,4 +1,4 @@
-"""Capture alone: what decoding costs the host, CPU (OpenCV) against GPU (NVDEC / nvJPEG), on N cameras of one
+"""Capture alone: what decoding costs the host, CPU (FFmpeg via PyAV) against GPU (NVDEC / nvJPEG), on N cameras of one
 video, side by side in one run. No models: the part of a frame's host CPU that GPU decoding removes.
 
 Each camera is the daemon's own `CameraCapture` (edged.capture) over `make_source(video, decode=...)`,

@@ -97,7 +97,7 @@ def test_missing_file_error_names_uri_and_path(tmp_path: Path) -> None:
 def test_file_that_is_not_a_video_gives_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_bytes(b"this is not a video\n" * 50)
-    with pytest.raises(SourceError, match=r"^file://.*notes\.mp4: OpenCV could not open it"):
+    with pytest.raises(SourceError, match=r"^file://.*notes\.mp4: (FFmpeg|OpenCV) could not open it"):
         make_source(f"file://{bad}").open()
 
 
@@ -119,7 +119,9 @@ def test_rtsp_server_that_never_answers_times_out() -> None:
     port = srv.getsockname()[1]
     t0 = time.monotonic()
     try:
-        with pytest.raises(SourceError, match=rf"^rtsp://127.0.0.1:{port}/live: OpenCV could not open it"):
+        with pytest.raises(
+            SourceError, match=rf"^rtsp://127.0.0.1:{port}/live: (FFmpeg|OpenCV) could not open it"
+        ):
             make_source(f"rtsp://127.0.0.1:{port}/live", timeout_s=1.0).open()
     finally:
         srv.close()
@@ -182,8 +184,9 @@ def test_jetson_unavailable_is_reported() -> None:
         make_source("csi://0")
     with pytest.raises(SourceError, match="backend jetson requested"):
         make_source("rtsp://cam/x", backend="jetson")
-    # auto falls back to OpenCV for what OpenCV can open
-    assert type(make_source("rtsp://cam/x")).__name__ == "OpenCVSource"
+    # auto falls back to FFmpeg through PyAV for streams and files, to OpenCV when asked
+    assert type(make_source("rtsp://cam/x")).__name__ == "FFmpegSource"
+    assert type(make_source("rtsp://cam/x", backend="opencv")).__name__ == "OpenCVSource"
 
 
 def test_jetson_argv_mapping() -> None:

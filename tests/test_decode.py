@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.capture import OpenCVSource, SourceError, make_source
+from edged.capture import FFmpegSource, OpenCVSource, SourceError, make_source
 from edged.capture.decode import DecodeChoice
 from edged.capture.nvdec import UseJpeg
 from edged.config import ConfigError, load_config
@@ -32,8 +32,9 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_cpu_is_opencv_as_before(video: Path) -> None:
-    assert isinstance(make_source(str(video), decode="cpu"), OpenCVSource)
+def test_cpu_is_ffmpeg_or_opencv_as_before(video: Path) -> None:
+    assert isinstance(make_source(str(video), decode="cpu"), FFmpegSource)  # PyAV (edged.capture.ffmpeg)
+    assert isinstance(make_source(str(video), decode="cpu", backend="opencv"), OpenCVSource)
 
 
 def test_auto_falls_back_to_opencv_and_says_why_once(video: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -45,7 +46,7 @@ def test_auto_falls_back_to_opencv_and_says_why_once(video: Path, caplog: pytest
         image = src.read(1.0)
         src.close()
         assert isinstance(image, np.ndarray) and image.shape == (240, 320, 3)
-        assert src.decoder == "opencv" and src.fmt == "bgr8"
+        assert src.decoder == "ffmpeg" and src.fmt == "bgr8"
         assert src.note is not None and src.note.startswith("decoding on the CPU: ")
         assert "pycuda" in src.note or "GPU" in src.note or "CUDA" in src.note
     said = [r for r in caplog.records if "decoding on the CPU" in r.getMessage()]

@@ -1,8 +1,8 @@
 """Capture: turn a source URI into a `Source`, and run it in a `CameraCapture` thread per camera.
 
-make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
+make_source("file://samples/plates.mp4", base_dir=config_dir)   # FFmpeg via PyAV (jetson-utils on a Jetson)
 make_source("samples/frames/*.jpg")                              # bare paths, folders/ and globs too
-make_source("rtsp://cam/stream", decode="auto")                  # NVDEC where it works, else OpenCV
+make_source("rtsp://cam/stream", decode="auto")                  # NVDEC where it works, else the CPU
 cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
 frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
 """
@@ -15,15 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from edged.capture import jetson
+from edged.capture import ffmpeg, jetson
 from edged.capture.base import Source, SourceEnded, SourceError, redact
 from edged.capture.decode import Decode, DecodeChoice, gpu_candidates
+from edged.capture.ffmpeg import FFmpegSource
 from edged.capture.opencv import STREAM_SCHEMES, ImageFolderSource, OpenCVSource, split_uri
 from edged.capture.worker import CameraCapture
 
 __all__ = [
     "CameraCapture",
     "DecodeChoice",
+    "FFmpegSource",
     "ImageFolderSource",
     "OpenCVSource",
     "Source",
@@ -49,7 +51,7 @@ def is_image_sequence(path: str) -> bool:
 
 
 def ffmpeg_options(transport: Transport, latency_ms: int | None) -> dict[str, str]:
-    """FFmpeg RTSP demuxer options for one camera (see OpenCVSource)."""
+    """FFmpeg RTSP demuxer options for one camera (see FFmpegSource, OpenCVSource)."""
     opts: dict[str, str] = {}
     if transport != "auto":
         opts["rtsp_transport"] = transport
@@ -88,9 +90,12 @@ def make_source(
 ) -> Source:
     """Build (not open) the Source for a URI.
 
-    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV,
-    which (decode: auto or gpu) hands files, streams and JPEG folders to the GPU's decoders
-    (edged.capture.decode).
+    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file; else the CPU
+    decodes video files and network streams with FFmpeg through PyAV (every frame at its real size, also
+    when the resolution changes: edged.capture.ffmpeg says why not OpenCV) and reads V4L2 cameras and
+    image folders with OpenCV; `opencv` takes OpenCV for everything (also where PyAV is missing). With
+    decode: auto or gpu, files, streams and JPEG folders go to the GPU's decoders
+    (edged.capture.decode), the CPU source being the fallback.
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
     loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
     open and read of network streams; `rtsp_transport` and `rtsp_latency_ms` apply to rtsp:// only.
@@ -131,10 +136,18 @@ def make_source(
             latency_ms=rtsp_latency_ms if scheme == "rtsp" else None,
         )
     folder = scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path))
+    options = ffmpeg_options(rtsp_transport, rtsp_latency_ms) if scheme in ("rtsp", "rtsps") else None
     if folder:
         cpu: Callable[[], Source] = lambda: ImageFolderSource(uri, path=path)  # noqa: E731
+    elif (scheme == "file" or scheme in STREAM_SCHEMES) and backend == "auto" and ffmpeg.available() is None:
+        cpu = lambda: FFmpegSource(  # noqa: E731
+            uri,
+            target=path if scheme == "file" and path is not None else uri,
+            live=scheme != "file",
+            timeout_s=timeout_s,
+            ffmpeg_options=options,
+        )
     elif scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
-        options = ffmpeg_options(rtsp_transport, rtsp_latency_ms) if scheme in ("rtsp", "rtsps") else None
         cpu = lambda: OpenCVSource(  # noqa: E731
             uri,
             path=path,

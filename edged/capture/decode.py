@@ -4,13 +4,13 @@
   files and streams (rtsp://, http://); nvJPEG (edged.capture.nvjpeg) for Motion-JPEG files and streams
   and folders of JPEG images. A camera whose GPU decoder cannot open its source fails that open with the
   reason (and retries with the usual backoff, one log line per attempt).
-- cpu: OpenCV (FFmpeg) on the CPU, as before.
-- auto: the GPU decoder when it works for this source, else OpenCV, saying why once (log, `/stats`
+- cpu: FFmpeg on the CPU, as before (through PyAV, edged.capture.ffmpeg; OpenCV with backend: opencv).
+- auto: the GPU decoder when it works for this source, else the CPU one, saying why once (log, `/stats`
   decode.note, `edged doctor`). The runner resolves auto to cpu when the camera's chain preprocesses
   on the CPU (a device frame would only be downloaded again).
 
 `DecodeChoice` is the camera's Source: at every (re)open it tries the candidates in order and delegates
-to the first that opens. `decoder` (nvdec, nvjpeg, opencv), `codec` and `note` (why not the GPU) say
+to the first that opens. `decoder` (nvdec, nvjpeg, ffmpeg, opencv), `codec` and `note` (why not the GPU) say
 what it chose. V4L2 and CSI cameras, and jetson-utils sources (which decode on NVDEC themselves), are
 not its business: `make_source` builds those as before.
 """

@@ -150,8 +150,8 @@ class RtspConfig(EdgedModel):
     transport: Literal["auto", "tcp", "udp"] = Field(
         "auto",
         description="RTP transport of rtsp:// sources: tcp (through NAT/firewalls, no packet loss), udp "
-        "(lowest latency on a clean LAN), or auto (FFmpeg tries UDP, then TCP). OpenCV backend only: "
-        "jetson-utils has no such option.",
+        "(lowest latency on a clean LAN), or auto (FFmpeg tries UDP, then TCP). CPU decoding only (FFmpeg "
+        "or OpenCV): jetson-utils and NVDEC have no such option.",
     )
     latency_ms: int | None = Field(
         None,
@@ -192,14 +192,18 @@ class CameraConfig(EdgedModel):
     width: int | None = Field(None, gt=0, description="Requested capture width (cameras that support it).")
     height: int | None = Field(None, gt=0, description="Requested capture height.")
     backend: Literal["auto", "opencv", "jetson"] = Field(
-        "auto", description="Capture through jetson-utils (auto on Jetson) or OpenCV."
+        "auto",
+        description="Capture through jetson-utils (auto on Jetson), else files and streams through FFmpeg "
+        "(PyAV: every frame at its real size, also when a stream changes resolution) and V4L2 cameras and "
+        "image folders through OpenCV; opencv: OpenCV for everything (its FFmpeg backend scales every frame "
+        "to the size the stream had when opened).",
     )
     decode: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
         description="Where frames are decoded (backend auto): gpu = on the GPU into device memory (NVDEC for "
         "H.264/H.265/AV1/VP9 files and streams, nvJPEG for Motion-JPEG and JPEG folders; needs "
-        "edged[gpu-decode]), cpu = OpenCV, auto = the GPU when it works for this source and the chain "
-        "preprocesses on the GPU, else OpenCV (the reason is logged once and shown in /stats). jetson-utils "
+        "edged[gpu-decode]), cpu = FFmpeg or OpenCV (backend), auto = the GPU when it works for this source "
+        "and the chain preprocesses on the GPU, else the CPU (the reason is logged once and shown in /stats). jetson-utils "
         "sources decode on the Jetson's NVDEC themselves.",
     )
     frame_timeout_s: float = Field(

@@ -140,7 +140,7 @@ class StatusReport:
             n: m.server.plan.progress() for n, m in list(self.supervisor.models.items()) if m.server.warming
         }
         if self.publisher is not None:
-            pub_ok, why = self.publisher.healthy()
+            pub_ok, why = self.publisher.ready()
             body["ready"] = ok = ok and pub_ok
             body["publisher"] = {"ok": pub_ok, "reason": why}
             if not pub_ok:
@@ -184,17 +184,11 @@ class StatusReport:
                     "restart_may_help": n in self.supervisor.restart_may_help,
                 }
         if self.publisher is not None:
-            ob = self.publisher.outbox
             out["mqtt"] = {
                 "state": self.publisher.state,
                 "last_error": self.publisher.last_error,
                 "broker": f"{self.supervisor.cfg.mqtt.host}:{self.supervisor.cfg.mqtt.port}",
-                "outbox_events": ob.depth,
-                "outbox_bytes": ob.bytes,
-                "outbox_oldest_age_s": round(ob.oldest_age, 1),
-                "outbox_held_in_memory": ob.held,
-                "outbox_disk_error": ob.disk_error,
-                "outbox_dropped": dict(ob.dropped),
+                **self.publisher.outbox.status(),  # outbox_events, outbox_bytes, ... (Outbox.status)
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
         if self.predict is not None:

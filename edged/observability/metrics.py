@@ -24,7 +24,16 @@ disable_created_metrics()
 DROP_REASONS = ("stale", "error")
 # edged.serving.update.RESULTS (kept here too: metrics imports nothing of the pipeline)
 UPDATE_RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
-OUTBOX_DROP_REASONS = ("bytes", "age", "corrupt")
+# Why the outbox dropped an event: the one list of reasons. The `reason` label of
+# edged_outbox_dropped_total (every one exists at 0 from the start), the keys of /stats
+# mqtt.outbox_dropped and the reason named in the outbox's drop log lines (edged.publish.drops counts
+# them; it lives here because observability imports nothing of publish).
+OUTBOX_DROP_REASONS: dict[str, str] = {
+    "disk_full": "nowhere to write it (disk full, I/O error, directory gone) and the in-memory hold was full",
+    "size_cap": "the outbox was over mqtt.outbox.max_bytes",
+    "age_cap": "older than mqtt.outbox.max_age_s",
+    "corrupt": "unreadable on disk (bad CRC, torn record)",
+}
 # old name -> new name; the old one is served (as a copy) until the next release, then removed.
 DEPRECATED_ALIASES = {
     "edged_gpu_bytes_h2d_total": "edged_gpu_h2d_bytes_total",
@@ -78,13 +87,23 @@ class Metrics:
         self.outbox_depth = Gauge(
             "edged_outbox_events", "Events waiting in the outbox for a broker ack", registry=r
         )
-        self.outbox_bytes = Gauge("edged_outbox_bytes", "Bytes on disk in the outbox", registry=r)
+        self.outbox_bytes = Gauge(
+            "edged_outbox_bytes",
+            "Bytes of the events not yet acknowledged by the broker (on disk or held in memory)",
+            registry=r,
+        )
+        self.outbox_disk_bytes = Gauge(
+            "edged_outbox_disk_bytes",
+            "Bytes the outbox's files take in its directory (segments and ack logs)",
+            registry=r,
+        )
         self.outbox_age = Gauge(
             "edged_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r
         )
         self.outbox_dropped = Counter(
             "edged_outbox_dropped_total",
-            "Events dropped from the outbox by a cap (reason: bytes, age, corrupt)",
+            "Events dropped from the outbox, by reason: "
+            + "; ".join(f"{k} = {v}" for k, v in OUTBOX_DROP_REASONS.items()),
             ["reason"],
             registry=r,
         )

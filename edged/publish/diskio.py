@@ -98,6 +98,13 @@ class DiskState:
         self._failing = True
         self.attempt_ok = False
 
+    def lost(self, why: str) -> None:
+        """Like `failed`, for a loss the Outbox has logged itself (its directory or a segment removed or
+        replaced): no line of its own here, nor for the failures that follow until the stretch is over."""
+        self.error = self._last = why
+        self._failing = True
+        self.attempt_ok = False
+
     def due(self, force: bool = False) -> bool:
         return self.error is None or force or time.monotonic() >= self._next_try
 

@@ -1,6 +1,7 @@
 """Counting and logging of events the outbox drops: one warning per burst, not one per event.
 
-`DropLog.add` counts every dropped event by reason (the `reasons` below, also the metric's label) and
+`DropLog.add` counts every dropped event by reason (REASONS: observability.metrics.OUTBOX_DROP_REASONS,
+the one list that the metric's label, /stats and these log lines share) and
 logs the first drop of a burst at once; later drops for the same reason are summed and reported when
 the burst ends (no drop for `quiet_s`) or every `summary_s` while it lasts. `tick` reports ended bursts;
 the outbox calls it from its public methods. Not thread-safe: the outbox calls it under its lock.
@@ -13,16 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edged.observability.metrics import Metrics
+from edged.observability.metrics import OUTBOX_DROP_REASONS, Metrics
 
 log = logging.getLogger("edged.publish.outbox")
 
-REASONS = {
-    "disk_full": "the disk refused the write and the in-memory hold was full",
-    "size_cap": "the outbox was over mqtt.outbox.max_bytes",
-    "age_cap": "older than mqtt.outbox.max_age_s",
-    "corrupt": "unreadable on disk (bad CRC, torn record)",
-}
+REASONS = OUTBOX_DROP_REASONS
 
 
 @dataclass

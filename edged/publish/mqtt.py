@@ -122,13 +122,22 @@ class MqttPublisher:
         if network is None or not network.is_alive():
             return False, "paho's MQTT network thread has ended"
         notes = [self._state if self.last_error is None else f"{self._state}: {self.last_error}"]
-        if self.outbox.disk_error is not None:
-            notes.append(
-                f"outbox disk error ({self.outbox.disk_error}), {self.outbox.held} events held in memory"
-            )
+        durable, outbox = self.outbox.health()
+        if outbox and (durable or self.outbox.lost is not None):
+            notes.append(outbox)  # a lost directory is retried in-process: a restart cannot do better
+        elif outbox:
+            return False, outbox
         if self._guard.last_error is not None:
             notes.append(f"last callback error: {self._guard.last_error}")
         return True, "; ".join(notes)
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness (/readyz): healthy, and the outbox can keep what it is given (not while its
+        directory is gone: events then live in memory only)."""
+        ok, why = self.healthy()
+        if ok and self.outbox.lost is not None:
+            return False, why
+        return ok, why
 
     def start(self) -> None:
         """Connect in the background; never blocks and never raises for an unreachable broker."""

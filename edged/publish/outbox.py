@@ -29,6 +29,18 @@ Caps: beyond max_bytes on disk whole oldest segments are dropped (size_cap); eve
 are dropped (age_cap), on the monotonic clock for events of this run (a Jetson without RTC battery can
 step its wall clock by years at NTP sync).
 
+The directory or a segment removed or replaced under the running outbox (outbox_loss.Losses): every
+append checks the directory and the active segment, the outbox-io thread every segment about once a
+second. On a loss: one ERROR; the segments that are gone become orphans, still read (and sent) through
+the fds the outbox holds open; new events are held in memory (up to max_memory_bytes, then disk_full
+drops); the directory is recreated (at once, then every retry_s while that fails) and the orphans'
+records and the held events are written to it. `lost` says why until then (/readyz is 503 meanwhile:
+events are not durable), `status()` carries it to /stats.
+
+Bytes: `bytes` is what the unacknowledged events take (on disk or held in memory: what an alert on a
+backlog wants); `disk_bytes` what the files take in the directory. Segments whose records are all done
+are deleted at once, and the active one is emptied within a second of its last record being done.
+
 Who owns what: the Outbox owns the pending entries (seq order), the records held in memory and their
 bytes, the sequence numbers, the DiskState (is the disk refusing writes, when to try again), the caps and
 drop counts, its lock and the outbox-io thread. It holds one SegmentFiles (segment_files), which owns
@@ -54,6 +66,7 @@ from edged.observability.metrics import Metrics
 from edged.publish.diskio import DiskState, FileOps
 from edged.publish.drops import DropLog
 from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan
+from edged.publish.outbox_loss import Losses
 from edged.publish.segment_files import SegmentFiles
 from edged.publish.segments import Entry, load
 
@@ -85,6 +98,7 @@ class Outbox:
         self.drops = DropLog(str(self.dir), metrics)
         loaded = load(self.dir)
         self._pending: dict[int, Entry] = loaded.pending  # insertion order == seq order
+        self._pending_bytes = sum(e.length for e in self._pending.values())
         self._next_seq = loaded.next_seq
         self.drops.add("corrupt", loaded.corrupt, len(self._pending))
         self._files = SegmentFiles(
@@ -97,6 +111,7 @@ class Outbox:
             size=loaded.bytes,
             next_seq=self._next_seq,
         )
+        self._losses = Losses(str(self.dir), self._files, self._disk, cfg.max_memory_bytes)
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
         self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
@@ -104,6 +119,7 @@ class Outbox:
         if metrics is not None:
             metrics.outbox_depth.set_function(lambda: self.depth)
             metrics.outbox_bytes.set_function(lambda: self.bytes)
+            metrics.outbox_disk_bytes.set_function(lambda: self.disk_bytes)
             metrics.outbox_age.set_function(lambda: self.oldest_age)
         if self._pending:
             log.info(
@@ -133,8 +149,10 @@ class Outbox:
             data = encode(rec)
             entry = Entry(seq, None, 0, len(data), time.monotonic(), data)
             self._pending[seq] = entry
+            self._pending_bytes += len(data)
             self._held[seq] = entry
             self._held_bytes += len(data)
+            self._losses.check(every=False)
             self._retry()
             self._enforce_caps()
             self.drops.tick()
@@ -181,6 +199,12 @@ class Outbox:
 
     @property
     def bytes(self) -> int:
+        """Bytes of the events not yet acknowledged (records on disk or held in memory)."""
+        return self._pending_bytes
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes the segments and ack logs take in the directory."""
         return self._files.size
 
     @property
@@ -202,6 +226,40 @@ class Outbox:
         return self._disk.error
 
     @property
+    def lost(self) -> str | None:
+        """Why the directory or a segment is gone (removed or replaced) and not yet recreated, else None."""
+        return self._losses.lost
+
+    def health(self) -> tuple[bool, str]:
+        """Whether accepted events are durable now (False while `lost`), and what is wrong or degraded."""
+        if self._losses.lost is not None:
+            return False, (
+                f"outbox {self.dir}: {self._losses.lost}; {self.held} event(s) held in memory until it is "
+                f"recreated ({self._disk.error})"
+            )
+        if not self._flusher.is_alive() and not self._closed:
+            return False, f"outbox {self.dir}: its outbox-io thread has ended"
+        if self._disk.error is not None:
+            return True, f"outbox disk error ({self._disk.error}), {self.held} events held in memory"
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        """The outbox's part of /stats (mqtt.outbox_*)."""
+        with self._lock:
+            return {
+                "outbox_events": self.depth,
+                "outbox_bytes": self.bytes,
+                "outbox_disk_bytes": self.disk_bytes,
+                "outbox_oldest_age_s": round(self.oldest_age, 1),
+                "outbox_held_in_memory": self.held,
+                "outbox_disk_error": self._disk.error,
+                "outbox_lost": self._losses.lost,
+                "outbox_losses": self._losses.count,
+                "outbox_last_loss": self._losses.last,
+                "outbox_dropped": dict(self.dropped),
+            }
+
+    @property
     def oldest_age(self) -> float:
         with self._lock:
             first = next(iter(self._pending.values()), None)
@@ -216,7 +274,9 @@ class Outbox:
         with self._lock:
             if self._closed:
                 return
+            self._losses.check(every=True)
             self._retry()
+            self._files.reset_drained()
             fds = self._files.unsynced()
             self.drops.tick()
         # Outside the lock: an SD card fsync can take tens of ms and appends must not wait for it.
@@ -228,6 +288,7 @@ class Outbox:
         with self._lock:
             if self._closed:
                 return
+            self._losses.check(every=True)
             self._retry(force=True)
         if self.cfg.fsync != "never":
             try:
@@ -236,11 +297,13 @@ class Outbox:
                 log.warning("outbox %s: final fsync failed: %s", self.dir, e.strerror or e)
         with self._lock:
             self._closed = True
-            if self._held:
+            unwritten = len(self._held) + sum(len(seg.live) for seg in self._files.orphans)
+            if unwritten:
                 log.error(
-                    "outbox %s: %d event(s) held in memory could not be written before exit (%s)",
+                    "outbox %s: %d event(s) held in memory or in removed files could not be written "
+                    "before exit (%s)",
                     self.dir,
-                    len(self._held),
+                    unwritten,
                     self._disk.error,
                 )
             self._files.close()
@@ -267,7 +330,9 @@ class Outbox:
                 else:
                     with self._lock:
                         if not self._closed:
+                            self._losses.check(every=True)
                             self._retry()
+                            self._files.reset_drained()
                             self.drops.tick()
             except OSError as e:
                 if not failing:  # once per stretch of failures, not once a second
@@ -279,9 +344,11 @@ class Outbox:
     def _retry(self, force: bool = False) -> None:
         """Write held records (and, after a disk error, unwritten acks); while the disk refuses, try
         again at most every retry_s (or now, with force)."""
-        if self._disk.due(force) and (self._disk.error is not None or self._held):
+        if self._disk.due(force) and (self._disk.error is not None or self._held or self._files.orphans):
             was = self._disk.begin()
-            if was is not None:
+            if self._losses.lost is not None or self._files.orphans:
+                self._losses.recover(self._pending.values(), self._next_seq, len(self._held))
+            if was is not None and self._disk.attempt_ok:
                 self._files.write_refused_acks()
             while self._held and self._disk.attempt_ok:  # a refused write ends the attempt
                 entry = next(iter(self._held.values()))
@@ -308,6 +375,7 @@ class Outbox:
         entry = self._pending.pop(seq, None)
         if entry is None:
             return False
+        self._pending_bytes -= entry.length
         if entry.seg is None:  # held in memory: nothing on disk to mark
             del self._held[seq]
             self._held_bytes -= entry.length
@@ -325,7 +393,9 @@ class Outbox:
             if gone is None:
                 break  # the active segment alone is over the cap and no new one could be made
             for seq in gone:
-                self._pending.pop(seq, None)
+                entry = self._pending.pop(seq, None)
+                if entry is not None:
+                    self._pending_bytes -= entry.length
             dropped += len(gone)
         self.drops.add("size_cap", dropped, len(self._pending))
 

@@ -16,6 +16,13 @@ The Outbox keeps what is not files: pending entries, records held in memory, seq
 in as `next_seq` where a new segment needs a name), caps and drop counts. A Segment's `live` set is the
 link between the two: the seqs of pending entries in that segment, emptied through `ack`/`drop_oldest`.
 
+Files removed or replaced under it (a cleanup script, a tmpfiles rule, an operator's `rm -rf`): `check`
+compares the directory and the segments with the (st_dev, st_ino) they had when opened; `orphan` takes
+those that are gone out of the directory's bookkeeping. An orphan keeps its read fd (the kernel keeps
+the unlinked file's data while it is open), so its records are still sent and are written again by the
+Outbox once `recreate_dir` has a directory again; it is never unlinked (its name may belong to another
+file now) and acks of it are kept in memory only. A new segment never takes a name that exists.
+
 Threading: every method is called under the Outbox's lock, except `sync`, which only fdatasyncs the
 duplicated fds `unsynced` handed out (so a slow SD-card sync never holds the lock).
 """
@@ -32,7 +39,7 @@ from typing import Literal
 from edged.fileio import fsync_dir
 from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
 from edged.publish.outbox_format import SEQ
-from edged.publish.segments import Entry, Segment
+from edged.publish.segments import Entry, Segment, identity
 
 log = logging.getLogger("edged.publish.outbox")
 
@@ -59,6 +66,8 @@ class SegmentFiles:
         self._size = size
         self._disk = disk  # the Outbox's: refused writes are reported to it
         self._segments = segments
+        self._orphans: list[Segment] = []  # segments whose files were removed or replaced under us
+        self._dir_ident = identity(directory)
         self._dirty = False  # the active segment was written since the last `unsynced`
         for seg in list(segments):
             if not seg.live:
@@ -116,7 +125,7 @@ class SegmentFiles:
         """The bytes of a record on disk (entry.seg is set). Raises OSError (EIO): the caller retries."""
         seg = entry.seg
         assert seg is not None
-        if seg.fd < 0:
+        if seg.fd < 0:  # only after a failed open at load or creation; an orphan always has its fd
             seg.fd = os.open(seg.path, os.O_RDONLY)
         return os.pread(seg.fd, entry.length, entry.offset)
 
@@ -124,7 +133,11 @@ class SegmentFiles:
         """Record `seq` of `seg` as done (delivered or dropped): delete the segment once nothing in it is
         left to replay, else append to its ack log (while the disk refuses: at `write_refused_acks`)."""
         seg.live.discard(seq)
-        if not seg.live and seg is not self._active:
+        if seg.orphan:
+            if not seg.live:  # every record of it delivered, dropped or written again: let its file go
+                seg.close_fds()
+                self._orphans.remove(seg)
+        elif not seg.live and seg is not self._active:
             self._delete(seg)  # nothing left to replay: no need to record the ack
         else:
             seg.unwritten_acks.append(seq)
@@ -141,6 +154,8 @@ class SegmentFiles:
         """For the size cap: delete the oldest segment and return the seqs still live in it (the Outbox
         drops them). When the active segment is the only one it is sealed first and nothing is returned
         yet; None if that fails (the disk refuses a new file): nothing can be freed now."""
+        if not self._segments:
+            return None
         oldest = self._segments[0]
         if oldest is self._active:
             self._rotate(next_seq)
@@ -182,6 +197,117 @@ class SegmentFiles:
                 self._delete(seg)
             else:
                 seg.close_fds()
+        for seg in self._orphans:
+            seg.close_fds()
+        self._orphans.clear()
+
+    # -- files removed or replaced under the outbox ----------------------------------------------
+
+    @property
+    def orphans(self) -> list[Segment]:
+        """Segments whose files are gone from the directory, with records not yet written again."""
+        return self._orphans
+
+    def check(self, every: bool = True) -> tuple[str, list[Segment]] | None:
+        """Whether the directory, or a segment in it (`every`: all of them, else only the one taking
+        appends), is no longer the file it was: (why, the segments that are gone), else None. Errors
+        other than "not there" (EIO, EACCES) are not a loss: the next write reports them."""
+        try:
+            gone = identity(self.dir) != self._dir_ident
+        except (FileNotFoundError, NotADirectoryError):
+            gone = True
+        except OSError:
+            return None
+        if gone:
+            return "the directory was removed or replaced", list(self._segments)
+        lost: list[Segment] = []
+        for seg in self._segments if every else [self._active]:
+            if seg.ident == (0, 0):
+                continue  # a placeholder: no file yet
+            try:
+                if identity(seg.path) == seg.ident:
+                    continue
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError:
+                continue
+            lost.append(seg)
+        if not lost:
+            return None
+        names = ", ".join(s.path.name for s in lost[:3]) + (
+            f" and {len(lost) - 3} more" if len(lost) > 3 else ""
+        )
+        return f"segment file(s) {names} removed or replaced", lost
+
+    def orphan(self, segments: list[Segment]) -> None:
+        """Take segments whose files are gone out of the directory's bookkeeping; their records stay
+        readable through their read fds until written again (or acked)."""
+        for seg in segments:
+            if seg not in self._segments:
+                continue
+            self._segments.remove(seg)
+            self._size -= seg.size + seg.ack_size
+            for name in ("wfd", "ack_fd"):
+                fd = getattr(seg, name)
+                if fd >= 0:
+                    os.close(fd)
+                setattr(seg, name, -1)
+            seg.ack_dirty = False
+            seg.unwritten_acks.clear()  # an ack of an orphan only needs to reach its `live` set
+            seg.orphan = True
+            if seg is self._active:
+                # The next append starts a new segment (a sealed placeholder until then).
+                self._active = Segment(seg.path, seg.first_seq)
+                self._dirty = False
+            if seg.live:
+                self._orphans.append(seg)
+            else:
+                seg.close_fds()
+
+    def recreate_dir(self) -> bool:
+        """Make sure the directory exists and is the one written to from now on; True if it had to be
+        made. Raises OSError if it cannot be made (e.g. a file is in its place)."""
+        made = False
+        try:
+            ident = identity(self.dir)
+        except FileNotFoundError:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            made = True
+            if self.fsync != "never":
+                with contextlib.suppress(OSError):
+                    fsync_dir(self.dir.parent)
+            ident = identity(self.dir)
+        if not self.dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.dir))
+        self._dir_ident = ident
+        return made
+
+    def reset_drained(self) -> None:
+        """Empty the active segment (and its ack log) once every record in it is done, so acknowledged
+        events leave the disk at once rather than when the segment fills up. The segment is cut first:
+        a crash in between leaves stale acks of records that are gone (harmless), never the reverse."""
+        seg = self._active
+        if seg.wfd < 0 or seg.live or (seg.size == 0 and seg.ack_size == 0):
+            return
+        try:
+            self.ops.truncate(seg.wfd, 0)
+        except OSError:
+            return  # tried again at the next tick
+        self._size -= seg.size
+        seg.size = 0
+        if seg.ack_fd >= 0:
+            os.close(seg.ack_fd)
+        seg.ack_fd = -1
+        seg.ack_dirty = False
+        seg.unwritten_acks.clear()
+        try:
+            seg.ack_path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("outbox: cannot delete %s: %s", seg.ack_path, e.strerror or e)
+            seg.ack_fd = -2  # stale acks stay in it: append no more (a restart's load reads them harmlessly)
+            return
+        self._size -= seg.ack_size
+        seg.ack_size = 0
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -190,8 +316,16 @@ class SegmentFiles:
         # segments before the next seq moves, and a directory from an older run may already hold it.
         # Appending to a file believed new misplaces records; deleting it then deletes the old one's.
         first = max(next_seq, self._segments[-1].first_seq + 1 if self._segments else 0)
+        while os.path.lexists(self.dir / f"{first:020d}.seg"):  # an orphan's name, or a stranger's file
+            first += 1
         seg = Segment(self.dir / f"{first:020d}.seg", first)
         seg.wfd = self.ops.open_append(seg.path)
+        try:
+            seg.fd = os.open(seg.path, os.O_RDONLY)
+            seg.ident = identity(seg.wfd)
+        except OSError:
+            seg.close_fds()
+            raise
         if self.fsync != "never":
             with contextlib.suppress(OSError):  # only the file's name is at stake, and only at a power cut
                 fsync_dir(self.dir)

@@ -4,6 +4,11 @@ Data only, touched under one Outbox's lock: its SegmentFiles owns the Segments, 
 (an Entry points into its Segment; a Segment's `live` holds the seqs of its pending Entries). `load`
 reads a directory left by an earlier run (or a crash): ack logs cut to whole entries, segments scanned
 (torn and corrupt stretches counted, never fatal), records listed in an ack log skipped.
+
+Every segment keeps a read fd open from the moment it is opened or made until it is deleted, so the
+records of a segment that someone deletes or replaces under a running outbox stay readable (the
+kernel keeps an unlinked file while an fd is open): such a segment is an `orphan`, read through its fd
+until its records are written again (segment_files.SegmentFiles.orphan, Outbox._recover).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ class Segment:
     size: int = 0
     ack_size: int = 0
     live: set[int] = field(default_factory=set)
-    fd: int = -1  # read fd, opened on demand
+    fd: int = -1  # read fd, open from the segment's open or creation until its deletion
     wfd: int = -1  # append fd, only for the active segment
     ack_fd: int = -1  # -2: the ack log has a partial entry that could not be cut: append no more
     ack_dirty: bool = False
     unwritten_acks: list[int] = field(default_factory=list)  # acks the disk refused, retried later
+    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of its file: the file at `path` must be this one
+    orphan: bool = False  # its file is no longer at `path` (removed or replaced): read through `fd` only
 
     @property
     def ack_path(self) -> Path:
@@ -74,7 +81,10 @@ def load(directory: Path) -> Loaded:
             continue
         seg = Segment(path, int(path.stem))
         acked = read_acks(seg)
-        data = path.read_bytes()
+        seg.fd = os.open(path, os.O_RDONLY)
+        st = os.fstat(seg.fd)
+        seg.ident = (st.st_dev, st.st_ino)
+        data = read_all(seg.fd, st.st_size)
         seg.size = len(data)
         records, bad = scan(data)
         if bad:
@@ -91,6 +101,24 @@ def load(directory: Path) -> Loaded:
     # Segments are ordered by first seq, but a resync can surface records out of order; keep seq order.
     out.pending = dict(sorted(out.pending.items()))
     return out
+
+
+def read_all(fd: int, size: int) -> bytes:
+    """`size` bytes from offset 0 of fd (fewer if the file is shorter)."""
+    parts, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def identity(path: Path | int) -> tuple[int, int]:
+    """(st_dev, st_ino) of a path or fd; raises OSError (FileNotFoundError when it is gone)."""
+    st = os.stat(path) if isinstance(path, Path) else os.fstat(path)
+    return st.st_dev, st.st_ino
 
 
 def read_acks(seg: Segment) -> set[int]:
