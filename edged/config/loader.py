@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edged.config.analytics import analytics_problems
 from edged.config.files import model_file_problems
 from edged.config.partial import raw_problems, suggest_key
 from edged.config.problems import ConfigError, Loc, Problem, format_path
@@ -61,7 +62,7 @@ NO_CAMERAS = (
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
     from edged.models.base import get_decoder  # decoders are pure numpy; importing them starts nothing
 
-    problems: list[tuple[Loc, str]] = list(reference_problems(cfg))
+    problems: list[tuple[Loc, str]] = list(reference_problems(cfg)) + analytics_problems(cfg)
     for name, m in cfg.models.items():
         at: Loc = ("models", name)
         try:

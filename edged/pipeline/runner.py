@@ -52,7 +52,7 @@ def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[S
                 models[s.model].server,
                 on=s.on,
                 filter=flt,
-                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score)
+                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score, motion=tr.motion_model == "kalman")
                 if tr.enabled and s.on is None
                 else None,
                 policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
