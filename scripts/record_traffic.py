@@ -72,7 +72,9 @@ def main() -> int:
         cfg_path.write_text(CONFIG.format(models=args.models, video=video))
         cfg = load_config(cfg_path)
         metrics = Metrics()
-        models = {n: load_model(n, m, metrics, source_sizes=[tuple(sidecar["size"])]) for n, m in cfg.models.items()}
+        models = {
+            n: load_model(n, m, metrics, source_sizes=[tuple(sidecar["size"])]) for n, m in cfg.models.items()
+        }
         try:
             frames = [Frame("traffic", i, img) for i, img in enumerate(read_video(video))]
             t0 = time.perf_counter()

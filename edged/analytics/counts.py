@@ -106,7 +106,9 @@ class AnalyticsCollector(Collector):
             crossings.add_metric([cam, line, direction], n)
         yield crossings
         objects = GaugeMetricFamily(
-            "edged_zone_objects", "Tracked objects inside a zone, per label", labels=["camera", "zone", "label"]
+            "edged_zone_objects",
+            "Tracked objects inside a zone, per label",
+            labels=["camera", "zone", "label"],
         )
         for cam, zones in self.occupancy().items():
             for zone, labels in zones.items():

@@ -71,6 +71,16 @@ def in_sign(points: Sequence[Point], direction: Point) -> int:
     return 1 if _cross(x1 - x0, y1 - y0, direction[0], direction[1]) < 0 else -1
 
 
+def bounds(points: Sequence[Point], grow: float = 0.0) -> BoxT:
+    """The axis box around `points`, grown by `grow` on every side."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs) - grow, min(ys) - grow, max(xs) + grow, max(ys) + grow
+
+
+def in_box(p: Point, box: BoxT) -> bool:
+    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
+
+
 def inside(p: Point, polygon: Sequence[Point]) -> bool:
     """Whether p lies inside the polygon (even-odd rule; a point on an edge may go either way)."""
     x, y = p

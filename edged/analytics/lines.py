@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edged.analytics.geometry import Point, crossing_sign, in_sign, polyline_distance
+from edged.analytics.geometry import Point, bounds, crossing_sign, in_box, in_sign, polyline_distance
 from edged.config.analytics import DIRECTIONS, LineConfig
 
 
@@ -42,6 +42,8 @@ class Line:
 
     def __post_init__(self) -> None:
         self.points = [(float(x), float(y)) for x, y in self.cfg.points]
+        self._box = bounds(self.points)
+        self._near = bounds(self.points, self.cfg.margin)  # outside it, a point is `margin` away
         self.sign_in = in_sign(self.points, DIRECTIONS[self.cfg.in_direction])
         self.classes = frozenset(self.cfg.classes) if self.cfg.classes else None
 
@@ -54,25 +56,30 @@ class Line:
         st = self._tracks.get(track_id)
         if st is None:
             st = self._tracks[track_id] = _TrackState()
-        out: list[Crossing] = []
-        if polyline_distance(anchor, self.points) >= self.cfg.margin:
-            if st.settled is not None:
+        net = 0
+        if not in_box(anchor, self._near) or polyline_distance(anchor, self.points) >= self.cfg.margin:
+            if st.settled is not None and self._may_cross(st.settled, anchor):
                 net = crossing_sign(st.settled, anchor, self.points)
-                if net:
-                    if hits >= self.cfg.min_age:
-                        out.append(self._crossing(track_id, net, seq, t, anchor))
-                    else:
-                        st.pending += net
-                        st.pending_at = (seq, t, anchor)
             st.settled = anchor
-        if st.pending and hits >= self.cfg.min_age:
-            assert st.pending_at is not None
-            at_seq, at_t, point = st.pending_at
-            out.append(self._crossing(track_id, st.pending, at_seq, at_t, point))
-            st.pending, st.pending_at = 0, None
-        elif not st.pending:
-            st.pending_at = None
-        return out
+        if hits < self.cfg.min_age:  # too young to count: keep the net crossing for later
+            if net:
+                st.pending += net
+                st.pending_at = (seq, t, anchor)
+            return []
+        total = st.pending + net
+        at = (seq, t, anchor) if net or st.pending_at is None else st.pending_at
+        st.pending, st.pending_at = 0, None
+        return [self._crossing(track_id, total, *at)] if total else []
+
+    def _may_cross(self, p: Point, q: Point) -> bool:
+        """False when the move p -> q stays on one side of the line's axis box (no test needed)."""
+        x1, y1, x2, y2 = self._box
+        return not (
+            (p[0] < x1 and q[0] < x1)
+            or (p[0] > x2 and q[0] > x2)
+            or (p[1] < y1 and q[1] < y1)
+            or (p[1] > y2 and q[1] > y2)
+        )
 
     def _crossing(self, track_id: int, net: int, seq: int, t: float, point: Point) -> Crossing:
         direction = "in" if (net > 0) == (self.sign_in > 0) else "out"

@@ -65,7 +65,7 @@ class SceneAnalytics:
         self.problems: list[str] = []  # found at the first frame (its size), shown in /stats
         self._size: tuple[int, int] | None = None
         self._tracks: dict[int, _Seen] = {}
-        self._anchors = sorted({item.cfg.anchor for item in (*self.lines, *self.zones)})
+        self._anchors = sorted({ln.cfg.anchor for ln in self.lines} | {z.cfg.anchor for z in self.zones})
         self._snap = _Snapshot({z.name: z.occupancy() for z in self.zones})
         self.frames = 0
         self.cost_s = 0.0  # host CPU time in update(), summed (the per-frame mean is in status())
@@ -80,9 +80,11 @@ class SceneAnalytics:
         t: float,
         ended: Iterable[int] = (),
         frame_size: tuple[int, int] | None = None,
+        held: bool = False,
     ) -> list[SceneEvent]:
         """The events of frame `seq` (time `t`, seconds): `detections` are the tracked top-level ones,
-        `ended` the tracks the tracker ended on this frame, `frame_size` (width, height)."""
+        `ended` the tracks the tracker ended on this frame, `frame_size` (width, height); `held`: the
+        detector did not run on it (motion gating), so tracks without a detection were not missed."""
         start = time.perf_counter()
         if frame_size is not None and frame_size != self._size:
             self._check_size(frame_size)
@@ -111,9 +113,10 @@ class SceneAnalytics:
                     change = zone.observe(tid, seen.label, anchors[zone.cfg.anchor], seq, t)
                     if change is not None:
                         events.append(self._zone_event(zone, change, seen, seq, t))
-        for tid, seen in self._tracks.items():
-            if tid not in present and seen.gone is None:
-                seen.gone = (seq, t)
+        if not held:
+            for tid, seen in self._tracks.items():
+                if tid not in present and seen.gone is None:
+                    seen.gone = (seq, t)
         for zone in self.zones:
             for change in zone.loiterers(seq, t):
                 events.append(self._zone_event(zone, change, self._tracks[change.track_id], seq, t))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edged.analytics.geometry import Point, inside
+from edged.analytics.geometry import Point, bounds, in_box, inside
 from edged.config.analytics import ZoneConfig
 
 
@@ -47,6 +47,7 @@ class Zone:
 
     def __post_init__(self) -> None:
         self.polygon = [(float(x), float(y)) for x, y in self.cfg.points]
+        self._box = bounds(self.polygon)  # a point outside it is outside the polygon: no edge test
         self.classes = frozenset(self.cfg.classes) if self.cfg.classes else None
         self._seen_labels: set[str] = set(self.cfg.classes or ())
 
@@ -58,7 +59,7 @@ class Zone:
         st = self._tracks.get(track_id)
         if st is None:
             st = self._tracks[track_id] = _TrackState(label)
-        now_inside = inside(anchor, self.polygon)
+        now_inside = in_box(anchor, self._box) and inside(anchor, self.polygon)
         if now_inside == st.inside:
             st.streak = 0
             return None

@@ -2,32 +2,32 @@
 
 Coordinates are frame pixels, read off the camera's snapshot (/snapshot/<camera>.jpg): x to the right,
 y down. Each model checks what it can alone (a line needs a length and a direction that crosses it, a
-zone a real polygon, a calibration four points that invert); `analytics_problems` checks what needs the
-rest of the config (the frame size when the camera sets one, the detector's classes), each problem with
-its key path so the loader reports it at file:line:column. docs/analytics.md explains every setting.
+zone a real polygon, a calibration four points that invert); `frame_problems` and `horizon_problems`
+check the points against a frame size and the calibration (edged.config.analytics_check runs them with
+the rest of the config at load time; the camera's analytics run the frame check again at its first
+frame). docs/analytics.md explains every setting.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from edged.config.base import NAME_RE, EdgedModel
-from edged.config.problems import Loc
-
-if TYPE_CHECKING:
-    from edged.config.cameras import CameraConfig
-    from edged.config.schema import Config
 
 Point = tuple[float, float]
 Anchor = Literal["bottom_center", "center", "top_center", "left_center", "right_center"]
 Direction = Literal["right", "left", "down", "up"]
 # Screen direction of travel -> unit vector in image coordinates (y grows downwards).
-DIRECTIONS: dict[str, Point] = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "down": (0.0, 1.0), "up": (0.0, -1.0)}
+DIRECTIONS: dict[str, Point] = {
+    "right": (1.0, 0.0),
+    "left": (-1.0, 0.0),
+    "down": (0.0, 1.0),
+    "up": (0.0, -1.0),
+}
 # A line whose chord is closer than this to parallel with `in_direction` (sine of the angle) is ambiguous.
 MIN_CROSSING_SINE = 0.26  # 15 degrees
 
@@ -114,7 +114,9 @@ class LineConfig(EdgedModel):
     def _length(cls, v: list[Point]) -> list[Point]:
         for i in range(len(v) - 1):
             if math.dist(v[i], v[i + 1]) < 1.0:
-                raise ValueError(f"points {i} and {i + 1} are the same: every segment of a line needs a length")
+                raise ValueError(
+                    f"points {i} and {i + 1} are the same: every segment of a line needs a length"
+                )
         return v
 
     @model_validator(mode="after")
@@ -139,7 +141,9 @@ class ZoneConfig(EdgedModel):
     points: list[Point] = Field(
         ..., min_length=3, description="Polygon [[x, y], ...] in frame pixels (closed by itself)."
     )
-    classes: list[str] | None = Field(None, description="Only tracks with these labels count; unset: every label.")
+    classes: list[str] | None = Field(
+        None, description="Only tracks with these labels count; unset: every label."
+    )
     anchor: Anchor = Field(
         "bottom_center", description="The point of a box that must be inside (as for lines)."
     )
@@ -208,7 +212,7 @@ def image_to_ground(image: Sequence[Point], ground: Sequence[Point]) -> list[lis
     import cv2
     import numpy as np
 
-    h = cv2.getPerspectiveTransform(np.float32(image), np.float32(ground))
+    h = cv2.getPerspectiveTransform(np.asarray(image, np.float32), np.asarray(ground, np.float32))
     return [[float(v) for v in row] for row in h]
 
 
@@ -220,7 +224,8 @@ class AnalyticsConfig(EdgedModel):
         default_factory=dict, description="Zones by name: enter/exit, dwell, loitering, occupancy."
     )
     calibration: CalibrationConfig | None = Field(
-        None, description="Ground calibration for speeds (km/h in crossing and zone events); unset: no speeds."
+        None,
+        description="Ground calibration for speeds (km/h in crossing and zone events); unset: no speeds.",
     )
     speed_window_s: float = Field(
         1.0,
@@ -284,58 +289,5 @@ def horizon_problems(analytics: AnalyticsConfig) -> list[tuple[tuple[str | int, 
                             (kind, name, "points", i),
                             f"point [{x:g}, {y:g}] lies beyond the calibration's horizon (it maps to no ground point): move it, or check calibration.image",
                         )
-                    )
-    return out
-
-
-def model_labels(cfg: Config, model: str) -> list[str] | None:
-    """The labels the model's detections can carry, when the config says (None: unknown)."""
-    m = cfg.models.get(model)
-    if m is None:
-        return None
-    if m.kind == "ppocr_det":
-        return ["text"]
-    if m.labels is not None:
-        try:
-            return [ln.strip() for ln in Path(m.labels).read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError):
-            return None  # the labels file is reported by the model file checks
-    return None
-
-
-def analytics_problems(cfg: Config) -> list[tuple[Loc, str]]:
-    """What the analytics of each camera get wrong against the rest of the config: points outside the
-    configured frame size, classes the detector never gives, lines and zones on a camera without a chain."""
-    out: list[tuple[Loc, str]] = []
-    for cam_name, cam in cfg.cameras.items():
-        an = cam.analytics
-        at: Loc = ("cameras", cam_name, "analytics")
-        if not an.active and an.calibration is None:
-            continue
-        if not cam.chain:
-            out.append((at, "lines and zones need a chain (a detector) to have tracks to count"))
-            continue
-        if cam.width and cam.height:
-            out += [((*at, *loc), msg) for loc, msg in frame_problems(an, cam.width, cam.height)]
-        out += [((*at, *loc), msg) for loc, msg in horizon_problems(an)]
-        out += _class_problems(cfg, cam, at)
-    return out
-
-
-def _class_problems(cfg: Config, cam: CameraConfig, at: Loc) -> list[tuple[Loc, str]]:
-    first = cam.chain[0]
-    labels = model_labels(cfg, first.model)
-    kept = first.classes
-    out: list[tuple[Loc, str]] = []
-    for kind, items in (("lines", cam.analytics.lines), ("zones", cam.analytics.zones)):
-        for name, item in items.items():
-            for i, cls in enumerate(item.classes or []):
-                loc = (*at, kind, name, "classes", i)
-                if labels is not None and cls not in labels:
-                    shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
-                    out.append((loc, f"unknown class {cls!r}: model {first.model} gives {shown}"))
-                elif kept is not None and cls not in kept:
-                    out.append(
-                        (loc, f"class {cls!r} never reaches the tracker: the first stage keeps only {', '.join(kept)}")
                     )
     return out

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edged.config.analytics import analytics_problems
+from edged.config.analytics_check import analytics_problems
 from edged.config.files import model_file_problems
 from edged.config.partial import raw_problems, suggest_key
 from edged.config.problems import ConfigError, Loc, Problem, format_path

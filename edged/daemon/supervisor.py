@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edged.analytics import LineCounts
 from edged.config import Config
 from edged.infer import ModelLoadError
 from edged.infer.base import Engine
@@ -88,6 +89,8 @@ class Supervisor:
         self.models: dict[str, LoadedModel] = {}
         self.model_errors: dict[str, str] = {}  # why a configured model did not load (status page)
         self.cameras: dict[str, CameraRunner] = {}
+        # Line crossing counts of every camera (edged.analytics): kept across camera restarts.
+        self.line_counts = LineCounts()
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
         # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
@@ -181,6 +184,7 @@ class Supervisor:
             self.dispatcher,
             self.delivery,
             self.config_path.parent,
+            line_counts=self.line_counts,
         )
         runner.start()
         self.rates.reset(name)
@@ -224,6 +228,8 @@ class Supervisor:
             if n in new.cameras:
                 log.info("reload: starting camera %s", n)
                 self.start_camera(n)
+            else:
+                self.line_counts.configure(n, [])  # a removed camera's counts go with it
         log.info(
             "reload: done (%d camera(s) restarted, %d model(s) reloaded)",
             len(plan.restart),

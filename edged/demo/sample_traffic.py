@@ -34,6 +34,7 @@ Everything runs in the caller's thread.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,10 @@ def ground_to_image() -> np.ndarray:
     """The scene's homography, ground metres -> image pixels (3x3)."""
     import cv2
 
-    return cv2.getPerspectiveTransform(  # type: ignore[no-any-return]
-        np.float32(GROUND_CORNERS), np.float32(IMAGE_CORNERS)
+    return np.asarray(
+        cv2.getPerspectiveTransform(
+            np.asarray(GROUND_CORNERS, np.float32), np.asarray(IMAGE_CORNERS, np.float32)
+        )
     )
 
 
@@ -97,7 +100,7 @@ class TrafficPlate(Plate):
         knots = self.path
         if frame <= knots[0][0]:
             return knots[0][1], knots[0][2]
-        for (f0, x0, y0), (f1, x1, y1) in zip(knots, knots[1:], strict=False):
+        for (f0, x0, y0), (f1, x1, y1) in itertools.pairwise(knots):
             if frame <= f1:
                 a = (frame - f0) / (f1 - f0) if f1 > f0 else 1.0
                 return x0 + (x1 - x0) * a, y0 + (y1 - y0) * a
@@ -106,7 +109,7 @@ class TrafficPlate(Plate):
     def speed_kmh(self, frame: float, fps: float) -> float:
         """Ground speed at `frame` (on the leg that contains it), km/h."""
         knots = self.path
-        for (f0, x0, y0), (f1, x1, y1) in zip(knots, knots[1:], strict=False):
+        for (f0, x0, y0), (f1, x1, y1) in itertools.pairwise(knots):
             if f0 <= frame <= f1 and f1 > f0:
                 return math.hypot(x1 - x0, y1 - y0) / (f1 - f0) * fps * 3.6
         return 0.0
@@ -128,10 +131,10 @@ class TrafficScene(SampleScene):
         self.fps = fps
         self.h = ground_to_image()
         rng = np.random.default_rng([seed, 25])
-        self.plates = [self._plate(rng, start, legs) for start, legs in SCHEDULE]
+        self.plates = [self._traffic_plate(rng, start, legs) for start, legs in SCHEDULE]
         self._road()
 
-    def _plate(
+    def _traffic_plate(
         self, rng: np.random.Generator, start: float, legs: tuple[tuple[float, float, float], ...]
     ) -> TrafficPlate:
         cv2 = self.cv2
@@ -161,7 +164,7 @@ class TrafficScene(SampleScene):
 
     def _inside(self, p: Plate, frame: int) -> bool:
         _, _, quad, _ = self._geometry(p, frame)
-        w, h = self.width, self.height
+        w = self.width
         return bool((quad[:, 0] >= 2).all() and (quad[:, 0] <= w - 3).all() and (quad[:, 1] >= 2).all())
 
     def _road(self) -> None:
@@ -221,7 +224,7 @@ class TrafficScene(SampleScene):
         for k, p in enumerate(self.plates):
             assert isinstance(p, TrafficPlate)
             frames = self._seen(k)
-            for prev, cur in zip(frames, frames[1:], strict=False):
+            for prev, cur in itertools.pairwise(frames):
                 (x0, y0), (x1, y1) = p.ground(prev), p.ground(cur)
                 on_lane = LANE_X[0] <= (x0 + x1) / 2 <= LANE_X[1]
                 for line, before, after, direction in (
@@ -285,7 +288,12 @@ class TrafficScene(SampleScene):
 
     def _box(self, k: int, frame: int) -> tuple[float, float, float, float]:
         _, _, quad, _ = self._geometry(self.plates[k], frame)
-        return float(quad[:, 0].min()), float(quad[:, 1].min()), float(quad[:, 0].max()), float(quad[:, 1].max())
+        return (
+            float(quad[:, 0].min()),
+            float(quad[:, 1].min()),
+            float(quad[:, 0].max()),
+            float(quad[:, 1].max()),
+        )
 
     def objects(self) -> list[dict[str, Any]]:
         out = []

@@ -57,7 +57,12 @@ def detection_from_dict(d: dict[str, Any], parent: Detection | None = None) -> D
     if "box" not in d and parent is not None:
         polygon = parent.polygon
     det = Detection(
-        d["label"], float(d["score"]), box, int(d.get("class_id", -1)), polygon, dict(d.get("attrs", {}))  # type: ignore[arg-type]
+        d["label"],
+        float(d["score"]),
+        box,
+        int(d.get("class_id", -1)),
+        polygon,
+        dict(d.get("attrs", {})),  # type: ignore[arg-type]
     )
     det.children = {k: [detection_from_dict(c, det) for c in v] for k, v in d.get("children", {}).items()}
     return det

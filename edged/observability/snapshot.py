@@ -57,7 +57,13 @@ def _draw_shape(canvas: np.ndarray, shape: Shape) -> None:
         length = 30 * max(1.0, scale)
         tip = (round(mx + shape.arrow[0] * length), round(my + shape.arrow[1] * length))
         cv2.arrowedLine(canvas, (round(mx), round(my)), tip, color, thick, cv2.LINE_AA, tipLength=0.35)
-    _caption(canvas, shape.caption, int(min(p[0] for p in shape.points)), int(min(p[1] for p in shape.points)), color)
+    _caption(
+        canvas,
+        shape.caption,
+        int(min(p[0] for p in shape.points)),
+        int(min(p[1] for p in shape.points)),
+        color,
+    )
 
 
 def _caption(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:

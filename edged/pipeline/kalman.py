@@ -21,6 +21,7 @@ from __future__ import annotations
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
 STD_POS, STD_VEL, STD_MEAS = 1.0 / 20, 1.0 / 160, 1.0 / 20
+_POS2, _VEL2, _MEAS2 = STD_POS**2, STD_VEL**2, STD_MEAS**2  # variances per unit of size squared
 
 
 def _xywh(box: Box) -> list[float]:
@@ -56,39 +57,36 @@ class BoxKalman:
     def predicted(self, seq: int) -> Box:
         """The box expected at frame `seq` (nothing changes)."""
         dt = max(0, seq - self.seq)
-        return _box([x + v * dt for x, v in zip(self.x, self.v, strict=True)])
+        x, v = self.x, self.v
+        return _box([x[0] + v[0] * dt, x[1] + v[1] * dt, x[2] + v[2] * dt, x[3] + v[3] * dt])
 
     @property
     def velocity(self) -> tuple[float, float]:
         """The centre's velocity, pixels per frame."""
         return self.v[0], self.v[1]
 
-    def _predict(self, seq: int) -> None:
-        dt = seq - self.seq
-        if dt <= 0:
-            return
-        for i, s in enumerate(self._scale()):
-            self.x[i] += self.v[i] * dt
-            p00, p01, p11 = self.p00[i], self.p01[i], self.p11[i]
-            self.p00[i] = p00 + 2 * dt * p01 + dt * dt * p11 + dt * (STD_POS * s) ** 2
-            self.p01[i] = p01 + dt * p11
-            self.p11[i] = p11 + dt * (STD_VEL * s) ** 2
-        self.seq = seq
-
     def update(self, box: Box, seq: int) -> None:
-        """Predict to frame `seq`, then correct with the box measured there."""
-        self._predict(seq)
+        """Predict to frame `seq`, then correct with the box measured there (per coordinate: the
+        2-state predict and update equations; one loop, plain floats)."""
+        dt = max(0, seq - self.seq)
         z = _xywh(box)
-        for i, s in enumerate(self._scale()):
-            p00, p01, p11 = self.p00[i], self.p01[i], self.p11[i]
-            gain_x = p00 / (p00 + (STD_MEAS * s) ** 2)
-            gain_v = p01 / (p00 + (STD_MEAS * s) ** 2)
-            innovation = z[i] - self.x[i]
-            self.x[i] += gain_x * innovation
-            self.v[i] += gain_v * innovation
-            self.p00[i] = (1 - gain_x) * p00
-            self.p01[i] = (1 - gain_x) * p01
-            self.p11[i] = p11 - gain_v * p01
+        x, v, p00, p01, p11 = self.x, self.v, self.p00, self.p01, self.p11
+        w2, h2 = x[2] * x[2], x[3] * x[3]
+        for i in range(4):
+            size2 = h2 if i & 1 else w2  # cx, w scale with the width; cy, h with the height
+            # Predict dt frames ahead: x += v dt; P = F P F' + Q dt.
+            a = p00[i] + dt * (2 * p01[i] + dt * p11[i] + _POS2 * size2)
+            b = p01[i] + dt * p11[i]
+            c = p11[i] + dt * _VEL2 * size2
+            xi = x[i] + v[i] * dt
+            # Correct with the measurement z (noise r): gains, state, covariance.
+            inv = 1.0 / (a + _MEAS2 * size2)
+            gain_x, gain_v = a * inv, b * inv
+            innovation = z[i] - xi
+            x[i] = xi + gain_x * innovation
+            v[i] += gain_v * innovation
+            p00[i], p01[i], p11[i] = (1 - gain_x) * a, (1 - gain_x) * b, c - gain_v * b
+        self.seq = max(self.seq, seq)
 
     def hold(self, seq: int) -> None:
         """The object was seen standing still up to frame `seq` (motion gating found no motion): it is

@@ -26,7 +26,7 @@ from edged.pipeline.kalman import BoxKalman
 from edged.types import Detection
 
 
-@dataclass
+@dataclass(eq=False)  # tracks are compared by identity (list.remove, `in`), not field by field
 class Track:
     id: int
     label: str
@@ -82,61 +82,62 @@ class IouTracker:
         self.seq = -1  # the latest frame the tracks are up to date with (an update or a hold)
 
     def update(self, detections: Sequence[Detection], seq: int) -> TrackUpdate:
-        unmatched_tracks = list(self.tracks)
+        tracks, dets = self.tracks, list(detections)
+        free_tracks = [True] * len(tracks)
+        free_dets = [True] * len(dets)
         updated: list[Track] = []
-        high = [d for d in detections if d.score >= self.high_score]
-        low = [d for d in detections if d.score < self.high_score]
-        leftover_high: list[Detection] = []
-        # With the motion model, tracks seen on the latest frame choose first, then the ones coasting
-        # on their prediction (DeepSORT's matching cascade, in two steps): where a hidden object's
-        # predicted box lies on top of the visible one, the visible one keeps its detection.
-        levels = (lambda t: t.last_seq >= self.seq, lambda t: t.last_seq < self.seq) if self.motion else (None,)
-        for group, keep in ((high, leftover_high), (low, None)):
-            matched_dets: set[int] = set()
-            for level in levels:
-                candidates = [t for t in unmatched_tracks if level is None or level(t)]
-                rest = [d for d in group if id(d) not in matched_dets]
-                matched = self._associate(candidates, rest, seq)
-                for track, det in matched:
-                    unmatched_tracks.remove(track)
-                    updated.append(track)
-                    matched_dets.add(id(det))
-            if keep is not None:
-                keep.extend(d for d in group if id(d) not in matched_dets)
+        if tracks and dets:
+            iou = iou_matrix([t.expected(seq) for t in tracks], dets)  # each track's box where expected
+            same_label = np.array([t.label for t in tracks])[:, None] == np.array([d.label for d in dets])
+            iou = np.where(same_label, iou, 0.0)
+            high = np.array([d.score >= self.high_score for d in dets])
+            # With the motion model, tracks seen on the latest frame choose first, then the ones
+            # coasting on their prediction (DeepSORT's matching cascade, in two steps): where a hidden
+            # object's predicted box lies on top of the visible one, the visible one keeps its detection.
+            seen = np.array([t.last_seq >= self.seq for t in tracks])
+            levels = (seen, ~seen) if self.motion else (np.ones(len(tracks), dtype=bool),)
+            for cols in (high, ~high):  # confident detections first, then the low-score ones
+                for rows in levels:
+                    for i, j in self._greedy(iou, rows, cols):
+                        track, det = tracks[i], dets[j]
+                        track.last, track.last_seq, track.hits = det, seq, track.hits + 1
+                        if track.kf is not None:
+                            track.kf.update(det.box, seq)
+                        det.attrs["track_id"] = track.id
+                        updated.append(track)
+                        free_tracks[i] = free_dets[j] = False
         new = []
-        for det in leftover_high:
+        for det, free in zip(dets, free_dets, strict=True):
+            if not free or det.score < self.high_score:
+                continue  # only confident detections start tracks
             kf = BoxKalman(det.box, seq) if self.motion else None
             track = Track(self._next_id, det.label, det, seq, seq, kf=kf)
             self._next_id += 1
             det.attrs["track_id"] = track.id
             new.append(track)
-        ended = [t for t in unmatched_tracks if seq - t.last_seq >= self.max_age]
-        self.tracks = [t for t in self.tracks if t not in ended] + new
+        ended = [
+            t
+            for t, free in zip(tracks, free_tracks, strict=True)
+            if free and seq - t.last_seq >= self.max_age
+        ]
+        gone = set(map(id, ended))
+        self.tracks = [t for t in tracks if id(t) not in gone] + new
         self.seq = max(self.seq, seq)
         return TrackUpdate(new, updated, ended)
 
-    def _associate(
-        self, tracks: list[Track], dets: list[Detection], seq: int
-    ) -> list[tuple[Track, Detection]]:
-        if not tracks or not dets:
-            return []
-        iou = iou_matrix([t.expected(seq) for t in tracks], dets)
-        same_label = np.array([[t.label == d.label for d in dets] for t in tracks])
-        iou = np.where(same_label, iou, 0.0)
-        pairs = []
+    def _greedy(self, iou: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, int]]:
+        """Pairs (track, detection) among `rows` x `cols`, best IoU first, each at least iou_thresh;
+        matched rows and columns are zeroed in `iou` for the passes after this one."""
+        sub = iou * rows[:, None] * cols[None, :]
+        pairs: list[tuple[int, int]] = []
+        width = sub.shape[1]
         while True:
-            i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
-            if iou[i, j] < self.iou_thresh:
-                break
-            track, det = tracks[int(i)], dets[int(j)]
-            track.last, track.last_seq, track.hits = det, seq, track.hits + 1
-            if track.kf is not None:
-                track.kf.update(det.box, seq)
-            det.attrs["track_id"] = track.id
-            pairs.append((track, det))
-            iou[i, :] = 0
-            iou[:, j] = 0
-        return pairs
+            i, j = divmod(int(np.argmax(sub)), width)
+            if sub[i, j] < self.iou_thresh:
+                return pairs
+            pairs.append((i, j))
+            sub[i, :] = sub[:, j] = 0.0
+            iou[i, :] = iou[:, j] = 0.0
 
     def hold(self, track: Track, seq: int) -> None:
         """The track's object was not looked at on frame `seq` because nothing moved there (motion
