@@ -162,14 +162,14 @@ class ZoneConfig(EdgedModel):
     @field_validator("points")
     @classmethod
     def _polygon(cls, v: list[Point]) -> list[Point]:
-        if abs(polygon_area(v)) < 1.0:
-            raise ValueError("the points enclose no area (they lie on one line): a zone needs a polygon")
         crossing = self_crossing(v)
         if crossing is not None:
             i, j = crossing
             raise ValueError(
                 f"edges {i}-{(i + 1) % len(v)} and {j}-{(j + 1) % len(v)} cross: list the points in order around the zone"
             )
+        if abs(polygon_area(v)) < 1.0:
+            raise ValueError("the points enclose no area (they lie on one line): a zone needs a polygon")
         return v
 
 
@@ -201,8 +201,8 @@ class CalibrationConfig(EdgedModel):
         w = [h[2][0] * x + h[2][1] * y + h[2][2] for x, y in self.image]
         if not all(math.isfinite(v) for row in h for v in row) or min(w) * max(w) <= 0:
             raise ValueError(
-                "the image and ground points do not map onto each other (listed in a different order "
-                "around the area?): the calibration does not invert"
+                "no perspective maps these image points onto these ground points (one of the shapes is "
+                "dented, or they are listed in another order around the area): the calibration does not invert"
             )
         return self
 
