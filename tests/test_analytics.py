@@ -265,3 +265,20 @@ def test_counts_survive_a_camera_restart_reset_and_reach_metrics() -> None:
     assert counts.lines("cam")["gate"] == {"in": 0, "out": 0, "by_label": {}, "since": 1000.0}
     counts.configure("cam", [])  # the camera lost its lines (or went): nothing reported
     assert counts.samples() == []
+
+
+def test_the_documented_payloads_match_their_schemas() -> None:
+    import json
+    import re
+
+    import jsonschema
+
+    from edged.publish.event import event_schema
+    from tests._paths import ROOT
+
+    docs = (ROOT / "docs/analytics.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", docs, re.S)]
+    kinds = {b["schema"]: b for b in blocks}
+    assert set(kinds) == {"edged.crossing/1", "edged.zone/1"}
+    jsonschema.validate(kinds["edged.crossing/1"], event_schema("crossing"))
+    jsonschema.validate(kinds["edged.zone/1"], event_schema("zone"))
