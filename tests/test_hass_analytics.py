@@ -6,6 +6,7 @@ keys their templates read; entities of a removed line cleared, also across a res
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from edged.publish.hass import HassDiscovery
 from edged.publish.hass_analytics import CameraAnalytics
 from edged.publish.mqtt import MqttPublisher
 from tests.support.broker import Mosquitto
-from tests.test_hass import ALLOWED, COMMON, DEVICE, HA, PREFIX, Clock, publisher, retained  # noqa: F401
+from tests.support.clients import running_publisher
+from tests.test_hass import ALLOWED, COMMON, DEVICE, HA, PREFIX, Clock, retained, wait_connected
 
 # Keys of HA's MQTT event schema ("Configuration Variables" of https://www.home-assistant.io/integrations/event.mqtt/).
 EVENT_KEYS = COMMON | {"state_topic", "event_types", "value_template", "qos", "encoding"}
@@ -39,6 +41,13 @@ STATUS: dict[str, Any] = {
     }
 }
 NAMES = CameraAnalytics(lines=("gate", "lane-2"), zones=("bay",))
+
+
+@pytest.fixture
+def publisher(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[MqttPublisher]:
+    with running_publisher(mosquitto, tmp_path / "outbox", device=DEVICE, prefix=PREFIX) as pub:
+        wait_connected(pub)
+        yield pub
 
 
 def make(pub: MqttPublisher, tmp_path: Path, commands: bool = True) -> HassDiscovery:

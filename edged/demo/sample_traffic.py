@@ -160,7 +160,9 @@ class TrafficScene(SampleScene):
         # The truth window: the frames where the whole plate is in view.
         last = min(self.frames - 1, math.ceil(knots[-1][0]))
         visible = [i for i in range(math.floor(knots[0][0]), last + 1) if self._inside(plate, i)]
-        return dataclasses.replace(plate, start=visible[0], end=visible[-1] + 1) if visible else plate
+        if not visible:  # not in this (shortened) clip at all
+            return dataclasses.replace(plate, start=0, end=0)
+        return dataclasses.replace(plate, start=visible[0], end=visible[-1] + 1)
 
     def _inside(self, p: Plate, frame: int) -> bool:
         _, _, quad, _ = self._geometry(p, frame)
