@@ -11,7 +11,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-PixelFormat = Literal["bgr8", "rgb8"]
+# The channel order of a frame's pixels; "nv12": a hardware decoder's YUV 4:2:0 picture in device memory
+# (edged.gpu.frames.Nv12Frame), which everything that needs host pixels receives as RGB (`host_fmt`).
+PixelFormat = Literal["bgr8", "rgb8", "nv12"]
+
+
+def host_fmt(fmt: str) -> Literal["bgr8", "rgb8"]:
+    """The channel order of a frame's pixels once on the host (an NV12 frame downloads as RGB)."""
+    return "bgr8" if fmt == "bgr8" else "rgb8"
 
 
 @runtime_checkable
@@ -27,7 +34,8 @@ class Frame:
     """One captured image and where/when it came from.
 
     `image` is host memory (numpy HWC uint8) or device memory (any object with
-    `__cuda_array_interface__`, e.g. a jetson-utils cudaImage); `fmt` says the channel order.
+    `__cuda_array_interface__`, e.g. a jetson-utils cudaImage, or a frame born on the GPU with a
+    `frame_shape`, e.g. an NV12 picture from NVDEC); `fmt` says the channel order.
     """
 
     camera: str
@@ -43,7 +51,9 @@ class Frame:
 
     @property
     def on_device(self) -> bool:
-        return not isinstance(self.image, np.ndarray) and hasattr(self.image, "__cuda_array_interface__")
+        return not isinstance(self.image, np.ndarray) and (
+            hasattr(self.image, "__cuda_array_interface__") or hasattr(self.image, "frame_shape")
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -52,6 +62,9 @@ class Frame:
             h, w = self.image.shape[:2]
             c = 1 if self.image.ndim == 2 else int(self.image.shape[2])
             return int(h), int(w), c
+        own = getattr(self.image, "frame_shape", None)  # planar device frames (NV12) say their picture's
+        if own is not None:
+            return int(own[0]), int(own[1]), int(own[2])
         shp = tuple(self.image.__cuda_array_interface__["shape"])
         return int(shp[0]), int(shp[1]), int(shp[2]) if len(shp) > 2 else 1
 

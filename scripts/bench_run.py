@@ -10,12 +10,17 @@ fast as the chain takes them), starts the daemon, and reads from outside what a 
   latency     capture -> event (the events' latency_ms.total), p50 / p99;
   threads     the daemon's thread count (/proc/<pid>/status), the most seen while it ran;
   CPU         over the steady half: the host's busy share (/proc/stat; near 1: the CPUs are the limit),
-              and CPU ms per frame of the daemon's process and of its decode-worker processes.
+              CPU ms per frame of the daemon's process and of its decode-worker processes, and of the
+              daemon's threads by role (/stats threads: OS-named threads, their CPU seconds);
+  GPU         the GPU's busy share over the steady half (nvidia-smi utilization.gpu, sampled).
+With --decode cpu gpu every camera count runs twice, frames decoded by OpenCV and by the GPU (NVDEC for
+H.264/H.265, nvJPEG for MJPEG), side by side in the same run.
 Then, after the daemon exited, the engines alone (scripts/_bench.py) on the same frames at the shapes the
 servers use: the detector in batches of min(N, max_batch) frames, the recognizer on every crop.
 
-Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video samples/plates-1080.avi \
-           --cameras 1 4 16 [--chain ocr|det] [--json out.json] [--fp16 MODEL] [--frames-in-flight N]
+Usage: python scripts/bench_run.py --config configs/examples/gpu.yaml --video samples/plates-1080.mp4 \
+           --cameras 1 4 16 [--decode cpu gpu] [--chain ocr|det] [--json out.json] [--fp16 MODEL] \
+           [--frames-in-flight N]
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def write_config(
     out: Path,
     fp16: Sequence[str] = (),
     in_flight: int | None = None,
+    decode: str = "auto",
+    realtime: bool = False,
 ) -> Path:
     raw = yaml.safe_load(base.read_text())
     models = {}
@@ -84,15 +91,19 @@ def write_config(
         "cameras": {
             f"cam{i:02d}": {
                 "source": f"file://{video.resolve()}",
-                "realtime": False,
+                # Read as fast as the chain takes them, or (realtime) played at the file's rate, looped, as
+                # cameras send: then what the chain cannot keep up with is dropped.
+                "realtime": realtime,
+                "loop": realtime,
                 "fps": 1000,
+                "decode": decode,
                 "chain": stages,
                 **({"frames_in_flight": in_flight} if in_flight else {}),
             }
             for i in range(cameras)
         },
     }
-    path = out / f"bench-{chain}-{cameras}.yaml"
+    path = out / f"bench-{chain}-{cameras}-{decode}{'-rt' if realtime else ''}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -168,6 +179,8 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
     readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
     for t in readers:
         t.start()
+    gpu = GpuBusy()
+    threads_at: list[tuple[float, float, list[dict[str, Any]]]] = []  # (time, frames done, /stats threads)
     samples: list[tuple[float, float]] = []  # (time, frames done)
     cpu: list[tuple[float, int, int]] = []  # (time, busy, total jiffies of the host)
     tree: list[tuple[float, float, float]] = []  # (time, CPU s of the daemon, of its worker processes)
@@ -193,6 +206,9 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
                 said = time.monotonic()
             samples.append((time.monotonic(), done))
             cpu.append((time.monotonic(), *cpu_jiffies()))
+            if not threads_at or (done >= expect / 2 and len(threads_at) == 1) or (ended and done >= expect):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    threads_at.append((time.monotonic(), done, json.loads(get(port, "/stats"))["threads"]))
             if profile_s and not spies and done >= expect / 4:
                 spies = profile(proc.pid, profile_s, cfg.parent / f"prof-{cfg.stem}")
             threads = max(threads, threads_of(proc.pid))
@@ -207,6 +223,7 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
             with contextlib.suppress(OSError):
                 (cfg.parent / f"metrics-{cfg.stem}.txt").write_text(get(port, "/metrics"))
     finally:
+        gpu.stop()
         for spy in spies:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(max(5.0, profile_s))
@@ -228,8 +245,62 @@ def run_daemon(cfg: Path, port: int, expect: int, timeout_s: float, profile_s: f
         "tree": tree,
         "events": events,
         "threads": threads,
+        "threads_at": threads_at,
+        "gpu": gpu.samples,
         "log": log,
     }
+
+
+class GpuBusy:
+    """The GPU's busy share, sampled every 0.2 s by `nvidia-smi` in the background (none without it)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (time, utilization.gpu %)
+        exe = shutil.which("nvidia-smi")
+        self._proc = (
+            subprocess.Popen(
+                [exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            if exe
+            else None
+        )
+        if self._proc is not None:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append((time.monotonic(), float(line.split(",")[0])))
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+
+
+def gpu_share(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
+    inside = [u for t, u in samples if t0 <= t <= t1]
+    return round(statistics.mean(inside) / 100.0, 3) if inside else None
+
+
+def thread_cpu(threads_at: list[tuple[float, float, list[dict[str, Any]]]]) -> dict[str, float]:
+    """CPU ms per frame of the daemon's threads between the last two /stats looks, by role: names with
+    their numbers dropped (capture-cam03 -> capture-cam, one row for all cameras)."""
+    if len(threads_at) < 2:
+        return {}
+    (_, n0, a), (_, n1, b) = threads_at[-2], threads_at[-1]
+    before = {r["tid"]: r["cpu_s"] or 0.0 for r in a}
+    roles: dict[str, float] = {}
+    for r in b:
+        role = "".join(ch for ch in r["name"] if not ch.isdigit()).rstrip("-_:")
+        roles[role] = roles.get(role, 0.0) + (r["cpu_s"] or 0.0) - before.get(r["tid"], 0.0)
+    frames = max(n1 - n0, 1.0)
+    return {k: round(v * 1000 / frames, 2) for k, v in sorted(roles.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 def poll_wait(samples: list[tuple[float, float]], expect: int) -> float:
@@ -349,6 +420,8 @@ def summarize(run: dict[str, Any], cameras: int, frames: int, truth: list[list[s
         # what the daemon's own process and its worker processes spent per frame over that half.
         "host_cpu_busy": host_busy if host_busy is None else round(host_busy, 3),
         **cpu_per_frame(run.get("tree", []), samples, half, t_last),
+        "cpu_ms_per_frame_by_thread": thread_cpu(run.get("threads_at", [])),
+        "gpu_busy": gpu_share(run.get("gpu", []), half, t_last),
     }
 
 
@@ -367,6 +440,13 @@ def main() -> int:
         "--frames-in-flight", type=int, help="every camera's frames_in_flight (default: the config's default)"
     )
     ap.add_argument(
+        "--decode",
+        nargs="+",
+        choices=("auto", "cpu", "gpu"),
+        default=["auto"],
+        help="each camera count once per decode mode, side by side (cpu gpu: OpenCV vs NVDEC/nvJPEG)",
+    )
+    ap.add_argument(
         "--profile",
         type=float,
         default=0.0,
@@ -383,12 +463,13 @@ def main() -> int:
         f"video {video.name}: {len(images)} frames {w}x{h}, {sum(bool(t) for t in truth)} with text; chain {a.chain}"
     )
     rows = []
-    for n in a.cameras:
+    for n, decode in [(n, d) for n in a.cameras for d in a.decode]:
         cfg_path = write_config(
-            Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16, a.frames_in_flight
+            Path(a.config), video, (w, h), n, a.chain, a.port, out, a.fp16, a.frames_in_flight, decode
         )
         run = run_daemon(cfg_path, a.port, n * len(images), a.timeout, a.profile if n >= 16 else 0.0)
         row = summarize(run, n, len(images), truth)
+        row["decode"] = decode
         # The engines alone, same process kind of work, after the daemon has gone (nothing shares the device).
         cfg = load_config(cfg_path, env={})
         models = {k: load_model(k, m, source_sizes=[(w, h)]) for k, m in cfg.models.items()}
@@ -410,17 +491,21 @@ def main() -> int:
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps({**row, "chain": a.chain}) + "\n")
-    one = next((r for r in rows if r["cameras"] == 1), None)
+    one = next((r for r in rows if r["cameras"] == 1), None)  # the first decode mode's
     print(
-        "\n| cameras | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads | host CPU busy | CPU ms/frame daemon / workers |"
+        "\n| cameras | decode | startup s | run frames/s | steady frames/s | engines-only | run/engines | exact reads | p50 / p99 ms | threads | host CPU busy | CPU ms/frame daemon / workers | GPU busy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['cameras']} | {r['startup_s']} | {r['run_fps']} | {r['steady_fps']} | {r['engines_only_fps']} | "
+            f"| {r['cameras']} | {r['decode']} | {r['startup_s']} | {r['run_fps']} | {r['steady_fps']} | {r['engines_only_fps']} | "
             f"{r['vs_engines_only']} | {r['exact_reads']}/{r['reads_possible']} | "
             f"{r['latency_p50_ms']} / {r['latency_p99_ms']} | {r['threads']} | {r['host_cpu_busy']} | "
-            f"{r['cpu_ms_per_frame_daemon']} / {r['cpu_ms_per_frame_workers']} |"
+            f"{r['cpu_ms_per_frame_daemon']} / {r['cpu_ms_per_frame_workers']} | {r['gpu_busy']} |"
+        )
+    for r in rows:
+        print(
+            f"{r['cameras']} cameras, decode {r['decode']}: CPU ms/frame by thread {r['cpu_ms_per_frame_by_thread']}"
         )
     if one is not None:
         for r in rows:

@@ -3,6 +3,7 @@
 
     python scripts/make_sample.py                       # samples/plates.mp4 + samples/plates.json
     python scripts/make_sample.py --codec mjpg --out samples/plates.avi   # for OpenCV builds without FFmpeg
+    python scripts/make_sample.py --codec h264 --size 1920x1080 --out samples/plates-1080.mp4  # as cameras send
     python scripts/make_sample.py --scene gate          # samples/gate.mp4: 10 min of a gate, 5 fps
 
 The rendering lives in edged.demo.sample (make_sample) and edged.demo.sample_gate (make_gate_sample) so the CLI demo and the tests use the same code.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from edged.demo.sample import make_sample
+from edged.demo.sample import CODECS, make_sample
 from edged.demo.sample_gate import make_gate_sample
 
 
@@ -47,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=None, help="frame rate (default 15 plates, 5 gate)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default 7 plates, 11 gate)")
     ap.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
-    ap.add_argument("--codec", choices=("mp4v", "mjpg"), default="mp4v", help="mp4v (.mp4) or mjpg (.avi)")
+    ap.add_argument(
+        "--codec",
+        choices=CODECS,
+        default="mp4v",
+        help="mp4v (.mp4), mjpg (.avi), or h264/h265 (.mp4, as IP cameras send it; needs the ffmpeg program)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out or Path("samples") / f"{args.scene}.{'avi' if args.codec == 'mjpg' else 'mp4'}"

@@ -47,6 +47,37 @@ def test_mjpeg_avi(tmp_path: Path) -> None:
     assert len(read_video(tmp_path / "v.avi")) == 4
 
 
+@pytest.mark.parametrize(("codec", "name"), [("h264", "h264"), ("h265", "hevc")])
+def test_camera_codecs_through_ffmpeg(tmp_path: Path, codec: str, name: str) -> None:
+    """H.264/H.265 as cameras send them: the right codec, no B-frames, every frame, close to the render."""
+    path = tmp_path / f"v-{codec}.mp4"
+    make_sample(path, frames=8, seed=1, size=SMALL, fps=10, codec=codec)  # type: ignore[arg-type]
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames,has_b_frames,pix_fmt",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert stream["codec_name"] == name and stream["pix_fmt"] == "yuv420p"
+    assert int(stream["nb_read_frames"]) == 8 and int(stream.get("has_b_frames", 0)) == 0
+    frames = read_video(path)
+    rendered = SampleScene(8, 1, SMALL).render(3)
+    assert len(frames) == 8 and np.abs(frames[3].astype(int) - rendered.astype(int)).mean() < 6
+
+
 def test_default_scene_has_variety() -> None:
     scene = SampleScene(frames=150, seed=7, size=(640, 480))
     counts = [len(scene.truth(i)) for i in range(150)]

@@ -2,6 +2,7 @@
 
 make_source("file://samples/plates.mp4", base_dir=config_dir)   # OpenCV (or jetson-utils on a Jetson)
 make_source("samples/frames/*.jpg")                              # bare paths, folders/ and globs too
+make_source("rtsp://cam/stream", decode="auto")                  # NVDEC where it works, else OpenCV
 cam = CameraCapture("gate", lambda: make_source(uri), fps=10, metrics=metrics); cam.start()
 frame = cam.get(timeout_s=1.0)                                   # newest frame, or None
 """
@@ -10,16 +11,19 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from edged.capture import jetson
 from edged.capture.base import Source, SourceEnded, SourceError, redact
+from edged.capture.decode import Decode, DecodeChoice, gpu_candidates
 from edged.capture.opencv import STREAM_SCHEMES, ImageFolderSource, OpenCVSource, split_uri
 from edged.capture.worker import CameraCapture
 
 __all__ = [
     "CameraCapture",
+    "DecodeChoice",
     "ImageFolderSource",
     "OpenCVSource",
     "Source",
@@ -80,10 +84,13 @@ def make_source(
     base_dir: Path | None = None,
     rtsp_transport: Transport = "auto",
     rtsp_latency_ms: int | None = None,
+    decode: Decode = "cpu",
 ) -> Source:
     """Build (not open) the Source for a URI.
 
-    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV.
+    auto picks jetson-utils when it is importable and the scheme is csi/v4l2/rtsp/file, else OpenCV,
+    which (decode: auto or gpu) hands files, streams and JPEG folders to the GPU's decoders
+    (edged.capture.decode).
     `fps`, `width`, `height` are requests to cameras that accept them; `loop` lets the jetson backend
     loop files itself (the worker loops other sources by reopening them). `timeout_s` bounds FFmpeg's
     open and read of network streams; `rtsp_transport` and `rtsp_latency_ms` apply to rtsp:// only.
@@ -123,20 +130,45 @@ def make_source(
             loop=loop,
             latency_ms=rtsp_latency_ms if scheme == "rtsp" else None,
         )
-    if scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path)):
-        return ImageFolderSource(uri, path=path)
-    if scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
-        return OpenCVSource(
+    folder = scheme == "dir" or (scheme == "file" and path is not None and is_image_sequence(path))
+    if folder:
+        cpu: Callable[[], Source] = lambda: ImageFolderSource(uri, path=path)  # noqa: E731
+    elif scheme in ("file", "v4l2") or scheme in STREAM_SCHEMES:
+        options = ffmpeg_options(rtsp_transport, rtsp_latency_ms) if scheme in ("rtsp", "rtsps") else None
+        cpu = lambda: OpenCVSource(  # noqa: E731
             uri,
             path=path,
             width=width,
             height=height,
             fps=fps,
             timeout_ms=int(timeout_s * 1000),
-            ffmpeg_options=ffmpeg_options(rtsp_transport, rtsp_latency_ms)
-            if scheme in ("rtsp", "rtsps")
-            else None,
+            ffmpeg_options=options,
         )
-    raise SourceError(
-        f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+    else:
+        raise SourceError(
+            f"{redact(uri)}: unsupported source (use a path, file://, dir://, rtsp://, v4l2:///dev/videoN, /dev/videoN or csi://N)"
+        )
+    if decode == "cpu":
+        return cpu()
+    if scheme == "v4l2":
+        if decode == "gpu":
+            raise SourceError(
+                f"{redact(uri)}: decode: gpu takes files, streams and JPEG folders; V4L2 cameras decode on the CPU"
+            )
+        return cpu()
+    live = scheme in STREAM_SCHEMES
+    if live and (rtsp_transport != "auto" or rtsp_latency_ms is not None) and uri not in _warned_transport:
+        _warned_transport.add(uri)
+        log.warning(
+            "%s: rtsp.transport and rtsp.latency_ms apply only when OpenCV decodes it (decode: cpu), not NVDEC",
+            redact(uri),
+        )
+    target = path if path is not None else uri
+    return DecodeChoice(
+        uri,
+        decode,
+        gpu_candidates(uri, target, folder=folder, live=live),
+        cpu if decode == "auto" else None,
+        folder=folder,
+        live=live,
     )

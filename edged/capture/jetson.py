@@ -74,6 +74,7 @@ class JetsonSource:
     """A jetson-utils videoSource behind the Source protocol; frames are cudaImage (rgb8)."""
 
     fmt: PixelFormat = "rgb8"
+    decoder = "jetson-utils"
 
     def __init__(
         self,

@@ -83,6 +83,7 @@ class OpenCVSource:
     """
 
     fmt: PixelFormat = "bgr8"
+    decoder = "opencv"
 
     def __init__(
         self,
@@ -200,6 +201,7 @@ class ImageFolderSource:
 
     fmt: PixelFormat = "bgr8"
     live = False
+    decoder = "opencv"
 
     def __init__(self, uri: str, *, path: str | None = None) -> None:
         self.uri = uri
@@ -226,6 +228,11 @@ class ImageFolderSource:
                 raise SourceError(f"{self.uri}: no {kinds} images in {self.folder}")
         self._files = files
         self._next = 0
+
+    @property
+    def files(self) -> list[Path]:
+        """The images of the sequence, in reading order (listed at open)."""
+        return list(self._files)
 
     def read(self, timeout_s: float) -> np.ndarray | None:
         cv2 = _cv2()

@@ -129,6 +129,9 @@ class CameraCapture:
         self._times: collections.deque[float] = collections.deque(maxlen=128)
         self.last_frame_mono: float | None = None
         self.last_error: str | None = None
+        # What decodes the frames of the current (last) open: decoder (nvdec, nvjpeg, opencv, jetson-utils),
+        # codec, and why not the GPU when the camera could have used it (edged.capture.decode).
+        self.decoding: dict[str, str | None] = {"decoder": None, "codec": None, "note": None}
         # Called (from the capture thread, no lock held) after each frame lands in the slot: the
         # dispatcher that feeds every camera's chain waits on it instead of a thread per camera.
         self.on_frame: Callable[[], None] | None = None
@@ -307,6 +310,11 @@ class CameraCapture:
             src = self._factory()
             s.uri = redact(src.uri)
             src.open()
+            self.decoding = {
+                "decoder": str(getattr(src, "decoder", type(src).__name__)),
+                "codec": getattr(src, "codec", None),
+                "note": getattr(src, "note", None),
+            }
             s.live = bool(src.live)
             s.progress = time.monotonic()
             s.opened = True

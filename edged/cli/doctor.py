@@ -134,9 +134,25 @@ def check_cuda_context() -> Check:
     )
 
 
+def check_gpu_decode() -> Check:
+    """Whether cameras can decode on the GPU (decode: auto/gpu): NVDEC for video, nvJPEG for JPEG."""
+    from edged.capture import nvdec, nvjpeg
+
+    video, jpeg = nvdec.available(), nvjpeg.available()
+    fix = (
+        "pip install 'edged[gpu-decode]' (NVIDIA's PyNvVideoCodec and nvImageCodec; needs the NVIDIA driver)"
+    )
+    if video is None and jpeg is None:
+        return Check("GPU decode", OK, "NVDEC (PyNvVideoCodec) and nvJPEG (nvImageCodec)")
+    if video is None or jpeg is None:
+        have, why = ("NVDEC", jpeg) if video is None else ("nvJPEG", video)
+        return Check("GPU decode", OK, f"{have} only; the other: {why}", fix)
+    return Check("GPU decode", INFO, f"cameras decode on the CPU (OpenCV): {video}", fix)
+
+
 def check_accelerations(results: list[Check]) -> Check:
     """One line saying which accelerations this machine lacks (a plain PC lacks them all, and that's fine)."""
-    wanted = ["CUDA driver", "pycuda", "TensorRT", "jetson-utils"]
+    wanted = ["CUDA driver", "pycuda", "TensorRT", "jetson-utils", "GPU decode"]
     have = {c.name for c in results if c.status == OK}
     absent = [n for n in wanted if n not in have]
     cv = next((c for c in results if c.name == "OpenCV"), None)
@@ -319,6 +335,7 @@ def run_checks(config: str | None) -> list[Check]:
         check_module("jetson-utils", "jetson_utils", "build jetson-inference (NOT the PyPI jetson-utils)"),
         _try(check_opencv, "OpenCV"),
         _try(check_onnxruntime, "ONNX Runtime"),
+        _try(check_gpu_decode, "GPU decode"),
     ]
     results.insert(4, _try(check_cuda_context, "CUDA context (pycuda)"))
     results.append(check_backend(results))

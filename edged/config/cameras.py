@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edged.config.analytics import AnalyticsConfig
 from edged.config.base import NAME_RE, EdgedModel
@@ -199,6 +199,14 @@ class CameraConfig(EdgedModel):
     backend: Literal["auto", "opencv", "jetson"] = Field(
         "auto", description="Capture through jetson-utils (auto on Jetson) or OpenCV."
     )
+    decode: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="Where frames are decoded (backend auto): gpu = on the GPU into device memory (NVDEC for "
+        "H.264/H.265/AV1/VP9 files and streams, nvJPEG for Motion-JPEG and JPEG folders; needs "
+        "edged[gpu-decode]), cpu = OpenCV, auto = the GPU when it works for this source and the chain "
+        "preprocesses on the GPU, else OpenCV (the reason is logged once and shown in /stats). jetson-utils "
+        "sources decode on the Jetson's NVDEC themselves.",
+    )
     frame_timeout_s: float = Field(
         5.0, gt=0, description="A source with no frame for this long is considered stalled and reopened."
     )
@@ -217,6 +225,16 @@ class CameraConfig(EdgedModel):
         default_factory=AnalyticsConfig,
         description="Lines (tripwires), zones and a ground calibration over the tracks (docs/analytics.md); lines or zones turn tracking on.",
     )
+
+    @model_validator(mode="after")
+    def _decode_backend(self) -> CameraConfig:
+        if self.decode == "gpu" and self.backend == "opencv":
+            raise ValueError("decode: gpu needs backend: auto (backend: opencv decodes on the CPU)")
+        if self.decode != "auto" and self.backend == "jetson":
+            raise ValueError(
+                "decode applies to backend: auto; jetson-utils decodes on the Jetson's NVDEC itself"
+            )
+        return self
 
     @field_validator("source")
     @classmethod

@@ -32,6 +32,7 @@ from edged.daemon.supervisor import Supervisor
 from edged.daemon.updates import ModelUpdates
 from edged.daemon.view import OperatorView
 from edged.infer.base import Engine
+from edged.observability import threads
 from edged.observability.environment import opencv_report
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
@@ -72,6 +73,7 @@ class Daemon:
         signals: SignalFlags | None = None,
         engine_wrap: Callable[[str, Engine], Engine] | None = None,
     ):
+        threads.install()  # the OS sees every thread's role name from here on (top -H, /stats)
         self.config_path = config_path
         self.metrics = Metrics()
         self.sink = ResultSink(

@@ -15,6 +15,7 @@ from typing import Any
 
 from edged import __version__
 from edged.daemon.supervisor import Supervisor
+from edged.observability import threads
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
 from edged.publish.mqtt import MqttPublisher
@@ -133,6 +134,7 @@ class StatusReport:
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
         out["telemetry"] = self.telemetry.snapshot()
+        out["threads"] = threads.table()
         return out
 
     def one_line(self) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +22,15 @@ from typing import Any, Literal
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+Codec = Literal["mp4v", "mjpg", "h264", "h265"]
+CODECS: tuple[Codec, ...] = ("mp4v", "mjpg", "h264", "h265")
+# What IP cameras send: a constant-ish bit rate (4 Mbit/s at 1080p, scaled by pixels), a key frame every
+# 2 s, no B-frames (cameras encode for latency), 4:2:0. Encoded by the ffmpeg program (Debian's ffmpeg).
+FFMPEG_CODECS: dict[str, list[str]] = {
+    "h264": ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high"],
+    "h265": ["-c:v", "libx265", "-preset", "veryfast", "-tune", "zerolatency", "-tag:v", "hvc1"],
+}
 
 # Letters as on many real plates: no I, O or Q (they read as 1/0 on plates, so registries skip them).
 LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
@@ -215,13 +226,14 @@ def make_sample(
     seed: int = 7,
     size: tuple[int, int] = (640, 480),
     fps: float = 15.0,
-    codec: Literal["mp4v", "mjpg"] = "mp4v",
+    codec: Codec = "mp4v",
     truth_path: str | Path | None = None,
 ) -> Truth:
     """Write the plate video (and its truth as JSON, default: the video path with .json); return the truth.
 
     codec "mp4v" writes MPEG-4 Part 2 (any FFmpeg OpenCV reads it); "mjpg" writes Motion-JPEG, which
-    OpenCV builds without FFmpeg can still read from an .avi.
+    OpenCV builds without FFmpeg can still read from an .avi; "h264" and "h265" write what IP cameras
+    send (see `FFMPEG_CODECS`), through the ffmpeg program.
     """
     check_size(size)
     return write_scene(SampleScene(frames, seed, size), path, fps, codec, truth_path)
@@ -236,29 +248,26 @@ def write_scene(
     scene: SampleScene,
     path: str | Path,
     fps: float,
-    codec: Literal["mp4v", "mjpg"] = "mp4v",
+    codec: Codec = "mp4v",
     truth_path: str | Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Truth:
     """Render every frame of `scene` into a video and its truth into the JSON sidecar (plus `extra` keys)."""
-    import cv2
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = (scene.width, scene.height)
-    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if codec == "mjpg" else "mp4v"))
-    writer = cv2.VideoWriter(str(path), fourcc, float(fps), size)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {path} with codec {codec}")
-    if codec == "mjpg":
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 90)
+    writer = (
+        FfmpegWriter(path, codec, fps, size)
+        if codec in FFMPEG_CODECS
+        else OpenCvWriter(path, codec, fps, size)
+    )
     truth: Truth = []
     try:
         for i in range(scene.frames):
             writer.write(scene.render(i))
             truth.append(scene.truth(i))
     finally:
-        writer.release()
+        writer.close()
     meta = {
         "video": path.name,
         "frames": scene.frames,
@@ -272,3 +281,64 @@ def write_scene(
     out.write_text(json.dumps(meta, separators=(",", ":")) + "\n")
     log.info("wrote %s (%d frames, %d plates) and %s", path, scene.frames, len(scene.plates), out)
     return truth
+
+
+class OpenCvWriter:
+    """MPEG-4 Part 2 or Motion-JPEG through cv2.VideoWriter."""
+
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
+        import cv2
+
+        fourcc = cv2.VideoWriter.fourcc(*("MJPG" if codec == "mjpg" else "mp4v"))
+        self._w = cv2.VideoWriter(str(path), fourcc, float(fps), size)
+        if not self._w.isOpened():
+            raise RuntimeError(f"OpenCV cannot write {path} with codec {codec}")
+        if codec == "mjpg":
+            self._w.set(cv2.VIDEOWRITER_PROP_QUALITY, 90)
+
+    def write(self, bgr: np.ndarray) -> None:
+        self._w.write(bgr)
+
+    def close(self) -> None:
+        self._w.release()
+
+
+class FfmpegWriter:
+    """H.264 / H.265 as a camera sends it: BGR frames piped into the ffmpeg program."""
+
+    def __init__(self, path: Path, codec: str, fps: float, size: tuple[int, int]) -> None:
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise RuntimeError(f"codec {codec} needs the ffmpeg program (apt-get install ffmpeg)")
+        w, h = size
+        kbps = max(500, round(4000 * w * h / (1920 * 1080)))
+        gop = max(1, round(2 * fps))
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24"]
+        cmd += ["-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-", *FFMPEG_CODECS[codec], "-pix_fmt", "yuv420p"]
+        cmd += [
+            "-b:v",
+            f"{kbps}k",
+            "-maxrate",
+            f"{kbps}k",
+            "-bufsize",
+            f"{2 * kbps}k",
+            "-g",
+            str(gop),
+            "-bf",
+            "0",
+        ]
+        self._path = path
+        self._p = subprocess.Popen([*cmd, str(path)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, bgr: np.ndarray) -> None:
+        assert self._p.stdin is not None
+        self._p.stdin.write(np.ascontiguousarray(bgr).tobytes())
+
+    def close(self) -> None:
+        assert self._p.stdin is not None
+        self._p.stdin.close()
+        err = self._p.stderr.read().decode(errors="replace") if self._p.stderr else ""
+        if self._p.wait() != 0:
+            raise RuntimeError(
+                f"ffmpeg could not write {self._path}: {err.strip() or 'exit ' + str(self._p.returncode)}"
+            )

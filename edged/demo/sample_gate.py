@@ -19,11 +19,20 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from edged.demo.sample import PLATE_COLORS, Plate, SampleScene, Truth, check_size, plate_text, write_scene
+from edged.demo.sample import (
+    PLATE_COLORS,
+    Codec,
+    Plate,
+    SampleScene,
+    Truth,
+    check_size,
+    plate_text,
+    write_scene,
+)
 
 CAR_COLORS = ((60, 60, 160), (150, 90, 40), (40, 40, 40), (190, 190, 190), (50, 120, 60))  # BGR
 LIGHTING_DROP = 0.72  # a cloud: the scene falls to 72 % brightness within half a second
@@ -206,7 +215,7 @@ def make_gate_sample(
     seed: int = 11,
     size: tuple[int, int] = (640, 480),
     gap_s: tuple[float, float] = (40.0, 100.0),
-    codec: Literal["mp4v", "mjpg"] = "mp4v",
+    codec: Codec = "mp4v",
 ) -> Truth:
     """Write the gate video and its sidecar (the video path with .json); return the per-frame truth."""
     check_size(size)

@@ -81,6 +81,8 @@ class Cv2CudaPreprocessor:
     def frame(
         self, frame: Frame, spec: PreprocessSpec, lane: GpuLane | None = None
     ) -> tuple[DeviceTensor, Plan]:
+        if frame.fmt == "nv12":  # cv2.cuda has no NV12 sampler: the fused kernel reads the planes itself
+            return self.base.frame(frame, spec, lane)
         pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)
         plan = plan_frame(spec, src.width, src.height)
@@ -97,7 +99,7 @@ class Cv2CudaPreprocessor:
         the fused kernel: cv2.cuda has no call that reads several sources at once, and a launch per
         image is what batching is meant to avoid."""
         frame = items[0][0]
-        if rows > len(items) or any(f is not frame for f, _ in items):
+        if rows > len(items) or frame.fmt == "nv12" or any(f is not frame for f, _ in items):
             return self.base.rows(items, spec, rows, lane)
         pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)
@@ -111,7 +113,7 @@ class Cv2CudaPreprocessor:
         lane: GpuLane | None = None,
     ) -> tuple[DeviceTensor, list[Plan]]:
         plans = plan_crops(spec, quads)
-        if not plans:
+        if not plans or frame.fmt == "nv12":
             return self.base.crops(frame, quads, spec, lane)
         pipe = self.base.lane_for(lane, frame.camera)
         src = self.base.source(frame, pipe)

@@ -4,9 +4,16 @@
 content rectangle, map it through the item's 3x3 output->source homography (pixel-centre convention,
 as edged.preprocess.spec defines) and sample the uint8 HWC source bilinearly with coordinates clamped
 to the image (= cv2 INTER_LINEAR + BORDER_REPLICATE), else use pad_value; swap channels if asked;
-x*a+b per channel; store NCHW or NHWC, fp32 or fp16, straight into the engine's input buffer.
+x*a+b per channel; store NCHW or NHWC, fp32 or fp16 (or uint8, for host images: snapshots,
+thumbnails), straight into the engine's input buffer.
 One launch per frame, one launch for a whole batch of crops (axis boxes and rotated quads alike), and
 one launch for a cross-camera batch of frames (each item then names its own source image).
+
+NV12 sources (hardware decoders' output): an item whose `uv` plane is set samples the luma plane and
+the interleaved chroma plane itself. Each of the four bilinear taps is converted to RGB first (the
+chroma of its 2x2 block, the item's 6 coefficients of edged.preprocess.nv12.yuv_coefficients, clamped
+to 0..255), then the taps are blended: the same as converting the frame with OpenCV and sampling that,
+without an RGB frame in between.
 
 Post-processing kernels (download results, not maps): `ctc_argmax` reduces the recognizer's
 [rows, classes] scores to (argmax, max) per row; `threshold_bits` packs a probability map > threshold
@@ -22,24 +29,50 @@ import numpy as np
 
 # One item of a batch: homography (row-major, float32), content rect (x, y, w, h) and, for batches of
 # frames from several cameras, the item's own source image (src = 0: the launch's source) as
-# (width, height, pitch, channels, swap). align=True lays it out as the C struct `Item` below.
+# (width, height, pitch, channels, swap); for an NV12 source also its chroma plane (uv, uv_pitch) and
+# YUV->RGB coefficients (yuv). align=True lays it out as the C struct `Item` below.
 ITEM_DTYPE = np.dtype(
-    [("h", np.float32, (9,)), ("rect", np.int32, (4,)), ("src", np.uint64), ("src_dims", np.int32, (5,))],
+    [
+        ("h", np.float32, (9,)),
+        ("rect", np.int32, (4,)),
+        ("src", np.uint64),
+        ("src_dims", np.int32, (5,)),
+        ("uv", np.uint64),
+        ("uv_pitch", np.int32),
+        ("yuv", np.float32, (6,)),
+    ],
     align=True,
 )
 
 CUDA_SOURCE = r"""
 #include <cuda_fp16.h>
 
-struct Item { float h[9]; int cx, cy, cw, ch; unsigned long long src; int sw, sh, spitch, sc, swap; };
+struct Item {
+    float h[9]; int cx, cy, cw, ch; unsigned long long src; int sw, sh, spitch, sc, swap;
+    unsigned long long uv; int uvpitch; float yuv[6];
+};
 
-template <bool HALF>
+// OUT: 0 fp32, 1 fp16, 2 uint8 (rounded, clamped: host images).
+template <int OUT>
 __device__ __forceinline__ void put(void* dst, size_t i, float v) {
-    if (HALF) reinterpret_cast<__half*>(dst)[i] = __float2half_rn(v);
+    if (OUT == 1) reinterpret_cast<__half*>(dst)[i] = __float2half_rn(v);
+    else if (OUT == 2) reinterpret_cast<unsigned char*>(dst)[i] = (unsigned char)__float2uint_rn(fminf(fmaxf(v, 0.0f), 255.0f));
     else reinterpret_cast<float*>(dst)[i] = v;
 }
 
-template <bool NCHW, bool HALF>
+// One NV12 pixel as RGB: its luma, the chroma of its 2x2 block, clamped like an 8-bit conversion.
+__device__ __forceinline__ void nv12_rgb(const unsigned char* __restrict__ y, int ypitch,
+                                         const unsigned char* __restrict__ uv, int uvpitch,
+                                         int px, int py, const float* k, float* rgb) {
+    const float l = k[0] * fmaxf((float)__ldg(y + (size_t)py * ypitch + px) - k[1], 0.0f);
+    const unsigned char* c = uv + (size_t)(py >> 1) * uvpitch + (px >> 1) * 2;
+    const float u = (float)__ldg(c) - 128.0f, v = (float)__ldg(c + 1) - 128.0f;
+    rgb[0] = fminf(fmaxf(l + k[2] * v, 0.0f), 255.0f);
+    rgb[1] = fminf(fmaxf(l - k[3] * u - k[4] * v, 0.0f), 255.0f);
+    rgb[2] = fminf(fmaxf(l + k[5] * u, 0.0f), 255.0f);
+}
+
+template <bool NCHW, int OUT>
 __device__ __forceinline__ void preprocess(
     const unsigned char* __restrict__ src, int src_w, int src_h, int src_pitch, int src_c,
     const Item* __restrict__ items, void* __restrict__ dst, int out_w, int out_h,
@@ -50,7 +83,7 @@ __device__ __forceinline__ void preprocess(
     const int n = blockIdx.z;
     if (x >= out_w || y >= out_h) return;
     const Item* it = items + n;  // same address for the whole block: a broadcast load
-    if (it->src) {  // a cross-camera batch: every item samples its own frame
+    if (it->src) {  // a cross-camera batch (or an NV12 source): every item samples its own frame
         src = reinterpret_cast<const unsigned char*>(it->src);
         src_w = it->sw; src_h = it->sh; src_pitch = it->spitch; src_c = it->sc; swap = it->swap;
     }
@@ -69,18 +102,33 @@ __device__ __forceinline__ void preprocess(
         const int x0 = (int)x0f, y0 = (int)y0f;
         const int xa = min(max(x0, 0), src_w - 1), xb = min(max(x0 + 1, 0), src_w - 1);
         const int ya = min(max(y0, 0), src_h - 1), yb = min(max(y0 + 1, 0), src_h - 1);
-        const unsigned char* r0 = src + (size_t)ya * src_pitch;
-        const unsigned char* r1 = src + (size_t)yb * src_pitch;
-        const int pa = xa * src_c, pb = xb * src_c;
         float v[3];
-        #pragma unroll
-        for (int c = 0; c < 3; ++c) {
-            const int cs = src_c >= 3 ? c : 0;  // gray sources feed all three channels
-            const float p00 = __ldg(r0 + pa + cs), p01 = __ldg(r0 + pb + cs);
-            const float p10 = __ldg(r1 + pa + cs), p11 = __ldg(r1 + pb + cs);
-            const float top = p00 + (p01 - p00) * ax;
-            const float bot = p10 + (p11 - p10) * ax;
-            v[c] = top + (bot - top) * ay;
+        if (it->uv) {  // NV12: convert each tap, then blend (see the module docstring)
+            const unsigned char* uvp = reinterpret_cast<const unsigned char*>(it->uv);
+            float t00[3], t01[3], t10[3], t11[3];
+            nv12_rgb(src, src_pitch, uvp, it->uvpitch, xa, ya, it->yuv, t00);
+            nv12_rgb(src, src_pitch, uvp, it->uvpitch, xb, ya, it->yuv, t01);
+            nv12_rgb(src, src_pitch, uvp, it->uvpitch, xa, yb, it->yuv, t10);
+            nv12_rgb(src, src_pitch, uvp, it->uvpitch, xb, yb, it->yuv, t11);
+            #pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                const float top = t00[c] + (t01[c] - t00[c]) * ax;
+                const float bot = t10[c] + (t11[c] - t10[c]) * ax;
+                v[c] = top + (bot - top) * ay;
+            }
+        } else {
+            const unsigned char* r0 = src + (size_t)ya * src_pitch;
+            const unsigned char* r1 = src + (size_t)yb * src_pitch;
+            const int pa = xa * src_c, pb = xb * src_c;
+            #pragma unroll
+            for (int c = 0; c < 3; ++c) {
+                const int cs = src_c >= 3 ? c : 0;  // gray sources feed all three channels
+                const float p00 = __ldg(r0 + pa + cs), p01 = __ldg(r0 + pb + cs);
+                const float p10 = __ldg(r1 + pa + cs), p11 = __ldg(r1 + pb + cs);
+                const float top = p00 + (p01 - p00) * ax;
+                const float bot = p10 + (p11 - p10) * ax;
+                v[c] = top + (bot - top) * ay;
+            }
         }
         v0 = v[0]; v1 = v[1]; v2 = v[2];
     }
@@ -90,29 +138,30 @@ __device__ __forceinline__ void preprocess(
     if (NCHW) {
         const size_t plane = (size_t)out_w * out_h;
         const size_t base = (size_t)n * 3 * plane + (size_t)y * out_w + x;
-        put<HALF>(dst, base, o0);
-        put<HALF>(dst, base + plane, o1);
-        put<HALF>(dst, base + 2 * plane, o2);
+        put<OUT>(dst, base, o0);
+        put<OUT>(dst, base + plane, o1);
+        put<OUT>(dst, base + 2 * plane, o2);
     } else {
         const size_t base = (((size_t)n * out_h + y) * out_w + x) * 3;
-        put<HALF>(dst, base, o0);
-        put<HALF>(dst, base + 1, o1);
-        put<HALF>(dst, base + 2, o2);
+        put<OUT>(dst, base, o0);
+        put<OUT>(dst, base + 1, o1);
+        put<OUT>(dst, base + 2, o2);
     }
 }
 
-#define PP_ENTRY(NAME, NCHW, HALF)                                                              \
+#define PP_ENTRY(NAME, NCHW, OUT)                                                               \
 extern "C" __global__ void NAME(                                                                \
     const unsigned char* __restrict__ src, int src_w, int src_h, int src_pitch, int src_c,     \
     const Item* __restrict__ items, void* __restrict__ dst, int out_w, int out_h,              \
     float pad, float a0, float a1, float a2, float b0, float b1, float b2, int swap) {          \
-    preprocess<NCHW, HALF>(src, src_w, src_h, src_pitch, src_c, items, dst, out_w, out_h,      \
+    preprocess<NCHW, OUT>(src, src_w, src_h, src_pitch, src_c, items, dst, out_w, out_h,       \
                            pad, a0, a1, a2, b0, b1, b2, swap);                                 \
 }
-PP_ENTRY(pp_nchw_f32, true, false)
-PP_ENTRY(pp_nchw_f16, true, true)
-PP_ENTRY(pp_nhwc_f32, false, false)
-PP_ENTRY(pp_nhwc_f16, false, true)
+PP_ENTRY(pp_nchw_f32, true, 0)
+PP_ENTRY(pp_nchw_f16, true, 1)
+PP_ENTRY(pp_nhwc_f32, false, 0)
+PP_ENTRY(pp_nhwc_f16, false, 1)
+PP_ENTRY(pp_nhwc_u8, false, 2)
 
 // One block per row: argmax and max over `classes` scores (recognizer output [N*T, C]).
 extern "C" __global__ void ctc_argmax(const float* __restrict__ scores, int rows, int classes,
@@ -184,7 +233,7 @@ def _compile() -> dict[str, Any]:
         init()
         mod = SourceModule(CUDA_SOURCE, no_extern_c=True, options=["-O3"])
         fmt = "PiiiiPPii" + "f" * 7 + "i"
-        for name in ("pp_nchw_f32", "pp_nchw_f16", "pp_nhwc_f32", "pp_nhwc_f16"):
+        for name in ("pp_nchw_f32", "pp_nchw_f16", "pp_nhwc_f32", "pp_nhwc_f16", "pp_nhwc_u8"):
             fn = mod.get_function(name)
             fn.prepare(fmt)
             _module[name] = fn
@@ -220,9 +269,13 @@ def launch_preprocess(
     nchw: bool,
     half: bool,
     stream: Any,
+    u8: bool = False,
 ) -> None:
-    """One launch for `batch` output images; all pointers are raw device addresses (ints)."""
-    fn = _compile()[f"pp_{'nchw' if nchw else 'nhwc'}_{'f16' if half else 'f32'}"]
+    """One launch for `batch` output images; all pointers are raw device addresses (ints). `u8`: uint8
+    output (NHWC only; for host images), else fp16 when `half`, else fp32."""
+    if u8 and nchw:
+        raise ValueError("uint8 output is NHWC only")
+    fn = _compile()[f"pp_{'nchw' if nchw else 'nhwc'}_{'u8' if u8 else 'f16' if half else 'f32'}"]
     grid = ((out_w + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1], batch)
     fn.prepared_async_call(
         grid,

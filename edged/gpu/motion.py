@@ -18,6 +18,7 @@ downloads the frame and uses the CPU path).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -98,6 +99,8 @@ class DeviceGrey:
 
         cuda = _driver()
         src = device_image(image)
+        if src.nv12:  # an NV12 frame's luma plane is its grey picture (limited range: a lower contrast)
+            src = dataclasses.replace(src, channels=1, uv_ptr=0)
         dw, dh = small_size(src.width, src.height, height)
         if dw > src.width or dh > src.height:
             return None

@@ -16,6 +16,10 @@ Lanes: every call takes the caller's `GpuLane` (a model server passes its own): 
 kernel run on its stream, the bytes are counted on it. Without one (tests, benchmarks, calibration:
 the preprocessor used on its own) a call runs on a lane this preprocessor keeps per camera.
 
+Frames born on the GPU by edged's own decoders (`edged.gpu.frames`: NVDEC's NV12, nvJPEG's RGB) own
+their memory for as long as the Frame lives: they are read in place, with no copy at all. An NV12 frame
+is sampled by the kernel itself (luma + chroma planes, the stream's colour matrix): no RGB frame is made.
+
 Device frames must be complete when passed in (cudaImage carries no stream: the capture side syncs).
 """
 
@@ -31,8 +35,9 @@ import numpy as np
 from edged.gpu import kernels
 from edged.gpu.buffers import BufferPool, DeviceTensor, PinnedStaging, cuda_array_info
 from edged.gpu.context import GpuLane, _driver, gpu_thread, init
+from edged.gpu.frames import Nv12Frame
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
-from edged.types import Frame
+from edged.types import Frame, host_fmt
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,19 @@ class DeviceImage:
     pitch: int  # bytes per row
     channels: int
     owner: Any = None
+    # NV12 (edged.gpu.frames.Nv12Frame): the chroma plane and the YUV->RGB coefficients; ptr is luma.
+    uv_ptr: int = 0
+    yuv: tuple[float, ...] = ()
+
+    @property
+    def nv12(self) -> bool:
+        return self.uv_ptr != 0
 
 
 def device_image(obj: Any) -> DeviceImage:
-    """View any uint8 HWC/HW device array (cudaImage, CuPy, DeviceTensor) without copying."""
+    """View any uint8 HWC/HW device array (cudaImage, CuPy, DeviceTensor) or NV12 frame without copying."""
+    if isinstance(obj, Nv12Frame):
+        return DeviceImage(obj.ptr, obj.width, obj.height, obj.pitch, 3, obj, obj.uv_ptr, obj.coefficients)
     ptr, shape, dtype, strides = cuda_array_info(obj)
     if dtype != np.uint8:
         raise TypeError(f"device frames must be uint8, got {dtype}")
@@ -73,6 +87,17 @@ def items_for(plans: Sequence[Plan]) -> np.ndarray:
     return items
 
 
+def set_sources(items: np.ndarray, srcs: Sequence[DeviceImage], swaps: Sequence[bool]) -> None:
+    """Name each item's own source image (cross-camera batches, NV12 frames) in the kernel's table."""
+    for i, (s, swap) in enumerate(zip(srcs, swaps, strict=True)):
+        items[i]["src"] = s.ptr
+        items[i]["src_dims"] = (s.width, s.height, s.pitch, s.channels, int(swap and s.channels >= 3))
+        if s.nv12:
+            items[i]["uv"] = s.uv_ptr
+            items[i]["uv_pitch"] = s.pitch
+            items[i]["yuv"] = s.yuv
+
+
 def _slot(frame: Frame) -> tuple[str, int]:
     """The frame's buffer slot: the one its camera's flow gave it; outside a flow (tests, benchmarks,
     calibration: one frame at a time) two slots by parity, so the previous frame stays readable."""
@@ -91,7 +116,8 @@ def _copy_on_device(src: DeviceImage, dst_ptr: int, stream: Any) -> None:
 
 
 def needs_swap(spec: PreprocessSpec, fmt: str) -> bool:
-    return (spec.color == "rgb") != (fmt == "rgb8")
+    """Whether the source's channel order is not the model's (NV12 frames sample as RGB)."""
+    return (spec.color == "rgb") != (host_fmt(fmt) == "rgb8")
 
 
 class GpuPreprocessor:
@@ -134,6 +160,8 @@ class GpuPreprocessor:
         device, because it lives in its capture's ring of buffers (jetson-utils `videoSource`), which
         the capture reuses a few frames later while this frame may still be cropped."""
         pipe = self.lane_for(lane, frame.camera)
+        if getattr(frame.image, "owned", False):  # born on the GPU in memory of its own: read in place
+            return device_image(frame.image)
         slot = _slot(frame)
         cached = self._cache.get(slot)
         if cached is not None and cached[0] == frame.seq and cached[1] == id(frame.image):
@@ -235,11 +263,7 @@ class GpuPreprocessor:
             srcs = [self.source(f, pipe) for f, _ in items]
             plans = [p for _, p in items]
             table = items_for(plans)
-            table["src"] = [s.ptr for s in srcs]
-            table["src_dims"] = [
-                (s.width, s.height, s.pitch, s.channels, int(needs_swap(spec, f.fmt) and s.channels >= 3))
-                for s, (f, _) in zip(srcs, items, strict=True)
-            ]
+            set_sources(table, srcs, [needs_swap(spec, f.fmt) for f, _ in items])
             return self.render(srcs[0], plans, spec, items[0][0].fmt, pipe, "rows", table, rows)
 
     def render(
@@ -266,6 +290,8 @@ class GpuPreprocessor:
         out = self.pool.get((pipe.camera, "out", kind, spec), total * row_bytes)
         if items is None:
             items = items_for(plans)
+            if src.nv12:  # the launch's own source parameters describe packed pixels only
+                set_sources(items, [src] * n, [needs_swap(spec, fmt)] * n)
         dev_items = self.pool.get((pipe.camera, "items", kind, spec), items.nbytes)
         # A fixed camera gives the same detector plan every frame: upload parameters only on change.
         pkey = (pipe.camera, kind, spec)

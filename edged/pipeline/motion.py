@@ -32,7 +32,7 @@ import numpy as np
 
 from edged.gpu.motion import small_size
 from edged.pipeline.tracker import IouTracker
-from edged.types import Frame
+from edged.types import Frame, host_fmt
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def small_grey(image: np.ndarray, fmt: str, height: int) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3:
-        rgb = fmt == "rgb8"
+        rgb = host_fmt(fmt) == "rgb8"
         if image.shape[2] == 4:
             code = cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY
         else:

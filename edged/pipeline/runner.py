@@ -20,6 +20,7 @@ from typing import Any
 
 from edged.analytics import LineCounts, SceneAnalytics
 from edged.capture import make_source
+from edged.capture.decode import Decode
 from edged.capture.worker import CameraCapture
 from edged.config import CameraConfig
 from edged.observability.metrics import Metrics
@@ -68,6 +69,15 @@ def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[S
 IN_FLIGHT_GPU, IN_FLIGHT_CPU = 4, 2
 
 
+def decode_mode(cam: CameraConfig, stages: list[Stage]) -> Decode:
+    """The camera's `decode`, with auto turned into cpu when its chain's first model preprocesses on the
+    CPU (a frame decoded into device memory would only be downloaded again)."""
+    if cam.decode != "auto":
+        return cam.decode
+    on_gpu = bool(stages) and getattr(stages[0].server.preprocessor, "name", "cpu") != "cpu"
+    return "auto" if on_gpu else "cpu"
+
+
 def frames_in_flight(cam: CameraConfig, stages: list[Stage]) -> int:
     """The camera's `frames_in_flight`, else by where its first model runs."""
     if cam.frames_in_flight is not None:
@@ -95,6 +105,8 @@ class CameraRunner:
         self.config = cam
         self.metrics = metrics
         self.dispatcher = dispatcher
+        stages = build_stages(cam, models)
+        decode = decode_mode(cam, stages)
         self.capture = CameraCapture(
             name,
             lambda: make_source(
@@ -107,6 +119,7 @@ class CameraRunner:
                 base_dir=base_dir,
                 rtsp_transport=cam.rtsp.transport,
                 rtsp_latency_ms=cam.rtsp.latency_ms,
+                decode=decode,
             ),
             fps=cam.fps,
             loop=cam.loop,
@@ -118,7 +131,6 @@ class CameraRunner:
         )
         self.capture.on_frame = dispatcher.wake
         self._sink = sink
-        stages = build_stages(cam, models)
         self.flow = (
             CameraFlow(
                 name,
@@ -273,6 +285,7 @@ class CameraRunner:
         out: dict[str, Any] = {
             "state": cap.state,
             "source_error": cap.last_error,
+            "decode": cap.decoding,
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             "frames_processed": self.flow.completed if self.flow else None,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
+from edged.types import host_fmt
 
 
 def _cv2():  # type: ignore[no-untyped-def]
@@ -52,7 +53,7 @@ def render(image: np.ndarray, plan: Plan, spec: PreprocessSpec, fmt: str = "bgr8
         )
     out = np.full((plan.out_h, plan.out_w, 3), spec.pad_value, dtype=np.float32)
     out[y : y + ch, x : x + cw] = content
-    src_is_rgb = fmt == "rgb8"
+    src_is_rgb = host_fmt(fmt) == "rgb8"
     if (spec.color == "rgb") != src_is_rgb:
         out = out[:, :, ::-1]
     a, b = spec.scale_bias

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edged.config.schema import ThumbnailsConfig
 from edged.publish.thumbstore import ThumbnailStore
-from edged.types import Frame, FrameResult
+from edged.types import Frame, FrameResult, host_fmt
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,42 @@ def host_image(frame: Frame) -> np.ndarray | None:
     return np.asarray(get()) if callable(get) else None
 
 
-def crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The region of `box` (x1, y1, x2, y2; for a rotated text box, its bounding box) plus a margin,
-    clipped to the image: a view, no copy. Plain arithmetic: this runs per detection per frame."""
-    h, w = image.shape[:2]
+def crop_box(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
+    """`box` (x1, y1, x2, y2; for a rotated text box, its bounding box) plus a margin, clipped to a
+    w x h image, in whole pixels. Plain arithmetic: this runs per detection per frame."""
     x1, y1, x2, y2 = box
     pad = MARGIN * max(x2 - x1, y2 - y1)
     xa, ya = max(0, int(x1 - pad)), max(0, int(y1 - pad))
     xb, yb = min(w, math.ceil(x2 + pad)), min(h, math.ceil(y2 + pad))
+    return xa, ya, xb, yb
+
+
+def crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The region of `box` plus a margin (`crop_box`), clipped to the image: a view, no copy."""
+    xa, ya, xb, yb = crop_box(box, image.shape[1], image.shape[0])
     return image[ya:yb, xa:xb]
+
+
+class FrameCrops:
+    """Regions of one frame as host arrays: from a host frame (views), from a frame born on the GPU
+    (each region converted and downloaded alone: edged.gpu.frames), else from the frame downloaded once;
+    None when the frame cannot reach the host (a jetson-utils cudaImage)."""
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+        self._host: np.ndarray | None = frame.image if isinstance(frame.image, np.ndarray) else None
+        region = getattr(frame.image, "region", None)
+        self._region = region if self._host is None and callable(region) else None
+        self._tried = self._host is not None or self._region is not None
+
+    def __call__(self, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """The region of `box` plus a margin (`crop_box`)."""
+        if self._region is not None:
+            xa, ya, xb, yb = crop_box(box, self.frame.width, self.frame.height)
+            return np.asarray(self._region((float(xa), float(ya), float(xb), float(yb))))
+        if not self._tried:
+            self._host, self._tried = host_image(self.frame), True
+        return None if self._host is None else crop(self._host, box)
 
 
 def sharpness(region: np.ndarray) -> float:
@@ -196,16 +223,13 @@ class Thumbnailer:
         if not result.detections:
             return
         name = f"{event['id']}.jpg"
-        image = result.frame.image
-        if not isinstance(image, np.ndarray):
-            image = host_image(result.frame)
-            if image is None:
-                self.metrics.dropped.labels("no_host_image").inc()
-                return
         # The frame's most prominent object (largest box, weighted by score): different objects of one
         # frame are not compared by sharpness, and one copied crop is all the queue holds.
         det = max(result.detections, key=lambda d: max(d.width, 0.0) * max(d.height, 0.0) * d.score)
-        region = crop(image, det.box)
+        region = FrameCrops(result.frame)(det.box)
+        if region is None:
+            self.metrics.dropped.labels("no_host_image").inc()
+            return
         if region.size and self._offer(
             _Job(name, result.frame.camera, result.frame.fmt, region.copy(), det.label)
         ):
@@ -218,7 +242,7 @@ class Thumbnailer:
         if result.tracks is None:
             return
         frame = result.frame
-        image: np.ndarray | None = None
+        crops = FrameCrops(frame)
         # The frame's own detections carry their track id; Track objects may already hold a later frame's
         # detection when the chain is pipelined, so they are not used here.
         for det in result.detections:
@@ -234,12 +258,10 @@ class Thumbnailer:
                 or (area < 1.1 * best.area and frame.seq - best.checked_seq < EVAL_EVERY)
             ):
                 continue  # the sharpness computation is the per-frame cost: only for a clear chance
-            if image is None:
-                image = host_image(frame)
-                if image is None:
-                    self.metrics.dropped.labels("no_host_image").inc()
-                    return
-            region = crop(image, det.box)
+            region = crops(det.box)
+            if region is None:
+                self.metrics.dropped.labels("no_host_image").inc()
+                return
             q = quality(region)
             if best is not None and q <= best.quality:
                 best.checked_seq = frame.seq
@@ -292,7 +314,7 @@ class Thumbnailer:
         import cv2
 
         region, label = job.crop, job.label
-        if job.fmt == "rgb8":
+        if host_fmt(job.fmt) == "rgb8":
             region = cv2.cvtColor(region, cv2.COLOR_RGB2BGR)
         scale = self.cfg.max_side / max(region.shape[:2])
         if scale < 1:
