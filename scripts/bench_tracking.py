@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from record_traffic import check_recording  # noqa: E402
+
 from edged.demo.sample_traffic import TrafficScene, scene_extra  # noqa: E402
 from edged.demo.tracking_eval import BoxT, score_identities  # noqa: E402
 from edged.demo.truth import detection_from_dict  # noqa: E402
@@ -161,6 +163,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=2000, help="synthetic frames for the cost runs")
     args = ap.parse_args()
     rec = json.loads(Path(args.recorded).read_text())
+    check_recording(rec)  # the truth below must be the scene the detections were recorded from
     s = rec["sample"]
     scene = TrafficScene(s["frames"], s["fps"], s["seed"])
     truth = [scene.truth(i) for i in range(scene.frames)]

@@ -54,9 +54,36 @@ cameras:
 
 
 def truth_digest(sidecar: dict[str, object]) -> str:
-    """What a recording is checked against: the sample's truth and traffic keys, hashed."""
+    """What a recording is checked against: the sample's truth and traffic keys, hashed. The truth
+    depends on the scene and on OpenCV's text metrics (its Hershey fonts differ between 4.x and 5.x)."""
     keep = {k: v for k, v in sidecar.items() if k != "video"}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def scene_sidecar(frames: int, fps: float, seed: int) -> dict[str, object]:
+    """The sidecar make_traffic_sample writes (less `video`), computed without rendering."""
+    from edged.demo.sample_traffic import TrafficScene, scene_extra
+
+    scene = TrafficScene(frames, fps, seed)
+    return {
+        "frames": scene.frames,
+        "fps": fps,
+        "size": [scene.width, scene.height],
+        "seed": scene.seed,
+        **scene_extra(scene),
+        "truth": [scene.truth(i) for i in range(scene.frames)],
+    }
+
+
+def check_recording(rec: dict[str, object]) -> None:
+    """Raise if `rec` (a loaded recording) was made from another scene than this checkout draws."""
+    s = rec["sample"]
+    assert isinstance(s, dict)
+    if truth_digest(scene_sidecar(s["frames"], s["fps"], s["seed"])) != s["truth_sha256"]:
+        raise RuntimeError(
+            "tests/data/traffic_detections.json was recorded from another traffic scene (or another "
+            "OpenCV major version, whose fonts differ): run python scripts/record_traffic.py"
+        )
 
 
 def main() -> int:

@@ -72,9 +72,11 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
         from edged.demo.sample_traffic import FRAMES, make_traffic_sample
 
         out = args.out or "samples/traffic.mp4"
-        frames = args.frames if args.frames != 150 else FRAMES  # --frames' default is the plates scene's
         truth = make_traffic_sample(
-            Path(out), frames=frames, fps=args.fps or 5.0, seed=25 if args.seed is None else args.seed
+            Path(out),
+            frames=min(args.frames, FRAMES),
+            fps=args.fps or 5.0,
+            seed=25 if args.seed is None else args.seed,
         )
     elif args.scene == "gate":
         from edged.demo.sample_gate import make_gate_sample

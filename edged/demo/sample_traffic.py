@@ -14,8 +14,8 @@ perspective. The schedule is fixed (the seed picks texts, fonts and colours):
   one plate walks up across it;
 - zone `bay` (ground X 15..21 m on the far lane): one plate passes through, one stops in it for 4 s
   (past the 3 s loitering threshold), one for 1.5 s;
-- two paths cross: a plate walking up the road passes over one driving along the near lane, which is
-  hidden for four frames; both then cross a line.
+- two paths cross: a large sign walking up the road passes over a plate driving along the near lane,
+  which is hidden for seven frames (its box cut short by the sign's edge first); both cross lines.
 
 With `frames` shorter than the schedule the clip stops early and the truth lists only what happened in
 it (the first 26 frames hold one `gate` crossing each way and one pass through `bay`: the short clip of
@@ -63,11 +63,13 @@ SCHEDULE: tuple[tuple[float, tuple[tuple[float, float, float], ...]], ...] = (
     (2, ((3.0, 5.0, 0), (27.0, 5.0, 24.0 / 1.2))),  # mid lane, right: gate in; 21.6 km/h
     (4, ((28.0, 8.0, 0), (2.0, 8.0, 26.0 / 1.6))),  # far lane, left through bay: gate out; 28.8 km/h
     (30, ((4.5, 8.0, 0), (18.0, 8.0, 13.5), (18.0, 8.0, 20.0), (28.5, 8.0, 10.5))),  # stops 4 s in bay
-    (40, ((4.3, 2.0, 0), (26.5, 2.0, 22.2 / 1.4))),  # near lane, right: gate in; 25.2 km/h
-    # Walks up (5.4 km/h) over the previous one (it is hidden for a few frames), then drives left (out).
-    (47.5, ((22.0, 0.5, 0), (22.0, 5.0, 15.0), (2.0, 5.0, 20.0 / 1.2))),
+    (40, ((3.8, 2.0, 0), (26.5, 2.0, 22.7 / 1.4))),  # near lane, right: gate in; 25.2 km/h
+    # A large sign walks up the road (5.4 km/h) across the near lane just as the previous plate passes:
+    # it hides it for seven frames. Then it crosses `lane` and drives left along the mid lane (gate out).
+    (46.1, ((17.0, 0.5, 0), (17.0, 4.2, 3.7 / 0.3), (2.0, 4.2, 15.0 / 1.2))),
     (70, ((1.5, 8.0, 0), (18.0, 8.0, 16.5 / 1.4), (18.0, 8.0, 7.5), (28.5, 8.0, 10.5 / 1.4))),  # stops 1.5 s
 )
+CAP_PX: dict[int, float] = {4: 48.0}  # cap height (px) of plates drawn larger than the rest (the sign)
 
 
 def ground_to_image() -> np.ndarray:
@@ -131,18 +133,25 @@ class TrafficScene(SampleScene):
         self.fps = fps
         self.h = ground_to_image()
         rng = np.random.default_rng([seed, 25])
-        self.plates = [self._traffic_plate(rng, start, legs) for start, legs in SCHEDULE]
+        self.plates = [
+            self._traffic_plate(rng, start, legs, CAP_PX.get(k)) for k, (start, legs) in enumerate(SCHEDULE)
+        ]
         self._road()
 
     def _traffic_plate(
-        self, rng: np.random.Generator, start: float, legs: tuple[tuple[float, float, float], ...]
+        self,
+        rng: np.random.Generator,
+        start: float,
+        legs: tuple[tuple[float, float, float], ...],
+        cap_px: float | None = None,
     ) -> TrafficPlate:
         cv2 = self.cv2
         text = plate_text(rng)
         font = cv2.FONT_HERSHEY_SIMPLEX if rng.random() < 0.5 else cv2.FONT_HERSHEY_DUPLEX
         thickness = 2
         (_, h1), _ = cv2.getTextSize(text, font, 1.0, thickness)
-        scale = float(rng.uniform(27.0, 31.0)) / h1
+        drawn = float(rng.uniform(27.0, 31.0))  # drawn either way: the next choices stay the same
+        scale = (cap_px or drawn) / h1
         angle = float(rng.uniform(-1.5, 1.5))
         color = PLATE_COLORS[int(rng.integers(len(PLATE_COLORS)))]
         knots, f = [], float(start)

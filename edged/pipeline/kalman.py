@@ -7,6 +7,12 @@ blocks (position, velocity) if it starts so. So each coordinate is filtered on i
 closed-form 2-state equations below, which are exactly the 8-state filter's, in plain floats (a few
 microseconds a box; no matrix library call per track).
 
+One departure from the textbook model: across frames without a measurement, the size stops growing or
+shrinking after one frame (its velocity is not extrapolated further). A box cut short by whatever
+passes in front of the object has a size "velocity" that says nothing about the object; extrapolated
+over the frames it is hidden, it shrinks the predicted box to nothing, and the object, back in view,
+is no longer recognised (on the traffic sample: the plate a sign is carried over).
+
 Noise follows ByteTrack's weights, scaled per axis by the box's own size (the width for x and w, the
 height for y and h: a plate is wide and flat, a person tall and thin): position noise 1/20 of the
 size per frame, velocity noise 1/160, measurement noise 1/20. Time is in frames (the camera's frame
@@ -58,7 +64,8 @@ class BoxKalman:
         """The box expected at frame `seq` (nothing changes)."""
         dt = max(0, seq - self.seq)
         x, v = self.x, self.v
-        return _box([x[0] + v[0] * dt, x[1] + v[1] * dt, x[2] + v[2] * dt, x[3] + v[3] * dt])
+        ds = min(dt, 1)  # the size follows its velocity for one frame only (module docstring)
+        return _box([x[0] + v[0] * dt, x[1] + v[1] * dt, x[2] + v[2] * ds, x[3] + v[3] * ds])
 
     @property
     def velocity(self) -> tuple[float, float]:
@@ -78,7 +85,7 @@ class BoxKalman:
             a = p00[i] + dt * (2 * p01[i] + dt * p11[i] + _POS2 * size2)
             b = p01[i] + dt * p11[i]
             c = p11[i] + dt * _VEL2 * size2
-            xi = x[i] + v[i] * dt
+            xi = x[i] + v[i] * (dt if i < 2 else min(dt, 1))
             # Correct with the measurement z (noise r): gains, state, covariance.
             inv = 1.0 / (a + _MEAS2 * size2)
             gain_x, gain_v = a * inv, b * inv

@@ -7,7 +7,8 @@ low-score ones (ByteTrack's trick to keep a track through a frame where its obje
 track unseen for a few frames (hidden behind another object, missed by the detector) is looked for
 where it has moved to, not where it was last seen; tracks seen on the latest frame choose before the ones
 coasting on their prediction (DeepSORT's matching cascade), so the visible one of two overlapping objects
-keeps its identity. Unmatched confident detections start tracks; tracks
+keeps its identity, and coasting tracks match by a buffered IoU (C-BIoU's), which finds a hidden object
+again although its last box, cut short by what passed in front, had the wrong size. Unmatched confident detections start tracks; tracks
 unseen for `max_age` frames end. Each matched detection gets `attrs["track_id"]`. `motion=False` matches
 against the last seen box instead (the tracker before the motion model; kept for comparison).
 
@@ -50,14 +51,29 @@ class TrackUpdate:
     ended: list[Track]
 
 
+# Coasting tracks are matched with boxes widened by this share of their width and height on every side
+# (the buffered IoU of C-BIoU, Yang et al. 2023): a prediction after frames unseen is less sure of the
+# box's size and place, e.g. when the last box was cut short by something passing in front.
+COAST_BUFFER = 0.3
+
+
+def _grow(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    if not buffer:
+        return boxes
+    dw = (boxes[:, 2] - boxes[:, 0]) * buffer
+    dh = (boxes[:, 3] - boxes[:, 1]) * buffer
+    return boxes + np.stack([-dw, -dh, dw, dh], axis=1)
+
+
 def iou_matrix(
-    a: Sequence[Detection | tuple[float, float, float, float]], b: Sequence[Detection]
+    a: Sequence[Detection | tuple[float, float, float, float]], b: Sequence[Detection], buffer: float = 0.0
 ) -> np.ndarray:
-    """IoU of every box of `a` (detections or x1, y1, x2, y2 boxes) with every detection of `b`."""
+    """IoU of every box of `a` (detections or x1, y1, x2, y2 boxes) with every detection of `b`, each
+    box first widened by `buffer` of its size on every side (0: the plain IoU)."""
     if not a or not b:
         return np.zeros((len(a), len(b)))
-    ba = np.asarray([d.box if isinstance(d, Detection) else d for d in a], dtype=np.float64)
-    bb = np.asarray([d.box for d in b], dtype=np.float64)
+    ba = _grow(np.asarray([d.box if isinstance(d, Detection) else d for d in a], dtype=np.float64), buffer)
+    bb = _grow(np.asarray([d.box for d in b], dtype=np.float64), buffer)
     x1 = np.maximum(ba[:, None, 0], bb[None, :, 0])
     y1 = np.maximum(ba[:, None, 1], bb[None, :, 1])
     x2 = np.minimum(ba[:, None, 2], bb[None, :, 2])
@@ -87,18 +103,25 @@ class IouTracker:
         free_dets = [True] * len(dets)
         updated: list[Track] = []
         if tracks and dets:
-            iou = iou_matrix([t.expected(seq) for t in tracks], dets)  # each track's box where expected
+            expected = [t.expected(seq) for t in tracks]  # each track's box where it should be now
             same_label = np.array([t.label for t in tracks])[:, None] == np.array([d.label for d in dets])
-            iou = np.where(same_label, iou, 0.0)
+            iou = np.where(same_label, iou_matrix(expected, dets), 0.0)
             high = np.array([d.score >= self.high_score for d in dets])
             # With the motion model, tracks seen on the latest frame choose first, then the ones
-            # coasting on their prediction (DeepSORT's matching cascade, in two steps): where a hidden
-            # object's predicted box lies on top of the visible one, the visible one keeps its detection.
+            # coasting on their prediction (DeepSORT's matching cascade, in two steps), by buffered IoU:
+            # where a hidden object's predicted box lies on top of the visible one, the visible one
+            # keeps its detection, and the hidden one is found again where it reappears.
             seen = np.array([t.last_seq >= self.seq for t in tracks])
-            levels = (seen, ~seen) if self.motion else (np.ones(len(tracks), dtype=bool),)
+            levels: tuple[tuple[np.ndarray, np.ndarray], ...]
+            if self.motion:
+                buffered = np.where(same_label, iou_matrix(expected, dets, COAST_BUFFER), 0.0)
+                levels = ((seen, iou), (~seen, buffered))
+            else:
+                levels = ((np.ones(len(tracks), dtype=bool), iou),)
+            scores = [m for _, m in levels]
             for cols in (high, ~high):  # confident detections first, then the low-score ones
-                for rows in levels:
-                    for i, j in self._greedy(iou, rows, cols):
+                for rows, matrix in levels:
+                    for i, j in self._greedy(matrix, rows, cols, scores):
                         track, det = tracks[i], dets[j]
                         track.last, track.last_seq, track.hits = det, seq, track.hits + 1
                         if track.kf is not None:
@@ -125,9 +148,11 @@ class IouTracker:
         self.seq = max(self.seq, seq)
         return TrackUpdate(new, updated, ended)
 
-    def _greedy(self, iou: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, int]]:
-        """Pairs (track, detection) among `rows` x `cols`, best IoU first, each at least iou_thresh;
-        matched rows and columns are zeroed in `iou` for the passes after this one."""
+    def _greedy(
+        self, iou: np.ndarray, rows: np.ndarray, cols: np.ndarray, scores: list[np.ndarray]
+    ) -> list[tuple[int, int]]:
+        """Pairs (track, detection) among `rows` x `cols` of `iou`, best first, each at least iou_thresh;
+        matched rows and columns are zeroed in every matrix of `scores` for the passes after this one."""
         sub = iou * rows[:, None] * cols[None, :]
         pairs: list[tuple[int, int]] = []
         width = sub.shape[1]
@@ -137,7 +162,8 @@ class IouTracker:
                 return pairs
             pairs.append((i, j))
             sub[i, :] = sub[:, j] = 0.0
-            iou[i, :] = iou[:, j] = 0.0
+            for m in scores:
+                m[i, :] = m[:, j] = 0.0
 
     def hold(self, track: Track, seq: int) -> None:
         """The track's object was not looked at on frame `seq` because nothing moved there (motion
