@@ -236,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="plates: 10 s of plates moving all the time; gate: a mostly empty gate, a car now and then; "
         "traffic: 20 s of a calibrated road with lines, a zone, stops and crossing paths (docs/analytics.md)",
     )
-    g.add_argument("--out", default=None, help="video path (default samples/<scene>.mp4)")
+    g.add_argument(
+        "--out",
+        default=None,
+        help="video path (default samples/plates.mp4, samples/gate.mp4 or samples/traffic.mp4)",
+    )
     g.add_argument(
         "--frames",
         type=int,
