@@ -4,6 +4,7 @@ its lifetime and its liveness check. Real video files through OpenCV, real threa
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -161,3 +162,24 @@ def test_ended_file_leaves_the_watcher(tmp_path: Path) -> None:
         assert cam._thread is not None and not cam._thread.is_alive()
     finally:
         cam.stop()
+
+
+def test_a_self_paced_file_is_paced_by_time_not_blocked(caplog: pytest.LogCaptureFixture) -> None:
+    """A file the source plays in real time itself (jetson-utils: `self_paced`) is neither blocked for the
+    consumer with realtime: false (frames nobody takes are stale drops, as a camera's) nor paced again; the
+    setting it cannot honour is said once."""
+
+    class SelfPaced(SyntheticSource):
+        self_paced = True
+
+    src = SelfPaced(count=None, fps=100.0, paced=True)
+    cam = CameraCapture("jf", lambda: src, fps=100, realtime=False, watcher=CaptureWatcher(interval_s=0.05))
+    with caplog.at_level(logging.WARNING, logger="edged.capture.worker"):
+        cam.start()
+        try:
+            assert wait_for(lambda: src.reads >= 30)  # nobody takes a frame: a blocked reader would stop at 2
+            assert cam.stale_drops > 0
+        finally:
+            cam.stop()
+    said = [r for r in caplog.records if "realtime: false is not honoured" in r.getMessage()]
+    assert len(said) == 1

@@ -11,6 +11,18 @@ calls follow the API read from jetson-utils sources (fae4b42; see the team notes
   `IsStreaming()` is False after EOS/close, which is how EOS and failure are told apart;
 - RTSP sources never reconnect by themselves: the worker closes this source and makes a new one.
 
+What the real library does beyond those notes (read in its sources and run on an x86 GPU machine with a
+discrete GPU, docs/jetson.md):
+- `import jetson_utils` is a Python package that needs termcolor, tabulate, docker and requests (and
+  imports torch if present); its C extension `jetson_utils_python` has the same classes without them, so
+  both are tried and both reasons reported;
+- a file:// source plays in real time (the GStreamer pipeline is clock-synced and `Capture` returns the
+  newest frame): it paces itself (`self_paced`), so the worker neither paces it again nor can it read a
+  file faster (`realtime: false` is not honoured, said once);
+- every capture timeout logs a warning on stdout: `--log-level=error` keeps that out of the journal;
+- `Capture` returns with its colour conversion queued on CUDA's legacy default stream; edged's streams
+  are created blocking (pycuda's default), so the copy out of the ring waits for it.
+
 Frames are `cudaImage`s in device memory. They live in a ring of `numBuffers` buffers that the
 decoder reuses: a frame is overwritten after about numBuffers further captures. The worker hands
 over only the latest frame; the GPU preprocessor copies it on the device into the frame's own slot
@@ -27,14 +39,21 @@ from edged.types import PixelFormat
 
 log = logging.getLogger(__name__)
 
-JETSON_SCHEMES = ("csi", "v4l2", "rtsp", "file")
+JETSON_SCHEMES = ("csi", "v4l2", "rtsp", "rtp", "file")
 
-_import_error: str | None = None
-try:  # pragma: no cover - only on a Jetson
-    from jetson_utils import videoSource
-except Exception as exc:  # ImportError, or an OSError from a missing CUDA/GStreamer library
-    videoSource = None
-    _import_error = f"jetson_utils is not importable ({type(exc).__name__}: {exc})"
+
+def _import() -> tuple[Any, str | None]:
+    """videoSource from `jetson_utils` (the Python package) or else its C extension `jetson_utils_python`."""
+    errors = []
+    for module in ("jetson_utils", "jetson_utils_python"):
+        try:  # pragma: no cover - only where jetson-utils is built (a Jetson, or a GPU machine built by hand)
+            return __import__(module, fromlist=["videoSource"]).videoSource, None
+        except Exception as exc:  # ImportError, or an OSError from a missing CUDA/GStreamer library
+            errors.append(f"{module}: {type(exc).__name__}: {exc}")
+    return None, "jetson-utils is not importable (" + "; ".join(errors) + ")"
+
+
+videoSource, _import_error = _import()
 
 
 def available() -> str | None:
@@ -53,7 +72,7 @@ def video_source_argv(
     latency_ms: int | None = None,
 ) -> list[str]:
     """The argv videoSource parses for our options (argv[0] is a program name, as with sys.argv)."""
-    argv = ["edged"]
+    argv = ["edged", "--log-level=error"]  # its capture timeouts would print a warning twice a second
     if width:
         argv.append(f"--input-width={int(width)}")
     if height:
@@ -75,6 +94,8 @@ class JetsonSource:
 
     fmt: PixelFormat = "rgb8"
     decoder = "jetson-utils"
+    # Files play in real time inside GStreamer (the worker must not pace them again; see the docstring).
+    self_paced = True
 
     def __init__(
         self,

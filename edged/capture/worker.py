@@ -127,6 +127,7 @@ class CameraCapture:
         self._delay = reconnect_min_s  # the next backoff before jitter
         self._after_failure = False
         self._times: collections.deque[float] = collections.deque(maxlen=128)
+        self._said_paced = False
         self.last_frame_mono: float | None = None
         self.last_error: str | None = None
         # What decodes the frames of the current (last) open: decoder (nvdec, nvjpeg, opencv, jetson-utils),
@@ -335,9 +336,19 @@ class CameraCapture:
                     log.debug("camera %s: close of %s failed: %s", self.name, s.uri, exc)
 
     def _pump(self, s: _Session, src: Source, quiet: bool) -> None:
-        pacer = Pacer(self.fps, src.nominal_fps, s.live)
-        block = not s.live and not self.realtime
-        play = not s.live and self.realtime
+        # A source that plays at its own rate (jetson-utils files) is paced like a live one: by time.
+        paced = s.live or bool(getattr(src, "self_paced", False))
+        if paced and not s.live and not self.realtime and not self._said_paced:
+            self._said_paced = True
+            log.warning(
+                "camera %s: %s plays in real time (jetson-utils): realtime: false is not honoured, frames the "
+                "chain cannot take are dropped",
+                self.name,
+                s.uri,
+            )
+        pacer = Pacer(self.fps, src.nominal_fps, paced)
+        block = not paced and not self.realtime
+        play = not paced and self.realtime
         index = 0
         # Grab every frame (a live source's buffer never fills with old ones), decode only the taken.
         grabber = src if isinstance(src, Splittable) else None

@@ -20,7 +20,9 @@ Frames born on the GPU by edged's own decoders (`edged.gpu.frames`: NVDEC's NV12
 their memory for as long as the Frame lives: they are read in place, with no copy at all. An NV12 frame
 is sampled by the kernel itself (luma + chroma planes, the stream's colour matrix): no RGB frame is made.
 
-Device frames must be complete when passed in (cudaImage carries no stream: the capture side syncs).
+Device frames must be complete when read: edged's own decoders synchronise their stream before handing a
+frame on; a jetson-utils cudaImage's colour conversion is queued on CUDA's legacy default stream, which
+the lanes' streams (created blocking, pycuda's default) wait for implicitly.
 """
 
 from __future__ import annotations
