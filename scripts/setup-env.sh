@@ -11,6 +11,8 @@ command -v mosquitto_passwd >/dev/null || need+=(mosquitto-clients)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v openssl >/dev/null || need+=(openssl)
+# tests/test_logs.py reads the JSON log lines with jq, as docs/operations.md shows.
+command -v jq >/dev/null || need+=(jq)
 # RTSP fault test: tests/rtsp_server.py serves a live stream with GStreamer's RTSP server (system python3)
 for pkg in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -35,7 +37,7 @@ fi
 # script and the interpreter, written after a good install. A missing stamp, a broken import, or an
 # edged that is not this checkout's (the folder moved) installs again.
 STAMP=.venv/.edged-setup-stamp
-stamp=$( { cat pyproject.toml scripts/setup-env.sh; python -VV; } | sha256sum | cut -d' ' -f1 )
+stamp=$( { cat pyproject.toml scripts/setup-env.sh scripts/constraints.txt; python -VV; } | sha256sum | cut -d' ' -f1 )
 installed_ok() {
   python - <<'PY' 2>/dev/null
 import importlib.util, pathlib
@@ -55,7 +57,7 @@ else
   # setuptools' "!! Editable installation ... !!" box (a BuildBackendWarning about import shadowing,
   # which is the point of an editable install here) is noise to someone starting the demo.
   export PYTHONWARNINGS="ignore:Editable installation"
-  python -m pip install -q -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
+  python -m pip install -q -c scripts/constraints.txt -e '.[cv,dev]' 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
   # rapidocr-onnxruntime only for its PP-OCRv4 recognizer: the "different model" of the shadow-check tests.
   python -m pip install -q --no-deps rapidocr==3.10.0 rapidocr-onnxruntime==1.4.4 tensorrt-stubs 2>&1 | grep -v -e '^WARNING: Location' -e 'pip as the .root. user' || true
   unset PYTHONWARNINGS

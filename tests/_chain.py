@@ -163,7 +163,17 @@ def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple
     ]
 
 
+def frame_text(text: str, seq: int) -> str:
+    """What `text_frame(text, seq)` shows: the text and seq + 1, never a 0: PP-OCR reads a Hershey "0" after
+    letters as "0" on some machines and as "O" (p = 0.97) on others, with the same packages."""
+    if not 0 <= seq < 9:
+        raise ValueError("text frames number 0..8 (one digit 1-9)")
+    return f"{text}{seq + 1}"
+
+
 def text_frame(text: str, seq: int) -> np.ndarray:
     img = np.full((240, 320, 3), 255, np.uint8)
-    cv2.putText(img, f"{text}{seq}", (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(
+        img, frame_text(text, seq), (20, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3, cv2.LINE_AA
+    )
     return img

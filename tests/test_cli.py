@@ -77,6 +77,7 @@ def test_every_command_takes_config_and_has_help_for_every_option() -> None:
         "make-sample",
         "build-engine",
         "doctor",
+        "predict",
     }
     for name, p in sub.choices.items():
         assert p.description and len(p.description) > 40, name
@@ -108,7 +109,7 @@ def test_unknown_log_level_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_schema_into_a_closed_pipe_has_no_traceback() -> None:
+def test_schema_into_a_closed_pipe_is_one_line_and_ex_ioerr() -> None:
     # `edged schema | head -1`: the reader is gone before edged writes (closed at once, so no race).
     p = subprocess.Popen(
         [sys.executable, "-m", "edged", "schema"],
@@ -120,8 +121,56 @@ def test_schema_into_a_closed_pipe_has_no_traceback() -> None:
     assert p.stdout is not None and p.stderr is not None
     p.stdout.close()
     err = p.stderr.read()
-    assert p.wait(60) == 141  # like a process ended by SIGPIPE (128 + 13), as `head` users expect
-    assert err == "", err
+    assert p.wait(60) == 74  # EX_IOERR (sysexits)
+    assert err == "edged: schema: cannot write to standard output: Broken pipe\n", err
+
+
+def test_check_config_into_a_full_disk_is_one_line_and_ex_ioerr(tmp_path: Path) -> None:
+    cfg = tmp_path / "edged.yaml"
+    cfg.write_text(f"state_dir: {tmp_path}/state\nmqtt: {{enabled: false}}\nallow_no_cameras: true\n")
+    with open("/dev/full", "w") as full:  # every write to it fails with ENOSPC
+        r = subprocess.run(
+            [sys.executable, "-m", "edged", "check-config", str(cfg)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert r.returncode == 74, r.stderr
+    assert r.stderr == "edged: check-config: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("command", ["run", "check-config", "make-sample"])
+def test_a_wrong_flag_prints_the_subcommand_usage(command: str) -> None:
+    r = edged(command, "--bogus")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"usage: edged {command} "), r.stderr
+    assert r.stderr.rstrip().endswith(f"edged {command}: error: unrecognized arguments: --bogus")
+
+
+def test_check_config_dash_reads_standard_input(tmp_path: Path) -> None:
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edged", "check-config", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,  # relative paths in a piped config are relative to the current folder
+            timeout=120,
+        )
+
+    r = check(THREE_MISTAKES % "models/none.onnx")
+    assert r.returncode == 78, r.stderr
+    assert "edged: config <stdin>: 3 problems" in r.stderr
+    assert "<stdin>:7:5: cameras.gate.fsp: unknown key; did you mean `fps`?" in r.stderr
+    assert (
+        f"<stdin>:3:20: models.text_det.path: model file not found: {tmp_path}/models/none.onnx" in r.stderr
+    )
+    good = THREE_MISTAKES.replace("fsp", "fps").replace("text_dett", "text_det")
+    r = check(good % (need_models() / "PP-OCRv6_det_small.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "<stdin>: OK (1 model(s), camera(s): gate)\n"
 
 
 def test_doctor_json(tmp_path: Path) -> None:

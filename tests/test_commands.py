@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 from pathlib import Path
@@ -11,7 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edged.daemon.commands import MAX_PAYLOAD, CommandError, CommandQueue, SetEnabled, Snapshot, parse_command
-from tests._edged import EdgedProcess, camera, metric, small_sample, stats, up, wait_until, write_config
+from tests._edged import (
+    EdgedProcess,
+    camera,
+    http_get,
+    metric,
+    small_sample,
+    stats,
+    up,
+    wait_until,
+    write_config,
+)
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
 
@@ -113,7 +124,11 @@ def test_commands_on_a_running_daemon(tmp_path: Path, mosquitto: Mosquitto) -> N
 
             send("enabled", b"OFF")
             assert wait_until(lambda: state() == b"OFF", 15), proc.text()
-            assert "gate" not in stats(health).get("cameras", {})
+            # Listed as disabled, not gone: monitoring sees the state.
+            assert stats(health)["cameras"]["gate"]["state"] == "disabled"
+            assert stats(health)["cameras"]["gate"]["disabled_by"] == "command"
+            ready = json.loads(http_get(health, "/readyz")[1])
+            assert ready["cameras"]["gate"] == {"ok": True, "state": "disabled", "disabled_by": "command"}
             stopped_at = frames()
             # No frame may be taken while disabled (the runner and its capture are stopped).
             assert not wait_until(lambda: frames() > stopped_at, 2.0), "frames kept coming while disabled"

@@ -55,7 +55,16 @@ ALLOWED = {
         "state_off",
     },
     "button": COMMON | {"command_topic", "payload_press"},
+    # https://www.home-assistant.io/integrations/image.mqtt/
+    "image": COMMON | {"image_topic", "content_type", "image_encoding", "url_topic", "url_template"},
 }
+# Attribute names HA drops from json_attributes (homeassistant/components/mqtt/entity.py,
+# MQTT_ATTRIBUTES_BLOCKED, as of 2025).
+HA_BLOCKED_ATTRIBUTES = {
+    "assumed_state", "available", "device_class", "device_info", "entity_category", "entity_picture",
+    "entity_registry_enabled_default", "extra_state_attributes", "force_update", "icon", "friendly_name",
+    "name", "should_poll", "state", "supported_features", "unique_id", "unit_of_measurement",
+}  # fmt: skip
 DEVICE_KEYS = {
     "identifiers",
     "connections",
@@ -167,10 +176,10 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     assert sorted(configs) == sorted(
         f"{HA}/{comp}/{DEVICE}/{cam}_{key}/config"
         for cam in ("gate", "yard")
-        for comp, key in [*SENSORS, ("switch", "enabled"), ("button", "snapshot")]
+        for comp, key in [*SENSORS, ("switch", "enabled"), ("button", "snapshot"), ("image", "snapshot")]
     )
     unique_ids = [c["unique_id"] for c in configs.values()]
-    assert len(set(unique_ids)) == 16
+    assert len(set(unique_ids)) == 18
     for topic, c in configs.items():
         component, cam = topic.split("/")[1], topic.split("/")[3].split("_")[0]
         assert set(c) <= ALLOWED[component], f"{topic}: keys HA does not know: {set(c) - ALLOWED[component]}"
@@ -195,6 +204,9 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
     button = configs[f"{HA}/button/{DEVICE}/gate_snapshot/config"]
     assert button["command_topic"] == f"{PREFIX}/gate/set/snapshot"
+    # What the button asks for is shown by an image entity on the topic the JPEG goes to.
+    snapshot = configs[f"{HA}/image/{DEVICE}/gate_snapshot/config"]
+    assert (snapshot["image_topic"], snapshot["content_type"]) == (f"{PREFIX}/gate/snapshot", "image/jpeg")
     for fps in ("source_fps", "processed_fps"):
         assert configs[f"{HA}/sensor/{DEVICE}/gate_{fps}/config"]["unit_of_measurement"] == "fps"
     assert configs[f"{HA}/sensor/{DEVICE}/gate_drop_ratio/config"]["unit_of_measurement"] == "%"
@@ -224,6 +236,20 @@ def test_discovery_configs_have_the_keys_home_assistant_reads(
     for c in configs.values():
         if "value_template" in c:
             assert re.search(r"value_json\.(\w+)", c["value_template"]).group(1) in gate  # type: ignore[union-attr]
+        if "json_attributes_topic" in c:
+            # Every field of the state becomes an attribute, as the docs say: rendered with HA's
+            # template engine (Jinja2, sandboxed), minus the names HA blocks.
+            attrs = ha_attributes(c["json_attributes_template"], gate)
+            assert attrs == {**{k: v for k, v in gate.items() if k != "state"}, "camera_state": "streaming"}
+
+
+def ha_attributes(template: str, state: dict[str, Any]) -> dict[str, Any]:
+    """What HA makes of a state message with this json_attributes_template: the template rendered on
+    `value_json`, parsed as JSON, the blocked names dropped."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    rendered = ImmutableSandboxedEnvironment().from_string(template).render(value_json=state)
+    return {k: v for k, v in json.loads(rendered).items() if k not in HA_BLOCKED_ATTRIBUTES}
 
 
 def test_events_update_the_state_at_most_once_a_second(
@@ -290,8 +316,9 @@ def test_removed_camera_configs_are_cleared_on_reload_and_across_restarts(
         hass.tick()
         until(
             sub,
-            # 6 entities, the switch and button (commands may have been on), the old fps sensor, the state
-            lambda ms: len([m for m in ms if "dock" in m.topic and m.payload == b""]) == 10,
+            # 6 entities, the switch, button and snapshot image (commands may have been on), the old fps
+            # sensor, the state
+            lambda ms: len([m for m in ms if "dock" in m.topic and m.payload == b""]) == 11,
             "dock cleared",
         )
     left = retained(mosquitto, [f"{HA}/#", f"{PREFIX}/+/state"])

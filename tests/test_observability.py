@@ -136,7 +136,7 @@ def test_stats_rates_and_home_assistant_controls(daemon: Any, mosquitto: Mosquit
         assert wait_until(lambda: min(gate().get("processed_fps", 0), gate().get("source_fps", 0)) > 0, 30)
         g = gate()
         assert 0.0 <= g["drop_ratio"] <= 1.0
-        assert g["source_fps"] == g["fps"]  # the old key stays one release, same meaning
+        assert g["processed_fps"] <= g["source_fps"]  # one definition, one window
         # Prometheus shows the same numbers as /stats.
         fam = scrape(health)["edged_camera_processed_fps"]
         assert any(s.labels == {"camera": "gate"} and s.value > 0 for s in fam.samples)
@@ -157,7 +157,7 @@ def test_stats_rates_and_home_assistant_controls(daemon: Any, mosquitto: Mosquit
             ),
             15,
         ), proc.text()
-        assert "gate" not in stats(health).get("cameras", {})
+        assert wait_until(lambda: gate().get("state") == "disabled", 10)  # listed, not gone
         sub.client.publish(switch["command_topic"], switch["payload_on"], qos=1).wait_for_publish(5)
         assert wait_until(lambda: gate().get("state") == "streaming", 20), proc.text()
 
@@ -195,10 +195,15 @@ def test_rates_window() -> None:
     assert (r["source_fps"], r["processed_fps"], r["drop_ratio"]) == (15.0, 3.0, 0.8)
     t[0] = 112.5  # 10.5 s later: the window now starts at the previous reading
     r = rates.with_rates("a", {"fps": 15.0, "frames_processed": 27, "drops": {"stale": 24, "error": 0}})
-    assert (r["processed_fps"], r["drop_ratio"]) == (2.0, 0.0)
-    t[0] = 113.0  # the camera restarted: counters back to zero start a new window
+    assert (r["source_fps"], r["processed_fps"], r["drop_ratio"]) == (2.0, 2.0, 0.0)
+    t[0] = 122.5  # motion gating skipped 30 frames: delivered, neither processed nor dropped
+    r = rates.with_rates(
+        "a", {"frames_processed": 37, "frames_skipped": 30, "drops": {"stale": 34, "error": 0}}
+    )
+    assert (r["source_fps"], r["processed_fps"], r["drop_ratio"]) == (5.0, 1.0, 0.2)
+    t[0] = 123.0  # the camera restarted: counters back to zero start a new window
     r = rates.with_rates("a", {"fps": 0.0, "frames_processed": 0, "drops": {}})
-    assert (r["processed_fps"], r["drop_ratio"]) == (0.0, 0.0)
+    assert (r["source_fps"], r["processed_fps"], r["drop_ratio"]) == (0.0, 0.0, 0.0)
 
 
 def test_rates_collector_survives_a_status_that_walks_the_registry() -> None:

@@ -30,6 +30,7 @@ from tests._chain import (
     DELIVERY,
     Camera,
     SpyEngine,
+    frame_text,
     make_stage,
     reads_by_frame,
     run_cameras,
@@ -64,7 +65,7 @@ def test_cameras_share_batches_of_every_stage_and_get_their_own_results_back(
         rec.close()
     for cam, prefix in CAMERAS.items():
         got = reads_by_frame(cams[cam].results)
-        assert got == [(s, [f"{prefix}{s}"]) for s in range(frames_each)], (cam, got)
+        assert got == [(s, [frame_text(prefix, s)]) for s in range(frames_each)], (cam, got)
         ids = {d.attrs["track_id"] for r in cams[cam].results for d in r.detections}
         assert len(ids) == 1, (cam, ids)  # the camera's own tracker saw only its frames
     total = len(CAMERAS) * frames_each
@@ -121,7 +122,7 @@ def test_a_request_that_breaks_the_engine_fails_alone(ocr_engines: dict[str, Eng
         det.close()
         rec.close()
     assert spy.calls[0] == 2, spy.calls  # both frames went in one batch first
-    assert reads_by_frame(cams["good"].results) == [(0, ["OK0"])]
+    assert reads_by_frame(cams["good"].results) == [(0, [frame_text("OK", 0)])]
     assert [(s, str(e)) for s, e in cams["bad"].failed] == [(0, "engine failure injected by the test")]
     assert cams["bad"].results == [] and cams["good"].failed == []
 
@@ -158,7 +159,9 @@ def test_a_frame_that_cannot_be_staged_is_still_read_and_the_failure_logged_once
     finally:
         det.close()
         rec.close()
-    assert reads_by_frame(got) == [(0, ["OK0"]), (1, ["OK1"])] and cam.failed == []
+    assert (
+        reads_by_frame(got) == [(0, [frame_text("OK", 0)]), (1, [frame_text("OK", 1)])] and cam.failed == []
+    )
     warned = [r for r in caplog.records if "staging a frame failed" in r.getMessage()]
     assert len(warned) == 1 and "no page-locked memory left" in warned[0].getMessage()
 

@@ -233,7 +233,11 @@ def test_status_page_shows_device_telemetry(tmp_path: Path) -> None:
     telemetry = Telemetry(orin_tree(tmp_path / "sys"), use_jtop=False, nvpmodel_cmd=None)
     status = {
         "device": "orin-7",
-        "cameras": {"gate": {"state": "backoff", "fps": 0.0, "source_error": "cannot open rtsp://cam/1"}},
+        "cameras": {
+            "gate": {"state": "backoff", "fps": 0.0, "source_error": "cannot open rtsp://cam/1"},
+            # As edged.daemon.status lists a camera switched off by the set/enabled command.
+            "yard": {"state": "disabled", "enabled": False, "disabled_by": "command", "source_fps": 0.0},
+        },
         "telemetry": telemetry.snapshot(),
     }
     server = HealthServer(
@@ -241,10 +245,14 @@ def test_status_page_shows_device_telemetry(tmp_path: Path) -> None:
     )
     server.start()
     try:
-        text = visible_text(chromium(f"http://127.0.0.1:{server.port}/", tmp_path / "profile", "--dump-dom"))
+        dom = chromium(f"http://127.0.0.1:{server.port}/", tmp_path / "profile", "--dump-dom")
+        text = visible_text(dom)
     finally:
         server.stop()
+    assert '<span class="badge muted">disabled</span>' in dom  # grey: off on purpose, not a fault
     for shown in (
+        "yard disabled",
+        "Disabled by an MQTT command (set/enabled)",
         "Jetson NVIDIA Jetson Orin Nano Developer Kit (L4T 36.3.0)",
         "Temperature: cpu-thermal 45.50 °C, gpu-thermal 44 °C, tj-thermal 46.20 °C",
         "Power: VDD_IN 6.15 W",

@@ -85,6 +85,7 @@ def test_unit_parses_as_ini_sections() -> None:
         ("UMask", "0027"),
         ("ProtectProc", "invisible"),
         ("SystemCallArchitectures", "native"),
+        ("SyslogIdentifier", "edged"),  # journald: SYSLOG_IDENTIFIER=edged on every entry
     ],
 )
 def test_key_directive(key: str, value: str) -> None:

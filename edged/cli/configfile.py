@@ -13,14 +13,26 @@ if TYPE_CHECKING:
     from edged.config import Config
 
 DEFAULT_CONFIG = "/etc/edged/edged.yaml"
+STDIN = "-"  # the file name that means standard input (clig.dev)
+STDIN_NAME = "<stdin>"  # how problems in it are located: `<stdin>:5:9: mqtt.port: ...`
 
 
 def load_or_report(path: str, require_cameras: bool = False) -> Config | None:
-    """The config, or None after printing every problem (the command then exits 78, EX_CONFIG)."""
+    """The config, or None after printing every problem (the command then exits 78, EX_CONFIG).
+    `path` "-" reads the config from standard input; its relative paths are then relative to the
+    current folder."""
     from edged.config import ConfigError, load_config
+    from edged.config.problems import Problem
 
+    text = None
     try:
-        return load_config(path, require_cameras=require_cameras)
+        if path == STDIN:
+            path = STDIN_NAME
+            try:
+                text = sys.stdin.buffer.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError([Problem(path, 0, 0, "", "config is not UTF-8 text")]) from None
+        return load_config(path, require_cameras=require_cameras, text=text)
     except ConfigError as e:
         n = len(e.problems)
         print(f"edged: config {path}: {n} problem{'s' if n > 1 else ''}:\n{e}", file=sys.stderr)

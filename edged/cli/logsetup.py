@@ -4,22 +4,27 @@ Owned by the CLI layer: `setup_logging()` is called once per command, on the mai
 other thread starts; the handler it installs is thread-safe (logging's own lock), so every thread logs
 through it.
 
-- JSON (`logging.json_format: true`): one object per line, built as a dict and written with
-  `json.dumps`, so every line parses; `t` is ISO 8601 UTC with milliseconds, exceptions are one string.
+- JSON (`logging.json_format: true`): one object per line from python-json-logger's formatter, with
+  the field names log shippers map without rules (Vector's and Datadog's defaults, Loki's and Fluent
+  Bit's usual ones): `timestamp` (RFC 3339, UTC, milliseconds, `Z`), `level` (`INFO`, `WARNING`, ...),
+  `logger`, `message`, `thread`, `exception` (a traceback, one string) and any structured field a
+  call passes with `extra=` (e.g. `camera`). docs/operations.md has the mapping and a `jq` example.
 - Under systemd (`JOURNAL_STREAM` set) each line starts with the sd-daemon priority prefix `<N>`
   (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), which journald strips and records as the
-  priority, so `journalctl -u edged -p warning` works. journald adds its own timestamps, so the
-  text format leaves them out there.
+  entry's PRIORITY, so `journalctl -u edged -p warning` works; the unit's `SyslogIdentifier=edged`
+  names the entries. journald adds its own timestamps, so the text format leaves them out there.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
-from typing import IO, Any
+from datetime import UTC, date, datetime, time
+from typing import IO
+
+from pythonjsonlogger.json import JsonEncoder
+from pythonjsonlogger.json import JsonFormatter as _LibJsonFormatter
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -46,23 +51,34 @@ def iso_utc(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: t, level, logger, msg (+ thread, exc when there is one)."""
+# The record attributes a JSON line carries, and their names there; `extra=` fields follow as they are.
+JSON_FIELDS = {"levelname": "level", "name": "logger", "message": "message", "threadName": "thread"}
+JSON_RENAMES = {**JSON_FIELDS, "exc_info": "exception", "stack_info": "stack"}
 
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "t": iso_utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-            "thread": record.threadName,
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        # default=str: a stray non-JSON value in an extra must never lose the line.
-        return json.dumps(out, ensure_ascii=False, default=str)
+
+class _Encoder(JsonEncoder):
+    """python-json-logger's encoder (datetimes, exceptions, dataclasses...; anything else as its repr)
+    with times as `2026-11-30T12:15:39.630Z`, like the events' `captured_at`."""
+
+    def format_datetime_obj(self, o: time | date | datetime) -> str:
+        if isinstance(o, datetime):
+            return iso_utc(o.timestamp())
+        return super().format_datetime_obj(o)
+
+
+class JsonFormatter(_LibJsonFormatter):
+    """One JSON object per record: timestamp, level, logger, message, thread (+ exception, stack and
+    the record's `extra=` fields)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            list(JSON_FIELDS),
+            rename_fields=JSON_RENAMES,
+            timestamp=True,
+            defaults={"timestamp": None},  # the first key (the library fills it in last)
+            json_encoder=_Encoder,
+            json_ensure_ascii=False,
+        )
 
 
 class JournalPrefix(logging.Formatter):

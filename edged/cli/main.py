@@ -1,5 +1,5 @@
 """Command line: edged run | check-config | schema | install-models | make-fp16 | make-sample | build-engine |
-doctor."""
+doctor | predict."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from edged import EX_CONFIG, __version__
+from edged import EX_CONFIG, EX_IOERR, __version__
 from edged.cli.build_engine import cmd_build_engine
-from edged.cli.configfile import DEFAULT_CONFIG, load_or_report
+from edged.cli.configfile import DEFAULT_CONFIG, STDIN, STDIN_NAME, load_or_report
 from edged.cli.install_models import cmd_install_models
 from edged.cli.logsetup import LEVELS, setup_logging
 from edged.cli.make_fp16 import cmd_make_fp16
+from edged.cli.predict import add_parser as add_predict
 
 log = logging.getLogger("edged")
 
@@ -51,7 +53,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     cams = ", ".join(cfg.cameras) or "none"
-    print(f"{args.config}: OK ({len(cfg.models)} model(s), camera(s): {cams})")
+    name = STDIN_NAME if args.config == STDIN else args.config
+    print(f"{name}: OK ({len(cfg.models)} model(s), camera(s): {cams})")
     return 0
 
 
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file",
         nargs="?",
         metavar="FILE",
-        help=f"the config file (same as --config; default {DEFAULT_CONFIG})",
+        help=f"the config file (same as --config; `-` reads it from standard input; default {DEFAULT_CONFIG})",
     )
     _config_option(c, None, "the config file (same as the positional FILE)")
     c.set_defaults(func=cmd_check_config)
@@ -280,20 +283,64 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(d, None, "also check this config, its outbox folder and its broker")
     d.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     d.set_defaults(func=cmd_doctor)
+
+    add_predict(sub, _sub, _config_option)
     return p
 
 
+class StdoutError(Exception):
+    """Writing to standard output failed (a closed pipe, a full disk): the command's output is lost."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+class _GuardedStdout:
+    """sys.stdout, with its write errors told apart from those of the files a command writes."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except OSError as e:
+            raise StdoutError(e) from e
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except OSError as e:
+            raise StdoutError(e) from e
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]  # type: ignore[no-any-return]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the sub-command's usage, not the top level's (clig.dev): `edged run --bogus`
+        _subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
+    real_stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)  # type: ignore[assignment]
     try:
         code = int(args.func(args))
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, inside the handler, not at exit
         return code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # `edged schema | head`: the reader left. Point stdout at /dev/null so the interpreter's final
-        # flush does not raise again, and exit like a process killed by SIGPIPE would (128 + 13).
+    except StdoutError as e:
+        # `edged schema > /dev/full`, `edged schema | head`: one line, EX_IOERR. Point stdout at /dev/null
+        # so the interpreter's final flush of what is still buffered does not fail again.
+        print(f"edged: {args.command}: cannot write to standard output: {e}", file=sys.stderr)
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        os.dup2(devnull, real_stdout.fileno())
+        return EX_IOERR
+    finally:
+        sys.stdout = real_stdout

@@ -10,13 +10,14 @@ field has a description, which `edged schema` and docs/configuration.md show to 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
 from edged.config.base import NAME_RE, EdgedModel
-from edged.config.cameras import CameraConfig
+from edged.config.cameras import CameraConfig, StageConfig
 from edged.config.inference import ModelConfig
 
 
@@ -113,6 +114,20 @@ class MqttConfig(EdgedModel):
         1, description="QoS of detection messages; 1 gives at-least-once delivery through the outbox."
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT protocol version. 5: retained per-camera states carry a message expiry "
+        "(state_expiry_s), so none outlives a crashed edged; 3.1.1 for brokers without MQTT 5: they "
+        "stay until overwritten, and only <prefix>/status (the last will) says edged is gone (docs/mqtt.md).",
+    )
+    state_expiry_s: int = Field(
+        30,
+        ge=0,
+        le=86400,
+        description="With protocol 5: the broker deletes the retained <prefix>/<camera>/state and "
+        "<prefix>/<camera>/enabled this long after edged last refreshed them (a crash, a SIGKILL, a power "
+        "cut); edged refreshes them every third of it. 0: no expiry.",
+    )
     reconnect_min_s: float = Field(
         1.0, gt=0, description="First reconnect delay; doubles up to reconnect_max_s."
     )
@@ -128,6 +143,16 @@ class MqttConfig(EdgedModel):
     hass: HassConfig = Field(
         default_factory=HassConfig, description="Home Assistant MQTT discovery (opt-in)."
     )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v  # YAML `5` is a number
+
+    @property
+    def expiry_s(self) -> int | None:
+        """The message expiry of the retained per-camera states, or None (3.1.1, or switched off)."""
+        return self.state_expiry_s if self.protocol == "5" and self.state_expiry_s > 0 else None
 
 
 class ThumbnailsConfig(EdgedModel):
@@ -158,6 +183,30 @@ class ThumbnailsConfig(EdgedModel):
     )
 
 
+class PredictConfig(EdgedModel):
+    enabled: bool = Field(
+        False,
+        description="Serve POST /predict: pictures through a camera's chain (or one in the request), "
+        "answered with the events the camera would publish (docs/predict.md).",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body; a larger one is refused (413)."
+    )
+    max_pixels: int = Field(
+        3840 * 2160,
+        ge=1,
+        description="Most pixels (width x height) of one picture, read from its header before it is "
+        "decoded; a larger one is refused (413).",
+    )
+    max_images: int = Field(8, ge=1, le=64, description="Most pictures in one request (413 beyond).")
+    max_in_flight: int = Field(
+        2, ge=1, le=32, description="Requests running at once; one more is refused at once (429)."
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="A request whose results are not back within this is answered 504."
+    )
+
+
 class HealthConfig(EdgedModel):
     enabled: bool = Field(
         True, description="Serve /healthz, /readyz, /metrics, /stats and snapshots over HTTP."
@@ -166,6 +215,9 @@ class HealthConfig(EdgedModel):
         "127.0.0.1", description="Address the health server listens on (keep it local unless firewalled)."
     )
     port: int = Field(8089, ge=0, le=65535, description="Port of the health server (0 picks a free port).")
+    predict: PredictConfig = Field(
+        default_factory=PredictConfig, description="POST /predict on this server (off by default)."
+    )
 
 
 class LoggingConfig(EdgedModel):
@@ -174,8 +226,9 @@ class LoggingConfig(EdgedModel):
     )
     json_format: bool = Field(
         False,
-        description="Log JSON lines (ISO 8601 UTC times) instead of text. Under systemd each line starts "
-        "with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
+        description="Log JSON lines instead of text: `timestamp` (RFC 3339 UTC), `level`, `logger`, `message`, "
+        "`thread`, `exception` and structured fields such as `camera` (docs/operations.md). Under systemd "
+        "each line starts with the journald priority (`<3>` error, `<4>` warning, ...) either way.",
     )
 
     @field_validator("level", mode="before")
@@ -225,21 +278,29 @@ def reference_problems(cfg: Config) -> list[tuple[tuple[str | int, ...], str]]:
     """Cross-references pydantic cannot see field by field: (key path, reason) for each problem."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for cam_name, cam in cfg.cameras.items():
-        seen: set[str] = set()
-        for i, stage in enumerate(cam.chain):
-            at: tuple[str | int, ...] = ("cameras", cam_name, "chain", i)
-            if stage.model not in cfg.models:
-                known = ", ".join(sorted(cfg.models)) or "none defined"
-                problems.append(((*at, "model"), f"unknown model {stage.model!r} (models: {known})"))
-            if stage.stage_name in seen:
-                problems.append(
-                    ((*at, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`")
-                )
-            if stage.on is not None and stage.on not in seen:
-                problems.append(((*at, "on"), f"{stage.on!r} is not an earlier stage of this chain"))
-            if stage.on is None and i > 0:
-                problems.append(
-                    (at, "only the first stage runs on the whole frame; set `on:` to an earlier stage")
-                )
-            seen.add(stage.stage_name)
+        problems += chain_problems(cam.chain, cfg.models, ("cameras", cam_name, "chain"))
+    return problems
+
+
+def chain_problems(
+    chain: list[StageConfig], models: Collection[str], at: tuple[str | int, ...] = ("chain",)
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A chain's references (its models, its stages' `on`): (key path under `at`, reason) per problem.
+    A camera's chain in the config, or one sent to POST /predict."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: set[str] = set()
+    for i, stage in enumerate(chain):
+        where: tuple[str | int, ...] = (*at, i)
+        if stage.model not in models:
+            known = ", ".join(sorted(models)) or "none defined"
+            problems.append(((*where, "model"), f"unknown model {stage.model!r} (models: {known})"))
+        if stage.stage_name in seen:
+            problems.append(((*where, "name"), f"stage name {stage.stage_name!r} is used twice; set `name:`"))
+        if stage.on is not None and stage.on not in seen:
+            problems.append(((*where, "on"), f"{stage.on!r} is not an earlier stage of this chain"))
+        if stage.on is None and i > 0:
+            problems.append(
+                (where, "only the first stage runs on the whole frame; set `on:` to an earlier stage")
+            )
+        seen.add(stage.stage_name)
     return problems

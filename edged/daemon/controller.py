@@ -11,6 +11,7 @@ queues.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from edged.daemon.commands import Command, ModelCommand, ResetCounts, SetEnabled, Snapshot
@@ -29,6 +30,7 @@ class Controller:
         prefix: str,
         snapshot: Callable[[str], bytes | None],
         updates: ModelUpdates,
+        expiry_s: int | None = None,
         on_counts_reset: Callable[[str], None] | None = None,
     ) -> None:
         self.supervisor = supervisor
@@ -38,6 +40,10 @@ class Controller:
         self.snapshot = snapshot  # camera -> its annotated JPEG, or None
         self.on_counts_reset = on_counts_reset  # camera -> None: its counts changed (Home Assistant state)
         self._announced = False  # the retained <camera>/enabled states went out on this connection
+        # MQTT 5 message expiry of the enabled states (mqtt.state_expiry_s): refreshed every third of it.
+        self.expiry_s = expiry_s
+        self._refreshed = 0.0
+        self._published: set[str] = set()  # cameras whose enabled state is retained on the broker
 
     def execute(self, command: Command) -> None:
         if isinstance(command, ModelCommand):  # live model update (edged.daemon.updates); never raises
@@ -96,17 +102,32 @@ class Controller:
 
     def _publish_enabled(self, name: str) -> None:
         state = "ON" if name in self.supervisor.cameras else "OFF"
-        self.publisher.publish_raw(f"{self.prefix}/{name}/enabled", state, retain=True, qos=1)
+        topic = f"{self.prefix}/{name}/enabled"
+        if self.publisher.publish_raw(topic, state, retain=True, qos=1, expiry_s=self.expiry_s) is not None:
+            self._published.add(name)
 
     def announce(self) -> None:
-        """Publish every camera's retained enabled state once per connection (and after a reload)."""
+        """Publish every camera's retained enabled state once per connection (and after a reload), and
+        again every third of its expiry; a camera that left the config has its state deleted."""
         if not self.publisher.connected:
             self._announced = False
             return
-        if not self._announced:
+        now = time.monotonic()
+        due = self.expiry_s is not None and now - self._refreshed >= self.expiry_s / 3
+        if not self._announced or due:
             self._announced = True
+            self._refreshed = now
+            for name in sorted(self._published - set(self.supervisor.cfg.cameras)):
+                self.publisher.publish_raw(f"{self.prefix}/{name}/enabled", b"", retain=True, qos=1)
+                self._published.discard(name)
             for name in self.supervisor.cfg.cameras:
                 self._publish_enabled(name)
+
+    def clear(self) -> None:
+        """On a clean stop: delete the retained enabled states, which say what runs *now*."""
+        for name in sorted(self._published):
+            self.publisher.publish_raw(f"{self.prefix}/{name}/enabled", b"", retain=True, qos=1)
+        self._published.clear()
 
     def reannounce(self) -> None:
         """Cameras may have come or gone (a reload): republish every enabled state on the next tick."""

@@ -26,6 +26,7 @@ from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
 from edged.config import Config, ConfigError, load_config
 from edged.daemon.commands import CommandQueue
 from edged.daemon.controller import Controller
+from edged.daemon.predict import PredictApi
 from edged.daemon.signals import SignalFlags
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
@@ -34,6 +35,7 @@ from edged.daemon.view import OperatorView
 from edged.infer.base import Engine
 from edged.observability import threads
 from edged.observability.environment import opencv_report
+from edged.observability.health.http_io import BodyRoute
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
 from edged.observability.health.server import HealthServer
@@ -119,6 +121,7 @@ class Daemon:
         self.signals = signals or SignalFlags()
         self.commands: CommandQueue | None = None
         self.controller: Controller | None = None
+        self.predict: PredictApi | None = None  # POST /predict (health.predict.enabled)
 
     @property
     def cfg(self) -> Config:
@@ -168,6 +171,7 @@ class Daemon:
                 cfg.topic_prefix,
                 self.snapshot,
                 self.updates,
+                expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
                 on_counts_reset=lambda cam: self.hass.touch(cam) if self.hass is not None else None,
             )
         self.publisher.start()
@@ -185,6 +189,7 @@ class Daemon:
                 commands=cfg.mqtt.commands,
                 configuration_url=cfg.mqtt.hass.configuration_url
                 or status_page_url(cfg.health.bind, cfg.health.port, cfg.health.enabled),
+                expiry_s=cfg.mqtt.expiry_s,
             )
             self.hass.set_cameras(cfg.cameras)
             self.hass.set_analytics(_hass_analytics(cfg))
@@ -199,6 +204,10 @@ class Daemon:
         self.stats_pub.start()
 
     def _start_health(self) -> None:
+        pc = self.cfg.health.predict
+        if pc.enabled:  # the cameras' model servers answer it: pictures in, the cameras' events out
+            self.predict = PredictApi(pc, self.supervisor, self.cfg.device.name, lambda: self.publisher)
+            self.report.predict = self.predict.status
         self.health = HealthServer(
             self.cfg.health.bind,
             self.cfg.health.port,
@@ -208,6 +217,8 @@ class Daemon:
             snapshot=self.snapshot,
             history=self.view.snapshot,
             thumbnail=self.view.thumbnail,
+            predict=self.predict.handle if self.predict is not None else None,
+            predict_route=BodyRoute(pc.max_body_bytes, pc.max_in_flight, reply_timeout_s=pc.timeout_s + 5),
         )
         try:
             self.health.start()
@@ -265,6 +276,11 @@ class Daemon:
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:
+            # Retained per-camera states say what runs now: nothing will, so they go before "offline".
+            if self.hass is not None:
+                self.hass.clear_states()
+            if self.controller is not None:
+                self.controller.clear()
             self.publisher.stop(flush_timeout_s)
             self.publisher.outbox.close()  # the publisher does not own the outbox
         if self.health is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edged import __version__
@@ -29,11 +30,36 @@ class StatusReport:
         self.rates = rates
         self.telemetry = telemetry
         self.publisher: MqttPublisher | None = None  # set once the daemon started it
+        self.predict: Callable[[], dict[str, Any]] | None = None  # POST /predict's counters, when on
         self.started = time.time()
 
     def cameras(self) -> dict[str, dict[str, Any]]:
-        """Each running camera's status with source_fps, processed_fps and drop_ratio (edged.observability.rates)."""
-        return {n: self.rates.with_rates(n, r.status()) for n, r in list(self.supervisor.cameras.items())}
+        """Every configured camera: a running one's status with source_fps, processed_fps and drop_ratio
+        (edged.observability.rates); one that does not run stays listed, as `disabled` (by the config or
+        an MQTT command) or `not_started` (a model of its chain did not load), so it can be watched."""
+        running = dict(self.supervisor.cameras)
+        out = {n: self.rates.with_rates(n, r.status()) for n, r in running.items()}
+        for name in list(self.supervisor.cfg.cameras):
+            if name not in out:
+                out[name] = self._not_running(name)
+        return out
+
+    def _not_running(self, name: str) -> dict[str, Any]:
+        wanted = self.supervisor.wanted(name)
+        out: dict[str, Any] = {
+            "state": "not_started" if wanted else "disabled",
+            "enabled": wanted,
+            "source_fps": 0.0,
+            "processed_fps": 0.0,
+            "drop_ratio": 0.0,
+        }
+        if not wanted:
+            out["disabled_by"] = "command" if name in self.supervisor.enabled_override else "config"
+        else:
+            cam = self.supervisor.cfg.cameras[name]
+            missing = sorted({s.model for s in cam.chain} - set(self.supervisor.models))
+            out["source_error"] = f"model(s) not loaded: {', '.join(missing)}" if missing else "not started"
+        return out
 
     def models_serving(self) -> tuple[bool, str]:
         """Liveness: every model server's threads run."""
@@ -65,7 +91,9 @@ class StatusReport:
         ok = True
         for name in self.supervisor.cfg.cameras:
             cam = self.supervisor.cfg.cameras[name]
-            if not self.supervisor.wanted(name):
+            if not self.supervisor.wanted(name):  # off on purpose: listed, and not a reason to be unready
+                how = "command" if name in self.supervisor.enabled_override else "config"
+                cams[name] = {"ok": True, "state": "disabled", "disabled_by": how}
                 continue
             runner = self.supervisor.cameras.get(name)
             age = (
@@ -133,6 +161,8 @@ class StatusReport:
                 "outbox_dropped": dict(ob.dropped),
             }
             out["mqtt"]["healthy"], out["mqtt"]["reason"] = self.publisher.healthy()
+        if self.predict is not None:
+            out["predict"] = self.predict()
         out["telemetry"] = self.telemetry.snapshot()
         out["threads"] = threads.table()
         return out
@@ -140,6 +170,8 @@ class StatusReport:
     def one_line(self) -> str:
         parts = [
             f"{n}:{c['state']}:{c['processed_fps']:.1f}/{c['source_fps']:.1f}fps"  # processed/delivered
+            if n in self.supervisor.cameras
+            else f"{n}:{c['state']}"
             for n, c in self.cameras().items()
         ]
         broker = self.publisher.state if self.publisher else "mqtt off"

@@ -169,11 +169,16 @@ class Supervisor:
         cam = self.cfg.cameras[name]
         if not self.wanted(name):
             how = "by an MQTT command" if name in self.enabled_override else "in the config"
-            log.info("camera %s: disabled %s", name, how)
+            log.info("camera %s: disabled %s", name, how, extra={"camera": name})
             return
         missing = sorted({s.model for s in cam.chain} - set(self.models))
         if missing:
-            log.error("camera %s: not started, model(s) failed to load: %s", name, ", ".join(missing))
+            log.error(
+                "camera %s: not started, model(s) failed to load: %s",
+                name,
+                ", ".join(missing),
+                extra={"camera": name},
+            )
             return
         runner = CameraRunner(
             name,

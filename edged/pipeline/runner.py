@@ -163,6 +163,8 @@ class CameraRunner:
         self._latency["total"] = metrics.frame_latency.labels(name)
         self._error_logged: str | None = None
         self.failed_frames = 0  # frames that failed in the chain (edged_frames_dropped_total{reason="error"})
+        self.skipped_frames = 0  # frames motion gating kept from the chain (edged.observability.rates)
+        self.recorded_frames = 0  # frames of a camera without a chain, handed to the sink as they are
         self._stopping = False
         self._pump_lock = threading.Lock()  # a stop waits for a pump under way (see stop)
 
@@ -182,7 +184,12 @@ class CameraRunner:
         if self.flow is not None:
             drained = self.flow.drain(timeout)
             if not drained:
-                log.warning("camera %s: in-flight frames did not finish within %.0f s", self.name, timeout)
+                log.warning(
+                    "camera %s: in-flight frames did not finish within %.0f s",
+                    self.name,
+                    timeout,
+                    extra={"camera": self.name},
+                )
             self.flow.detach()
             if drained:  # a frame still in flight reads its buffers: then they are kept (a small leak)
                 self._forget_buffers()
@@ -209,6 +216,7 @@ class CameraRunner:
                 return
             self.last_frame = frame
             if self.flow is None:
+                self.recorded_frames += 1
                 self._record(FrameResult(frame, [], {}))
             elif self.motion is None:
                 self.flow.offer(frame)
@@ -216,8 +224,8 @@ class CameraRunner:
                 decision = self._motion_check(frame)
                 if decision.run_detector:
                     self.flow.offer(frame, decision.region)
-                else:
-                    self.flow.skip(frame, self._hold_tracks(frame.seq))
+                elif self.flow.skip(frame, self._hold_tracks(frame.seq)):
+                    self.skipped_frames += 1
 
     # --- motion gating (issue 16): the logic lives in edged/pipeline/motion.py ---
     def _motion_check(self, frame: Frame) -> MotionResult:
@@ -276,7 +284,13 @@ class CameraRunner:
         self.failed_frames += 1
         self.metrics.drops.labels(self.name, "error").inc()
         if msg != self._error_logged:  # the same failure on every frame is logged once
-            log.error("camera %s: frame %d failed in the chain: %s", self.name, frame.seq, msg)
+            log.error(
+                "camera %s: frame %d failed in the chain: %s",
+                self.name,
+                frame.seq,
+                msg,
+                extra={"camera": self.name},  # a structured field of the JSON log line
+            )
             self._error_logged = msg
 
     def status(self) -> dict[str, Any]:
@@ -288,7 +302,9 @@ class CameraRunner:
             "decode": cap.decoding,
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
-            "frames_processed": self.flow.completed if self.flow else None,
+            # Without a chain, every frame taken goes through the (empty) chain as it is.
+            "frames_processed": self.flow.completed if self.flow else self.recorded_frames,
+            "frames_skipped": self.skipped_frames,
             "frames_in_flight": f"{self.flow.in_flight}/{self.flow.depth}" if self.flow else None,
             "motion": self.motion.status() if self.motion is not None else None,
             # Own counts, not the registry's: a lookup there walks every collector (16 cameras made

@@ -3,7 +3,8 @@
 One HA device per edged host (identifiers `edged_<device>`, so it cannot collide with another MQTT
 device of the same name; `configuration_url` links the status page when it is reachable) and these
 entities per camera, all fed by one retained JSON state message per camera, `<prefix>/<camera>/state`,
-which is also every sensor's `json_attributes_topic` (so its other fields show as attributes):
+which is also every sensor's `json_attributes_topic` (so its fields show as attributes; `state`, a name
+HA reserves, as `camera_state`, through `json_attributes_template`):
 
     {"online": "ON", "state": "streaming", "source_fps": 14.9, "processed_fps": 2.2,
      "drop_ratio": 0.852, "detections": 12, "last_text": "KA 1234",
@@ -12,7 +13,8 @@ which is also every sensor's `json_attributes_topic` (so its other fields show a
 Entities (docs/mqtt.md has the table): sensors `last_text`, `detections` (objects: a read text is not
 a second object), `source_fps`, `processed_fps`, `drop_ratio` (shown in %), binary_sensor `online`;
 with `mqtt.commands` also a switch (`enabled`, on the existing set/enabled command and the retained
-`<camera>/enabled` state) and a button (`snapshot`, on set/snapshot). The `fps` sensor of earlier
+`<camera>/enabled` state), a button (`snapshot`, on set/snapshot) and an image entity (`snapshot`)
+showing the JPEG the button gets published on `<camera>/snapshot`. The `fps` sensor of earlier
 releases (the source rate, easily misread as the processing rate) is deleted from HA on announce.
 With `thumbnails.publish`, an image entity `<camera> last thumbnail` shows the JPEGs on
 `<prefix>/<camera>/+/thumbnail`.
@@ -23,7 +25,9 @@ so HA finds them whenever it (re)starts. Availability follows edged's `<prefix>/
 
 Everything goes out from `tick()`, which the daemon's main loop calls a few times a second: it announces
 on every (re)connection (a broker without persistence forgets retained messages), publishes a camera's
-state at most once a second after an event and every `state_interval_s` otherwise. `on_event()` runs on
+state at most once a second after an event and every `state_interval_s` otherwise. With MQTT 5 each
+state carries a message expiry (`expiry_s`) and is refreshed every third of it, so after a crash the
+broker drops it within `expiry_s`; a clean stop deletes it at once (`clear_states`). `on_event()` runs on
 the camera's pipeline thread and only records, so no frame ever waits on the broker. When a camera
 leaves the config (reload, or between runs: the announced set is kept in `state_path`) its retained
 configs and state are cleared with empty retained messages, which is how HA is told to delete entities.
@@ -44,7 +48,13 @@ from typing import Any, Protocol
 from edged import __version__
 from edged.publish.event import event_text, iso_utc_ms
 from edged.publish.hass_analytics import CameraAnalytics, analytics_entities, analytics_state
-from edged.publish.hass_entities import ENTITIES, REMOVED_ENTITIES, image_entity
+from edged.publish.hass_entities import (
+    ATTRIBUTES_TEMPLATE,
+    ENTITIES,
+    REMOVED_ENTITIES,
+    image_entity,
+    snapshot_entity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +67,14 @@ class RawPublisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def publish_raw(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0) -> Any: ...
+    def publish_raw(
+        self,
+        topic: str,
+        payload: bytes | str,
+        retain: bool = False,
+        qos: int = 0,
+        expiry_s: int | None = None,
+    ) -> Any: ...
 
 
 @dataclass
@@ -95,6 +112,7 @@ class HassDiscovery:
         thumbnails: bool = False,
         commands: bool = False,
         configuration_url: str | None = None,
+        expiry_s: int | None = None,
     ) -> None:
         self.publisher = publisher
         self.device = device
@@ -108,6 +126,10 @@ class HassDiscovery:
         self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
         self.commands = commands  # offer the enabled switch and snapshot button (mqtt.commands)
         self.configuration_url = configuration_url
+        # MQTT 5 message expiry of the retained states (mqtt.state_expiry_s): refreshed every third of it,
+        # so a state outlives a crashed edged by at most that long.
+        self.expiry_s = expiry_s
+        self.refresh_s = min(state_interval_s, expiry_s / 3) if expiry_s else state_interval_s
         self.availability_topic = f"{self.prefix}/status"
         self._lock = threading.Lock()
         self._cameras: dict[str, _CameraState] = {}
@@ -160,7 +182,7 @@ class HassDiscovery:
             self._announced = False
             return
         now = self.clock()
-        periodic = now - self._last_periodic >= self.state_interval_s
+        periodic = now - self._last_periodic >= self.refresh_s
         if not self._announced:
             if not self._announce():
                 return  # lost the connection midway: retry on the next tick
@@ -184,6 +206,14 @@ class HassDiscovery:
         """Remove every entity of this device from HA (e.g. when hass is switched off for good)."""
         self.set_cameras([])
         self.tick()
+
+    def clear_states(self) -> None:
+        """On a clean stop: delete the retained states (an empty retained message), so none claims a
+        camera streams while edged is down; the entities stay, unavailable through <prefix>/status."""
+        with self._lock:
+            names = list(self._cameras)
+        for name in names:
+            self._send(self.state_topic(name), b"")
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -225,6 +255,7 @@ class HassDiscovery:
                 **self._entity(camera, key, suffix),
                 "state_topic": state,
                 "json_attributes_topic": state,
+                "json_attributes_template": ATTRIBUTES_TEMPLATE,  # `state` arrives as `camera_state`
                 **extra,
             }
         if self.thumbnails:
@@ -244,7 +275,12 @@ class HassDiscovery:
             ).items():
                 entity = {**self._entity(camera, key, suffix), **extra}
                 if component in ("sensor", "binary_sensor"):
-                    entity = {**entity, "state_topic": state, "json_attributes_topic": state}
+                    entity = {
+                        **entity,
+                        "state_topic": state,
+                        "json_attributes_topic": state,
+                        "json_attributes_template": ATTRIBUTES_TEMPLATE,
+                    }
                 out[self._topic(component, camera, key)] = entity
         if self.commands:  # the commands edged.daemon.commands already serves, as HA controls
             base = f"{self.prefix}/{camera}"
@@ -262,6 +298,11 @@ class HassDiscovery:
                 "payload_press": "PRESS",
                 "icon": "mdi:camera",
             }
+            # The JPEG the button asks for, shown in HA (the image entity reads <camera>/snapshot).
+            out[self._topic("image", camera, "snapshot")] = {
+                **self._entity(camera, "snapshot_image", "last snapshot"),
+                **snapshot_entity(camera, self.prefix),
+            }
         return out
 
     def image_config_topic(self, camera: str) -> str:
@@ -269,7 +310,11 @@ class HassDiscovery:
 
     def _all_topics(self, camera: str) -> list[str]:
         """Every discovery topic edged may have used for `camera` (for clearing)."""
-        extra = [self._topic("switch", camera, "enabled"), self._topic("button", camera, "snapshot")]
+        extra = [
+            self._topic("switch", camera, "enabled"),
+            self._topic("button", camera, "snapshot"),
+            self._topic("image", camera, "snapshot"),
+        ]
         earlier = self._load_topics().get(camera, [])  # a line or zone since removed
         return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera), *earlier]))
 
@@ -342,15 +387,15 @@ class HassDiscovery:
 
     def _publish_state(self, camera: str, cam_status: dict[str, Any], now: float) -> None:
         body = json.dumps(self.state(camera, cam_status), separators=(",", ":"))
-        if self._send(self.state_topic(camera), body):
+        if self._send(self.state_topic(camera), body, self.expiry_s):
             with self._lock:
                 st = self._cameras.get(camera)
                 if st is not None:
                     st.dirty = False
                     st.sent_at = now
 
-    def _send(self, topic: str, payload: bytes | str) -> bool:
-        return self.publisher.publish_raw(topic, payload, retain=True, qos=1) is not None
+    def _send(self, topic: str, payload: bytes | str, expiry_s: int | None = None) -> bool:
+        return self.publisher.publish_raw(topic, payload, retain=True, qos=1, expiry_s=expiry_s) is not None
 
     # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
 

@@ -9,6 +9,11 @@ from typing import Any
 # Entities of earlier releases, deleted from HA when announcing: key -> component.
 REMOVED_ENTITIES = {"fps": "sensor"}
 
+# HA drops JSON attributes with these names (homeassistant/components/mqtt/entity.py,
+# MQTT_ATTRIBUTES_BLOCKED); the state message's `state` is one of them, so every entity's attributes
+# template passes it on as `camera_state` (the other fields as they are).
+ATTRIBUTES_TEMPLATE = "{{ dict(value_json, camera_state=value_json.state) | tojson }}"
+
 _FPS = {"unit_of_measurement": "fps", "state_class": "measurement", "suggested_display_precision": 1}
 
 # key -> (component, entity name suffix, extra discovery fields); all read the camera's state topic.
@@ -59,6 +64,17 @@ ENTITIES: dict[str, tuple[str, str, dict[str, Any]]] = {
         },
     ),
 }
+
+
+def snapshot_entity(camera: str, prefix: str) -> dict[str, Any]:
+    """The camera's snapshot image entity (with `mqtt.commands`): shows the JPEG the snapshot button
+    asks for, published (not retained) on `<prefix>/<camera>/snapshot`."""
+    return {
+        "name": f"{camera} last snapshot",
+        "image_topic": f"{prefix}/{camera}/snapshot",
+        "content_type": "image/jpeg",
+        "icon": "mdi:camera",
+    }
 
 
 def image_entity(camera: str, prefix: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from edged.config.schema import MqttConfig
 from edged.observability.metrics import Metrics
 from edged.publish.guards import CallbackGuard, supervise
 from edged.publish.mids import MidBook
-from edged.publish.mqtt_client import ReplayPacer, make_client, use_tls
+from edged.publish.mqtt_client import ReplayPacer, expiry_properties, make_client, use_tls
 from edged.publish.outbox import Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,12 @@ class MqttPublisher:
         self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._state = "connecting"
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        if self.cfg.protocol == "5":  # a clean start on every connection, as clean_session does in 3.1.1
+            self._client.connect_async(
+                self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=True
+            )
+        else:
+            self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self._client.loop_start()
 
     def _setup_tls(self) -> bool:
@@ -199,17 +204,25 @@ class MqttPublisher:
         return rec
 
     def publish_raw(
-        self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0
+        self,
+        topic: str,
+        payload: bytes | str,
+        retain: bool = False,
+        qos: int = 0,
+        expiry_s: int | None = None,
     ) -> mqtt.MQTTMessageInfo | None:
-        """Send outside the outbox (stats, discovery); None while disconnected: such messages go stale."""
+        """Send outside the outbox (stats, discovery); None while disconnected: such messages go stale.
+        `expiry_s` (MQTT 5 only; ignored with 3.1.1): the broker drops the message after that long, a
+        retained one too, so a state nobody refreshes any more cannot outlive its publisher."""
         if not self.connected:
             return None
-        return self._publish_untracked(topic, payload, qos, retain)
+        return self._publish_untracked(topic, payload, qos, retain, expiry_s)
 
     def _publish_untracked(
-        self, topic: str, payload: bytes | str, qos: int, retain: bool
+        self, topic: str, payload: bytes | str, qos: int, retain: bool, expiry_s: int | None = None
     ) -> mqtt.MQTTMessageInfo:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        props = expiry_properties(expiry_s) if expiry_s and self.cfg.protocol == "5" else None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         self._inflight.sent_untracked(info.mid)  # so its on_publish is not taken for an event's
         return info
 

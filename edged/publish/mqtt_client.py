@@ -1,6 +1,6 @@
 """The paho client as edged sets it up, and the pace of a backlog replay; used by MqttPublisher (mqtt.py).
 
-`make_client`: MQTT 3.1.1, a clean session, the retained "offline" last will on the status topic,
+`make_client`: MQTT 5 (or 3.1.1, `mqtt.protocol`), a clean session, the retained "offline" last will on the status topic,
 credentials, the in-flight window, no queue of paho's own (the outbox is the queue) and the reconnect
 backoff. `use_tls`: the broker's CA, an optional client certificate, hostname checking. `ReplayPacer`:
 a token bucket that lets backlog records out at most `rate` per second (bursts of a tenth of a second's
@@ -15,17 +15,25 @@ import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edged.config.schema import MqttConfig, TlsConfig
 
 
 def make_client(cfg: MqttConfig, device: str, status_topic: str, max_inflight: int) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=cfg.client_id or f"edged-{device}",
-        clean_session=True,
-        protocol=MQTTProtocolVersion.MQTTv311,
-    )
+    client_id = cfg.client_id or f"edged-{device}"
+    if cfg.protocol == "5":  # a clean start is asked for in connect (MQTT 5 has no clean_session)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)
     # paho annotates int but sleeps with floats
@@ -34,6 +42,13 @@ def make_client(cfg: MqttConfig, device: str, status_topic: str, max_inflight: i
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
     return client
+
+
+def expiry_properties(seconds: int) -> Properties:
+    """MQTT 5 PUBLISH properties: the broker drops the message (a retained one included) after `seconds`."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = seconds
+    return props
 
 
 def use_tls(client: mqtt.Client, tls: TlsConfig) -> None:

@@ -44,10 +44,12 @@ def test_items_pack_homography_and_content_rect() -> None:
     plan = plan_frame(spec, 1920, 1080)
     items = items_for([plan])
     # The C struct Item { float h[9]; int cx, cy, cw, ch; unsigned long long src; int sw, sh, spitch,
-    # sc, swap; }: src is 8-byte aligned at 56, the struct padded to 88 bytes.
+    # sc, swap; unsigned long long uv; int uvpitch; float yuv[6]; }: src 8-byte aligned at 56, uv at 88,
+    # the struct padded to 128 bytes (nvcc's offsetof agrees: checked when the NV12 fields came).
     offsets = {name: ITEM_DTYPE.fields[name][1] for name in ITEM_DTYPE.names}
-    assert offsets == {"h": 0, "rect": 36, "src": 56, "src_dims": 64}
-    assert ITEM_DTYPE.itemsize == 88 and items.nbytes == 88
+    assert offsets == {"h": 0, "rect": 36, "src": 56, "src_dims": 64, "uv": 88, "uv_pitch": 96, "yuv": 100}
+    assert ITEM_DTYPE.itemsize == 128 and items.nbytes == 128
+    assert items[0]["uv"] == 0  # 0: packed pixels (an NV12 item names its chroma plane)
     assert items[0]["src"] == 0  # 0: the launch's own source image (single-frame and crop batches)
     assert tuple(items[0]["rect"]) == plan.content
     np.testing.assert_allclose(items[0]["h"].reshape(3, 3), plan.h_out_to_src, rtol=1e-6)
@@ -59,10 +61,21 @@ def test_channel_swap_rule() -> None:
     assert needs_swap(PreprocessSpec(color="rgb"), "bgr8")
     assert not needs_swap(PreprocessSpec(color="rgb"), "rgb8")
     assert not needs_swap(PreprocessSpec(color="bgr"), "bgr8")
+    assert needs_swap(PreprocessSpec(color="bgr"), "nv12") and not needs_swap(
+        PreprocessSpec(color="rgb"), "nv12"
+    )
 
 
 def test_kernel_source_has_every_entry_point() -> None:
-    for name in ("pp_nchw_f32", "pp_nchw_f16", "pp_nhwc_f32", "pp_nhwc_f16", "ctc_argmax", "threshold_bits"):
+    for name in (
+        "pp_nchw_f32",
+        "pp_nchw_f16",
+        "pp_nhwc_f32",
+        "pp_nhwc_f16",
+        "pp_nhwc_u8",
+        "ctc_argmax",
+        "threshold_bits",
+    ):
         assert f"{name}" in CUDA_SOURCE
 
 

@@ -1,5 +1,5 @@
 """Local HTTP health server: /healthz, /readyz, /metrics, /stats, /snapshot/<camera>.jpg, /history,
-/events/<id>.jpg (event thumbnails) and a status page.
+/events/<id>.jpg (event thumbnails), a status page and, when given `predict`, POST /predict.
 
 It only reads state through the callables it is given (health never drives a camera), and the pipeline
 never waits on it. Sockets belong to one asyncio loop (edged.observability.health.http_io): a request head must arrive
@@ -17,6 +17,9 @@ complete request at a time, with http.server's parsing on in-memory buffers.
 
 `history()` (edged.observability.history: per-camera processed fps and latency points, the recent events) is served
 as-is at /history; `thumbnail(name)` returns the JPEG of /events/<name> or None (404).
+`predict(query, content_type, body)` answers POST /predict with (HTTP status, JSON object): the request
+body is read by http_io within the limits of `predict_route` (size, requests in flight), on a pool of
+its own.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edged.observability.health.http_io import HttpFront, error_response
+from edged.observability.health.http_io import BodyRoute, HttpFront, error_response
 from edged.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ ReadyFn = Callable[[], tuple[bool, dict[str, Any]]]
 SnapshotFn = Callable[[str], "bytes | None"]
 HistoryFn = Callable[[], dict[str, Any]]
 ThumbnailFn = Callable[[str], "bytes | None"]
+# (query string, Content-Type, body) -> (HTTP status, JSON object)
+PredictFn = Callable[[str, str, bytes], tuple[int, dict[str, Any]]]
+PREDICT_PATH = "/predict"
 
 # The whole request head must arrive within this long (one deadline, not per read): well under any probe's
 # timeout, and idle or dribbling sockets are gone quickly. Liveness never waits on them in any case.
@@ -127,6 +133,24 @@ class _Handler(BaseHTTPRequestHandler):
             {"error": f"method {self.command} not allowed"},
             extra={"Allow": "GET, HEAD"},
         )
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        url = urlsplit(self.path)
+        if url.path != PREDICT_PATH or owner.predict_fn is None:
+            self._method_not_allowed()
+            return
+        # http_io read the whole body (Content-Length, within the route's limits) after the head.
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            code, obj = owner.predict_fn(url.query, self.headers.get("Content-Type") or "", body)
+        except Exception as exc:
+            log.error("health: POST %s failed: %s", url.path, exc, exc_info=True)
+            code, obj = (
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": f"{type(exc).__name__}: {exc}", "code": 500},
+            )
+        self._reply(code, obj)
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -218,6 +242,8 @@ class HealthServer:
         snapshot: SnapshotFn,
         history: HistoryFn | None = None,
         thumbnail: ThumbnailFn | None = None,
+        predict: PredictFn | None = None,
+        predict_route: BodyRoute | None = None,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
@@ -228,6 +254,8 @@ class HealthServer:
         self.snapshot_fn = snapshot
         self.history_fn = history
         self.thumbnail_fn = thumbnail
+        self.predict_fn = predict
+        self.predict_route = predict_route or BodyRoute(max_bytes=8 * 1024 * 1024, max_in_flight=2)
         self.request_timeout_s = request_timeout_s
         self.page = _status_page()
         self._requested_port = port
@@ -265,6 +293,7 @@ class HealthServer:
             read_timeout_s=self.request_timeout_s,
             max_head_bytes=MAX_HEAD_BYTES,
             max_connections=self._max_connections,
+            bodies={PREDICT_PATH: self.predict_route} if self.predict_fn is not None else None,
         )
         self._front.start()
         log.info("health server listening on http://%s:%d/", self.bind, self.port)
