@@ -137,3 +137,5 @@ class FrameResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     # The tracker's new/updated/ended tracks for this frame (edged.pipeline.tracker.TrackUpdate), if tracking.
     tracks: Any = None
+    # The frame's scene analytics events (edged.analytics.SceneEvent: line crossings, zone changes).
+    analytics: list[Any] = field(default_factory=list)

@@ -44,7 +44,7 @@ import importlib.util, pathlib
 import cv2, edged, onnxruntime, paho.mqtt  # noqa: F401
 assert pathlib.Path(edged.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve())
 # Found, not imported (cheap): rapidocr (installed --no-deps) and the dev tools the tests and CI use.
-dev = ("rapidocr", "rapidocr_onnxruntime", "pytest", "hypothesis", "mypy", "ruff", "jsonschema", "skimage", "cryptography", "onnx")
+dev = ("rapidocr", "rapidocr_onnxruntime", "pytest", "hypothesis", "mypy", "ruff", "jsonschema", "skimage", "cryptography", "onnx", "jinja2")
 assert all(importlib.util.find_spec(m) is not None for m in dev)
 PY
 }

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),  # the commands; __main__
     ("daemon",),  # wires every part: lifecycle, signals, reloads, MQTT commands, status
     ("pipeline", "publish"),  # a camera's chain | where its results go: neither knows the other
+    ("analytics",),  # lines, zones, speeds over a camera's tracks: what the chain and publish share
     ("serving",),  # one model server per model; loading a configured model
     ("capture", "config", "infer"),  # sources | the config schema and loader | engines
     ("models",),  # decoders per model kind
@@ -293,7 +294,7 @@ def test_checker_reports_upward_sideways_forbidden_and_test_imports(tmp_path: Pa
     problems = check(pkg)
     text = "\n".join(problems)
     assert (
-        "edged/gpu/lane.py:5: edged.gpu.lane imports edged.cli.util: gpu (level 7) may not import cli (level 1)"
+        "edged/gpu/lane.py:5: edged.gpu.lane imports edged.cli.util: gpu (level 8) may not import cli (level 1)"
         in text
     )
     assert (

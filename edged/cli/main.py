@@ -105,7 +105,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
-    if args.scene == "gate":
+    if args.scene == "traffic":
+        from edged.demo.sample_traffic import FRAMES, make_traffic_sample
+
+        out = args.out or "samples/traffic.mp4"
+        truth = make_traffic_sample(
+            Path(out),
+            frames=min(args.frames, FRAMES),
+            fps=args.fps or 5.0,
+            seed=25 if args.seed is None else args.seed,
+        )
+    elif args.scene == "gate":
         from edged.demo.sample_gate import make_gate_sample
 
         out = args.out or "samples/gate.mp4"
@@ -254,19 +264,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "make-sample",
         "write a deterministic sample video and its ground truth",
-        "Writes a synthetic video and, beside it, a JSON file with the true text per frame: moving plates (the demo) or a mostly empty gate scene (motion gating).",
+        "Writes a synthetic video and, beside it, a JSON file with the true text per frame: moving plates (the demo), a mostly empty gate scene (motion gating) or a calibrated road (analytics: its crossings, zone visits, speeds and identities).",
     )
     g.add_argument(
         "--scene",
-        choices=("plates", "gate"),
+        choices=("plates", "gate", "traffic"),
         default="plates",
-        help="plates: 10 s of plates moving all the time; gate: a mostly empty gate, a car now and then",
+        help="plates: 10 s of plates moving all the time; gate: a mostly empty gate, a car now and then; "
+        "traffic: 20 s of a calibrated road with lines, a zone, stops and crossing paths (docs/analytics.md)",
     )
-    g.add_argument("--out", default=None, help="video path (default samples/plates.mp4 or samples/gate.mp4)")
-    g.add_argument("--frames", type=int, default=150, help="plates scene: number of frames")
+    g.add_argument(
+        "--out",
+        default=None,
+        help="video path (default samples/plates.mp4, samples/gate.mp4 or samples/traffic.mp4)",
+    )
+    g.add_argument(
+        "--frames",
+        type=int,
+        default=150,
+        help="plates scene: number of frames; traffic: at most 100 (its length)",
+    )
     g.add_argument("--seconds", type=float, default=600.0, help="gate scene: length in seconds")
-    g.add_argument("--fps", type=float, default=None, help="frame rate (default 15 plates, 5 gate)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default 7 plates, 11 gate)")
+    g.add_argument(
+        "--fps", type=float, default=None, help="frame rate (default 15 plates, 5 gate and traffic)"
+    )
+    g.add_argument(
+        "--seed", type=int, default=None, help="random seed (default 7 plates, 11 gate, 25 traffic)"
+    )
     _config_option(g, None, "ignored (accepted so every command takes --config)")
     g.set_defaults(func=cmd_make_sample)
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edged.config.analytics import AnalyticsConfig
 from edged.config.base import NAME_RE, EdgedModel
 
 
@@ -69,6 +70,10 @@ class TrackingConfig(EdgedModel):
     max_age: int = Field(15, ge=1, description="Frames a track may go unseen before it ends.")
     high_score: float = Field(
         0.5, ge=0, le=1, description="Detections at or above start tracks; lower ones only continue them."
+    )
+    motion_model: Literal["kalman", "none"] = Field(
+        "kalman",
+        description="kalman: match detections to where each track's constant-velocity Kalman filter expects it, so tracks survive misses and crossing paths; none: to its last box (the tracker before issue 25).",
     )
     events: Literal["frames", "tracks"] = Field(
         "frames",
@@ -219,6 +224,10 @@ class CameraConfig(EdgedModel):
     )
     chain: list[StageConfig] = Field(
         default_factory=list, description="Model stages run on each frame, in order."
+    )
+    analytics: AnalyticsConfig = Field(
+        default_factory=AnalyticsConfig,
+        description="Lines (tripwires), zones and a ground calibration over the tracks (docs/analytics.md); lines or zones turn tracking on.",
     )
 
     @model_validator(mode="after")

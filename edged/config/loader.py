@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edged.config.analytics_check import analytics_problems, raw_analytics_problems
 from edged.config.files import model_file_problems
 from edged.config.partial import raw_problems, suggest_key
 from edged.config.problems import ConfigError, Loc, Problem, format_path
@@ -61,7 +62,7 @@ NO_CAMERAS = (
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
     from edged.models.base import get_decoder  # decoders are pure numpy; importing them starts nothing
 
-    problems: list[tuple[Loc, str]] = list(reference_problems(cfg))
+    problems: list[tuple[Loc, str]] = list(reference_problems(cfg)) + analytics_problems(cfg)
     for name, m in cfg.models.items():
         at: Loc = ("models", name)
         try:
@@ -136,13 +137,9 @@ def load_config(
         # Report references and model files now too, not after the schema errors are fixed; a key
         # the schema already complained about is not reported twice.
         seen = {p.path for p in found}
-        found += [
-            p
-            for p in (
-                problem(loc, msg) for loc, msg in raw_problems(data, path.parent.resolve(), check_files)
-            )
-            if p.path not in seen
-        ]
+        raw = raw_problems(data, path.parent.resolve(), check_files)
+        raw += raw_analytics_problems(data, path.parent.resolve())
+        found += [p for p in (problem(loc, msg) for loc, msg in raw) if p.path not in seen]
         raise ConfigError(sorted(found, key=lambda p: (p.line, p.column))) from None
     _resolve_paths(cfg, path.parent.resolve())
     problems = _semantic_problems(cfg, check_files)

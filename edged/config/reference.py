@@ -48,7 +48,7 @@ def _section(model: type[BaseModel], path: str, out: list[str], seen: set[str]) 
             nested.append((name, sub))
     for name, sub in nested:
         key = f"{path}.{name}" if path else name
-        if sub.__name__ in ("ModelConfig", "CameraConfig"):
+        if sub.__name__ in ("ModelConfig", "CameraConfig", "LineConfig", "ZoneConfig"):
             key += ".<name>"
         if sub.__name__ == "StageConfig":
             key += "[]"

@@ -8,6 +8,8 @@ Commands:
 - `set/enabled`  payload ON/OFF/true/false/1/0 (case-insensitive, surrounding whitespace ignored):
   start or stop the camera's runner at run time. Nothing is persisted: a restart follows the config.
 - `set/snapshot` any payload: publish the camera's current annotated JPEG to `<prefix>/<camera>/snapshot`.
+- `set/reset_counts` payload empty, `PRESS` (Home Assistant's button) or `all`: zero the camera's line
+  crossing counts; payload a line's name: that line's only (edged.analytics; checked in the main loop).
 - `<prefix>/<model>/set/update|force|rollback`: a live model update (edged.daemon.updates): the payload of
   update/force names a file already on the device; rollback takes any payload.
 
@@ -44,6 +46,12 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class ResetCounts:
+    camera: str
+    line: str | None = None  # None: every line of the camera
+
+
+@dataclass(frozen=True)
 class ModelCommand:
     model: str
     action: Literal["update", "force", "rollback"]
@@ -51,7 +59,8 @@ class ModelCommand:
 
 
 MODEL_COMMANDS: tuple[Literal["update", "force", "rollback"], ...] = ("update", "force", "rollback")
-Command = SetEnabled | Snapshot | ModelCommand
+Command = SetEnabled | Snapshot | ResetCounts | ModelCommand
+_ALL_LINES = frozenset({"", "press", "all"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,12 @@ def parse_command(
         return error(f"payload too long ({len(payload)} bytes, at most {MAX_PAYLOAD})")
     if command == "snapshot":
         return Snapshot(camera)
+    if command == "reset_counts":
+        try:
+            text = payload.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return error("payload is not valid UTF-8")
+        return ResetCounts(camera, None if text.lower() in _ALL_LINES else text)
     if command == "enabled":
         try:
             text = payload.decode("utf-8").strip().lower()
@@ -104,7 +119,7 @@ def parse_command(
         if text in _FALSE:
             return SetEnabled(camera, False)
         return error(f"payload {_printable(text, 32)!r} is not one of ON/OFF/true/false/1/0")
-    return error(f"unknown command {_printable(command)!r} (known: enabled, snapshot)")
+    return error(f"unknown command {_printable(command)!r} (known: enabled, snapshot, reset_counts)")
 
 
 class CommandQueue:

@@ -1,5 +1,5 @@
-"""Run-time control of the daemon over MQTT: enable/disable a camera, send a snapshot, and the retained
-`<prefix>/<camera>/enabled` states.
+"""Run-time control of the daemon over MQTT: enable/disable a camera, send a snapshot, reset its line
+counts, and the retained `<prefix>/<camera>/enabled` states.
 
 A `Controller` is composed into the daemon (edged/daemon/daemon.py) when `mqtt.commands` is on: it
 takes the commands that edged/daemon/commands.py parsed and queued, and acts on them through the
@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from edged.daemon.commands import Command, ModelCommand, SetEnabled, Snapshot
+from edged.daemon.commands import Command, ModelCommand, ResetCounts, SetEnabled, Snapshot
 from edged.daemon.supervisor import Supervisor
 from edged.daemon.updates import ModelUpdates
 from edged.publish.mqtt import MqttPublisher
@@ -31,12 +31,14 @@ class Controller:
         snapshot: Callable[[str], bytes | None],
         updates: ModelUpdates,
         expiry_s: int | None = None,
+        on_counts_reset: Callable[[str], None] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.updates = updates  # model commands: live update, force, rollback
         self.publisher = publisher
         self.prefix = prefix
         self.snapshot = snapshot  # camera -> its annotated JPEG, or None
+        self.on_counts_reset = on_counts_reset  # camera -> None: its counts changed (Home Assistant state)
         self._announced = False  # the retained <camera>/enabled states went out on this connection
         # MQTT 5 message expiry of the enabled states (mqtt.state_expiry_s): refreshed every third of it.
         self.expiry_s = expiry_s
@@ -55,6 +57,23 @@ class Controller:
             self._set_enabled(name, command.enabled)
         elif isinstance(command, Snapshot):
             self._publish_snapshot(name)
+        elif isinstance(command, ResetCounts):
+            self._reset_counts(name, command.line)
+
+    def _reset_counts(self, name: str, line: str | None) -> None:
+        lines = sorted(self.supervisor.cfg.cameras[name].analytics.lines)
+        if line is not None and line not in lines:
+            log.warning(
+                "MQTT command reset_counts for camera %s refused: no line %r (lines: %s)",
+                name,
+                line[:64],
+                ", ".join(lines) or "none",
+            )
+            return
+        done = self.supervisor.line_counts.reset(name, line)
+        log.info("command: line counts of camera %s reset: %s", name, ", ".join(done) or "no lines")
+        if self.on_counts_reset is not None:
+            self.on_counts_reset(name)
 
     def _set_enabled(self, name: str, enabled: bool) -> None:
         sup = self.supervisor

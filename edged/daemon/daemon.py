@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged import __version__
+from edged.analytics import AnalyticsCollector
 from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
 from edged.config import Config, ConfigError, load_config
 from edged.config.schema import HealthConfig
@@ -48,6 +49,7 @@ from edged.observability.telemetry_gauges import register_gauges
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.publish.hass import HassDiscovery, status_page_url
+from edged.publish.hass_analytics import CameraAnalytics
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.outbox import Outbox
 from edged.publish.routing import ResultSink
@@ -122,6 +124,7 @@ class Daemon:
         register_gauges(self.telemetry, self.metrics.registry)
         self.report = StatusReport(self.supervisor, self.rates, self.telemetry)
         self.metrics.registry.register(RatesCollector(self.report.cameras, lambda: list(self.cfg.cameras)))
+        self.metrics.registry.register(AnalyticsCollector(self.supervisor.line_counts, self._occupancy))
         self.hass: HassDiscovery | None = None
         self.stats_pub: StatsPublisher | None = None
         self.publisher: MqttPublisher | None = None
@@ -191,6 +194,7 @@ class Daemon:
                 self.snapshot,
                 self.updates,
                 expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
+                on_counts_reset=lambda cam: self.hass.touch(cam) if self.hass is not None else None,
             )
         self.publisher.start()
         self.sink.publisher = self.publisher
@@ -210,6 +214,7 @@ class Daemon:
                 expiry_s=cfg.mqtt.expiry_s,
             )
             self.hass.set_cameras(cfg.cameras)
+            self.hass.set_analytics(_hass_analytics(cfg))
             self.sink.hass = self.hass
         self.stats_pub = StatsPublisher(
             self.publisher,
@@ -317,6 +322,7 @@ class Daemon:
         self.supervisor.reload(new)
         if self.hass is not None:
             self.hass.set_cameras(self.cfg.cameras)
+            self.hass.set_analytics(_hass_analytics(self.cfg))
         if self.commands is not None:
             self.commands.cameras = self.cfg.cameras
             self.commands.models = self.cfg.models
@@ -330,7 +336,21 @@ class Daemon:
         runner = self.supervisor.cameras.get(camera)
         if runner is None:
             return None
-        # The frame that has results drawn on it, else the newest raw frame.
+        # The frame that has results drawn on it, else the newest raw frame; lines and zones over it.
         result = runner.last_result
         frame = result.frame if result is not None else runner.last_frame
-        return render_snapshot(frame, result) if frame is not None else None
+        shapes = runner.analytics.shapes() if runner.analytics is not None else ()
+        return render_snapshot(frame, result, shapes=shapes) if frame is not None else None
+
+    def _occupancy(self) -> dict[str, dict[str, dict[str, int]]]:
+        """camera -> zone -> label -> objects inside (for /metrics)."""
+        return {n: r.analytics.occupancy() for n, r in list(self.supervisor.cameras.items()) if r.analytics}
+
+
+def _hass_analytics(cfg: Config) -> dict[str, CameraAnalytics]:
+    """The line and zone names of each camera, for Home Assistant discovery."""
+    return {
+        name: CameraAnalytics(tuple(cam.analytics.lines), tuple(cam.analytics.zones))
+        for name, cam in cfg.cameras.items()
+        if cam.analytics.active
+    }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edged.analytics import LineCounts
 from edged.config import Config
 from edged.daemon.sizes import LearntSizes
 from edged.gpu.context import device_memory_used_mb
@@ -141,6 +142,8 @@ class Supervisor:
         self.loading: dict[str, dict[str, Any]] = {}
         # What each model took when it loaded (edged.observability.memory): host RSS, device memory.
         self.model_memory: dict[str, dict[str, float | None]] = {}
+        # Line crossing counts of every camera (edged.analytics): kept across camera restarts.
+        self.line_counts = LineCounts()
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
         # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
@@ -280,6 +283,7 @@ class Supervisor:
             self.dispatcher,
             self.delivery,
             self.config_path.parent,
+            line_counts=self.line_counts,
         )
         runner.start()
         self.rates.reset(name)
@@ -329,6 +333,8 @@ class Supervisor:
             if n in new.cameras:
                 log.info("reload: starting camera %s", n)
                 self.start_camera(n)
+            else:
+                self.line_counts.configure(n, [])  # a removed camera's counts go with it
         for n in sorted(set(new.cameras) - set(self.cameras) - plan.restart):
             # Cameras that waited for a model that now loaded.
             if self.wanted(n) and {s.model for s in new.cameras[n].chain} <= set(self.models):

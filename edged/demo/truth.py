@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edged.types import FrameResult
+from edged.types import Detection, FrameResult
 
 
 def read_video(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
@@ -46,3 +47,22 @@ def sample_truth(video: str | Path, frames: int) -> list[list[str]]:
     truth_file = Path(video).with_suffix(".json")
     truth = json.loads(truth_file.read_text())["truth"] if truth_file.exists() else []
     return [sorted(p["text"] for p in truth[i]) if i < len(truth) else [] for i in range(frames)]
+
+
+def detection_from_dict(d: dict[str, Any], parent: Detection | None = None) -> Detection:
+    """A Detection back from its `to_dict()` form (recorded chain outputs); a child without geometry
+    shares its parent's, as `to_dict` omits it."""
+    box = tuple(d["box"]) if "box" in d else (parent.box if parent is not None else (0.0, 0.0, 0.0, 0.0))
+    polygon = [tuple(p) for p in d["polygon"]] if "polygon" in d else None
+    if "box" not in d and parent is not None:
+        polygon = parent.polygon
+    det = Detection(
+        d["label"],
+        float(d["score"]),
+        box,
+        int(d.get("class_id", -1)),
+        polygon,
+        dict(d.get("attrs", {})),  # type: ignore[arg-type]
+    )
+    det.children = {k: [detection_from_dict(c, det) for c in v] for k, v in d.get("children", {}).items()}
+    return det

@@ -270,7 +270,7 @@ def hold_tracks(tracker: IouTracker, seq: int) -> None:
         return
     for t in tracker.tracks:
         if t.last_seq == tracker.seq:
-            t.last_seq = seq
+            tracker.hold(t, seq)
     tracker.seq = seq
 
 
@@ -282,7 +282,7 @@ def hold_outside(tracker: IouTracker, region: Box, seq: int) -> None:
         return
     for t in tracker.tracks:
         if t.last_seq == tracker.seq and _inside_share(t.last.box, region) < 0.5:
-            t.last_seq = seq
+            tracker.hold(t, seq)
 
 
 def _inside_share(box: tuple[float, float, float, float], region: Box) -> float:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from edged.analytics import LineCounts, SceneAnalytics
 from edged.capture import make_source
 from edged.capture.decode import Decode
 from edged.capture.worker import CameraCapture
@@ -53,8 +54,8 @@ def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[S
                 models[s.model].server,
                 on=s.on,
                 filter=flt,
-                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score)
-                if tr.enabled and s.on is None
+                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score, motion=tr.motion_model == "kalman")
+                if (tr.enabled or cam.analytics.active) and s.on is None  # lines and zones need tracks
                 else None,
                 policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
             )
@@ -98,6 +99,7 @@ class CameraRunner:
         dispatcher: FrameDispatcher,
         delivery: Delivery,
         base_dir: Path | None = None,
+        line_counts: LineCounts | None = None,
     ):
         self.name = name
         self.config = cam
@@ -147,6 +149,15 @@ class CameraRunner:
         # Motion gating (issue 16): skips the chain on frames where nothing moves.
         mc = cam.motion
         self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
+        # Lines, zones, speeds (issue 25) over the tracks; counts live in the daemon's LineCounts.
+        self.analytics = (
+            SceneAnalytics(name, cam.analytics, line_counts or LineCounts())
+            if cam.analytics.active and self.flow is not None
+            else None
+        )
+        if self.analytics is None and line_counts is not None:
+            line_counts.configure(name, [])  # lines removed by a reload stop being reported
+        self._analytics_error: str | None = None
         # Metric children looked up once, not on every frame ("total" is the capture -> result latency).
         self._latency = {st.stage_name: metrics.stage_latency.labels(name, st.stage_name) for st in cam.chain}
         self._latency["total"] = metrics.frame_latency.labels(name)
@@ -238,10 +249,35 @@ class CameraRunner:
         return hold
 
     def _record(self, result: FrameResult) -> None:
+        if self.analytics is not None:
+            self._analyze(result)
         for stage, ms in result.latency_ms.items():
             self._latency[stage].observe(ms / 1000.0)
         self.last_result = result
         self._sink(result)
+
+    def _analyze(self, result: FrameResult) -> None:
+        """The frame's analytics events onto the result (its delivery lane, in capture order). Time is
+        the capture clock, or for a file read faster than real time (realtime: false) its frame
+        number / fps, so dwell and speed follow the video."""
+        assert self.analytics is not None
+        frame = result.frame
+        t = frame.t_mono_ns / 1e9 if self.config.realtime else frame.seq / self.config.fps
+        upd = result.tracks
+        try:
+            result.analytics = self.analytics.update(
+                result.detections,
+                frame.seq,
+                t,
+                [tr.id for tr in upd.ended] if upd is not None else (),
+                (frame.width, frame.height),
+                held=upd is None,  # the chain skipped the frame (motion gating): its tracks were held
+            )
+        except Exception as e:  # a bug here must not cost the frame its detections
+            msg = f"{type(e).__name__}: {e}"
+            if msg != self._analytics_error:
+                log.exception("camera %s: analytics failed on frame %d: %s", self.name, frame.seq, msg)
+                self._analytics_error = msg
 
     def _frame_failed(self, frame: Frame, error: BaseException) -> None:
         msg = f"{type(error).__name__}: {error}"
@@ -275,6 +311,8 @@ class CameraRunner:
             # /stats the third-biggest GIL holder of a 16-camera run on an H200).
             "drops": {"stale": cap.stale_drops, "error": self.failed_frames},
         }
+        if self.analytics is not None:
+            out["analytics"] = self.analytics.status()
         if self.last_result is not None:
             out["latency_ms"] = {k: round(v, 2) for k, v in self.last_result.latency_ms.items()}
             out["last_seq"] = self.last_result.frame.seq

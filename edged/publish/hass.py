@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from edged import __version__
 from edged.publish.event import event_text, iso_utc_ms
+from edged.publish.hass_analytics import CameraAnalytics, analytics_entities, analytics_state
 from edged.publish.hass_entities import (
     ATTRIBUTES_TEMPLATE,
     ENTITIES,
@@ -135,6 +136,10 @@ class HassDiscovery:
         self._announced = False  # on the current connection
         self._last_periodic = -1e9
         self._announced_names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
+        # Lines and zones per camera (edged.publish.hass_analytics); topics announced per camera, so
+        # entities of a line or zone removed since are cleared too.
+        self._analytics: dict[str, CameraAnalytics] = {}
+        self._announced_topics: dict[str, list[str]] = {}
 
     # -- what the daemon calls ----------------------------------------------------------------
 
@@ -143,6 +148,12 @@ class HassDiscovery:
         names = list(cameras)
         with self._lock:
             self._cameras = {n: self._cameras.get(n, _CameraState()) for n in names}
+            self._announced = False
+
+    def set_analytics(self, cameras: dict[str, CameraAnalytics]) -> None:
+        """Each camera's line and zone names (at start and after each reload); announced on the next tick."""
+        with self._lock:
+            self._analytics = dict(cameras)
             self._announced = False
 
     def on_event(self, camera: str, event: dict[str, Any]) -> None:
@@ -156,6 +167,14 @@ class HassDiscovery:
             st.last_event_id = event.get("id")
             st.last_event_at = event.get("captured_at") or iso_utc_ms(time.time())
             st.dirty = True
+
+    def touch(self, camera: str) -> None:
+        """The camera's state changed without a detection event (analytics counts, occupancy): publish
+        it soon (pipeline thread; only records)."""
+        with self._lock:
+            st = self._cameras.get(camera)
+            if st is not None:
+                st.dirty = True
 
     def tick(self) -> None:
         """Announce after a (re)connection; publish due states. Call often (main loop)."""
@@ -249,6 +268,20 @@ class HassDiscovery:
                 "device": self.device_info(),
                 "origin": {"name": "edged", "sw_version": self.sw_version},
             }
+        names = self._analytics.get(camera)
+        if names is not None:  # lines and zones (edged.publish.hass_analytics)
+            for key, (component, suffix, extra) in analytics_entities(
+                camera, self.prefix, names, self.commands
+            ).items():
+                entity = {**self._entity(camera, key, suffix), **extra}
+                if component in ("sensor", "binary_sensor"):
+                    entity = {
+                        **entity,
+                        "state_topic": state,
+                        "json_attributes_topic": state,
+                        "json_attributes_template": ATTRIBUTES_TEMPLATE,
+                    }
+                out[self._topic(component, camera, key)] = entity
         if self.commands:  # the commands edged.daemon.commands already serves, as HA controls
             base = f"{self.prefix}/{camera}"
             out[self._topic("switch", camera, "enabled")] = {
@@ -282,7 +315,8 @@ class HassDiscovery:
             self._topic("button", camera, "snapshot"),
             self._topic("image", camera, "snapshot"),
         ]
-        return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera)]))
+        earlier = self._load_topics().get(camera, [])  # a line or zone since removed
+        return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera), *earlier]))
 
     def _removed_topics(self, camera: str) -> list[str]:
         return [self._topic(comp, camera, key) for key, comp in REMOVED_ENTITIES.items()]
@@ -314,7 +348,7 @@ class HassDiscovery:
         ):
             if not self._send(self.image_config_topic(name), b""):
                 return False
-        self._save_announced(names)
+        self._save_announced(names, {n: sorted(self.discovery(n)) for n in names})
         log.info(
             "Home Assistant: announced %d camera(s) under %s/+/%s/",
             len(names),
@@ -336,6 +370,8 @@ class HassDiscovery:
     def state(self, camera: str, cam_status: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             st = self._cameras.get(camera) or _CameraState()
+            names = self._analytics.get(camera)
+            extra = analytics_state(names, cam_status) if names is not None else {}
             return {
                 "online": "ON" if cam_status.get("state") == "streaming" else "OFF",
                 "state": cam_status.get("state", "stopped"),
@@ -346,6 +382,7 @@ class HassDiscovery:
                 "last_text": st.last_text,
                 "last_event_at": st.last_event_at,
                 "last_event_id": st.last_event_id,
+                **extra,
             }
 
     def _publish_state(self, camera: str, cam_status: dict[str, Any], now: float) -> None:
@@ -373,9 +410,23 @@ class HassDiscovery:
             return set()  # announced elsewhere: not ours to clear under this prefix
         return set(data.get(key, []))
 
-    def _save_announced(self, names: list[str]) -> None:
+    def _load_topics(self) -> dict[str, list[str]]:
+        """Discovery topics announced per camera (by this run, or the last one with a state_path)."""
+        if self.state_path is None:
+            return self._announced_topics
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
+            return {}
+        topics = data.get("topics", {})
+        return topics if isinstance(topics, dict) else {}
+
+    def _save_announced(self, names: list[str], topics: dict[str, list[str]] | None = None) -> None:
         images = sorted(names) if self.thumbnails else []  # cameras with an image entity
         self._announced_names = {"cameras": set(names), "image_cameras": set(images)}
+        self._announced_topics = dict(topics or {})
         if self.state_path is None:
             return
         data = {
@@ -383,6 +434,7 @@ class HassDiscovery:
             "device": self.device,
             "cameras": sorted(names),
             "image_cameras": images,
+            "topics": self._announced_topics,
         }
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)

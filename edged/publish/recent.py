@@ -23,9 +23,15 @@ class RecentEvents:
         """An event as published (pipeline thread); kept as the few fields the page shows."""
         dets = event["detections"] if "detections" in event else [event.get("detection") or {}]
         thumb = event.get("thumbnail")
+        what = None  # an analytics event: which line or zone, and what happened there
+        if "line" in event:
+            what = f"{event['line']} {event.get('direction', '')}".strip()
+        elif "zone" in event:
+            what = f"{event['zone']} {event.get('type', '')}".strip()
         row = {
             "id": event.get("id"),
             "type": event.get("type", "frame"),
+            "what": what,
             "camera": event.get("camera"),
             "at": event.get("captured_at"),
             "text": event_text({"detections": dets}),

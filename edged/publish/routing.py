@@ -2,6 +2,8 @@
 
 `frames` mode publishes one event per frame with detections on <prefix>/<camera>/detections;
 `tracks` mode (camera tracking.events) one event per track change on <prefix>/<camera>/tracks.
+Either way the frame's analytics events (line crossings, zone changes) go to
+<prefix>/<camera>/crossings/<line> and <prefix>/<camera>/zones/<zone> (edged.publish.scene).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from edged.publish.event import EventBuilder
 from edged.publish.hass import HassDiscovery
 from edged.publish.mqtt import MqttPublisher
 from edged.publish.recent import RecentEvents
+from edged.publish.scene import SceneEventBuilder
 from edged.publish.stdout import StdoutSink
 from edged.publish.thumbnails import Thumbnailer
 from edged.publish.tracks import TrackEventBuilder
@@ -42,6 +45,7 @@ class ResultSink:
         self.recent: RecentEvents | None = None
         self.frames = EventBuilder(device)
         self.tracks = TrackEventBuilder(device)
+        self.scene = SceneEventBuilder(device)
         self._detections: dict[tuple[str, str], Any] = {}
 
     def __call__(self, result: FrameResult) -> None:
@@ -54,6 +58,8 @@ class ResultSink:
             counter.inc(count)
         if self.history is not None:
             self.history.record(result)
+        for scene_event in result.analytics:  # line crossings and zone changes (edged.analytics)
+            self._emit(camera, self.scene.build(scene_event, result), scene_event.topic)
         if self.events_mode(camera) == "tracks":
             if self.thumbnails is not None:
                 self.thumbnails.observe(result)
@@ -77,6 +83,8 @@ class ResultSink:
             self.publisher.publish(camera, event, channel)
         if self.hass is not None and channel == "detections":
             self.hass.on_event(camera, event)
+        elif self.hass is not None and channel.startswith(("crossings/", "zones/")):
+            self.hass.touch(camera)  # its counts and occupancy changed: publish the state soon
 
 
 def count_by_stage(result: FrameResult) -> dict[str, int]:
