@@ -373,3 +373,44 @@ def wait_for(cond: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def warm_all_config(tmp: Path, device: str, health_port: int) -> Path:
+    """The OCR chain (detector at 320 px, one ORT thread) on one looping small sample, with every declared
+    shape warmed ("warm_up: all", 3 + 9 shapes: slow enough that start-up and stop tests can act while
+    warm-ups run) and the engine cache in `tmp`: the config of the start-up and stop tests."""
+    models = need_models()
+    one_thread = {"intra_op_threads": 1, "inter_op_threads": 1}
+    cfg = {
+        "device": {"name": device},
+        "state_dir": str(tmp / "state"),
+        "mqtt": {"enabled": False},
+        "health": {"port": health_port},
+        "models": {
+            "text_det": {
+                "path": str(models / "PP-OCRv6_det_small.onnx"),
+                "kind": "ppocr_det",
+                "preprocess": {"limit_side": 320, "limit_type": "max"},
+                "onnxruntime": one_thread,
+                "tensorrt": {"cache_dir": str(tmp / "engines")},
+            },
+            "text_rec": {
+                "path": str(models / "PP-OCRv6_rec_small.onnx"),
+                "kind": "ppocr_rec",
+                "onnxruntime": one_thread,
+                "batching": {"warm_up": "all", "widths": [320, 640]},  # + 2048: 9 shapes
+                "tensorrt": {"cache_dir": str(tmp / "engines")},
+            },
+        },
+        "cameras": {
+            "gate": {
+                "source": f"file://{small_sample(tmp)}",
+                "loop": True,
+                "fps": 5,
+                "chain": [{"model": "text_det", "min_score": 0.5}, {"model": "text_rec", "on": "text_det"}],
+            }
+        },
+    }
+    path = tmp / "edged.yaml"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path

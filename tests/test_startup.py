@@ -17,8 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests._edged import EdgedProcess, NotifySocket, small_sample, wait_until
-from tests._paths import need_models
+from tests._edged import EdgedProcess, NotifySocket, wait_until, warm_all_config
 from tests.support.broker import free_port
 
 
@@ -32,51 +31,11 @@ def get(port: int, path: str) -> tuple[int | None, Any]:
         return None, None
 
 
-def staged_config(tmp: Path, health: int) -> Path:
-    models = need_models()
-    cfg = {
-        "device": {"name": "start"},
-        "state_dir": str(tmp / "state"),
-        "mqtt": {"enabled": False},
-        "health": {"port": health},
-        "models": {
-            "text_det": {
-                "path": str(models / "PP-OCRv6_det_small.onnx"),
-                "kind": "ppocr_det",
-                "preprocess": {"limit_side": 320, "limit_type": "max"},
-                "onnxruntime": {"intra_op_threads": 1, "inter_op_threads": 1},
-                "tensorrt": {"cache_dir": str(tmp / "engines")},
-            },
-            "text_rec": {
-                "path": str(models / "PP-OCRv6_rec_small.onnx"),
-                "kind": "ppocr_rec",
-                "onnxruntime": {"intra_op_threads": 1, "inter_op_threads": 1},
-                "batching": {"warm_up": "all", "widths": [320, 640]},  # + 2048: 9 shapes
-                "tensorrt": {"cache_dir": str(tmp / "engines")},
-            },
-        },
-        "cameras": {
-            "gate": {
-                "source": f"file://{small_sample(tmp)}",
-                "loop": True,
-                "fps": 5,
-                "chain": [
-                    {"model": "text_det", "min_score": 0.5},
-                    {"model": "text_rec", "on": "text_det"},
-                ],
-            }
-        },
-    }
-    path = tmp / "edged.yaml"
-    path.write_text(json.dumps(cfg, indent=1))
-    return path
-
-
 def test_health_answers_first_ready_after_one_shape_per_model_rest_warmed_live(
     tmp_path: Path, notify: NotifySocket
 ) -> None:
     health = free_port()
-    config = staged_config(tmp_path, health)
+    config = warm_all_config(tmp_path, "start", health)
     t0 = time.monotonic()
     proc = EdgedProcess(config, env={"NOTIFY_SOCKET": str(notify.path)})
     t_health = None

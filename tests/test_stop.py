@@ -12,15 +12,13 @@ exit) and without a traceback.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests._edged import EdgedProcess, small_sample, wait_until
-from tests._paths import need_models
+from tests._edged import EdgedProcess, wait_until, warm_all_config
 from tests.support.broker import free_port
 
 STOP_LIMIT_S = 8.0  # "within a few seconds" on a shared 2-core machine
@@ -31,49 +29,6 @@ def _catches_sigterm(pid: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
     return False
-
-
-def cold_start_config(tmp: Path) -> Path:
-    models = need_models()
-    one_thread = {"intra_op_threads": 1, "inter_op_threads": 1}
-    cfg = {
-        "device": {"name": "stop"},
-        "state_dir": str(tmp / "state"),
-        "mqtt": {"enabled": False},
-        "health": {"port": free_port()},
-        "models": {
-            "text_det": {
-                "path": str(models / "PP-OCRv6_det_small.onnx"),
-                "kind": "ppocr_det",
-                "preprocess": {"limit_side": 320, "limit_type": "max"},
-                "onnxruntime": one_thread,
-                "tensorrt": {"cache_dir": str(tmp / "engines")},
-            },
-            "text_rec": {
-                "path": str(models / "PP-OCRv6_rec_small.onnx"),
-                "kind": "ppocr_rec",
-                "onnxruntime": one_thread,
-                # Every declared shape warmed, also on the CPU (as on a GPU backend): the warm-ups of the
-                # served engine (between batches) and of the built one are under way at the signals.
-                "batching": {"warm_up": "all", "widths": [320, 640]},  # + 2048: 9 shapes
-                "tensorrt": {"cache_dir": str(tmp / "engines")},
-            },
-        },
-        "cameras": {
-            "gate": {
-                "source": f"file://{small_sample(tmp)}",
-                "loop": True,
-                "fps": 5,
-                "chain": [
-                    {"model": "text_det", "min_score": 0.5},
-                    {"model": "text_rec", "on": "text_det"},
-                ],
-            }
-        },
-    }
-    path = tmp / "edged.yaml"
-    path.write_text(json.dumps(cfg, indent=1))
-    return path
 
 
 POINTS = {
@@ -88,7 +43,7 @@ POINTS = {
 
 @pytest.mark.parametrize("point", list(POINTS))
 def test_sigterm_at_any_point_of_a_cold_start_exits_0_without_abort(tmp_path: Path, point: str) -> None:
-    config = cold_start_config(tmp_path)
+    config = warm_all_config(tmp_path, "stop", free_port())
     proc = EdgedProcess(config)
     marker = POINTS[point]
     try:
