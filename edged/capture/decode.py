@@ -76,6 +76,7 @@ class DecodeChoice:
         self.nominal_fps: float | None = None
         self.fmt: PixelFormat = "bgr8"  # the opened decoder's (nv12, rgb8 or bgr8)
         self._grabbed: Any = None
+        self._split = False
 
     def open(self) -> None:
         why = unavailable(self._folder)
@@ -101,6 +102,7 @@ class DecodeChoice:
 
     def _use(self, src: Source, note: str | None) -> None:
         self._src, self.note = src, note
+        self._split = isinstance(src, Splittable)  # once per open, not per frame (a Protocol check)
         self.decoder = str(getattr(src, "decoder", "opencv"))
         self.codec = str(getattr(src, "codec", "?"))
         self.nominal_fps = src.nominal_fps
@@ -124,15 +126,15 @@ class DecodeChoice:
 
     def grab(self, timeout_s: float) -> bool:
         src = self._source()
-        if isinstance(src, Splittable):
-            return src.grab(timeout_s)
+        if self._split:
+            return src.grab(timeout_s)  # type: ignore[attr-defined]
         self._grabbed = src.read(timeout_s)
         return self._grabbed is not None
 
     def retrieve(self) -> Any:
         src = self._source()
-        if isinstance(src, Splittable):
-            return src.retrieve()
+        if self._split:
+            return src.retrieve()  # type: ignore[attr-defined]
         image, self._grabbed = self._grabbed, None
         return image
 
