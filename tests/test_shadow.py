@@ -150,7 +150,7 @@ def test_live_swap_takes_the_agreeing_model_refuses_the_other_and_rolls_back(
     rec = need_models() / "PP-OCRv6_rec_small.onnx"
     options = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=tmp_path / "cache")
     job = BuildJob("rec", rec, "onnxruntime", options)
-    crops = plate_crops[12:]  # 8 frames, two of them with a plate PP-OCRv4 reads differently
+    crops = plate_crops  # every frame: which plates PP-OCRv4 reads differently depends on the machine
     events: list[SwapEvent] = []
     swap = ModelSwap(
         "text_rec",
@@ -179,7 +179,8 @@ def test_live_swap_takes_the_agreeing_model_refuses_the_other_and_rolls_back(
 
     swap.propose(create_engine("rec_v4", v4_recognizer(), "onnxruntime"), "v4")
     report = run_frames()
-    assert report is not None and not report.agree and report.label_mismatches > 0
+    # refused for what differs (a changed read or a drifted score: which one depends on the float kernels)
+    assert report is not None and not report.agree and report.label_mismatches + report.drifted > 0, report
     assert swap.active_label == "v6-optimized" and swap.candidate is None  # the old model keeps serving
     assert swap.status()["last_report"]["agree"] is False
 
