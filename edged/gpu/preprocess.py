@@ -141,7 +141,7 @@ class GpuPreprocessor:
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
         # (camera, slot) -> an event recorded after the slot's last upload (on the uploading lane's copy
         # stream). A slot is rewritten only once its previous frame has left the camera's flow
-        # (edged.pipeline.flow), i.e. after every kernel that read it has finished.
+        # (edged.pipeline.chain), i.e. after every kernel that read it has finished.
         self._uploaded: dict[tuple[str, int], Any] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
