@@ -7,7 +7,7 @@ frame reuse it. A device frame (jetson-utils cudaImage, CuPy, torch: anything wi
 `__cuda_array_interface__`) crosses no bus: it is copied once on the device into its slot, because a
 capture's buffers form a ring it reuses a few frames later (jetson-utils `videoSource`), while a frame
 in flight may still be cropped. A slot is one device buffer (and, for host frames, one page-locked
-buffer) of a camera; the camera's flow gives each frame in flight its own (`Frame.slot`), so a frame is
+buffer) of a camera; the camera's chain gives each frame in flight its own (`Frame.slot`), so a frame is
 never overwritten while a later stage still reads it.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
 `DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
