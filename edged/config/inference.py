@@ -231,9 +231,7 @@ else:
 
 class ModelConfig(EdgedModel):
     path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
-    kind: ModelKind = Field(
-        ..., description="How outputs are decoded; also sets the default preprocessing."
-    )
+    kind: ModelKind = Field(..., description="How outputs are decoded; also sets the default preprocessing.")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
         "auto",
         description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available).",
