@@ -98,7 +98,10 @@ class CameraCapture:
         reconnect_max_s: float = 30.0,
         metrics: Metrics | None = None,
         watcher: CaptureWatcher | None = None,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
+        """`on_frame`: called (from the capture thread, no lock held) after each frame lands in the
+        slot: the dispatcher that feeds every camera's chain waits on it instead of a thread per camera."""
         if fps <= 0:
             raise ValueError("fps must be positive")
         self.name = name
@@ -133,9 +136,7 @@ class CameraCapture:
         # What decodes the frames of the current (last) open: decoder (nvdec, nvjpeg, opencv, jetson-utils),
         # codec, and why not the GPU when the camera could have used it (edged.capture.decode).
         self.decoding: dict[str, str | None] = {"decoder": None, "codec": None, "note": None}
-        # Called (from the capture thread, no lock held) after each frame lands in the slot: the
-        # dispatcher that feeds every camera's chain waits on it instead of a thread per camera.
-        self.on_frame: Callable[[], None] | None = None
+        self.on_frame = on_frame
         self._metrics.camera_up.labels(name).set(0)
 
     # -- public API -------------------------------------------------------------------------------

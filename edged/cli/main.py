@@ -62,20 +62,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = checked
     from edged.daemon.daemon import Daemon, StartupError
 
-    daemon = Daemon(
-        cfg,
-        Path(args.config).resolve(),
-        stdout=args.stdout,
-        signals=signals,
-        metrics=metrics,
-        health=health,
-    )
     try:
-        return daemon.run_forever()
-    except StartupError as e:
+        daemon = Daemon(
+            cfg,
+            Path(args.config).resolve(),
+            stdout=args.stdout,
+            signals=signals,
+            metrics=metrics,
+            health=health,
+        )
+    except StartupError as e:  # e.g. the outbox cannot be opened
         log.error("cannot start: %s", e)
-        daemon.shutdown(flush_timeout_s=0)
+        if health is not None:
+            health.stop()
         return EX_CONFIG
+    return daemon.run_forever()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -372,9 +372,9 @@ class BackgroundBuild:
         with self._lock:
             for k, v in changes.items():
                 setattr(self._status, k, v)
-            snapshot = BuildStatus(**{**self._status.__dict__, "changes": list(self._status.changes)})
+            status = BuildStatus(**{**self._status.__dict__, "changes": list(self._status.changes)})
         if self._on_change is not None:
-            self._on_change(snapshot)
+            self._on_change(status)
 
     def _watch(self, conn: Connection) -> None:
         key: EngineKey | None = None
