@@ -44,6 +44,7 @@ from typing import Any, Literal
 from edged.capture.base import Source, SourceEnded, SourceError, Splittable, redact
 from edged.capture.pacing import Pacer, jittered
 from edged.capture.watcher import WATCHER, CaptureWatcher
+from edged.observability import threads
 from edged.observability.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
@@ -161,7 +162,7 @@ class CameraCapture:
         self._set_state("connecting")
         with self._own:
             self._thread = threading.Thread(
-                target=self._run, args=(None,), name=f"capture-{self.name}", daemon=True
+                target=self._run, args=(None,), name=f"cap:{self.name}", daemon=True
             )
             self._thread.start()
         self._watcher.add(self)
@@ -224,10 +225,10 @@ class CameraCapture:
             s.abandoned = True
             s.cancelled.set()
             self._abandoned += 1
-            if self._thread is not None:
-                self._thread.name = f"capture-{self.name}-abandoned-{self._abandoned}"
+            if self._thread is not None:  # the stuck thread keeps its source: named so, for top -H too
+                threads.rename_thread(self._thread, f"stuck:{self.name}:{self._abandoned}")
             self._thread = threading.Thread(
-                target=self._run, args=(("error", msg, s),), name=f"capture-{self.name}", daemon=True
+                target=self._run, args=(("error", msg, s),), name=f"cap:{self.name}", daemon=True
             )
             self._thread.start()
 

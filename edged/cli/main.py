@@ -36,9 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
+    from edged.observability import threads
     from edged.observability.health.server import start_early
     from edged.observability.metrics import Metrics
 
+    threads.install()  # every thread from here on carries its role name to the OS, the early HTTP ones too
     metrics = Metrics()
     health = None
     if cfg.health.enabled:

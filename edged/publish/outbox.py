@@ -114,7 +114,7 @@ class Outbox:
         self._losses = Losses(str(self.dir), self._files, self._disk, cfg.max_memory_bytes)
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
-        self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
+        self._flusher = threading.Thread(target=self._background, name="outbox:io", daemon=True)
         self._flusher.start()
         if metrics is not None:
             metrics.outbox_depth.set_function(lambda: self.depth)

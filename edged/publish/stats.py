@@ -66,7 +66,7 @@ class StatsPublisher:
     def start(self) -> None:
         if self.interval_s <= 0 or self._thread is not None:
             return  # stats_interval_s: 0 disables the topic
-        self._thread = threading.Thread(target=self._loop, name="edged-stats", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="stats", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

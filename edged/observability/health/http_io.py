@@ -31,6 +31,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edged.observability import threads
+
 log = logging.getLogger(__name__)
 
 Responder = Callable[[bytes, tuple[str, int]], bytes]
@@ -125,11 +127,15 @@ class HttpFront:
         self.max_connections = max_connections
         self.write_timeout_s = write_timeout_s
         self.handler_timeout_s = handler_timeout_s
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="edged-health-handler")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="http", initializer=threads.pool_worker
+        )
         self._bodies = dict(bodies or {})
         # One pool per body route, as large as its in-flight limit: a request admitted never queues.
         self._body_pools = {
-            path: concurrent.futures.ThreadPoolExecutor(r.max_in_flight, thread_name_prefix="edged-http-post")
+            path: concurrent.futures.ThreadPoolExecutor(
+                r.max_in_flight, thread_name_prefix="post", initializer=threads.pool_worker
+            )
             for path, r in self._bodies.items()
         }
         self._body_in_flight = dict.fromkeys(self._bodies, 0)  # touched on the loop thread only
@@ -141,7 +147,7 @@ class HttpFront:
         self._writers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.evicted = 0
         self.timed_out = 0
-        self._thread = threading.Thread(target=self._run, name="edged-health", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._started = threading.Event()
 
     @property
