@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edged.config import Config, ModelConfig
+from edged.config.inference import ModelConfig
+from edged.config.schema import Config
 from edged.daemon.commands import ModelCommand
 from edged.infer.engine_cache import file_sha256
 from edged.serving.loading import update_tolerance
@@ -38,7 +39,7 @@ from edged.serving.versions import RESULTS, UpdateEvent, UpdateRequest
 
 if TYPE_CHECKING:
     from edged.daemon.supervisor import Supervisor
-    from edged.publish.mqtt import MqttPublisher
+    from edged.publish.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger("edged")
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edged.decoders.base import Decoder
 from edged.infer.swap import ModelSwap
-from edged.models.base import Decoder
 from edged.serving.outputs import to_host
 from edged.types import Detection
 

@@ -32,12 +32,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edged.decoders.base import Decoder
 from edged.infer.base import Engine, ModelLoadError, TensorSpec
 from edged.infer.engine_cache import file_sha256
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.shadow import ShadowTolerance
 from edged.infer.swap import ModelSwap, SwapEvent
-from edged.models.base import Decoder
 from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.outputs import Outputs
 from edged.serving.precision import PrecisionState

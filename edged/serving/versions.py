@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edged.decoders.base import Decoder
 from edged.infer.base import Engine
-from edged.models.base import Decoder
 
 # What the metric and the MQTT replies count (edged_model_updates_total{result}).
 RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
