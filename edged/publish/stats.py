@@ -1,7 +1,7 @@
 """The periodic `<prefix>/stats` topic: the daemon's status and the device telemetry, every interval.
 
 QoS 0, not retained and not through the outbox: a stats message is only worth its latest value, so
-while the broker is away they are skipped rather than queued. One thread of its own (`edged-stats`),
+while the broker is away they are skipped rather than queued. One thread of its own (`stats`),
 started and stopped by the daemon.
 """
 

@@ -13,7 +13,7 @@ requests at once (one more is answered 429 before its body is read), a `Content-
 `max_bytes` (411 without one, 413 above it), the whole body within `read_timeout_s` (408), and their
 replies are made on a pool of their own, so slow inference never holds up /readyz or /metrics.
 
-Threads: the loop runs in one daemon thread (`edged-health`). `respond(head, client)` turns a complete head
+Threads: the loop runs in one daemon thread (`http`). `respond(head, client)` turns a complete head
 into a complete reply; it runs on the loop for the paths in `inline_paths` (cheap ones that must never
 wait, /healthz) and on a small thread pool for the rest (they call into the daemon and may be slow); a
 pool job that takes longer than `handler_timeout_s` gets a 503 (and is cancelled if it has not started).
