@@ -101,8 +101,6 @@ class CameraCapture:
         watcher: CaptureWatcher | None = None,
         on_frame: Callable[[], None] | None = None,
     ) -> None:
-        """`on_frame`: called (from the capture thread, no lock held) after each frame lands in the
-        slot: the dispatcher that feeds every camera's chain waits on it instead of a thread per camera."""
         if fps <= 0:
             raise ValueError("fps must be positive")
         self.name = name
@@ -137,7 +135,7 @@ class CameraCapture:
         # What decodes the frames of the current (last) open: decoder (nvdec, nvjpeg, opencv, jetson-utils),
         # codec, and why not the GPU when the camera could have used it (edged.capture.decode).
         self.decoding: dict[str, str | None] = {"decoder": None, "codec": None, "note": None}
-        self.on_frame = on_frame
+        self.on_frame = on_frame  # called on the capture thread (no lock held) after each frame lands
         self._metrics.camera_up.labels(name).set(0)
 
     # -- public API -------------------------------------------------------------------------------
