@@ -308,7 +308,7 @@ def gpu_share(samples: list[tuple[float, float]], t0: float, t1: float) -> float
 
 def thread_cpu(threads_at: list[tuple[float, float, list[dict[str, Any]]]]) -> dict[str, float]:
     """CPU ms per frame of the daemon's threads between the last two /stats looks, by role: names with
-    their numbers dropped (capture-cam03 -> capture-cam, one row for all cameras)."""
+    their numbers dropped (cap:cam03 -> cap:cam, one row for all cameras)."""
     if len(threads_at) < 2:
         return {}
     (_, n0, a), (_, n1, b) = threads_at[-2], threads_at[-1]

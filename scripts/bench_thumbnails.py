@@ -52,8 +52,7 @@ def frames(n: int, size: tuple[int, int], tracked: bool) -> list[FrameResult]:
 
 
 def per_frame_us(results: list[FrameResult], mode: str, thumbs: Thumbnailer | None) -> list[float]:
-    sink = ResultSink("bench", Metrics(), events_mode=lambda cam: mode)
-    sink.thumbnails = thumbs
+    sink = ResultSink("bench", Metrics(), events_mode=lambda cam: mode, thumbnails=thumbs)
     times = []
     for r in results:
         t0 = time.perf_counter()

@@ -50,17 +50,17 @@ def test_n_cameras_run_on_n_threads_and_one_watcher_which_reopens_a_stalled_one(
     dark = CameraCapture("thr-dark", live, fps=10, frame_timeout_s=0.3, reconnect_min_s=0.05, metrics=metrics)
     cams.append(dark.start())
     names = [*files, "thr-dark"]
-    mine = {f"capture-{n}" for n in names}
+    mine = {f"cap:{n}" for n in names}
 
     def ours() -> list[str]:
-        return [t for t in thread_names() if t.startswith("capture-thr")]
+        return [t for t in thread_names() if t.startswith(("cap:thr", "stuck:thr"))]
 
     # Every camera streams on exactly one thread of its own, and one watcher serves them all.
     assert all(c.get(5.0) is not None for c in cams)
     assert sorted(ours()) == sorted(mine)
-    assert thread_names().count("capture-watcher") == 1
+    assert thread_names().count("watch:cams") == 1
     assert (
-        WATCHER.thread is not None and WATCHER.thread.name == "capture-watcher" and WATCHER.thread.is_alive()
+        WATCHER.thread is not None and WATCHER.thread.name == "watch:cams" and WATCHER.thread.is_alive()
     )
 
     # One camera's read blocks for good: the watcher abandons it and a new thread reopens the camera.
@@ -86,8 +86,8 @@ def test_n_cameras_run_on_n_threads_and_one_watcher_which_reopens_a_stalled_one(
     assert metrics.registry.get_sample_value("edged_source_errors_total", {"camera": "thr-dark"}) == 1
     # The stuck thread is still in read() and owns its source; the camera runs on its replacement.
     assert made[0].closes == 0
-    assert sorted(ours()) == sorted([*mine, "capture-thr-dark-abandoned-1"])
-    assert thread_names().count("capture-watcher") == 1
+    assert sorted(ours()) == sorted([*mine, "stuck:thr-dark:1"])
+    assert thread_names().count("watch:cams") == 1
     # The other cameras kept streaming meanwhile (1 s at 10 fps each) and never reopened.
     t_end = time.monotonic() + 1.0
     while time.monotonic() < t_end:

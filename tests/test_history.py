@@ -40,7 +40,7 @@ def test_points_per_interval_with_percentiles_and_idle_gaps() -> None:
         h.record(result("gate", i, float(i + 1)))
         clock.t += 0.2
     clock.t += 0.05  # just past the end of the first interval (it began with the first frame)
-    snap = h.snapshot()
+    snap = h.columns()
     gate = snap["cameras"]["gate"]
     assert snap["interval_s"] == 10 and snap["span_s"] == 60
     assert gate["processed_fps"][0] == pytest.approx(5.0)
@@ -48,7 +48,7 @@ def test_points_per_interval_with_percentiles_and_idle_gaps() -> None:
     # The camera stops for 30 s: those intervals are points at 0 fps with no latency.
     clock.t += 30
     h.record(result("gate", 50, 100.0))
-    gate = h.snapshot()["cameras"]["gate"]
+    gate = h.columns()["cameras"]["gate"]
     assert gate["processed_fps"][:4] == [5.0, 0.0, 0.0, 0.0]
     assert gate["p50_ms"][1:4] == [None, None, None]
     assert gate["t"] == sorted(gate["t"]) and gate["t"][1] - gate["t"][0] == pytest.approx(10)
@@ -56,7 +56,7 @@ def test_points_per_interval_with_percentiles_and_idle_gaps() -> None:
     clock.t += 3600
     h.record(result("gate", 51, 100.0))
     clock.t += 2
-    gate = h.snapshot()["cameras"]["gate"]
+    gate = h.columns()["cameras"]["gate"]
     assert len(gate["t"]) == 6 + 1  # the ring, plus the open interval
     # 1 frame in the open interval, which has run 2 to 12 s (intervals keep the first frame's phase).
     assert 1 / 12 <= gate["processed_fps"][-1] <= 1 / 2 and gate["p50_ms"][-1] == 100.0
@@ -68,7 +68,7 @@ def test_open_interval_gives_a_point_from_the_first_frames() -> None:
     for i in range(6):
         h.record(result("door", i, 40.0))
         clock.t += 0.5
-    gate = h.snapshot()["cameras"]["door"]
+    gate = h.columns()["cameras"]["door"]
     assert gate["processed_fps"] == [pytest.approx(2.0)] and gate["p99_ms"] == [40.0]
 
 
@@ -81,14 +81,14 @@ def test_recent_events_newest_first_with_text_and_thumbnail() -> None:
         if seq == 2:
             event["thumbnail"] = f"{event['id']}.jpg"
         recent.add(event)
-    rows = recent.snapshot()
+    rows = recent.newest_first()
     assert [r["text"] for r in rows] == ["AB 3", "AB 2"]
     assert rows[0]["thumbnail"] == "/events/dev:gate:r:2.jpg" and rows[1]["thumbnail"] is None
     assert rows[0]["camera"] == "gate" and rows[0]["at"].endswith("Z")
     track = {"id": "dev:gate:r:t1:new:0", "type": "new", "camera": "gate", "captured_at": "x",
              "detection": {"label": "car", "children": {"cls": [{"label": "taxi"}]}}}  # fmt: skip
     recent.add(track)
-    assert recent.snapshot()[0]["text"] == "taxi" and recent.snapshot()[0]["type"] == "new"
+    assert recent.newest_first()[0]["text"] == "taxi" and recent.newest_first()[0]["type"] == "new"
 
 
 def get(port: int, path: str) -> tuple[int, str, bytes]:
@@ -119,7 +119,7 @@ def test_history_and_thumbnails_over_http_and_no_path_traversal(tmp_path: Path) 
         status=lambda: {},
         ready=lambda: (True, {}),
         snapshot=lambda c: None,
-        history=lambda: {**history.snapshot(), "events": []},
+        history=lambda: {**history.columns(), "events": []},
         thumbnail=thumbs.get,
     )
     server.start()

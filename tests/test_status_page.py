@@ -240,7 +240,7 @@ def test_status_page_shows_device_telemetry(tmp_path: Path) -> None:
             # As edged.daemon.status lists a camera switched off by the set/enabled command.
             "yard": {"state": "disabled", "enabled": False, "disabled_by": "command", "source_fps": 0.0},
         },
-        "telemetry": telemetry.snapshot(),
+        "telemetry": telemetry.readings(),
     }
     server = HealthServer(
         "127.0.0.1", 0, Metrics(), status=lambda: status, ready=lambda: (True, {}), snapshot=lambda c: None

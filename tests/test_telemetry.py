@@ -88,36 +88,36 @@ def orin_tree(root: Path) -> Path:
 
 
 def test_orin_sysfs_tree_is_read_in_proper_units(tmp_path: Path) -> None:
-    snap = Telemetry(orin_tree(tmp_path), use_jtop=False, nvpmodel_cmd=None).snapshot()
-    assert snap["jetson"] == {
+    readings = Telemetry(orin_tree(tmp_path), use_jtop=False, nvpmodel_cmd=None).readings()
+    assert readings["jetson"] == {
         "available": True,
         "reason": None,
         "l4t": "36.3.0",
         "model": "NVIDIA Jetson Orin Nano Developer Kit",
     }
-    assert snap["source"] == "sysfs"
+    assert readings["source"] == "sysfs"
     # -256 °C is a powered-down zone, not a reading
-    assert snap["temperatures_c"] == {"cpu-thermal": 45.5, "gpu-thermal": 44.0, "tj-thermal": 46.2}
-    assert snap["power_mw"] == {
+    assert readings["temperatures_c"] == {"cpu-thermal": 45.5, "gpu-thermal": 44.0, "tj-thermal": 46.2}
+    assert readings["power_mw"] == {
         "VDD_IN": {"voltage_mv": 5080.0, "current_ma": 1210.0, "power_mw": 6146.8},
         "VDD_CPU_GPU_CV": {"voltage_mv": 5072.0, "current_ma": 300.0, "power_mw": 1521.6},
         "VDD_SOC": {"voltage_mv": 5072.0, "current_ma": 420.0, "power_mw": 2130.2},
     }
-    assert snap["gpu"] == {"load_pct": 52.3, "freq_mhz": 624.8, "min_mhz": 306.0, "max_mhz": 624.8}
-    assert snap["cpu"] == {
+    assert readings["gpu"] == {"load_pct": 52.3, "freq_mhz": 624.8, "min_mhz": 306.0, "max_mhz": 624.8}
+    assert readings["cpu"] == {
         "load": [1.25, 0.8, 0.5],
         "freq_mhz": {"cpu0": 1510.4, "cpu1": 729.6, "cpu10": 1510.4},
     }
-    assert list(snap["cpu"]["freq_mhz"]) == ["cpu0", "cpu1", "cpu10"], "numeric, not string, order"
-    assert snap["memory"] == {"total_mb": 7616.4, "used_mb": 2048.0}
-    assert snap["throttling"] == {
+    assert list(readings["cpu"]["freq_mhz"]) == ["cpu0", "cpu1", "cpu10"], "numeric, not string, order"
+    assert readings["memory"] == {"total_mb": 7616.4, "used_mb": 2048.0}
+    assert readings["throttling"] == {
         "active": True,
         "cooling": {"cpu-throttle-alert": "1/4"},  # the fan spinning is not throttling
         "oc_events": {"oc1": 0, "oc2": 3},
     }
-    assert snap["nvpmodel"] == {"id": 1, "mode": "7W"}
-    assert "unavailable" not in snap
-    json.dumps(snap)  # goes to /stats and MQTT as is
+    assert readings["nvpmodel"] == {"id": 1, "mode": "7W"}
+    assert "unavailable" not in readings
+    json.dumps(readings)  # goes to /stats and MQTT as is
 
 
 def test_jetpack4_iio_power_rails(tmp_path: Path) -> None:
@@ -129,15 +129,15 @@ def test_jetpack4_iio_power_rails(tmp_path: Path) -> None:
         put(tmp_path, f"{iio}/in_voltage{ch}_input", str(mv))
         put(tmp_path, f"{iio}/in_current{ch}_input", str(ma))
     put(tmp_path, "sys/devices/gpu.0/load", "0")
-    snap = Telemetry(tmp_path, use_jtop=False, nvpmodel_cmd=None).snapshot()
-    assert snap["jetson"]["l4t"] == "32.7.4"
-    assert snap["power_mw"] == {
+    readings = Telemetry(tmp_path, use_jtop=False, nvpmodel_cmd=None).readings()
+    assert readings["jetson"]["l4t"] == "32.7.4"
+    assert readings["power_mw"] == {
         "POM_5V_IN": {"power_mw": 2345.0, "voltage_mv": 5000.0, "current_ma": 469.0},
         "POM_5V_GPU": {"power_mw": 40.0, "voltage_mv": 5000.0, "current_ma": 8.0},
     }
-    assert snap["gpu"] == {"load_pct": 0.0}
-    # Nothing tells the power mode and no zone is readable: the snapshot says so rather than omitting it.
-    assert snap["unavailable"] == {
+    assert readings["gpu"] == {"load_pct": 0.0}
+    # Nothing tells the power mode and no zone is readable: the readings say so rather than omitting it.
+    assert readings["unavailable"] == {
         "temperatures_c": "not exposed by this kernel/JetPack",
         "nvpmodel": "not exposed by this kernel/JetPack",
     }
@@ -152,30 +152,30 @@ def test_nvpmodel_query_runs_the_real_command(tmp_path: Path, monkeypatch: pytes
     script.write_text('#!/bin/sh\n[ "$1" = -q ] || exit 2\necho "NV Power Mode: 25W"\necho 3\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    snap = Telemetry(orin_tree(tmp_path / "root"), use_jtop=False).snapshot()
-    assert snap["nvpmodel"] == {"mode": "25W", "id": 3}, "the command wins over the status file"
+    readings = Telemetry(orin_tree(tmp_path / "root"), use_jtop=False).readings()
+    assert readings["nvpmodel"] == {"mode": "25W", "id": 3}, "the command wins over the status file"
 
 
 def test_this_machine_is_reported_as_not_a_jetson() -> None:
     if Path("/etc/nv_tegra_release").exists():
         pytest.skip("this machine is a Jetson")
-    snap = Telemetry("/").snapshot()  # jtop allowed: it is not consulted off a Jetson
-    assert snap["jetson"] == {"available": False, "reason": "not a Jetson (no /etc/nv_tegra_release)"}
-    assert snap["source"] == "sysfs" and snap["nvpmodel"] is None
-    assert snap["unavailable"]["nvpmodel"] == "not a Jetson (no /etc/nv_tegra_release)"
-    assert snap["unavailable"]["gpu"] == "not a Jetson (no /etc/nv_tegra_release)"
-    assert len(snap["cpu"]["load"]) == 3  # generic values still come through
-    assert snap["memory"]["total_mb"] > 0
-    json.dumps(snap)
+    readings = Telemetry("/").readings()  # jtop allowed: it is not consulted off a Jetson
+    assert readings["jetson"] == {"available": False, "reason": "not a Jetson (no /etc/nv_tegra_release)"}
+    assert readings["source"] == "sysfs" and readings["nvpmodel"] is None
+    assert readings["unavailable"]["nvpmodel"] == "not a Jetson (no /etc/nv_tegra_release)"
+    assert readings["unavailable"]["gpu"] == "not a Jetson (no /etc/nv_tegra_release)"
+    assert len(readings["cpu"]["load"]) == 3  # generic values still come through
+    assert readings["memory"]["total_mb"] > 0
+    json.dumps(readings)
 
 
-def test_snapshot_is_cached_briefly(tmp_path: Path) -> None:
+def test_readings_are_cached_briefly(tmp_path: Path) -> None:
     root = orin_tree(tmp_path)
     t = Telemetry(root, use_jtop=False, nvpmodel_cmd=None, max_age_s=60)
-    first = t.snapshot()
+    first = t.readings()
     put(root, "sys/devices/platform/gpu.0/load", "1000")
-    assert t.snapshot() is first
-    fresh = Telemetry(root, use_jtop=False, nvpmodel_cmd=None, max_age_s=0).snapshot()
+    assert t.readings() is first
+    fresh = Telemetry(root, use_jtop=False, nvpmodel_cmd=None, max_age_s=0).readings()
     assert fresh["gpu"]["load_pct"] == 100.0
 
 

@@ -45,3 +45,36 @@ def test_rename_names_the_calling_thread() -> None:
     t.start()
     t.join(5)
     assert out == ["cap:gate", "cap:gate"]
+
+
+def comm(tid: int | None) -> str:
+    return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+
+
+def test_pool_workers_library_threads_and_renamed_threads_carry_role_names() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads.install()
+    with ThreadPoolExecutor(2, thread_name_prefix="deliv", initializer=threads.pool_worker) as pool:
+        seen = set(
+            pool.map(lambda _: (threading.current_thread().name, comm(threading.get_native_id())), [0])
+        )
+    assert seen == {("deliv:0", "deliv:0")}
+
+    threads.library_threads({"paho-mqtt-client-": "mqtt:net"})
+    out: list[tuple[str, str]] = []
+    go = threading.Event()
+
+    def work() -> None:
+        out.append((threading.current_thread().name, comm(threading.get_native_id())))
+        go.wait(5)
+
+    lib = threading.Thread(target=work, name="paho-mqtt-client-edged-gate", daemon=True)
+    lib.start()
+    while not out:
+        time.sleep(0.01)
+    assert out == [("mqtt:net", "mqtt:net")]
+    threads.rename_thread(lib, "stuck:gate:1")  # from another thread: Python's name and the OS's
+    assert lib.name == "stuck:gate:1" and comm(lib.native_id) == "stuck:gate:1"
+    go.set()
+    lib.join(5)

@@ -10,7 +10,7 @@ Time is seconds on the camera's clock (the runner passes capture time, or frame 
 read faster than real time), so dwell and speed follow the video, not the processing.
 
 Threads: `update` runs on the camera's delivery lane, one frame at a time in capture order; `status`,
-`occupancy` and `shapes` are read from HTTP and metrics threads and only touch snapshots that
+`occupancy` and `shapes` are read from HTTP and metrics threads and only touch copies that
 `update` replaces whole.
 """
 

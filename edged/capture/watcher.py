@@ -43,7 +43,7 @@ class Watched(Protocol):
 class CaptureWatcher:
     """One daemon thread calling `watch(now)` on every registered camera every `interval_s`."""
 
-    def __init__(self, interval_s: float = WATCH_INTERVAL_S, name: str = "capture-watcher") -> None:
+    def __init__(self, interval_s: float = WATCH_INTERVAL_S, name: str = "watch:cams") -> None:
         self.interval_s = interval_s
         self.name = name
         self._lock = threading.Lock()

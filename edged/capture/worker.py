@@ -44,6 +44,7 @@ from typing import Any, Literal
 from edged.capture.base import Source, SourceEnded, SourceError, Splittable, redact
 from edged.capture.pacing import Pacer, jittered
 from edged.capture.watcher import WATCHER, CaptureWatcher
+from edged.observability import threads
 from edged.observability.metrics import Metrics
 from edged.types import Frame, PixelFormat
 
@@ -98,6 +99,7 @@ class CameraCapture:
         reconnect_max_s: float = 30.0,
         metrics: Metrics | None = None,
         watcher: CaptureWatcher | None = None,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError("fps must be positive")
@@ -133,9 +135,7 @@ class CameraCapture:
         # What decodes the frames of the current (last) open: decoder (nvdec, nvjpeg, opencv, jetson-utils),
         # codec, and why not the GPU when the camera could have used it (edged.capture.decode).
         self.decoding: dict[str, str | None] = {"decoder": None, "codec": None, "note": None}
-        # Called (from the capture thread, no lock held) after each frame lands in the slot: the
-        # dispatcher that feeds every camera's chain waits on it instead of a thread per camera.
-        self.on_frame: Callable[[], None] | None = None
+        self.on_frame = on_frame  # called on the capture thread (no lock held) after each frame lands
         self._metrics.camera_up.labels(name).set(0)
 
     # -- public API -------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class CameraCapture:
         self._set_state("connecting")
         with self._own:
             self._thread = threading.Thread(
-                target=self._run, args=(None,), name=f"capture-{self.name}", daemon=True
+                target=self._run, args=(None,), name=f"cap:{self.name}", daemon=True
             )
             self._thread.start()
         self._watcher.add(self)
@@ -223,10 +223,10 @@ class CameraCapture:
             s.abandoned = True
             s.cancelled.set()
             self._abandoned += 1
-            if self._thread is not None:
-                self._thread.name = f"capture-{self.name}-abandoned-{self._abandoned}"
+            if self._thread is not None:  # the stuck thread keeps its source: named so, for top -H too
+                threads.rename_thread(self._thread, f"stuck:{self.name}:{self._abandoned}")
             self._thread = threading.Thread(
-                target=self._run, args=(("error", msg, s),), name=f"capture-{self.name}", daemon=True
+                target=self._run, args=(("error", msg, s),), name=f"cap:{self.name}", daemon=True
             )
             self._thread.start()
 

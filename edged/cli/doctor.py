@@ -166,27 +166,27 @@ def check_accelerations(results: list[Check]) -> Check:
 def check_telemetry() -> Check:
     from edged.observability.telemetry import Telemetry
 
-    snap = Telemetry(max_age_s=0).snapshot()
-    if not snap["jetson"]["available"]:
-        load = snap["cpu"].get("load")
+    readings = Telemetry(max_age_s=0).readings()
+    if not readings["jetson"]["available"]:
+        load = readings["cpu"].get("load")
         extra = f"; CPU load {' '.join(f'{x:g}' for x in load)}" if load else ""
-        return Check("device telemetry", INFO, f"{snap['jetson']['reason']}{extra}")
-    parts = [f"via {snap['source']}"]
-    if snap["nvpmodel"]:
-        parts.append(f"power mode {snap['nvpmodel'].get('mode', snap['nvpmodel'].get('id'))}")
-    if snap["temperatures_c"]:
-        parts.append(f"max {max(snap['temperatures_c'].values()):.0f} °C")
-    rails = snap["power_mw"]
+        return Check("device telemetry", INFO, f"{readings['jetson']['reason']}{extra}")
+    parts = [f"via {readings['source']}"]
+    if readings["nvpmodel"]:
+        parts.append(f"power mode {readings['nvpmodel'].get('mode', readings['nvpmodel'].get('id'))}")
+    if readings["temperatures_c"]:
+        parts.append(f"max {max(readings['temperatures_c'].values()):.0f} °C")
+    rails = readings["power_mw"]
     if rails:
         parts.append(f"{len(rails)} power rail(s)")
-    if snap["throttling"]["active"]:
+    if readings["throttling"]["active"]:
         return Check(
             "device telemetry",
             WARN,
             ", ".join(parts) + "; THROTTLING",
             "cool the module or lower the power mode",
         )
-    missing = ", ".join(snap.get("unavailable", {}))
+    missing = ", ".join(readings.get("unavailable", {}))
     return Check("device telemetry", OK, ", ".join(parts) + (f"; not exposed: {missing}" if missing else ""))
 
 

@@ -36,9 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EX_CONFIG
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
+    from edged.observability import threads
     from edged.observability.health.server import start_early
     from edged.observability.metrics import Metrics
 
+    threads.install()  # every thread from here on carries its role name to the OS, the early HTTP ones too
     metrics = Metrics()
     health = None
     if cfg.health.enabled:
@@ -62,20 +64,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = checked
     from edged.daemon.daemon import Daemon, StartupError
 
-    daemon = Daemon(
-        cfg,
-        Path(args.config).resolve(),
-        stdout=args.stdout,
-        signals=signals,
-        metrics=metrics,
-        health=health,
-    )
     try:
-        return daemon.run_forever()
-    except StartupError as e:
+        daemon = Daemon(
+            cfg,
+            Path(args.config).resolve(),
+            stdout=args.stdout,
+            signals=signals,
+            metrics=metrics,
+            health=health,
+        )
+    except StartupError as e:  # e.g. the outbox cannot be opened
         log.error("cannot start: %s", e)
-        daemon.shutdown(flush_timeout_s=0)
+        if health is not None:
+            health.stop()
         return EX_CONFIG
+    return daemon.run_forever()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

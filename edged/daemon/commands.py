@@ -131,6 +131,10 @@ class CommandQueue:
         self.models = models
         self._queue: queue.Queue[Command] = queue.Queue(QUEUE_SIZE)
 
+    def set_names(self, cameras: Collection[str], models: Collection[str]) -> None:
+        """The cameras and models commands may name (after each reload)."""
+        self.cameras, self.models = cameras, models
+
     def topic(self, camera: str, command: str) -> str:
         return f"{self.prefix}/{_printable(camera)}/set/{_printable(command)}"
 

@@ -93,8 +93,24 @@ class Daemon:
         """`health` (with the `metrics` it serves): a health server already answering "starting"
         (`edged run` starts it before this module is even imported); None: start() starts one first."""
         threads.install()  # the OS sees every thread's role name from here on (top -H, /stats)
+        log.info("edged %s starting: device %s, config %s", __version__, cfg.device.name, config_path)
         self.config_path = config_path
         self.metrics = metrics or Metrics()
+        # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
+        self.signals = signals or SignalFlags()
+        self.rates = CameraRates()
+        self.telemetry = Telemetry()
+        register_gauges(self.telemetry, self.metrics.registry)
+        # The parts, each given what it depends on, in this order: publishing (the outbox opens here,
+        # the broker is connected by start()), the operator's view, the result sink, the supervisor,
+        # the reports. Threads start in start().
+        self.commands = (
+            CommandQueue(cfg.topic_prefix, cfg.cameras, cfg.models)
+            if cfg.mqtt.enabled and cfg.mqtt.commands
+            else None
+        )
+        self.publisher = _publisher(cfg, self.metrics, self.commands) if cfg.mqtt.enabled else None
+        self.view = OperatorView(cfg, self.metrics, self.publisher)  # thumbnails, history, recent events
         self.sink = ResultSink(
             cfg.device.name,
             self.metrics,
@@ -102,9 +118,11 @@ class Daemon:
                 self.cfg.cameras[cam].tracking.events if cam in self.cfg.cameras else "frames"
             ),
             stdout=StdoutSink(sys.stdout) if stdout else None,
+            publisher=self.publisher,
+            thumbnails=self.view.thumbnails,
+            history=self.view.history,
+            recent=self.view.recent,
         )
-        self.view = OperatorView(cfg, self.metrics, self.sink)  # thumbnails, history, recent events
-        self.rates = CameraRates()
         self.supervisor = Supervisor(
             cfg,
             config_path,
@@ -119,16 +137,47 @@ class Daemon:
         )
         # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
         self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
-        self.supervisor.on_model_loaded = self.updates.loaded
-        self.supervisor.live_changes = self.updates.reload
-        self.telemetry = Telemetry()
-        register_gauges(self.telemetry, self.metrics.registry)
-        self.report = StatusReport(self.supervisor, self.rates, self.telemetry)
+        self.supervisor.attach(self.updates)
+        pc = cfg.health.predict  # POST /predict: the cameras' model servers answer it
+        self.predict = (
+            PredictApi(pc, self.supervisor, cfg.device.name, lambda: self.publisher) if pc.enabled else None
+        )
+        self.report = StatusReport(
+            self.supervisor,
+            self.rates,
+            self.telemetry,
+            publisher=self.publisher,
+            predict=self.predict.status if self.predict is not None else None,
+        )
         self.metrics.registry.register(RatesCollector(self.report.cameras, lambda: list(self.cfg.cameras)))
         self.metrics.registry.register(AnalyticsCollector(self.supervisor.line_counts, self._occupancy))
-        self.hass: HassDiscovery | None = None
-        self.stats_pub: StatsPublisher | None = None
-        self.publisher: MqttPublisher | None = None
+        self.hass = _hass(cfg, self.publisher, self.report) if self.publisher is not None else None
+        if self.hass is not None:
+            self.sink.attach(self.hass)
+        self.controller = (
+            Controller(
+                self.supervisor,
+                self.publisher,
+                cfg.topic_prefix,
+                self.snapshot,
+                self.updates,
+                expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
+                on_counts_reset=self.hass.touch if self.hass is not None else None,
+            )
+            if self.publisher is not None and self.commands is not None
+            else None
+        )
+        self.stats_pub = (
+            StatsPublisher(
+                self.publisher,
+                f"{cfg.topic_prefix}/stats",
+                cfg.mqtt.stats_interval_s,
+                self.report.status,
+                self.telemetry,
+            )
+            if self.publisher is not None
+            else None
+        )
         self.health = health
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
@@ -136,11 +185,6 @@ class Daemon:
         # edged.observability.health.liveness).
         self.heartbeat = Heartbeat()
         self.liveness = Liveness()
-        # Stop/reload requests, set by signal handlers (installed early by the CLI); the main loop polls them.
-        self.signals = signals or SignalFlags()
-        self.commands: CommandQueue | None = None
-        self.controller: Controller | None = None
-        self.predict: PredictApi | None = None  # POST /predict (health.predict.enabled)
 
     @property
     def cfg(self) -> Config:
@@ -150,16 +194,13 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Health first (alive, not ready, with the warm-up's progress), then MQTT, the models (each
-        serving after its first warm shape, edged.serving.warmup) and the cameras; READY=1 then."""
-        log.info(
-            "edged %s starting: device %s, config %s", __version__, self.cfg.device.name, self.config_path
-        )
+        """Start the parts' threads. Health first (alive, not ready, with the warm-up's progress), then
+        MQTT, the models (each serving after its first warm shape, edged.serving.warmup) and the
+        cameras; READY=1 then."""
         self._start_health()
         log.info("%s", opencv_report())
-        if self.cfg.mqtt.enabled:
-            self._start_mqtt()
-        self.view.start(self.publisher)
+        self._start_mqtt()
+        self.view.start()
         self.supervisor.start()
         if self.signals.stop:  # asked to stop while the models loaded: no READY=1, no watchdog
             return
@@ -178,59 +219,13 @@ class Daemon:
         self.watchdog.start()
 
     def _start_mqtt(self) -> None:
-        cfg = self.cfg
-        try:
-            outbox = Outbox(cfg.mqtt.outbox, metrics=self.metrics)
-        except OSError as e:  # nothing may be published without a durable outbox
-            raise StartupError(f"mqtt.outbox.dir {cfg.mqtt.outbox.dir}: {e.strerror or e}") from None
-        self.publisher = MqttPublisher(cfg.mqtt, cfg.device.name, cfg.topic_prefix, outbox, self.metrics)
-        self.report.publisher = self.publisher
-        if cfg.mqtt.commands:
-            self.commands = CommandQueue(cfg.topic_prefix, cfg.cameras, cfg.models)
-            self.publisher.on_command(self.commands.submit)
-            self.controller = Controller(
-                self.supervisor,
-                self.publisher,
-                cfg.topic_prefix,
-                self.snapshot,
-                self.updates,
-                expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
-                on_counts_reset=lambda cam: self.hass.touch(cam) if self.hass is not None else None,
-            )
-        self.publisher.start()
-        self.sink.publisher = self.publisher
-        if cfg.mqtt.hass.enabled:
-            self.hass = HassDiscovery(
-                self.publisher,
-                cfg.device.name,
-                cfg.topic_prefix,
-                discovery_prefix=cfg.mqtt.hass.discovery_prefix,
-                state_interval_s=cfg.mqtt.hass.state_interval_s,
-                status=self.report.status,
-                state_path=cfg.state_dir / "hass.json",
-                thumbnails=cfg.thumbnails.enabled and cfg.thumbnails.publish,
-                commands=cfg.mqtt.commands,
-                configuration_url=cfg.mqtt.hass.configuration_url
-                or status_page_url(cfg.health.bind, cfg.health.port, cfg.health.enabled),
-                expiry_s=cfg.mqtt.expiry_s,
-            )
-            self.hass.set_cameras(cfg.cameras)
-            self.hass.set_analytics(_hass_analytics(cfg))
-            self.sink.hass = self.hass
-        self.stats_pub = StatsPublisher(
-            self.publisher,
-            f"{cfg.topic_prefix}/stats",
-            cfg.mqtt.stats_interval_s,
-            self.report.status,
-            self.telemetry,
-        )
-        self.stats_pub.start()
+        """Connect in the background (never blocks), and send the stats every interval."""
+        if self.publisher is not None:
+            self.publisher.start()
+        if self.stats_pub is not None:
+            self.stats_pub.start()
 
     def _start_health(self) -> None:
-        pc = self.cfg.health.predict
-        if pc.enabled:  # the cameras' model servers answer it: pictures in, the cameras' events out
-            self.predict = PredictApi(pc, self.supervisor, self.cfg.device.name, lambda: self.publisher)
-            self.report.predict = self.predict.status
         if self.health is None and self.cfg.health.enabled:
             h = self.cfg.health
             self.health = start_early(
@@ -246,7 +241,7 @@ class Daemon:
                 status=self.report.status,
                 ready=self.report.ready,
                 snapshot=self.snapshot,
-                history=self.view.snapshot,
+                history=self.view.history_view,
                 thumbnail=self.view.thumbnail,
                 predict=self.predict.handle if self.predict is not None else None,
             )
@@ -293,7 +288,7 @@ class Daemon:
         self.supervisor.stop_cameras()
         self.supervisor.dispatcher.stop()
         self.supervisor.delivery.close()
-        self.view.stop()
+        self.view.stop()  # nothing reaches the sink any more: the thumbnails queued so far get written
         if self.stats_pub is not None:
             self.stats_pub.stop()
         if self.publisher is not None:
@@ -325,8 +320,7 @@ class Daemon:
             self.hass.set_cameras(self.cfg.cameras)
             self.hass.set_analytics(_hass_analytics(self.cfg))
         if self.commands is not None:
-            self.commands.cameras = self.cfg.cameras
-            self.commands.models = self.cfg.models
+            self.commands.set_names(self.cfg.cameras, self.cfg.models)
         if self.controller is not None:
             self.controller.reannounce()  # cameras may have come or gone: republish every enabled state
         self.notifier.ready(self.report.one_line())
@@ -346,6 +340,41 @@ class Daemon:
     def _occupancy(self) -> dict[str, dict[str, dict[str, int]]]:
         """camera -> zone -> label -> objects inside (for /metrics)."""
         return {n: r.analytics.occupancy() for n, r in list(self.supervisor.cameras.items()) if r.analytics}
+
+
+def _publisher(cfg: Config, metrics: Metrics, commands: CommandQueue | None) -> MqttPublisher:
+    """The MQTT publisher over its disk outbox (opened here: StartupError if it cannot be), not connected."""
+    try:
+        outbox = Outbox(cfg.mqtt.outbox, metrics=metrics)
+    except OSError as e:  # nothing may be published without a durable outbox
+        raise StartupError(f"mqtt.outbox.dir {cfg.mqtt.outbox.dir}: {e.strerror or e}") from None
+    publisher = MqttPublisher(cfg.mqtt, cfg.device.name, cfg.topic_prefix, outbox, metrics)
+    if commands is not None:
+        publisher.on_command(commands.submit)
+    return publisher
+
+
+def _hass(cfg: Config, publisher: MqttPublisher, report: StatusReport) -> HassDiscovery | None:
+    """Home Assistant discovery (mqtt.hass.enabled), publishing the daemon's status."""
+    if not cfg.mqtt.hass.enabled:
+        return None
+    hass = HassDiscovery(
+        publisher,
+        cfg.device.name,
+        cfg.topic_prefix,
+        discovery_prefix=cfg.mqtt.hass.discovery_prefix,
+        state_interval_s=cfg.mqtt.hass.state_interval_s,
+        status=report.status,
+        state_path=cfg.state_dir / "hass.json",
+        thumbnails=cfg.thumbnails.enabled and cfg.thumbnails.publish,
+        commands=cfg.mqtt.commands,
+        configuration_url=cfg.mqtt.hass.configuration_url
+        or status_page_url(cfg.health.bind, cfg.health.port, cfg.health.enabled),
+        expiry_s=cfg.mqtt.expiry_s,
+    )
+    hass.set_cameras(cfg.cameras)
+    hass.set_analytics(_hass_analytics(cfg))
+    return hass
 
 
 def _hass_analytics(cfg: Config) -> dict[str, CameraAnalytics]:

@@ -130,12 +130,10 @@ class PredictApi:
             if not _valid_name(name):
                 raise RequestError(400, f"camera: {name!r} is not a name (letters, digits, _ and -)")
         else:
-            if req.camera is None:
-                if len(cameras) != 1:
-                    known = ", ".join(cameras) or "none"
-                    raise RequestError(400, f"name a camera (camera=...) or send a chain; cameras: {known}")
-                req.camera = next(iter(cameras))
-            name = req.camera
+            if req.camera is None and len(cameras) != 1:
+                known = ", ".join(cameras) or "none"
+                raise RequestError(400, f"name a camera (camera=...) or send a chain; cameras: {known}")
+            name = req.camera if req.camera is not None else next(iter(cameras))
             cam = cameras.get(name)
             if cam is None:
                 known = ", ".join(cameras) or "none"

@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import policy
 from email.parser import BytesParser
 from typing import Any
@@ -76,23 +76,24 @@ def parse_request(query: str, content_type: str, body: bytes, max_images: int) -
 
 def _options(req: PredictRequest, options: dict[str, Any]) -> PredictRequest:
     """Query string or form fields: camera (or service), chain (JSON), confidence_threshold, publish."""
+    fields: dict[str, Any] = {}
     for key, value in options.items():
         if key in ("camera", "service"):
-            req.camera = str(value)
+            fields["camera"] = str(value)
         elif key == "chain":
             try:
-                req.chain = json.loads(value) if isinstance(value, str) else value
+                fields["chain"] = json.loads(value) if isinstance(value, str) else value
             except ValueError as e:
                 raise RequestError(400, f"chain: not JSON ({e})") from None
         elif key == "confidence_threshold":
-            req.confidence_threshold = _threshold(value)
+            fields["confidence_threshold"] = _threshold(value)
         elif key == "publish":
-            req.publish = _flag(value)
+            fields["publish"] = _flag(value)
         else:
             raise RequestError(
                 400, f"unknown option {key!r} (camera, service, chain, confidence_threshold, publish)"
             )
-    return req
+    return replace(req, **fields)
 
 
 def _threshold(value: Any) -> float:
@@ -151,7 +152,6 @@ def _json(body: bytes, options: dict[str, Any]) -> PredictRequest:
     if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
         raise RequestError(400, "`data` must be a list of pictures in base64 (or data: URIs)")
     images = [_base64(d, i) for i, d in enumerate(data)]
-    req = PredictRequest(images)
     opts = {**options, **{k: doc[k] for k in ("service", "camera", "chain", "publish") if k in doc}}
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
@@ -161,11 +161,11 @@ def _json(body: bytes, options: dict[str, Any]) -> PredictRequest:
         raise RequestError(400, "`parameters.output` must be an object")
     if "confidence_threshold" in output:
         opts["confidence_threshold"] = output["confidence_threshold"]
-    req.ignored = sorted(
+    ignored = sorted(
         [f"parameters.{k}" for k in params if k != "output"]
         + [f"parameters.output.{k}" for k in output if k != "confidence_threshold"]
     )
-    return _options(req, opts)
+    return _options(PredictRequest(images, ignored=ignored), opts)
 
 
 def _base64(text: str, index: int) -> bytes:

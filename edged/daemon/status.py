@@ -27,12 +27,21 @@ log = logging.getLogger("edged")
 
 
 class StatusReport:
-    def __init__(self, supervisor: Supervisor, rates: CameraRates, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        rates: CameraRates,
+        telemetry: Telemetry,
+        *,
+        publisher: MqttPublisher | None = None,
+        predict: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """`publisher`: None without MQTT; `predict`: POST /predict's counters, None while it is off."""
         self.supervisor = supervisor
         self.rates = rates
         self.telemetry = telemetry
-        self.publisher: MqttPublisher | None = None  # set once the daemon started it
-        self.predict: Callable[[], dict[str, Any]] | None = None  # POST /predict's counters, when on
+        self.publisher = publisher
+        self.predict = predict
         self.started = time.time()
 
     def cameras(self) -> dict[str, dict[str, Any]]:
@@ -194,7 +203,7 @@ class StatusReport:
         if self.predict is not None:
             out["predict"] = self.predict()
         out["process"] = process_memory()
-        out["telemetry"] = self.telemetry.snapshot()
+        out["telemetry"] = self.telemetry.readings()
         out["threads"] = threads.table()
         return out
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edged.analytics.counts import LineCounts
 from edged.config.schema import Config
@@ -35,6 +35,14 @@ from edged.serving.warmup import WarmUpCancelled
 from edged.types import FrameResult
 
 log = logging.getLogger("edged")
+
+
+class LiveUpdates(Protocol):
+    """What the supervisor tells live model updates (edged.daemon.updates.ModelUpdates)."""
+
+    def loaded(self, name: str) -> None: ...
+
+    def reload(self, old: Config, new: Config) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -145,10 +153,13 @@ class Supervisor:
         self.line_counts = LineCounts()
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
-        # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
-        # which changed models take the change live, without a restart.
-        self.on_model_loaded: Callable[[str], None] | None = None
-        self.live_changes: Callable[[Config, Config], set[str]] | None = None
+        self._updates: LiveUpdates | None = None  # `attach`
+
+    def attach(self, updates: LiveUpdates) -> None:
+        """Live model updates (edged.daemon.updates), once, before `start`: told of every loaded model;
+        on reload they say which changed models take the change live, without a restart. Not a
+        constructor argument because they reach the loaded models through this supervisor (a cycle)."""
+        self._updates = updates
 
     # --- start and stop ----------------------------------------------------------------------
 
@@ -212,8 +223,8 @@ class Supervisor:
             self.model_errors.pop(name, None)
             self.restart_may_help.discard(name)
             self.model_memory[name] = _memory_at_load(self.models[name].lane is not None, rss0, dev0)
-            if self.on_model_loaded is not None:
-                self.on_model_loaded(name)
+            if self._updates is not None:
+                self._updates.loaded(name)
 
     def source_sizes(self, model: str) -> list[tuple[int, int]]:
         """Resolutions of the cameras whose chains use the model (its declared input sizes): configured,
@@ -304,7 +315,7 @@ class Supervisor:
         """Run `new` instead of the running config, restarting only what changed. Device, MQTT and health
         settings stay as they are (they need a process restart)."""
         old = self.cfg
-        live = self.live_changes(old, new) if self.live_changes is not None else set()
+        live = self._updates.reload(old, new) if self._updates is not None else set()
         plan = plan_reload(old, new, frozenset(live))
         if plan.needs_restart:
             log.warning(

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
 from edged.infer.engine_cache import EngineCache, EngineKey, engine_key, quarantine
+from edged.observability import threads
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane
@@ -233,6 +234,7 @@ class BuildStatus:
 def _child(job: BuildJob, conn: Connection, prepare_fn: Callable[[BuildJob], Build]) -> None:
     """The builder process: key first (so the parent can record a failure if this process dies),
     then cache hit, recorded failure, or a build under the cache lock."""
+    threads.rename(f"builder:{job.name}")  # this process, as ps and top show it
     key: EngineKey | None = None
     cache = EngineCache(job.options.cache_dir)
     try:
@@ -318,13 +320,13 @@ class BackgroundBuild:
         self._proc = ctx.Process(
             target=_child,
             args=(self.job, sender, self._prepare),
-            name=f"edged-build-{self.job.name}",
+            name=f"builder:{self.job.name}",
             daemon=True,
         )
         self._proc.start()
         sender.close()  # the child's end: EOF here once the builder exits, however it exits
         self._thread = threading.Thread(
-            target=self._watch, args=(receiver,), name=f"build-{self.job.name}", daemon=True
+            target=self._watch, args=(receiver,), name=f"build:{self.job.name}", daemon=True
         )
         self._thread.start()
 
@@ -372,9 +374,9 @@ class BackgroundBuild:
         with self._lock:
             for k, v in changes.items():
                 setattr(self._status, k, v)
-            snapshot = BuildStatus(**{**self._status.__dict__, "changes": list(self._status.changes)})
+            status = BuildStatus(**{**self._status.__dict__, "changes": list(self._status.changes)})
         if self._on_change is not None:
-            self._on_change(snapshot)
+            self._on_change(status)
 
     def _watch(self, conn: Connection) -> None:
         key: EngineKey | None = None

@@ -6,7 +6,7 @@ open interval is reported too (over the time it has run so far), so the plot has
 first frame on. Nothing is persisted: a restart starts an empty plot.
 
 Threading: `record()` runs on camera pipeline threads (an append under a lock, nothing
-else, so the per-frame path stays cheap); `snapshot()` runs on HTTP threads. Intervals are closed
+else, so the per-frame path stays cheap); `columns()` runs on HTTP threads. Intervals are closed
 lazily by whichever call comes next, so there is no thread of its own.
 """
 
@@ -87,7 +87,7 @@ class History:
         cam.start += elapsed * self.interval_s
         cam.count, cam.samples = 0, []
 
-    def snapshot(self) -> dict[str, Any]:
+    def columns(self) -> dict[str, Any]:
         """{"interval_s", "span_s", "cameras": {name: {"t": [...], "processed_fps": [...], "p50_ms": [...],
         "p99_ms": [...]}}}: columns, oldest first, the last one being the open interval."""
         now = self.clock()

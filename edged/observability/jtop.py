@@ -12,8 +12,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def merge_jtop(snap: dict[str, Any]) -> bool:
-    """Overlay jtop's readings on a telemetry snapshot; False (snapshot unchanged) when jtop fails."""
+def merge_jtop(readings: dict[str, Any]) -> bool:
+    """Overlay jtop's readings on the telemetry readings; False (readings unchanged) when jtop fails."""
     try:
         from jtop import jtop  # jetson-stats; its service must be running
 
@@ -22,16 +22,16 @@ def merge_jtop(snap: dict[str, Any]) -> bool:
     except Exception as e:  # ImportError, jtop.JtopException, socket errors
         log.info("telemetry: jtop not usable (%s: %s); reading sysfs", type(e).__name__, e)
         return False
-    snap["source"] = "jtop"
+    readings["source"] = "jtop"
     for key, value in stats.items():
         if not isinstance(value, (int, float)):
             if key == "nvp model" and isinstance(value, str):
-                snap["nvpmodel"] = {**(snap["nvpmodel"] or {}), "mode": value}
+                readings["nvpmodel"] = {**(readings["nvpmodel"] or {}), "mode": value}
             continue
         if key.startswith("Temp "):
-            snap["temperatures_c"][key[5:]] = float(value)
+            readings["temperatures_c"][key[5:]] = float(value)
         elif key.startswith("Power ") and key != "Power TOT":
-            snap["power_mw"].setdefault(key[6:], {})["power_mw"] = float(value)
+            readings["power_mw"].setdefault(key[6:], {})["power_mw"] = float(value)
         elif key == "GPU":
-            snap["gpu"] = {**(snap["gpu"] or {}), "load_pct": float(value)}
+            readings["gpu"] = {**(readings["gpu"] or {}), "load_pct": float(value)}
     return True

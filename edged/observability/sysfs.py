@@ -51,7 +51,7 @@ def _sorted_glob(root: Path, pattern: str) -> list[Path]:
 
 
 class SysfsReader:
-    """Reads one snapshot's worth of values from a (real or fake) sysfs/procfs tree under `root`."""
+    """Reads one round of telemetry readings from a (real or fake) sysfs/procfs tree under `root`."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

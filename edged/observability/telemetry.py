@@ -5,9 +5,9 @@ answers, else straight from sysfs (sysfs.py, the same files jtop reads). Other m
 section with `available: false` and the reason, plus whatever generic values their sysfs/procfs has
 (CPU temperature, load, clocks), so dashboards need one shape only.
 
-Consumers: `Telemetry.snapshot()` (a dict for /stats and the MQTT `<prefix>/stats` topic, which
+Consumers: `Telemetry.readings()` (a dict for /stats and the MQTT `<prefix>/stats` topic, which
 edged/publish/stats.py sends) and the Prometheus gauges read at scrape time (telemetry_gauges.py).
-Threads: any (HTTP, stats publisher, scrapes); a lock guards the cached snapshot.
+Threads: any (HTTP, stats publisher, scrapes); a lock guards the cached readings.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def parse_nvpmodel_q(text: str) -> dict[str, Any] | None:
 
 
 class Telemetry:
-    """One device's telemetry; `snapshot()` is cached for `max_age_s` so scrapes and /stats stay cheap."""
+    """One device's telemetry; `readings()` are cached for `max_age_s` so scrapes and /stats stay cheap."""
 
     def __init__(
         self,
@@ -57,19 +57,19 @@ class Telemetry:
         self._nvp: tuple[float, dict[str, Any] | None] | None = None
         self._jtop_failed = False
 
-    def snapshot(self) -> dict[str, Any]:
+    def readings(self) -> dict[str, Any]:
         with self._lock:
             now = time.monotonic()
             if self._cache is not None and now - self._cache[0] < self.max_age_s:
                 return self._cache[1]
-            snap = self._collect()
-            self._cache = (now, snap)
-            return snap
+            readings = self._collect()
+            self._cache = (now, readings)
+            return readings
 
     def _collect(self) -> dict[str, Any]:
         r = self.reader
         jetson = r.jetson()
-        snap: dict[str, Any] = {
+        readings: dict[str, Any] = {
             "jetson": jetson,
             "source": "sysfs",
             "temperatures_c": r.temperatures(),
@@ -81,14 +81,14 @@ class Telemetry:
             "nvpmodel": self._nvpmodel() if jetson["available"] else None,
         }
         if jetson["available"] and self.use_jtop:
-            self._merge_jtop(snap)
-        missing = [k for k in ("temperatures_c", "power_mw", "gpu", "nvpmodel") if not snap[k]]
+            self._merge_jtop(readings)
+        missing = [k for k in ("temperatures_c", "power_mw", "gpu", "nvpmodel") if not readings[k]]
         if missing:
             # Say why a dashboard panel is empty instead of leaving people to guess.
-            snap["unavailable"] = {
+            readings["unavailable"] = {
                 k: jetson["reason"] or "not exposed by this kernel/JetPack" for k in missing
             }
-        return snap
+        return readings
 
     def _nvpmodel(self) -> dict[str, Any] | None:
         now = time.monotonic()
@@ -107,7 +107,7 @@ class Telemetry:
         self._nvp = (now, found)
         return found
 
-    def _merge_jtop(self, snap: dict[str, Any]) -> None:
-        """Overlay jtop's readings; after one failure, keep to sysfs for good (no retry per snapshot)."""
-        if not self._jtop_failed and not merge_jtop(snap):
+    def _merge_jtop(self, readings: dict[str, Any]) -> None:
+        """Overlay jtop's readings; after one failure, keep to sysfs for good (no retry per reading)."""
+        if not self._jtop_failed and not merge_jtop(readings):
             self._jtop_failed = True

@@ -1,4 +1,4 @@
-"""Device telemetry as Prometheus gauges, computed at scrape time from the (cached) snapshot.
+"""Device telemetry as Prometheus gauges, computed at scrape time from the (cached) readings.
 
 `register_gauges(telemetry, registry)` adds them to the shared Metrics registry (edged/observability/
 metrics.py); /metrics (the health server's HTTP threads) then reads them, so they are never stale.
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class _TelemetryCollector(Collector):
-    """Gauges computed at scrape time from the (cached) snapshot, so /metrics is never stale."""
+    """Gauges computed at scrape time from the (cached) readings, so /metrics is never stale."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
@@ -29,9 +29,9 @@ class _TelemetryCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         try:
-            s = self.telemetry.snapshot()
+            s = self.telemetry.readings()
         except Exception:  # never break a scrape of the pipeline's own metrics
-            log.exception("telemetry snapshot failed")
+            log.exception("telemetry readings failed")
             return
         up = GaugeMetricFamily("edged_device_jetson", "1 on a Jetson (L4T found)")
         up.add_metric([], 1.0 if s["jetson"]["available"] else 0.0)

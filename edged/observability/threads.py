@@ -6,8 +6,13 @@ CPython (before 3.14) does not tell the OS its threads' names. `install()` sets 
 for threads started afterwards (`threading.setprofile`): its first call, on the new thread, names the
 thread with prctl(PR_SET_NAME) (15 bytes: the kernel's limit) and removes itself, so the thread runs
 unprofiled from then on. A name given later from another thread (`thread.name = ...`, e.g. an abandoned
-capture thread) stays Python's; `rename` names the calling thread for both. Linux only; elsewhere the
-OS names stay as they were.
+capture thread) stays Python's; `rename` names the calling thread for both, `rename_thread` another
+thread of this process (through /proc/self/task/<tid>/comm). Thread pools take `pool_worker` as their
+initializer (`deliv_0` becomes `deliv:0`); threads a library starts under its own name are renamed by
+`library_threads` (paho's network loop becomes `mqtt:net`). Linux only; elsewhere the OS names stay.
+
+Names follow `<role>:<owner>` (`cap:gate`, `srv:text_det`, `deliv:0`), or the role alone for the
+one thread of its kind (`disp`, `http`, `wdog`); docs/operations.md ("Threads") lists them all.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 PR_SET_NAME = 15
+MAX_BYTES = 15  # the kernel's limit (TASK_COMM_LEN 16, with its NUL)
 _libc: Any = None
 _installed = False
+# Python name prefix of a thread a library starts -> the role name it gets (`library_threads`).
+_library: dict[str, str] = {}
 
 
 def _prctl_name(name: str) -> None:
@@ -33,7 +41,12 @@ def _prctl_name(name: str) -> None:
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     with contextlib.suppress(Exception):
-        _libc.prctl(PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0)
+        _libc.prctl(PR_SET_NAME, os_name(name), 0, 0, 0)
+
+
+def os_name(name: str) -> bytes:
+    """What the kernel keeps of a thread name: its first 15 bytes."""
+    return name.encode("utf-8", "replace")[:MAX_BYTES]
 
 
 def rename(name: str) -> None:
@@ -42,9 +55,33 @@ def rename(name: str) -> None:
     _prctl_name(name)
 
 
+def rename_thread(thread: threading.Thread, name: str) -> None:
+    """Name another (started) thread of this process, for Python and for the OS."""
+    thread.name = name
+    if thread.native_id is not None and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/self/task/{thread.native_id}/comm").write_bytes(os_name(name))
+
+
+def pool_worker() -> None:
+    """ThreadPoolExecutor initializer: its worker `<prefix>_<n>` is named `<prefix>:<n>`."""
+    prefix, _, n = threading.current_thread().name.rpartition("_")
+    rename(f"{prefix}:{n}")
+
+
+def library_threads(names: dict[str, str]) -> None:
+    """Threads started later whose Python name begins with a key get its value as their name."""
+    _library.update(names)
+
+
 def _first_call(frame: Any, event: str, arg: Any) -> None:
     sys.setprofile(None)  # one shot: this thread is not profiled
-    _prctl_name(threading.current_thread().name)
+    thread = threading.current_thread()
+    for prefix, name in _library.items():
+        if thread.name.startswith(prefix):
+            thread.name = name
+            break
+    _prctl_name(thread.name)
 
 
 def install() -> None:

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from edged.observability import threads
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,9 @@ class SerialLane:
 
 class Delivery:
     def __init__(self, workers: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="deliver")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="deliv", initializer=threads.pool_worker
+        )
 
     def lane(self, name: str) -> SerialLane:
         return SerialLane(self._pool, name)

@@ -26,7 +26,7 @@ class FrameDispatcher:
         self._cond = threading.Condition()
         self._signalled = False
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="dispatch", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="disp", daemon=True)
         self._thread.start()
 
     def add(self, camera: str, pump: Pump) -> None:

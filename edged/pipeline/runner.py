@@ -102,8 +102,8 @@ class CameraRunner:
             reconnect_min_s=cam.reconnect.min_s,
             reconnect_max_s=cam.reconnect.max_s,
             metrics=metrics,
+            on_frame=dispatcher.wake,  # the dispatcher hands the frame to the chain
         )
-        self.capture.on_frame = dispatcher.wake
         self._sink = sink
         self.chain = (
             Chain(

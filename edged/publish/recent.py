@@ -2,7 +2,7 @@
 
 `RecentEvents` keeps the last `size` events (the few fields the page shows) in memory; nothing is
 persisted. Threading: `add()` runs on the cameras' delivery threads (an append under a lock, nothing
-else, so the per-frame path stays cheap); `snapshot()` runs on HTTP threads.
+else, so the per-frame path stays cheap); `newest_first()` runs on HTTP threads.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class RecentEvents:
         with self._lock:
             self._events.append(row)
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def newest_first(self) -> list[dict[str, Any]]:
         """Newest first."""
         with self._lock:
             return list(reversed(self._events))

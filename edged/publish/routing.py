@@ -33,20 +33,30 @@ class ResultSink:
         events_mode: Callable[[str], str],
         stdout: StdoutSink | None = None,
         publisher: MqttPublisher | None = None,
+        thumbnails: Thumbnailer | None = None,
+        history: History | None = None,
+        recent: RecentEvents | None = None,
     ):
+        """Every output arrives here, except Home Assistant discovery (`attach`). The operator's view
+        (status page): `thumbnails` named in events, the plot's `history`, the `recent` events."""
         self.metrics = metrics
         self.events_mode = events_mode  # camera -> "frames" | "tracks" (read per result: reloads change it)
         self.stdout = stdout
         self.publisher = publisher
         self.hass: HassDiscovery | None = None
-        # The operator's view (status page): thumbnails named in events, the plot's history, recent events.
-        self.thumbnails: Thumbnailer | None = None
-        self.history: History | None = None
-        self.recent: RecentEvents | None = None
+        self.thumbnails = thumbnails
+        self.history = history
+        self.recent = recent
         self.frames = EventBuilder(device)
         self.tracks = TrackEventBuilder(device)
         self.scene = SceneEventBuilder(device)
         self._detections: dict[tuple[str, str], Any] = {}
+
+    def attach(self, hass: HassDiscovery) -> None:
+        """Home Assistant discovery, once, before any camera starts. The one output that cannot come
+        through the constructor: it publishes the daemon's status, which reads the cameras that feed this
+        sink (a cycle: sink -> discovery -> status -> cameras -> sink)."""
+        self.hass = hass
 
     def __call__(self, result: FrameResult) -> None:
         camera = result.frame.camera

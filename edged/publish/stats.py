@@ -1,7 +1,7 @@
 """The periodic `<prefix>/stats` topic: the daemon's status and the device telemetry, every interval.
 
 QoS 0, not retained and not through the outbox: a stats message is only worth its latest value, so
-while the broker is away they are skipped rather than queued. One thread of its own (`edged-stats`),
+while the broker is away they are skipped rather than queued. One thread of its own (`stats`),
 started and stopped by the daemon.
 """
 
@@ -26,7 +26,7 @@ class RawPublisher(Protocol):
 
 
 class StatsPublisher:
-    """Publishes {"ts", "status": status(), "telemetry": snapshot} to `topic` every `interval_s`.
+    """Publishes {"ts", "status": status(), "telemetry": readings} to `topic` every `interval_s`.
 
     QoS 0, not retained and not through the outbox: a stats message is only worth its latest value, so
     while the broker is away they are skipped rather than queued.
@@ -51,7 +51,7 @@ class StatsPublisher:
     def payload(self) -> dict[str, Any]:
         status = dict(self.status())
         # The daemon's status may already carry the telemetry (for /stats): send it once, at the top.
-        telemetry = status.pop("telemetry", None) or self.telemetry.snapshot()
+        telemetry = status.pop("telemetry", None) or self.telemetry.readings()
         return {"ts": round(time.time(), 3), "status": status, "telemetry": telemetry}
 
     def publish_once(self) -> bool:
@@ -66,7 +66,7 @@ class StatsPublisher:
     def start(self) -> None:
         if self.interval_s <= 0 or self._thread is not None:
             return  # stats_interval_s: 0 disables the topic
-        self._thread = threading.Thread(target=self._loop, name="edged-stats", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="stats", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

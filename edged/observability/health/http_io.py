@@ -13,7 +13,7 @@ requests at once (one more is answered 429 before its body is read), a `Content-
 `max_bytes` (411 without one, 413 above it), the whole body within `read_timeout_s` (408), and their
 replies are made on a pool of their own, so slow inference never holds up /readyz or /metrics.
 
-Threads: the loop runs in one daemon thread (`edged-health`). `respond(head, client)` turns a complete head
+Threads: the loop runs in one daemon thread (`http`). `respond(head, client)` turns a complete head
 into a complete reply; it runs on the loop for the paths in `inline_paths` (cheap ones that must never
 wait, /healthz) and on a small thread pool for the rest (they call into the daemon and may be slow); a
 pool job that takes longer than `handler_timeout_s` gets a 503 (and is cancelled if it has not started).
@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from edged.observability import threads
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +127,15 @@ class HttpFront:
         self.max_connections = max_connections
         self.write_timeout_s = write_timeout_s
         self.handler_timeout_s = handler_timeout_s
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="edged-health-handler")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="http", initializer=threads.pool_worker
+        )
         self._bodies = dict(bodies or {})
         # One pool per body route, as large as its in-flight limit: a request admitted never queues.
         self._body_pools = {
-            path: concurrent.futures.ThreadPoolExecutor(r.max_in_flight, thread_name_prefix="edged-http-post")
+            path: concurrent.futures.ThreadPoolExecutor(
+                r.max_in_flight, thread_name_prefix="post", initializer=threads.pool_worker
+            )
             for path, r in self._bodies.items()
         }
         self._body_in_flight = dict.fromkeys(self._bodies, 0)  # touched on the loop thread only
@@ -141,7 +147,7 @@ class HttpFront:
         self._writers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.evicted = 0
         self.timed_out = 0
-        self._thread = threading.Thread(target=self._run, name="edged-health", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._started = threading.Event()
 
     @property

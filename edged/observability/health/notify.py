@@ -167,7 +167,7 @@ class Watchdog:
                 log.debug("systemd watchdog not requested; not starting the watchdog thread")
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="edged-watchdog", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="wdog", daemon=True)
         self._thread.start()
         if self.interval_s is not None:
             log.info("systemd watchdog: ping every %.1f s while the daemon is alive", self.interval_s)

@@ -39,6 +39,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edged.config.schema import MqttConfig
+from edged.observability import threads
 from edged.observability.metrics import Metrics
 from edged.publish.mqtt.client import ReplayPacer, expiry_properties, make_client, use_tls
 from edged.publish.mqtt.guards import CallbackGuard, supervise
@@ -147,7 +148,7 @@ class MqttPublisher:
         if self.cfg.tls.enabled and not self._setup_tls():
             self._started = False  # unusable TLS files: events stay in the outbox, healthy() says why
             return
-        self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
+        self._sender = threading.Thread(target=self._sender_main, name="mqtt:send", daemon=True)
         self._sender.start()
         self._state = "connecting"
         if self.cfg.protocol == "5":  # a clean start on every connection, as clean_session does in 3.1.1
@@ -156,6 +157,7 @@ class MqttPublisher:
             )
         else:
             self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        threads.library_threads({"paho-mqtt-client-": "mqtt:net"})  # paho's network loop, by role
         self._client.loop_start()
 
     def _setup_tls(self) -> bool:

@@ -2,7 +2,7 @@
 
 A cleanup script, a tmpfiles rule or an operator may delete or replace the outbox directory (or a
 segment) while edged runs. `Losses` notices it through SegmentFiles.check (each append checks the
-directory and the active segment, the outbox-io thread every segment about once a second), makes the
+directory and the active segment, the outbox:io thread every segment about once a second), makes the
 segments that are gone orphans (still read, and sent, through the fds the outbox holds open), says so in
 one ERROR per loss and keeps why until the records are written again; `recover` recreates the
 directory and writes every orphaned record to it, one record at a time (never the whole backlog in

@@ -13,14 +13,14 @@ Disk errors (ENOSPC, EIO, short writes) never reach the caller nor desynchronise
 files are SegmentFiles', the fault hook and cut-back in diskio): a failed append is cut back to the size
 before it (diskio.append_all), or if that fails too the segment is sealed. The event keeps its seq and
 is held in memory (still pending, still sent) up to max_memory_bytes, then written once the disk takes
-writes again (tried every retry_s, by the outbox-io thread or an append); past the bound the oldest held
+writes again (tried every retry_s, by the outbox:io thread or an append); past the bound the oldest held
 events are dropped (disk_full). Acks the disk refuses are kept and retried the same way (a lost ack only
 means a duplicate). A record is done only when delivered or dropped and counted by reason (disk_full,
 size_cap, age_cap, corrupt), logged once per burst (drops.DropLog). On open, corrupt and torn records
 are skipped and counted; the scan resynchronises on the next magic.
 
 fsync (OutboxConfig.fsync), i.e. what survives a power cut (a process crash loses nothing written, since
-writes go straight to the kernel): always = fdatasync per append; interval = the outbox-io thread
+writes go straight to the kernel): always = fdatasync per append; interval = the outbox:io thread
 fdatasyncs segments and ack logs every fsync_interval_s; never = the OS decides. Ack logs are synced by
 that thread and at close only: a lost ack means an event is sent twice, which QoS 1 consumers handle by
 `id`.
@@ -30,7 +30,7 @@ are dropped (age_cap), on the monotonic clock for events of this run (a Jetson w
 step its wall clock by years at NTP sync).
 
 The directory or a segment removed or replaced under the running outbox (outbox_loss.Losses): every
-append checks the directory and the active segment, the outbox-io thread every segment about once a
+append checks the directory and the active segment, the outbox:io thread every segment about once a
 second. On a loss: one ERROR; the segments that are gone become orphans, still read (and sent) through
 the fds the outbox holds open; new events are held in memory (up to max_memory_bytes, then disk_full
 drops); the directory is recreated (at once, then every retry_s while that fails) and the orphans'
@@ -43,12 +43,12 @@ are deleted at once, and the active one is emptied within a second of its last r
 
 Who owns what: the Outbox owns the pending entries (seq order), the records held in memory and their
 bytes, the sequence numbers, the DiskState (is the disk refusing writes, when to try again), the caps and
-drop counts, its lock and the outbox-io thread. It holds one SegmentFiles (segment_files), which owns
+drop counts, its lock and the outbox:io thread. It holds one SegmentFiles (segment_files), which owns
 the segment files: the segment list, the active segment, every fd and the bytes on disk; the Outbox
 tells it what to write and passes in what it needs (the held entry, the next seq for a new segment's
 name). Refused writes are reported by SegmentFiles to the Outbox's DiskState.
 
-Threading: every public method takes one lock; the outbox-io thread (fsync every fsync_interval_s with
+Threading: every public method takes one lock; the outbox:io thread (fsync every fsync_interval_s with
 `interval`, retries of refused writes) syncs duplicated fds outside it.
 """
 
@@ -114,7 +114,7 @@ class Outbox:
         self._losses = Losses(str(self.dir), self._files, self._disk, cfg.max_memory_bytes)
         self._stop = threading.Event()
         # Syncs (fsync: interval) and retries refused writes when no append or send comes to do it.
-        self._flusher = threading.Thread(target=self._background, name="outbox-io", daemon=True)
+        self._flusher = threading.Thread(target=self._background, name="outbox:io", daemon=True)
         self._flusher.start()
         if metrics is not None:
             metrics.outbox_depth.set_function(lambda: self.depth)

@@ -193,7 +193,7 @@ class Thumbnailer:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=cfg.queue)
         self._tracks: OrderedDict[tuple[str, int], _Best] = OrderedDict()
         self._lock = threading.Lock()  # _tracks: several cameras' pipeline threads
-        self._thread = threading.Thread(target=self._run, name="edged-thumbs", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="thumbs", daemon=True)
         self._error_logged: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
