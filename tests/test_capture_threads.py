@@ -59,9 +59,7 @@ def test_n_cameras_run_on_n_threads_and_one_watcher_which_reopens_a_stalled_one(
     assert all(c.get(5.0) is not None for c in cams)
     assert sorted(ours()) == sorted(mine)
     assert thread_names().count("watch:cams") == 1
-    assert (
-        WATCHER.thread is not None and WATCHER.thread.name == "watch:cams" and WATCHER.thread.is_alive()
-    )
+    assert WATCHER.thread is not None and WATCHER.thread.name == "watch:cams" and WATCHER.thread.is_alive()
 
     # One camera's read blocks for good: the watcher abandons it and a new thread reopens the camera.
     last = {c.name: -1 for c in cams}
