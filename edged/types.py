@@ -45,7 +45,7 @@ class Frame:
     t_mono_ns: int = field(default_factory=time.monotonic_ns)
     t_wall: float = field(default_factory=time.time)
     # Which of its camera's frame buffers (device copy, page-locked staging) this frame may use: given by
-    # the camera's flow (edged.pipeline.flow), which knows when the frame that used it before has left.
+    # the camera's chain (edged.pipeline.chain), which knows when the frame that used it before has left.
     # None: a frame used outside a flow (tests, benchmarks); the preprocessor then uses `seq % 2`.
     slot: int | None = None
 

@@ -36,8 +36,8 @@ from edged.capture.sources import make_source  # noqa: E402
 from edged.capture.worker import CameraCapture  # noqa: E402
 from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
-from edged.pipeline.flow import run_frames  # noqa: E402
-from edged.pipeline.runner import build_stages  # noqa: E402
+from edged.pipeline.chain import run_frames  # noqa: E402
+from edged.pipeline.stage import build_stages  # noqa: E402
 from edged.serving.loading import LoadedModel, load_model  # noqa: E402
 from edged.types import Frame, FrameResult  # noqa: E402
 

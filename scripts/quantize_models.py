@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
 from edged.infer.quantize import convert_fp16, fp16_path, int8_path, quantize_qdq  # noqa: E402
-from edged.pipeline.flow import run_frames  # noqa: E402
-from edged.pipeline.runner import build_stages  # noqa: E402
+from edged.pipeline.chain import run_frames  # noqa: E402
+from edged.pipeline.stage import build_stages  # noqa: E402
 from edged.preprocess.spec import upright_quad  # noqa: E402
 from edged.serving.loading import LoadedModel, load_model  # noqa: E402
 from edged.types import Frame  # noqa: E402

@@ -28,8 +28,8 @@ from edged.config.loader import load_config  # noqa: E402
 from edged.demo.sample_traffic import FRAMES, make_traffic_sample  # noqa: E402
 from edged.demo.truth import read_video  # noqa: E402
 from edged.observability.metrics import Metrics  # noqa: E402
-from edged.pipeline.flow import run_frames  # noqa: E402
-from edged.pipeline.runner import build_stages  # noqa: E402
+from edged.pipeline.chain import run_frames  # noqa: E402
+from edged.pipeline.stage import build_stages  # noqa: E402
 from edged.serving.loading import load_model  # noqa: E402
 from edged.types import Frame  # noqa: E402
 

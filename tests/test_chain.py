@@ -98,7 +98,7 @@ def test_flow_keeps_order_and_survives_a_failing_frame(
     assert [r.frame.seq for r in got] == [0, 1, 3, 4]
     assert [seq for seq, _ in cam.failed] == [2]
     assert all(texts(r) == [t for t, _ in LINES] for r in got)
-    assert cam.flow.in_flight == 0
+    assert cam.chain.in_flight == 0
 
 
 def test_results_leave_in_capture_order_when_a_later_frame_needs_no_second_stage(
@@ -128,21 +128,21 @@ def test_frames_in_flight_never_share_a_buffer_slot(servers: dict[str, ModelServ
     sink_end: dict[int, float] = {}
     accepted: dict[int, float] = {}
     room = threading.Event()
-    cam.flow.on_free = room.set
+    cam.chain.on_free = room.set
 
     def sink(result: FrameResult) -> None:
         assert result.frame.slot is not None
         cam.results.append(result)
         sink_end[result.frame.seq] = time.perf_counter()
 
-    cam.flow.sink = sink
+    cam.chain.sink = sink
     for seq in range(0, 24, 2):
         frame = Frame("slots", seq, plate_image())
-        while not cam.flow.offer(frame):
+        while not cam.chain.offer(frame):
             room.wait(0.05)
             room.clear()
         accepted[seq] = time.perf_counter()
-    assert cam.flow.drain(120)
+    assert cam.chain.drain(120)
     slots = [(r.frame.seq, r.frame.slot) for r in cam.results]  # in the order frames were taken
     assert [seq for seq, _ in slots] == list(range(0, 24, 2))
     assert {slot for _, slot in slots} == set(range(depth))

@@ -7,9 +7,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from _models import OcrChain, quad_iou, rapidocr_models_dir, rotate, text_image
 
 from edged.preprocess.cpu import preprocess_frame
+from tests.support.models import OcrChain, quad_iou, rapidocr_models_dir, rotate, text_image
 
 MODELS = rapidocr_models_dir()
 

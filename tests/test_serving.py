@@ -135,7 +135,7 @@ def test_a_frame_the_server_cannot_take_fails_alone_and_a_closed_server_refuses(
     cam = Camera("gate", [make_stage("det", det)])
     got = cam.run([np.zeros((0, 0, 3), np.uint8), text_frame("OK", 1)])
     assert [(s, str(e)) for s, e in cam.failed] == [(0, "empty image 0x0")]
-    assert [r.frame.seq for r in got] == [1] and cam.flow.in_flight == 0
+    assert [r.frame.seq for r in got] == [1] and cam.chain.in_flight == 0
     det.close()
     with pytest.raises(ServerClosed):
         det.submit_frame(Frame("gate", 2, text_frame("OK", 2)), lambda rows, err: None)
@@ -219,8 +219,8 @@ def test_a_slow_camera_does_not_hold_back_the_others(ocr_engines: dict[str, Engi
         time.sleep(0.5)
         done["slow"].append(time.monotonic() - t0)
 
-    cams["slow"].flow.sink = slow_sink
-    cams["fast"].flow.sink = lambda r: done["fast"].append(time.monotonic() - t0)
+    cams["slow"].chain.sink = slow_sink
+    cams["fast"].chain.sink = lambda r: done["fast"].append(time.monotonic() - t0)
     try:
         run_cameras(cams, lambda cam, seq: text_frame(cam[:2].upper(), seq), 6)
     finally:
@@ -258,7 +258,7 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
     got: dict[str, list[int]] = {"a": [], "b": []}
     dispatcher = FrameDispatcher()
     forgotten: list[tuple[str, int]] = []  # (camera, its frames in flight then)
-    lm.server.preprocessor = ForgetRecorder(lambda c: forgotten.append((c, by_name[c].flow.in_flight)))
+    lm.server.preprocessor = ForgetRecorder(lambda c: forgotten.append((c, by_name[c].chain.in_flight)))
     runners = [
         CameraRunner(
             c,

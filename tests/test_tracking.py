@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.pipeline.chain import RunPolicy
+from edged.pipeline.stage import RunPolicy
 from edged.pipeline.tracker import IouTracker
 from edged.publish.tracks import TrackEventBuilder
 from edged.serving.server import ModelServer

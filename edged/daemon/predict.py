@@ -35,7 +35,7 @@ from edged.config.schema import PredictConfig, chain_problems
 from edged.daemon.predict_request import PredictRequest, RequestError, decode_picture, parse_request
 from edged.daemon.supervisor import Supervisor
 from edged.pipeline.predict import PredictBusy, Predictor, PredictTimeout
-from edged.pipeline.runner import build_stages
+from edged.pipeline.stage import build_stages
 from edged.publish.event import RUN_ID, build_event
 from edged.publish.mqtt.publisher import MqttPublisher
 from edged.serving.queue import ServerClosed

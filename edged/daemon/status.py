@@ -90,7 +90,7 @@ class StatusReport:
         now = time.monotonic()
         for name, runner in list(self.supervisor.cameras.items()):
             stall_s = max(runner.config.frame_timeout_s * 2, 10.0)
-            p, frame = runner.flow, runner.last_frame
+            p, frame = runner.chain, runner.last_frame
             if p is None or p.in_flight == 0:
                 continue
             # Stuck since its last result, or since the frame it waits to hand in was taken: the last

@@ -7,7 +7,7 @@ frame reuse it. A device frame (jetson-utils cudaImage, CuPy, torch: anything wi
 `__cuda_array_interface__`) crosses no bus: it is copied once on the device into its slot, because a
 capture's buffers form a ring it reuses a few frames later (jetson-utils `videoSource`), while a frame
 in flight may still be cropped. A slot is one device buffer (and, for host frames, one page-locked
-buffer) of a camera; the camera's flow gives each frame in flight its own (`Frame.slot`), so a frame is
+buffer) of a camera; the camera's chain gives each frame in flight its own (`Frame.slot`), so a frame is
 never overwritten while a later stage still reads it.
 Each call is one kernel launch writing straight into a pooled buffer that is handed to the engine as a
 `DeviceTensor`. The tensor stays valid until the next call for the same (lane, spec, kind).
@@ -141,7 +141,7 @@ class GpuPreprocessor:
         self._cache: dict[tuple[str, int], tuple[int, int, DeviceImage]] = {}
         # (camera, slot) -> an event recorded after the slot's last upload (on the uploading lane's copy
         # stream). A slot is rewritten only once its previous frame has left the camera's flow
-        # (edged.pipeline.flow), i.e. after every kernel that read it has finished.
+        # (edged.pipeline.chain), i.e. after every kernel that read it has finished.
         self._uploaded: dict[tuple[str, int], Any] = {}
 
     # -- plumbing --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ slow stdout reader) never runs on a model server's decode thread, where it would
 
 Each camera gets a `SerialLane`: its results run one at a time and in order, on whichever pool thread is
 free; a slow camera occupies one pool thread, the others go on. Threads are fixed in number (not per
-camera); the camera's flow counts a result in flight until its sink has run, so a slow sink slows only
+camera); the camera's chain counts a result in flight until its sink has run, so a slow sink slows only
 its own camera's intake (its capture then keeps just the newest frame).
 """
 

@@ -2,7 +2,7 @@
 
 Without it each camera needs a loop thread that waits for its capture slot and then for room in its
 chain. Here captures and chains only signal (`wake`): a frame arrived, or a frame left the chain; the
-dispatcher then offers each camera's waiting frame to its flow. Offering is cheap (a queue put on a
+dispatcher then offers each camera's waiting frame to its chain. Offering is cheap (a queue put on a
 model server), so one thread serves any number of cameras.
 """
 

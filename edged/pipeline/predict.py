@@ -1,6 +1,6 @@
 """`Predictor`: pictures through a chain over the model servers, on request (POST /predict).
 
-Not a second pipeline: each request is a `CameraFlow` (edged.pipeline.flow) over stages that
+Not a second pipeline: each request is a `Chain` (edged.pipeline.chain) over stages that
 `build_stages` made from a chain, so its frames go to the very model servers the cameras use (batched
 with their frames and crops, in order) and come back through the same filters and nesting. What a
 request does not have: a tracker (one picture has no track) and a motion gate.
@@ -14,7 +14,7 @@ so the frames of a request that timed out never share buffers with the next one'
 model keeps them, new requests get `PredictBusy` instead of piling up.
 
 Threads: `run` is called from the health server's request threads; results arrive on the model
-servers' decode threads (the flow's sink), which only store them.
+servers' decode threads (the chain's sink), which only store them.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edged.pipeline.chain import Stage
-from edged.pipeline.flow import CameraFlow
+from edged.pipeline.chain import Chain
+from edged.pipeline.stage import Stage
 from edged.types import Frame, FrameResult
 
-KEY_PREFIX = "@predict-"  # the flow's name: what the servers and preprocessors key a request's frames by
+KEY_PREFIX = "@predict-"  # the chain's name: what the servers and preprocessors key a request's frames by
 
 
 class PredictBusy(Exception):
@@ -104,25 +104,25 @@ class Predictor:
         now_ns, now = time.monotonic_ns(), time.time()
         frames = [Frame(f"{KEY_PREFIX}{key}", next(self._seq), img, "bgr8", now_ns, now) for img in images]
         index = {f.seq: i for i, f in enumerate(frames)}
-        flow: CameraFlow | None = None
+        chain: Chain | None = None
 
         def release() -> None:  # the last frame has left: the slot may serve another request
-            if flow is not None:
-                flow.detach()
+            if chain is not None:
+                chain.detach()
             with self._lock:
                 self._free.append(key)
 
         req = _Request(len(frames), release)
-        flow = CameraFlow(
+        chain = Chain(
             f"{KEY_PREFIX}{key}",
             stages,
             lambda r: req.finished(index[r.frame.seq], r),
             on_error=lambda f, e: req.finished(index[f.seq], e),
             depth=len(frames),  # all of a request's pictures in flight at once: batched together
         )
-        flow.attach()
+        chain.attach()
         for frame in frames:
-            flow.offer(frame)  # never refused: depth is the number of frames
+            chain.offer(frame)  # never refused: depth is the number of frames
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         if not req.done.wait(wait_s):
             with self._lock:

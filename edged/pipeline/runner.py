@@ -1,9 +1,10 @@
-"""One camera at run time: its capture thread, its chain over the model servers and its sink.
+"""`CameraRunner`: one camera at run time: its capture thread, its chain and its sink.
 
-A `CameraRunner` is one camera: its capture thread, its chain (a `CameraFlow` over the model servers, no
-thread of its own) and its sink; the one `FrameDispatcher` thread hands each camera's newest frame to its
-chain (capture -> chain -> sink, as in jetson-inference's detectnet.py). `build_stages` turns the
-camera's configured chain into typed stages over the loaded models' servers.
+A camera runner holds the camera's capture (`CameraCapture`, one thread), its `Chain` of stages over the
+model servers (edged.pipeline.chain, no thread of its own), its motion gate and analytics, and hands
+results to its sink: capture -> chain -> sink, as in jetson-inference's detectnet.py. The one
+`FrameDispatcher` thread calls each runner's `pump`, which offers the camera's newest frame to its chain.
+docs/frame-path.md follows a frame thread by thread from capture to the broker's PUBACK.
 
 Threads: `pump()` runs on the dispatcher thread; results reach the sink on the delivery lanes
 (edged/pipeline/delivery.py); `start`/`stop`/`status` are called from the daemon's main and HTTP threads.
@@ -25,43 +26,15 @@ from edged.capture.sources import make_source
 from edged.capture.worker import CameraCapture
 from edged.config.cameras import CameraConfig
 from edged.observability.metrics import Metrics
-from edged.pipeline.chain import RunPolicy, Stage
+from edged.pipeline.chain import Chain
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
-from edged.pipeline.filters import StageFilter
-from edged.pipeline.flow import CameraFlow
 from edged.pipeline.motion import MotionGate, MotionResult, hold_tracks
-from edged.pipeline.tracker import IouTracker
+from edged.pipeline.stage import Stage, build_stages
 from edged.serving.loading import LoadedModel
 from edged.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
-
-
-def build_stages(cam: CameraConfig, models: Mapping[str, LoadedModel]) -> list[Stage]:
-    stages = []
-    tr = cam.tracking
-    for s in cam.chain:
-        flt = StageFilter(
-            classes=frozenset(s.classes) if s.classes else None,
-            min_score=s.min_score,
-            min_size=s.min_size,
-            roi=tuple(s.roi) if s.roi else None,
-            max_count=s.max_crops if s.on is not None else None,
-        )
-        stages.append(
-            Stage(
-                s.stage_name,
-                models[s.model].server,
-                on=s.on,
-                filter=flt,
-                tracker=IouTracker(tr.iou, tr.max_age, tr.high_score, motion=tr.motion_model == "kalman")
-                if (tr.enabled or cam.analytics.active) and s.on is None  # lines and zones need tracks
-                else None,
-                policy=RunPolicy(s.run, s.every_k, s.grow_ratio),
-            )
-        )
-    return stages
 
 
 # Frames in flight per camera when the config leaves it open. On a GPU, 4 keeps a shared GPU fed (H200,
@@ -132,8 +105,8 @@ class CameraRunner:
             on_frame=dispatcher.wake,  # the dispatcher hands the frame to the chain
         )
         self._sink = sink
-        self.flow = (
-            CameraFlow(
+        self.chain = (
+            Chain(
                 name,
                 stages,
                 self._record,
@@ -149,11 +122,11 @@ class CameraRunner:
         self.last_frame: Frame | None = None
         # Motion gating (issue 16): skips the chain on frames where nothing moves.
         mc = cam.motion
-        self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.flow else None
+        self.motion = MotionGate(**mc.model_dump(exclude={"enabled"})) if mc.enabled and self.chain else None
         # Lines, zones, speeds (issue 25) over the tracks; counts live in the daemon's LineCounts.
         self.analytics = (
             SceneAnalytics(name, cam.analytics, line_counts or LineCounts())
-            if cam.analytics.active and self.flow is not None
+            if cam.analytics.active and self.chain is not None
             else None
         )
         if self.analytics is None and line_counts is not None:
@@ -170,20 +143,20 @@ class CameraRunner:
         self._pump_lock = threading.Lock()  # a stop waits for a pump under way (see stop)
 
     def start(self) -> None:
-        if self.flow is not None:
-            self.flow.attach()
+        if self.chain is not None:
+            self.chain.attach()
         self.capture.start()
         self.dispatcher.add(self.name, self.pump)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop capture, let in-flight frames finish (bounded)."""
         self._stopping = True
-        with self._pump_lock:  # a pump under way ends here: no frame enters the flow after this
+        with self._pump_lock:  # a pump under way ends here: no frame enters the chain after this
             pass
         self.dispatcher.remove(self.name)
         self.capture.stop()
-        if self.flow is not None:
-            drained = self.flow.drain(timeout)
+        if self.chain is not None:
+            drained = self.chain.drain(timeout)
             if not drained:
                 log.warning(
                     "camera %s: in-flight frames did not finish within %.0f s",
@@ -191,15 +164,15 @@ class CameraRunner:
                     timeout,
                     extra={"camera": self.name},
                 )
-            self.flow.detach()
+            self.chain.detach()
             if drained:  # a frame still in flight reads its buffers: then they are kept (a small leak)
                 self._forget_buffers()
 
     def _forget_buffers(self) -> None:
         """The camera's frame buffers in its models' preprocessors (on a GPU: device and page-locked
         memory) go with it, so removing, renaming or restarting cameras does not pile them up."""
-        assert self.flow is not None
-        for pre in {id(s.server.preprocessor): s.server.preprocessor for s in self.flow.stages}.values():
+        assert self.chain is not None
+        for pre in {id(s.server.preprocessor): s.server.preprocessor for s in self.chain.stages}.values():
             try:
                 pre.forget(self.name)
             except Exception as e:  # freeing is housekeeping: never fail a stop or a reload over it
@@ -211,28 +184,28 @@ class CameraRunner:
             self._pump()
 
     def _pump(self) -> None:
-        while not self._stopping and (self.flow is None or self.flow.in_flight < self.flow.depth):
+        while not self._stopping and (self.chain is None or self.chain.in_flight < self.chain.depth):
             frame = self.capture.get(timeout_s=0)
             if frame is None:
                 return
             self.last_frame = frame
-            if self.flow is None:
+            if self.chain is None:
                 self.recorded_frames += 1
                 self._record(FrameResult(frame, [], {}))
             elif self.motion is None:
-                self.flow.offer(frame)
+                self.chain.offer(frame)
             else:  # motion gating (issue 16): skip, or run on the whole frame or a region of it
                 decision = self._motion_check(frame)
                 if decision.run_detector:
-                    self.flow.offer(frame, decision.region)
-                elif self.flow.skip(frame, self._hold_tracks(frame.seq)):
+                    self.chain.offer(frame, decision.region)
+                elif self.chain.skip(frame, self._hold_tracks(frame.seq)):
                     self.skipped_frames += 1
 
     # --- motion gating (issue 16): the logic lives in edged/pipeline/motion.py ---
     def _motion_check(self, frame: Frame) -> MotionResult:
         """Ask the gate whether (and where) the chain runs on this frame, and count its reason."""
-        assert self.motion is not None and self.flow is not None
-        tracker = self.flow.stages[0].tracker
+        assert self.motion is not None and self.chain is not None
+        tracker = self.chain.stages[0].tracker
         decision = self.motion.check(frame, tracking=bool(tracker is not None and tracker.tracks))
         self.metrics.motion_frames.labels(self.name, decision.reason).inc()
         return decision
@@ -242,8 +215,8 @@ class CameraRunner:
         tracks are held over it (a parked car keeps its track), then it leaves as an idle result."""
 
         def hold() -> None:
-            assert self.flow is not None
-            tracker = self.flow.stages[0].tracker
+            assert self.chain is not None
+            tracker = self.chain.stages[0].tracker
             if tracker is not None:
                 hold_tracks(tracker, seq)
 
@@ -304,9 +277,9 @@ class CameraRunner:
             "fps": round(cap.fps_measured, 2),
             "last_frame_age_s": round(age, 2) if age is not None else None,
             # Without a chain, every frame taken goes through the (empty) chain as it is.
-            "frames_processed": self.flow.completed if self.flow else self.recorded_frames,
+            "frames_processed": self.chain.completed if self.chain else self.recorded_frames,
             "frames_skipped": self.skipped_frames,
-            "frames_in_flight": f"{self.flow.in_flight}/{self.flow.depth}" if self.flow else None,
+            "frames_in_flight": f"{self.chain.in_flight}/{self.chain.depth}" if self.chain else None,
             "motion": self.motion.status() if self.motion is not None else None,
             # Own counts, not the registry's: a lookup there walks every collector (16 cameras made
             # /stats the third-biggest GIL holder of a 16-camera run on an H200).

@@ -23,8 +23,8 @@ from edged.config.inference import ModelConfig
 from edged.demo.sample import make_sample
 from edged.demo.truth import read_video, result_texts
 from edged.infer.base import EngineOptions
-from edged.pipeline.flow import run_frames
-from edged.pipeline.runner import build_stages
+from edged.pipeline.chain import run_frames
+from edged.pipeline.stage import build_stages
 from edged.serving.loading import load_model
 from edged.types import Frame
 

@@ -1,5 +1,5 @@
 """Helpers for chain tests on the real models: a delegating spy engine, model servers over the shared
-real engines, stages, and a synchronous driver for a camera's flow."""
+real engines, stages, and a synchronous driver for a camera's chain."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 
 from edged.decoders.registry import build_decoder, get_decoder
 from edged.infer.base import Engine
-from edged.pipeline.chain import Stage
+from edged.pipeline.chain import Chain
 from edged.pipeline.delivery import Delivery
-from edged.pipeline.flow import CameraFlow
+from edged.pipeline.stage import Stage
 from edged.preprocess.cpu import CpuPreprocessor
 from edged.serving.server import ModelServer
 from edged.serving.shapes import declare_shapes
@@ -104,14 +104,14 @@ def make_stage(name: str, server: ModelServer, **kw: Any) -> Stage:
 
 
 class Camera:
-    """A camera's flow fed synchronously by a test: `run(frames)` offers each frame as soon as the flow
+    """A camera's chain fed synchronously by a test: `run(frames)` offers each frame as soon as the chain
     has room and returns the results (and failures) once everything has left the chain."""
 
     def __init__(self, name: str, stages: Sequence[Stage], depth: int = 2) -> None:
         self.results: list[FrameResult] = []
         self.failed: list[tuple[int, BaseException]] = []
         self._room = threading.Event()
-        self.flow = CameraFlow(
+        self.chain = Chain(
             name,
             stages,
             self.results.append,
@@ -120,25 +120,25 @@ class Camera:
             lane=DELIVERY.lane(name),
             depth=depth,
         )
-        self.flow.attach()
+        self.chain.attach()
 
     def feed(self, images: Sequence[Any], first_seq: int = 0) -> None:
         for i, img in enumerate(images):
-            frame = Frame(self.flow.name, first_seq + i, img)
+            frame = Frame(self.chain.name, first_seq + i, img)
             deadline = time.monotonic() + 120
-            while not self.flow.offer(frame):
-                assert time.monotonic() < deadline, "the flow never made room"
+            while not self.chain.offer(frame):
+                assert time.monotonic() < deadline, "the chain never made room"
                 self._room.wait(0.05)
                 self._room.clear()
 
     def run(self, images: Sequence[Any], first_seq: int = 0) -> list[FrameResult]:
         start = len(self.results)
         self.feed(images, first_seq)
-        assert self.flow.drain(120), f"camera {self.flow.name} did not drain"
+        assert self.chain.drain(120), f"camera {self.chain.name} did not drain"
         return self.results[start:]
 
     def close(self) -> None:
-        self.flow.detach()
+        self.chain.detach()
 
 
 def run_cameras(cams: Mapping[str, Camera], image_for: Callable[[str, int], Any], frames: int) -> None:
@@ -154,7 +154,7 @@ def run_cameras(cams: Mapping[str, Camera], image_for: Callable[[str, int], Any]
     for t in threads:
         t.join(180)
     for name, c in cams.items():
-        assert c.flow.drain(120), f"camera {name} did not drain"
+        assert c.chain.drain(120), f"camera {name} did not drain"
 
 
 def reads_by_frame(results: list[FrameResult], stage: str = "rec") -> list[tuple[int, list[str]]]:

@@ -11,8 +11,8 @@ import numpy as np
 from edged.config.cameras import CameraConfig
 from edged.config.inference import ModelConfig
 from edged.demo.truth import result_texts
-from edged.pipeline.flow import run_frames
-from edged.pipeline.runner import build_stages
+from edged.pipeline.chain import run_frames
+from edged.pipeline.stage import build_stages
 from edged.serving.loading import LoadedModel, load_model
 from edged.types import Frame
 
