@@ -430,7 +430,7 @@ def test_warm_ups_beside_the_serving_engine_run_one_at_a_time(tmp_path: Path) ->
 
     try:
         engines = [Overlap(lm.engine), Overlap(lm.engine)]
-        threads = [threading.Thread(target=lm.server.warm_up, kwargs={"engine": e}) for e in engines]
+        threads = [threading.Thread(target=lm.server.warmer.run, kwargs={"engine": e}) for e in engines]
         for t in threads:
             t.start()
         for t in threads:

@@ -51,7 +51,7 @@ class ReloadPlan:
 def plan_reload(old: Config, new: Config, live: frozenset[str] = frozenset()) -> ReloadPlan:
     """Models that are new or changed, models that went, and the cameras to restart: those whose config
     changed, that came or went, or whose chain uses a changed model. `live`: changed models that take
-    their change without a restart (a new file, shadow-checked: edged.daemon.updates)."""
+    their change without a restart (a new file, shadow-checked, switched to: edged.daemon.switching)."""
     changed = frozenset(
         n for n in new.models if (n not in old.models or new.models[n] != old.models[n]) and n not in live
     )
@@ -146,7 +146,7 @@ class Supervisor:
         self.line_counts = LineCounts()
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
-        # Live model updates (edged.daemon.updates): told of every loaded model; on reload they say
+        # Switches to other files (edged.daemon.switching): told of every loaded model; on reload they say
         # which changed models take the change live, without a restart.
         self.on_model_loaded: Callable[[str], None] | None = None
         self.live_changes: Callable[[Config, Config], set[str]] | None = None
