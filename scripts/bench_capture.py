@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edged.capture import CameraCapture, make_source
+from edged.capture.sources import make_source
+from edged.capture.worker import CameraCapture
 
 
 def cpu_s() -> float:

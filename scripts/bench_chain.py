@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from _bench import engines_only  # noqa: E402
 
-from edged.capture import make_source  # noqa: E402
+from edged.capture.sources import make_source  # noqa: E402
 from edged.capture.worker import CameraCapture  # noqa: E402
-from edged.config import load_config  # noqa: E402
+from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
 from edged.pipeline.flow import run_frames  # noqa: E402
 from edged.pipeline.runner import build_stages  # noqa: E402

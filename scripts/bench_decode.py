@@ -11,6 +11,7 @@ the GPU path downloads, `reduce_on_device`), the ratios, and whether the boxes a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,14 +21,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+MODELS = Path(os.environ.get("EDGED_MODELS_DIR", ROOT / "models"))  # edged install-models --dest models
 
 from edged.config.inference import ModelConfig  # noqa: E402
+from edged.decoders.ppocr import PROB_U8  # noqa: E402
 from edged.demo.sample import make_sample  # noqa: E402
 from edged.demo.truth import read_video  # noqa: E402
-from edged.models.ppocr import PROB_U8  # noqa: E402
 from edged.serving.loading import load_model  # noqa: E402
 from edged.types import Frame  # noqa: E402
-from tests._paths import need_models  # noqa: E402
 
 
 def best_ms(fn: object, repeat: int) -> float:
@@ -55,7 +56,7 @@ def main() -> int:
         images = read_video(video)
     det = load_model(
         "text_det",
-        ModelConfig.model_validate({"path": need_models() / "PP-OCRv6_det_small.onnx", "kind": "ppocr_det"}),
+        ModelConfig.model_validate({"path": MODELS / "PP-OCRv6_det_small.onnx", "kind": "ppocr_det"}),
     )
     maps, plans = [], []
     for i, img in enumerate(images):

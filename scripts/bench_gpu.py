@@ -127,11 +127,11 @@ def ocr_chain_bench(models: Path, pre: Any) -> list[str]:
     host I/O (how the peer runs). DB box extraction runs on the CPU in both."""
     import cv2
 
+    from edged.decoders.registry import build_decoder
     from edged.gpu.context import GpuLane, gpu_thread
     from edged.gpu.postprocess import ctc_best
     from edged.infer.base import EngineOptions
     from edged.infer.onnxruntime_cuda import OrtCudaEngine
-    from edged.models import build_decoder
     from edged.preprocess.cpu import preprocess_crops
     from edged.preprocess.spec import upright_quad
 

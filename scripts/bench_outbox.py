@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edged.config.schema import OutboxConfig  # noqa: E402
-from edged.publish.outbox import Outbox  # noqa: E402
+from edged.publish.outbox.store import Outbox  # noqa: E402
 
 STORES = [
     "segments/interval",

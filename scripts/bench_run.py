@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from _bench import engines_only  # noqa: E402
 
-from edged.config import load_config  # noqa: E402
+from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, sample_truth  # noqa: E402
 from edged.serving.loading import load_model  # noqa: E402
 

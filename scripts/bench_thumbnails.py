@@ -27,7 +27,7 @@ from edged.config.schema import ThumbnailsConfig
 from edged.observability.metrics import Metrics
 from edged.pipeline.tracker import IouTracker
 from edged.publish.routing import ResultSink
-from edged.publish.thumbnails import Thumbnailer
+from edged.publish.thumbnails.thumbnailer import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
 
 

@@ -121,7 +121,8 @@ def per_frame_us(
 def analytics_us(frames: list[list[Detection]]) -> tuple[float, float, int]:
     """(tracker + analytics, analytics alone) microseconds per frame on the synthetic 20-track frames,
     and how many events the analytics raised in one run."""
-    from edged.analytics import LineCounts, SceneAnalytics
+    from edged.analytics.counts import LineCounts
+    from edged.analytics.scene import SceneAnalytics
     from edged.config.analytics import AnalyticsConfig
 
     cfg = AnalyticsConfig.model_validate(

@@ -22,8 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config import load_config  # noqa: E402
 from edged.config.inference import ModelConfig  # noqa: E402
+from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
 from edged.pipeline.flow import run_frames  # noqa: E402
 from edged.pipeline.runner import build_stages  # noqa: E402

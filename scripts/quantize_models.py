@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config import load_config  # noqa: E402
+from edged.config.loader import load_config  # noqa: E402
 from edged.demo.truth import read_video, result_texts, sample_truth  # noqa: E402
 from edged.infer.quantize import convert_fp16, fp16_path, int8_path, quantize_qdq  # noqa: E402
 from edged.pipeline.flow import run_frames  # noqa: E402

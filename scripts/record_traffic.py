@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edged.config import load_config  # noqa: E402
+from edged.config.loader import load_config  # noqa: E402
 from edged.demo.sample_traffic import FRAMES, make_traffic_sample  # noqa: E402
 from edged.demo.truth import read_video  # noqa: E402
 from edged.observability.metrics import Metrics  # noqa: E402

@@ -13,7 +13,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v openssl >/dev/null || need+=(openssl)
 # tests/test_logs.py reads the JSON log lines with jq, as docs/operations.md shows.
 command -v jq >/dev/null || need+=(jq)
-# RTSP fault test: tests/rtsp_server.py serves a live stream with GStreamer's RTSP server (system python3)
+# RTSP fault test: tests/support/rtsp_server.py serves a live stream with GStreamer's RTSP server (system python3)
 for pkg in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from _broker import MOSQUITTO, free_port, mosquitto  # scripts/_broker.py
 
 from edged.config.yaml_source import parse_yaml
 
@@ -73,12 +73,6 @@ threading.Thread(target=dump, name="soak-tracemalloc", daemon=True).start()
 from edged.cli.main import main
 raise SystemExit(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Counter:
@@ -193,24 +187,15 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/edged-soak"))
     ap.add_argument("--out", type=Path, help="JSON lines of the samples (default <workdir>/soak.jsonl)")
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES")
-    ap.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    ap.add_argument("--mosquitto", default=MOSQUITTO)
     args = ap.parse_args()
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     out = args.out or work / "soak.jsonl"
-    broker_port, health_port = free_port(), free_port()
-    (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    broker = subprocess.Popen(
-        [args.mosquitto, "-c", str(work / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "mosquitto.log").open("wb"),
-    )
-    time.sleep(0.5)
+    broker = contextlib.ExitStack()
+    broker_port, health_port = broker.enter_context(mosquitto(work, args.mosquitto)), free_port()
     cfg = write_config(args.config, work, broker_port, health_port, args.fps)
     counter = Counter(broker_port)
     stdout = work / "events.jsonl"
@@ -276,8 +261,7 @@ def main() -> int:
         if daemon.poll() is None:
             daemon.kill()
         counter.stop()
-        broker.terminate()
-        broker.wait(10)
+        broker.close()
 
 
 if __name__ == "__main__":

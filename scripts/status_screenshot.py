@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from tests.support.broker import Mosquitto, free_port
+from _broker import free_port, mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video.is_file():
         print(f"{args.video}: no such video (python scripts/make_sample.py)", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory() as tmp_s, Mosquitto(Path(tmp_s) / "broker") as broker:
+    with tempfile.TemporaryDirectory() as tmp_s, mosquitto(Path(tmp_s) / "broker") as broker_port:
         tmp, health = Path(tmp_s), free_port()
-        config = write_config(tmp, args.video.resolve(), args.models.resolve(), broker.port, health, args.fps)
+        config = write_config(tmp, args.video.resolve(), args.models.resolve(), broker_port, health, args.fps)
         with (tmp / "edged.log").open("wb") as log:
             edged = subprocess.Popen(
                 [sys.executable, "-m", "edged", "run", "--config", str(config)], stderr=log

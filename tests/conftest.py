@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edged.infer import create_engine
 from edged.infer.base import Engine
-from edged.serving import ModelServer
-from tests._edged import NotifySocket
-from tests._paths import need_models
+from edged.infer.factory import create_engine
+from edged.serving.server import ModelServer
 from tests.support.broker import MOSQUITTO, Mosquitto
+from tests.support.edged import NotifySocket
+from tests.support.paths import need_models
 
 
 def _have_mosquitto() -> bool:
@@ -54,9 +54,9 @@ def ocr_engines() -> dict[str, Engine]:
 
 @pytest.fixture(scope="module")
 def servers(ocr_engines: dict[str, Engine]) -> Iterator[dict[str, ModelServer]]:
-    """Started model servers (CPU, `tests._chain.serve`) over the real detector and recognizer,
+    """Started model servers (CPU, `tests.support.chain.serve`) over the real detector and recognizer,
     keyed "det" and "rec", shared by one test module."""
-    from tests._chain import serve
+    from tests.support.chain import serve
 
     made = {
         "det": serve("ppocr_det", ocr_engines["ppocr_det"]),

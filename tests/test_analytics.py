@@ -9,9 +9,10 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from edged.analytics import AnalyticsCollector, LineCounts, SceneAnalytics
+from edged.analytics.counts import AnalyticsCollector, LineCounts
 from edged.analytics.geometry import anchor_point, crossing_sign, in_sign, inside
 from edged.analytics.lines import Line
+from edged.analytics.scene import SceneAnalytics
 from edged.analytics.speed import GroundMap, SpeedTrack
 from edged.analytics.zones import Zone
 from edged.config.analytics import DIRECTIONS, AnalyticsConfig, CalibrationConfig, LineConfig, ZoneConfig
@@ -274,7 +275,7 @@ def test_the_documented_payloads_match_their_schemas() -> None:
     import jsonschema
 
     from edged.publish.event import event_schema
-    from tests._paths import ROOT
+    from tests.support.paths import ROOT
 
     docs = (ROOT / "docs/analytics.md").read_text()
     blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", docs, re.S)]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edged.config import ConfigError, load_config
-from tests._paths import ROOT
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
+from tests.support.paths import ROOT
 
 HEAD = """\
 models:

@@ -23,10 +23,10 @@ import pytest
 
 from edged.demo.sample_traffic import SHORT_FRAMES, make_traffic_sample
 from edged.publish.event import event_schema
-from tests._edged import EdgedProcess, det_model, http_get, metric, stats, up, wait_until
-from tests._paths import need_models
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import EdgedProcess, det_model, http_get, metric, stats, up, wait_until
+from tests.support.paths import need_models
 
 DEVICE = "traffic"
 PREFIX = f"edged/{DEVICE}"

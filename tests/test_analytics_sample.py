@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
-from edged.analytics import LineCounts, SceneAnalytics, SceneEvent
+from edged.analytics.counts import LineCounts
+from edged.analytics.events import SceneEvent
+from edged.analytics.scene import SceneAnalytics
 from edged.config.analytics import AnalyticsConfig
 from edged.demo.sample_traffic import TrafficScene, scene_extra
 from edged.demo.tracking_eval import score_identities
 from edged.demo.truth import detection_from_dict
 from edged.pipeline.tracker import IouTracker
-from tests._paths import ROOT
+from tests.support.paths import ROOT
 
 RECORDED = ROOT / "tests/data/traffic_detections.json"
 INERTIA = 3
@@ -167,7 +169,7 @@ def test_the_bundled_detector_sees_every_plate_that_is_not_hidden(sample: Any) -
 
 
 def test_the_example_config_draws_the_samples_lines_zones_and_calibration(sample: Any) -> None:
-    from edged.config import load_config
+    from edged.config.loader import load_config
 
     _, extra, _ = sample
     an = load_config(ROOT / "configs/examples/traffic.yaml", check_files=False).cameras["road"].analytics

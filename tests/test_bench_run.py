@@ -89,7 +89,7 @@ def test_cpu_of_the_daemon_and_of_its_worker_processes_is_counted_apart() -> Non
 
 
 def test_written_configs_load_and_carry_the_requested_frames_in_flight(tmp_path: Path) -> None:
-    from edged.config import load_config
+    from edged.config.loader import load_config
 
     mod = bench_run()
     base = ROOT / "configs/examples/gpu.yaml"

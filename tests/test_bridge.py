@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from edged.demo.sample import make_sample
-from tests._edged import write_ocr_config
-from tests._paths import ROOT, need_models
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Message, Subscriber
+from tests.support.edged import write_ocr_config
+from tests.support.paths import ROOT, need_models
 
 DEVICE = "dev-a"
 PREFIX = f"edged/{DEVICE}"

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from edged.infer.engine_cache import file_sha256
-from tests._edged import EdgedProcess, NotifySocket, http_get, metric, small_sample, wait_until
-from tests._paths import ROOT, need_models
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, NotifySocket, http_get, metric, small_sample, wait_until
+from tests.support.paths import ROOT, need_models
 
 MODELS = {  # name -> (file, kind)
     "text_det": ("PP-OCRv6_det_small.onnx", "ppocr_det"),

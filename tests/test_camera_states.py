@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests._edged import (
+from tests.support.broker import free_port
+from tests.support.edged import (
     EdgedProcess,
     NotifySocket,
     camera,
@@ -21,7 +22,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import free_port
 
 
 def test_rates_agree_at_2_fps_and_a_disabled_camera_stays_listed(

@@ -16,18 +16,15 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.capture import CameraCapture, SourceEnded, SourceError, jetson, make_source, redact
+from edged.capture import jetson
+from edged.capture.base import SourceEnded, SourceError, redact
 from edged.capture.pacing import Pacer, jittered
+from edged.capture.sources import make_source
+from edged.capture.worker import CameraCapture
 from edged.observability.metrics import Metrics
 from edged.types import Frame
-from tests._edged import wait_until
-from tests.support.sources import (
-    LiveSources,
-    SyntheticSource,
-    frame_index,
-    synthetic_frame,
-    write_test_video,
-)
+from tests.support.edged import wait_until
+from tests.support.sources import LiveSources, SyntheticSource, frame_index, synthetic_frame, write_test_video
 
 
 def sample(metrics: Metrics, name: str, cam: str = "cam", **labels: str) -> float:

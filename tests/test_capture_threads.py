@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edged.capture import CameraCapture, make_source
+from edged.capture.sources import make_source
 from edged.capture.watcher import WATCHER, CaptureWatcher
+from edged.capture.worker import CameraCapture
 from edged.observability.metrics import Metrics
-from tests._edged import wait_until
+from tests.support.edged import wait_until
 from tests.support.sources import LiveSources, SyntheticSource, write_test_video
 
 wait_for = functools.partial(wait_until, timeout=5.0, step=0.01)

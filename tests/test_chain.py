@@ -10,9 +10,9 @@ import pytest
 
 from edged.infer.base import Engine
 from edged.pipeline.filters import StageFilter, point_in_polygon
-from edged.serving import ModelServer
+from edged.serving.server import ModelServer
 from edged.types import Detection, FrameResult
-from tests._chain import Camera, SpyEngine, make_stage, serve, spy_of
+from tests.support.chain import Camera, SpyEngine, make_stage, serve, spy_of
 
 LINES = [
     ("KX 4471", cv2.FONT_HERSHEY_SIMPLEX),

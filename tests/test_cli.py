@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edged.cli.main import build_parser
-from tests._paths import ROOT, need_models
+from tests.support.paths import ROOT, need_models
 
 
 def edged(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

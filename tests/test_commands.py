@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edged.daemon.commands import MAX_PAYLOAD, CommandError, CommandQueue, SetEnabled, Snapshot, parse_command
-from tests._edged import (
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     EdgedProcess,
     camera,
     http_get,
@@ -23,8 +25,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
 
 CAMERAS = {"gate", "yard"}
 

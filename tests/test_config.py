@@ -11,8 +11,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from edged.config import ConfigError, effective_preprocess, load_config
-from tests._paths import MODELS_DIR, need_models
+from edged.config.inference import effective_preprocess
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
+from tests.support.paths import MODELS_DIR, need_models
 
 
 def write(tmp_path: Path, text: str, name: str = "edged.yaml") -> Path:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from edged.demo.sample import make_sample
-from tests._edged import EdgedProcess, http_get, up, wait_until, write_ocr_config
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import EdgedProcess, http_get, up, wait_until, write_ocr_config
 
 FRAMES = int(os.environ.get("EDGED_TEST_FRAMES", "40"))
 

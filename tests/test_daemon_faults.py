@@ -15,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from edged.config import MqttConfig
-from tests._edged import (
+from edged.config.schema import MqttConfig
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     EdgedProcess,
     NotifySocket,
     SocketFlood,
@@ -29,9 +31,7 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests._paths import ROOT
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
+from tests.support.paths import ROOT
 
 
 def frames(health: int, cam: str) -> float:

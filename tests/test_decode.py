@@ -16,10 +16,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.capture import FFmpegSource, OpenCVSource, SourceError, make_source
+from edged.capture.base import SourceError
 from edged.capture.decode import DecodeChoice
+from edged.capture.ffmpeg import FFmpegSource
 from edged.capture.nvdec import UseJpeg
-from edged.config import ConfigError, load_config
+from edged.capture.opencv import OpenCVSource
+from edged.capture.sources import make_source
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
 from edged.demo.sample import make_sample
 from edged.preprocess.nv12 import nv12_to_rgb, rgb_to_nv12, split_nv12, yuv_coefficients
 from edged.types import Frame, host_fmt

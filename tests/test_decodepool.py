@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edged.decoders.registry import build_decoder, get_decoder
 from edged.infer.base import Engine
-from edged.models import build_decoder, get_decoder
-from edged.preprocess import CpuPreprocessor, plan_frame
+from edged.preprocess.cpu import CpuPreprocessor
+from edged.preprocess.spec import plan_frame
 from edged.serving.decodepool import DEPTH, DecodePool, rows_per_task
 from edged.types import Frame
-from tests._chain import text_frame
+from tests.support.chain import text_frame
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,7 @@ CHILD = """
 import os, signal, sys, time
 import numpy as np
 from edged.serving.decodepool import DEPTH, DecodePool, rows_per_task
-from edged.models import build_decoder
+from edged.decoders.registry import build_decoder
 from edged.preprocess.spec import PreprocessSpec, plan_frame
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.models import build_decoder, get_decoder, load_charset
-from edged.models.nms import nms
+from edged.decoders.nms import nms
+from edged.decoders.ppocr import load_charset
+from edged.decoders.registry import build_decoder, get_decoder
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
 
 # --- ppocr_det -----------------------------------------------------------------------------------
@@ -328,7 +329,7 @@ def test_batch_mismatch_and_unknown_param_are_errors() -> None:
 def test_byte_map_threshold_is_numpys_compare(thresh: float) -> None:
     """OpenCV thresholds bytes at floor(thresh): the same pixels as `prob > thresh`, at and between
     integer levels; with and without the 2x2 dilation."""
-    from edged.models.db import db_bitmap
+    from edged.decoders.dbnet import db_bitmap
 
     prob = np.random.default_rng(3).integers(0, 256, (97, 131), dtype=np.uint8)
     for dilate in (False, True):
@@ -341,7 +342,7 @@ def test_byte_map_threshold_is_numpys_compare(thresh: float) -> None:
 def test_specks_are_not_boxes_and_a_real_region_still_is() -> None:
     """Single-pixel and line contours are skipped before their rectangles are measured; a text-sized
     region among them is found as before."""
-    from edged.models.db import db_bitmap, db_boxes
+    from edged.decoders.dbnet import db_bitmap, db_boxes
 
     prob = np.zeros((200, 300), np.uint8)
     prob[::7, ::9] = 255  # specks: one-pixel contours

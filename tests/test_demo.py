@@ -15,9 +15,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests._edged import repo_copy, wait_until
-from tests._paths import ROOT
 from tests.support.broker import Mosquitto, free_port
+from tests.support.edged import repo_copy, wait_until
+from tests.support.paths import ROOT
 
 
 def test_demo_stops_edged_before_the_broker_on_ctrl_c(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests._paths import ROOT, need_models
 from tests.support.broker import Mosquitto, free_port
+from tests.support.paths import ROOT, need_models
 
 ROW = re.compile(r"^(  ok|info|warn|FAIL)  (\S.*?)\s{2,}(\S.*)$")
 

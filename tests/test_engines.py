@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.infer import EngineOptions, ModelLoadError, create_engine
+from edged.infer.base import EngineOptions, ModelLoadError
 from edged.infer.builder import BackgroundBuild, BuildJob, build_now
 from edged.infer.engine_cache import EngineCache, engine_key
+from edged.infer.factory import create_engine
 from edged.infer.onnxruntime import optimize, optimized_key
-from tests._builders import GatedPrepare
-from tests._paths import ROOT, need_models
+from tests.support.builders import GatedPrepare
+from tests.support.paths import ROOT, need_models
 
 REC = "PP-OCRv6_rec_small.onnx"
 CLS = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
@@ -300,7 +301,7 @@ def build_engine_cli(config: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_build_engine_writes_what_the_daemon_loads(model: Path, tmp_path: Path) -> None:
-    from edged.config import load_config
+    from edged.config.loader import load_config
     from edged.serving.loading import load_model
 
     config = _config(tmp_path, model)
@@ -398,8 +399,8 @@ def test_a_stopped_builder_records_nothing_and_the_next_start_builds(
 def test_a_running_daemon_loads_what_build_engine_wrote(tmp_path: Path) -> None:
     """`edged build-engine`, then `edged run` (real processes): the daemon's startup log names the very
     file build-engine wrote, and the camera's frames come through it."""
-    from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
     from tests.support.broker import free_port
+    from tests.support.edged import EdgedProcess, camera, small_sample, wait_until, write_config
 
     port = free_port()
     config = write_config(tmp_path, {"gate": camera(small_sample(tmp_path), fps=5)}, health_port=port)

@@ -24,8 +24,10 @@ from typing import Any
 
 import pytest
 
-from edged.publish.outbox import HEADER, Outbox
-from tests._edged import (
+from edged.publish.outbox.store import HEADER, Outbox
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     FAULT_S,
     EdgedProcess,
     NotifySocket,
@@ -38,9 +40,7 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests._rtsp import RtspServer, rtsp_server_missing
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
+from tests.support.rtsp import RtspServer, rtsp_server_missing
 
 DETECTIONS = "edged/test/+/detections"
 

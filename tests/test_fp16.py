@@ -15,16 +15,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.config import ConfigError, load_config
 from edged.config.inference import ModelConfig
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
 from edged.demo.sample import make_sample
 from edged.demo.truth import read_video
-from edged.infer import create_engine
+from edged.infer.factory import create_engine
 from edged.infer.quantize import FP16_KEEP_FP32, convert_fp16, fp16_path
 from edged.serving.loading import load_model
 from edged.types import Frame
-from tests._paths import need_models
-from tests._versions import DET, reads_per_detector
+from tests.support.paths import need_models
+from tests.support.versions import DET, reads_per_detector
 
 FLOAT = "PP-OCRv6_det_small.onnx"
 

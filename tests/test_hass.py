@@ -15,8 +15,8 @@ import pytest
 
 from edged import __version__
 from edged.publish.event import event_text
-from edged.publish.hass import HassDiscovery, status_page_url
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.hass.discovery import HassDiscovery, status_page_url
+from edged.publish.mqtt.publisher import MqttPublisher
 from tests.support.broker import Mosquitto
 from tests.support.clients import Message, Subscriber, running_publisher
 

@@ -13,9 +13,9 @@ from typing import Any
 import jinja2
 import pytest
 
-from edged.publish.hass import HassDiscovery
-from edged.publish.hass_analytics import CameraAnalytics
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.hass.analytics import CameraAnalytics
+from edged.publish.hass.discovery import HassDiscovery
+from edged.publish.mqtt.publisher import MqttPublisher
 from tests.support.broker import Mosquitto
 from tests.support.clients import running_publisher
 from tests.test_hass import ALLOWED, COMMON, DEVICE, HA, PREFIX, Clock, retained, wait_connected

@@ -13,9 +13,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from edged.config.schema import ThumbnailsConfig
-from edged.publish.hass import HassDiscovery
-from edged.publish.mqtt import MqttPublisher
-from edged.publish.thumbnails import Thumbnailer
+from edged.publish.hass.discovery import HassDiscovery
+from edged.publish.mqtt.publisher import MqttPublisher
+from edged.publish.thumbnails.thumbnailer import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
 from tests.support.broker import Mosquitto
 from tests.support.clients import Subscriber, running_publisher

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.observability.health.server import HealthServer
 from edged.observability.metrics import Metrics
-from tests._edged import wait_for
+from tests.support.edged import wait_for
 
 HOST = "127.0.0.1"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from edged.observability.health.server import HealthServer
 from edged.observability.metrics import Metrics
-from tests._edged import SocketFlood, probe, wait_for
+from tests.support.edged import SocketFlood, probe, wait_for
 
 HOST = "127.0.0.1"
 

@@ -16,7 +16,7 @@ from edged.observability.history import History
 from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
 from edged.publish.recent import RecentEvents
-from edged.publish.thumbnails import Thumbnailer
+from edged.publish.thumbnails.thumbnailer import Thumbnailer
 from edged.types import Detection, Frame, FrameResult
 
 

@@ -21,7 +21,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests._paths import ROOT
+from tests.support.paths import ROOT
 
 # Top to bottom: a part may import the parts on lower levels only.
 LAYERS: list[tuple[str, ...]] = [
@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("analytics",),  # lines, zones, speeds over a camera's tracks: what the chain and publish share
     ("serving",),  # one model server per model; loading a configured model
     ("capture", "config", "infer"),  # sources | the config schema and loader | engines
-    ("models",),  # decoders per model kind
+    ("decoders",),  # decoders per model kind (the registry of kinds)
     ("gpu",),  # CUDA context, lanes, buffers, kernels: plain arguments, no config
     ("preprocess",),  # the preprocessing contract and its CPU reference
     ("observability", "demo"),  # counters and what reads them | the sample videos
@@ -40,11 +40,11 @@ LAYERS: list[tuple[str, ...]] = [
 
 # Imports the order allows but the design notes forbid: (importer, imported) -> why.
 FORBIDDEN: dict[tuple[str, str], str] = {
-    ("infer", "models"): "an engine runs tensors and knows no decoder or chain",
+    ("infer", "decoders"): "an engine runs tensors and knows no decoder or chain",
     ("config", "gpu"): "config is data and starts nothing",
     **{
         ("publish", part): "publish takes results and config: it never runs a source, a model or the GPU"
-        for part in ("serving", "capture", "infer", "models", "gpu", "preprocess")
+        for part in ("serving", "capture", "infer", "decoders", "gpu", "preprocess")
     },
 }
 
@@ -262,7 +262,7 @@ CLEAN = {
     "cli/util.py": "",
     "daemon/__init__.py": "from edged.daemon.run import run\n",
     "daemon/run.py": "from edged.gpu.lane import Lane\nfrom edged import types\n",
-    "gpu/__init__.py": "",
+    "gpu/preprocessors.py": "",
     "gpu/lane.py": "import edged.types\n",
 }
 
@@ -287,7 +287,7 @@ def test_checker_reports_upward_sideways_forbidden_and_test_imports(tmp_path: Pa
             "publish/sink.py": "from ..pipeline import flow\nfrom edged.infer import base\n",
             "pipeline/__init__.py": "",
             "pipeline/flow.py": "",
-            "infer/__init__.py": "",
+            "infer/factory.py": "",
             "infer/base.py": "from tests.support.broker import Mosquitto\n",
         },
     )
@@ -330,3 +330,15 @@ def test_checker_reports_cycles_and_unknown_parts(tmp_path: Path) -> None:
     )
     assert "edged/extras: part 'extras' is not in the layer order" in text
     assert len(problems) == 2, text
+
+
+def test_package_inits_hold_a_docstring_only() -> None:
+    """A sub-package's `__init__.py` is its docstring: no factories, no re-exports, no registering side
+    effects, so every name is imported from the module that defines it (README.md, folder table)."""
+    offending = []
+    for init in sorted((ROOT / "edged").glob("*/**/__init__.py")):  # edged/__init__.py is `base`
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        offending += [f"{init.relative_to(ROOT)}:{node.lineno}" for node in body]
+    assert offending == [], f"statements beyond the docstring: {offending}"

@@ -18,7 +18,9 @@ import pytest
 
 from edged.daemon.commands import CommandError, ModelCommand, parse_command
 from edged.daemon.switching import resolve_candidate
-from tests._edged import (
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     EdgedProcess,
     det_model,
     metric,
@@ -28,9 +30,7 @@ from tests._edged import (
     wait_until,
     write_ocr_config,
 )
-from tests._paths import need_models
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
+from tests.support.paths import need_models
 from tests.test_shadow import v4_recognizer
 from tests.test_status_page import CHROMIUM, chromium, visible_text
 
@@ -75,7 +75,7 @@ def test_model_commands_parse_with_the_path_as_payload() -> None:
 
 
 def test_candidate_files_must_be_in_the_model_folders(tmp_path: Path) -> None:
-    from edged.config import ModelConfig
+    from edged.config.inference import ModelConfig
 
     (tmp_path / "models").mkdir()
     (tmp_path / "extra").mkdir()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from edged.observability.health.liveness import Heartbeat, Liveness
 from edged.observability.health.notify import Notifier, Watchdog
-from tests._edged import NotifySocket, wait_until
 from tests.support.broker import Mosquitto
 from tests.support.clients import running_publisher
+from tests.support.edged import NotifySocket, wait_until
 
 
 def thread_check(t: threading.Thread) -> tuple[bool, str]:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from edged.cli.logsetup import JsonFormatter, journal_priority, make_formatter
-from tests._edged import EdgedProcess, camera, small_sample, stats, wait_until, write_config
-from tests._paths import ROOT
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, camera, small_sample, stats, wait_until, write_config
+from tests.support.paths import ROOT
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

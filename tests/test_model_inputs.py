@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edged.config.inference import ModelConfig
-from edged.infer import ModelLoadError
+from edged.infer.base import ModelLoadError
 from edged.serving.loading import load_model
 from edged.types import Detection, Frame
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.config import ConfigError, load_config
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
 from edged.demo.sample_gate import GateScene, make_gate_sample
 from edged.demo.truth import read_video
 from edged.pipeline.motion import (

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from edged.demo.sample_gate import make_gate_sample
-from tests._edged import EdgedProcess, metric, stats, up, wait_until
-from tests._paths import need_models
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import EdgedProcess, metric, stats, up, wait_until
+from tests.support.paths import need_models
 
 SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)
 FRAMES = int(SECONDS * FPS)

@@ -25,8 +25,8 @@ from edged.pipeline.runner import CameraRunner
 from edged.pipeline.tracker import iou_matrix
 from edged.serving.loading import LoadedModel, load_model
 from edged.types import Detection, Frame, FrameResult
-from tests._chain import DELIVERY, SpyEngine
-from tests._paths import need_models
+from tests.support.chain import DELIVERY, SpyEngine
+from tests.support.paths import need_models
 
 SECONDS, FPS, GAPS = 40.0, 5.0, (6.0, 9.0)
 FRAMES = int(SECONDS * FPS)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from edged.config.schema import MqttConfig, OutboxConfig, TlsConfig
-from edged.publish import MqttPublisher, Outbox
+from edged.publish.mqtt.publisher import MqttPublisher
+from edged.publish.outbox.store import Outbox
 from tests.support.broker import Mosquitto
 from tests.support.clients import PublisherFactory, Subscriber
 from tests.support.tls import TlsFiles, make_tls_files
@@ -133,8 +134,8 @@ def test_credential_from_load_credential_never_in_logs_or_stats(tmp_path: Path) 
     import urllib.error
     import urllib.request
 
-    from tests._edged import wait_until
     from tests.support.broker import free_port
+    from tests.support.edged import wait_until
 
     secret = "s3cr3t-" + "x" * 12
     creds = tmp_path / "creds"

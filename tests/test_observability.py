@@ -17,7 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates, RatesCollector
-from tests._edged import (
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     EdgedProcess,
     NotifySocket,
     camera,
@@ -28,8 +30,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
 
 
 def scrape(port: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
-from edged.publish.outbox import HEADER, Outbox
+from edged.publish.outbox.store import HEADER, Outbox
 
 
 def cfg(path: Path, **kw: Any) -> OutboxConfig:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edged.observability.metrics import OUTBOX_DROP_REASONS
-from tests._edged import (
+from tests.support.broker import Mosquitto, free_port
+from tests.support.clients import Subscriber
+from tests.support.edged import (
     FAULT_S,
     EdgedProcess,
     camera,
@@ -26,8 +28,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import Mosquitto, free_port
-from tests.support.clients import Subscriber
 from tests.test_faults import DETECTIONS, delivered_all, figures, outbox_ids
 
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
-from edged.publish.outbox import Outbox
-from edged.publish.outbox_format import OutboxRecord, encode, scan
+from edged.publish.outbox.records import OutboxRecord, encode, scan
+from edged.publish.outbox.store import Outbox
 from tests.support.faults import FailingDisk
 
 

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from edged.config.schema import OutboxConfig
 from edged.observability.health.server import HealthServer
 from edged.observability.metrics import OUTBOX_DROP_REASONS, Metrics
-from edged.publish.outbox import Outbox
-from edged.publish.outbox_format import encode
+from edged.publish.outbox.records import encode
+from edged.publish.outbox.store import Outbox
 
 
 def cfg(path: Path, **kw: Any) -> OutboxConfig:

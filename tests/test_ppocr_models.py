@@ -108,7 +108,7 @@ def test_crop_tensors_equal_rapidocr_resize_norm(plates: np.ndarray, crop_wh: tu
     from rapidocr.ch_ppocr_cls.main import TextClassifier
     from rapidocr.ch_ppocr_rec.main import TextRecognizer
 
-    from edged.models import get_decoder
+    from edged.decoders.registry import get_decoder
 
     w, h = crop_wh
     crop = np.ascontiguousarray(plates[60 : 60 + h, 30 : 30 + w])
@@ -145,7 +145,7 @@ def test_reduced_forms_decode_like_the_full_outputs(chain: OcrChain, plates: np.
     round(p * 255), the recognizer's best class and score per step) decodes to the same boxes and
     texts as the full outputs. Built here with numpy the way the kernels compute them; the kernels
     themselves are checked against numpy in tests/gpu."""
-    from edged.models.ppocr import CTC_BEST, CTC_CLASSES, CTC_SCORE, PROB_U8
+    from edged.decoders.ppocr import CTC_BEST, CTC_CLASSES, CTC_SCORE, PROB_U8
 
     img = rotate(plates, 10)
     x, plan = preprocess_frame(img, chain.det.decoder.default_preprocess)

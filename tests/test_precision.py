@@ -16,9 +16,9 @@ import pytest
 
 from edged.config.inference import ModelConfig
 from edged.serving.precision import PrecisionState, plan_precision
-from tests._edged import EdgedProcess, small_sample, stats, wait_until
-from tests._paths import need_models
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, small_sample, stats, wait_until
+from tests.support.paths import need_models
 
 
 def plan(configured: str, *, device: str = "cpu", int8: bool = False, tmp: Path, **kw: object):  # type: ignore[no-untyped-def]
@@ -86,7 +86,7 @@ def test_int8_on_the_cpu_is_shadow_checked_then_switched_or_refused(tmp_path: Pa
     from edged.infer.quantize import int8_path, quantize_qdq
     from edged.serving.loading import load_model
     from edged.types import Frame
-    from tests._versions import DET
+    from tests.support.versions import DET
 
     models = need_models()
     det = tmp_path / "det.onnx"

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from edged.daemon.predict_request import RequestError, parse_request, picture_size
-from tests._edged import EdgedProcess, det_model, http_get, small_sample, stats, wait_until
-from tests._paths import ROOT, need_models
 from tests.support.broker import MOSQUITTO, Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import EdgedProcess, det_model, http_get, small_sample, stats, wait_until
+from tests.support.paths import ROOT, need_models
 
 MAX_BODY = 1024 * 1024
 MAX_PIXELS = 400 * 300  # the 320x240 sample fits, a 640x480 picture does not

@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edged.decoders.registry import get_decoder
 from edged.infer.base import Engine
-from edged.models import get_decoder
 from edged.pipeline.predict import PredictBusy, Predictor, PredictTimeout
-from edged.serving import ModelServer
+from edged.serving.server import ModelServer
 from edged.types import FrameResult
-from tests._chain import Camera, SpyEngine, make_stage, serve
-from tests._edged import small_sample, wait_until
+from tests.support.chain import Camera, SpyEngine, make_stage, serve
+from tests.support.edged import small_sample, wait_until
 
 
 def sample_images(tmp: Path, n: int) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from edged.cli.progress import Progress
-from tests._paths import ROOT
+from tests.support.paths import ROOT
 
 # The child reports 200 steps of a 200-step job, then a second job of unknown length.
 CHILD = textwrap.dedent(

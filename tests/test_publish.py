@@ -23,7 +23,10 @@ import numpy as np
 import pytest
 
 from edged.config.schema import MqttConfig, OutboxConfig
-from edged.publish import EventBuilder, MqttPublisher, Outbox, StdoutSink, event_schema
+from edged.publish.event import EventBuilder, event_schema
+from edged.publish.mqtt.publisher import MqttPublisher
+from edged.publish.outbox.store import Outbox
+from edged.publish.stdout import StdoutSink
 from edged.types import Detection, Frame, FrameResult
 from tests.support.broker import Mosquitto
 from tests.support.clients import Message, PublisherFactory, Subscriber
@@ -153,7 +156,8 @@ def test_last_will_when_the_process_is_killed(mosquitto: Mosquitto, tmp_path: Pa
         import time
         from edged.config.schema import MqttConfig, OutboxConfig
         from edged.observability.metrics import Metrics
-        from edged.publish import MqttPublisher, Outbox
+        from edged.publish.mqtt.publisher import MqttPublisher
+        from edged.publish.outbox.store import Outbox
         cfg = MqttConfig(host="{mosquitto.host}", port={mosquitto.port},
                          outbox=OutboxConfig(dir="{tmp_path}/ob"))
         m = Metrics()

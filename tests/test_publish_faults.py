@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from edged.config import load_config
+from edged.config.loader import load_config
 from edged.config.schema import MqttConfig, OutboxConfig
 from edged.daemon.daemon import Daemon
 from edged.observability.metrics import Metrics
-from edged.publish.mqtt import MqttPublisher
-from edged.publish.outbox import Outbox
-from tests._edged import NotifySocket, camera, http_get, small_sample, wait_until, write_config
+from edged.publish.mqtt.publisher import MqttPublisher
+from edged.publish.outbox.store import Outbox
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import NotifySocket, camera, http_get, small_sample, wait_until, write_config
 from tests.support.faults import FailingDisk
 
 PREFIX = "edged/test-dev"

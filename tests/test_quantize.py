@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from edged.config import ConfigError, load_config
 from edged.config.inference import ModelConfig
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
 from edged.demo.sample import make_sample
 from edged.demo.truth import read_video
 from edged.infer.quantize import int8_path, quantize_qdq
 from edged.serving.loading import load_model
 from edged.types import Frame
-from tests._paths import need_models
-from tests._versions import DET, reads_per_detector
+from tests.support.paths import need_models
+from tests.support.versions import DET, reads_per_detector
 
 pytest.importorskip("onnx")  # a dev dependency: making int8 models is a build-time step
 

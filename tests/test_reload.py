@@ -9,9 +9,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from edged.config import Config
+from edged.config.schema import Config
 from edged.daemon.supervisor import plan_reload
-from tests._edged import (
+from tests.support.broker import free_port
+from tests.support.edged import (
     EdgedProcess,
     NotifySocket,
     camera,
@@ -21,7 +22,6 @@ from tests._edged import (
     wait_until,
     write_config,
 )
-from tests.support.broker import free_port
 
 
 def _config(**changes: Any) -> Config:

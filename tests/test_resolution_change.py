@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from edged.capture import OpenCVSource, SourceEnded, make_source
+from edged.capture.base import SourceEnded
 from edged.capture.ffmpeg import FFmpegSource
+from edged.capture.opencv import OpenCVSource
+from edged.capture.sources import make_source
 from edged.demo.sample import make_sample
-from tests._edged import EdgedProcess, camera, wait_until, write_config
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, camera, wait_until, write_config
 
 SMALL, LARGE = (640, 480), (1280, 720)
 ENCODE = ["ffmpeg", "-v", "error", "-y", "-c:v", "libx264", "-g", "5", "-pix_fmt", "yuv420p"]

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import EdgedProcess, camera, small_sample, wait_until, write_config
 
 PREFIX = "edged/test"
 EXPIRY_S = 3

@@ -14,19 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.config import load_config
-from edged.infer import ModelLoadError
-from edged.infer.base import Engine
-from edged.models import build_decoder, get_decoder
+from edged.config.loader import load_config
+from edged.decoders.registry import build_decoder, get_decoder
+from edged.infer.base import Engine, ModelLoadError
 from edged.observability.metrics import Metrics
 from edged.pipeline.dispatch import FrameDispatcher
 from edged.pipeline.runner import CameraRunner
 from edged.pipeline.tracker import IouTracker
-from edged.preprocess import CpuPreprocessor
-from edged.serving import ModelServer, ServerClosed, declare_shapes
+from edged.preprocess.cpu import CpuPreprocessor
 from edged.serving.loading import load_model
+from edged.serving.queue import ServerClosed
+from edged.serving.server import ModelServer
+from edged.serving.shapes import declare_shapes
 from edged.types import Frame, FrameResult
-from tests._chain import (
+from tests.support.chain import (
     DELIVERY,
     Camera,
     SpyEngine,
@@ -38,7 +39,7 @@ from tests._chain import (
     spy_of,
     text_frame,
 )
-from tests._edged import det_model, small_sample
+from tests.support.edged import det_model, small_sample
 
 CAMERAS = {"north": "AB", "south": "XY", "east": "KM"}
 

@@ -15,7 +15,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from tests._edged import repo_copy
+from tests.support.edged import repo_copy
 
 
 def run_setup(repo: Path, env: dict[str, str]) -> str:

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edged.infer import EngineOptions, create_engine
-from edged.infer.base import Engine
+from edged.decoders.registry import build_decoder
+from edged.infer.base import Engine, EngineOptions
 from edged.infer.builder import BuildJob, build_now, load_engine
-from edged.models import build_decoder
+from edged.infer.factory import create_engine
 from edged.preprocess.cpu import preprocess_crops
 from edged.serving.slot.shadow import ShadowCheck, ShadowReport, ShadowTolerance, box_iou, compare
 from edged.serving.slot.switch import Decision, EngineSwitch
 from edged.types import Detection
-from tests._paths import ROOT, need_models
+from tests.support.paths import ROOT, need_models
 
 NO_BOX = (0.0, 0.0, 0.0, 0.0)
 

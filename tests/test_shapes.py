@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edged.models import get_decoder
-from edged.preprocess import CpuPreprocessor, plan_frame
+from edged.decoders.registry import get_decoder
+from edged.preprocess.cpu import CpuPreprocessor
+from edged.preprocess.spec import plan_frame
 from edged.serving.shapes import (
     ShapeSet,
     crop_plan,

@@ -13,9 +13,9 @@ import pytest
 
 from edged.infer.base import Engine
 from edged.observability import threads
-from edged.serving import ModelServer
 from edged.serving.names import thread_name
-from tests._chain import serve
+from edged.serving.server import ModelServer
+from tests.support.chain import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOT = ROOT / "edged" / "serving" / "slot"
@@ -49,7 +49,9 @@ def _engine_assignments(path: Path) -> list[str]:
                 own = isinstance(sub.value, ast.Name) and sub.value.id == "self"
                 if own and not in_serving:
                     continue  # a backend's own engine object (TensorRT's ICudaEngine), not a server's
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(target)} = ...")
+                found.append(
+                    f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}: {ast.unparse(target)} = ..."
+                )
     return found
 
 

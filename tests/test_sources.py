@@ -13,14 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.capture import ImageFolderSource, OpenCVSource, SourceError, make_source
+from edged.capture.base import SourceError
 from edged.capture.jetson import video_source_argv
-from edged.capture.opencv import FFMPEG_ENV, ffmpeg_env
+from edged.capture.opencv import FFMPEG_ENV, ImageFolderSource, OpenCVSource, ffmpeg_env
+from edged.capture.sources import make_source
 from edged.capture.worker import jittered
-from edged.config import ConfigError, load_config
-from tests._edged import EdgedProcess, camera, small_sample, stats, wait_until, write_config
-from tests._rtsp import RtspServer, rtsp_server_missing
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, camera, small_sample, stats, wait_until, write_config
+from tests.support.rtsp import RtspServer, rtsp_server_missing
 
 
 def images(folder: Path, n: int = 3, suffix: str = ".png") -> list[Path]:
@@ -36,7 +38,7 @@ def images(folder: Path, n: int = 3, suffix: str = ".png") -> list[Path]:
 
 def read_all(src: object) -> list[int]:
     """The gray level of every image the source yields, in order."""
-    from edged.capture import SourceEnded
+    from edged.capture.base import SourceEnded
 
     levels = []
     src.open()  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from edged.models import get_decoder
+from edged.decoders.registry import get_decoder
 from edged.preprocess.spec import PreprocessSpec, limit_side_size, plan_crops, plan_frame
 
 

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests._edged import EdgedProcess, NotifySocket, wait_until, warm_all_config
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, NotifySocket, wait_until, warm_all_config
 
 
 def get(port: int, path: str) -> tuple[int | None, Any]:

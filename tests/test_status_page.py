@@ -25,10 +25,10 @@ import pytest
 
 from edged.demo.sample import make_sample
 from edged.publish.event import event_schema
-from tests._edged import write_ocr_config
-from tests._paths import ROOT, need_models
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
+from tests.support.edged import write_ocr_config
+from tests.support.paths import ROOT, need_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACT = ROOT / "artifacts" / "status-page.png"

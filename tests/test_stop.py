@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._edged import EdgedProcess, wait_until, warm_all_config
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, wait_until, warm_all_config
 
 STOP_LIMIT_S = 8.0  # "within a few seconds" on a shared 2-core machine
 

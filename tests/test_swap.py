@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from edged.demo.truth import sample_truth
-from tests._edged import EdgedProcess, camera, small_sample, wait_until, write_config
 from tests.support.broker import free_port
+from tests.support.edged import EdgedProcess, camera, small_sample, wait_until, write_config
 
 
 def test_the_built_engine_is_swapped_in_without_losing_reordering_or_repeating_a_frame(

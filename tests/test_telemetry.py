@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from edged.observability.metrics import Metrics
 from edged.observability.telemetry import Telemetry, parse_nvpmodel_q
 from edged.observability.telemetry_gauges import register_gauges
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.mqtt.publisher import MqttPublisher
 from edged.publish.stats import StatsPublisher
 from tests.support.broker import Mosquitto
 from tests.support.clients import Subscriber, running_publisher

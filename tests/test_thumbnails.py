@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from edged.config.schema import ThumbnailsConfig
 from edged.pipeline.tracker import IouTracker
 from edged.publish.event import EventBuilder, event_schema
-from edged.publish.thumbnails import Thumbnailer, quality, topic_label
-from edged.publish.thumbstore import ThumbnailStore
+from edged.publish.thumbnails.store import ThumbnailStore
+from edged.publish.thumbnails.thumbnailer import Thumbnailer, quality, topic_label
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, Frame, FrameResult
 from tests.support.broker import Mosquitto

@@ -12,9 +12,9 @@ import numpy as np
 
 from edged.infer.base import Engine
 from edged.publish.event import event_schema
-from tests._chain import Camera, make_stage, reads_by_frame, serve
-from tests._edged import EdgedProcess, http_get, small_sample, wait_until, write_ocr_config
 from tests.support.broker import free_port
+from tests.support.chain import Camera, make_stage, reads_by_frame, serve
+from tests.support.edged import EdgedProcess, http_get, small_sample, wait_until, write_ocr_config
 
 
 def test_track_events_name_a_served_thumbnail_of_the_plate(

@@ -9,9 +9,9 @@ import pytest
 from edged.pipeline.chain import RunPolicy
 from edged.pipeline.tracker import IouTracker
 from edged.publish.tracks import TrackEventBuilder
-from edged.serving import ModelServer
+from edged.serving.server import ModelServer
 from edged.types import Detection, Frame, FrameResult
-from tests._chain import Camera, make_stage
+from tests.support.chain import Camera, make_stage
 
 
 def box(

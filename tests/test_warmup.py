@@ -16,7 +16,7 @@ import numpy as np
 from edged.infer.base import Engine
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan
 from edged.serving.warmup import StagedWarmUp
-from tests._chain import SpyEngine, serve, spy_of, text_frame
+from tests.support.chain import SpyEngine, serve, spy_of, text_frame
 
 SIZES = ((320, 48), (640, 48), (2048, 48))
 
@@ -59,7 +59,7 @@ def test_an_engine_without_per_shape_costs_runs_one_call_and_uses_every_shape() 
 
 
 def test_requests_are_planned_into_the_warm_shapes_only() -> None:
-    from edged.models.base import get_decoder
+    from edged.decoders.registry import get_decoder
 
     spec = get_decoder("ppocr_rec").default_preprocess
     only_widest = ShapeSet((1,), ((2048, 48),))
@@ -93,7 +93,7 @@ def test_a_server_serves_after_one_shape_and_no_batch_meets_a_cold_shape(
 ) -> None:
     """The spy says its engine pays for new shapes, as a GPU backend does: the server serves after one
     shape, warms the rest between batches, and every batch's shape ran in a warm-up before it."""
-    from edged.models.base import get_decoder
+    from edged.decoders.registry import get_decoder
 
     spy = ShapeWarmSpy(ocr_engines["ppocr_rec"])
     spec = dataclasses.replace(get_decoder("ppocr_rec").default_preprocess, size=(640, 48))

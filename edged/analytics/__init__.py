@@ -7,11 +7,3 @@ geometry in frame pixels (geometry.py), speeds from a homography (speed.py); it 
 the whole daemon, for /metrics, /stats, the status page and Home Assistant. The layer imports config,
 observability and the base types only: the runner (edged.pipeline) calls it with the tracker's output.
 """
-
-from __future__ import annotations
-
-from edged.analytics.counts import AnalyticsCollector, LineCounts
-from edged.analytics.events import SceneEvent
-from edged.analytics.scene import SceneAnalytics
-
-__all__ = ["AnalyticsCollector", "LineCounts", "SceneAnalytics", "SceneEvent"]

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edged.config import Config
+    from edged.config.schema import Config
 
 DEFAULT_CONFIG = "/etc/edged/edged.yaml"
 STDIN = "-"  # the file name that means standard input (clig.dev)
@@ -25,8 +25,8 @@ def load_or_report(path: str, require_cameras: bool = False, check_files: bool =
     `path` "-" reads the config from standard input (once: a second load reuses it); its relative paths
     are then relative to the current folder. `check_files=False`: the schema and references only (no
     model file is opened)."""
-    from edged.config import ConfigError, load_config
-    from edged.config.problems import Problem
+    from edged.config.loader import load_config
+    from edged.config.problems import ConfigError, Problem
 
     text = None
     try:

@@ -207,7 +207,8 @@ def check_cameras() -> Check:
 
 
 def check_config(path: str) -> list[Check]:
-    from edged.config import ConfigError, load_config
+    from edged.config.loader import load_config
+    from edged.config.problems import ConfigError
 
     try:
         cfg = load_config(path)
@@ -254,7 +255,7 @@ def check_broker(mqtt_cfg: Any) -> Check:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edged.publish.mqtt_client import use_tls
+    from edged.publish.mqtt.client import use_tls
 
     where = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edged-doctor-{os.getpid()}")

@@ -93,7 +93,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from edged.config import Config
+    from edged.config.schema import Config
 
     if args.event:
         from edged.publish.event import event_schema

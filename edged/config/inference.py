@@ -4,11 +4,12 @@ server batches and which input shapes it declares."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from edged.config.base import EdgedModel
+from edged.decoders.registry import get_decoder, kinds
 from edged.preprocess.spec import PreprocessSpec
 
 # The versions of a model written beside it (edged.infer.quantize names the same suffixes), by the
@@ -220,11 +221,17 @@ class UpdateConfig(EdgedModel):
     )
 
 
+# The kinds come from the decoders' registry (declared once, by `@register`); pydantic checks a config's
+# `kind` against them and the JSON schema and docs/configuration.md list them.
+if TYPE_CHECKING:
+    ModelKind = str
+else:
+    ModelKind = Literal[kinds()]
+
+
 class ModelConfig(EdgedModel):
     path: Path = Field(..., description="ONNX model file (relative paths are relative to the config file).")
-    kind: Literal["ppocr_det", "ppocr_cls", "ppocr_rec", "yolo", "ssd", "classifier"] = Field(
-        ..., description="How outputs are decoded; also sets the default preprocessing."
-    )
+    kind: ModelKind = Field(..., description="How outputs are decoded; also sets the default preprocessing.")
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
         "auto",
         description="auto: TensorRT when importable, else ONNX Runtime (CUDA provider when available).",
@@ -282,3 +289,8 @@ class ModelConfig(EdgedModel):
             if getattr(self.onnxruntime, switch):
                 return self.path.with_name(self.path.stem + suffix)
         return self.path
+
+
+def effective_preprocess(model: ModelConfig) -> PreprocessSpec:
+    """The model kind's default preprocessing with the config's overrides applied."""
+    return model.preprocess.apply(get_decoder(model.kind).default_preprocess)

@@ -60,7 +60,7 @@ NO_CAMERAS = (
 
 
 def _semantic_problems(cfg: Config, check_files: bool) -> list[tuple[Loc, str]]:
-    from edged.models.base import get_decoder  # decoders are pure numpy; importing them starts nothing
+    from edged.decoders.registry import get_decoder  # decoders are pure numpy; importing them starts nothing
 
     problems: list[tuple[Loc, str]] = list(reference_problems(cfg)) + analytics_problems(cfg)
     for name, m in cfg.models.items():

@@ -67,7 +67,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def config_reference() -> str:
-    from edged.models.base import DECODERS, get_decoder
+    from edged.decoders.base import DECODERS
+    from edged.decoders.registry import get_decoder
 
     get_decoder("yolo")  # registers the built-in decoders
     out = [

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from edged.daemon.commands import Command, ModelCommand, ResetCounts, SetEnabled, Snapshot
 from edged.daemon.supervisor import Supervisor
 from edged.daemon.switching import ModelSwitching
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger("edged")
 

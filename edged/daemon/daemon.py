@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edged import __version__
-from edged.analytics import AnalyticsCollector
+from edged.analytics.counts import AnalyticsCollector
 from edged.capture.watcher import WATCHER as CAPTURE_WATCHER
-from edged.config import Config, ConfigError, load_config
-from edged.config.schema import HealthConfig
+from edged.config.loader import load_config
+from edged.config.problems import ConfigError
+from edged.config.schema import Config, HealthConfig
 from edged.daemon.commands import CommandQueue
 from edged.daemon.controller import Controller
 from edged.daemon.predict import PredictApi
@@ -48,10 +49,10 @@ from edged.observability.telemetry import Telemetry
 from edged.observability.telemetry_gauges import register_gauges
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.dispatch import FrameDispatcher
-from edged.publish.hass import HassDiscovery, status_page_url
-from edged.publish.hass_analytics import CameraAnalytics
-from edged.publish.mqtt import MqttPublisher
-from edged.publish.outbox import Outbox
+from edged.publish.hass.analytics import CameraAnalytics
+from edged.publish.hass.discovery import HassDiscovery, status_page_url
+from edged.publish.mqtt.publisher import MqttPublisher
+from edged.publish.outbox.store import Outbox
 from edged.publish.routing import ResultSink
 from edged.publish.stats import StatsPublisher
 from edged.publish.stdout import StdoutSink

@@ -29,16 +29,15 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from edged.config import CameraConfig, StageConfig
 from edged.config.base import NAME_RE
-from edged.config.cameras import TrackingConfig
+from edged.config.cameras import CameraConfig, StageConfig, TrackingConfig
 from edged.config.schema import PredictConfig, chain_problems
 from edged.daemon.predict_request import PredictRequest, RequestError, decode_picture, parse_request
 from edged.daemon.supervisor import Supervisor
 from edged.pipeline.predict import PredictBusy, Predictor, PredictTimeout
 from edged.pipeline.runner import build_stages
 from edged.publish.event import RUN_ID, build_event
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.mqtt.publisher import MqttPublisher
 from edged.serving.queue import ServerClosed
 from edged.types import FrameResult
 

@@ -21,7 +21,7 @@ from edged.observability import threads
 from edged.observability.memory import peak_rss_mb, process_rss_mb
 from edged.observability.rates import CameraRates
 from edged.observability.telemetry import Telemetry
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger("edged")
 

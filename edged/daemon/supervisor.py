@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edged.analytics import LineCounts
-from edged.config import Config
+from edged.analytics.counts import LineCounts
+from edged.config.schema import Config
 from edged.daemon.sizes import LearntSizes
 from edged.gpu.context import device_memory_used_mb
-from edged.infer import ModelLoadError
-from edged.infer.base import Engine
+from edged.infer.base import Engine, ModelLoadError
 from edged.observability.memory import process_rss_mb
 from edged.observability.metrics import Metrics
 from edged.observability.rates import CameraRates

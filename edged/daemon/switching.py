@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edged.config import Config, ModelConfig
+from edged.config.inference import ModelConfig
+from edged.config.schema import Config
 from edged.daemon.commands import ModelCommand
 from edged.infer.engine_cache import file_sha256
 from edged.serving.loading import update_tolerance
-from edged.serving.slot import RESULTS, SwitchEvent, SwitchRequest
+from edged.serving.slot.requests import RESULTS, SwitchEvent, SwitchRequest
 
 if TYPE_CHECKING:
     from edged.daemon.supervisor import Supervisor
-    from edged.publish.mqtt import MqttPublisher
+    from edged.publish.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger("edged")
 

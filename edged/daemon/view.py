@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edged.config import Config
+from edged.config.schema import Config
 from edged.observability.history import History
 from edged.observability.metrics import Metrics
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.mqtt.publisher import MqttPublisher
 from edged.publish.recent import RecentEvents
 from edged.publish.routing import ResultSink
-from edged.publish.thumbnails import Thumbnailer
+from edged.publish.thumbnails.thumbnailer import Thumbnailer
 
 log = logging.getLogger(__name__)
 

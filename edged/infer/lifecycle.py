@@ -24,9 +24,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edged.infer import choose_backend, create_engine
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
 from edged.infer.builder import BackgroundBuild, BuildJob
+from edged.infer.factory import choose_backend, create_engine
 from edged.infer.onnxruntime import cpu_only
 from edged.infer.onnxruntime_cuda import cuda_engine_reason
 

@@ -23,13 +23,7 @@ import numpy as np
 
 from edged.infer.base import EngineInfo, EngineOptions, ModelLoadError, TensorSpec, register_backend
 from edged.infer.engine_cache import quarantine
-from edged.infer.tensorrt_build import (  # re-exported for callers that know only the backend module
-    DYNAMIC_HW,
-    TensorRTBuild,
-    build_engine,
-    trt_logger,
-    unavailable_reason,
-)
+from edged.infer.tensorrt_build import DYNAMIC_HW, TensorRTBuild, build_engine, trt_logger, unavailable_reason
 
 if TYPE_CHECKING:
     import tensorrt as trt

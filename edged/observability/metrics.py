@@ -26,7 +26,7 @@ DROP_REASONS = ("stale", "error")
 UPDATE_RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
 # Why the outbox dropped an event: the one list of reasons. The `reason` label of
 # edged_outbox_dropped_total (every one exists at 0 from the start), the keys of /stats
-# mqtt.outbox_dropped and the reason named in the outbox's drop log lines (edged.publish.drops counts
+# mqtt.outbox_dropped and the reason named in the outbox's drop log lines (edged.publish.outbox.drops counts
 # them; it lives here because observability imports nothing of publish).
 OUTBOX_DROP_REASONS: dict[str, str] = {
     "disk_full": "nowhere to write it (disk full, I/O error, directory gone) and the in-memory hold was full",

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edged.models.base import Decoder
+from edged.decoders.base import Decoder
 from edged.pipeline.filters import StageFilter
 from edged.pipeline.motion import Box, hold_outside
 from edged.pipeline.tracker import IouTracker, Track, TrackUpdate
 from edged.preprocess.spec import upright_quad
-from edged.serving import ModelServer
+from edged.serving.server import ModelServer
 from edged.types import Detection, Frame, FrameResult
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edged.analytics import LineCounts, SceneAnalytics
-from edged.capture import make_source
+from edged.analytics.counts import LineCounts
+from edged.analytics.scene import SceneAnalytics
 from edged.capture.decode import Decode
+from edged.capture.sources import make_source
 from edged.capture.worker import CameraCapture
-from edged.config import CameraConfig
+from edged.config.cameras import CameraConfig
 from edged.observability.metrics import Metrics
 from edged.pipeline.chain import RunPolicy, Stage
 from edged.pipeline.delivery import Delivery

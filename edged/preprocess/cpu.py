@@ -8,11 +8,12 @@ the plan's homography (cv2.warpPerspective / cv2.resize, border replicated), pad
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from edged.preprocess.spec import Plan, PreprocessSpec, plan_crops, plan_frame
-from edged.types import host_fmt
+from edged.types import Frame, host_fmt
 
 
 def _cv2():  # type: ignore[no-untyped-def]
@@ -93,3 +94,36 @@ def preprocess_crops(
     if not plans:
         return np.zeros(spec.batch_shape(0), dtype=np.float32), []
     return _pack([render(image, p, spec, fmt) for p in plans], spec), plans
+
+
+class CpuPreprocessor:
+    """The reference implementation on host memory (OpenCV); it has no use for a GPU lane."""
+
+    name = "cpu"
+
+    def stage(self, frame: Frame) -> None:
+        pass
+
+    def forget(self, camera: str) -> None:
+        pass
+
+    def frame(self, frame: Frame, spec: PreprocessSpec, lane: Any = None) -> tuple[np.ndarray, Plan]:
+        return preprocess_frame(_host(frame), spec, frame.fmt)
+
+    def crops(
+        self, frame: Frame, quads: Sequence[np.ndarray], spec: PreprocessSpec, lane: Any = None
+    ) -> tuple[np.ndarray, list[Plan]]:
+        return preprocess_crops(_host(frame), quads, spec, frame.fmt)
+
+    def rows(
+        self, items: Sequence[tuple[Frame, Plan]], spec: PreprocessSpec, rows: int = 0, lane: Any = None
+    ) -> np.ndarray:
+        return render_rows([(_host(f), p, f.fmt) for f, p in items], spec, rows)
+
+
+def _host(frame: Frame) -> np.ndarray:
+    if isinstance(frame.image, np.ndarray):
+        return frame.image
+    raise TypeError(
+        f"camera {frame.camera}: the CPU preprocessor needs a host frame, got {type(frame.image).__name__}"
+    )

@@ -14,12 +14,12 @@ from typing import Any
 from edged.observability.history import History
 from edged.observability.metrics import Metrics
 from edged.publish.event import EventBuilder
-from edged.publish.hass import HassDiscovery
-from edged.publish.mqtt import MqttPublisher
+from edged.publish.hass.discovery import HassDiscovery
+from edged.publish.mqtt.publisher import MqttPublisher
 from edged.publish.recent import RecentEvents
 from edged.publish.scene import SceneEventBuilder
 from edged.publish.stdout import StdoutSink
-from edged.publish.thumbnails import Thumbnailer
+from edged.publish.thumbnails.thumbnailer import Thumbnailer
 from edged.publish.tracks import TrackEventBuilder
 from edged.types import Detection, FrameResult
 

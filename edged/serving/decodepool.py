@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edged.models.base import Decoder
+from edged.decoders.base import Decoder
 from edged.preprocess.spec import Plan
 from edged.types import Detection
 

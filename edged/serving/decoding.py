@@ -18,7 +18,7 @@ from contextlib import suppress
 
 import numpy as np
 
-from edged.models.base import Decoder
+from edged.decoders.base import Decoder
 from edged.preprocess.spec import Plan
 from edged.serving.decodepool import DEPTH, DecodePool, PoolBatch
 from edged.serving.requests import Job, Row, Ticket

@@ -24,24 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edged.config import ModelConfig, effective_preprocess
-from edged.config.inference import PreprocessConfig
-from edged.gpu import GpuLane, gpu_available, make_preprocessor
-from edged.infer import EngineOptions, ModelLoadError
-from edged.infer.base import Engine, TensorSpec
+from edged.config.inference import ModelConfig, PreprocessConfig, effective_preprocess
+from edged.decoders.base import Decoder
+from edged.decoders.registry import build_decoder
+from edged.gpu.context import GpuLane, gpu_available
+from edged.gpu.preprocessors import make_preprocessor
+from edged.infer.base import Engine, EngineOptions, ModelLoadError, TensorSpec
 from edged.infer.builder import FP16_BUILDER, BackgroundBuild, BuildJob, BuildStatus
 from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.quantize import fp16_path, int8_path
-from edged.models.base import Decoder, build_decoder
 from edged.observability.metrics import Metrics
-from edged.preprocess import Preprocessor, PreprocessSpec
-from edged.serving import ModelServer, ShapeError, ShapeSet, declare_shapes
+from edged.preprocess.base import Preprocessor
+from edged.preprocess.spec import PreprocessSpec
 from edged.serving.precision import PrecisionState, plan_precision
-from edged.serving.shapes import check_model_input
-from edged.serving.slot import FileSwitching, ModelSlot, ShadowTolerance, SwitchRequest
-from edged.serving.slot.requests import OpenEngine
+from edged.serving.server import ModelServer
+from edged.serving.shapes import ShapeError, ShapeSet, check_model_input, declare_shapes
+from edged.serving.slot.requests import FileSwitching, OpenEngine, SwitchRequest
+from edged.serving.slot.shadow import ShadowTolerance
+from edged.serving.slot.slot import ModelSlot
 from edged.serving.warmup import WarmUpCancelled
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edged.decoders.base import Decoder
 from edged.infer.base import Engine
-from edged.models.base import Decoder
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane

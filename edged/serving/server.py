@@ -33,18 +33,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edged.decoders.base import Decoder
 from edged.gpu.context import GpuLane, gpu_thread
 from edged.infer.base import Engine
-from edged.models.base import Decoder
-from edged.preprocess import Preprocessor, PreprocessSpec
-from edged.preprocess.spec import Plan
+from edged.preprocess.base import Preprocessor
+from edged.preprocess.spec import Plan, PreprocessSpec
 from edged.serving.decoding import Decoding
 from edged.serving.names import thread_name
 from edged.serving.outputs import run_engine
 from edged.serving.queue import BatchQueue, Clients, ServerClosed
 from edged.serving.requests import Deliver, Job, Row, Ticket
 from edged.serving.shapes import ShapeSet, crop_plan, frame_plan, region_plan
-from edged.serving.slot import FileSwitching, ModelSlot
+from edged.serving.slot.requests import FileSwitching
+from edged.serving.slot.slot import ModelSlot
 from edged.serving.warming import Warmer, WarmUpCancelled
 from edged.types import Frame
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from edged.decoders.base import Decoder
 from edged.gpu.context import GpuLane, gpu_thread
 from edged.infer.base import Engine
-from edged.models.base import Decoder
-from edged.preprocess import Preprocessor, PreprocessSpec
-from edged.preprocess.spec import Plan, _scale_homography
+from edged.preprocess.base import Preprocessor
+from edged.preprocess.spec import Plan, PreprocessSpec, _scale_homography
 from edged.serving.outputs import run_engine
 from edged.serving.shapes import ShapeSet
 from edged.serving.warmup import StagedWarmUp, Step, WarmUpCancelled

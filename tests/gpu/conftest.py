@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from edged.gpu.context import gpu_available
-from tests.gpu._helpers import models_dir
+from tests.support.gpu import models_dir
 
 
 @pytest.fixture(scope="session")

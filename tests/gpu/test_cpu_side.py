@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edged.gpu import gpu_available, make_preprocessor
+from edged.gpu.context import gpu_available
 from edged.gpu.kernels import CUDA_SOURCE, ITEM_DTYPE
 from edged.gpu.preprocess import device_image, items_for, needs_swap
-from edged.preprocess import CpuPreprocessor
+from edged.gpu.preprocessors import make_preprocessor
+from edged.preprocess.cpu import CpuPreprocessor
 from edged.preprocess.spec import PreprocessSpec, plan_crops, plan_frame
 
 

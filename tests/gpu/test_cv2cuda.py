@@ -12,9 +12,9 @@ import pytest
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame, render_rows
 from edged.preprocess.spec import PreprocessSpec, plan_crops
 from edged.types import Frame
-from tests.gpu._helpers import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr
 from tests.gpu.test_kernel import SPECS as KERNEL_SPECS
 from tests.gpu.test_kernel import _quads, level_diff
+from tests.support.gpu import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr
 
 pytestmark = pytest.mark.gpu
 

@@ -20,7 +20,7 @@ from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.nv12 import nv12_to_rgb, rgb_to_nv12, split_nv12
 from edged.preprocess.spec import PreprocessSpec
 from edged.types import Frame
-from tests.gpu._helpers import HALF, REPO, textured
+from tests.support.gpu import HALF, REPO, textured
 
 pytestmark = pytest.mark.gpu
 
@@ -201,7 +201,8 @@ def test_mjpeg_and_jpeg_folder_on_nvjpeg(gpu: Any) -> None:
 
 
 def test_auto_decode_takes_the_gpu_and_says_so(gpu: Any) -> None:
-    from edged.capture import make_source, nvdec
+    from edged.capture import nvdec
+    from edged.capture.sources import make_source
 
     if nvdec.available():
         pytest.skip(str(nvdec.available()))

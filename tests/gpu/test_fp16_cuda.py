@@ -48,8 +48,7 @@ def engines(ort_cuda: Any, ppocr_models: Path, fp16_file: Path) -> dict[str, Any
 def _batch(rows: int) -> np.ndarray:
     """`rows` 1080p frames of the plate scene (plates, asphalt, edges), preprocessed as edged does for
     the detector by default: [rows, 3, 1088, 1920] float32."""
-    from edged.config import effective_preprocess
-    from edged.config.inference import ModelConfig
+    from edged.config.inference import ModelConfig, effective_preprocess
     from edged.demo.sample import SampleScene
 
     spec = effective_preprocess(ModelConfig.model_validate({"path": DET, "kind": "ppocr_det"}))

@@ -19,7 +19,7 @@ from edged.capture import jetson
 from edged.preprocess.cpu import preprocess_frame
 from edged.preprocess.spec import PreprocessSpec
 from edged.types import Frame
-from tests.gpu._helpers import HALF, REPO
+from tests.support.gpu import HALF, REPO
 
 pytestmark = pytest.mark.gpu
 VIDEOS = Path(os.environ.get("EDGED_VIDEOS", REPO / ".probe"))

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edged.decoders.registry import get_decoder
 from edged.gpu.kernels import ITEM_DTYPE
-from edged.models import get_decoder
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import PreprocessSpec, plan_frame
 from edged.types import Frame
-from tests.gpu._helpers import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr, textured
+from tests.support.gpu import HALF, IMAGENET_MEAN, IMAGENET_STD, astronaut_bgr, textured
 
 pytestmark = pytest.mark.gpu
 
@@ -294,9 +294,9 @@ def test_worker_threads_with_own_pipelines(pre: Any) -> None:
 
 
 def test_make_preprocessor_picks_kernel(gpu: Any) -> None:
-    from edged.gpu import make_preprocessor
     from edged.gpu.preprocess import GpuPreprocessor
-    from edged.preprocess import CpuPreprocessor
+    from edged.gpu.preprocessors import make_preprocessor
+    from edged.preprocess.cpu import CpuPreprocessor
 
     assert isinstance(make_preprocessor("auto"), GpuPreprocessor)
     assert make_preprocessor("kernel") is make_preprocessor("auto")  # one shared instance (upload cache)

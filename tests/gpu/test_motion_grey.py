@@ -18,7 +18,7 @@ from edged.demo.sample_gate import make_gate_sample
 from edged.demo.truth import read_video
 from edged.pipeline.motion import MotionGate, small_grey
 from edged.types import Frame
-from tests.gpu._helpers import astronaut_bgr
+from tests.support.gpu import astronaut_bgr
 
 pytestmark = pytest.mark.gpu
 

@@ -53,7 +53,7 @@ def engines(ort_cuda: Any, ppocr_models: Path) -> dict[str, Any]:
 
 
 def test_backend_factory_picks_cuda_engine(engines: dict[str, Any], ppocr_models: Path) -> None:
-    from edged.infer import create_engine
+    from edged.infer.factory import create_engine
     from edged.infer.onnxruntime_cuda import OrtCudaEngine
 
     eng = create_engine("det", ppocr_models / CLS, backend="onnxruntime")
@@ -193,12 +193,12 @@ def test_ppocr_chain_gpu_reads_same_as_cpu(
     engines: dict[str, Any], ppocr_models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import edged.infer.onnxruntime_cuda as ort_cuda
+    from edged.decoders.registry import build_decoder
     from edged.gpu.context import GpuLane, gpu_thread
     from edged.gpu.preprocess import GpuPreprocessor
     from edged.infer.onnxruntime_cuda import OrtCudaEngine
-    from edged.models import build_decoder
     from edged.observability.metrics import Metrics
-    from tests._models import OcrChain
+    from tests.support.models import OcrChain
 
     # The reference: CPU preprocessing and ONNX Runtime on the CPU (the backend factory would pick CUDA).
     with monkeypatch.context() as m:

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from edged.infer.base import EngineOptions
-from tests._chain import Camera, make_stage, reads_by_frame, run_cameras, serve, spy_of
 from tests.gpu.test_ort_cuda import DET, REC, _text_image
+from tests.support.chain import Camera, make_stage, reads_by_frame, run_cameras, serve, spy_of
 
 pytestmark = pytest.mark.gpu
 
 
 def test_cameras_batched_on_the_gpu_read_their_own_text(ort_cuda: Any, ppocr_models: Path) -> None:
-    from edged.gpu import GpuLane
+    from edged.gpu.context import GpuLane
     from edged.gpu.preprocess import GpuPreprocessor
     from edged.infer.onnxruntime import OnnxRuntimeEngine
     from edged.infer.onnxruntime_cuda import OrtCudaEngine

@@ -131,8 +131,8 @@ class PublisherFactory:
 
     def make(self, cfg: Any, device: str = "test", prefix: str = "edged/test") -> tuple[Any, Any]:
         from edged.observability.metrics import Metrics
-        from edged.publish.mqtt import MqttPublisher
-        from edged.publish.outbox import Outbox
+        from edged.publish.mqtt.publisher import MqttPublisher
+        from edged.publish.outbox.store import Outbox
 
         metrics = Metrics()
         box = Outbox(cfg.outbox, metrics)

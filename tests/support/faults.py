@@ -6,7 +6,7 @@ import errno
 import os
 from pathlib import Path
 
-from edged.publish.diskio import FileOps
+from edged.publish.outbox.diskio import FileOps
 
 
 class FailingDisk(FileOps):

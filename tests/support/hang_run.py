@@ -56,7 +56,7 @@ def main() -> int:
 
     signals = SignalFlags().install()
     from edged.cli.logsetup import setup_logging
-    from edged.config import load_config
+    from edged.config.loader import load_config
 
     cfg = load_config(a.config, require_cameras=True)
     setup_logging(cfg.logging.level, cfg.logging.json_format)

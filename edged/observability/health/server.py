@@ -60,7 +60,7 @@ MAX_HEAD_BYTES = 8192  # request line + headers; memory per connection is bounde
 MAX_CONNECTIONS = 512  # beyond it the oldest connection still sending its head is closed
 INLINE_PATHS = ("/healthz",)  # answered on the event loop itself: never queued behind other handlers
 _SNAPSHOT_RE = re.compile(r"^/snapshot/([A-Za-z0-9_-]{1,64})\.jpg$")
-# Thumbnail names are event/track ids + .jpg: one path level, no leading dot (see edged.publish.thumbstore).
+# Thumbnail names are event/track ids + .jpg: one path level, no leading dot (see edged.publish.thumbnails.store).
 _EVENT_RE = re.compile(r"^/events/([A-Za-z0-9_-][A-Za-z0-9_.:-]{0,199}\.jpg)$")
 
 

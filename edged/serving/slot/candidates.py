@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edged.decoders.base import Decoder
 from edged.gpu.context import GpuLane
 from edged.infer.base import ModelLoadError, TensorSpec
 from edged.infer.onnxruntime import model_inputs
-from edged.models.base import Decoder
-from edged.preprocess import PreprocessSpec
+from edged.preprocess.spec import PreprocessSpec
 from edged.serving.names import thread_name
 from edged.serving.shapes import ShapeError, ShapeSet, check_model_input
 from edged.serving.slot.builds import drop_build

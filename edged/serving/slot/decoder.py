@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from edged.models.base import Decoder
+from edged.decoders.base import Decoder
 from edged.preprocess.spec import Plan
 from edged.types import Detection
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edged.decoders.base import Decoder
 from edged.infer.base import Engine, TensorSpec
-from edged.models.base import Decoder
 
 if TYPE_CHECKING:
     from edged.gpu.context import GpuLane

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edged.models.base import Decoder
+from edged.decoders.base import Decoder
 from edged.serving.outputs import to_host
 from edged.serving.slot.switch import EngineSwitch
 from edged.types import Detection

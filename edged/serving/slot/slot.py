@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edged.decoders.base import Decoder
 from edged.infer.base import Engine
 from edged.infer.engine_cache import file_sha256
-from edged.models.base import Decoder
 from edged.serving.outputs import Outputs
 from edged.serving.slot.builds import BuildAdopter, Guard, drop_build
 from edged.serving.slot.candidates import CandidateLoader, check_file

@@ -47,8 +47,8 @@ from typing import Any, Protocol
 
 from edged import __version__
 from edged.publish.event import event_text, iso_utc_ms
-from edged.publish.hass_analytics import CameraAnalytics, analytics_entities, analytics_state
-from edged.publish.hass_entities import (
+from edged.publish.hass.analytics import CameraAnalytics, analytics_entities, analytics_state
+from edged.publish.hass.entities import (
     ATTRIBUTES_TEMPLATE,
     ENTITIES,
     REMOVED_ENTITIES,
@@ -136,7 +136,7 @@ class HassDiscovery:
         self._announced = False  # on the current connection
         self._last_periodic = -1e9
         self._announced_names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
-        # Lines and zones per camera (edged.publish.hass_analytics); topics announced per camera, so
+        # Lines and zones per camera (edged.publish.hass.analytics); topics announced per camera, so
         # entities of a line or zone removed since are cleared too.
         self._analytics: dict[str, CameraAnalytics] = {}
         self._announced_topics: dict[str, list[str]] = {}
@@ -269,7 +269,7 @@ class HassDiscovery:
                 "origin": {"name": "edged", "sw_version": self.sw_version},
             }
         names = self._analytics.get(camera)
-        if names is not None:  # lines and zones (edged.publish.hass_analytics)
+        if names is not None:  # lines and zones (edged.publish.hass.analytics)
             for key, (component, suffix, extra) in analytics_entities(
                 camera, self.prefix, names, self.commands
             ).items():

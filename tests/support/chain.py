@@ -11,13 +11,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edged.decoders.registry import build_decoder, get_decoder
 from edged.infer.base import Engine
-from edged.models import build_decoder, get_decoder
 from edged.pipeline.chain import Stage
 from edged.pipeline.delivery import Delivery
 from edged.pipeline.flow import CameraFlow
-from edged.preprocess import CpuPreprocessor
-from edged.serving import ModelServer, declare_shapes
+from edged.preprocess.cpu import CpuPreprocessor
+from edged.serving.server import ModelServer
+from edged.serving.shapes import declare_shapes
 from edged.types import Frame, FrameResult
 
 # Sinks of all test cameras run here, as the daemon's do on its Delivery.

@@ -63,12 +63,12 @@ from typing import Any, Literal
 
 from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
-from edged.publish.diskio import DiskState, FileOps
-from edged.publish.drops import DropLog
-from edged.publish.outbox_format import HEADER, MAGIC, OutboxRecord, decode, encode, scan
-from edged.publish.outbox_loss import Losses
-from edged.publish.segment_files import SegmentFiles
-from edged.publish.segments import Entry, load
+from edged.publish.outbox.diskio import DiskState, FileOps
+from edged.publish.outbox.drops import DropLog
+from edged.publish.outbox.loss import Losses
+from edged.publish.outbox.records import HEADER, MAGIC, OutboxRecord, decode, encode, scan
+from edged.publish.outbox.segment_files import SegmentFiles
+from edged.publish.outbox.segments import Entry, load
 
 __all__ = ["HEADER", "MAGIC", "FileOps", "Outbox", "OutboxRecord"]
 

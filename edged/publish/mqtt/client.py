@@ -1,4 +1,4 @@
-"""The paho client as edged sets it up, and the pace of a backlog replay; used by MqttPublisher (mqtt.py).
+"""The paho client as edged sets it up, and the pace of a backlog replay; used by MqttPublisher (publisher.py).
 
 `make_client`: MQTT 5 (or 3.1.1, `mqtt.protocol`), a clean session, the retained "offline" last will on the status topic,
 credentials, the in-flight window, no queue of paho's own (the outbox is the queue) and the reconnect

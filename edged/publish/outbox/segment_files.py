@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Literal
 
 from edged.fileio import fsync_dir
-from edged.publish.diskio import DiskState, FileOps, TornWrite, append_all
-from edged.publish.outbox_format import SEQ
-from edged.publish.segments import Entry, Segment, identity
+from edged.publish.outbox.diskio import DiskState, FileOps, TornWrite, append_all
+from edged.publish.outbox.records import SEQ
+from edged.publish.outbox.segments import Entry, Segment, identity
 
 log = logging.getLogger("edged.publish.outbox")
 

@@ -17,9 +17,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from edged.publish.diskio import DiskState
-from edged.publish.segment_files import SegmentFiles
-from edged.publish.segments import Entry
+from edged.publish.outbox.diskio import DiskState
+from edged.publish.outbox.segment_files import SegmentFiles
+from edged.publish.outbox.segments import Entry
 
 log = logging.getLogger("edged.publish.outbox")
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from edged.infer import Engine, create_engine
-from edged.models import Decoder, build_decoder
+from edged.decoders.base import Decoder
+from edged.decoders.registry import build_decoder
+from edged.infer.base import Engine
+from edged.infer.factory import create_engine
 from edged.preprocess.cpu import preprocess_crops, preprocess_frame
 from edged.preprocess.spec import upright_quad
 from edged.types import Detection

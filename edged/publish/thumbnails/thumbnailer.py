@@ -36,7 +36,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edged.config.schema import ThumbnailsConfig
-from edged.publish.thumbstore import ThumbnailStore
+from edged.publish.thumbnails.store import ThumbnailStore
 from edged.types import Frame, FrameResult, host_fmt
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edged.publish.outbox_format import SEQ, scan
+from edged.publish.outbox.records import SEQ, scan
 
 log = logging.getLogger("edged.publish.outbox")
 

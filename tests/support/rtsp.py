@@ -1,4 +1,4 @@
-"""tests/rtsp_server.py as a fixture-free helper: a live RTSP camera (GStreamer, under the system Python)
+"""tests/support/rtsp_server.py as a fixture-free helper: a live RTSP camera (GStreamer, under the system Python)
 that a test can start, stop and restart, optionally accepting RTP over TCP only."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests._edged import wait_until
+from tests.support.edged import wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 
 
 def rtsp_server_missing() -> str | None:
-    """Why tests/rtsp_server.py cannot run here (None if it can)."""
+    """Why tests/support/rtsp_server.py cannot run here (None if it can)."""
     probe = (
         "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
         "from gi.repository import Gst; Gst.init(None); "
@@ -31,7 +31,7 @@ def rtsp_server_missing() -> str | None:
 
 
 class RtspServer:
-    """tests/rtsp_server.py under the system Python: a live RTSP camera that can go away and come back."""
+    """tests/support/rtsp_server.py under the system Python: a live RTSP camera that can go away and come back."""
 
     def __init__(self, port: int, log: Path, *, tcp_only: bool = False) -> None:
         self.port = port

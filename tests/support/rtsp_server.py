@@ -1,4 +1,4 @@
-"""A tiny RTSP server for tests: `/usr/bin/python3 tests/rtsp_server.py PORT [tcp]` serves rtsp://127.0.0.1:PORT/test
+"""A tiny RTSP server for tests: `/usr/bin/python3 tests/support/rtsp_server.py PORT [tcp]` serves rtsp://127.0.0.1:PORT/test
 (with `tcp`: RTP over the RTSP connection only, as behind a NAT or a strict firewall: UDP setups are refused).
 
 Runs under the SYSTEM Python (GStreamer's introspection bindings, python3-gi + gir1.2-gst-rtsp-server-1.0,

@@ -18,9 +18,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from edged.models._common import as_box, boxes_to_source, check_batch, clip_boxes, pick_output, shape_error
-from edged.models.base import DecodeParams, Decoder, register
-from edged.models.nms import nms
+from edged.decoders._common import as_box, boxes_to_source, check_batch, clip_boxes, pick_output, shape_error
+from edged.decoders.base import DecodeParams, Decoder, register
+from edged.decoders.nms import nms
 from edged.preprocess.spec import Plan, PreprocessSpec
 from edged.types import Detection
 

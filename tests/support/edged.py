@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from edged.demo.sample import make_sample
-from tests._paths import ROOT, need_models
+from tests.support.paths import ROOT, need_models
 
 # Length of each fault (broker down, source gone); EDGED_FAULT_SECONDS=60 for the full-length run.
 FAULT_S = float(os.environ.get("EDGED_FAULT_SECONDS", "8"))

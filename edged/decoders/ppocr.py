@@ -13,9 +13,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from edged.models._common import check_batch, pick_output, shape_error
-from edged.models.base import DecodeParams, Decoder, register
-from edged.models.db import db_bitmap, db_boxes, order_clockwise, reading_order
+from edged.decoders._common import check_batch, pick_output, shape_error
+from edged.decoders.base import DecodeParams, Decoder, register
+from edged.decoders.dbnet import db_bitmap, db_boxes, order_clockwise, reading_order
 from edged.preprocess.spec import Plan, PreprocessSpec
 from edged.types import Detection
 

@@ -1,4 +1,4 @@
-"""Home Assistant entities of a camera's scene analytics (docs/mqtt.md has the table); data only, hass.py
+"""Home Assistant entities of a camera's scene analytics (docs/mqtt.md has the table); data only, discovery.py
 sends them with the camera's other entities.
 
 Per line: sensors `<line> in` and `<line> out` (counts since start or the last reset; total_increasing,

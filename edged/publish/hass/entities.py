@@ -1,5 +1,5 @@
 """What edged announces to Home Assistant per camera: the entity table (docs/mqtt.md shows it) and the
-image entity of the thumbnails. Data only; hass.py turns it into discovery configs and sends them.
+image entity of the thumbnails. Data only; discovery.py turns it into discovery configs and sends them.
 """
 
 from __future__ import annotations

@@ -40,10 +40,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edged.config.schema import MqttConfig
 from edged.observability.metrics import Metrics
-from edged.publish.guards import CallbackGuard, supervise
-from edged.publish.mids import MidBook
-from edged.publish.mqtt_client import ReplayPacer, expiry_properties, make_client, use_tls
-from edged.publish.outbox import Outbox, OutboxRecord
+from edged.publish.mqtt.client import ReplayPacer, expiry_properties, make_client, use_tls
+from edged.publish.mqtt.guards import CallbackGuard, supervise
+from edged.publish.mqtt.mids import MidBook
+from edged.publish.outbox.store import Outbox, OutboxRecord
 
 log = logging.getLogger(__name__)
 

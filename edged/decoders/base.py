@@ -69,22 +69,3 @@ def register(kind: str) -> Callable[[type[Decoder]], type[Decoder]]:
         return cls
 
     return wrap
-
-
-def get_decoder(kind: str) -> type[Decoder]:
-    # The built-in decoders are registered already: importing this module imported its package first
-    # (edged/models/__init__.py), which imports them all.
-    try:
-        return DECODERS[kind]
-    except KeyError:
-        raise KeyError(f"no decoder for model kind {kind!r} (known: {', '.join(sorted(DECODERS))})") from None
-
-
-def build_decoder(
-    kind: str,
-    params: Mapping[str, Any],
-    labels: Sequence[str] = (),
-    metadata: Mapping[str, str] | None = None,
-) -> Decoder:
-    cls = get_decoder(kind)
-    return cls(cls.Params.model_validate(dict(params)), labels, metadata)

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import Field
 
-from edged.models._common import check_batch, pick_output, shape_error, softmax
-from edged.models.base import DecodeParams, Decoder, register
+from edged.decoders._common import check_batch, pick_output, shape_error, softmax
+from edged.decoders.base import DecodeParams, Decoder, register
 from edged.preprocess.spec import Plan, PreprocessSpec
 from edged.types import Detection
 
