@@ -254,7 +254,7 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
     # ONNX Runtime on the CPU pays nothing for a new shape: one call at load, every shape usable.
     warm = lm.server.status()["warm"]
     assert warm["finished"] and not warm["every_shape"] and warm["done"] == 1, warm
-    assert lm.server.usable == lm.shapes
+    assert lm.server.warmer.usable == lm.shapes
     got: dict[str, list[int]] = {"a": [], "b": []}
     dispatcher = FrameDispatcher()
     forgotten: list[tuple[str, int]] = []  # (camera, its frames in flight then)

@@ -139,7 +139,7 @@ class StatusReport:
         body["warming"] = {
             n: m.server.warmer.plan.progress()
             for n, m in list(self.supervisor.models.items())
-            if m.server.warming
+            if m.server.warmer.warming
         }
         if self.publisher is not None:
             pub_ok, why = self.publisher.ready()

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from edged.config.inference import ModelConfig, PreprocessConfig, effective_preprocess
 from edged.decoders.base import Decoder
@@ -47,45 +47,37 @@ from edged.serving.slot.slot import ModelSlot
 from edged.serving.warmup import WarmUpCancelled
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _OfServer(Generic[T]):
+    """A `LoadedModel` attribute that is its server's, read through it (never a copy)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Any, owner: type | None = None) -> T:
+        return cast(T, getattr(model.server, self.name))
+
+    def __set__(self, model: Any, value: T) -> None:
+        raise AttributeError(f"LoadedModel.{self.name} is its server's: read-only")
 
 
 @dataclass
 class LoadedModel:
-    """A configured model and its server; everything else (engine, decoder, shapes, lane) is the
-    server's, read through it, never copied: a switch (edged.serving.slot) changes the engine."""
+    """A configured model and its server; everything else is the server's, read through it: a switch
+    (edged.serving.slot) changes the engine and decoder, and nothing here would follow a copy."""
 
     name: str
     config: ModelConfig
     server: ModelServer
-
-    @property
-    def slot(self) -> ModelSlot:
-        return self.server.slot
-
-    @property
-    def engine(self) -> Engine:
-        return self.server.engine
-
-    @property
-    def decoder(self) -> Decoder:
-        return self.server.decoder
-
-    @property
-    def spec(self) -> PreprocessSpec:
-        return self.server.spec
-
-    @property
-    def preprocessor(self) -> Preprocessor:
-        return self.server.preprocessor
-
-    @property
-    def shapes(self) -> ShapeSet:
-        return self.server.shapes
-
-    @property
-    def lane(self) -> GpuLane | None:
-        """The server's GPU lane, when it runs on a GPU."""
-        return self.server.lane
+    slot = _OfServer[ModelSlot]()
+    engine = _OfServer[Engine]()
+    decoder = _OfServer[Decoder]()
+    spec = _OfServer[PreprocessSpec]()
+    preprocessor = _OfServer[Preprocessor]()
+    shapes = _OfServer[ShapeSet]()
+    lane = _OfServer["GpuLane | None"]()  # the server's GPU lane, when it runs on a GPU
 
     def close(self) -> None:
         self.server.close()

@@ -92,7 +92,15 @@ class ModelServer:
             name, spec, preprocessor, shapes, decoder, self.input_name, lane, warm_every_shape
         )
         # The one owner of the engine and decoder this server runs, and of every switch of them.
-        self.slot = ModelSlot(name, engine, decoder, self.warmer, self._guard, files, decode_workers == 0)
+        self.slot = ModelSlot(
+            name,
+            engine,
+            decoder,
+            warmer=self.warmer,
+            guard=self._guard,
+            files=files,
+            in_thread=decode_workers == 0,
+        )
         self._decoding = Decoding(name, self.slot.decoder, decode_workers)
         self._threads: list[threading.Thread] = []
 
@@ -104,15 +112,6 @@ class ModelServer:
     @property
     def decoder(self) -> Decoder:
         return self.slot.decoder
-
-    @property
-    def usable(self) -> ShapeSet:
-        """The declared shapes batches may use now (edged.serving.warmup)."""
-        return self.warmer.usable
-
-    @property
-    def warming(self) -> bool:
-        return self.warmer.warming
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -204,17 +203,17 @@ class ModelServer:
     def submit_frame(self, frame: Frame, deliver: Deliver) -> None:
         """The whole frame as one row; `deliver([detections], None)` from the decode thread."""
         h, w, _ = frame.shape
-        self._put(frame, [frame_plan(self.usable, self.spec, w, h)], deliver)
+        self._put(frame, [frame_plan(self.warmer.usable, self.spec, w, h)], deliver)
 
     def submit_crops(self, frame: Frame, quads: Sequence[np.ndarray], deliver: Deliver) -> None:
         """One row per crop (4x2 source corners); `deliver(rows, None)` in the order of `quads`."""
-        self._put(frame, [crop_plan(self.usable, self.spec, q) for q in quads], deliver)
+        self._put(frame, [crop_plan(self.warmer.usable, self.spec, q) for q in quads], deliver)
 
     def submit_region(self, frame: Frame, box: tuple[int, int, int, int], deliver: Deliver) -> None:
         """A rectangle of the frame (x1, y1, x2, y2; motion gating) as one row at the whole frame's scale,
         in a declared canvas; `deliver([detections], None)` in frame pixels."""
         h, w, _ = frame.shape
-        self._put(frame, [region_plan(self.usable, self.spec, w, h, box)], deliver)
+        self._put(frame, [region_plan(self.warmer.usable, self.spec, w, h, box)], deliver)
 
     def _put(self, frame: Frame, plans: list[Plan], deliver: Deliver) -> None:
         if self.state != "serving":
@@ -247,9 +246,9 @@ class ModelServer:
     def _batch_loop(self) -> None:
         with gpu_thread() if self.lane is not None else nullcontext():  # the CUDA context, on a GPU
             while True:
-                warming = self.warming
+                warming = self.warmer.warming
                 batch = self._queue.take(
-                    self.usable.max_rows, self.max_wait_s, self._clients.expect_more, block=not warming
+                    self.warmer.usable.max_rows, self.max_wait_s, self._clients.expect_more, block=not warming
                 )
                 if batch is None:
                     self._decoding.put(None)
@@ -257,7 +256,7 @@ class ModelServer:
                 if not batch:  # nothing waits: warm the next declared shape meanwhile
                     self.warmer.step(self.engine)
                     continue
-                keep = self.usable.rows_to_take(len(batch))
+                keep = self.warmer.usable.rows_to_take(len(batch))
                 if keep < len(batch):  # the rest lead the next batch instead of padding this one
                     self._queue.put_back(batch[keep:])
                     batch = batch[:keep]
@@ -273,7 +272,7 @@ class ModelServer:
     def _run(self, batch: list[Row]) -> list[Job]:
         """One engine call for the batch; on failure, each request alone so a bad one fails alone."""
         n = len(batch)
-        padded = self.usable.rows_for(n)
+        padded = self.warmer.usable.rows_for(n)
         if self.on_batch is not None:
             self.on_batch(n, padded, time.perf_counter() - batch[0].t_enqueued)
         try:

@@ -62,6 +62,7 @@ class ModelSlot:
         name: str,
         engine: Engine,
         decoder: Decoder,
+        *,
         warmer: Warmer,
         guard: Guard,
         files: FileSwitching | None = None,
