@@ -12,7 +12,7 @@ Triggers (both run in the daemon's main loop):
 
 Reports: `edged_model_updates_total{model,result}`, one JSON reply per step on `<prefix>/<model>/update`
 (QoS 1, not retained), the model's `update` block in /stats (the status page and the MQTT stats topic
-show it). `UpdateCollector` adds gauges read at scrape time: the background engine build's state and
+show it). `SwitchCollector` adds gauges read at scrape time: the background engine build's state and
 progress, and whether a candidate is loading or shadowing. Events arrive on the model servers' batch and
 loader threads; publishing (paho) and counting are thread-safe.
 """

@@ -307,7 +307,7 @@ def update_tolerance(m: ModelConfig) -> ShadowTolerance:
 def _opener(
     name: str, m: ModelConfig, options: EngineOptions, labels: list[str], lane: GpuLane | None
 ) -> OpenEngine:
-    """The one way an engine of this model is made, at load and for a live update's candidate: the
+    """The one way an engine of this model is made, at load and for a candidate of a switch: the
     same backend, options, declared shapes and GPU lane (the server's: every engine it runs is on its
     stream); a decoder built from the file's own metadata."""
 
