@@ -111,7 +111,8 @@ def run_mode(video: Path, meta: dict[str, Any], mode: str) -> dict[str, Any]:
     counters = {}
     for name, lm in models.items():
         # The server is the engine's one caller: count there (after its warm-up, so live calls only).
-        counters[name] = lm.server.engine = CountingEngine(lm.server.engine)  # type: ignore[assignment]
+        counters[name] = CountingEngine(lm.engine)
+        lm.slot.wrap(lambda _e, c=counters[name]: c)  # type: ignore[misc]
     results: list[FrameResult] = []
     done = threading.Event()
 

@@ -93,7 +93,7 @@ def read_all(
         models[name] = load_model(name, m.model_copy(update={"onnxruntime": ort}))
     timed = {name: TimedEngine(lm.engine) for name, lm in models.items()}
     for name, lm in models.items():
-        lm.server.engine = timed[name]  # type: ignore[assignment]  # the server is the engine's one caller
+        lm.slot.wrap(lambda _e, t=timed[name]: t)  # type: ignore[misc]  # the server is the engine's one caller
     stages = build_stages(next(iter(cfg.cameras.values())), models)
     results, _ = run_frames("eval", stages, (Frame("eval", i, img) for i, img in enumerate(frames)))
     out = [result_texts(r) for r in results]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edged.daemon.commands import CommandError, ModelCommand, parse_command
-from edged.daemon.updates import resolve_candidate
+from edged.daemon.switching import resolve_candidate
 from tests.support.broker import Mosquitto, free_port
 from tests.support.clients import Subscriber
 from tests.support.edged import (
@@ -206,7 +206,7 @@ def test_live_update_shadow_switch_refuse_force_rollback(
         upd = model()["update"]
         assert upd["active"] == agreeing and upd["last"]["result"] == "refused" and upd["state"] == "idle"
         assert "became" in upd["last"]["reason"] and count("refused") == 1
-        assert "WARNING edged.infer.swap: model text_rec: refused rec.onnx@" in proc.text()
+        assert "WARNING edged.serving.slot.switch: model text_rec: refused rec.onnx@" in proc.text()
         if CHROMIUM is not None:  # the status page shows it too
             page = visible_text(
                 chromium(f"http://127.0.0.1:{health}/", rec.parent.parent / "profile", "--dump-dom")

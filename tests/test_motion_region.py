@@ -59,7 +59,7 @@ def models() -> Iterator[dict[str, LoadedModel]]:
         "text_det": load_model("text_det", det, source_sizes=[(640, 480)], regions=True),
         "text_rec": load_model("text_rec", rec),
     }
-    loaded["text_det"].server.engine = SpyEngine(loaded["text_det"].engine)  # type: ignore[assignment]
+    loaded["text_det"].slot.wrap(SpyEngine)
     yield loaded
     for lm in loaded.values():
         lm.close()

@@ -254,7 +254,7 @@ def test_config_wires_cameras_to_one_server_per_model(tmp_path: Path) -> None:
     # ONNX Runtime on the CPU pays nothing for a new shape: one call at load, every shape usable.
     warm = lm.server.status()["warm"]
     assert warm["finished"] and not warm["every_shape"] and warm["done"] == 1, warm
-    assert lm.server.usable == lm.shapes
+    assert lm.server.warmer.usable == lm.shapes
     got: dict[str, list[int]] = {"a": [], "b": []}
     dispatcher = FrameDispatcher()
     forgotten: list[tuple[str, int]] = []  # (camera, its frames in flight then)
@@ -431,7 +431,7 @@ def test_warm_ups_beside_the_serving_engine_run_one_at_a_time(tmp_path: Path) ->
 
     try:
         engines = [Overlap(lm.engine), Overlap(lm.engine)]
-        threads = [threading.Thread(target=lm.server.warm_up, kwargs={"engine": e}) for e in engines]
+        threads = [threading.Thread(target=lm.server.warmer.run, kwargs={"engine": e}) for e in engines]
         for t in threads:
             t.start()
         for t in threads:

@@ -16,9 +16,9 @@ from edged.decoders.registry import build_decoder
 from edged.infer.base import Engine, EngineOptions
 from edged.infer.builder import BuildJob, build_now, load_engine
 from edged.infer.factory import create_engine
-from edged.infer.shadow import ShadowCheck, ShadowReport, ShadowTolerance, box_iou, compare
-from edged.infer.swap import ModelSwap, SwapEvent
 from edged.preprocess.cpu import preprocess_crops
+from edged.serving.slot.shadow import ShadowCheck, ShadowReport, ShadowTolerance, box_iou, compare
+from edged.serving.slot.switch import Decision, EngineSwitch
 from edged.types import Detection
 from tests.support.paths import ROOT, need_models
 
@@ -151,8 +151,8 @@ def test_live_swap_takes_the_agreeing_model_refuses_the_other_and_rolls_back(
     options = EngineOptions(providers=("CPUExecutionProvider",), cache_dir=tmp_path / "cache")
     job = BuildJob("rec", rec, "onnxruntime", options)
     crops = plate_crops  # every frame: which plates PP-OCRv4 reads differently depends on the machine
-    events: list[SwapEvent] = []
-    swap = ModelSwap(
+    events: list[Decision] = []
+    swap = EngineSwitch(
         "text_rec",
         create_engine("rec", rec, "onnxruntime"),
         "v6",

@@ -101,8 +101,8 @@ def test_a_server_serves_after_one_shape_and_no_batch_meets_a_cold_shape(
     assert spy_of(rec) is spy
     try:
         total = 3 * 3
-        assert rec.plan.every_shape and rec.plan.done == 1 and rec.plan.total == total
-        assert rec.usable == ShapeSet((1,), ((640, 48),))  # serving at once, in the widest shape
+        assert rec.warmer.plan.every_shape and rec.warmer.plan.done == 1 and rec.warmer.plan.total == total
+        assert rec.warmer.usable == ShapeSet((1,), ((640, 48),))  # serving at once, in the widest shape
         quads = [np.array([[0, 0], [w, 0], [w, 40], [0, 40]], np.float32) for w in (60, 120, 300)]
         done = threading.Event()
         got: list[int] = []
@@ -117,10 +117,14 @@ def test_a_server_serves_after_one_shape_and_no_batch_meets_a_cold_shape(
             rec.submit_crops(_frame(i), quads, deliver)
         assert done.wait(60)
         for _ in range(200):
-            if not rec.warming:
+            if not rec.warmer.warming:
                 break
             threading.Event().wait(0.05)
-        assert not rec.warming and rec.usable == rec.shapes and rec.plan.progress() == f"{total}/{total}"
+        assert (
+            not rec.warmer.warming
+            and rec.warmer.usable == rec.shapes
+            and rec.warmer.plan.progress() == f"{total}/{total}"
+        )
         status = rec.status()["warm"]
         assert status["finished"] and status["done"] == total and not status["failed"]
     finally:

@@ -10,8 +10,8 @@ Commands:
 - `set/snapshot` any payload: publish the camera's current annotated JPEG to `<prefix>/<camera>/snapshot`.
 - `set/reset_counts` payload empty, `PRESS` (Home Assistant's button) or `all`: zero the camera's line
   crossing counts; payload a line's name: that line's only (edged.analytics; checked in the main loop).
-- `<prefix>/<model>/set/update|force|rollback`: a live model update (edged.daemon.updates): the payload of
-  update/force names a file already on the device; rollback takes any payload.
+- `<prefix>/<model>/set/update|force|rollback`: a switch of the model's engine (edged.daemon.switching):
+  the payload of update/force names a file already on the device; rollback takes any payload.
 
 Anything else (unknown camera or command, payload over MAX_PAYLOAD bytes, bad UTF-8, a value that is not
 a boolean) becomes a `CommandError`; the caller logs it as one warning line. Nothing here raises.
@@ -55,7 +55,7 @@ class ResetCounts:
 class ModelCommand:
     model: str
     action: Literal["update", "force", "rollback"]
-    path: str = ""  # as sent; checked by edged.daemon.updates in the main loop (where it can reply)
+    path: str = ""  # as sent; checked by edged.daemon.switching in the main loop (where it can reply)
 
 
 MODEL_COMMANDS: tuple[Literal["update", "force", "rollback"], ...] = ("update", "force", "rollback")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from edged.daemon.commands import Command, ModelCommand, ResetCounts, SetEnabled, Snapshot
 from edged.daemon.supervisor import Supervisor
-from edged.daemon.updates import ModelUpdates
+from edged.daemon.switching import ModelSwitching
 from edged.publish.mqtt.publisher import MqttPublisher
 
 log = logging.getLogger("edged")
@@ -29,12 +29,12 @@ class Controller:
         publisher: MqttPublisher,
         prefix: str,
         snapshot: Callable[[str], bytes | None],
-        updates: ModelUpdates,
+        switching: ModelSwitching,
         expiry_s: int | None = None,
         on_counts_reset: Callable[[str], None] | None = None,
     ) -> None:
         self.supervisor = supervisor
-        self.updates = updates  # model commands: live update, force, rollback
+        self.switching = switching  # model commands: update, force, rollback (switches)
         self.publisher = publisher
         self.prefix = prefix
         self.snapshot = snapshot  # camera -> its annotated JPEG, or None
@@ -46,8 +46,10 @@ class Controller:
         self._published: set[str] = set()  # cameras whose enabled state is retained on the broker
 
     def execute(self, command: Command) -> None:
-        if isinstance(command, ModelCommand):  # live model update (edged.daemon.updates); never raises
-            self.updates.execute(command)
+        if isinstance(
+            command, ModelCommand
+        ):  # a switch of a model's engine (edged.daemon.switching); never raises
+            self.switching.execute(command)
             return
         name = command.camera
         if name not in self.supervisor.cfg.cameras:  # removed by a reload since it was queued

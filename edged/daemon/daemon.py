@@ -33,7 +33,7 @@ from edged.daemon.signals import SignalFlags
 from edged.daemon.sizes import LearntSizes
 from edged.daemon.status import StatusReport
 from edged.daemon.supervisor import Supervisor
-from edged.daemon.updates import ModelUpdates
+from edged.daemon.switching import ModelSwitching
 from edged.daemon.view import OperatorView
 from edged.infer.base import Engine
 from edged.observability import threads
@@ -135,9 +135,10 @@ class Daemon:
             should_stop=lambda: self.signals.stop,  # a SIGTERM during start-up stops the loading
             learnt=LearntSizes(cfg.state_dir / "source_sizes.json"),  # camera sizes of earlier runs
         )
-        # Live model updates: SIGHUP on a changed file, MQTT update/force/rollback (edged.daemon.updates).
-        self.updates = ModelUpdates(self.supervisor, lambda: self.publisher)
-        self.supervisor.attach(self.updates)
+        # Switching models' engines: SIGHUP on a changed file, MQTT update/force/rollback
+        # (edged.daemon.switching).
+        self.switching = ModelSwitching(self.supervisor, lambda: self.publisher)
+        self.supervisor.attach(self.switching)
         pc = cfg.health.predict  # POST /predict: the cameras' model servers answer it
         self.predict = (
             PredictApi(pc, self.supervisor, cfg.device.name, lambda: self.publisher) if pc.enabled else None
@@ -160,7 +161,7 @@ class Daemon:
                 self.publisher,
                 cfg.topic_prefix,
                 self.snapshot,
-                self.updates,
+                self.switching,
                 expiry_s=cfg.mqtt.expiry_s,  # MQTT 5: the retained states expire unless refreshed
                 on_counts_reset=self.hass.touch if self.hass is not None else None,
             )

@@ -146,7 +146,9 @@ class StatusReport:
         body = {"ready": ok, "reasons": reasons, "cameras": cams, "models": models, "broker": broker}
         # Shapes still warmed between batches (ready meanwhile: batches use the warm ones).
         body["warming"] = {
-            n: m.server.plan.progress() for n, m in list(self.supervisor.models.items()) if m.server.warming
+            n: m.server.warmer.plan.progress()
+            for n, m in list(self.supervisor.models.items())
+            if m.server.warmer.warming
         }
         if self.publisher is not None:
             pub_ok, why = self.publisher.ready()

@@ -37,8 +37,8 @@ from edged.types import FrameResult
 log = logging.getLogger("edged")
 
 
-class LiveUpdates(Protocol):
-    """What the supervisor tells live model updates (edged.daemon.updates.ModelUpdates)."""
+class FileSwitches(Protocol):
+    """What the supervisor tells the switches to other files (edged.daemon.switching.ModelSwitching)."""
 
     def loaded(self, name: str) -> None: ...
 
@@ -58,7 +58,7 @@ class ReloadPlan:
 def plan_reload(old: Config, new: Config, live: frozenset[str] = frozenset()) -> ReloadPlan:
     """Models that are new or changed, models that went, and the cameras to restart: those whose config
     changed, that came or went, or whose chain uses a changed model. `live`: changed models that take
-    their change without a restart (a new file, shadow-checked: edged.daemon.updates)."""
+    their change without a restart (a new file, shadow-checked, switched to: edged.daemon.switching)."""
     changed = frozenset(
         n for n in new.models if (n not in old.models or new.models[n] != old.models[n]) and n not in live
     )
@@ -153,13 +153,13 @@ class Supervisor:
         self.line_counts = LineCounts()
         # Run-time enable/disable by MQTT command, per camera; never persisted (a restart follows the config).
         self.enabled_override: dict[str, bool] = {}
-        self._updates: LiveUpdates | None = None  # `attach`
+        self._switching: FileSwitches | None = None  # `attach`
 
-    def attach(self, updates: LiveUpdates) -> None:
-        """Live model updates (edged.daemon.updates), once, before `start`: told of every loaded model;
+    def attach(self, switching: FileSwitches) -> None:
+        """Switches to other files (edged.daemon.switching), once, before `start`: told of every loaded model;
         on reload they say which changed models take the change live, without a restart. Not a
         constructor argument because they reach the loaded models through this supervisor (a cycle)."""
-        self._updates = updates
+        self._switching = switching
 
     # --- start and stop ----------------------------------------------------------------------
 
@@ -223,8 +223,8 @@ class Supervisor:
             self.model_errors.pop(name, None)
             self.restart_may_help.discard(name)
             self.model_memory[name] = _memory_at_load(self.models[name].lane is not None, rss0, dev0)
-            if self._updates is not None:
-                self._updates.loaded(name)
+            if self._switching is not None:
+                self._switching.loaded(name)
 
     def source_sizes(self, model: str) -> list[tuple[int, int]]:
         """Resolutions of the cameras whose chains use the model (its declared input sizes): configured,
@@ -315,7 +315,7 @@ class Supervisor:
         """Run `new` instead of the running config, restarting only what changed. Device, MQTT and health
         settings stay as they are (they need a process restart)."""
         old = self.cfg
-        live = self._updates.reload(old, new) if self._updates is not None else set()
+        live = self._switching.reload(old, new) if self._switching is not None else set()
         plan = plan_reload(old, new, frozenset(live))
         if plan.needs_restart:
             log.warning(

@@ -9,8 +9,8 @@ daemon has threads) and one watcher thread in the daemon. The builder reports ov
 result); a crash, OOM or SIGKILL of the builder only ends that process, and the watcher turns its exit
 status into a failed state with the reason. When the build succeeds the watcher loads the engine (so
 the model server never blocks on it; on the server's GPU lane, which stays in this process: only the
-job crosses) and `poll()` hands it over exactly once, to be swapped in between
-batches by the model server that owns the engine. `status()` (any thread) is the state for /stats,
+job crosses) and `poll()` hands it over exactly once, to be switched in between
+batches by the model slot that owns the engine (edged.serving.slot). `status()` (any thread) is the state for /stats,
 /metrics and the status page: queued -> building (phase, step/total) -> ready | failed (reason).
 
 A failed build (an error, a crash, SIGKILL: the OOM killer's signal) is recorded in the cache under its
@@ -53,7 +53,7 @@ class BuildJob:
     builder: str  # "tensorrt" | "onnxruntime" | FP16_BUILDER
     options: EngineOptions = field(default_factory=EngineOptions)
     # Load the built engine in the watcher (for `poll`); False: only the file is wanted (the fp16
-    # version goes through a live update's shadow check, which opens it itself).
+    # version goes through the model slot's shadow check, which opens it itself).
     load: bool = True
 
 

@@ -2,8 +2,8 @@
 
 `open_engine` is what a model server calls at load instead of `create_engine` (the wiring is the model
 servers' job, edged/serving/). It returns an engine that serves now and, where a better engine is not
-in the cache yet, a started `BackgroundBuild`; the server polls it between batches and swaps the engine
-it returns (see edged/infer/builder.py for its process, thread and states).
+in the cache yet, a started `BackgroundBuild`; the model slot (edged.serving.slot) waits for it and
+switches in the engine it returns (see edged/infer/builder.py for its process, thread and states).
 
 - `backend: tensorrt` (strict) keeps its meaning: the TensorRT engine, built now when missing, or a
   ModelLoadError; no fallback, no background build.

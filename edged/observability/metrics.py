@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 disable_created_metrics()
 
 DROP_REASONS = ("stale", "error")
-# edged.serving.update.RESULTS (kept here too: metrics imports nothing of the pipeline)
+# edged.serving.slot.requests.RESULTS (kept here too: metrics imports nothing of the pipeline)
 UPDATE_RESULTS = ("shadow_started", "switched", "forced", "refused", "rolled_back", "failed", "rejected")
 # Why the outbox dropped an event: the one list of reasons. The `reason` label of
 # edged_outbox_dropped_total (every one exists at 0 from the start), the keys of /stats

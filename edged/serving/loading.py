@@ -1,11 +1,11 @@
 """Loading a configured model: engine + decoder + declared input shapes + a started, warmed `ModelServer`.
 
-A `LoadedModel` is one engine + decoder + preprocessing spec behind its `ModelServer`, the engine's only
-caller, shared by every camera whose chain uses the model.
+A `LoadedModel` is a configured model and its `ModelServer`, the engine's only caller (its slot holds
+the engine: edged.serving.slot), shared by every camera whose chain uses the model.
 
 Why here, beside the model servers, and not in infer/'s factory: a loaded model *is* its server (the
-loader declares the server's shapes, starts and warms it, and hands it a background-built engine to
-adopt), and the engine is only one of its parts next to the decoder (models/) and the preprocessor
+loader declares the server's shapes, starts and warms it, and hands its slot a background-built
+engine to switch in), and the engine is only one of its parts next to the decoder (models/) and the preprocessor
 (gpu/, preprocess/). infer/ stays below all of that and free of config objects: `engine_options` turns
 a model's config into the plain `EngineOptions` that infer/'s one factory (`open_engine`) takes and
 that cross into the engine builder process. This module is the one place where a `ModelConfig` meets
@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from edged.config.inference import ModelConfig, PreprocessConfig, effective_preprocess
 from edged.decoders.base import Decoder
@@ -35,38 +35,54 @@ from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs
 from edged.infer.quantize import fp16_path, int8_path
-from edged.infer.shadow import ShadowTolerance
 from edged.observability.metrics import Metrics
 from edged.preprocess.base import Preprocessor
 from edged.preprocess.spec import PreprocessSpec
-from edged.serving.live_decoder import SwitchableDecoder
 from edged.serving.precision import PrecisionState, plan_precision
 from edged.serving.server import ModelServer
 from edged.serving.shapes import ShapeError, ShapeSet, check_model_input, declare_shapes
-from edged.serving.update import LiveUpdate
-from edged.serving.versions import OpenVersion, UpdateRequest, Version
+from edged.serving.slot.requests import FileSwitching, OpenEngine, SwitchRequest
+from edged.serving.slot.shadow import ShadowTolerance
+from edged.serving.slot.slot import ModelSlot
 from edged.serving.warmup import WarmUpCancelled
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _OfServer(Generic[T]):
+    """A `LoadedModel` attribute that is its server's, read through it (never a copy)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Any, owner: type | None = None) -> T:
+        return cast(T, getattr(model.server, self.name))
+
+    def __set__(self, model: Any, value: T) -> None:
+        raise AttributeError(f"LoadedModel.{self.name} is its server's: read-only")
 
 
 @dataclass
 class LoadedModel:
+    """A configured model and its server; everything else is the server's, read through it: a switch
+    (edged.serving.slot) changes the engine and decoder, and nothing here would follow a copy."""
+
     name: str
     config: ModelConfig
-    engine: Engine
-    decoder: Decoder
-    spec: PreprocessSpec
-    preprocessor: Preprocessor
-    shapes: ShapeSet
     server: ModelServer
-    lane: GpuLane | None = None  # the server's GPU lane, when it runs on a GPU
-    updater: LiveUpdate | None = None  # the server's live-update side (edged.serving.update)
+    slot = _OfServer[ModelSlot]()
+    engine = _OfServer[Engine]()
+    decoder = _OfServer[Decoder]()
+    spec = _OfServer[PreprocessSpec]()
+    preprocessor = _OfServer[Preprocessor]()
+    shapes = _OfServer[ShapeSet]()
+    lane = _OfServer["GpuLane | None"]()  # the server's GPU lane, when it runs on a GPU
 
     def close(self) -> None:
         self.server.close()
-        if self.lane is not None:
-            self.lane.close()
+        if self.server.lane is not None:
+            self.server.lane.close()
 
 
 def engine_options(m: ModelConfig) -> EngineOptions:
@@ -124,8 +140,8 @@ def load_model(
         options = dataclasses.replace(
             options, shapes=tuple({model_input.name: s} for s in shapes.input_shapes(spec))
         )
-        open_version = _version_opener(name, m, options, labels, lane)
-        engine, decoder, build = open_version(m.model_file)
+        opener = _opener(name, m, options, labels, lane)
+        engine, decoder, build = opener(m.model_file)
         if m.onnxruntime.fp16 and "CUDAExecutionProvider" not in engine.info.providers:
             # Not an error: it runs (the CPU provider upcasts float16), only slower than the float32 model.
             log.warning(
@@ -146,11 +162,33 @@ def load_model(
                     "kind": m.kind,
                 }
             )
+        trt_build = build is not None and build.job.builder == "tensorrt"
+        precision = PrecisionState(
+            plan_precision(
+                m.precision,
+                backend=engine.info.backend,
+                device=engine.info.device,
+                switch="fp16" if m.onnxruntime.fp16 else "int8" if m.onnxruntime.int8 else None,
+                int8_file=int8_path(m.path),
+                fp16_file=fp16_path(m.path),
+                trt_precision=m.trt_precision,
+                background_build=trt_build,
+            )
+        )
+        files = FileSwitching(
+            opener,
+            m.model_file,
+            file_sha256(m.model_file),
+            model_input,
+            frames=m.update.shadow_frames,
+            tolerance=update_tolerance(m),
+            lane=_switch_lane(name, lane, metrics),
+            precision=precision,
+        )
         server = ModelServer(
             name,
             engine,
-            # Batches of an old and a new engine decode with their own decoders (edged.serving.update).
-            SwitchableDecoder.wrap(decoder) if b.decode_workers == 0 else decoder,
+            decoder,  # batches of an old and a new engine decode with their own decoders (the slot's)
             spec,
             pre,
             shapes,
@@ -159,13 +197,14 @@ def load_model(
             lane=lane,
             on_batch=_batch_observer(metrics, name) if metrics else None,
             warm_every_shape=b.warm_up == "all",
+            files=files,
         )
         log.info(
             "model %s: warming %s (%s)",
             name,
             shapes.describe(),
             "each before a batch uses it; serving after the first"
-            if server.needs_every_shape(engine)
+            if server.warmer.needs_every_shape(engine)
             else f"one call: {engine.info.backend} on the {engine.info.device} pays nothing for a new shape",
         )
         try:
@@ -181,43 +220,19 @@ def load_model(
             ) from None
         if wrap is not None:  # after warm-up: a wrapper counts live calls only (or fails the load)
             try:
-                server.engine = wrap(engine)
+                server.slot.wrap(wrap)
             except BaseException:
                 server.close()
                 if build is not None:
                     build.cancel()
                 raise
-        swap_lane = _swap_lane(name, lane, metrics)
-        trt_build = build is not None and build.job.builder == "tensorrt"
-        precision = PrecisionState(
-            plan_precision(
-                m.precision,
-                backend=engine.info.backend,
-                device=engine.info.device,
-                switch="fp16" if m.onnxruntime.fp16 else "int8" if m.onnxruntime.int8 else None,
-                int8_file=int8_path(m.path),
-                fp16_file=fp16_path(m.path),
-                trt_precision=m.trt_precision,
-                background_build=trt_build,
-            )
-        )
         log.info("model %s: precision %s: %s", name, m.precision, precision.plan.reason)
         if build is not None:
             # A lower-precision TensorRT plan is shadow-checked before it serves; an fp32 one (or ONNX
-            # Runtime's optimized copy: the same arithmetic) is swapped in directly.
-            server.adopt_when_built(build, lane=swap_lane, shadow=precision.plan.source == "tensorrt")
-        server.updater = updater = LiveUpdate(
-            server,
-            open_version,
-            Version(server.engine, decoder, m.model_file, file_sha256(m.model_file)),
-            model_input,
-            frames=m.update.shadow_frames,
-            tolerance=update_tolerance(m),
-            swap_lane=swap_lane,
-            precision=precision,
-        )
-        _reach_precision(name, m, options, server, precision)
-        return LoadedModel(name, m, engine, decoder, spec, pre, shapes, server, lane, updater)
+            # Runtime's optimized copy: the same arithmetic) is switched in directly.
+            server.slot.adopt_when_built(build, shadow=precision.plan.source == "tensorrt")
+        _reach_precision(name, m, options, server.slot, precision)
+        return LoadedModel(name, m, server)
     except BaseException:
         if lane is not None:  # a model that failed to load leaves no stream behind
             lane.close()
@@ -225,20 +240,19 @@ def load_model(
 
 
 def _reach_precision(
-    name: str, m: ModelConfig, options: EngineOptions, server: ModelServer, state: PrecisionState
+    name: str, m: ModelConfig, options: EngineOptions, slot: ModelSlot, state: PrecisionState
 ) -> None:
     """Start what brings the model to its planned precision (edged.serving.precision): the int8 file's
     shadow check, or the fp16 version's background build, whose file then gets one. A TensorRT plan
-    is handled by the server's adoption of its build."""
-    plan, updater = state.plan, server.updater
-    assert updater is not None
+    is handled by the slot's adoption of its build."""
+    plan = state.plan
     if plan.source == "file" and plan.path is not None:
-        problem = updater.check_file(plan.path)
+        problem = slot.check_file(plan.path)
         if problem is not None:
             state.record("failed", f"{plan.path.name}: {problem}")
             log.warning("model %s: precision %s not reached: %s", name, plan.target, state.detail)
             return
-        server.request_update(UpdateRequest("update", plan.path, file_sha256(plan.path), "precision"))
+        slot.request(SwitchRequest("update", plan.path, file_sha256(plan.path), "precision"))
     elif plan.source == "build":
         asked: list[bool] = []
 
@@ -246,7 +260,7 @@ def _reach_precision(
             if status.state == "ready" and not asked:
                 asked.append(True)
                 path = Path(status.path)
-                server.request_update(UpdateRequest("update", path, file_sha256(path), "precision"))
+                slot.request(SwitchRequest("update", path, file_sha256(path), "precision"))
             elif status.state == "failed" and not asked:
                 asked.append(True)
                 state.record("failed", status.reason)
@@ -290,14 +304,14 @@ def update_tolerance(m: ModelConfig) -> ShadowTolerance:
     return ShadowTolerance(u.min_iou, u.max_score_drift, u.max_disagreeing_frames)
 
 
-def _version_opener(
+def _opener(
     name: str, m: ModelConfig, options: EngineOptions, labels: list[str], lane: GpuLane | None
-) -> OpenVersion:
-    """The one way an engine of this model is made, at load and for a live update's candidate: the
+) -> OpenEngine:
+    """The one way an engine of this model is made, at load and for a candidate of a switch: the
     same backend, options, declared shapes and GPU lane (the server's: every engine it runs is on its
     stream); a decoder built from the file's own metadata."""
 
-    def open_version(path: Path) -> tuple[Engine, Decoder, Any]:
+    def opener(path: Path) -> tuple[Engine, Decoder, Any]:
         engine, build = open_engine(name, path, m.backend, options, lane)
         try:
             decoder = build_decoder(m.kind, m.decode, labels, engine.metadata)
@@ -308,7 +322,7 @@ def _version_opener(
             raise ModelLoadError(str(e)) from None
         return engine, decoder, build
 
-    return open_version
+    return opener
 
 
 def fit_to_engine(
@@ -350,8 +364,8 @@ def fit_to_engine(
     return spec
 
 
-def _swap_lane(name: str, lane: GpuLane | None, metrics: Metrics | None) -> GpuLane | None:
-    """The lane a built engine or a live update's candidate is warmed on before the swap, beside the
+def _switch_lane(name: str, lane: GpuLane | None, metrics: Metrics | None) -> GpuLane | None:
+    """The lane a built engine or a candidate is warmed on before the switch, beside the
     serving one: its preprocessing, reductions and downloads (the engine itself runs on the stream it
     was given, the server's). A lane of its own, so the warm-up never writes the serving lane's buffers."""
     if lane is None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 class Outputs(Protocol):
     # The dict `wait()` returns (its arrays are filled once the copy has run): an identity that marks
-    # the batch without waiting (edged.serving.live_decoder).
+    # the batch without waiting (edged.serving.slot.decoder).
     arrays: dict[str, np.ndarray]
 
     def wait(self) -> dict[str, np.ndarray]: ...

@@ -15,7 +15,7 @@ version directly). `plan_precision` then says what to reach and how:
                                 lower-precision plan is adopted through the shadow check too.
   TensorRT (strict)             built in its precision at load: nothing to compare it against.
 
-Whatever the way, the candidate goes through the live update's shadow check (edged.serving.update,
+Whatever the way, the candidate goes through the slot's shadow check (edged.serving.slot,
 trigger "precision"): it runs beside the serving engine on the same requests and takes over only when
 the decoded results agree; a refusal keeps the serving engine and says why. `PrecisionState` is that
 story for /stats, the log and the status page. Plain logic and data; `PrecisionState.record` is called
@@ -134,7 +134,7 @@ class PrecisionState:
             self.state = "building" if self.plan.source in ("build", "tensorrt") else "loading"
 
     def record(self, result: str, reason: str = "") -> None:
-        """An update event of the precision candidate (edged.serving.versions.RESULTS)."""
+        """A switch event of the precision candidate (edged.serving.slot.requests.RESULTS)."""
         if result == "shadow_started":
             self.state, self.detail = "shadowing", ""
         elif result in ("switched", "forced"):

@@ -1,13 +1,14 @@
 """Oldest-first gathering of requests into batches (what DeepStream's nvstreammux and Triton's dynamic
-batcher do): a model server's one queue, shared by every camera that uses the model."""
+batcher do): a model server's one queue, shared by every camera that uses the model, and the cameras
+it waits for."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class ServerClosed(RuntimeError):
@@ -88,3 +89,30 @@ class BatchQueue(Generic[Q]):
                     break
                 self._cond.wait(remaining)
             return batch
+
+
+class Clients:
+    """The cameras that send requests to one server (counted: two stages of one chain attach twice).
+    A batch waits for more only while some attached camera has nothing in it yet (`expect_more`)."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, camera: str) -> None:
+        with self._lock:
+            self._count[camera] = self._count.get(camera, 0) + 1
+
+    def detach(self, camera: str) -> None:
+        with self._lock:
+            left = self._count.get(camera, 0) - 1
+            if left > 0:
+                self._count[camera] = left
+            else:
+                self._count.pop(camera, None)
+
+    def expect_more(self, batch: Sequence[Any]) -> bool:
+        """`batch`: rows (with `frame.camera`)."""
+        with self._lock:
+            clients = len(self._count)
+        return len({r.frame.camera for r in batch}) < clients

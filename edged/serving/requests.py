@@ -1,5 +1,5 @@
 """What travels through a model server (edged.serving.server): a request's ticket, its rows, the jobs
-the batch thread hands the decode thread, and the server's hook for live updates.
+the batch thread hands the decode thread.
 
 A `Ticket` is filled from the decode thread (one row at a time, locked) and delivered once complete.
 """
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from edged.preprocess.spec import Plan
 from edged.serving.outputs import Outputs
@@ -18,27 +17,6 @@ from edged.types import Detection, Frame
 
 # (rows of detections, one list per row; None on error), error
 Deliver = Callable[[list[list[Detection]] | None, BaseException | None], None]
-
-
-class Updater(Protocol):
-    """What the server calls of its live-update side (edged.serving.update.LiveUpdate), all on the
-    batch thread except `request` and `status` (any thread)."""
-
-    precision: Any  # the model's lower-precision candidate (edged.serving.precision.PrecisionState) or None
-
-    def between_batches(self) -> None: ...
-
-    def after_batch(self, jobs: Sequence[tuple[list[Any], Outputs | None, Any]]) -> None: ...
-
-    def request(self, req: Any) -> None: ...
-
-    def status(self) -> dict[str, Any]: ...
-
-    def close(self) -> None: ...
-
-    def propose_engine(self, engine: Any, path: Any, trigger: str = "precision") -> None: ...
-
-    def check_file(self, path: Any) -> str | None: ...
 
 
 class Ticket:

@@ -120,7 +120,7 @@ class StagedWarmUp:
             self._rows_stage = len(rows)
 
     def mark_all_warm(self) -> None:
-        """Another engine, warmed on every shape it needs before it was swapped in, serves now."""
+        """Another engine, warmed on every shape it needs before it was switched in, serves now."""
         self.usable, self._queue, self._rows_stage = self.shapes, [], len(self.shapes.rows)
         self.done = self.total
 

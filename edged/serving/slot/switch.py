@@ -1,16 +1,16 @@
-"""Live model update, the decision part: which engine a model runs, a candidate under shadow check, the
-previous one for `rollback`.
+"""The decision part of a model slot's switches: which engine a model runs, a candidate under shadow
+check, the previous one for `rollback`.
 
-Ownership and threads: a `ModelSwap` belongs to the one thread that calls its model's engines (the
-model server). That thread runs `active` on every batch and, while a candidate is being checked, the
-`candidate` too on the same inputs, decodes both and calls `observe`; after `frames` inputs the swap
-decides: the candidate becomes active when the shadow check agrees (or the operator forced it), else it
+Ownership and threads: an `EngineSwitch` belongs to the one thread that calls its model's engines (the
+model server's batch thread, through its slot). That thread runs `active` on every batch and, while a
+candidate is being checked, the `candidate` too on the same inputs, decodes both and calls `observe`;
+after `frames` inputs it decides: the candidate becomes active when the shadow check agrees (or the operator forced it), else it
 is closed and the report says why. Engines change only inside `propose`/`observe`/`rollback`, i.e.
 between batches of that thread, so no batch runs half on one engine. `status()` may be read from any
 thread (the health server, the MQTT stats publisher).
 
 How a candidate arrives (new file + SIGHUP, or an MQTT command naming a file already on the device)
-and loading it beside the running one are the model server's wiring; see docs/engines.md.
+and loading it beside the running one are the slot's (edged.serving.slot.slot); see docs/engines.md.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from edged.infer.base import Engine
-from edged.infer.shadow import ShadowCheck, ShadowReport, ShadowTolerance
+from edged.serving.slot.shadow import ShadowCheck, ShadowReport, ShadowTolerance
 from edged.types import Detection
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SwapEvent:
+class Decision:
     model: str
     what: str  # shadow_started | switched | forced | refused | rolled_back | rollback_refused | failed
     label: str  # the engine the event is about ("v2", a file name, ...)
@@ -37,7 +37,7 @@ class SwapEvent:
     reason: str = ""  # why, where there is no report (a failed candidate, nothing to roll back to)
 
 
-class ModelSwap:
+class EngineSwitch:
     """One model's engines: active, candidate (shadow-checked), previous (for rollback)."""
 
     def __init__(
@@ -48,7 +48,7 @@ class ModelSwap:
         *,
         frames: int = 20,
         tolerance: ShadowTolerance | None = None,
-        on_event: Callable[[SwapEvent], None] | None = None,
+        on_event: Callable[[Decision], None] | None = None,
     ) -> None:
         if frames < 1:
             raise ValueError("a shadow check needs at least one frame")
@@ -132,8 +132,8 @@ class ModelSwap:
         self._event(what, label, None, reason)
 
     def adopt(self, engine: Engine) -> None:
-        """The active engine was replaced, same model, by its caller (a background build swapped in, a
-        test's wrapper); the caller closed or still holds the old one."""
+        """The active engine was replaced, same model, by the slot (a background build switched in, a
+        test's wrapper); the slot closed or still holds the old one."""
         with self._lock:
             self.active = engine
 
@@ -171,4 +171,4 @@ class ModelSwap:
         level = logging.WARNING if what in warn else logging.INFO
         log.log(level, "model %s: %s %s%s", self.model, what.replace("_", " "), label, detail)
         if self._on_event is not None:
-            self._on_event(SwapEvent(self.model, what, label, report, reason))
+            self._on_event(Decision(self.model, what, label, report, reason))

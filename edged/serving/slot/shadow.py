@@ -1,6 +1,6 @@
 """Shadow check: do two engines of one model (serving and candidate) give the same decoded results?
 
-Pure logic, no threads, no I/O: the caller (the model server, which runs both engines on the same
+Pure logic, no threads, no I/O: the caller (a model slot, which runs both engines on the same
 frames or crops) feeds `ShadowCheck.add` with both engines' decoded detections per input, then reads
 `report()`. Detections with geometry (detectors) are matched by IoU; detections without (classifier
 and recognizer results on the same crops) are paired by position. Matched pairs must carry the same

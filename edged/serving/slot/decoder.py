@@ -1,10 +1,10 @@
-"""`SwitchableDecoder`: a model server's decoder across a live model update (edged.serving.update).
+"""`SwitchableDecoder`: a model server's decoder across a switch of its engine (edged.serving.slot).
 
 Two engines of one model may need two decoders (a recognizer's character set comes from its file). The
-batch thread switches engines between two batches while the decode thread may still be decoding older
-batches, so the switch point travels with the data: the batch thread marks the outputs of the first
-batch of the new engine (`switch_at`), and the decode thread, which decodes in order, changes decoders
-when it reaches them. Only used with in-thread decoding (`batching.decode_workers: 0`): worker processes
+slot switches engines between two batches on the batch thread while the decode thread may still be
+decoding older batches, so the switch point travels with the data: the batch thread marks the outputs
+of the first batch of the new engine (`switch_at`), and the decode thread, which decodes in order,
+changes decoders when it reaches them. Only used with in-thread decoding (`batching.decode_workers: 0`): worker processes
 hold their own copy of the decoder.
 """
 
@@ -22,7 +22,7 @@ from edged.types import Detection
 
 
 class SwitchableDecoder(Decoder):
-    """The server's decoder across live updates (decode thread). `switch_at(outputs, decoder)` (batch
+    """The server's decoder across switches (decode thread). `switch_at(outputs, decoder)` (batch
     thread): from that batch's outputs on, decode with `decoder`. Made per decoder class by `wrap`, so
     the class attributes the chain reads (per_crop, text_crops, ...) stay those of the model's kind."""
 

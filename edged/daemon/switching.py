@@ -1,19 +1,19 @@
-"""Live model updates, the daemon's side: what triggers one, which files may be loaded, and how every
-step is reported (log, /metrics, /stats, MQTT). The engines themselves are switched by each model
-server's `LiveUpdate` (edged.serving.update), on its batch thread.
+"""Switching a model's engine, the daemon's side: what triggers a switch to another file, which files
+may be loaded, and how every step is reported (log, /metrics, /stats, MQTT). The engines themselves are
+switched by each model's slot (edged.serving.slot), on its server's batch thread.
 
 Triggers (both run in the daemon's main loop):
 - SIGHUP: a model whose file's *content* (SHA-256, not mtime) changed since it was loaded or last
-  looked at, and whose config changed at most in `path` and `update`, gets the new file through the
-  shadow check instead of a restart. Any other change of a model's config (kind, backend, decode,
+  looked at, and whose config changed at most in `path` and `update`, is switched to the new file
+  through the shadow check instead of a restart. Any other change of a model's config (kind, backend, decode,
   preprocess, batching, ...) restarts it and its cameras, as before.
 - MQTT `<prefix>/<model>/set/update|force|rollback` (edged.daemon.commands.ModelCommand): a file already on
   the device, inside the model's folder(s); never a download.
 
 Reports: `edged_model_updates_total{model,result}`, one JSON reply per step on `<prefix>/<model>/update`
 (QoS 1, not retained), the model's `update` block in /stats (the status page and the MQTT stats topic
-show it). `UpdateCollector` adds gauges read at scrape time: the background engine build's state and
-progress, and whether an update is loading or shadowing. Events arrive on the model servers' batch and
+show it). `SwitchCollector` adds gauges read at scrape time: the background engine build's state and
+progress, and whether a candidate is loading or shadowing. Events arrive on the model servers' batch and
 loader threads; publishing (paho) and counting are thread-safe.
 """
 
@@ -35,7 +35,7 @@ from edged.config.schema import Config
 from edged.daemon.commands import ModelCommand
 from edged.infer.engine_cache import file_sha256
 from edged.serving.loading import update_tolerance
-from edged.serving.versions import RESULTS, UpdateEvent, UpdateRequest
+from edged.serving.slot.requests import RESULTS, SwitchEvent, SwitchRequest
 
 if TYPE_CHECKING:
     from edged.daemon.supervisor import Supervisor
@@ -45,7 +45,7 @@ log = logging.getLogger("edged")
 
 BUILD_STATES = ("none", "queued", "building", "ready", "failed")
 UPDATE_STATES = ("idle", "loading", "shadowing")
-# Config fields a live update may change; a change of any other field of a model restarts it.
+# Config fields a switch to another file may change; a change of any other field of a model restarts it.
 LIVE_FIELDS = frozenset({"path", "update"})
 
 
@@ -83,25 +83,24 @@ def resolve_candidate(name: str, m: ModelConfig, text: str) -> tuple[Path | None
     return real, ""
 
 
-class ModelUpdates:
-    """The daemon's live-update wiring; one per Daemon, used from its main loop. It reaches the loaded
+class ModelSwitching:
+    """The daemon's side of switching models' engines; one per Daemon, used from its main loop. It reaches the loaded
     models through the `Supervisor` and replies through the MQTT publisher, when there is one."""
 
     def __init__(self, supervisor: Supervisor, publisher: Callable[[], MqttPublisher | None]) -> None:
         self.d = supervisor
         self.publisher = publisher
         self._file_sha: dict[str, str] = {}  # model -> SHA-256 of its configured file when last looked at
-        supervisor.metrics.registry.register(UpdateCollector(supervisor))
+        supervisor.metrics.registry.register(SwitchCollector(supervisor))
 
     def loaded(self, name: str) -> None:
-        """A model was (re)loaded: report its updates, remember its file's content."""
-        updater = self.d.models[name].updater
-        if updater is not None:
-            updater.on_event = self._on_event
-            self._file_sha[name] = updater.active_sha256
+        """A model was (re)loaded: report its switches, remember its file's content."""
+        slot = self.d.models[name].slot
+        slot.attach(self._on_event)
+        self._file_sha[name] = slot.active_sha256
 
     def reload(self, old: Config, new: Config) -> set[str]:
-        """SIGHUP: start live updates for changed files; the changed models that need no restart."""
+        """SIGHUP: switch models whose file changed; the changed models that need no restart."""
         live = set()
         for name, m in new.models.items():
             loaded = self.d.models.get(name)
@@ -109,67 +108,65 @@ class ModelUpdates:
                 continue
             live.add(name)
             loaded.config = m
-            updater = loaded.updater
-            assert updater is not None
-            updater.configure(m.update.shadow_frames, update_tolerance(m))
+            slot = loaded.slot
+            slot.configure(m.update.shadow_frames, update_tolerance(m))
             try:
                 sha = file_sha256(m.model_file)
             except OSError as e:
-                updater.reject(
-                    UpdateRequest("update", m.model_file, trigger="sighup"), f"cannot read: {e.strerror}"
+                slot.reject(
+                    SwitchRequest("update", m.model_file, trigger="sighup"), f"cannot read: {e.strerror}"
                 )
                 continue
             if sha == self._file_sha.get(name):
                 continue  # unchanged since last looked at (also after a refusal: `force` it)
             self._file_sha[name] = sha
-            if sha == updater.active_sha256:
+            if sha == slot.active_sha256:
                 continue
             log.info(
-                "reload: model %s: %s changed (content); live update with a shadow check", name, m.model_file
+                "reload: model %s: %s changed (content); switched to after a shadow check", name, m.model_file
             )
-            self._request(name, UpdateRequest("update", m.model_file, sha, "sighup"))
+            self._request(name, SwitchRequest("update", m.model_file, sha, "sighup"))
         return live
 
     def execute(self, command: ModelCommand) -> None:
         """An MQTT update/force/rollback (main loop). Never raises: the main loop must go on."""
-        req = UpdateRequest(command.action, Path(command.path) if command.path else None)
+        req = SwitchRequest(command.action, Path(command.path) if command.path else None)
         loaded = self.d.models.get(command.model)
-        if loaded is None or loaded.updater is None:
+        if loaded is None:
             why = self.d.model_errors.get(command.model)
             reason = "the model is not loaded" + (f": {why}" if why else "")
             log.warning("MQTT command %s for model %s refused: %s", command.action, command.model, reason)
-            self._on_event(UpdateEvent(command.model, "rejected", "", "mqtt", reason, path=command.path))
+            self._on_event(SwitchEvent(command.model, "rejected", "", "mqtt", reason, path=command.path))
             return
-        updater = loaded.updater
+        slot = loaded.slot
         try:
             if command.action == "rollback":
-                loaded.server.request_update(UpdateRequest("rollback"))
+                slot.request(SwitchRequest("rollback"))
                 return
             path, problem = resolve_candidate(command.model, loaded.config, command.path)
             if path is None:
-                updater.reject(req, problem)
+                slot.reject(req, problem)
                 return
-            self._request(command.model, UpdateRequest(command.action, path, file_sha256(path), "mqtt"))
+            self._request(command.model, SwitchRequest(command.action, path, file_sha256(path), "mqtt"))
         except Exception as e:  # e.g. the file vanished between the checks
-            updater.reject(req, f"{type(e).__name__}: {e}")
+            slot.reject(req, f"{type(e).__name__}: {e}")
 
-    def _request(self, name: str, req: UpdateRequest) -> None:
-        loaded = self.d.models[name]
-        assert loaded.updater is not None and req.path is not None
-        problem = loaded.updater.check_file(req.path)
+    def _request(self, name: str, req: SwitchRequest) -> None:
+        slot = self.d.models[name].slot
+        assert req.path is not None
+        problem = slot.check_file(req.path)
         if problem is not None:
-            loaded.updater.reject(req, problem)
+            slot.reject(req, problem)
         else:
-            loaded.server.request_update(req)
+            slot.request(req)
 
-    def _on_event(self, ev: UpdateEvent) -> None:
+    def _on_event(self, ev: SwitchEvent) -> None:
         """Count and publish one step (batch, loader or main thread)."""
         metrics = self.d.metrics
         if ev.result in RESULTS:
             metrics.model_updates.labels(ev.model, ev.result).inc()
         loaded = self.d.models.get(ev.model)
         if ev.result in ("switched", "forced", "rolled_back") and loaded is not None:
-            loaded.engine = loaded.server.engine  # what /stats and the startup summary name
             info = loaded.engine.info
             metrics.engine_info.labels(ev.model).info(
                 {
@@ -194,7 +191,7 @@ class ModelUpdates:
             publisher.publish_raw(f"{self.d.cfg.topic_prefix}/{ev.model}/update", json.dumps(body), qos=1)
 
 
-class UpdateCollector(Collector):
+class SwitchCollector(Collector):
     """edged_engine_build_state / _progress and edged_model_update_state, read at scrape time; every
     configured model has every label set (0 where not current)."""
 
@@ -222,14 +219,16 @@ class UpdateCollector(Collector):
         )
         for name in list(self.d.cfg.models):
             loaded = self.d.models.get(name)
-            server = loaded.server if loaded is not None else None
-            st = server.build.status() if server is not None and server.build is not None else {}
+            build_now = loaded.slot.builds.build if loaded is not None else None
+            st = build_now.status() if build_now is not None else {}
             state = st.get("state", "none")
             for s in BUILD_STATES:
                 build.add_metric([name, s], 1.0 if s == state else 0.0)
             done = 1.0 if state == "ready" else float(st.get("progress") or 0.0)
             progress.add_metric([name], done)
-            upd = loaded.updater.status()["state"] if loaded is not None and loaded.updater else "idle"
+            upd = (
+                loaded.slot.status().get("update", {}).get("state", "idle") if loaded is not None else "idle"
+            )
             for s in UPDATE_STATES:
                 update.add_metric([name, s], 1.0 if s == upd else 0.0)
         yield build
