@@ -30,15 +30,13 @@ from tests.support.paths import need_models
 CAMERAS = [f"cam{i}" for i in range(8)]
 # <role>[:<owner>], the roles of docs/operations.md ("Threads").
 ROLE = re.compile(
-    r"^(cap|stuck|watch|disp|deliv|outbox|mqtt|http|post|wdog|stats|thumbs|build|srv|dec)(:\S+)?$"
+    r"^(cap|stuck|watch|disp|deliv|outbox|mqtt|http|post|wdog|stats|thumbs|build|srv|dec|adopt|load)(:\S+)?$"
 )
-# The model servers' threads (edged/serving/) are named srv:<model> / dec:<model> by the model slot
-# work (issue 26, part 1); until it is merged they are still model-<model>[-decode]. Remove then.
-SLOT_PENDING = re.compile(r"^model-\w+(-decode)?$")
 EXPECTED = {
     *(f"cap:{c}" for c in CAMERAS),
     "watch:cams",
     "disp",
+    *(f"{role}:{model}" for role in ("srv", "dec") for model in ("text_det", "text_rec")),
     "deliv:0",
     "outbox:io",
     "mqtt:send",
@@ -125,7 +123,7 @@ def test_every_thread_of_edged_run_with_8_cameras_has_a_role_name(
     assert python.get(pid) == "MainThread"
     names = {n for t, n in python.items() if t != pid}
     assert names >= EXPECTED, f"missing: {sorted(EXPECTED - names)}"
-    wrong = sorted(n for n in names if not ROLE.match(n) and not SLOT_PENDING.match(n))
+    wrong = sorted(n for n in names if not ROLE.match(n))
     assert not wrong, f"Python threads without a role name: {wrong}"
     unnamed = sorted(
         f"{n} (OS: {tasks[t]})"

@@ -12,6 +12,7 @@ from pathlib import Path
 from edged.daemon.supervisor import Supervisor
 from edged.observability.health.server import HealthServer
 from edged.publish.routing import ResultSink
+from edged.serving.slot.slot import ModelSlot
 
 DAEMON = Path(__file__).resolve().parent.parent / "edged" / "daemon"
 
@@ -20,16 +21,10 @@ ATTACH = {
     "ResultSink": ResultSink.attach,  # Home Assistant discovery reads the status that reads the cameras
     "Supervisor": Supervisor.attach,  # live updates reach the loaded models through the supervisor
     "HealthServer": HealthServer.attach,  # answers "starting" before the daemon that it reports exists
+    "ModelSlot": ModelSlot.attach,  # the switch reports are made after the supervisor that loads models
 }
 # Receivers of those calls in daemon/, as written there.
-ATTACH_CALLS = {"self.sink.attach", "self.supervisor.attach", "self.health.attach"}
-# Still assigned by the live-update code, which the model slot (issue 26, part 1) replaces: it owns
-# which engine a model runs and mirrors nothing into LoadedModel. Remove the lines with it.
-SLOT_PENDING = {
-    ("updates.py", "updater.on_event"),
-    ("updates.py", "loaded.config"),
-    ("updates.py", "loaded.engine"),
-}
+ATTACH_CALLS = {"self.sink.attach", "self.supervisor.attach", "self.health.attach", "slot.attach"}
 
 
 def late_wiring(source: str) -> list[tuple[int, str]]:
@@ -77,11 +72,7 @@ def test_daemon_wires_through_constructors_and_documented_attach() -> None:
     wiring, calls = [], []
     for path in sorted(DAEMON.glob("*.py")):
         source = path.read_text()
-        wiring += [
-            f"{path.name}:{line}: {target}"
-            for line, target in late_wiring(source)
-            if (path.name, target) not in SLOT_PENDING
-        ]
+        wiring += [f"{path.name}:{line}: {target}" for line, target in late_wiring(source)]
         calls += [
             f"{path.name}:{line}: {call}" for line, call in attach_calls(source) if call not in ATTACH_CALLS
         ]

@@ -106,8 +106,7 @@ class ModelSwitching:
             loaded = self.d.models.get(name)
             if name not in old.models or loaded is None or not only_live_changes(old.models[name], m):
                 continue
-            live.add(name)
-            loaded.config = m
+            live.add(name)  # the supervisor runs `new` from now on: its models.<name> is the one that counts
             slot = loaded.slot
             slot.configure(m.update.shadow_frames, update_tolerance(m))
             try:
@@ -143,7 +142,8 @@ class ModelSwitching:
             if command.action == "rollback":
                 slot.request(SwitchRequest("rollback"))
                 return
-            path, problem = resolve_candidate(command.model, loaded.config, command.path)
+            # The running config's (a SIGHUP may have changed its path or update.folders since it loaded).
+            path, problem = resolve_candidate(command.model, self.d.cfg.models[command.model], command.path)
             if path is None:
                 slot.reject(req, problem)
                 return
