@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from edged.infer.base import EngineOptions, ModelLoadError
-from edged.infer.builder import BackgroundBuild, BuildJob, build_now
+from edged.infer.builder import BackgroundBuild
+from edged.infer.builds import BuildJob, build_now
 from edged.infer.engine_cache import EngineCache, engine_key
 from edged.infer.factory import create_engine
 from edged.infer.onnxruntime import optimize, optimized_key

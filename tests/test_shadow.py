@@ -14,7 +14,7 @@ import pytest
 
 from edged.decoders.registry import build_decoder
 from edged.infer.base import Engine, EngineOptions
-from edged.infer.builder import BuildJob, build_now, load_engine
+from edged.infer.builds import BuildJob, build_now, load_engine
 from edged.infer.factory import create_engine
 from edged.preprocess.cpu import preprocess_crops
 from edged.serving.slot.shadow import ShadowCheck, ShadowReport, ShadowTolerance, box_iou, compare

@@ -26,7 +26,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "info")
     from edged.cli.progress import Progress
     from edged.infer.base import ModelLoadError
-    from edged.infer.builder import BuildJob, verify_and_build
+    from edged.infer.builds import BuildJob, verify_and_build
     from edged.infer.factory import choose_backend
     from edged.infer.onnxruntime import cpu_only
     from edged.serving.loading import engine_options

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edged.infer.base import Engine, EngineOptions, ModelLoadError
-from edged.infer.builder import BackgroundBuild, BuildJob
+from edged.infer.builder import BackgroundBuild
+from edged.infer.builds import BuildJob
 from edged.infer.factory import choose_backend, create_engine
 from edged.infer.onnxruntime import cpu_only
 from edged.infer.onnxruntime_cuda import cuda_engine_reason

@@ -30,7 +30,8 @@ from edged.decoders.registry import build_decoder
 from edged.gpu.context import GpuLane, gpu_available
 from edged.gpu.preprocessors import make_preprocessor
 from edged.infer.base import Engine, EngineOptions, ModelLoadError, TensorSpec
-from edged.infer.builder import FP16_BUILDER, BackgroundBuild, BuildJob, BuildStatus
+from edged.infer.builder import BackgroundBuild, BuildStatus
+from edged.infer.builds import FP16_BUILDER, BuildJob
 from edged.infer.engine_cache import file_sha256
 from edged.infer.lifecycle import open_engine, runs_on_gpu
 from edged.infer.onnxruntime import model_inputs

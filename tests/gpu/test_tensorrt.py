@@ -45,7 +45,8 @@ def test_trt_background_build_hands_over_a_working_engine(
 
     if tensorrt_missing():
         pytest.skip(str(tensorrt_missing()))
-    from edged.infer.builder import BackgroundBuild, BuildJob
+    from edged.infer.builder import BackgroundBuild
+    from edged.infer.builds import BuildJob
     from edged.infer.onnxruntime import OnnxRuntimeEngine
 
     model = ppocr_models / "ch_ppocr_mobile_v2.0_cls_mobile.onnx"

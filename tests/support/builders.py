@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edged.infer.builder import Build, BuildJob, PhaseCallback, prepare
+from edged.infer.builds import Build, BuildJob, PhaseCallback, prepare
 from edged.infer.engine_cache import EngineKey
 
 

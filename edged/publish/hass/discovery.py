@@ -29,7 +29,7 @@ state at most once a second after an event and every `state_interval_s` otherwis
 state carries a message expiry (`expiry_s`) and is refreshed every third of it, so after a crash the
 broker drops it within `expiry_s`; a clean stop deletes it at once (`clear_states`). `on_event()` runs on
 the camera's pipeline thread and only records, so no frame ever waits on the broker. When a camera
-leaves the config (reload, or between runs: the announced set is kept in `state_path`) its retained
+leaves the config (reload, or between runs: the announced set is kept in `state_path`, hass/announced.py) its retained
 configs and state are cleared with empty retained messages, which is how HA is told to delete entities.
 """
 
@@ -48,6 +48,7 @@ from typing import Any, Protocol
 from edged import __version__
 from edged.publish.event import event_text, iso_utc_ms
 from edged.publish.hass.analytics import CameraAnalytics, analytics_entities, analytics_state
+from edged.publish.hass.announced import AnnouncedRecord
 from edged.publish.hass.entities import (
     ATTRIBUTES_TEMPLATE,
     ENTITIES,
@@ -120,7 +121,6 @@ class HassDiscovery:
         self.discovery_prefix = discovery_prefix.strip("/")  # mqtt.hass.discovery_prefix
         self.state_interval_s = state_interval_s  # mqtt.hass.state_interval_s
         self.status = status
-        self.state_path = state_path
         self.sw_version = sw_version
         self.clock = clock
         self.thumbnails = thumbnails  # thumbnails are published: announce the image entity
@@ -135,11 +135,10 @@ class HassDiscovery:
         self._cameras: dict[str, _CameraState] = {}
         self._announced = False  # on the current connection
         self._last_periodic = -1e9
-        self._announced_names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
         # Lines and zones per camera (edged.publish.hass.analytics); topics announced per camera, so
         # entities of a line or zone removed since are cleared too.
         self._analytics: dict[str, CameraAnalytics] = {}
-        self._announced_topics: dict[str, list[str]] = {}
+        self.announced = AnnouncedRecord(state_path, self.discovery_prefix, device)  # across restarts
 
     # -- what the daemon calls ----------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class HassDiscovery:
             self._topic("button", camera, "snapshot"),
             self._topic("image", camera, "snapshot"),
         ]
-        earlier = self._load_topics().get(camera, [])  # a line or zone since removed
+        earlier = self.announced.topics().get(camera, [])  # a line or zone since removed
         return list(dict.fromkeys([*self.discovery(camera), *extra, *self._removed_topics(camera), *earlier]))
 
     def _removed_topics(self, camera: str) -> list[str]:
@@ -324,7 +323,7 @@ class HassDiscovery:
     def _announce(self) -> bool:
         with self._lock:
             names = list(self._cameras)
-        gone = sorted(self._load_announced() - set(names))
+        gone = sorted(self.announced.names() - set(names))
         for name in gone:
             log.info("Home Assistant: removing camera %s (no longer configured)", name)
             for topic in self._all_topics(name):
@@ -344,11 +343,12 @@ class HassDiscovery:
                     return False
         # Image entities announced earlier (by a run with thumbnails.publish) that should not be there now.
         for name in sorted(
-            self._load_announced("image_cameras") - (set(names) if self.thumbnails else set())
+            self.announced.names("image_cameras") - (set(names) if self.thumbnails else set())
         ):
             if not self._send(self.image_config_topic(name), b""):
                 return False
-        self._save_announced(names, {n: sorted(self.discovery(n)) for n in names})
+        images = names if self.thumbnails else []  # cameras with an image entity
+        self.announced.save(names, images, {n: sorted(self.discovery(n)) for n in names})
         log.info(
             "Home Assistant: announced %d camera(s) under %s/+/%s/",
             len(names),
@@ -396,52 +396,3 @@ class HassDiscovery:
 
     def _send(self, topic: str, payload: bytes | str, expiry_s: int | None = None) -> bool:
         return self.publisher.publish_raw(topic, payload, retain=True, qos=1, expiry_s=expiry_s) is not None
-
-    # -- what was announced (survives restarts, so cameras removed while edged was down get cleared) --
-
-    def _load_announced(self, key: str = "cameras") -> set[str]:
-        if self.state_path is None:
-            return set(self._announced_names.get(key, ()))
-        try:
-            data = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return set()
-        if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
-            return set()  # announced elsewhere: not ours to clear under this prefix
-        return set(data.get(key, []))
-
-    def _load_topics(self) -> dict[str, list[str]]:
-        """Discovery topics announced per camera (by this run, or the last one with a state_path)."""
-        if self.state_path is None:
-            return self._announced_topics
-        try:
-            data = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if data.get("discovery_prefix") != self.discovery_prefix or data.get("device") != self.device:
-            return {}
-        topics = data.get("topics", {})
-        return topics if isinstance(topics, dict) else {}
-
-    def _save_announced(self, names: list[str], topics: dict[str, list[str]] | None = None) -> None:
-        images = sorted(names) if self.thumbnails else []  # cameras with an image entity
-        self._announced_names = {"cameras": set(names), "image_cameras": set(images)}
-        self._announced_topics = dict(topics or {})
-        if self.state_path is None:
-            return
-        data = {
-            "discovery_prefix": self.discovery_prefix,
-            "device": self.device,
-            "cameras": sorted(names),
-            "image_cameras": images,
-            "topics": self._announced_topics,
-        }
-        try:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(self.state_path)
-        except OSError as e:
-            log.warning(
-                "Home Assistant: cannot save %s (%s); removed cameras may linger in HA", self.state_path, e
-            )
