@@ -73,3 +73,24 @@ def notify() -> Iterator[NotifySocket]:
     sock = NotifySocket()
     yield sock
     sock.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_outbox_left_open() -> Iterator[None]:
+    """An outbox a test leaves open keeps its `outbox:io` thread watching a folder the next test (or
+    the test's next outbox on the same folder) changes, and logs its losses into that test. Fails the
+    test that left it."""
+    import threading
+    import time as _time
+
+    before = {t for t in threading.enumerate() if t.name == "outbox:io"}
+    yield
+    deadline = _time.monotonic() + 2.0
+    while True:
+        left = [
+            t for t in threading.enumerate() if t.name == "outbox:io" and t not in before and t.is_alive()
+        ]
+        if not left or _time.monotonic() > deadline:
+            break
+        _time.sleep(0.05)
+    assert not left, f"{len(left)} outbox(es) left open by this test (close them: `with Outbox(...)`)"

@@ -282,7 +282,13 @@ def test_outbox_disk_full_window_loses_nothing(tmp_path: Path, persistent_mosqui
         assert full["outbox_disk_error"] and "No space left on device" in full["outbox_disk_error"]
         assert full["healthy"] is True and ready == 200
         assert after["outbox_disk_error"] is None and after["outbox_held_in_memory"] == 0
-        assert after["outbox_dropped"] == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+        assert after["outbox_dropped"] == {
+            "disk_full": 0,
+            "size_cap": 0,
+            "age_cap": 0,
+            "corrupt": 0,
+            "refused": 0,
+        }
         text = proc.text()
         # One line for the full stretch (and one when it is over), never one per event.
         assert text.count("write failed") == 1 and text.count("takes writes again") <= 1, text

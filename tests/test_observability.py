@@ -87,7 +87,7 @@ def test_metrics_have_every_label_set_from_the_first_scrape_and_no_created(daemo
         (("camera", c), ("reason", r)) for c in ("gate", "yard") for r in ("stale", "error")
     }
     assert label_sets(first["edged_outbox_dropped"]) == {
-        (("reason", r),) for r in ("disk_full", "size_cap", "age_cap", "corrupt")
+        (("reason", r),) for r in ("disk_full", "size_cap", "age_cap", "corrupt", "refused")
     }
     assert label_sets(first["edged_detections"]) == {
         (("camera", c), ("stage", "text_det")) for c in ("gate", "yard")

@@ -58,7 +58,8 @@ def test_fully_acked_segments_are_deleted(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.seg"))) == 1  # only the active one
     box.close()
     assert list(tmp_path.iterdir()) == []
-    assert Outbox(cfg(tmp_path)).depth == 0
+    with Outbox(cfg(tmp_path)) as reopened:
+        assert reopened.depth == 0
 
 
 def test_torn_tail_is_skipped_and_counted(tmp_path: Path) -> None:

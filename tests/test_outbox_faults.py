@@ -13,29 +13,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
 from edged.publish.outbox.records import OutboxRecord, encode, scan
 from edged.publish.outbox.store import Outbox
 from tests.support.faults import FailingDisk
-
-
-def cfg(path: Path, **kw: Any) -> OutboxConfig:
-    return OutboxConfig(dir=path, fsync=kw.pop("fsync", "never"), **kw)
-
-
-def event(i: int) -> dict[str, Any]:
-    return {"id": f"dev:cam:run:{i}", "camera": "cam", "seq": i, "detections": [{"label": "x" * 20}]}
-
-
-def ids(box: Outbox) -> list[int]:
-    return [int(r.id.rsplit(":", 1)[1]) for r in box.pending(10_000)]
+from tests.support.outboxes import cfg, event, ids, reopened
 
 
 def record_len(tmp: Path) -> int:
@@ -73,7 +60,7 @@ def test_failed_append_at_every_offset_loses_nothing(tmp_path: Path, err: int) -
         assert on_disk_bad(d) == 0, f"offset {offset}: the segment holds a partial record"
         box = Outbox(cfg(d))
         assert ids(box) == [0, 1, 2, 3, 5, 6, 7, 8], f"offset {offset}"
-        assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+        assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0, "refused": 0}
         box.close()
 
 
@@ -83,7 +70,7 @@ def test_short_writes_are_completed(tmp_path: Path) -> None:
         box.append("t", event(i))
     assert box.state == "ok" and box.held == 0
     box.close()
-    assert ids(Outbox(cfg(tmp_path))) == list(range(20))
+    assert reopened(tmp_path) == list(range(20))
 
 
 def test_append_that_cannot_be_cut_back_seals_the_segment(tmp_path: Path) -> None:
@@ -148,7 +135,7 @@ def test_failed_fdatasync_undoes_the_append(tmp_path: Path) -> None:
     assert box.held == 0
     box.close()
     assert on_disk_bad(tmp_path) == 0
-    assert ids(Outbox(cfg(tmp_path))) == [0, 1, 2]
+    assert reopened(tmp_path) == [0, 1, 2]
 
 
 def test_a_failed_interval_fsync_closes_every_fd_it_was_given(tmp_path: Path) -> None:
@@ -166,7 +153,7 @@ def test_a_failed_interval_fsync_closes_every_fd_it_was_given(tmp_path: Path) ->
     assert len(os.listdir("/proc/self/fd")) == before  # both duplicates were closed
     disk.sync_fails = False
     box.close()
-    assert ids(Outbox(cfg(tmp_path))) == [1, 2]
+    assert reopened(tmp_path) == [1, 2]
 
 
 def test_memory_hold_is_bounded_and_drops_are_counted_once_per_burst(
@@ -189,7 +176,7 @@ def test_memory_hold_is_bounded_and_drops_are_counted_once_per_burst(
     disk.full_after(None)
     box.append("t", event(100))
     box.close()
-    assert ids(Outbox(cfg(tmp_path / "box"))) == list(range(90, 101))
+    assert reopened(tmp_path / "box") == list(range(90, 101))
 
 
 def test_age_expiry_one_at_a_time_logs_once_per_burst(
@@ -226,7 +213,7 @@ def test_outbox_opened_on_a_full_disk_holds_events_until_space_returns(tmp_path:
     box.append("t", event(5))
     assert box.held == 0
     box.close()
-    assert ids(Outbox(cfg(tmp_path))) == list(range(6))
+    assert reopened(tmp_path) == list(range(6))
 
 
 def test_held_events_that_fill_several_segments_at_once_are_all_kept(tmp_path: Path) -> None:
@@ -245,7 +232,7 @@ def test_held_events_that_fill_several_segments_at_once_are_all_kept(tmp_path: P
     assert len(list(tmp_path.glob("*.seg"))) == 5
     box = Outbox(cfg(tmp_path))
     assert ids(box) == list(range(5))
-    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0, "refused": 0}
     box.close()
 
 
@@ -329,5 +316,5 @@ def test_property_disk_faults_never_lose_or_replay(
         box.close()
     box = Outbox(cfg(d))
     assert ids(box) == model, "after the disk freed up and a reopen, exactly the unacked events remain"
-    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0}
+    assert box.dropped == {"disk_full": 0, "size_cap": 0, "age_cap": 0, "corrupt": 0, "refused": 0}
     box.close()

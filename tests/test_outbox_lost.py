@@ -18,31 +18,16 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edged.config.schema import OutboxConfig
 from edged.observability.health.server import HealthServer
 from edged.observability.metrics import OUTBOX_DROP_REASONS, Metrics
 from edged.publish.outbox.records import encode
 from edged.publish.outbox.store import Outbox
-
-
-def cfg(path: Path, **kw: Any) -> OutboxConfig:
-    return OutboxConfig(dir=path, fsync=kw.pop("fsync", "never"), **kw)
+from tests.support import outboxes
+from tests.support.outboxes import cfg, ids, reopened
 
 
 def event(i: int) -> dict[str, Any]:
-    return {"id": f"dev:cam:run:{i}", "camera": "cam", "seq": i, "detections": [{"label": "x" * 200}]}
-
-
-def ids(box: Outbox) -> list[int]:
-    return [int(r.id.rsplit(":", 1)[1]) for r in box.pending(10_000)]
-
-
-def reopened(directory: Path) -> list[int]:
-    box = Outbox(cfg(directory))
-    try:
-        return ids(box)
-    finally:
-        box.close()
+    return outboxes.event(i, label_len=200)
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -210,7 +195,7 @@ def test_drop_reasons_and_counts_agree_in_metrics_stats_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Drops of every reason, each made for real (a corrupted record, a directory that cannot be
-    made with no memory to hold, the size cap, the age cap): /metrics and /stats, scraped over HTTP from
+    made with no memory to hold, the size cap, the age cap, a record the MQTT client refused): /metrics and /stats, scraped over HTTP from
     the health server, name the same reasons with the same counts, zero before any drop; each drop's
     log line names its reason."""
     d = tmp_path / "ob"
@@ -254,6 +239,9 @@ def test_drop_reasons_and_counts_agree_in_metrics_stats_and_logs(
             # age_cap: what is left grows older than max_age_s
             time.sleep(1.1)
             box.append("t", event(120))
+            # refused: the publisher's call when paho refuses a record's topic or payload
+            refused = box.append("t/+/x", event(121))
+            assert box.drop(refused.seq, "refused") and not box.drop(refused.seq, "refused")
         want = {r: box.dropped[r] for r in OUTBOX_DROP_REASONS}
         assert all(want[r] > 0 for r in OUTBOX_DROP_REASONS), want
         assert scrape_drops(server.port) == want

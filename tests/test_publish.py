@@ -151,6 +151,34 @@ def test_events_arrive_in_order_with_status(mosquitto: Mosquitto, publisher_fact
         assert late.messages[0].payload == b"offline" and late.messages[0].retain
 
 
+def test_an_event_paho_refuses_is_dropped_counted_and_the_rest_go_on(
+    mosquitto: Mosquitto, publisher_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic paho's publish raises ValueError for (a wildcard in it) cannot succeed on retry: it is
+    logged with its topic, counted as dropped for reason "refused" (metrics and /stats' outbox_dropped),
+    and the events after it are delivered, in order."""
+    with Subscriber(mosquitto, f"{PREFIX}/+/detections") as sub:
+        pub, box = publisher_factory(mosquitto)
+        pub.start()
+        assert wait_state(pub, "connected")
+        with caplog.at_level(logging.ERROR, logger="edged.publish.mqtt.publisher"):
+            pub.publish("gate", {"id": "before", "camera": "gate"})
+            pub.publish("ga+te", {"id": "refused", "camera": "ga+te"})
+            pub.publish("gate", {"id": "after", "camera": "gate"})
+            assert sub.wait_for(lambda ms: len(unique_ids(ms)) >= 2, 10), sub.messages
+            assert pub.wait_drained(5.0) and box.depth == 0
+        assert [e["id"] for e in events_of(sub.messages)] == ["before", "after"]
+        assert box.dropped["refused"] == 1 and box.status()["outbox_dropped"]["refused"] == 1
+        reg = pub.metrics.registry
+        assert reg.get_sample_value("edged_outbox_dropped_total", {"reason": "refused"}) == 1
+        assert reg.get_sample_value("edged_mqtt_published_total") == 2
+        assert any(
+            "cannot be published" in r.getMessage() and f"{PREFIX}/ga+te/detections" in r.getMessage()
+            for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
+        pub.stop()
+
+
 def test_last_will_when_the_process_is_killed(mosquitto: Mosquitto, tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import time
@@ -284,7 +312,8 @@ def test_restarted_publisher_replays_only_unacked(
         pub.publish("gate", {"id": f"kept-{i}", "camera": "gate"})
     pub.stop(flush_timeout_s=0.5)  # the process ends while the broker is away
     box.close()
-    assert Outbox(OutboxConfig(dir=outbox_dir, fsync="never")).depth == 15
+    with Outbox(OutboxConfig(dir=outbox_dir, fsync="never")) as reopened:  # closed: one outbox per folder
+        assert reopened.depth == 15
 
     mosquitto.start()
     with Subscriber(mosquitto, f"{PREFIX}/+/detections") as sub:

@@ -33,6 +33,7 @@ OUTBOX_DROP_REASONS: dict[str, str] = {
     "size_cap": "the outbox was over mqtt.outbox.max_bytes",
     "age_cap": "older than mqtt.outbox.max_age_s",
     "corrupt": "unreadable on disk (bad CRC, torn record)",
+    "refused": "the MQTT client refused its topic or payload (a retry cannot help)",
 }
 # old name -> new name; the old one is served (as a copy) until the next release, then removed.
 DEPRECATED_ALIASES = {

@@ -296,8 +296,8 @@ class MqttPublisher:
         try:
             info = self._client.publish(rec.topic, rec.payload_bytes(), qos=self.cfg.qos)
         except ValueError as e:  # topic or payload paho refuses: retrying cannot help
-            log.error("MQTT: event %s cannot be published (%s); dropping it", rec.id, e)
-            self.outbox.ack(rec.seq)
+            log.error("MQTT: event %s on %s cannot be published (%s); dropping it", rec.id, rec.topic, e)
+            self.outbox.drop(rec.seq, "refused")
             return True
         # NO_CONN: paho keeps the message and sends it after the reconnect, so it is in flight all the same.
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):

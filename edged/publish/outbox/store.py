@@ -193,6 +193,15 @@ class Outbox:
         with self._lock:
             return self._done(seq)
 
+    def drop(self, seq: int, reason: str) -> bool:
+        """Mark a record done undelivered and count it under `reason` (REASONS), e.g. "refused" by the
+        MQTT client; False if it was not pending."""
+        with self._lock:
+            if not self._done(seq):
+                return False
+            self.drops.add(reason, 1, len(self._pending))
+            return True
+
     @property
     def depth(self) -> int:
         return len(self._pending)
