@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from edged.infer.base import Engine
 from edged.infer.factory import create_engine
 from edged.serving.server import ModelServer
 from tests.support.broker import MOSQUITTO, Mosquitto
-from tests.support.edged import NotifySocket
+from tests.support.edged import NotifySocket, wait_until
 from tests.support.paths import need_models
 
 
@@ -80,17 +81,12 @@ def _no_outbox_left_open() -> Iterator[None]:
     """An outbox a test leaves open keeps its `outbox:io` thread watching a folder the next test (or
     the test's next outbox on the same folder) changes, and logs its losses into that test. Fails the
     test that left it."""
-    import threading
-    import time as _time
+    before = set(threading.enumerate())
 
-    before = {t for t in threading.enumerate() if t.name == "outbox:io"}
+    def left() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "outbox:io" and t not in before]
+
     yield
-    deadline = _time.monotonic() + 2.0
-    while True:
-        left = [
-            t for t in threading.enumerate() if t.name == "outbox:io" and t not in before and t.is_alive()
-        ]
-        if not left or _time.monotonic() > deadline:
-            break
-        _time.sleep(0.05)
-    assert not left, f"{len(left)} outbox(es) left open by this test (close them: `with Outbox(...)`)"
+    assert wait_until(lambda: not left(), 2.0, step=0.05), (
+        f"{len(left())} outbox(es) left open by this test (close them: `with Outbox(...)`)"
+    )

@@ -10,17 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.config.schema import OutboxConfig
 from edged.observability.metrics import Metrics
 from edged.publish.outbox.store import HEADER, Outbox
-
-
-def cfg(path: Path, **kw: Any) -> OutboxConfig:
-    return OutboxConfig(dir=path, fsync=kw.pop("fsync", "never"), **kw)
-
-
-def event(i: int, camera: str = "cam") -> dict[str, Any]:
-    return {"id": f"dev:{camera}:run:{i}", "camera": camera, "seq": i, "detections": [{"label": "x" * 20}]}
+from tests.support.outboxes import cfg, event
 
 
 def ids(records: list[Any]) -> list[str]:

@@ -17,8 +17,13 @@ def cfg(path: Path, **kw: Any) -> OutboxConfig:
     return OutboxConfig(dir=path, fsync=kw.pop("fsync", "never"), **kw)
 
 
-def event(i: int, label_len: int = 20) -> dict[str, Any]:
-    return {"id": f"dev:cam:run:{i}", "camera": "cam", "seq": i, "detections": [{"label": "x" * label_len}]}
+def event(i: int, camera: str = "cam", label_len: int = 20) -> dict[str, Any]:
+    return {
+        "id": f"dev:{camera}:run:{i}",
+        "camera": camera,
+        "seq": i,
+        "detections": [{"label": "x" * label_len}],
+    }
 
 
 def ids(box: Outbox) -> list[int]:

@@ -22,36 +22,30 @@ class AnnouncedRecord:
         self.state_path = state_path
         self.discovery_prefix = discovery_prefix
         self.device = device
-        self._names: dict[str, set[str]] = {}  # without a state_path, this run's memory only
-        self._topics: dict[str, list[str]] = {}
+        self._memory: dict[str, Any] | None = None  # without a state_path: this run's record only
 
     def names(self, key: str = "cameras") -> set[str]:
         """Cameras announced ("cameras"), or those announced with an image entity ("image_cameras")."""
-        if self.state_path is None:
-            return set(self._names.get(key, ()))
         data = self._read()
         return set(data.get(key, [])) if data is not None else set()
 
     def topics(self) -> dict[str, list[str]]:
         """Discovery topics announced per camera (by this run, or the last one with a state_path)."""
-        if self.state_path is None:
-            return self._topics
         data = self._read()
         topics = data.get("topics", {}) if data is not None else {}
         return topics if isinstance(topics, dict) else {}
 
     def save(self, names: list[str], images: list[str], topics: dict[str, list[str]]) -> None:
-        self._names = {"cameras": set(names), "image_cameras": set(images)}
-        self._topics = dict(topics)
-        if self.state_path is None:
-            return
         data = {
             "discovery_prefix": self.discovery_prefix,
             "device": self.device,
             "cameras": sorted(names),
             "image_cameras": sorted(images),
-            "topics": self._topics,
+            "topics": dict(topics),
         }
+        if self.state_path is None:
+            self._memory = data
+            return
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_path.with_suffix(".tmp")
@@ -63,7 +57,8 @@ class AnnouncedRecord:
             )
 
     def _read(self) -> dict[str, Any] | None:
-        assert self.state_path is not None
+        if self.state_path is None:
+            return self._memory
         try:
             data = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
